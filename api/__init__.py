@@ -1,0 +1,1 @@
+"""The `web` process: the FastAPI app (`parley.api.main:app`)."""

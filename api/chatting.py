@@ -1,0 +1,97 @@
+"""Accepting a chat turn and waiting for its end: what the three chat routes (and the seed's
+`/agents/chat-agent`) share."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import json
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+from parley.shared.errors import Conflict, InvalidInput, ModelFailed, NotFound, NotReady, TimedOut, TooLarge
+from parley.shared.models import ChatRequest, ChatResponse
+from parley.shared.turns import Accepted
+
+from .runtime import WebRuntime
+from .streams import job_events
+
+
+def _resolve_agent(rt: WebRuntime, tenant: str, body: ChatRequest) -> dict[str, Any]:
+    bound = rt.sessions.bound_agent(tenant, body.session_id) if body.session_id else None
+    if body.agent:
+        agent = rt.agents.get(tenant, body.agent)
+        if bound and bound != agent["id"]:
+            raise Conflict(f"session {body.session_id!r} belongs to another agent ({bound})")
+        return agent
+    if bound:
+        agent = rt.agents.get_by_id(tenant, bound)
+        if agent is None:
+            raise NotFound(f"the agent of session {body.session_id!r} no longer exists")
+        return agent
+    agent = rt.agents.first(tenant)
+    if agent is None:
+        raise NotFound("no agent exists yet: create one with POST /api/v1/agents")
+    return agent
+
+
+def _check_sizes(rt: WebRuntime, body: ChatRequest) -> None:
+    if len(body.message) > rt.settings.max_message_chars:
+        raise TooLarge(f"message is longer than {rt.settings.max_message_chars} characters")
+    for index, image in enumerate(body.images):
+        encoded = image.partition(",")[2]
+        if len(encoded) * 3 // 4 > rt.settings.max_image_bytes:
+            raise TooLarge(f"images[{index}] is larger than {rt.settings.max_image_bytes} bytes")
+        try:
+            base64.b64decode("".join(encoded.split()), validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidInput(f"images[{index}] is not valid base64", field=f"images.{index}") from None
+
+
+def request_hash(body: ChatRequest) -> str:
+    return hashlib.sha256(json.dumps(body.model_dump(), sort_keys=True).encode()).hexdigest()
+
+
+def _accept(rt: WebRuntime, tenant: str, body: ChatRequest, idempotency_key: str | None) -> Accepted:
+    digest = request_hash(body)
+    if idempotency_key:
+        replay = rt.turns.replay(tenant, idempotency_key, digest)
+        if replay:
+            return replay
+    _check_sizes(rt, body)
+    agent = _resolve_agent(rt, tenant, body)
+    return rt.turns.accept(
+        tenant=tenant, agent=agent, session_id=body.session_id, message=body.message, images=body.images,
+        idempotency_key=idempotency_key, request_hash=digest,
+    )  # fmt: skip
+
+
+async def accept(rt: WebRuntime, tenant: str, body: ChatRequest, idempotency_key: str | None) -> Accepted:
+    if idempotency_key is not None and not (0 < len(idempotency_key) <= 255):
+        raise InvalidInput("Idempotency-Key must be 1 to 255 characters", field="Idempotency-Key")
+    return await run_in_threadpool(_accept, rt, tenant, body, idempotency_key)
+
+
+async def wait_for_result(rt: WebRuntime, tenant: str, accepted: Accepted) -> ChatResponse:
+    """Block until the turn ends; its result, or the error that fits how it ended."""
+    try:
+        async with asyncio.timeout(rt.settings.chat_timeout_s):
+            async for _ in job_events(rt.hub, tenant, accepted.job_id, None, ping_s=rt.settings.sse_ping_s):
+                pass
+    except TimeoutError:
+        raise TimedOut("the turn is taking too long; poll its job", job_id=accepted.job_id,
+                       status_url=f"/api/v1/jobs/{accepted.job_id}") from None  # fmt: skip
+    record = await run_in_threadpool(rt.turns.job, tenant, accepted.job_id)
+    if record is None:
+        raise NotReady("the turn's record is gone", job_id=accepted.job_id)
+    status = record["status"]
+    if status == "finished":
+        return ChatResponse.model_validate_json(record["result"])
+    if status == "canceled":
+        raise Conflict("the turn was canceled", job_id=accepted.job_id)
+    if record.get("error_code") == "model_timeout":
+        raise TimedOut(record.get("error") or "the model timed out", job_id=accepted.job_id)
+    raise ModelFailed(record.get("error") or "the turn failed", job_id=accepted.job_id)

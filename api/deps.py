@@ -1,0 +1,48 @@
+"""FastAPI dependencies as `Annotated` aliases: the runtime, and the caller's tenant."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from parley.shared.errors import Unauthorized
+
+from .runtime import WebRuntime
+
+bearer = HTTPBearer(auto_error=False, description="An API key from PARLEY_API_KEYS.")
+
+
+def get_runtime(request: Request) -> WebRuntime:
+    return request.app.state.rt  # type: ignore[no-any-return]
+
+
+Runtime = Annotated[WebRuntime, Depends(get_runtime)]
+
+
+def tenant_for_key(rt: WebRuntime, key: str | None) -> str:
+    """The tenant owning `key`; 401 for a missing or unknown key (compared in constant time)."""
+    if key:
+        for known, tenant in rt.tenants_by_key.items():
+            if hmac.compare_digest(known.encode(), key.encode()):
+                return tenant
+    raise Unauthorized("missing or unknown API key: send `Authorization: Bearer <key>`")
+
+
+def get_tenant(rt: Runtime, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
+    return tenant_for_key(rt, credentials.credentials if credentials else None)
+
+
+Tenant = Annotated[str, Depends(get_tenant)]
+
+
+def get_compat_tenant(rt: Runtime, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
+    """The seed-article routes: keyless as PARLEY_COMPAT_TENANT when set, else like /api/v1."""
+    if rt.settings.compat_tenant and credentials is None:
+        return rt.settings.compat_tenant
+    return tenant_for_key(rt, credentials.credentials if credentials else None)
+
+
+CompatTenant = Annotated[str, Depends(get_compat_tenant)]

@@ -1,0 +1,157 @@
+"""Job events for SSE clients: one Redis pub/sub connection per web process, however many streams.
+
+A stream subscribes to its job's channel *before* it reads the backlog (XRANGE), then drops any
+live event at or below the last id it sent, so no event falls between the two and none is sent
+twice. If the pub/sub connection drops, or a slow client's buffer overflows, the stream is told
+to re-read the backlog from its last id: live delivery is a fast path, the stream is the truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import redis.asyncio as aredis
+from redis.exceptions import RedisError
+
+from parley.shared import events, keys
+from parley.shared.errors import NotReady
+from parley.shared.settings import Settings
+
+log = logging.getLogger("parley.api.hub")
+
+HUB_CHANNEL = f"{keys.PREFIX}:hub"
+"""Always subscribed, so the connection stays in pub/sub mode even with no stream open."""
+SUBSCRIBER_BUFFER = 1000
+RESYNC = ("", "")
+"""Queued to a subscriber when it may have missed live events and must re-read the backlog."""
+
+
+@dataclass(eq=False)
+class Subscriber:
+    queue: asyncio.Queue[tuple[str, str]] = field(default_factory=lambda: asyncio.Queue(SUBSCRIBER_BUFFER))
+
+    def deliver(self, item: tuple[str, str]) -> None:
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self._resync()
+
+    def _resync(self) -> None:
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(RESYNC)
+
+
+class EventHub:
+    def __init__(self, settings: Settings) -> None:
+        self.redis = aredis.Redis.from_url(
+            settings.redis_url, decode_responses=True,
+            socket_connect_timeout=settings.redis_timeout_s, socket_timeout=settings.redis_timeout_s,
+        )  # fmt: skip
+        self.listen_redis = aredis.Redis.from_url(
+            settings.redis_url, decode_responses=True, socket_connect_timeout=settings.redis_timeout_s,
+            socket_timeout=None, socket_keepalive=True, health_check_interval=0,
+        )  # fmt: skip
+        self.subscribers: dict[str, set[Subscriber]] = {}
+        self.confirmed: dict[str, asyncio.Event] = {}
+        self.pubsub: aredis.client.PubSub | None = None
+        self.connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def stream_count(self) -> int:
+        return sum(len(group) for group in self.subscribers.values())
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="event-hub")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        await self.redis.aclose()
+        await self.listen_redis.aclose()
+
+    async def _run(self) -> None:
+        delay_s = 0.1
+        while True:
+            pubsub = self.listen_redis.pubsub()
+            try:
+                await pubsub.subscribe(HUB_CHANNEL, *self.subscribers)
+                self.pubsub = pubsub
+                self.connected.set()
+                delay_s = 0.1
+                for group in self.subscribers.values():  # events may have been missed while away
+                    for subscriber in group:
+                        subscriber._resync()
+                async for message in pubsub.listen():
+                    self._dispatch(message)
+            except asyncio.CancelledError:
+                await pubsub.aclose()
+                raise
+            except (RedisError, OSError) as error:
+                log.warning("event hub lost Redis (%s); reconnecting in %.1f s", error, delay_s)
+            self.connected.clear()
+            self.pubsub = None
+            for event in self.confirmed.values():
+                event.clear()
+            try:
+                await pubsub.aclose()
+            except (RedisError, OSError):
+                pass
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, 2.0)
+
+    def _dispatch(self, message: dict) -> None:
+        channel = message.get("channel")
+        kind = message.get("type")
+        if kind == "subscribe" and channel in self.confirmed:
+            self.confirmed[channel].set()
+        elif kind == "message" and channel in self.subscribers:
+            item = events.parse_live(message["data"])
+            for subscriber in self.subscribers[channel]:
+                subscriber.deliver(item)
+
+    @asynccontextmanager
+    async def subscription(self, channel: str, timeout_s: float) -> AsyncIterator[Subscriber]:
+        """Subscribe to `channel` and wait until Redis confirmed it; unsubscribe on exit."""
+        subscriber = Subscriber()
+        group = self.subscribers.setdefault(channel, set())
+        group.add(subscriber)
+        try:
+            try:
+                if channel not in self.confirmed:
+                    self.confirmed[channel] = asyncio.Event()
+                    await self._send("subscribe", channel, timeout_s)
+                await asyncio.wait_for(self.confirmed[channel].wait(), timeout_s)
+            except (TimeoutError, RedisError, OSError) as error:
+                raise NotReady("the event stream is unavailable (Redis does not answer); try again") from error
+            yield subscriber
+        finally:
+            group.discard(subscriber)
+            if not group:
+                del self.subscribers[channel]
+                self.confirmed.pop(channel, None)
+                if self.pubsub is not None:
+                    try:
+                        await self.pubsub.unsubscribe(channel)
+                    except (RedisError, OSError):
+                        pass
+
+    async def _send(self, command: str, channel: str, timeout_s: float) -> None:
+        await asyncio.wait_for(self.connected.wait(), timeout_s)
+        assert self.pubsub is not None
+        await getattr(self.pubsub, command)(channel)
+
+    async def backlog(self, tenant: str, job_id: str, after: str | None) -> list[tuple[str, str]]:
+        """The job's stored events after `after` (all of them when None)."""
+        start = f"({after}" if after else "-"
+        entries = await self.redis.xrange(keys.events(tenant, job_id), start, "+")
+        return events.from_entries(entries)

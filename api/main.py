@@ -1,0 +1,60 @@
+"""The FastAPI app: `uvicorn parley.api.main:app`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from redis.exceptions import RedisError
+
+from parley.shared.settings import Settings, get_settings
+
+from . import errors
+from .middleware import BodyLimitAndMetrics
+from .routes import agents, chat, compat, jobs, ops, sessions
+from .runtime import WebRuntime
+
+log = logging.getLogger("parley.api")
+
+DESCRIPTION = """Parley hosts conversational agents with durable memory in Redis.
+
+Send `Authorization: Bearer <key>` (a key from `PARLEY_API_KEYS`) on every `/api/v1/` route.
+Errors are JSON: `{"error": {"code": "...", "message": "..."}}`."""
+
+
+def _load_file_agents(rt: WebRuntime) -> None:
+    if not rt.settings.agents_file:
+        return
+    try:
+        count = rt.agents.load_file(rt.settings.agents_file)
+        log.info("loaded %d agents from %s", count, rt.settings.agents_file)
+    except RedisError as error:
+        log.warning("could not load %s yet (Redis: %s); workers load it too", rt.settings.agents_file, error)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rt = WebRuntime.build(settings)
+        app.state.rt = rt
+        _load_file_agents(rt)
+        await rt.hub.start()
+        yield
+        await rt.hub.stop()
+
+    app = FastAPI(title="Parley", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    errors.install(app)
+
+    app.add_middleware(BodyLimitAndMetrics, max_body_bytes=settings.max_body_bytes)
+
+    for module in (ops, agents, sessions, chat, jobs, compat):
+        app.include_router(module.router)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,44 @@
+"""`/api/v1/agents`: create, list, read, change and delete agents."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from starlette.concurrency import run_in_threadpool
+
+from parley.shared.agents import public
+from parley.shared.models import AgentCreate, AgentPublic, AgentUpdate
+
+from ..deps import Runtime, Tenant
+
+router = APIRouter(prefix="/api/v1/agents", tags=["agents"])
+
+
+@router.post("", status_code=201, response_model=AgentPublic)
+def create_agent(body: AgentCreate, rt: Runtime, tenant: Tenant) -> AgentPublic:
+    """Create an agent; its name must be unique for the tenant."""
+    return public(rt.agents.create(tenant, body), rt.settings.default_model)
+
+
+@router.get("", response_model=list[AgentPublic])
+def list_agents(rt: Runtime, tenant: Tenant) -> list[AgentPublic]:
+    """Agents this key can see: file agents first, then the tenant's, by creation."""
+    return [public(agent, rt.settings.default_model) for agent in rt.agents.list(tenant)]
+
+
+@router.get("/{agent}", response_model=AgentPublic)
+def get_agent(agent: str, rt: Runtime, tenant: Tenant) -> AgentPublic:
+    """One agent, by id or name."""
+    return public(rt.agents.get(tenant, agent), rt.settings.default_model)
+
+
+@router.patch("/{agent}", response_model=AgentPublic)
+def update_agent(agent: str, body: AgentUpdate, rt: Runtime, tenant: Tenant) -> AgentPublic:
+    """Change some of an agent's fields; later turns use the new values."""
+    return public(rt.agents.update(tenant, agent, body), rt.settings.default_model)
+
+
+@router.delete("/{agent}", status_code=204)
+async def delete_agent(agent: str, rt: Runtime, tenant: Tenant) -> Response:
+    """Delete an agent. Its sessions stay readable; new turns in them answer 404."""
+    await run_in_threadpool(rt.agents.delete, tenant, agent)
+    return Response(status_code=204)

@@ -1,0 +1,56 @@
+"""`/api/v1/jobs`: a turn's status, its event stream (replayable, resumable) and cancel."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from parley.shared import events
+from parley.shared.errors import InvalidInput, NotFound
+from parley.shared.models import JobPublic
+
+from ..deps import Runtime, Tenant
+from ..runtime import WebRuntime
+from ..streams import job_events, sse_response
+from .chat import SSE_DOC
+
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+
+
+def _record(rt: WebRuntime, tenant: str, job_id: str) -> dict[str, str]:
+    record = rt.turns.job(tenant, job_id)
+    if record is None:
+        raise NotFound(f"job {job_id!r} not found")
+    return record
+
+
+@router.get("/{job_id}", response_model=JobPublic)
+def get_job(job_id: str, rt: Runtime, tenant: Tenant) -> JobPublic:
+    """A turn's status; `result` holds the `/chat` response once it finished."""
+    return rt.turns.public(job_id, _record(rt, tenant, job_id))
+
+
+@router.get("/{job_id}/events", response_class=StreamingResponse, responses=SSE_DOC)
+async def job_event_stream(
+    job_id: str,
+    rt: Runtime,
+    tenant: Tenant,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> StreamingResponse:
+    """The turn's whole event stream from its first event, or after `Last-Event-ID`."""
+    if last_event_id is not None and not events.valid_id(last_event_id):
+        raise InvalidInput("Last-Event-ID is not an event id of this API", field="Last-Event-ID")
+    await run_in_threadpool(_record, rt, tenant, job_id)
+    return sse_response(job_events(rt.hub, tenant, job_id, last_event_id, rt.settings.sse_ping_s))
+
+
+@router.post("/{job_id}/cancel", status_code=202)
+def cancel_job(job_id: str, rt: Runtime, tenant: Tenant) -> JSONResponse:
+    """Cancel a queued or running turn; its stream ends with `error` then `done`."""
+    _record(rt, tenant, job_id)
+    canceled = rt.turns.cancel(tenant, job_id)
+    record = _record(rt, tenant, job_id)
+    return JSONResponse({"job_id": job_id, "status": record["status"], "canceled": canceled}, status_code=202)

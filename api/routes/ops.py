@@ -1,0 +1,36 @@
+"""Operations: `/healthz`, `/readyz`, `/metrics` (public, no key)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, PlainTextResponse
+from redis.exceptions import RedisError
+
+from .. import metrics
+from ..deps import Runtime
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """200 while the process runs."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(rt: Runtime) -> JSONResponse:
+    """200 when Redis answers, else 503."""
+    try:
+        rt.clients.text.ping()
+    except RedisError as error:
+        return JSONResponse({"error": {"code": "not_ready", "message": f"Redis does not answer: {error}"}},
+                            status_code=503)  # fmt: skip
+    return JSONResponse({"status": "ready"})
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+def get_metrics(rt: Runtime) -> PlainTextResponse:
+    """Prometheus text format."""
+    body, content_type = metrics.render(rt)
+    return PlainTextResponse(body, media_type=content_type)

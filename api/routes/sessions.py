@@ -1,0 +1,66 @@
+"""`/api/v1/sessions`: conversations and their messages."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+from starlette.concurrency import run_in_threadpool
+
+from parley.shared.errors import NotFound
+from parley.shared.models import MessagePage, SessionCreate, SessionPage, SessionPublic
+from parley.shared.sessions import MAX_PAGE
+
+from ..deps import Runtime, Tenant
+
+router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"])
+
+
+@router.post("", status_code=201, response_model=SessionPublic)
+def create_session(body: SessionCreate, rt: Runtime, tenant: Tenant) -> SessionPublic:
+    """Start a conversation with an agent (its first message becomes message 0)."""
+    agent = rt.agents.get(tenant, body.agent) if body.agent else rt.agents.first(tenant)
+    if agent is None:
+        raise NotFound("no agent exists yet: create one with POST /api/v1/agents")
+    session_id = rt.sessions.create(tenant, agent, body.session_id, body.metadata)
+    return rt.sessions.get(tenant, session_id, {agent["id"]: agent["name"]})
+
+
+@router.get("", response_model=SessionPage)
+def list_sessions(
+    rt: Runtime,
+    tenant: Tenant,
+    agent: Annotated[str | None, Query(description="Only this agent's sessions (id or name).")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
+) -> SessionPage:
+    """The tenant's sessions, newest first, a page at a time."""
+    agent_id = rt.agents.get(tenant, agent)["id"] if agent else None
+    data, next_cursor = rt.sessions.list(tenant, agent_id=agent_id, limit=limit, cursor=cursor,
+                                         agent_names=rt.agent_names(tenant))  # fmt: skip
+    return SessionPage(data=data, next_cursor=next_cursor)
+
+
+@router.get("/{session_id}", response_model=SessionPublic)
+def get_session(session_id: str, rt: Runtime, tenant: Tenant) -> SessionPublic:
+    """One session."""
+    return rt.sessions.get(tenant, session_id, rt.agent_names(tenant))
+
+
+@router.delete("/{session_id}", status_code=204)
+async def delete_session(session_id: str, rt: Runtime, tenant: Tenant) -> Response:
+    """Delete a session with all its messages."""
+    await run_in_threadpool(rt.sessions.delete, tenant, session_id)
+    return Response(status_code=204)
+
+
+@router.get("/{session_id}/messages", response_model=MessagePage, response_model_exclude_none=False)
+def list_messages(
+    session_id: str,
+    rt: Runtime,
+    tenant: Tenant,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    before: Annotated[str | None, Query(description="A message id; only messages before it.")] = None,
+) -> MessagePage:
+    """The newest `limit` messages (before `before`), oldest first; the first is the agent's first message."""
+    return MessagePage(data=rt.sessions.messages(tenant, session_id, limit=limit, before=before))

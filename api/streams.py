@@ -1,0 +1,59 @@
+"""A job's event stream as Server-Sent Events, from any web process, resumable by `Last-Event-ID`.
+
+The races, and who wins them (see also hub.py):
+- An event published between our SUBSCRIBE and our XRANGE arrives twice (backlog and live):
+  the live copy has an id at or below the last sent, so it is dropped.
+- The pub/sub connection drops, or this client's buffer fills: the subscriber gets RESYNC and
+  re-reads the backlog after its last id.
+- The client goes away: Starlette cancels the generator; leaving `subscription` unsubscribes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from starlette.responses import StreamingResponse
+
+from parley.shared import events, keys
+
+from .hub import RESYNC, EventHub
+
+SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
+PING = ": ping\n\n"
+
+
+def sse_frame(event_id: str, payload: str) -> str:
+    return f"id: {event_id}\ndata: {payload}\n\n"
+
+
+async def job_events(hub: EventHub, tenant: str, job_id: str, after: str | None,
+                     ping_s: float, subscribe_timeout_s: float = 5.0) -> AsyncIterator[tuple[str, str]]:  # fmt: skip
+    """Yield (id, JSON) for each event after `after`, live, until `done`; ('', '') means ping."""
+    async with hub.subscription(keys.live_channel(tenant, job_id), subscribe_timeout_s) as subscriber:
+        last = after
+        pending = await hub.backlog(tenant, job_id, last)
+        while True:
+            for event_id, payload in pending:
+                if last is not None and events.id_key(event_id) <= events.id_key(last):
+                    continue
+                last = event_id
+                yield event_id, payload
+                if events.is_terminal(payload):
+                    return
+            try:
+                item = await asyncio.wait_for(subscriber.queue.get(), ping_s)
+            except TimeoutError:
+                yield "", ""
+                pending = []
+                continue
+            pending = await hub.backlog(tenant, job_id, last) if item == RESYNC else [item]
+
+
+async def sse_body(source: AsyncIterator[tuple[str, str]]) -> AsyncIterator[str]:
+    async for event_id, payload in source:
+        yield sse_frame(event_id, payload) if event_id else PING
+
+
+def sse_response(source: AsyncIterator[tuple[str, str]]) -> StreamingResponse:
+    return StreamingResponse(sse_body(source), media_type="text/event-stream", headers=SSE_HEADERS)

@@ -1,0 +1,1 @@
+"""Code that both `web` and `worker` build on: settings, Redis keys, stores, Lua scripts, models."""

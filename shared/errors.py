@@ -1,0 +1,55 @@
+"""Small named errors under one base class; the API maps each to its status and slug in one place."""
+
+from __future__ import annotations
+
+
+class ParleyError(Exception):
+    """Base of every error a client may be shown. `status` and `code` follow the contract."""
+
+    status: int = 400
+    code: str = "bad_request"
+
+    def __init__(self, message: str, **extra: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra
+
+
+class InvalidInput(ParleyError):
+    status, code = 422, "invalid_request"
+
+
+class NotFound(ParleyError):
+    status, code = 404, "not_found"
+
+
+class Conflict(ParleyError):
+    status, code = 409, "conflict"
+
+
+class TooLarge(ParleyError):
+    status, code = 413, "too_large"
+
+
+class TooManyRequests(ParleyError):
+    status, code = 429, "too_many_requests"
+
+    def __init__(self, message: str, retry_after_s: int = 1, **extra: object) -> None:
+        super().__init__(message, **extra)
+        self.retry_after_s = retry_after_s
+
+
+class Unauthorized(ParleyError):
+    status, code = 401, "unauthorized"
+
+
+class ModelFailed(ParleyError):
+    status, code = 502, "model_failed"
+
+
+class NotReady(ParleyError):
+    status, code = 503, "not_ready"
+
+
+class TimedOut(ParleyError):
+    status, code = 504, "timeout"

@@ -1,0 +1,94 @@
+"""Every Redis key and channel name Parley uses, built here and nowhere else.
+
+The schema (also drawn in docs/architecture.md). `{t}` is the tenant, `{a}` an agent id, `{s}` a
+session id, `{j}` a job id. Tenant names never contain `:` (see settings), so keys stay unambiguous.
+
+| key | type | holds |
+| --- | --- | --- |
+| `parley:agent:{t}:{a}` | hash | one agent, each field JSON-encoded |
+| `parley:agents:{t}` | zset | agent ids by creation time (ms) |
+| `parley:agent-names:{t}` | hash | agent name -> agent id (names are unique per tenant) |
+| `parley:session:{t}:{s}` | hash | agent_id, created_at, metadata, exchanges |
+| `parley:sessions:{t}` | zset | session ids by creation time (ms), for listing newest first |
+| `parley:agent-sessions:{t}:{a}` | zset | the same, for one agent |
+| `parley:messages:{t}:{s}` | list | committed messages (JSON), oldest first; index = message id |
+| `parley:lane:{t}:{s}` | list | job ids of the session's accepted, unfinished turns; the head runs |
+| `parley:job:{t}:{j}` | hash | one turn: status, timestamps, input message, result, error |
+| `parley:events:{t}:{j}` | stream | the turn's events; entry ids are the SSE event ids |
+| `parley:live:{t}:{j}` | pub/sub channel | the same events as they happen, `"<id> <json>"` |
+| `parley:idem:{t}:{sha256(key)}` | string | Idempotency-Key -> `<job id> <request hash>` |
+
+File agents (`PARLEY_AGENTS_FILE`) live under the reserved tenant `FILE_SCOPE`.
+RQ's own keys (`rq:job:{j}`, `rq:queue:{name}`) are named by RQ; we take them from RQ's classes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+PREFIX = "parley"
+FILE_SCOPE = "_file"
+"""Pseudo-tenant holding the agents from PARLEY_AGENTS_FILE, visible to every tenant."""
+
+
+def agent(tenant: str, agent_id: str) -> str:
+    return f"{PREFIX}:agent:{tenant}:{agent_id}"
+
+
+def agents(tenant: str) -> str:
+    return f"{PREFIX}:agents:{tenant}"
+
+
+def agent_names(tenant: str) -> str:
+    return f"{PREFIX}:agent-names:{tenant}"
+
+
+def session(tenant: str, session_id: str) -> str:
+    return f"{PREFIX}:session:{tenant}:{session_id}"
+
+
+def sessions(tenant: str) -> str:
+    return f"{PREFIX}:sessions:{tenant}"
+
+
+def agent_sessions(tenant: str, agent_id: str) -> str:
+    return f"{PREFIX}:agent-sessions:{tenant}:{agent_id}"
+
+
+def messages(tenant: str, session_id: str) -> str:
+    return f"{PREFIX}:messages:{tenant}:{session_id}"
+
+
+def lane(tenant: str, session_id: str) -> str:
+    return f"{PREFIX}:lane:{tenant}:{session_id}"
+
+
+def job(tenant: str, job_id: str) -> str:
+    return f"{PREFIX}:job:{tenant}:{job_id}"
+
+
+def events(tenant: str, job_id: str) -> str:
+    return f"{PREFIX}:events:{tenant}:{job_id}"
+
+
+def live_channel(tenant: str, job_id: str) -> str:
+    return f"{PREFIX}:live:{tenant}:{job_id}"
+
+
+def idempotency(tenant: str, idempotency_key: str) -> str:
+    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
+    return f"{PREFIX}:idem:{tenant}:{digest}"
+
+
+def rq_job(job_id: str) -> str:
+    """RQ's hash for a job, as RQ names it."""
+    from rq.job import Job
+
+    return Job.key_for(job_id)
+
+
+def rq_queue(queue_name: str) -> str:
+    """RQ's list for a queue, as RQ names it."""
+    from rq.queue import Queue
+
+    return f"{Queue.redis_queue_namespace_prefix}{queue_name}"

@@ -1,0 +1,191 @@
+"""The API's request and response models (pydantic v2), in the Base/Create/Update/Public pattern.
+
+They double as the OpenAPI schema at /docs, so each carries an example.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+NAME_MAX = 100
+TEXT_MAX = 100_000
+SESSION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
+IMAGE_PATTERN = re.compile(r"^data:image/(png|jpeg|gif|webp);base64,([A-Za-z0-9+/=\s]+)$")
+MAX_IMAGES = 5
+
+JobStatusName = Literal["queued", "started", "finished", "failed", "canceled"]
+"""A turn's status: `queued`, `started`, then one of the final three."""
+FINAL_STATUSES = ("finished", "failed", "canceled")
+
+
+class AgentBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = Field("", max_length=2_000)
+    type: str = Field("conversational", max_length=50)
+    model: str | None = Field(None, max_length=200, description="Model name; PARLEY_MODEL when omitted.")
+    context: str = Field("", max_length=TEXT_MAX, description="The system prompt.")
+    first_message: str = Field("", max_length=TEXT_MAX, description="Opening line, the first assistant message.")
+    instructions: str = Field("", max_length=TEXT_MAX, description="How to run the conversation.")
+    response_shape: dict[str, Any] | str | None = Field(None, description="Shape every answer should follow.")
+    tools: list[str] = Field(default_factory=list, description="Names of registered tools.")
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = Field(None, ge=1, le=1_000_000)
+    max_turns: int | None = Field(None, ge=1, description="Exchanges after which the agent closes politely.")
+
+
+class AgentCreate(AgentBase):
+    name: str = Field(..., min_length=1, max_length=NAME_MAX)
+
+    @field_validator("name")
+    @classmethod
+    def _name_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("name must not be blank")
+        return value.strip()
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Chef",
+                    "description": "Mediterranean recipes",
+                    "context": "You are a chef specialising in Mediterranean food.",
+                    "first_message": "Hello! What shall we cook today?",
+                    "instructions": "Keep recipes to at most 10 simple ingredients.",
+                    "response_shape": {"answer": "string", "recipes": "list of strings"},
+                }
+            ]
+        },
+    )
+
+
+class AgentUpdate(BaseModel):
+    """Any subset of an agent's fields; omitted fields keep their value."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"description": "Now vegetarian"}]})
+
+    name: str | None = Field(None, min_length=1, max_length=NAME_MAX)
+    description: str | None = Field(None, max_length=2_000)
+    type: str | None = Field(None, max_length=50)
+    model: str | None = Field(None, max_length=200)
+    context: str | None = Field(None, max_length=TEXT_MAX)
+    first_message: str | None = Field(None, max_length=TEXT_MAX)
+    instructions: str | None = Field(None, max_length=TEXT_MAX)
+    response_shape: dict[str, Any] | str | None = None
+    tools: list[str] | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = Field(None, ge=1, le=1_000_000)
+    max_turns: int | None = Field(None, ge=1)
+
+
+class AgentPublic(AgentBase):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    name: str
+    model: str  # type: ignore[assignment]
+    created_at: str
+    updated_at: str | None = None
+    source: Literal["api", "file"] = "api"
+
+
+class SessionCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"agent": "Chef", "session_id": "my-session", "metadata": {"user": "ana"}}]},
+    )
+
+    agent: str | None = Field(None, description="Agent id or name; the tenant's first agent when omitted.")
+    session_id: str | None = Field(None, pattern=SESSION_ID_PATTERN)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class SessionPublic(BaseModel):
+    session_id: str
+    agent_id: str
+    agent_name: str | None
+    created_at: str
+    metadata: dict[str, Any]
+    message_count: int
+
+
+class SessionPage(BaseModel):
+    data: list[SessionPublic]
+    next_cursor: str | None
+
+
+class MessagePublic(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    role: Literal["user", "assistant", "system", "tool"]
+    content: str
+    created_at: str
+    job_id: str | None
+
+
+class MessagePage(BaseModel):
+    data: list[MessagePublic]
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "examples": [{"message": "What is 15% of $2,340?", "agent": "Chef", "session_id": "my-session"}]
+        },
+    )
+
+    message: str = Field(..., description="The user's message; not blank.")
+    agent: str | None = Field(None, description="Agent id or name; the first agent the tenant sees when omitted.")
+    session_id: str | None = Field(None, pattern=SESSION_ID_PATTERN)
+    images: list[str] = Field(default_factory=list, max_length=MAX_IMAGES)
+
+    @field_validator("message")
+    @classmethod
+    def _message_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("message must not be blank")
+        return value
+
+    @field_validator("images")
+    @classmethod
+    def _images_are_data_uris(cls, value: list[str]) -> list[str]:
+        for index, image in enumerate(value):
+            if not isinstance(image, str) or not IMAGE_PATTERN.match(image[:64] + image[64:].replace("\n", "")):
+                raise ValueError(f"images[{index}] is not a data:image/(png|jpeg|gif|webp);base64 URI")
+        return value
+
+
+class ChatResponse(BaseModel):
+    response: str
+    agent_id: str
+    agent_name: str
+    session_id: str
+    job_id: str
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    session_id: str
+    agent_id: str
+    status: JobStatusName
+    status_url: str
+    events_url: str
+
+
+class JobPublic(BaseModel):
+    job_id: str
+    status: JobStatusName
+    session_id: str
+    agent_id: str
+    enqueued_at: str | None
+    started_at: str | None
+    ended_at: str | None
+    result: ChatResponse | None
+    error: str | None

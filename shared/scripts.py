@@ -1,0 +1,194 @@
+"""Lua scripts for every check-then-write on a turn, so each step is atomic in Redis.
+
+Why Lua: a turn's life touches several keys at once (the session, its lane, the job record, its
+event stream and RQ's queue), and each step must happen whole or not at all, whichever process
+dies when. Each script documents its KEYS and ARGV. Snippets shared by several scripts are
+plain Lua text joined in front of the script body (as rq/rate_limit.py does).
+
+A session's *lane* is the list of its accepted, unfinished turns in arrival order (RPUSH in
+ACCEPT_TURN, so the order comes from Redis). Only the lane's head is ever in RQ's queue; the
+others wait as `deferred` RQ jobs. FINISH_TURN removes a turn from its lane and pushes the new
+head onto RQ's queue in the same step, so turns of a session run one at a time, in order,
+across any number of workers, with no window in which a crash could stall the lane.
+"""
+
+from __future__ import annotations
+
+_EMIT = """
+-- Append one event to a job's stream, keep the stream for ttl_ms, and publish it live as
+-- "<entry id> <json>". The stream entry id is the SSE event id.
+local function emit(stream, channel, payload, ttl_ms)
+    local id = redis.call('XADD', stream, '*', 'e', payload)
+    redis.call('PEXPIRE', stream, ttl_ms)
+    redis.call('PUBLISH', channel, id .. ' ' .. payload)
+    return id
+end
+"""
+
+_ENSURE_SESSION = """
+-- Create the session unless it exists; the agent's first message becomes message 0.
+-- Returns the agent id the session is bound to, and 1 when it was created here.
+local function ensure_session(session_key, sessions_key, agent_sessions_key, messages_key,
+                              session_id, agent_id, now_ms, metadata, first_message_json)
+    local bound = redis.call('HGET', session_key, 'agent_id')
+    if bound then
+        return bound, 0
+    end
+    redis.call('HSET', session_key, 'agent_id', agent_id, 'created_at', now_ms,
+               'metadata', metadata, 'exchanges', 0)
+    redis.call('ZADD', sessions_key, now_ms, session_id)
+    redis.call('ZADD', agent_sessions_key, now_ms, session_id)
+    if first_message_json ~= '' then
+        redis.call('RPUSH', messages_key, first_message_json)
+    end
+    return agent_id, 1
+end
+"""
+
+CREATE_SESSION = (
+    _ENSURE_SESSION
+    + """
+-- KEYS: session, sessions, agent_sessions, messages
+-- ARGV: session_id, agent_id, now_ms, metadata_json, first_message_json
+-- Returns {bound agent id, created (0|1)}.
+local bound, created = ensure_session(KEYS[1], KEYS[2], KEYS[3], KEYS[4],
+                                      ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+return {bound, created}
+"""
+)
+
+ACCEPT_TURN = (
+    _EMIT
+    + _ENSURE_SESSION
+    + """
+-- KEYS: 1 session, 2 sessions, 3 agent_sessions, 4 messages, 5 lane, 6 job, 7 events, 8 live channel,
+--       9 idempotency key, 10 RQ job hash, 11 RQ queue
+-- ARGV: 1 job_id, 2 session_id, 3 agent_id, 4 now_ms, 5 metadata_json, 6 first_message_json,
+--       7 job fields (JSON object of strings), 8 `session` event JSON, 9 `status: queued` event JSON,
+--       10 retention_ms, 11 idempotency value ('' = no key), 12 idempotency ttl_ms,
+--       13 max queue depth, 14 RQ enqueued_at text
+-- Returns {'accepted', job_id} | {'existing', idempotency value} | {'queue_full', ''} |
+--         {'conflict', bound agent id}. Nothing is written unless the answer is 'accepted'.
+if ARGV[11] ~= '' then
+    local existing = redis.call('GET', KEYS[9])
+    if existing then
+        return {'existing', existing}
+    end
+end
+if redis.call('LLEN', KEYS[11]) >= tonumber(ARGV[13]) then
+    return {'queue_full', ''}
+end
+local bound = redis.call('HGET', KEYS[1], 'agent_id')
+if bound and bound ~= ARGV[3] then
+    return {'conflict', bound}
+end
+ensure_session(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+local fields = cjson.decode(ARGV[7])
+for name, value in pairs(fields) do
+    redis.call('HSET', KEYS[6], name, value)
+end
+redis.call('PEXPIRE', KEYS[6], ARGV[10])
+emit(KEYS[7], KEYS[8], ARGV[8], ARGV[10])
+emit(KEYS[7], KEYS[8], ARGV[9], ARGV[10])
+redis.call('RPUSH', KEYS[5], ARGV[1])
+if redis.call('LINDEX', KEYS[5], 0) == ARGV[1] then
+    redis.call('HSET', KEYS[10], 'status', 'queued', 'enqueued_at', ARGV[14])
+    redis.call('RPUSH', KEYS[11], ARGV[1])
+end
+if ARGV[11] ~= '' then
+    redis.call('SET', KEYS[9], ARGV[11], 'PX', ARGV[12])
+end
+return {'accepted', ARGV[1]}
+"""
+)
+
+START_TURN = (
+    _EMIT
+    + """
+-- KEYS: 1 job, 2 events, 3 live channel
+-- ARGV: 1 now_ms, 2 retention_ms
+-- Marks the turn started and counts the attempt. The attempt number fences later writes: a
+-- worker presumed dead whose turn was retried elsewhere can no longer emit or commit.
+-- Returns {'started', attempt} | {'final', 0} (already finished, failed or canceled) | {'missing', 0}.
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then
+    return {'missing', 0}
+end
+if status == 'finished' or status == 'failed' or status == 'canceled' then
+    return {'final', 0}
+end
+local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
+redis.call('HSET', KEYS[1], 'status', 'started')
+if attempt == 1 then
+    redis.call('HSET', KEYS[1], 'started_at', ARGV[1])
+    emit(KEYS[2], KEYS[3], cjson.encode({type = 'status', message = 'started'}), ARGV[2])
+else
+    emit(KEYS[2], KEYS[3], cjson.encode({type = 'status', message = 'retrying', attempt = attempt}), ARGV[2])
+end
+return {'started', attempt}
+"""
+)
+
+EMIT_TURN_EVENT = (
+    _EMIT
+    + """
+-- KEYS: 1 job, 2 events, 3 live channel
+-- ARGV: 1 attempt, 2 event JSON, 3 retention_ms
+-- Emits only while this attempt is the running one. Returns the event id, or false when the
+-- turn was canceled, finished or taken over by a newer attempt (the worker then stops).
+local state = redis.call('HMGET', KEYS[1], 'status', 'attempt')
+if state[1] ~= 'started' or state[2] ~= ARGV[1] then
+    return false
+end
+return emit(KEYS[2], KEYS[3], ARGV[2], ARGV[3])
+"""
+)
+
+FINISH_TURN = (
+    _EMIT
+    + """
+-- KEYS: 1 job, 2 events, 3 live channel, 4 lane, 5 messages, 6 session, 7 RQ queue, 8 RQ job hash
+-- ARGV: 1 job_id, 2 final status (finished|failed|canceled), 3 now_ms, 4 attempt ('' = whichever),
+--       5 result JSON, 6 error text, 7 error code, 8 messages (JSON array of message JSON strings),
+--       9 events (JSON array of event JSON strings), 10 retention_ms, 11 RQ job key prefix,
+--       12 RQ enqueued_at text
+-- Ends a turn exactly once: records the outcome, commits its messages (only when finished),
+-- emits its last events (ending with `done`), leaves the lane and queues the lane's next turn.
+-- Returns 1 when this call ended the turn, 0 when it had already ended (or another attempt runs).
+local state = redis.call('HMGET', KEYS[1], 'status', 'attempt')
+local status, attempt = state[1], state[2]
+if not status or status == 'finished' or status == 'failed' or status == 'canceled' then
+    return 0
+end
+if ARGV[4] ~= '' and (status ~= 'started' or attempt ~= ARGV[4]) then
+    return 0
+end
+local final = ARGV[2]
+if final == 'finished' and redis.call('EXISTS', KEYS[6]) == 1 then
+    for _, message in ipairs(cjson.decode(ARGV[8])) do
+        redis.call('RPUSH', KEYS[5], message)
+    end
+    redis.call('HINCRBY', KEYS[6], 'exchanges', 1)
+end
+redis.call('HSET', KEYS[1], 'status', final, 'ended_at', ARGV[3], 'result', ARGV[5],
+           'error', ARGV[6], 'error_code', ARGV[7])
+for _, payload in ipairs(cjson.decode(ARGV[9])) do
+    emit(KEYS[2], KEYS[3], payload, ARGV[10])
+end
+if final == 'canceled' and status == 'queued' then
+    -- Not started yet: take it out of RQ's queue so no worker picks it up.
+    redis.call('LREM', KEYS[7], 0, ARGV[1])
+    redis.call('HSET', KEYS[8], 'status', 'canceled')
+end
+redis.call('LREM', KEYS[4], 1, ARGV[1])
+local head = redis.call('LINDEX', KEYS[4], 0)
+if head then
+    local head_key = ARGV[11] .. head
+    if redis.call('HGET', head_key, 'status') == 'deferred' then
+        redis.call('HSET', head_key, 'status', 'queued', 'enqueued_at', ARGV[12])
+        redis.call('RPUSH', KEYS[7], head)
+    end
+end
+return 1
+"""
+)

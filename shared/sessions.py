@@ -1,0 +1,158 @@
+"""Sessions (conversations) and their messages in Redis.
+
+A session is a hash, listed in two sorted sets (all of the tenant's, and the agent's) by creation
+time. Its messages are a list of JSON objects, oldest first; a message's id is `msg_<index>`, so
+paging by `before` is one LRANGE, whatever the history's length.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import redis
+
+from . import keys, scripts
+from .clock import iso, now_ms
+from .errors import Conflict, InvalidInput, NotFound
+from .models import MessagePublic, SessionPublic
+
+MESSAGE_ID_PREFIX = "msg_"
+MAX_PAGE = 1000
+
+
+def new_session_id() -> str:
+    return f"sess_{uuid.uuid4().hex}"
+
+
+def message_json(role: str, content: str, *, job_id: str | None, created_at: int, **extra: Any) -> str:
+    """One stored message; `extra` holds `images`, `tool_calls` or `name` where they apply."""
+    message = {"role": role, "content": content, "created_at": created_at, "job_id": job_id}
+    message.update({name: value for name, value in extra.items() if value})
+    return json.dumps(message, separators=(",", ":"))
+
+
+def first_message_json(agent: dict[str, Any], created_at: int) -> str:
+    """The agent's opening line as message 0, or '' when the agent has none."""
+    text = agent.get("first_message") or ""
+    return message_json("assistant", text, job_id=None, created_at=created_at) if text else ""
+
+
+def _public_message(index: int, raw: str) -> MessagePublic:
+    message = json.loads(raw)
+    message["id"] = f"{MESSAGE_ID_PREFIX}{index}"
+    message["created_at"] = iso(message["created_at"])
+    return MessagePublic.model_validate(message)
+
+
+class SessionStore:
+    def __init__(self, r: redis.Redis) -> None:
+        self.r = r
+        self._create = r.register_script(scripts.CREATE_SESSION)
+
+    def create(self, tenant: str, agent: dict[str, Any], session_id: str | None, metadata: dict) -> str:
+        """Create a session bound to `agent`; 409 when the id is taken."""
+        session_id = session_id or new_session_id()
+        created = now_ms()
+        _, was_created = self._create(
+            keys=[keys.session(tenant, session_id), keys.sessions(tenant),
+                  keys.agent_sessions(tenant, agent["id"]), keys.messages(tenant, session_id)],
+            args=[session_id, agent["id"], created, json.dumps(metadata), first_message_json(agent, created)],
+        )  # fmt: skip
+        if not int(was_created):
+            raise Conflict(f"session {session_id!r} already exists")
+        return session_id
+
+    def bound_agent(self, tenant: str, session_id: str) -> str | None:
+        """The id of the agent a session is bound to, or None when there is no such session."""
+        return self.r.hget(keys.session(tenant, session_id), "agent_id")  # type: ignore[return-value]
+
+    def get(self, tenant: str, session_id: str, agent_names: dict[str, str]) -> SessionPublic:
+        with self.r.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.session(tenant, session_id))
+            pipe.llen(keys.messages(tenant, session_id))
+            raw, count = pipe.execute()
+        if not raw:
+            raise NotFound(f"session {session_id!r} not found")
+        return _public_session(session_id, raw, count, agent_names)
+
+    def list(self, tenant: str, *, agent_id: str | None, limit: int, cursor: str | None,
+             agent_names: dict[str, str]) -> tuple[list[SessionPublic], str | None]:  # fmt: skip
+        """Newest first. The cursor is `<created ms>:<session id>` of the last item returned."""
+        index_key = keys.agent_sessions(tenant, agent_id) if agent_id else keys.sessions(tenant)
+        top: str = "+inf"
+        after_id: str | None = None
+        if cursor:
+            score, sep, after_id = cursor.partition(":")
+            if not sep or not score.isdigit() or not after_id:
+                raise InvalidInput("cursor is not one this API returned", field="cursor")
+            top = score
+        rows: list[tuple[str, float]] = []
+        offset = 0
+        while len(rows) < limit + 1:
+            batch = self.r.zrevrangebyscore(index_key, top, "-inf", start=offset, num=limit + 1, withscores=True)
+            if not batch:
+                break
+            offset += len(batch)
+            for member, score in batch:  # type: ignore[union-attr]
+                # Within one ms, ZREVRANGEBYSCORE orders members from high to low: skip up to the cursor.
+                if after_id is not None and int(score) == int(top) and member >= after_id:
+                    continue
+                rows.append((member, score))
+        page, more = rows[:limit], len(rows) > limit
+        with self.r.pipeline(transaction=False) as pipe:
+            for session_id, _ in page:
+                pipe.hgetall(keys.session(tenant, session_id))
+                pipe.llen(keys.messages(tenant, session_id))
+            replies = pipe.execute()
+        sessions = [
+            _public_session(session_id, replies[2 * i], replies[2 * i + 1], agent_names)
+            for i, (session_id, _) in enumerate(page)
+            if replies[2 * i]
+        ]
+        next_cursor = f"{int(page[-1][1])}:{page[-1][0]}" if more and page else None
+        return sessions, next_cursor
+
+    def delete(self, tenant: str, session_id: str) -> None:
+        agent_id = self.bound_agent(tenant, session_id)
+        if agent_id is None:
+            raise NotFound(f"session {session_id!r} not found")
+        with self.r.pipeline() as pipe:
+            pipe.delete(keys.session(tenant, session_id), keys.messages(tenant, session_id))
+            pipe.zrem(keys.sessions(tenant), session_id)
+            pipe.zrem(keys.agent_sessions(tenant, agent_id), session_id)
+            pipe.execute()
+
+    def messages(self, tenant: str, session_id: str, *, limit: int, before: str | None) -> list[MessagePublic]:
+        """Up to `limit` messages before `before` (or the newest), oldest first."""
+        if self.bound_agent(tenant, session_id) is None:
+            raise NotFound(f"session {session_id!r} not found")
+        key = keys.messages(tenant, session_id)
+        if before is None:
+            end = int(self.r.llen(key)) - 1  # type: ignore[arg-type]
+        else:
+            index = before.removeprefix(MESSAGE_ID_PREFIX)
+            if not before.startswith(MESSAGE_ID_PREFIX) or not index.isdigit():
+                raise InvalidInput("before must be a message id such as msg_12", field="before")
+            end = int(index) - 1
+        start = max(0, end - limit + 1)
+        if end < 0:
+            return []
+        raw = self.r.lrange(key, start, end)
+        return [_public_message(start + offset, item) for offset, item in enumerate(raw)]  # type: ignore[arg-type]
+
+    def history(self, tenant: str, session_id: str) -> list[dict[str, Any]]:
+        """Every committed message, oldest first (what the worker rebuilds a context from)."""
+        return [json.loads(item) for item in self.r.lrange(keys.messages(tenant, session_id), 0, -1)]  # type: ignore[union-attr]
+
+
+def _public_session(session_id: str, raw: dict[str, str], count: int, agent_names: dict[str, str]) -> SessionPublic:
+    return SessionPublic(
+        session_id=session_id,
+        agent_id=raw["agent_id"],
+        agent_name=agent_names.get(raw["agent_id"]),
+        created_at=iso(raw["created_at"]) or "",
+        metadata=json.loads(raw.get("metadata") or "{}"),
+        message_count=int(count),
+    )

@@ -1,0 +1,107 @@
+"""One `Settings` object, read from the environment (and an optional `.env` file).
+
+Every duration carries its unit in its name (`_s`, `_ms`). The contract's variables keep their
+contract names (`REDIS_URL`, `PARLEY_API_KEYS`, ...); the rest are Parley's own tuning knobs,
+all prefixed `PARLEY_` and listed in docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_TENANT = "default"
+
+
+class Settings(BaseSettings):
+    """Configuration shared by `web` and `worker`."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_ignore_empty=True, extra="ignore")
+
+    redis_url: str = Field("redis://localhost:6379/0", alias="REDIS_URL")
+    port: int = Field(8000, alias="PORT")
+    api_keys: str = Field("", alias="PARLEY_API_KEYS")
+    openai_api_key: str | None = Field(None, alias="OPENAI_API_KEY")
+    openai_base_url: str | None = Field(None, alias="OPENAI_BASE_URL")
+    llm: Literal["openai", "demo"] | None = Field(None, alias="PARLEY_LLM")
+    default_model: str = Field("gpt-4o-mini", alias="PARLEY_MODEL")
+    agents_file: str | None = Field(None, alias="PARLEY_AGENTS_FILE")
+    compat_tenant: str | None = Field(None, alias="PARLEY_COMPAT_TENANT")
+
+    queue_name: str = Field("parley-turns", alias="PARLEY_QUEUE")
+    """RQ queue that holds chat turns."""
+    max_queue_depth: int = Field(10_000, alias="PARLEY_MAX_QUEUE_DEPTH", ge=1)
+    """Chat routes answer 429 when the turn queue holds more jobs than this."""
+    retention_s: int = Field(86_400, alias="PARLEY_RETENTION_S", ge=60)
+    """How long a job's record, events and result are kept after it was accepted, in seconds."""
+    idempotency_ttl_s: int = Field(86_400, alias="PARLEY_IDEMPOTENCY_TTL_S", ge=1)
+    """How long an Idempotency-Key maps to its first job, in seconds (the contract says a day)."""
+    chat_timeout_s: float = Field(120.0, alias="PARLEY_CHAT_TIMEOUT_S", gt=0)
+    """How long `POST /api/v1/chat` waits for the turn before answering 504 with the job id."""
+    turn_timeout_s: int = Field(300, alias="PARLEY_TURN_TIMEOUT_S", ge=5)
+    """Longest a worker may spend on one turn (RQ job timeout), in seconds."""
+    turn_retries: int = Field(2, alias="PARLEY_TURN_RETRIES", ge=0)
+    """How often a turn whose worker died is run again before it ends `failed`."""
+    heartbeat_ttl_s: int = Field(20, alias="PARLEY_HEARTBEAT_TTL_S", ge=3)
+    """A running turn whose worker sent no heartbeat for this long counts as abandoned."""
+    maintenance_interval_s: int = Field(10, alias="PARLEY_MAINTENANCE_INTERVAL_S", ge=1)
+    """How often an idle worker looks for abandoned turns, in seconds."""
+    sse_ping_s: float = Field(15.0, alias="PARLEY_SSE_PING_S", gt=0)
+    """Idle SSE streams get a `: ping` comment this often, in seconds."""
+    max_message_chars: int = Field(32_000, alias="PARLEY_MAX_MESSAGE_CHARS", ge=1)
+    max_image_bytes: int = Field(5 * 1024 * 1024, alias="PARLEY_MAX_IMAGE_BYTES", ge=1)
+    """Largest decoded size of one image, in bytes."""
+    max_body_bytes: int = Field(40 * 1024 * 1024, alias="PARLEY_MAX_BODY_BYTES", ge=1024)
+    """Largest request body the API reads, in bytes (413 beyond)."""
+    model_timeout_s: float = Field(60.0, alias="PARLEY_MODEL_TIMEOUT_S", gt=0)
+    """Read timeout of one model request, in seconds."""
+    model_max_retries: int = Field(3, alias="PARLEY_MODEL_MAX_RETRIES", ge=0)
+    """How often the OpenAI SDK retries 429, 5xx and connection errors (it honours Retry-After)."""
+    demo_chunk_delay_ms: int = Field(15, alias="PARLEY_DEMO_CHUNK_DELAY_MS", ge=0)
+    """Pause between the demo model's chunks, in ms, so streaming is visible."""
+    redis_timeout_s: float = Field(2.0, alias="PARLEY_REDIS_TIMEOUT_S", gt=0)
+    """Connect and command timeout towards Redis for request handling, in seconds."""
+    log_level: str = Field("INFO", alias="PARLEY_LOG_LEVEL")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
+        return value
+
+    @model_validator(mode="after")
+    def _parse_keys(self) -> Settings:
+        self.keys_to_tenants()  # raises on malformed entries, at start rather than per request
+        return self
+
+    @property
+    def provider(self) -> Literal["openai", "demo"]:
+        """The model provider: `PARLEY_LLM`, else `openai` when an OpenAI variable is set."""
+        if self.llm:
+            return self.llm
+        return "openai" if (self.openai_api_key or self.openai_base_url) else "demo"
+
+    def keys_to_tenants(self) -> dict[str, str]:
+        """Map each API key to its tenant (`tenant:key`, or a bare `key` for tenant `default`)."""
+        mapping: dict[str, str] = {}
+        for entry in self.api_keys.split(","):
+            entry = entry.strip()
+            if not entry:
+                continue
+            tenant, sep, key = entry.partition(":")
+            if not sep:
+                tenant, key = DEFAULT_TENANT, tenant
+            if not tenant or not key:
+                raise ValueError(f"PARLEY_API_KEYS entry {entry!r} is not `tenant:key` or `key`")
+            mapping[key] = tenant
+        return mapping
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()  # type: ignore[call-arg]

@@ -1,0 +1,202 @@
+"""A turn's life in Redis: accepted by `web`, started, streamed and finished by a `worker`.
+
+Each step is one Lua script from `scripts.py` (see there for why). A turn is also an RQ job with
+the same id: RQ delivers it to a worker, heartbeats it and retries it when its worker dies; this
+module owns what RQ does not: the session lane (order), the job record the API shows, the event
+stream, and the single atomic commit.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import redis
+from rq import Callback, Queue, Retry
+from rq.job import Job, JobStatus
+from rq.utils import utcformat
+
+from . import events, keys, scripts
+from .clock import iso, now_ms
+from .errors import Conflict, TooManyRequests
+from .models import FINAL_STATUSES, ChatResponse, JobPublic
+from .redis_client import RedisClients
+from .sessions import first_message_json, new_session_id
+from .settings import Settings
+
+TURN_FUNCTION = "parley.worker.turn.run_turn"
+"""The RQ job function, named by path: `shared` never imports `worker`."""
+TURN_FAILURE_CALLBACK = "parley.worker.turn.on_turn_failure"
+
+
+@dataclass(frozen=True)
+class Accepted:
+    job_id: str
+    session_id: str
+    agent_id: str
+    replayed: bool
+    """True when an Idempotency-Key matched an earlier request: nothing new was created."""
+
+
+def new_job_id() -> str:
+    return f"job_{uuid.uuid4().hex}"
+
+
+def _rq_now() -> str:
+    return utcformat(datetime.now(timezone.utc))
+
+
+class TurnStore:
+    def __init__(self, clients: RedisClients, settings: Settings) -> None:
+        self.r = clients.text
+        self.raw = clients.raw
+        self.settings = settings
+        self.queue = Queue(settings.queue_name, connection=clients.raw)
+        self._accept = self.r.register_script(scripts.ACCEPT_TURN)
+        self._start = self.r.register_script(scripts.START_TURN)
+        self._emit = self.r.register_script(scripts.EMIT_TURN_EVENT)
+        self._finish = self.r.register_script(scripts.FINISH_TURN)
+
+    @property
+    def retention_ms(self) -> int:
+        return self.settings.retention_s * 1000
+
+    # --- web side -------------------------------------------------------------------------
+
+    def replay(self, tenant: str, idempotency_key: str, request_hash: str) -> Accepted | None:
+        """The job an earlier request with this Idempotency-Key created, if any."""
+        value = self.r.get(keys.idempotency(tenant, idempotency_key))
+        return self._replayed(tenant, value, request_hash) if value else None  # type: ignore[arg-type]
+
+    def _replayed(self, tenant: str, value: str, request_hash: str) -> Accepted:
+        job_id, _, first_hash = value.partition(" ")
+        if first_hash != request_hash:
+            raise Conflict("this Idempotency-Key was already used for a different request")
+        record = self.job(tenant, job_id)
+        if record is None:
+            raise Conflict("this Idempotency-Key's job is no longer kept")
+        return Accepted(job_id, record["session_id"], record["agent_id"], replayed=True)
+
+    def accept(self, *, tenant: str, agent: dict[str, Any], session_id: str | None, message: str,
+               images: list[str], idempotency_key: str | None, request_hash: str) -> Accepted:  # fmt: skip
+        """Queue a turn: create the session if needed, record the job, emit `session` and `queued`.
+
+        Raises Conflict (session bound to another agent, or a reused Idempotency-Key) and
+        TooManyRequests (queue full); in those cases nothing is created.
+        """
+        session_id = session_id or new_session_id()
+        job_id = new_job_id()
+        created = now_ms()
+        rq_job = self.queue.create_job(
+            TURN_FUNCTION, args=(tenant, job_id), job_id=job_id, status=JobStatus.DEFERRED,
+            timeout=self.settings.turn_timeout_s, result_ttl=self.settings.retention_s,
+            failure_ttl=self.settings.retention_s,
+            retry=Retry(max=self.settings.turn_retries) if self.settings.turn_retries else None,
+            on_failure=Callback(TURN_FAILURE_CALLBACK), description=f"turn of {tenant}/{session_id}",
+        )  # fmt: skip
+        rq_job.save()
+        fields = {
+            "tenant": tenant, "session_id": session_id, "agent_id": agent["id"], "agent_name": agent["name"],
+            "status": "queued", "enqueued_at": str(created), "attempt": "0", "message": message,
+            "images": json.dumps(images), "request_hash": request_hash,
+        }  # fmt: skip
+        session_event = events.encode("session", session_id=session_id, agent_id=agent["id"],
+                                      agent_name=agent["name"], job_id=job_id)  # fmt: skip
+        queued_event = events.encode("status", message="queued")
+        idem_key = keys.idempotency(tenant, idempotency_key) if idempotency_key else keys.idempotency(tenant, "-")
+        outcome, detail = self._accept(
+            keys=[
+                keys.session(tenant, session_id), keys.sessions(tenant), keys.agent_sessions(tenant, agent["id"]),
+                keys.messages(tenant, session_id), keys.lane(tenant, session_id), keys.job(tenant, job_id),
+                keys.events(tenant, job_id), keys.live_channel(tenant, job_id), idem_key,
+                keys.rq_job(job_id), keys.rq_queue(self.settings.queue_name),
+            ],
+            args=[
+                job_id, session_id, agent["id"], created, "{}", first_message_json(agent, created),
+                json.dumps(fields), session_event, queued_event, self.retention_ms,
+                f"{job_id} {request_hash}" if idempotency_key else "", self.settings.idempotency_ttl_s * 1000,
+                self.settings.max_queue_depth, _rq_now(),
+            ],
+        )  # fmt: skip
+        if outcome == "accepted":
+            return Accepted(job_id, session_id, agent["id"], replayed=False)
+        rq_job.delete()
+        if outcome == "existing":
+            return self._replayed(tenant, detail, request_hash)
+        if outcome == "queue_full":
+            raise TooManyRequests("the turn queue is full; try again shortly", retry_after_s=2)
+        raise Conflict(f"session {session_id!r} belongs to another agent ({detail})")
+
+    def cancel(self, tenant: str, job_id: str) -> bool:
+        """End a queued or running turn as canceled. False when it had already ended."""
+        return self.finish(
+            tenant, job_id, status="canceled", attempt=None, error="canceled", error_code="canceled",
+            events_out=[events.encode("error", message="canceled"), events.encode("done")],
+        )  # fmt: skip
+
+    def queue_depth(self) -> int:
+        return int(self.r.llen(keys.rq_queue(self.settings.queue_name)))  # type: ignore[arg-type]
+
+    # --- reading a job --------------------------------------------------------------------
+
+    def job(self, tenant: str, job_id: str) -> dict[str, str] | None:
+        record = self.r.hgetall(keys.job(tenant, job_id))
+        return record or None  # type: ignore[return-value]
+
+    @staticmethod
+    def public(job_id: str, record: dict[str, str]) -> JobPublic:
+        result = json.loads(record["result"]) if record.get("result") else None
+        return JobPublic(
+            job_id=job_id, status=record["status"], session_id=record["session_id"],  # type: ignore[arg-type]
+            agent_id=record["agent_id"], enqueued_at=iso(record.get("enqueued_at")),
+            started_at=iso(record.get("started_at")), ended_at=iso(record.get("ended_at")),
+            result=ChatResponse.model_validate(result) if result else None, error=record.get("error") or None,
+        )  # fmt: skip
+
+    @staticmethod
+    def is_final(record: dict[str, str]) -> bool:
+        return record.get("status") in FINAL_STATUSES
+
+    # --- worker side ----------------------------------------------------------------------
+
+    def start(self, tenant: str, job_id: str) -> tuple[str, int]:
+        """('started', attempt) when this worker may run the turn, else ('final'|'missing', 0)."""
+        state, attempt = self._start(
+            keys=[keys.job(tenant, job_id), keys.events(tenant, job_id), keys.live_channel(tenant, job_id)],
+            args=[now_ms(), self.retention_ms],
+        )
+        return state, int(attempt)
+
+    def emit(self, tenant: str, job_id: str, attempt: int, payload: str) -> bool:
+        """Emit one event of a running attempt; False means stop: canceled, ended or superseded."""
+        event_id = self._emit(
+            keys=[keys.job(tenant, job_id), keys.events(tenant, job_id), keys.live_channel(tenant, job_id)],
+            args=[attempt, payload, self.retention_ms],
+        )
+        return bool(event_id)
+
+    def finish(self, tenant: str, job_id: str, *, status: str, attempt: int | None, events_out: list[str],
+               result: dict[str, Any] | None = None, error: str = "", error_code: str = "",
+               messages: list[str] | None = None) -> bool:  # fmt: skip
+        """End the turn once (see FINISH_TURN). False when it had already ended."""
+        record = self.r.hmget(keys.job(tenant, job_id), "session_id")
+        session_id = record[0]  # type: ignore[index]
+        if session_id is None:
+            return False
+        ended = self._finish(
+            keys=[
+                keys.job(tenant, job_id), keys.events(tenant, job_id), keys.live_channel(tenant, job_id),
+                keys.lane(tenant, session_id), keys.messages(tenant, session_id), keys.session(tenant, session_id),
+                keys.rq_queue(self.settings.queue_name), keys.rq_job(job_id),
+            ],
+            args=[
+                job_id, status, now_ms(), "" if attempt is None else attempt,
+                json.dumps(result) if result is not None else "", error, error_code,
+                json.dumps(messages or []), json.dumps(events_out), self.retention_ms,
+                Job.redis_job_namespace_prefix, _rq_now(),
+            ],
+        )  # fmt: skip
+        return bool(ended)

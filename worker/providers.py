@@ -1,0 +1,115 @@
+"""Model providers: each streams the answer's text pieces for a list of chat messages.
+
+`openai` speaks to OpenAI or any OpenAI-compatible server through the official SDK, which retries
+429, 5xx and connection errors with backoff and honours Retry-After. `demo` needs no network:
+it streams a plainly labelled offline answer that still shows the conversation's memory.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+import httpx
+import openai
+
+from parley.shared.settings import Settings
+
+
+class ModelError(Exception):
+    """The model could not answer; `status` is its HTTP status when it gave one."""
+
+    def __init__(self, message: str, status: int | None = None, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.timed_out = timed_out
+
+
+class Provider(Protocol):
+    def stream(self, *, model: str, messages: list[dict[str, str]], temperature: float | None,
+               max_tokens: int | None) -> Any:  # fmt: skip
+        """A context manager yielding an iterator of text pieces; leaving it closes the connection."""
+
+
+class OpenAIProvider:
+    def __init__(self, settings: Settings) -> None:
+        self.client = openai.OpenAI(
+            api_key=settings.openai_api_key or "not-needed",
+            base_url=settings.openai_base_url,
+            max_retries=settings.model_max_retries,
+            timeout=httpx.Timeout(settings.model_timeout_s, connect=10.0),
+        )
+
+    @contextmanager
+    def stream(self, *, model: str, messages: list[dict[str, str]], temperature: float | None,
+               max_tokens: int | None) -> Iterator[Iterator[str]]:  # fmt: skip
+        options: dict[str, Any] = {}
+        if temperature is not None:
+            options["temperature"] = temperature
+        if max_tokens is not None:
+            options["max_tokens"] = max_tokens
+        try:
+            response = self.client.chat.completions.create(
+                model=model, messages=messages, stream=True, **options  # type: ignore[arg-type]
+            )
+        except openai.APIError as error:
+            raise _model_error(error) from error
+        try:
+            yield _pieces(response)
+        finally:
+            response.close()
+
+
+def _pieces(response: Any) -> Iterator[str]:
+    try:
+        for chunk in response:
+            for choice in chunk.choices:
+                if choice.delta and choice.delta.content:
+                    yield choice.delta.content
+    except openai.APIError as error:
+        raise _model_error(error) from error
+    except httpx.HTTPError as error:
+        raise ModelError(f"the model's stream broke off: {error.__class__.__name__}") from error
+
+
+def _model_error(error: openai.APIError) -> ModelError:
+    if isinstance(error, openai.APITimeoutError):
+        return ModelError("the model did not answer in time", timed_out=True)
+    if isinstance(error, openai.APIStatusError):
+        return ModelError(f"the model answered {error.status_code}: {error.message}", status=error.status_code)
+    return ModelError(f"could not reach the model: {error.message}")
+
+
+class DemoProvider:
+    """Offline answers, labelled as such, streamed a word at a time."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.delay_s = settings.demo_chunk_delay_ms / 1000
+
+    @contextmanager
+    def stream(self, *, model: str, messages: list[dict[str, str]], temperature: float | None,
+               max_tokens: int | None) -> Iterator[Iterator[str]]:  # fmt: skip
+        yield self._words(demo_answer(messages))
+
+    def _words(self, text: str) -> Iterator[str]:
+        words = text.split(" ")
+        for index, word in enumerate(words):
+            if self.delay_s:
+                time.sleep(self.delay_s)
+            yield word if index == len(words) - 1 else word + " "
+
+
+def demo_answer(messages: list[dict[str, str]]) -> str:
+    """What the demo model says: the message back, and the earlier one, to show memory works."""
+    users = [m["content"] for m in messages if m["role"] == "user"]
+    text = f'[demo model, offline] You said: "{users[-1]}".'
+    if len(users) > 1:
+        text += f' Earlier you said: "{users[-2]}". I remember {len(users) - 1} earlier message(s).'
+    text += " Set OPENAI_API_KEY or OPENAI_BASE_URL to talk to a real model."
+    return text
+
+
+def make_provider(settings: Settings) -> Provider:
+    return OpenAIProvider(settings) if settings.provider == "openai" else DemoProvider(settings)

@@ -1,0 +1,117 @@
+"""The RQ job that runs one chat turn, and the callback that ends a turn RQ gives up on.
+
+A turn: mark it started (counting the attempt), rebuild the context from Redis, stream the
+model's answer as `delta` events, then commit the user message and the answer, the job's result
+and its last events in one atomic step. Nothing reaches the history before that step, so a
+worker that dies mid-turn leaves nothing half-written; RQ runs the turn again elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from parley.shared import events
+from parley.shared.clock import now_ms
+from parley.shared.sessions import message_json
+
+from .context import CLOSING_MESSAGE, build_messages, exchanges_so_far
+from .providers import ModelError
+from .runtime import runtime
+
+log = logging.getLogger("parley.worker.turn")
+
+
+def run_turn(tenant: str, job_id: str) -> str:
+    """Run one turn; returns how it ended (RQ keeps that as the job's result)."""
+    rt = runtime()
+    state, attempt = rt.turns.start(tenant, job_id)
+    if state != "started":
+        log.info("turn %s not run: %s", job_id, state)
+        return state
+    record = rt.turns.job(tenant, job_id) or {}
+    agent = rt.agents.get_by_id(tenant, record.get("agent_id", ""))
+    if agent is None:
+        return _fail(tenant, job_id, attempt, "the session's agent no longer exists", "agent_missing")
+    history = rt.sessions.history(tenant, record["session_id"])
+
+    if agent.get("max_turns") and exchanges_so_far(history) >= agent["max_turns"]:
+        pieces = [CLOSING_MESSAGE]
+        if not rt.turns.emit(tenant, job_id, attempt, events.encode("delta", content=CLOSING_MESSAGE)):
+            return "stopped"
+    else:
+        try:
+            pieces = _stream_answer(tenant, job_id, attempt, agent, build_messages(agent, history, record["message"]))
+        except ModelError as error:
+            code = "model_timeout" if error.timed_out else "model_failed"
+            return _fail(tenant, job_id, attempt, str(error), code)
+        if pieces is None:
+            return "stopped"
+    return _commit(tenant, job_id, attempt, agent, record, "".join(pieces))
+
+
+def _stream_answer(tenant: str, job_id: str, attempt: int, agent: dict[str, Any],
+                   messages: list[dict[str, str]]) -> list[str] | None:  # fmt: skip
+    """The answer's pieces, each emitted as a `delta`; None when the turn was canceled meanwhile.
+
+    Leaving the provider's context closes the model connection, so a cancel stops the model too.
+    """
+    rt = runtime()
+    pieces: list[str] = []
+    with rt.provider.stream(
+        model=agent.get("model") or rt.settings.default_model, messages=messages,
+        temperature=agent.get("temperature"), max_tokens=agent.get("max_tokens"),
+    ) as stream:  # fmt: skip
+        for piece in stream:
+            pieces.append(piece)
+            if not rt.turns.emit(tenant, job_id, attempt, events.encode("delta", content=piece)):
+                log.info("turn %s attempt %s stopped: canceled or superseded", job_id, attempt)
+                return None
+    return pieces
+
+
+def _commit(tenant: str, job_id: str, attempt: int, agent: dict[str, Any], record: dict[str, str],
+            answer: str) -> str:  # fmt: skip
+    rt = runtime()
+    session_id = record["session_id"]
+    now = now_ms()
+    result = {"response": answer, "agent_id": agent["id"], "agent_name": agent["name"],
+              "session_id": session_id, "job_id": job_id}  # fmt: skip
+    images = json.loads(record.get("images") or "[]")
+    messages = [
+        message_json("user", record["message"], job_id=job_id, created_at=int(record["enqueued_at"]), images=images),
+        message_json("assistant", answer, job_id=job_id, created_at=now),
+    ]
+    done = rt.turns.finish(
+        tenant, job_id, status="finished", attempt=attempt, result=result, messages=messages,
+        events_out=[events.encode("response", content=answer, intent=None, session_id=session_id),
+                    events.encode("done")],
+    )  # fmt: skip
+    return "finished" if done else "stopped"
+
+
+def _fail(tenant: str, job_id: str, attempt: int | None, error: str, code: str) -> str:
+    log.warning("turn %s failed: %s", job_id, error)
+    runtime().turns.finish(
+        tenant, job_id, status="failed", attempt=attempt, error=error, error_code=code,
+        events_out=[events.encode("error", message=error, code=code), events.encode("done")],
+    )  # fmt: skip
+    return "failed"
+
+
+def on_turn_failure(job: Any, connection: Any, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+    """RQ's failure callback: end the turn `failed` once RQ will not run it again.
+
+    RQ calls this before it decides to retry (for a job that raised, and for one whose worker
+    died, found by registry cleanup), so a job with retries left is left alone: it runs again
+    and its stream goes on with a `retrying` status.
+    """
+    if job.retries_left:
+        log.warning("turn %s failed (%s); RQ retries it, %s retries left", job.id, exc_type, job.retries_left)
+        return
+    tenant, job_id = job.args
+    reason = "the worker running this turn stopped" if exc_type is not None and "Abandoned" in getattr(
+        exc_type, "__name__", ""
+    ) else f"the turn failed: {exc_value!r}"
+    _fail(tenant, job_id, None, reason, "turn_failed")
