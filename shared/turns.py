@@ -170,6 +170,11 @@ class TurnStore:
         )
         return state, int(attempt)
 
+    def is_running(self, tenant: str, job_id: str, attempt: int) -> bool:
+        """True while `attempt` is the turn's running attempt (not canceled, ended or superseded)."""
+        status, current = self.r.hmget(keys.job(tenant, job_id), "status", "attempt")  # type: ignore[misc]
+        return status == "started" and current == str(attempt)
+
     def emit(self, tenant: str, job_id: str, attempt: int, payload: str) -> bool:
         """Emit one event of a running attempt; False means stop: canceled, ended or superseded."""
         event_id = self._emit(

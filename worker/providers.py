@@ -7,6 +7,7 @@ it streams a plainly labelled offline answer that still shows the conversation's
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,10 +28,30 @@ class ModelError(Exception):
         self.timed_out = timed_out
 
 
+class ModelStream:
+    """The answer's text pieces as they arrive; `close()` (from any thread) hangs up on the model."""
+
+    def __init__(self, pieces: Iterator[str], close: Any = None) -> None:
+        self._pieces = pieces
+        self._close = close
+        self.closed = False
+
+    def __iter__(self) -> Iterator[str]:
+        for piece in self._pieces:
+            if self.closed:
+                return
+            yield piece
+
+    def close(self) -> None:
+        self.closed = True
+        if self._close is not None:
+            self._close()
+
+
 class Provider(Protocol):
     def stream(self, *, model: str, messages: list[dict[str, str]], temperature: float | None,
                max_tokens: int | None) -> Any:  # fmt: skip
-        """A context manager yielding an iterator of text pieces; leaving it closes the connection."""
+        """A context manager yielding a `ModelStream`; leaving it closes the connection."""
 
 
 class OpenAIProvider:
@@ -44,7 +65,7 @@ class OpenAIProvider:
 
     @contextmanager
     def stream(self, *, model: str, messages: list[dict[str, str]], temperature: float | None,
-               max_tokens: int | None) -> Iterator[Iterator[str]]:  # fmt: skip
+               max_tokens: int | None) -> Iterator[ModelStream]:  # fmt: skip
         options: dict[str, Any] = {}
         if temperature is not None:
             options["temperature"] = temperature
@@ -57,9 +78,24 @@ class OpenAIProvider:
         except openai.APIError as error:
             raise _model_error(error) from error
         try:
-            yield _pieces(response)
+            yield ModelStream(_pieces(response), lambda: _hang_up(response))
         finally:
             response.close()
+
+
+def _hang_up(response: Any) -> None:
+    """Close the model's connection from another thread, waking a read blocked on it.
+
+    Closing the response alone waits for the reading thread; shutting the socket down does not.
+    """
+    stream = getattr(response, "response", None)
+    network = stream.extensions.get("network_stream") if stream is not None else None
+    sock = network.get_extra_info("socket") if network is not None else None
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 def _pieces(response: Any) -> Iterator[str]:
@@ -90,8 +126,8 @@ class DemoProvider:
 
     @contextmanager
     def stream(self, *, model: str, messages: list[dict[str, str]], temperature: float | None,
-               max_tokens: int | None) -> Iterator[Iterator[str]]:  # fmt: skip
-        yield self._words(demo_answer(messages))
+               max_tokens: int | None) -> Iterator[ModelStream]:  # fmt: skip
+        yield ModelStream(self._words(demo_answer(messages)))
 
     def _words(self, text: str) -> Iterator[str]:
         words = text.split(" ")
