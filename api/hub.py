@@ -15,6 +15,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import redis.asyncio as aredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from parley.shared import events, keys
@@ -51,6 +54,7 @@ class EventHub:
         self.redis = aredis.Redis.from_url(
             settings.redis_url, decode_responses=True,
             socket_connect_timeout=settings.redis_timeout_s, socket_timeout=settings.redis_timeout_s,
+            health_check_interval=1, retry=AsyncRetry(NoBackoff(), 1), retry_on_error=[RedisConnectionError],
         )  # fmt: skip
         self.listen_redis = aredis.Redis.from_url(
             settings.redis_url, decode_responses=True, socket_connect_timeout=settings.redis_timeout_s,

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from .settings import Settings
 
@@ -26,8 +28,11 @@ def connect(settings: Settings, *, socket_timeout_s: float | None = None) -> Red
     options = dict(
         socket_connect_timeout=settings.redis_timeout_s,
         socket_timeout=timeout,
-        health_check_interval=30,
-        retry_on_timeout=False,
+        health_check_interval=1,  # an idle pooled connection is checked first: a Redis restart costs no request
+        # One immediate retry on a dropped connection: after a Redis restart every pooled
+        # connection is stale once. Scripts that write are safe to run twice (see scripts.py).
+        retry=Retry(NoBackoff(), 1),
+        retry_on_error=[redis.ConnectionError],
     )
     text = redis.Redis.from_url(settings.redis_url, decode_responses=True, **options)  # type: ignore[arg-type]
     raw = redis.Redis.from_url(settings.redis_url, decode_responses=False, **options)  # type: ignore[arg-type]

@@ -69,6 +69,10 @@ ACCEPT_TURN = (
 --       13 max queue depth, 14 RQ enqueued_at text
 -- Returns {'accepted', job_id} | {'existing', idempotency value} | {'queue_full', ''} |
 --         {'conflict', bound agent id}. Nothing is written unless the answer is 'accepted'.
+-- Run twice with the same job id (a client retry after a dropped connection), it accepts once.
+if redis.call('EXISTS', KEYS[6]) == 1 then
+    return {'accepted', ARGV[1]}
+end
 if ARGV[11] ~= '' then
     local existing = redis.call('GET', KEYS[9])
     if existing then

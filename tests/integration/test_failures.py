@@ -1,0 +1,141 @@
+"""Processes dying, Redis going away: nothing a client was told is lost."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+
+from tests.integration.helpers import client, create_agent, messages, model_requests, wait_job
+from tests.sse_client import Event, collect, iter_events
+
+
+def _stream_in_thread(http: httpx.Client, url: str, events: list[Event], **kwargs) -> threading.Thread:
+    def read() -> None:
+        try:
+            with http.stream("GET", url, **kwargs) as response:
+                for event in iter_events(response):
+                    events.append(event)
+        except httpx.HTTPError:
+            pass
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    return thread
+
+
+def _wait_for(predicate, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_worker_killed_mid_turn_is_retried_and_commits_once(stack) -> None:
+    stack.start_web()
+    [worker] = stack.start_workers()
+    stack.model_server.control("options", {"chunk_delay_ms": 150})
+    with client(stack.web_url, stack.api_key) as http:
+        create_agent(http)
+        assert http.post("/api/v1/chat", json={"message": "remember me", "session_id": "k"}).status_code == 200
+        job = http.post("/api/v1/chat/jobs", json={"message": "a slow answer with many words", "session_id": "k"})
+        job_id = job.json()["job_id"]
+        events: list[Event] = []
+        reader = _stream_in_thread(http, f"/api/v1/jobs/{job_id}/events", events)
+        _wait_for(lambda: any(e.type == "delta" for e in events))
+        worker.kill()
+        started = time.monotonic()
+        stack.start_workers()
+        reader.join(timeout=60)
+        assert not reader.is_alive()
+        assert time.monotonic() - started < 60
+        types = [e.type for e in events]
+        assert types[-2:] == ["response", "done"]
+        retry = next(e for e in events if e.type == "status" and e.data["message"] == "retrying")
+        assert retry.data["attempt"] == 2
+        after_retry = events[events.index(retry) + 1:]
+        assert "".join(e.data["content"] for e in after_retry if e.type == "delta") == events[-2].data["content"]
+        record = wait_job(http, job_id)
+        assert record["status"] == "finished"
+        history = messages(http, "k")
+        assert [m["content"] for m in history if m["job_id"] == job_id] == [
+            "a slow answer with many words", "echo: a slow answer with many words | earlier: remember me",
+        ]  # fmt: skip
+        nxt = http.post("/api/v1/chat", json={"message": "next", "session_id": "k"}).json()
+        assert nxt["response"] == "echo: next | earlier: remember me / a slow answer with many words"
+
+
+def test_web_killed_mid_stream_client_resumes_on_another_web(stack) -> None:
+    web_one, web_two = stack.start_web(2)
+    stack.start_workers()
+    stack.model_server.control("options", {"chunk_delay_ms": 100})
+    with client(web_one.url, stack.api_key) as one, client(web_two.url, stack.api_key) as two:
+        create_agent(one)
+        seen: list[Event] = []
+        try:
+            with one.stream("POST", "/api/v1/chat/stream",
+                            json={"message": "tell me a long story about the sea", "session_id": "w"}) as response:  # fmt: skip
+                for event in iter_events(response):
+                    seen.append(event)
+                    if sum(e.type == "delta" for e in seen) == 3:
+                        web_one.kill()
+        except httpx.HTTPError:
+            pass
+        assert sum(e.type == "delta" for e in seen) >= 3
+        job_id = seen[0].data["job_id"]
+        rest = collect(two, "GET", f"/api/v1/jobs/{job_id}/events", headers={"Last-Event-ID": seen[-1].id})
+        whole = collect(two, "GET", f"/api/v1/jobs/{job_id}/events")
+        assert [(e.id, e.data) for e in seen + rest] == [(e.id, e.data) for e in whole]
+        assert whole[-1].type == "done"
+
+
+def test_memory_survives_every_process_killed_and_restarted(stack) -> None:
+    [web] = stack.start_web()
+    [worker] = stack.start_workers()
+    with client(stack.web_url, stack.api_key) as http:
+        create_agent(http)
+        assert http.post("/api/v1/chat", json={"message": "my name is Ana", "session_id": "m"}).status_code == 200
+    time.sleep(1.2)  # Redis's AOF is fsynced every second (appendfsync everysec)
+    web.kill()
+    worker.kill()
+    stack.redis_server.kill()
+    stack.redis_server.start()
+    web.restart()
+    worker.restart()
+    with client(stack.web_url, stack.api_key) as http:
+        answer = http.post("/api/v1/chat", json={"message": "what is my name?", "session_id": "m"}).json()
+        assert answer["response"] == "echo: what is my name? | earlier: my name is Ana"
+        assert len(messages(http, "m")) == 5
+
+
+def test_redis_stopped_mid_run_gives_prompt_503s_then_recovers(stack) -> None:
+    stack.start_web()
+    stack.start_workers()
+    with client(stack.web_url, stack.api_key, timeout=10) as http:
+        create_agent(http)
+        assert http.post("/api/v1/chat", json={"message": "before", "session_id": "r"}).status_code == 200
+        stack.redis_server.stop()
+        try:
+            for method, path, body in [
+                ("GET", "/api/v1/agents", None),
+                ("GET", "/api/v1/sessions/r/messages", None),
+                ("POST", "/api/v1/chat", {"message": "during", "session_id": "r"}),
+                ("POST", "/api/v1/chat/stream", {"message": "during", "session_id": "r"}),
+                ("POST", "/api/v1/chat/jobs", {"message": "during", "session_id": "r"}),
+                ("GET", "/readyz", None),
+            ]:
+                started = time.monotonic()
+                response = http.request(method, path, json=body)
+                assert response.status_code == 503, (path, response.status_code, response.text)
+                assert "error" in response.json()
+                assert time.monotonic() - started < 5, path
+            assert http.get("/healthz").status_code == 200
+        finally:
+            stack.redis_server.start()
+        _wait_for(lambda: http.get("/readyz").status_code == 200)
+        answer = http.post("/api/v1/chat", json={"message": "after", "session_id": "r"})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["response"] == "echo: after | earlier: before"
+        assert [m["content"] for m in messages(http, "r") if m["role"] == "user"] == ["before", "after"]
+        assert len(model_requests(stack)) == 2
