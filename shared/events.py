@@ -9,9 +9,11 @@ channel as `"<id> <json>"`.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 TERMINAL_TYPE = "done"
+EVENT_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 
 
 def encode(event_type: str, **fields: Any) -> str:
@@ -25,8 +27,8 @@ def id_key(event_id: str) -> tuple[int, int]:
 
 
 def valid_id(event_id: str) -> bool:
-    ms, sep, seq = event_id.partition("-")
-    return bool(sep) and ms.isdigit() and seq.isdigit()
+    """True for `<ms>-<seq>` in ASCII digits (str.isdigit would also take '²' from a header)."""
+    return EVENT_ID.fullmatch(event_id) is not None
 
 
 def parse_live(message: str) -> tuple[str, str]:

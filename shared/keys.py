@@ -1,7 +1,7 @@
 """Every Redis key and channel name Parley uses, built here and nowhere else.
 
 The schema (also drawn in docs/architecture.md). `{t}` is the tenant, `{a}` an agent id, `{s}` a
-session id, `{j}` a job id. Tenant names never contain `:` (see settings), so keys stay unambiguous.
+session id, `{j}` a job id. Tenant names never contain `:` nor start with `_` (see settings), so keys stay unambiguous.
 
 | key | type | holds |
 | --- | --- | --- |

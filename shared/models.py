@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 NAME_MAX = 100
 TEXT_MAX = 100_000
@@ -81,6 +81,14 @@ class AgentUpdate(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2)
     max_tokens: int | None = Field(None, ge=1, le=1_000_000)
     max_turns: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _no_null_text(self) -> AgentUpdate:
+        """`null` clears the optional settings (model, response_shape, ...); text fields take a string."""
+        for name in ("name", "description", "type", "context", "first_message", "instructions", "tools"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        return self
 
 
 class AgentPublic(AgentBase):

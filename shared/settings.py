@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     queue_name: str = Field("parley-turns", alias="PARLEY_QUEUE")
     """RQ queue that holds chat turns."""
     max_queue_depth: int = Field(10_000, alias="PARLEY_MAX_QUEUE_DEPTH", ge=1)
-    """Chat routes answer 429 when the turn queue holds more jobs than this."""
+    """Chat routes answer 429 once the turn queue holds this many jobs."""
     retention_s: int = Field(86_400, alias="PARLEY_RETENTION_S", ge=60)
     """How long a job's record, events and result are kept after it was accepted, in seconds."""
     idempotency_ttl_s: int = Field(86_400, alias="PARLEY_IDEMPOTENCY_TTL_S", ge=1)
@@ -97,6 +97,10 @@ class Settings(BaseSettings):
                 tenant, key = DEFAULT_TENANT, tenant
             if not tenant or not key:
                 raise ValueError(f"PARLEY_API_KEYS entry {entry!r} is not `tenant:key` or `key`")
+            if tenant.startswith("_"):
+                raise ValueError(f"PARLEY_API_KEYS: tenant names starting with '_' are reserved ({tenant!r})")
+            if mapping.get(key, tenant) != tenant:
+                raise ValueError(f"PARLEY_API_KEYS: one key is given to two tenants ({mapping[key]!r}, {tenant!r})")
             mapping[key] = tenant
         return mapping
 
