@@ -94,6 +94,7 @@ end
 redis.call('PEXPIRE', KEYS[6], ARGV[10])
 emit(KEYS[7], KEYS[8], ARGV[8], ARGV[10])
 emit(KEYS[7], KEYS[8], ARGV[9], ARGV[10])
+redis.call('PERSIST', KEYS[10])
 redis.call('RPUSH', KEYS[5], ARGV[1])
 if redis.call('LINDEX', KEYS[5], 0) == ARGV[1] then
     redis.call('HSET', KEYS[10], 'status', 'queued', 'enqueued_at', ARGV[14])

@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     redis_timeout_s: float = Field(2.0, alias="PARLEY_REDIS_TIMEOUT_S", gt=0)
     """Connect and command timeout towards Redis for request handling, in seconds."""
     log_level: str = Field("INFO", alias="PARLEY_LOG_LEVEL")
+    rq_log_level: str = Field("WARNING", alias="PARLEY_RQ_LOG_LEVEL")
+    """RQ's own log level in workers (INFO logs every job and every maintenance pass)."""
 
     @field_validator("redis_url")
     @classmethod

@@ -30,6 +30,8 @@ from .settings import Settings
 TURN_FUNCTION = "parley.worker.turn.run_turn"
 """The RQ job function, named by path: `shared` never imports `worker`."""
 TURN_FAILURE_CALLBACK = "parley.worker.turn.on_turn_failure"
+UNACCEPTED_JOB_TTL_S = 3600
+"""Lifetime of an RQ job saved by a web process that died before accepting it."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,11 @@ class TurnStore:
             retry=Retry(max=self.settings.turn_retries) if self.settings.turn_retries else None,
             on_failure=Callback(TURN_FAILURE_CALLBACK), description=f"turn of {tenant}/{session_id}",
         )  # fmt: skip
-        rq_job.save()
+        with self.raw.pipeline() as pipe:
+            rq_job.save(pipeline=pipe)
+            # Until ACCEPT_TURN keeps it (PERSIST), the job expires: a web that dies in between leaves no litter.
+            pipe.expire(keys.rq_job(job_id), UNACCEPTED_JOB_TTL_S)
+            pipe.execute()
         fields = {
             "tenant": tenant, "session_id": session_id, "agent_id": agent["id"], "agent_name": agent["name"],
             "status": "queued", "enqueued_at": str(created), "attempt": "0", "message": message,

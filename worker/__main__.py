@@ -26,7 +26,7 @@ def main() -> int:
         maintenance_interval=settings.maintenance_interval_s,
         job_monitoring_interval=settings.heartbeat_ttl_s,
     )
-    worker.work(logging_level=settings.log_level, with_scheduler=False)
+    worker.work(logging_level=settings.rq_log_level, with_scheduler=False)
     return 0
 
 

@@ -1,0 +1,100 @@
+# Parley developer commands.  `make test` is exactly what CI runs (.ci/run).
+#
+#   make run     run the service locally (Redis, web, worker): python -m parley.local
+#   make test    install everything the tests need, then run pytest
+#   make bench   run the benchmarks (python -m bench)
+#   make lint    ruff and mypy, when they are installed
+#
+# Variables: PYTHON (interpreter for the venv, default python3), ARGS (extra
+# arguments for run/bench, e.g. make run ARGS="--port 9000 --workers 2"),
+# PYTEST_ARGS (e.g. make test PYTEST_ARGS="-x -k restart").
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: help run test bench lint redis-server clean
+
+help:
+	@sed -n 's/^#   //p' $(MAKEFILE_LIST)
+
+# -- virtualenv and installs (stamp files make repeated runs instant) -------------------
+
+$(PY):
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null || { \
+	  echo "error: Parley needs Python 3.11 or newer; '$(PYTHON)' is $$($(PYTHON) --version 2>&1 || echo missing)." >&2; \
+	  echo "       Run again with PYTHON=/path/to/python3.11 (e.g. make test PYTHON=python3.11)." >&2; \
+	  exit 1; }
+	@echo "creating $(VENV) with $$($(PYTHON) --version)"
+	@$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+	  echo "error: '$(PYTHON) -m venv' failed; on Debian/Ubuntu install python3-venv." >&2; exit 1; }
+
+# Reinstalled when pyproject.toml changes (or the stamp is missing).
+$(VENV)/.installed-local: pyproject.toml | $(PY)
+	@echo "installing parley[local] into $(VENV)"
+	@$(PIP) install -e '.[local]'
+	@touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(PY)
+	@echo "installing parley[test] into $(VENV)"
+	@$(PIP) install -e '.[test]'
+	@touch $@
+
+# The integration tests run a real Redis: Debian's redis-server.
+redis-server:
+	@if command -v redis-server >/dev/null 2>&1; then \
+	  :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "redis-server not found: installing Debian's redis-server package"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server >/dev/null \
+	    && command -v redis-server >/dev/null \
+	    || { echo "error: apt-get install redis-server failed" >&2; exit 1; }; \
+	  echo "installed $$(redis-server --version)"; \
+	else \
+	  echo "error: the integration tests need a real Redis server and redis-server is not on PATH." >&2; \
+	  echo "       Install it, then run make test again:" >&2; \
+	  echo "         Debian/Ubuntu: sudo apt-get install redis-server" >&2; \
+	  echo "         macOS:         brew install redis" >&2; \
+	  exit 1; \
+	fi
+
+# -- commands ---------------------------------------------------------------------------
+
+run: $(VENV)/.installed-local
+	$(PY) -m parley.local $(ARGS)
+
+test: $(VENV)/.installed-test redis-server
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed-test
+	$(PY) -m bench $(ARGS)
+
+# mypy cannot follow setuptools' editable import hook, so it reads the code through a
+# tree of symlinks laid out like the installed distribution (parley/api -> ../../api ...).
+MYPY_TREE := $(VENV)/mypy-src
+PARLEY_DIRS := api worker shared local
+
+lint: $(VENV)/.installed-test
+	@status=0; \
+	 if $(PY) -m ruff --version >/dev/null 2>&1; then RUFF="$(PY) -m ruff"; \
+	 elif command -v ruff >/dev/null 2>&1; then RUFF=ruff; \
+	 else RUFF=; echo "ruff is not installed (pip install ruff): skipped"; fi; \
+	 if [ -n "$$RUFF" ]; then echo "ruff check ."; $$RUFF check . || status=1; fi; \
+	 if $(PY) -m mypy --version >/dev/null 2>&1; then \
+	  rm -rf $(MYPY_TREE) && mkdir -p $(MYPY_TREE)/parley && \
+	  for d in $(PARLEY_DIRS); do if [ -d $$d ]; then ln -s "$(CURDIR)/$$d" $(MYPY_TREE)/parley/$$d; fi; done; \
+	  pkgs=$$(for d in $(PARLEY_DIRS); do if [ -d $$d ]; then printf -- '-p parley.%s ' $$d; fi; done); \
+	  echo "mypy $$pkgs-p tests"; \
+	  MYPYPATH=$(MYPY_TREE) $(PY) -m mypy $$pkgs -p tests || status=1; \
+	 else echo "mypy is not installed (pip install mypy): skipped"; fi; \
+	 exit $$status
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache

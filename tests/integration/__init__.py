@@ -1,0 +1,1 @@
+"""Integration tests: real Redis, web, worker and model-server processes."""
