@@ -10,11 +10,10 @@ import hashlib
 import json
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
-
 from parley.shared.errors import Conflict, InvalidInput, ModelFailed, NotFound, NotReady, TimedOut, TooLarge
 from parley.shared.models import ChatRequest, ChatResponse
 from parley.shared.turns import Accepted
+from starlette.concurrency import run_in_threadpool
 
 from .runtime import WebRuntime
 from .streams import job_events
@@ -27,15 +26,12 @@ def _resolve_agent(rt: WebRuntime, tenant: str, body: ChatRequest) -> dict[str, 
         if bound and bound != agent["id"]:
             raise Conflict(f"session {body.session_id!r} belongs to another agent ({bound})")
         return agent
-    if bound:
-        agent = rt.agents.get_by_id(tenant, bound)
-        if agent is None:
+    found = rt.agents.get_by_id(tenant, bound) if bound else rt.agents.first(tenant)
+    if found is None:
+        if bound:
             raise NotFound(f"the agent of session {body.session_id!r} no longer exists")
-        return agent
-    agent = rt.agents.first(tenant)
-    if agent is None:
         raise NotFound("no agent exists yet: create one with POST /api/v1/agents")
-    return agent
+    return found
 
 
 def _check_sizes(rt: WebRuntime, body: ChatRequest) -> None:
@@ -55,7 +51,7 @@ def request_hash(body: ChatRequest) -> str:
     return hashlib.sha256(json.dumps(body.model_dump(), sort_keys=True).encode()).hexdigest()
 
 
-def _accept(rt: WebRuntime, tenant: str, body: ChatRequest, idempotency_key: str | None) -> Accepted:
+def _accept(rt: WebRuntime, tenant: str, body: ChatRequest, idempotency_key: str | None, api_key: str) -> Accepted:
     digest = request_hash(body)
     if idempotency_key:
         replay = rt.turns.replay(tenant, idempotency_key, digest)
@@ -65,14 +61,15 @@ def _accept(rt: WebRuntime, tenant: str, body: ChatRequest, idempotency_key: str
     agent = _resolve_agent(rt, tenant, body)
     return rt.turns.accept(
         tenant=tenant, agent=agent, session_id=body.session_id, message=body.message, images=body.images,
-        idempotency_key=idempotency_key, request_hash=digest,
+        idempotency_key=idempotency_key, request_hash=digest, api_key=api_key,
     )  # fmt: skip
 
 
-async def accept(rt: WebRuntime, tenant: str, body: ChatRequest, idempotency_key: str | None) -> Accepted:
+async def accept(rt: WebRuntime, tenant: str, body: ChatRequest, idempotency_key: str | None,
+                 api_key: str = "") -> Accepted:  # fmt: skip
     if idempotency_key is not None and not (0 < len(idempotency_key) <= 255):
         raise InvalidInput("Idempotency-Key must be 1 to 255 characters", field="Idempotency-Key")
-    return await run_in_threadpool(_accept, rt, tenant, body, idempotency_key)
+    return await run_in_threadpool(_accept, rt, tenant, body, idempotency_key, api_key)
 
 
 async def wait_for_result(rt: WebRuntime, tenant: str, accepted: Accepted) -> ChatResponse:

@@ -7,7 +7,6 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-
 from parley.shared.errors import Unauthorized
 
 from .runtime import WebRuntime
@@ -46,3 +45,11 @@ def get_compat_tenant(rt: Runtime, credentials: Annotated[HTTPAuthorizationCrede
 
 
 CompatTenant = Annotated[str, Depends(get_compat_tenant)]
+
+
+def get_api_key(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
+    """The caller's key as sent ('' without one): per-key limits count by it."""
+    return credentials.credentials if credentials else ""
+
+
+ApiKey = Annotated[str, Depends(get_api_key)]

@@ -12,16 +12,26 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from parley.shared.errors import ParleyError, TooManyRequests, Unauthorized
+from parley.shared.models import ErrorResponse
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-
-from parley.shared.errors import ParleyError, TooManyRequests, Unauthorized
 
 log = logging.getLogger("parley.api")
 
 HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
               405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
-              422: "invalid_request", 429: "too_many_requests", 503: "not_ready"}  # fmt: skip
+              422: "invalid_request", 429: "too_many_requests", 502: "model_failed", 503: "not_ready",
+              504: "timeout"}  # fmt: skip
+
+
+def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses, all in the one error shape."""
+    return {status: {"model": ErrorResponse, "description": HTTP_CODES.get(status, "error")} for status in statuses}
+
+
+API_ERRORS = documented(401, 404, 422, 503)
+"""What any `/api/v1/` route may answer besides its success."""
 
 
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:

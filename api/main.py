@@ -7,9 +7,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from redis.exceptions import RedisError
-
 from parley.shared.settings import Settings, get_settings
+from redis.exceptions import RedisError
 
 from . import errors
 from .middleware import BodyLimitAndMetrics

@@ -38,4 +38,4 @@ class WebRuntime:
 
     def agent_names(self, tenant: str) -> dict[str, str]:
         """Agent id -> name for every agent the tenant sees (to label sessions)."""
-        return {agent["id"]: agent["name"] for agent in self.agents.list(tenant)}
+        return {agent["id"]: agent["name"] for agent in self.agents.visible(tenant)}

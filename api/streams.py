@@ -13,9 +13,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from starlette.responses import StreamingResponse
-
 from parley.shared import events, keys
+from starlette.responses import StreamingResponse
 
 from .hub import RESYNC, EventHub
 

@@ -440,7 +440,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (default: 1)")
     parser.add_argument(
-        "--data-dir", default=DATA_DIR_NAME, help=f"local state: Redis data, API key, agents (default: ./{DATA_DIR_NAME})"
+        "--data-dir",
+        default=DATA_DIR_NAME,
+        help=f"local state: Redis data, API key, agents (default: ./{DATA_DIR_NAME})",
     )
     parser.add_argument("--redis-port", type=int, default=0, help="port of the local Redis server (default: any free)")
     parser.add_argument("--procfile", default=None, help="Procfile to read (default: ./Procfile, else the checkout's)")

@@ -74,7 +74,7 @@ class AgentStore:
         """Exact id lookup, tenant first then file agents (the worker's read)."""
         return self._load(tenant, agent_id) or self._load(keys.FILE_SCOPE, agent_id)
 
-    def list(self, tenant: str) -> list[dict[str, Any]]:
+    def visible(self, tenant: str) -> list[dict[str, Any]]:
         """File agents first, then the tenant's, each in creation order."""
         result: list[dict[str, Any]] = []
         for scope in (keys.FILE_SCOPE, tenant):

@@ -17,6 +17,8 @@ session id, `{j}` a job id. Tenant names never contain `:` nor start with `_` (s
 | `parley:events:{t}:{j}` | stream | the turn's events; entry ids are the SSE event ids |
 | `parley:live:{t}:{j}` | pub/sub channel | the same events as they happen, `"<id> <json>"` |
 | `parley:idem:{t}:{sha256(key)}` | string | Idempotency-Key -> `<job id> <request hash>` |
+| `parley:inflight:{t}` | string | the tenant's accepted, unfinished turns (a counter) |
+| `parley:rate:{t}:{sha256(api key)}` | string | turns accepted for one API key in the current window |
 
 File agents (`PARLEY_AGENTS_FILE`) live under the reserved tenant `FILE_SCOPE`.
 RQ's own keys (`rq:job:{j}`, `rq:queue:{name}`) are named by RQ; we take them from RQ's classes.
@@ -78,6 +80,15 @@ def live_channel(tenant: str, job_id: str) -> str:
 def idempotency(tenant: str, idempotency_key: str) -> str:
     digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
     return f"{PREFIX}:idem:{tenant}:{digest}"
+
+
+def inflight(tenant: str) -> str:
+    return f"{PREFIX}:inflight:{tenant}"
+
+
+def rate(tenant: str, api_key: str) -> str:
+    digest = hashlib.sha256(api_key.encode()).hexdigest()
+    return f"{PREFIX}:rate:{tenant}:{digest}"
 
 
 def rq_job(job_id: str) -> str:

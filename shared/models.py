@@ -197,3 +197,14 @@ class JobPublic(BaseModel):
     ended_at: str | None
     result: ChatResponse | None
     error: str | None
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(..., examples=["not_found"])
+    message: str = Field(..., examples=["session 'my-session' not found"])
+
+
+class ErrorResponse(BaseModel):
+    """Every error's body: `{"error": {"code", "message", ...}}` (some add `job_id` or `details`)."""
+
+    error: ErrorDetail

@@ -62,13 +62,16 @@ ACCEPT_TURN = (
     + _ENSURE_SESSION
     + """
 -- KEYS: 1 session, 2 sessions, 3 agent_sessions, 4 messages, 5 lane, 6 job, 7 events, 8 live channel,
---       9 idempotency key, 10 RQ job hash, 11 RQ queue
+--       9 idempotency key, 10 RQ job hash, 11 RQ queue, 12 tenant's in-flight counter,
+--       13 API key's rate counter
 -- ARGV: 1 job_id, 2 session_id, 3 agent_id, 4 now_ms, 5 metadata_json, 6 first_message_json,
 --       7 job fields (JSON object of strings), 8 `session` event JSON, 9 `status: queued` event JSON,
 --       10 retention_ms, 11 idempotency value ('' = no key), 12 idempotency ttl_ms,
---       13 max queue depth, 14 RQ enqueued_at text
+--       13 max queue depth, 14 RQ enqueued_at text, 15 max turns in flight per tenant (0 = no limit),
+--       16 turns per key per rate window (0 = no limit), 17 rate window ms
 -- Returns {'accepted', job_id} | {'existing', idempotency value} | {'queue_full', ''} |
---         {'conflict', bound agent id}. Nothing is written unless the answer is 'accepted'.
+--         {'busy', ''} | {'rate_limited', ms until the window ends} | {'conflict', bound agent id}.
+-- Nothing is written unless the answer is 'accepted'.
 -- Run twice with the same job id (a client retry after a dropped connection), it accepts once.
 if redis.call('EXISTS', KEYS[6]) == 1 then
     return {'accepted', ARGV[1]}
@@ -81,6 +84,12 @@ if ARGV[11] ~= '' then
 end
 if redis.call('LLEN', KEYS[11]) >= tonumber(ARGV[13]) then
     return {'queue_full', ''}
+end
+if tonumber(ARGV[15]) > 0 and tonumber(redis.call('GET', KEYS[12]) or '0') >= tonumber(ARGV[15]) then
+    return {'busy', ''}
+end
+if tonumber(ARGV[16]) > 0 and tonumber(redis.call('GET', KEYS[13]) or '0') >= tonumber(ARGV[16]) then
+    return {'rate_limited', tostring(redis.call('PTTL', KEYS[13]))}
 end
 local bound = redis.call('HGET', KEYS[1], 'agent_id')
 if bound and bound ~= ARGV[3] then
@@ -102,6 +111,10 @@ if redis.call('LINDEX', KEYS[5], 0) == ARGV[1] then
 end
 if ARGV[11] ~= '' then
     redis.call('SET', KEYS[9], ARGV[11], 'PX', ARGV[12])
+end
+redis.call('INCR', KEYS[12])
+if tonumber(ARGV[16]) > 0 and redis.call('INCR', KEYS[13]) == 1 then
+    redis.call('PEXPIRE', KEYS[13], ARGV[17])  -- the window starts with its first turn
 end
 return {'accepted', ARGV[1]}
 """
@@ -152,7 +165,8 @@ return emit(KEYS[2], KEYS[3], ARGV[2], ARGV[3])
 FINISH_TURN = (
     _EMIT
     + """
--- KEYS: 1 job, 2 events, 3 live channel, 4 lane, 5 messages, 6 session, 7 RQ queue, 8 RQ job hash
+-- KEYS: 1 job, 2 events, 3 live channel, 4 lane, 5 messages, 6 session, 7 RQ queue, 8 RQ job hash,
+--       9 tenant's in-flight counter
 -- ARGV: 1 job_id, 2 final status (finished|failed|canceled), 3 now_ms, 4 attempt ('' = whichever),
 --       5 result JSON, 6 error text, 7 error code, 8 messages (JSON array of message JSON strings),
 --       9 events (JSON array of event JSON strings), 10 retention_ms, 11 RQ job key prefix,
@@ -184,6 +198,9 @@ if final == 'canceled' and status == 'queued' then
     -- Not started yet: take it out of RQ's queue so no worker picks it up.
     redis.call('LREM', KEYS[7], 0, ARGV[1])
     redis.call('HSET', KEYS[8], 'status', 'canceled')
+end
+if redis.call('DECR', KEYS[9]) < 0 then
+    redis.call('SET', KEYS[9], 0)
 end
 redis.call('LREM', KEYS[4], 1, ARGV[1])
 local head = redis.call('LINDEX', KEYS[4], 0)

@@ -77,7 +77,7 @@ class SessionStore:
             raise NotFound(f"session {session_id!r} not found")
         return _public_session(session_id, raw, count, agent_names)
 
-    def list(self, tenant: str, *, agent_id: str | None, limit: int, cursor: str | None,
+    def page(self, tenant: str, *, agent_id: str | None, limit: int, cursor: str | None,
              agent_names: dict[str, str]) -> tuple[list[SessionPublic], str | None]:  # fmt: skip
         """Newest first. The cursor is `<created ms>:<session id>` of the last item returned."""
         index_key = keys.agent_sessions(tenant, agent_id) if agent_id else keys.sessions(tenant)

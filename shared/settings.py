@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     """RQ queue that holds chat turns."""
     max_queue_depth: int = Field(10_000, alias="PARLEY_MAX_QUEUE_DEPTH", ge=1)
     """Chat routes answer 429 once the turn queue holds this many jobs."""
+    max_turns_in_flight: int = Field(0, alias="PARLEY_MAX_TURNS_IN_FLIGHT", ge=0)
+    """Per tenant: chat routes answer 429 once this many of its turns are queued or running (0: no limit)."""
+    rate_limit_turns: int = Field(0, alias="PARLEY_RATE_LIMIT_TURNS", ge=0)
+    """Per API key: turns accepted per `PARLEY_RATE_WINDOW_S` before chat routes answer 429 (0: no limit)."""
+    rate_window_s: int = Field(60, alias="PARLEY_RATE_WINDOW_S", ge=1)
     retention_s: int = Field(86_400, alias="PARLEY_RETENTION_S", ge=60)
     """How long a job's record, events and result are kept after it was accepted, in seconds."""
     idempotency_ttl_s: int = Field(86_400, alias="PARLEY_IDEMPOTENCY_TTL_S", ge=1)

@@ -11,10 +11,9 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-import redis
 from rq import Callback, Queue, Retry
 from rq.job import Job, JobStatus
 from rq.utils import utcformat
@@ -48,7 +47,7 @@ def new_job_id() -> str:
 
 
 def _rq_now() -> str:
-    return utcformat(datetime.now(timezone.utc))
+    return utcformat(datetime.now(UTC))
 
 
 class TurnStore:
@@ -83,11 +82,12 @@ class TurnStore:
         return Accepted(job_id, record["session_id"], record["agent_id"], replayed=True)
 
     def accept(self, *, tenant: str, agent: dict[str, Any], session_id: str | None, message: str,
-               images: list[str], idempotency_key: str | None, request_hash: str) -> Accepted:  # fmt: skip
+               images: list[str], idempotency_key: str | None, request_hash: str,
+               api_key: str = "") -> Accepted:  # fmt: skip
         """Queue a turn: create the session if needed, record the job, emit `session` and `queued`.
 
         Raises Conflict (session bound to another agent, or a reused Idempotency-Key) and
-        TooManyRequests (queue full); in those cases nothing is created.
+        TooManyRequests (queue full, tenant busy, key over its rate); in those cases nothing is created.
         """
         session_id = session_id or new_session_id()
         job_id = new_job_id()
@@ -118,13 +118,15 @@ class TurnStore:
                 keys.session(tenant, session_id), keys.sessions(tenant), keys.agent_sessions(tenant, agent["id"]),
                 keys.messages(tenant, session_id), keys.lane(tenant, session_id), keys.job(tenant, job_id),
                 keys.events(tenant, job_id), keys.live_channel(tenant, job_id), idem_key,
-                keys.rq_job(job_id), keys.rq_queue(self.settings.queue_name),
+                keys.rq_job(job_id), keys.rq_queue(self.settings.queue_name), keys.inflight(tenant),
+                keys.rate(tenant, api_key),
             ],
             args=[
                 job_id, session_id, agent["id"], created, "{}", first_message_json(agent, created),
                 json.dumps(fields), session_event, queued_event, self.retention_ms,
                 f"{job_id} {request_hash}" if idempotency_key else "", self.settings.idempotency_ttl_s * 1000,
-                self.settings.max_queue_depth, _rq_now(),
+                self.settings.max_queue_depth, _rq_now(), self.settings.max_turns_in_flight,
+                self.settings.rate_limit_turns, self.settings.rate_window_s * 1000,
             ],
         )  # fmt: skip
         if outcome == "accepted":
@@ -134,6 +136,11 @@ class TurnStore:
             return self._replayed(tenant, detail, request_hash)
         if outcome == "queue_full":
             raise TooManyRequests("the turn queue is full; try again shortly", retry_after_s=2)
+        if outcome == "busy":
+            raise TooManyRequests("too many of this tenant's turns are in flight; try again shortly", retry_after_s=1)
+        if outcome == "rate_limited":
+            raise TooManyRequests("this API key sent too many turns; wait for the window to end",
+                                  retry_after_s=max(1, -(-int(detail) // 1000)))  # fmt: skip
         raise Conflict(f"session {session_id!r} belongs to another agent ({detail})")
 
     def cancel(self, tenant: str, job_id: str) -> bool:
@@ -201,7 +208,7 @@ class TurnStore:
             keys=[
                 keys.job(tenant, job_id), keys.events(tenant, job_id), keys.live_channel(tenant, job_id),
                 keys.lane(tenant, session_id), keys.messages(tenant, session_id), keys.session(tenant, session_id),
-                keys.rq_queue(self.settings.queue_name), keys.rq_job(job_id),
+                keys.rq_queue(self.settings.queue_name), keys.rq_job(job_id), keys.inflight(tenant),
             ],
             args=[
                 job_id, status, now_ms(), "" if attempt is None else attempt,

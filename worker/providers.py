@@ -13,9 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-import httpx
+import httpx2
 import openai
-
 from parley.shared.settings import Settings
 
 
@@ -60,7 +59,7 @@ class OpenAIProvider:
             api_key=settings.openai_api_key or "not-needed",
             base_url=settings.openai_base_url,
             max_retries=settings.model_max_retries,
-            timeout=httpx.Timeout(settings.model_timeout_s, connect=10.0),
+            timeout=openai.Timeout(settings.model_timeout_s, connect=10.0),
         )
 
     @contextmanager
@@ -72,7 +71,7 @@ class OpenAIProvider:
         if max_tokens is not None:
             options["max_tokens"] = max_tokens
         try:
-            response = self.client.chat.completions.create(
+            response: Any = self.client.chat.completions.create(
                 model=model, messages=messages, stream=True, **options  # type: ignore[arg-type]
             )
         except openai.APIError as error:
@@ -106,7 +105,7 @@ def _pieces(response: Any) -> Iterator[str]:
                     yield choice.delta.content
     except openai.APIError as error:
         raise _model_error(error) from error
-    except httpx.HTTPError as error:
+    except httpx2.HTTPError as error:  # the transport the openai SDK (3.x) is built on
         raise ModelError(f"the model's stream broke off: {error.__class__.__name__}") from error
 
 

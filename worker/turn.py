@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-
 from parley.shared import events
 from parley.shared.clock import now_ms
 from parley.shared.sessions import message_json
@@ -40,6 +39,7 @@ def run_turn(tenant: str, job_id: str) -> str:
         return _fail(tenant, job_id, attempt, "the session's agent no longer exists", "agent_missing")
     history = rt.sessions.history(tenant, record["session_id"])
 
+    pieces: list[str] | None
     if agent.get("max_turns") and exchanges_so_far(history) >= agent["max_turns"]:
         pieces = [CLOSING_MESSAGE]
         if not rt.turns.emit(tenant, job_id, attempt, events.encode("delta", content=CLOSING_MESSAGE)):
@@ -50,8 +50,8 @@ def run_turn(tenant: str, job_id: str) -> str:
         except ModelError as error:
             code = "model_timeout" if error.timed_out else "model_failed"
             return _fail(tenant, job_id, attempt, str(error), code)
-        if pieces is None:
-            return "stopped"
+    if pieces is None:
+        return "stopped"
     return _commit(tenant, job_id, attempt, agent, record, "".join(pieces))
 
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from starlette.concurrency import run_in_threadpool
-
 from parley.shared.agents import public
 from parley.shared.models import AgentCreate, AgentPublic, AgentUpdate
+from starlette.concurrency import run_in_threadpool
 
 from ..deps import Runtime, Tenant
+from ..errors import documented
 
-router = APIRouter(prefix="/api/v1/agents", tags=["agents"])
+router = APIRouter(prefix="/api/v1/agents", tags=["agents"], responses=documented(401, 404, 422, 503, 409))
 
 
 @router.post("", status_code=201, response_model=AgentPublic)
@@ -22,7 +22,7 @@ def create_agent(body: AgentCreate, rt: Runtime, tenant: Tenant) -> AgentPublic:
 @router.get("", response_model=list[AgentPublic])
 def list_agents(rt: Runtime, tenant: Tenant) -> list[AgentPublic]:
     """Agents this key can see: file agents first, then the tenant's, by creation."""
-    return [public(agent, rt.settings.default_model) for agent in rt.agents.list(tenant)]
+    return [public(agent, rt.settings.default_model) for agent in rt.agents.visible(tenant)]
 
 
 @router.get("/{agent}", response_model=AgentPublic)

@@ -11,16 +11,18 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
-
 from parley.shared.agents import public
 from parley.shared.errors import NotFound
 from parley.shared.models import AgentCreate, ChatRequest
+from pydantic import BaseModel, ConfigDict, Field
 
 from .. import chatting
-from ..deps import CompatTenant, Runtime
+from ..deps import ApiKey, CompatTenant, Runtime
+from ..errors import documented
 
-router = APIRouter(prefix="/agents", tags=["seed article (compatibility)"])
+router = APIRouter(
+    prefix="/agents", tags=["seed article (compatibility)"], responses=documented(401, 404, 409, 422, 503)
+)
 
 
 class CompatAgentCreate(BaseModel):
@@ -67,12 +69,12 @@ def create_conversation(body: CompatConversationCreate, rt: Runtime, tenant: Com
 
 
 @router.post("/chat-agent")
-async def chat_agent(body: CompatUserMessage, rt: Runtime, tenant: CompatTenant) -> dict[str, Any]:
+async def chat_agent(body: CompatUserMessage, rt: Runtime, tenant: CompatTenant, key: ApiKey) -> dict[str, Any]:
     """One exchange in an existing conversation (404 for an unknown one)."""
     if rt.sessions.bound_agent(tenant, body.conversation_id) is None:
         raise NotFound("Conversation not found. Please create conversation first.")
-    accepted = await chatting.accept(rt, tenant, ChatRequest(message=body.message, session_id=body.conversation_id),
-                                     None)  # fmt: skip
+    request = ChatRequest(message=body.message, session_id=body.conversation_id)
+    accepted = await chatting.accept(rt, tenant, request, None, key)
     result = await chatting.wait_for_result(rt, tenant, accepted)
     return {"conversation_id": body.conversation_id, "response": result.response}
 
@@ -80,14 +82,14 @@ async def chat_agent(body: CompatUserMessage, rt: Runtime, tenant: CompatTenant)
 @router.get("/get-agents")
 def get_agents(rt: Runtime, tenant: CompatTenant) -> list[dict[str, Any]]:
     """Every agent the caller sees."""
-    return [_agent_view(agent) for agent in rt.agents.list(tenant)]
+    return [_agent_view(agent) for agent in rt.agents.visible(tenant)]
 
 
 @router.get("/get-conversations")
 def get_conversations(rt: Runtime, tenant: CompatTenant, agent_id: str = Query(...)) -> list[dict[str, Any]]:
     """An agent's conversations, newest first."""
     agent = rt.agents.get(tenant, agent_id)
-    sessions, _ = rt.sessions.list(tenant, agent_id=agent["id"], limit=1000, cursor=None, agent_names={})
+    sessions, _ = rt.sessions.page(tenant, agent_id=agent["id"], limit=1000, cursor=None, agent_names={})
     return [{"id": s.session_id, "agent_id": s.agent_id, "timestamp": s.created_at} for s in sessions]
 
 

@@ -6,18 +6,18 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse, StreamingResponse
-from starlette.concurrency import run_in_threadpool
-
 from parley.shared import events
 from parley.shared.errors import InvalidInput, NotFound
 from parley.shared.models import JobPublic
+from starlette.concurrency import run_in_threadpool
 
 from ..deps import Runtime, Tenant
+from ..errors import documented
 from ..runtime import WebRuntime
 from ..streams import job_events, sse_response
 from .chat import SSE_DOC
 
-router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], responses=documented(401, 404, 422, 503))
 
 
 def _record(rt: WebRuntime, tenant: str, job_id: str) -> dict[str, str]:

@@ -5,15 +5,15 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
-from starlette.concurrency import run_in_threadpool
-
 from parley.shared.errors import NotFound
 from parley.shared.models import MessagePage, SessionCreate, SessionPage, SessionPublic
 from parley.shared.sessions import MAX_PAGE
+from starlette.concurrency import run_in_threadpool
 
 from ..deps import Runtime, Tenant
+from ..errors import documented
 
-router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"])
+router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"], responses=documented(401, 404, 422, 503, 409))
 
 
 @router.post("", status_code=201, response_model=SessionPublic)
@@ -36,7 +36,7 @@ def list_sessions(
 ) -> SessionPage:
     """The tenant's sessions, newest first, a page at a time."""
     agent_id = rt.agents.get(tenant, agent)["id"] if agent else None
-    data, next_cursor = rt.sessions.list(tenant, agent_id=agent_id, limit=limit, cursor=cursor,
+    data, next_cursor = rt.sessions.page(tenant, agent_id=agent_id, limit=limit, cursor=cursor,
                                          agent_names=rt.agent_names(tenant))  # fmt: skip
     return SessionPage(data=data, next_cursor=next_cursor)
 

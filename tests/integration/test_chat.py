@@ -99,7 +99,7 @@ def test_five_turns_sent_at_once_run_strictly_in_order_with_three_workers(stack)
                 for i in range(5)]  # fmt: skip
         records = [wait_job(http, job["job_id"]) for job in jobs]
         assert all(record["status"] == "finished" for record in records)
-        for earlier, later in zip(records, records[1:]):
+        for earlier, later in zip(records, records[1:], strict=False):
             assert earlier["ended_at"] <= later["started_at"], (earlier, later)
         history = messages(http, "order")
         assert [m["content"] for m in history if m["role"] == "user"] == [f"turn {i}" for i in range(5)]
@@ -204,3 +204,19 @@ def test_cancel_a_queued_turn(stack) -> None:
         follow = http.post("/api/v1/chat", json={"message": "runs", "session_id": job["session_id"]})
         assert follow.status_code == 200 and follow.json()["response"] == "echo: runs"
         assert len(model_requests(stack)) == 1
+
+
+def test_model_stream_breaking_off_fails_the_turn_cleanly(stack) -> None:
+    stack.start_web()
+    stack.start_workers()
+    stack.model_server.control("script", [{"drop_after_chunks": 2}])
+    with client(stack.web_url, stack.api_key) as http:
+        create_agent(http)
+        events = collect(http, "POST", "/api/v1/chat/stream", json={"message": "one two three four", "session_id": "b"})
+        assert [e.type for e in events][-2:] == ["error", "done"]
+        assert events[-2].data["code"] == "model_failed"
+        assert http.get(f"/api/v1/jobs/{events[0].data['job_id']}").json()["status"] == "failed"
+        assert [m["role"] for m in messages(http, "b")] == ["assistant"]
+        assert http.post("/api/v1/chat", json={"message": "fine now", "session_id": "b"}).json()["response"] == (
+            "echo: fine now"
+        )

@@ -74,8 +74,8 @@ def test_web_killed_mid_stream_client_resumes_on_another_web(stack) -> None:
         create_agent(one)
         seen: list[Event] = []
         try:
-            with one.stream("POST", "/api/v1/chat/stream",
-                            json={"message": "tell me a long story about the sea", "session_id": "w"}) as response:  # fmt: skip
+            story = {"message": "tell me a long story about the sea", "session_id": "w"}
+            with one.stream("POST", "/api/v1/chat/stream", json=story) as response:
                 for event in iter_events(response):
                     seen.append(event)
                     if sum(e.type == "delta" for e in seen) == 3:

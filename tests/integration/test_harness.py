@@ -32,6 +32,13 @@ def _in_ci() -> bool:
 # -- Redis -----------------------------------------------------------------------------
 
 
+FAKE_WORKER = (
+    "import os, time; "
+    "print('fake worker', os.environ['PARLEY_LLM'], os.environ['PARLEY_AGENTS_FILE'], flush=True); "
+    "time.sleep(600)"
+)
+
+
 def test_session_redis_is_a_real_server(redis_server: RedisServer) -> None:
     assert redis_server.running
     assert redis_answers(redis_server.url, timeout_s=1)
@@ -188,10 +195,10 @@ def test_launcher_runs_procfile_and_keeps_state_across_restarts(tmp_path: Path) 
     (tmp_path / "fake_web.py").write_text(FAKE_WEB)
     procfile_text = textwrap.dedent(
         """\
-        web: python fake_web.py ${PORT:-8000}
-        worker: python -c "import os, time; print('fake worker', os.environ['PARLEY_LLM'], os.environ['PARLEY_AGENTS_FILE'], flush=True); time.sleep(600)"
+        web: python fake_web.py ${{PORT:-8000}}
+        worker: python -c "{FAKE_WORKER}"
         """
-    )
+    ).format(FAKE_WORKER=FAKE_WORKER)
     port = free_port()
 
     proc, out = _start_launcher(tmp_path, procfile_text, "--port", str(port), "--workers", "2")

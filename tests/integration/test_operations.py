@@ -71,7 +71,8 @@ def test_worker_killed_with_no_retries_left_fails_the_turn_within_a_minute(stack
         assert wait_job(http, job["job_id"])["status"] == "failed"
         assert [m["role"] for m in messages(http, "d")] == ["assistant"]
         # The session is not stuck: its next turn runs.
-        assert http.post("/api/v1/chat", json={"message": "again", "session_id": "d"}).json()["response"] == "echo: again"
+        again = http.post("/api/v1/chat", json={"message": "again", "session_id": "d"})
+        assert again.json()["response"] == "echo: again"
 
 
 def test_ten_turns_sent_within_a_second_through_two_webs_run_in_order(stack) -> None:
@@ -88,7 +89,8 @@ def test_ten_turns_sent_within_a_second_through_two_webs_run_in_order(stack) -> 
         for job in jobs:
             assert wait_job(clients[0], job["job_id"])["status"] == "finished"
         assert [m["content"] for m in messages(clients[0], "o") if m["role"] == "user"] == [f"n{i}" for i in range(10)]
-        assert [len(r["body"]["messages"]) for r in model_requests(stack)] == [2 + 2 * i + 1 for i in range(10)]  # context, instructions, history, new
+        # context, instructions, the history so far, the new message
+        assert [len(r["body"]["messages"]) for r in model_requests(stack)] == [2 + 2 * i + 1 for i in range(10)]
     finally:
         for c in clients:
             c.close()
@@ -101,7 +103,8 @@ def test_metrics_and_openapi(stack) -> None:
         create_agent(http)
         http.post("/api/v1/chat", json={"message": "count me"})
         families = {f.name: f for f in text_string_to_metric_families(http.get("/metrics").text)}
-        assert {"parley_http_requests", "parley_queue_depth", "parley_active_streams", "parley_redis_up"} <= set(families)
+        expected = {"parley_http_requests", "parley_queue_depth", "parley_active_streams", "parley_redis_up"}
+        assert expected <= set(families)
         chats = [s for s in families["parley_http_requests"].samples
                  if s.labels.get("route") == "/api/v1/chat" and s.labels.get("status") == "200"]  # fmt: skip
         assert chats and chats[0].value >= 1

@@ -157,7 +157,8 @@ def test_sessions_and_messages_paging_and_delete(stack) -> None:
         http.post("/api/v1/sessions", json={"agent": "Other", "session_id": "o"})
         seen, cursor = [], None
         while True:
-            page = http.get("/api/v1/sessions", params={"agent": "Chef", "limit": 2, **({"cursor": cursor} if cursor else {})}).json()  # fmt: skip
+            params = {"agent": "Chef", "limit": 2, **({"cursor": cursor} if cursor else {})}
+            page = http.get("/api/v1/sessions", params=params).json()
             seen += [s["session_id"] for s in page["data"]]
             cursor = page["next_cursor"]
             if not cursor:
@@ -227,7 +228,8 @@ def test_seed_article_routes(stack) -> None:
         missing = anonymous.post("/agents/chat-agent", json={"conversation_id": "nope", "message": "hey"})
         assert missing.status_code == 404
         assert [a["id"] for a in anonymous.get("/agents/get-agents").json()] == [agent["id"]]
-        assert [c["id"] for c in anonymous.get("/agents/get-conversations", params={"agent_id": agent["id"]}).json()] == [conversation["id"]]  # fmt: skip
+        listed = anonymous.get("/agents/get-conversations", params={"agent_id": agent["id"]}).json()
+        assert [c["id"] for c in listed] == [conversation["id"]]
         exchanges = anonymous.get("/agents/get-messages", params={"conversation_id": conversation["id"]}).json()
         assert [(e["user_message"], e["agent_message"]) for e in exchanges] == [("hey", "echo: hey")]
         # The same data through /api/v1, as tenant alice.

@@ -11,13 +11,20 @@ import pytest
 import redis
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.testclient import TestClient
-from pydantic import BaseModel, Field
-
 from parley.api import errors
 from parley.shared.errors import (
-    Conflict, InvalidInput, ModelFailed, NotFound, NotReady, ParleyError, TimedOut, TooLarge, TooManyRequests,
+    Conflict,
+    InvalidInput,
+    ModelFailed,
+    NotFound,
+    NotReady,
+    ParleyError,
+    TimedOut,
+    TooLarge,
+    TooManyRequests,
     Unauthorized,
 )  # fmt: skip
+from pydantic import BaseModel, Field
 
 
 class Item(BaseModel):

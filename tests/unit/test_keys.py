@@ -7,7 +7,6 @@ import hashlib
 from collections.abc import Callable
 
 import pytest
-
 from parley.shared import keys
 
 SHA_OF_ABC = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
@@ -112,3 +111,10 @@ def test_idempotency_keys_are_hashed() -> None:
 def test_idempotency_key_length_is_fixed() -> None:
     short, long = keys.idempotency("acme", "k"), keys.idempotency("acme", "k" * 255)
     assert len(short) == len(long) == len("parley:idem:acme:") + 64
+
+
+def test_limit_counters() -> None:
+    assert keys.inflight("alice") == "parley:inflight:alice"
+    digest = hashlib.sha256(b"key-alice").hexdigest()
+    assert keys.rate("alice", "key-alice") == f"parley:rate:alice:{digest}"
+    assert "key-alice" not in keys.rate("alice", "key-alice")

@@ -13,10 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
 import redis
-from rq.job import Job, JobStatus
-
 from parley.shared import events, keys
 from parley.shared.agents import AgentStore, public
 from parley.shared.errors import Conflict, InvalidInput, NotFound, TooManyRequests
@@ -25,6 +22,8 @@ from parley.shared.redis_client import RedisClients
 from parley.shared.sessions import SessionStore, message_json
 from parley.shared.settings import Settings
 from parley.shared.turns import TURN_FUNCTION, Accepted, TurnStore
+from pydantic import ValidationError
+from rq.job import Job, JobStatus
 
 T = "acme"
 
@@ -442,7 +441,7 @@ def _all_pages(store: SessionStore, limit: int, agent_id: str | None = None) -> 
     pages: list[list[str]] = []
     cursor: str | None = None
     while True:
-        page, cursor = store.list(T, agent_id=agent_id, limit=limit, cursor=cursor, agent_names={})
+        page, cursor = store.page(T, agent_id=agent_id, limit=limit, cursor=cursor, agent_names={})
         pages.append([s.session_id for s in page])
         if cursor is None:
             return pages
@@ -462,21 +461,21 @@ def test_sessions_pages_cover_everything_once(listed: SessionStore, limit: int) 
 
 
 def test_sessions_cursor_format_and_agent_filter(listed: SessionStore, chef: dict) -> None:
-    page, cursor = listed.list(T, agent_id=None, limit=2, cursor=None, agent_names={chef["id"]: "Chef"})
+    page, cursor = listed.page(T, agent_id=None, limit=2, cursor=None, agent_names={chef["id"]: "Chef"})
     assert cursor == "2000:s-e"
     assert page[0].agent_name == "Chef" and page[0].metadata == {"n": "s-f"} and page[0].message_count == 1
     assert _all_pages(listed, 3, agent_id=chef["id"]) == [NEWEST_FIRST[:3], NEWEST_FIRST[3:6], NEWEST_FIRST[6:]]
-    assert listed.list(T, agent_id="agent-none", limit=5, cursor=None, agent_names={}) == ([], None)
+    assert listed.page(T, agent_id="agent-none", limit=5, cursor=None, agent_names={}) == ([], None)
 
 
 @pytest.mark.parametrize("cursor", ["nonsense", "12:", ":s-a", "x1:s-a", "-5:s-a"])
 def test_sessions_bad_cursor(listed: SessionStore, cursor: str) -> None:
     with pytest.raises(InvalidInput):
-        listed.list(T, agent_id=None, limit=2, cursor=cursor, agent_names={})
+        listed.page(T, agent_id=None, limit=2, cursor=cursor, agent_names={})
 
 
 def test_sessions_are_per_tenant(listed: SessionStore) -> None:
-    assert listed.list("bob", agent_id=None, limit=10, cursor=None, agent_names={}) == ([], None)
+    assert listed.page("bob", agent_id=None, limit=10, cursor=None, agent_names={}) == ([], None)
     with pytest.raises(NotFound):
         listed.get("bob", "s-a", {})
 
@@ -562,7 +561,7 @@ def test_agent_create_and_get_by_id_and_name(agents: AgentStore) -> None:
     assert agents.get("alice", "Chef") == made
     assert agents.get_by_id("alice", made["id"]) == made
     assert agents.get_by_id("alice", "Chef") is None  # by id only
-    assert agents.list("alice") == [made]
+    assert agents.visible("alice") == [made]
     assert agents.first("alice") == made
     shown = public(made, "gpt-test")
     assert shown.model == "gpt-test" and shown.response_shape == {"a": "string"} and shown.created_at.endswith("Z")
@@ -582,7 +581,7 @@ def test_agent_tenant_isolation(agents: AgentStore) -> None:
     assert agents.find("bob", mine["id"]) is None
     assert agents.find("bob", "Secret") is None
     assert agents.get_by_id("bob", mine["id"]) is None
-    assert agents.list("bob") == [] and agents.first("bob") is None
+    assert agents.visible("bob") == [] and agents.first("bob") is None
     with pytest.raises(NotFound):
         agents.get("bob", mine["id"])
     with pytest.raises(NotFound):
@@ -612,8 +611,8 @@ def test_file_agents_are_visible_to_every_tenant(file_agents: AgentStore) -> Non
         assert file_agents.get_by_id(tenant, "fixed-id")["source"] == "file"  # type: ignore[index]
         assert file_agents.first(tenant)["name"] == "Helper Bot"  # type: ignore[index]
     own = file_agents.create("alice", _spec("Own"))
-    assert [a["name"] for a in file_agents.list("alice")] == ["Helper Bot", "Second", "Own"]
-    assert [a["name"] for a in file_agents.list("bob")] == ["Helper Bot", "Second"]
+    assert [a["name"] for a in file_agents.visible("alice")] == ["Helper Bot", "Second", "Own"]
+    assert [a["name"] for a in file_agents.visible("bob")] == ["Helper Bot", "Second"]
     assert file_agents.first("alice")["id"] != own["id"]  # type: ignore[index]
 
 
@@ -653,7 +652,7 @@ def test_agent_rename_moves_the_name(agents: AgentStore) -> None:
 def test_agent_delete_frees_the_name(agents: AgentStore) -> None:
     made = agents.create("alice", _spec("Gone"))
     agents.delete("alice", "Gone")
-    assert agents.find("alice", made["id"]) is None and agents.list("alice") == []
+    assert agents.find("alice", made["id"]) is None and agents.visible("alice") == []
     agents.create("alice", _spec("Gone"))
 
 
