@@ -63,6 +63,8 @@ class EventHub:
         self.confirmed: dict[str, asyncio.Event] = {}
         self.pubsub: aredis.client.PubSub | None = None
         self.connected = asyncio.Event()
+        self._commands = asyncio.Lock()
+        """Serialises SUBSCRIBE/UNSUBSCRIBE, so a channel left and joined at once ends subscribed."""
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -139,19 +141,22 @@ class EventHub:
             yield subscriber
         finally:
             group.discard(subscriber)
-            if not group:
+            if not group and self.subscribers.get(channel) is group:
                 del self.subscribers[channel]
                 self.confirmed.pop(channel, None)
-                if self.pubsub is not None:
-                    try:
-                        await self.pubsub.unsubscribe(channel)
-                    except (RedisError, OSError):
-                        pass
+                async with self._commands:
+                    # Someone may have joined the channel meanwhile: then it stays subscribed.
+                    if channel not in self.subscribers and self.pubsub is not None:
+                        try:
+                            await self.pubsub.unsubscribe(channel)
+                        except (RedisError, OSError):
+                            pass
 
     async def _send(self, command: str, channel: str, timeout_s: float) -> None:
         await asyncio.wait_for(self.connected.wait(), timeout_s)
-        assert self.pubsub is not None
-        await getattr(self.pubsub, command)(channel)
+        async with self._commands:
+            assert self.pubsub is not None
+            await getattr(self.pubsub, command)(channel)
 
     async def backlog(self, tenant: str, job_id: str, after: str | None) -> list[tuple[str, str]]:
         """The job's stored events after `after` (all of them when None)."""

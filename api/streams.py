@@ -5,6 +5,8 @@ The races, and who wins them (see also hub.py):
   the live copy has an id at or below the last sent, so it is dropped.
 - The pub/sub connection drops, or this client's buffer fills: the subscriber gets RESYNC and
   re-reads the backlog after its last id.
+- A live message is lost anyway (a bug, a race we did not foresee): after each quiet ping
+  interval the stream re-reads the backlog, so an event is late by one interval, never lost.
 - The client goes away: Starlette cancels the generator; leaving `subscription` unsubscribes.
 """
 
@@ -43,8 +45,11 @@ async def job_events(hub: EventHub, tenant: str, job_id: str, after: str | None,
             try:
                 item = await asyncio.wait_for(subscriber.queue.get(), ping_s)
             except TimeoutError:
-                yield "", ""
-                pending = []
+                # Quiet for a while: look at the stream itself too, so a live message lost on
+                # the way can delay an event by one ping interval at most, never lose it.
+                pending = await hub.backlog(tenant, job_id, last)
+                if not pending:
+                    yield "", ""
                 continue
             pending = await hub.backlog(tenant, job_id, last) if item == RESYNC else [item]
 

@@ -191,6 +191,7 @@ if final == 'finished' and redis.call('EXISTS', KEYS[6]) == 1 then
 end
 redis.call('HSET', KEYS[1], 'status', final, 'ended_at', ARGV[3], 'result', ARGV[5],
            'error', ARGV[6], 'error_code', ARGV[7])
+redis.call('PEXPIRE', KEYS[1], ARGV[10])  -- kept as long as its events: retention counts from the end
 for _, payload in ipairs(cjson.decode(ARGV[9])) do
     emit(KEYS[2], KEYS[3], payload, ARGV[10])
 end
