@@ -114,6 +114,21 @@ class SessionCreate(BaseModel):
 
 
 class SessionPublic(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "session_id": "my-session",
+                    "agent_id": "agent-1a2b3c4d5e6f",
+                    "agent_name": "Chef",
+                    "created_at": "2026-11-25T14:00:00.000Z",
+                    "metadata": {},
+                    "message_count": 3,
+                }
+            ]
+        }
+    )
+
     session_id: str
     agent_id: str
     agent_name: str | None
@@ -128,7 +143,11 @@ class SessionPage(BaseModel):
 
 
 class MessagePublic(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={"examples": [{"id": "msg_1", "role": "user", "content": "Something with basil?",
+                                         "created_at": "2026-11-25T14:00:00.000Z", "job_id": "job_0f1e2d3c"}]},
+    )  # fmt: skip
 
     id: str
     role: Literal["user", "assistant", "system", "tool"]
@@ -171,6 +190,20 @@ class ChatRequest(BaseModel):
 
 
 class ChatResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "response": "Try a tomato and basil pasta.",
+                    "agent_id": "agent-1a2b3c4d5e6f",
+                    "agent_name": "Chef",
+                    "session_id": "my-session",
+                    "job_id": "job_0f1e2d3c4b5a69788796a5b4c3d2e1f0",
+                }
+            ]
+        }
+    )
+
     response: str
     agent_id: str
     agent_name: str
@@ -179,6 +212,21 @@ class ChatResponse(BaseModel):
 
 
 class JobAccepted(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "job_id": "job_0f1e2d3c4b5a69788796a5b4c3d2e1f0",
+                    "session_id": "my-session",
+                    "agent_id": "agent-1a2b3c4d5e6f",
+                    "status": "queued",
+                    "status_url": "/api/v1/jobs/job_0f1e2d3c4b5a69788796a5b4c3d2e1f0",
+                    "events_url": "/api/v1/jobs/job_0f1e2d3c4b5a69788796a5b4c3d2e1f0/events",
+                }
+            ]
+        }
+    )
+
     job_id: str
     session_id: str
     agent_id: str
@@ -188,6 +236,30 @@ class JobAccepted(BaseModel):
 
 
 class JobPublic(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "job_id": "job_0f1e2d3c4b5a69788796a5b4c3d2e1f0",
+                    "status": "finished",
+                    "session_id": "my-session",
+                    "agent_id": "agent-1a2b3c4d5e6f",
+                    "enqueued_at": "2026-11-25T14:00:00.000Z",
+                    "started_at": "2026-11-25T14:00:00.004Z",
+                    "ended_at": "2026-11-25T14:00:01.250Z",
+                    "result": {
+                        "response": "Try a tomato and basil pasta.",
+                        "agent_id": "agent-1a2b3c4d5e6f",
+                        "agent_name": "Chef",
+                        "session_id": "my-session",
+                        "job_id": "job_0f1e2d3c4b5a69788796a5b4c3d2e1f0",
+                    },
+                    "error": None,
+                }
+            ]
+        }
+    )
+
     job_id: str
     status: JobStatusName
     session_id: str
