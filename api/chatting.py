@@ -10,7 +10,7 @@ import hashlib
 import json
 from typing import Any
 
-from parley.shared.errors import Conflict, InvalidInput, ModelFailed, NotFound, NotReady, TimedOut, TooLarge
+from parley.shared.errors import Conflict, InvalidInput, ModelFailed, NotFound, TimedOut, TooLarge
 from parley.shared.models import ChatRequest, ChatResponse
 from parley.shared.turns import Accepted
 from starlette.concurrency import run_in_threadpool
@@ -73,22 +73,29 @@ async def accept(rt: WebRuntime, tenant: str, body: ChatRequest, idempotency_key
 
 
 async def wait_for_result(rt: WebRuntime, tenant: str, accepted: Accepted) -> ChatResponse:
-    """Block until the turn ends; its result, or the error that fits how it ended."""
+    """Follow the turn's events to `done`; its answer, or the error that fits how it ended.
+
+    The events carry all the answer needs (`session` names the agent, `response` holds the
+    text), so no extra read of the job record is needed.
+    """
+    seen: dict[str, dict[str, Any]] = {}
     try:
         async with asyncio.timeout(rt.settings.chat_timeout_s):
-            async for _ in job_events(rt.hub, tenant, accepted.job_id, None, ping_s=rt.settings.sse_ping_s):
-                pass
+            async for _, payload in job_events(rt.hub, tenant, accepted.job_id, None, ping_s=rt.settings.sse_ping_s):
+                if payload:
+                    event = json.loads(payload)
+                    seen[event["type"]] = event
     except TimeoutError:
         raise TimedOut("the turn is taking too long; poll its job", job_id=accepted.job_id,
                        status_url=f"/api/v1/jobs/{accepted.job_id}") from None  # fmt: skip
-    record = await run_in_threadpool(rt.turns.job, tenant, accepted.job_id)
-    if record is None:
-        raise NotReady("the turn's record is gone", job_id=accepted.job_id)
-    status = record["status"]
-    if status == "finished":
-        return ChatResponse.model_validate_json(record["result"])
-    if status == "canceled":
+    session, response, error = seen.get("session"), seen.get("response"), seen.get("error", {})
+    if session is not None and response is not None:
+        return ChatResponse(response=response["content"], agent_id=session["agent_id"],
+                            agent_name=session["agent_name"], session_id=session["session_id"],
+                            job_id=accepted.job_id)  # fmt: skip
+    message = error.get("message") or "the turn failed"
+    if error.get("code") == "canceled":
         raise Conflict("the turn was canceled", job_id=accepted.job_id)
-    if record.get("error_code") == "model_timeout":
-        raise TimedOut(record.get("error") or "the model timed out", job_id=accepted.job_id)
-    raise ModelFailed(record.get("error") or "the turn failed", job_id=accepted.job_id)
+    if error.get("code") == "model_timeout":
+        raise TimedOut(message, job_id=accepted.job_id)
+    raise ModelFailed(message, job_id=accepted.job_id)

@@ -14,7 +14,7 @@ from .runtime import WebRuntime
 bearer = HTTPBearer(auto_error=False, description="An API key from PARLEY_API_KEYS.")
 
 
-def get_runtime(request: Request) -> WebRuntime:
+async def get_runtime(request: Request) -> WebRuntime:
     return request.app.state.rt  # type: ignore[no-any-return]
 
 
@@ -30,14 +30,17 @@ def tenant_for_key(rt: WebRuntime, key: str | None) -> str:
     raise Unauthorized("missing or unknown API key: send `Authorization: Bearer <key>`")
 
 
-def get_tenant(rt: Runtime, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+async def get_tenant(rt: Runtime, credentials: Credentials) -> str:
     return tenant_for_key(rt, credentials.credentials if credentials else None)
 
 
 Tenant = Annotated[str, Depends(get_tenant)]
 
 
-def get_compat_tenant(rt: Runtime, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
+async def get_compat_tenant(rt: Runtime, credentials: Credentials) -> str:
     """The seed-article routes: keyless as PARLEY_COMPAT_TENANT when set, else like /api/v1."""
     if rt.settings.compat_tenant and credentials is None:
         return rt.settings.compat_tenant
@@ -47,7 +50,7 @@ def get_compat_tenant(rt: Runtime, credentials: Annotated[HTTPAuthorizationCrede
 CompatTenant = Annotated[str, Depends(get_compat_tenant)]
 
 
-def get_api_key(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
+async def get_api_key(credentials: Credentials) -> str:
     """The caller's key as sent ('' without one): per-key limits count by it."""
     return credentials.credentials if credentials else ""
 

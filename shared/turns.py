@@ -147,7 +147,7 @@ class TurnStore:
         """End a queued or running turn as canceled. False when it had already ended."""
         return self.finish(
             tenant, job_id, status="canceled", attempt=None, error="canceled", error_code="canceled",
-            events_out=[events.encode("error", message="canceled"), events.encode("done")],
+            events_out=[events.encode("error", message="canceled", code="canceled"), events.encode("done")],
         )  # fmt: skip
 
     def queue_depth(self) -> int:

@@ -311,7 +311,7 @@ def test_cancel_a_queued_turn(turns: TurnStore, clients: RedisClients, chef: dic
     assert turns.cancel(T, first.job_id) is True
     assert first.job_id not in turns.queue.job_ids
     assert rq_status(clients, first.job_id) == JobStatus.CANCELED
-    assert event_list(clients, first.job_id)[-2:] == [{"type": "error", "message": "canceled"}, {"type": "done"}]
+    assert event_list(clients, first.job_id)[-2:] == [{"type": "error", "message": "canceled", "code": "canceled"}, {"type": "done"}]
     record = turns.job(T, first.job_id)
     assert (record["status"], record["error_code"]) == ("canceled", "canceled")  # type: ignore[index]
     assert len(stored_messages(clients)) == 1
