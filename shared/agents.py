@@ -71,8 +71,13 @@ class AgentStore:
         return agent
 
     def get_by_id(self, tenant: str, agent_id: str) -> dict[str, Any] | None:
-        """Exact id lookup, tenant first then file agents (the worker's read)."""
-        return self._load(tenant, agent_id) or self._load(keys.FILE_SCOPE, agent_id)
+        """Exact id lookup, tenant first then file agents, in one round trip (the worker's read)."""
+        with self.r.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.agent(tenant, agent_id))
+            pipe.hgetall(keys.agent(keys.FILE_SCOPE, agent_id))
+            own, filed = pipe.execute()
+        raw = own or filed
+        return _decode(raw) if raw else None
 
     def visible(self, tenant: str) -> list[dict[str, Any]]:
         """File agents first, then the tenant's, each in creation order."""

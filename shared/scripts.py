@@ -127,7 +127,8 @@ START_TURN = (
 -- ARGV: 1 now_ms, 2 retention_ms
 -- Marks the turn started and counts the attempt. The attempt number fences later writes: a
 -- worker presumed dead whose turn was retried elsewhere can no longer emit or commit.
--- Returns {'started', attempt} | {'final', 0} (already finished, failed or canceled) | {'missing', 0}.
+-- Returns {'started', attempt, the job hash as a flat list} (saving the worker a read) |
+--         {'final', 0} (already finished, failed or canceled) | {'missing', 0}.
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then
     return {'missing', 0}
@@ -143,7 +144,7 @@ if attempt == 1 then
 else
     emit(KEYS[2], KEYS[3], cjson.encode({type = 'status', message = 'retrying', attempt = attempt}), ARGV[2])
 end
-return {'started', attempt}
+return {'started', attempt, redis.call('HGETALL', KEYS[1])}
 """
 )
 

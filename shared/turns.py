@@ -175,26 +175,29 @@ class TurnStore:
 
     # --- worker side ----------------------------------------------------------------------
 
-    def start(self, tenant: str, job_id: str) -> tuple[str, int]:
-        """('started', attempt) when this worker may run the turn, else ('final'|'missing', 0)."""
-        state, attempt = self._start(
+    def start(self, tenant: str, job_id: str) -> tuple[str, int, dict[str, str]]:
+        """('started', attempt, job record) when this worker may run the turn, else ('final'|'missing', 0, {})."""
+        state, attempt, *rest = self._start(
             keys=[keys.job(tenant, job_id), keys.events(tenant, job_id), keys.live_channel(tenant, job_id)],
             args=[now_ms(), self.retention_ms],
         )
-        return state, int(attempt)
+        flat = rest[0] if rest else []
+        return state, int(attempt), dict(zip(flat[::2], flat[1::2], strict=True))
 
     def is_running(self, tenant: str, job_id: str, attempt: int) -> bool:
         """True while `attempt` is the turn's running attempt (not canceled, ended or superseded)."""
         status, current = self.r.hmget(keys.job(tenant, job_id), "status", "attempt")  # type: ignore[misc]
         return status == "started" and current == str(attempt)
 
-    def emit(self, tenant: str, job_id: str, attempt: int, payload: str) -> bool:
-        """Emit one event of a running attempt; False means stop: canceled, ended or superseded."""
-        event_id = self._emit(
-            keys=[keys.job(tenant, job_id), keys.events(tenant, job_id), keys.live_channel(tenant, job_id)],
-            args=[attempt, payload, self.retention_ms],
-        )
-        return bool(event_id)
+    def emit(self, tenant: str, job_id: str, attempt: int, payloads: list[str]) -> bool:
+        """Emit events of a running attempt, in order, in one round trip; False means stop:
+        the turn was canceled, ended or superseded (and events from then on were dropped)."""
+        job_keys = [keys.job(tenant, job_id), keys.events(tenant, job_id), keys.live_channel(tenant, job_id)]
+        with self.r.pipeline(transaction=False) as pipe:
+            for payload in payloads:
+                self._emit(keys=job_keys, args=[attempt, payload, self.retention_ms], client=pipe)
+            event_ids = pipe.execute()
+        return all(event_ids)
 
     def finish(self, tenant: str, job_id: str, *, status: str, attempt: int | None, events_out: list[str],
                result: dict[str, Any] | None = None, error: str = "", error_code: str = "",

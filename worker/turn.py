@@ -20,6 +20,7 @@ from parley.shared.clock import now_ms
 from parley.shared.sessions import message_json
 
 from .context import CLOSING_MESSAGE, build_messages, exchanges_so_far
+from .emitter import Emitter
 from .providers import ModelError
 from .runtime import runtime
 
@@ -29,12 +30,11 @@ log = logging.getLogger("parley.worker.turn")
 def run_turn(tenant: str, job_id: str) -> str:
     """Run one turn; returns how it ended (RQ keeps that as the job's result)."""
     rt = runtime()
-    state, attempt = rt.turns.start(tenant, job_id)
+    state, attempt, record = rt.turns.start(tenant, job_id)
     if state != "started":
         log.info("turn %s not run: %s", job_id, state)
         return state
-    record = rt.turns.job(tenant, job_id) or {}
-    agent = rt.agents.get_by_id(tenant, record.get("agent_id", ""))
+    agent = rt.agents.get_by_id(tenant, record["agent_id"])
     if agent is None:
         return _fail(tenant, job_id, attempt, "the session's agent no longer exists", "agent_missing")
     history = rt.sessions.history(tenant, record["session_id"])
@@ -42,7 +42,7 @@ def run_turn(tenant: str, job_id: str) -> str:
     pieces: list[str] | None
     if agent.get("max_turns") and exchanges_so_far(history) >= agent["max_turns"]:
         pieces = [CLOSING_MESSAGE]
-        if not rt.turns.emit(tenant, job_id, attempt, events.encode("delta", content=CLOSING_MESSAGE)):
+        if not rt.turns.emit(tenant, job_id, attempt, [events.encode("delta", content=CLOSING_MESSAGE)]):
             return "stopped"
     else:
         try:
@@ -66,17 +66,17 @@ def _stream_answer(tenant: str, job_id: str, attempt: int, agent: dict[str, Any]
     with rt.provider.stream(
         model=agent.get("model") or rt.settings.default_model, messages=messages,
         temperature=agent.get("temperature"), max_tokens=agent.get("max_tokens"),
-    ) as stream, CancelWatch(lambda: rt.turns.is_running(tenant, job_id, attempt), stream.close) as watch:  # fmt: skip
+    ) as stream, CancelWatch(lambda: rt.turns.is_running(tenant, job_id, attempt), stream.close) as watch, \
+            Emitter(lambda batch: rt.turns.emit(tenant, job_id, attempt, batch), stream.close) as emitter:  # fmt: skip
         try:
             for piece in stream:
                 pieces.append(piece)
-                if not rt.turns.emit(tenant, job_id, attempt, events.encode("delta", content=piece)):
-                    watch.fired = True
+                if not emitter.put(events.encode("delta", content=piece)):
                     break
         except ModelError:
-            if not watch.fired:
+            if not (watch.fired or emitter.stopped):
                 raise
-    if watch.fired:
+    if watch.fired or emitter.stopped:
         log.info("turn %s attempt %s stopped: canceled or superseded", job_id, attempt)
         return None
     return pieces

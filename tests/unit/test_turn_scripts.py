@@ -206,7 +206,7 @@ def test_same_session_id_in_two_tenants_is_two_sessions(turns: TurnStore, client
 
 def test_start_counts_attempts_and_emits_started(turns: TurnStore, clients: RedisClients, chef: dict) -> None:
     accepted = accept(turns, chef)
-    assert turns.start(T, accepted.job_id) == ("started", 1)
+    assert turns.start(T, accepted.job_id)[:2] == ("started", 1)
     record = turns.job(T, accepted.job_id)
     assert record["status"] == "started" and record["attempt"] == "1"  # type: ignore[index]
     assert record["started_at"].isdigit()  # type: ignore[index]
@@ -214,18 +214,18 @@ def test_start_counts_attempts_and_emits_started(turns: TurnStore, clients: Redi
 
 
 def test_start_of_unknown_or_ended_turns(turns: TurnStore, chef: dict) -> None:
-    assert turns.start(T, "job_nope") == ("missing", 0)
+    assert turns.start(T, "job_nope") == ("missing", 0, {})
     accepted = accept(turns, chef)
     turns.cancel(T, accepted.job_id)
-    assert turns.start(T, accepted.job_id) == ("final", 0)
+    assert turns.start(T, accepted.job_id) == ("final", 0, {})
 
 
 def test_finish_commits_messages_and_queues_the_next_turn(turns: TurnStore, clients: RedisClients,
                                                           chef: dict) -> None:  # fmt: skip
     first, second = accept(turns, chef, message="one"), accept(turns, chef, message="two")
     take_from_queue(turns, first.job_id)
-    assert turns.start(T, first.job_id) == ("started", 1)
-    assert turns.emit(T, first.job_id, 1, events.encode("delta", content="an "))
+    assert turns.start(T, first.job_id)[:2] == ("started", 1)
+    assert turns.emit(T, first.job_id, 1, [events.encode("delta", content="an ")])
     assert finish_ok(turns, first.job_id, attempt=1, answer="an answer")
 
     messages = stored_messages(clients)
@@ -280,16 +280,16 @@ def test_a_superseded_attempt_can_neither_emit_nor_commit(turns: TurnStore, clie
                                                           chef: dict) -> None:  # fmt: skip
     accepted = accept(turns, chef)
     take_from_queue(turns, accepted.job_id)
-    assert turns.start(T, accepted.job_id) == ("started", 1)
-    assert turns.start(T, accepted.job_id) == ("started", 2)  # RQ retried it: the first worker is presumed dead
+    assert turns.start(T, accepted.job_id)[:2] == ("started", 1)
+    assert turns.start(T, accepted.job_id)[:2] == ("started", 2)  # RQ retried it: the first worker is presumed dead
     assert event_list(clients, accepted.job_id)[-1] == {"type": "status", "message": "retrying", "attempt": 2}
     before = snapshot(clients.raw)
 
-    assert turns.emit(T, accepted.job_id, 1, events.encode("delta", content="stale")) is False
+    assert turns.emit(T, accepted.job_id, 1, [events.encode("delta", content="stale")]) is False
     assert finish_ok(turns, accepted.job_id, attempt=1, answer="stale") is False
     assert snapshot(clients.raw) == before  # no event, no message, no status change
 
-    assert turns.emit(T, accepted.job_id, 2, events.encode("delta", content="fresh")) is True
+    assert turns.emit(T, accepted.job_id, 2, [events.encode("delta", content="fresh")]) is True
     assert finish_ok(turns, accepted.job_id, attempt=2, answer="fresh") is True
     assert [m["content"] for m in stored_messages(clients)][-1] == "fresh"
     assert "stale" not in json.dumps(event_list(clients, accepted.job_id))
@@ -297,7 +297,7 @@ def test_a_superseded_attempt_can_neither_emit_nor_commit(turns: TurnStore, clie
 
 def test_a_queued_turn_cannot_emit_or_be_finished_by_an_attempt(turns: TurnStore, chef: dict) -> None:
     accepted = accept(turns, chef)
-    assert turns.emit(T, accepted.job_id, 0, events.encode("delta", content="x")) is False
+    assert turns.emit(T, accepted.job_id, 0, [events.encode("delta", content="x")]) is False
     assert finish_ok(turns, accepted.job_id, attempt=0) is False
     assert turns.job(T, accepted.job_id)["status"] == "queued"  # type: ignore[index]
 
@@ -311,7 +311,8 @@ def test_cancel_a_queued_turn(turns: TurnStore, clients: RedisClients, chef: dic
     assert turns.cancel(T, first.job_id) is True
     assert first.job_id not in turns.queue.job_ids
     assert rq_status(clients, first.job_id) == JobStatus.CANCELED
-    assert event_list(clients, first.job_id)[-2:] == [{"type": "error", "message": "canceled", "code": "canceled"}, {"type": "done"}]
+    canceled = {"type": "error", "message": "canceled", "code": "canceled"}
+    assert event_list(clients, first.job_id)[-2:] == [canceled, {"type": "done"}]
     record = turns.job(T, first.job_id)
     assert (record["status"], record["error_code"]) == ("canceled", "canceled")  # type: ignore[index]
     assert len(stored_messages(clients)) == 1
@@ -334,7 +335,7 @@ def test_cancel_a_running_turn_stops_its_worker(turns: TurnStore, clients: Redis
     take_from_queue(turns, accepted.job_id)
     turns.start(T, accepted.job_id)
     assert turns.cancel(T, accepted.job_id) is True
-    assert turns.emit(T, accepted.job_id, 1, events.encode("delta", content="late")) is False
+    assert turns.emit(T, accepted.job_id, 1, [events.encode("delta", content="late")]) is False
     assert finish_ok(turns, accepted.job_id, attempt=1) is False
     assert len(stored_messages(clients)) == 1
     assert event_types(clients, accepted.job_id)[-2:] == ["error", "done"]
@@ -668,3 +669,26 @@ def test_agent_update_with_null_keeps_the_agent_showable(agents: AgentStore, fie
     except (InvalidInput, ValidationError):  # ValidationError: the API answers 422
         return
     public(agents.get("alice", made["id"]), "gpt-test")  # must not raise
+
+
+def test_start_returns_the_job_record_it_wrote(turns: TurnStore, chef: dict) -> None:
+    """START_TURN hands the worker the job record, saving a read: it must be the stored one."""
+    accepted = accept(turns, chef)
+    state, attempt, record = turns.start(T, accepted.job_id)
+    assert (state, attempt) == ("started", 1)
+    assert record == turns.job(T, accepted.job_id)
+    assert record["agent_id"] == chef["id"] and record["status"] == "started"
+
+
+def test_emit_sends_a_batch_in_order_and_stops_at_the_fence(
+    turns: TurnStore, clients: RedisClients, chef: dict
+) -> None:
+    accepted = accept(turns, chef)
+    turns.start(T, accepted.job_id)
+    batch = [events.encode("delta", content=str(i)) for i in range(5)]
+    assert turns.emit(T, accepted.job_id, 1, batch) is True
+    deltas = [e["content"] for e in event_list(clients, accepted.job_id) if e["type"] == "delta"]
+    assert deltas == ["0", "1", "2", "3", "4"]
+    turns.cancel(T, accepted.job_id)
+    assert turns.emit(T, accepted.job_id, 1, batch) is False
+    assert [e["content"] for e in event_list(clients, accepted.job_id) if e["type"] == "delta"] == deltas

@@ -1,0 +1,32 @@
+"""The stores over one Redis, as both processes hold them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .agents import AgentStore
+from .redis_client import RedisClients
+from .sessions import SessionStore
+from .settings import Settings
+from .turns import TurnStore
+
+
+@dataclass
+class Stores:
+    settings: Settings
+    clients: RedisClients
+    agents: AgentStore
+    sessions: SessionStore
+    turns: TurnStore
+
+    @staticmethod
+    def parts(settings: Settings, clients: RedisClients) -> dict[str, Any]:
+        """The fields of a `Stores` (for subclasses that add their own)."""
+        return {
+            "settings": settings,
+            "clients": clients,
+            "agents": AgentStore(clients.text),
+            "sessions": SessionStore(clients.text),
+            "turns": TurnStore(clients, settings),
+        }
