@@ -10,10 +10,11 @@ import hashlib
 import json
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
+
 from parley.shared.errors import Conflict, InvalidInput, ModelFailed, NotFound, TimedOut, TooLarge
 from parley.shared.models import ChatRequest, ChatResponse
 from parley.shared.turns import Accepted
-from starlette.concurrency import run_in_threadpool
 
 from .runtime import WebRuntime
 from .streams import job_events

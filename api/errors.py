@@ -12,10 +12,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from parley.shared.errors import ParleyError, TooManyRequests, Unauthorized
-from parley.shared.models import ErrorResponse
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from parley.shared.errors import ParleyError, TooManyRequests, Unauthorized
+from parley.shared.models import ErrorResponse
 
 log = logging.getLogger("parley.api")
 

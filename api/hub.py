@@ -15,13 +15,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import redis.asyncio as aredis
-from parley.shared import events, keys
-from parley.shared.errors import NotReady
-from parley.shared.settings import Settings
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+
+from parley.shared import events, keys
+from parley.shared.errors import NotReady
+from parley.shared.settings import Settings
 
 log = logging.getLogger("parley.api.hub")
 

@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from parley.shared.settings import Settings, get_settings
 from redis.exceptions import RedisError
+
+from parley.shared.settings import Settings, get_settings
 
 from . import errors
 from .middleware import BodyLimitAndMetrics

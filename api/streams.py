@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from parley.shared import events, keys
 from starlette.responses import StreamingResponse
+
+from parley.shared import events, keys
 
 from .hub import RESYNC, EventHub
 

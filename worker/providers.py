@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import httpx2
 import openai
+
 from parley.shared.settings import Settings
 
 

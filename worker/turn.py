@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-from collections.abc import Callable
 from typing import Any
 
-import redis
 from parley.shared import events
 from parley.shared.clock import now_ms
 from parley.shared.sessions import message_json
 
+from .cancel_watch import CancelWatch
 from .context import CLOSING_MESSAGE, build_messages, exchanges_so_far
 from .emitter import Emitter
 from .providers import ModelError
@@ -80,38 +78,6 @@ def _stream_answer(tenant: str, job_id: str, attempt: int, agent: dict[str, Any]
         log.info("turn %s attempt %s stopped: canceled or superseded", job_id, attempt)
         return None
     return pieces
-
-
-class CancelWatch:
-    """Checks from a side thread whether the turn is still ours to run, and hangs up on the model
-    when it is not, so a cancel stops a model that is slow to send its next chunk too."""
-
-    def __init__(self, still_running: Callable[[], bool], hang_up: Callable[[], None], interval_s: float = 0.5):
-        self.still_running = still_running
-        self.hang_up = hang_up
-        self.interval_s = interval_s
-        self.fired = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="cancel-watch", daemon=True)
-
-    def __enter__(self) -> CancelWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _watch(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                running = self.still_running()
-            except redis.RedisError:
-                continue
-            if not running:
-                self.fired = True
-                self.hang_up()
-                return
 
 
 def _commit(tenant: str, job_id: str, attempt: int, agent: dict[str, Any], record: dict[str, str],

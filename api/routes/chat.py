@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse, StreamingResponse
+
 from parley.shared.models import ChatRequest, ChatResponse, JobAccepted
 
 from .. import chatting

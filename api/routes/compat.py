@@ -11,10 +11,11 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
+
 from parley.shared.agents import public
 from parley.shared.errors import NotFound
 from parley.shared.models import AgentCreate, ChatRequest
-from pydantic import BaseModel, ConfigDict, Field
 
 from .. import chatting
 from ..deps import ApiKey, CompatTenant, Runtime

@@ -6,10 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
 from parley.shared import events
 from parley.shared.errors import InvalidInput, NotFound
 from parley.shared.models import JobPublic
-from starlette.concurrency import run_in_threadpool
 
 from ..deps import Runtime, Tenant
 from ..errors import documented

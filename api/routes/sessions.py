@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
+from starlette.concurrency import run_in_threadpool
+
 from parley.shared.errors import NotFound
 from parley.shared.models import MessagePage, SessionCreate, SessionPage, SessionPublic
 from parley.shared.sessions import MAX_PAGE
-from starlette.concurrency import run_in_threadpool
 
 from ..deps import Runtime, Tenant
 from ..errors import documented

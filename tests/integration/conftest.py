@@ -25,13 +25,13 @@ from pathlib import Path
 
 import pytest
 import redis
+
 from parley.local.redis_server import (
     RedisServer,
     RedisServerError,
     RedisServerNotFound,
     find_server_binary,
 )
-
 from tests.harness import (
     HarnessError,
     ModelServer,

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import redis
 import yaml
+
 from parley.local import parse_procfile, procfile_argv
 from parley.local.redis_server import RedisServer, redis_answers
-
 from tests.harness import ServiceProcess, child_env, free_port, procfile
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import fakeredis
 import pytest
+
 from parley.shared.agents import AgentStore
 from parley.shared.redis_client import RedisClients
 from parley.shared.sessions import SessionStore

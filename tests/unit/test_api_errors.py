@@ -11,6 +11,8 @@ import pytest
 import redis
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.testclient import TestClient
+from pydantic import BaseModel, Field
+
 from parley.api import errors
 from parley.shared.errors import (
     Conflict,
@@ -24,7 +26,6 @@ from parley.shared.errors import (
     TooManyRequests,
     Unauthorized,
 )  # fmt: skip
-from pydantic import BaseModel, Field
 
 
 class Item(BaseModel):

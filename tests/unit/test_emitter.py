@@ -6,6 +6,7 @@ import threading
 
 import pytest
 import redis
+
 from parley.worker.emitter import Emitter
 
 

@@ -10,9 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
+
 from parley.shared import keys
 from parley.shared.settings import DEFAULT_TENANT, Settings
-from pydantic import ValidationError
 
 MakeSettings = Callable[..., Settings]
 

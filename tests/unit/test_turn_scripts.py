@@ -14,6 +14,9 @@ from typing import Any
 
 import pytest
 import redis
+from pydantic import ValidationError
+from rq.job import Job, JobStatus
+
 from parley.shared import events, keys
 from parley.shared.agents import AgentStore, public
 from parley.shared.errors import Conflict, InvalidInput, NotFound, TooManyRequests
@@ -22,8 +25,6 @@ from parley.shared.redis_client import RedisClients
 from parley.shared.sessions import SessionStore, message_json
 from parley.shared.settings import Settings
 from parley.shared.turns import TURN_FUNCTION, Accepted, TurnStore
-from pydantic import ValidationError
-from rq.job import Job, JobStatus
 
 T = "acme"
 
