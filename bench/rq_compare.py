@@ -1,0 +1,132 @@
+"""RQ's forking ``Worker`` against ``SimpleWorker`` (and Parley's ``TurnWorker``): cost per job.
+
+Each worker class runs in its own fresh process (``python -m bench.rq_compare``) so a fork
+copies only what a worker process really holds.  The process enqueues ``--jobs`` no-op jobs on
+its own queue, then times ``worker.work(burst=True)``, which dequeues and runs them all and
+returns when the queue is empty.  Time per job = that time / jobs: everything RQ does around a
+job (dequeue, bookkeeping in Redis, and for ``Worker`` the fork and wait of a work horse).
+
+    python -m bench.rq_compare --redis-url redis://127.0.0.1:6379/0 --worker simple --jobs 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+WORKER_CLASSES = ("fork", "simple", "turn")
+
+
+def noop() -> None:
+    """The job: nothing, so the figure is RQ's own cost per job."""
+
+
+def _worker_class(kind: str) -> type:
+    if kind == "fork":
+        from rq import Worker
+
+        return Worker
+    if kind == "simple":
+        from rq import SimpleWorker
+
+        return SimpleWorker
+    from parley.worker.rq_worker import TurnWorker
+
+    return TurnWorker
+
+
+def run_one(redis_url: str, kind: str, jobs: int) -> dict[str, Any]:
+    import redis
+    from rq import Queue
+    from rq.registry import FinishedJobRegistry
+
+    connection = redis.Redis.from_url(redis_url)
+    queue = Queue(f"bench-rq-{kind}-{uuid.uuid4().hex[:8]}", connection=connection)
+    started = time.perf_counter()
+    queue.enqueue_many([Queue.prepare_data(noop, result_ttl=60) for _ in range(jobs)])
+    enqueue_s = time.perf_counter() - started
+    worker = _worker_class(kind)([queue], connection=connection)
+    started = time.perf_counter()
+    worker.work(burst=True, logging_level="WARNING")
+    work_s = time.perf_counter() - started
+    finished = FinishedJobRegistry(queue=queue).count
+    return {
+        "worker": kind, "class": f"{type(worker).__module__}.{type(worker).__name__}", "jobs": jobs,
+        "finished": finished, "work_s": work_s, "per_job_ms": work_s / jobs * 1000,
+        "enqueue_per_job_ms": enqueue_s / jobs * 1000,
+    }  # fmt: skip
+
+
+def thread_cycle_ms(cycles: int = 500) -> float:
+    """Cost of the heartbeat pattern alone: start a thread waiting on an Event, set it, join it."""
+    import threading
+
+    started = time.perf_counter()
+    for _ in range(cycles):
+        stop = threading.Event()
+        thread = threading.Thread(target=stop.wait, args=(10.0,), daemon=True)
+        thread.start()
+        stop.set()
+        thread.join()
+    return (time.perf_counter() - started) / cycles * 1000
+
+
+def compare(redis_url: str, jobs: int, rounds: int = 3, timeout_s: float = 120.0) -> list[dict[str, Any]]:
+    """Each worker class `rounds` times, interleaved, each in a fresh subprocess; median per class.
+
+    Interleaving spreads any other load on the machine over all classes alike.
+    """
+    runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in WORKER_CLASSES}
+    errors: dict[str, str] = {}
+    for _ in range(rounds):
+        for kind in WORKER_CLASSES:
+            completed = subprocess.run(
+                [sys.executable, "-m", "bench.rq_compare", "--redis-url", redis_url, "--worker", kind,
+                 "--jobs", str(jobs)],
+                cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout_s, check=False,
+            )  # fmt: skip
+            if completed.returncode != 0:
+                errors[kind] = (completed.stderr.strip().splitlines() or ["failed"])[-1]
+                continue
+            runs[kind].append(json.loads(completed.stdout.strip().splitlines()[-1]))
+    results = []
+    for kind in WORKER_CLASSES:
+        if not runs[kind]:
+            results.append({"worker": kind, "error": errors.get(kind, "no run")})
+            continue
+        per_job = sorted(run["per_job_ms"] for run in runs[kind])
+        first = runs[kind][0]
+        results.append({
+            "worker": kind, "class": first["class"], "jobs": jobs, "rounds": len(per_job),
+            "finished": min(run["finished"] for run in runs[kind]), "per_job_ms": per_job[len(per_job) // 2],
+            "per_job_ms_all": [round(value, 3) for value in per_job],
+        })  # fmt: skip
+    results.append({"worker": "thread", "class": "threading.Thread start + Event.set + join (heartbeat pattern)",
+                    "jobs": 500, "rounds": 1, "finished": 500, "per_job_ms": thread_cycle_ms(),
+                    "per_job_ms_all": []})  # fmt: skip
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--worker", choices=WORKER_CLASSES, required=True)
+    parser.add_argument("--jobs", type=int, default=500)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    # Through the package, so the job function is `bench.rq_compare.noop`, not `__main__.noop`.
+    from bench.rq_compare import run_one as run
+
+    print(json.dumps(run(args.redis_url, args.worker, args.jobs)))
+
+
+if __name__ == "__main__":
+    main()
