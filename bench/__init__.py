@@ -13,7 +13,3 @@ Modules:
 """
 
 from __future__ import annotations
-
-from ._compat import ensure_parley_local
-
-ensure_parley_local()
