@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     """Pause between the demo model's chunks, in ms, so streaming is visible."""
     redis_timeout_s: float = Field(2.0, alias="PARLEY_REDIS_TIMEOUT_S", gt=0)
     """Connect and command timeout towards Redis for request handling, in seconds."""
+    cors_origins: str = Field("*", alias="PARLEY_CORS_ORIGINS")
+    """Comma-separated origins whose browser pages may call the API ('*': any; empty: none).
+    Keys travel in the Authorization header, never in cookies, so '*' exposes no credentials."""
     log_level: str = Field("INFO", alias="PARLEY_LOG_LEVEL")
     rq_log_level: str = Field("WARNING", alias="PARLEY_RQ_LOG_LEVEL")
     """RQ's own log level in workers (INFO logs every job and every maintenance pass)."""

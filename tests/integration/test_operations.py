@@ -132,3 +132,17 @@ def test_seed_javascript_style_reader_sees_each_event_on_one_data_line(stack) ->
         assert next(p for p in parsed if p["type"] == "response")["content"] == "line one\nline two\n\n  indented"
 
 
+
+
+def test_browser_pages_on_other_origins_may_call_the_api(stack) -> None:
+    stack.start_web()
+    with client(stack.web_url, None) as http:
+        preflight = http.options("/api/v1/chat/stream", headers={
+            "Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type,idempotency-key",
+        })  # fmt: skip
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] in ("*", "http://localhost:3000")
+        assert "idempotency-key" in preflight.headers["access-control-allow-headers"].lower()
+        denied = http.get("/api/v1/agents", headers={"Origin": "http://localhost:3000"})
+        assert denied.status_code == 401 and denied.headers["access-control-allow-origin"]
