@@ -32,7 +32,7 @@ PHASES = [
     ("queue hand-off (ACCEPT pushed -> worker's first command)", "accept", "worker_first"),
     ("RQ bookkeeping before the job function (-> START script)", "worker_first", "start"),
     ("context reads + model request until the first delta is emitted", "start", "first_emit"),
-    ("remaining deltas (one EMIT script each)", "first_emit", "last_emit"),
+    ("remaining deltas (EMIT scripts, sent in batches)", "first_emit", "last_emit"),
     ("commit (FINISH script)", "last_emit", "finish"),
     ("web: `done` received -> job record read", "finish", "web_read"),
     ("web answers -> client has the response", "web_read", "received"),
