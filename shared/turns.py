@@ -40,6 +40,8 @@ class Accepted:
     agent_id: str
     replayed: bool
     """True when an Idempotency-Key matched an earlier request: nothing new was created."""
+    status: str = "queued"
+    """The job's status when this answer was made (a replayed job may have ended)."""
 
 
 def new_job_id() -> str:
@@ -79,7 +81,7 @@ class TurnStore:
         record = self.job(tenant, job_id)
         if record is None:
             raise Conflict("this Idempotency-Key's job is no longer kept")
-        return Accepted(job_id, record["session_id"], record["agent_id"], replayed=True)
+        return Accepted(job_id, record["session_id"], record["agent_id"], replayed=True, status=record["status"])
 
     def accept(self, *, tenant: str, agent: dict[str, Any], session_id: str | None, message: str,
                images: list[str], idempotency_key: str | None, request_hash: str,

@@ -49,7 +49,8 @@ async def chat_job(body: ChatRequest, rt: Runtime, tenant: Tenant, key: ApiKey,
     """Queue a turn and return at once; poll `status_url` or stream `events_url`."""
     accepted = await chatting.accept(rt, tenant, body, idempotency_key, key)
     payload = JobAccepted(
-        job_id=accepted.job_id, session_id=accepted.session_id, agent_id=accepted.agent_id, status="queued",
+        job_id=accepted.job_id, session_id=accepted.session_id, agent_id=accepted.agent_id,
+        status=accepted.status,  # type: ignore[arg-type]
         status_url=f"/api/v1/jobs/{accepted.job_id}", events_url=f"/api/v1/jobs/{accepted.job_id}/events",
     )  # fmt: skip
     return JSONResponse(payload.model_dump(), status_code=202)

@@ -119,7 +119,7 @@ def test_idempotency_key_returns_same_job_and_stores_message_once(stack) -> None
         assert first.status_code == again.status_code == 200
         assert first.json() == again.json()
         queued = two.post("/api/v1/chat/jobs", json=request, headers=headers).json()
-        assert queued["job_id"] == first.json()["job_id"]
+        assert queued["job_id"] == first.json()["job_id"] and queued["status"] == "finished"
         assert [m["content"] for m in messages(one, "idem")].count("only once") == 1
         other = one.post("/api/v1/chat", json={**request, "message": "different"}, headers=headers)
         assert other.status_code == 409
