@@ -13,16 +13,22 @@ The races, and who wins them (see also hub.py):
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
+from redis.exceptions import RedisError
 from starlette.responses import StreamingResponse
 
 from parley.shared import events, keys
+from parley.shared.errors import NotReady
 
 from .hub import RESYNC, EventHub
 
+log = logging.getLogger("parley.api.streams")
+
 SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
 PING = ": ping\n\n"
+STORE_UNAVAILABLE = ": the event store is unavailable; reconnect with Last-Event-ID\n\n"
 
 
 def sse_frame(event_id: str, payload: str) -> str:
@@ -56,8 +62,14 @@ async def job_events(hub: EventHub, tenant: str, job_id: str, after: str | None,
 
 
 async def sse_body(source: AsyncIterator[tuple[str, str]]) -> AsyncIterator[str]:
-    async for event_id, payload in source:
-        yield sse_frame(event_id, payload) if event_id else PING
+    """SSE text; if Redis goes away mid-stream the stream ends with a comment saying so, and the
+    client resumes with `Last-Event-ID` (on any web) once Redis is back."""
+    try:
+        async for event_id, payload in source:
+            yield sse_frame(event_id, payload) if event_id else PING
+    except (RedisError, NotReady) as error:
+        log.warning("stream ended: Redis unavailable (%s)", error)
+        yield STORE_UNAVAILABLE
 
 
 def sse_response(source: AsyncIterator[tuple[str, str]]) -> StreamingResponse:

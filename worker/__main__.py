@@ -1,33 +1,59 @@
-"""`python -m parley.worker`: one RQ worker process consuming chat turns."""
+"""`python -m parley.worker`: one RQ worker process consuming chat turns.
+
+If Redis goes away while a turn runs, rq's failure handling itself cannot reach Redis and
+`work()` raises. The process then waits for Redis and starts a fresh worker instead of exiting:
+the interrupted turn is found abandoned by maintenance and retried (see docs/architecture.md).
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+import time
+
+import redis
 
 from parley.shared.settings import get_settings
 
 from .rq_worker import TurnWorker
 from .runtime import runtime
 
+log = logging.getLogger("parley.worker")
+
 
 def main() -> int:
     settings = get_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     rt = runtime()
-    if settings.agents_file:
-        count = rt.agents.load_file(settings.agents_file)
-        logging.getLogger("parley.worker").info("loaded %d agents from %s", count, settings.agents_file)
     TurnWorker.heartbeat_ttl_s = settings.heartbeat_ttl_s
-    worker = TurnWorker(
-        [rt.turns.queue],
-        connection=rt.clients.raw,
-        worker_ttl=settings.maintenance_interval_s + 15,  # rq waits in BLPOP for worker_ttl - 15 s
-        maintenance_interval=settings.maintenance_interval_s,
-        job_monitoring_interval=settings.heartbeat_ttl_s,
-    )
-    worker.work(logging_level=settings.rq_log_level, with_scheduler=False)
-    return 0
+    while True:
+        try:
+            if settings.agents_file:
+                count = rt.agents.load_file(settings.agents_file)
+                log.info("loaded %d agents from %s", count, settings.agents_file)
+            worker = TurnWorker(
+                [rt.turns.queue],
+                connection=rt.clients.raw,
+                worker_ttl=settings.maintenance_interval_s + 15,  # rq waits in BLPOP for worker_ttl - 15 s
+                maintenance_interval=settings.maintenance_interval_s,
+                job_monitoring_interval=settings.heartbeat_ttl_s,
+            )
+            worker.work(logging_level=settings.rq_log_level, with_scheduler=False)
+            return 0
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            log.warning("lost Redis (%s); starting a new worker once it answers", error)
+            _wait_for_redis(rt.clients.raw)
+
+
+def _wait_for_redis(client: redis.Redis, max_delay_s: float = 5.0) -> None:
+    delay_s = 0.2
+    while True:
+        try:
+            client.ping()
+            return
+        except (redis.ConnectionError, redis.TimeoutError):
+            time.sleep(delay_s)
+            delay_s = min(delay_s * 2, max_delay_s)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -139,3 +140,38 @@ def test_redis_stopped_mid_run_gives_prompt_503s_then_recovers(stack) -> None:
         assert answer.json()["response"] == "echo: after | earlier: before"
         assert [m["content"] for m in messages(http, "r") if m["role"] == "user"] == ["before", "after"]
         assert len(model_requests(stack)) == 2
+
+
+def test_open_stream_ends_when_redis_goes_away_and_resumes_after(stack) -> None:
+    stack.start_web()
+    stack.start_workers()
+    stack.model_server.control("options", {"chunk_delay_ms": 300})
+    with client(stack.web_url, stack.api_key) as http:
+        create_agent(http)
+        job = http.post("/api/v1/chat/jobs", json={"message": "one two three four five six", "session_id": "o"})
+        job_id = job.json()["job_id"]
+        seen: list[Event] = []
+        lines: list[str] = []
+        event_id = ""
+        with http.stream("GET", f"/api/v1/jobs/{job_id}/events") as response:
+            started = None
+            try:
+                for line in response.iter_lines():  # one reader for the whole stream
+                    lines.append(line)
+                    if line.startswith("id: "):
+                        event_id = line[4:]
+                    elif line.startswith("data: ") and started is None:
+                        seen.append(Event(event_id, json.loads(line[6:])))
+                        if seen[-1].type == "delta":
+                            stack.redis_server.stop()
+                            started = time.monotonic()
+            except httpx.HTTPError:
+                pass
+            assert started is not None and time.monotonic() - started < 20, "the stream hung after Redis went away"
+        assert any("event store is unavailable" in line for line in lines)
+        stack.redis_server.start()
+        _wait_for(lambda: http.get("/readyz").status_code == 200)
+        rest = collect(http, "GET", f"/api/v1/jobs/{job_id}/events", headers={"Last-Event-ID": seen[-1].id})
+        assert rest[-1].type == "done"
+        ids = [e.id for e in seen + rest]
+        assert len(ids) == len(set(ids))
