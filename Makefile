@@ -3,7 +3,7 @@
 #   make run     run the service locally (Redis, web, worker): python -m parley.local
 #   make test    install everything the tests need, then run pytest
 #   make bench   run the benchmarks (python -m bench)
-#   make lint    ruff and mypy, when they are installed
+#   make lint    ruff and mypy (installs them into .venv)
 #
 # Variables: PYTHON (interpreter for the venv, default python3), ARGS (extra
 # arguments for run/bench, e.g. make run ARGS="--port 9000 --workers 2"),
@@ -39,6 +39,11 @@ $(PY):
 $(VENV)/.installed-local: pyproject.toml | $(PY)
 	@echo "installing parley[local] into $(VENV)"
 	@$(PIP) install -e '.[local]'
+	@touch $@
+
+$(VENV)/.installed-lint: pyproject.toml | $(PY)
+	@echo "installing parley[test,lint] into $(VENV)"
+	@$(PIP) install -e '.[test,lint]'
 	@touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(PY)
@@ -81,7 +86,7 @@ bench: $(VENV)/.installed-test
 MYPY_TREE := $(VENV)/mypy-src
 PARLEY_DIRS := api worker shared local
 
-lint: $(VENV)/.installed-test
+lint: $(VENV)/.installed-lint
 	@status=0; \
 	 if $(PY) -m ruff --version >/dev/null 2>&1; then RUFF="$(PY) -m ruff"; \
 	 elif command -v ruff >/dev/null 2>&1; then RUFF=ruff; \

@@ -414,7 +414,7 @@ class _Exchange:
                 return
             tail = self._event({}, "stop", with_usage)
             if with_usage:
-                final = {
+                final: dict[str, Any] = {
                     "id": self.id,
                     "object": "chat.completion.chunk",
                     "created": self.created,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from tests.integration.helpers import (
     client,
@@ -12,7 +13,7 @@ from tests.integration.helpers import (
     user_contents,
     wait_job,
 )
-from tests.sse_client import collect
+from tests.sse_client import Event, collect, iter_events
 
 
 def test_memory_across_turns_and_context_shape(stack) -> None:
@@ -160,21 +161,20 @@ def test_cancel_stops_a_running_turn_and_closes_the_model_connection(stack) -> N
     stack.model_server.control("script", [{"hang": True}])
     with client(stack.web_url, stack.api_key) as http:
         create_agent(http)
-        events: list = []
+        events: list[Event] = []
 
         def read() -> None:
-            events.extend(collect(http, "POST", "/api/v1/chat/stream", json={"message": "hang", "session_id": "c"}))
+            with http.stream("POST", "/api/v1/chat/stream", json={"message": "hang", "session_id": "c"}) as response:
+                for event in iter_events(response):
+                    events.append(event)
 
         reader = threading.Thread(target=read)
         reader.start()
-        job_id = None
-        for _ in range(200):
-            job_id = next((r for r in [stack.redis().keys("parley:job:alice:*")] if r), None)
-            stats = stack.model_server.control("stats")
-            if job_id and stats["open_streams"] >= 1:
-                break
-            threading.Event().wait(0.05)
-        job_id = job_id[0].rsplit(":", 1)[1]
+        deadline = time.monotonic() + 20
+        while not (events and stack.model_server.control("stats")["open_streams"] >= 1):
+            assert time.monotonic() < deadline, "the turn never reached the model"
+            time.sleep(0.05)
+        job_id = events[0].data["job_id"]
         cancel = http.post(f"/api/v1/jobs/{job_id}/cancel")
         assert cancel.status_code == 202
         reader.join(timeout=20)
@@ -182,11 +182,10 @@ def test_cancel_stops_a_running_turn_and_closes_the_model_connection(stack) -> N
         assert [e.type for e in events][-2:] == ["error", "done"]
         assert http.get(f"/api/v1/jobs/{job_id}").json()["status"] == "canceled"
         assert [m["role"] for m in messages(http, "c")] == ["assistant"]
-        for _ in range(100):
-            if stack.model_server.control("stats")["disconnects"] >= 1:
-                break
-            threading.Event().wait(0.1)
-        assert stack.model_server.control("stats")["disconnects"] >= 1
+        deadline = time.monotonic() + 10
+        while stack.model_server.control("stats")["disconnects"] < 1:
+            assert time.monotonic() < deadline, "the model connection was not closed"
+            time.sleep(0.1)
         # The session goes on: the next turn runs and remembers nothing of the canceled one.
         after = http.post("/api/v1/chat", json={"message": "next", "session_id": "c"}).json()
         assert after["response"] == "echo: next"

@@ -157,7 +157,7 @@ def test_sessions_and_messages_paging_and_delete(stack) -> None:
         http.post("/api/v1/sessions", json={"agent": "Other", "session_id": "o"})
         seen, cursor = [], None
         while True:
-            params = {"agent": "Chef", "limit": 2, **({"cursor": cursor} if cursor else {})}
+            params: dict[str, str | int] = {"agent": "Chef", "limit": 2, **({"cursor": cursor} if cursor else {})}
             page = http.get("/api/v1/sessions", params=params).json()
             seen += [s["session_id"] for s in page["data"]]
             cursor = page["next_cursor"]

@@ -12,7 +12,11 @@ from parley.worker.emitter import Emitter
 
 def test_every_event_is_sent_once_in_order() -> None:
     sent: list[str] = []
-    with Emitter(lambda batch: sent.extend(batch) or True, lambda: None) as emitter:
+    def send(batch: list[str]) -> bool:
+        sent.extend(batch)
+        return True
+
+    with Emitter(send, lambda: None) as emitter:
         for i in range(500):
             assert emitter.put(str(i))
     assert sent == [str(i) for i in range(500)]
