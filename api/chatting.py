@@ -48,12 +48,14 @@ def _check_sizes(rt: WebRuntime, body: ChatRequest) -> None:
             raise InvalidInput(f"images[{index}] is not valid base64", field=f"images.{index}") from None
 
 
-def request_hash(body: ChatRequest) -> str:
-    return hashlib.sha256(json.dumps(body.model_dump(), sort_keys=True).encode()).hexdigest()
+def request_hash(body: ChatRequest, history: list[dict[str, str]] | None = None) -> str:
+    request = {**body.model_dump(), "history": history}
+    return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
 
 
-def _accept(rt: WebRuntime, tenant: str, body: ChatRequest, idempotency_key: str | None, api_key: str) -> Accepted:
-    digest = request_hash(body)
+def _accept(rt: WebRuntime, tenant: str, body: ChatRequest, idempotency_key: str | None, api_key: str,
+            history: list[dict[str, str]] | None) -> Accepted:  # fmt: skip
+    digest = request_hash(body, history)
     if idempotency_key:
         replay = rt.turns.replay(tenant, idempotency_key, digest)
         if replay:
@@ -62,15 +64,16 @@ def _accept(rt: WebRuntime, tenant: str, body: ChatRequest, idempotency_key: str
     agent = _resolve_agent(rt, tenant, body)
     return rt.turns.accept(
         tenant=tenant, agent=agent, session_id=body.session_id, message=body.message, images=body.images,
-        idempotency_key=idempotency_key, request_hash=digest, api_key=api_key,
+        idempotency_key=idempotency_key, request_hash=digest, api_key=api_key, history=history,
     )  # fmt: skip
 
 
 async def accept(rt: WebRuntime, tenant: str, body: ChatRequest, idempotency_key: str | None,
-                 api_key: str = "") -> Accepted:  # fmt: skip
+                 api_key: str = "", history: list[dict[str, str]] | None = None) -> Accepted:  # fmt: skip
+    """Queue a turn (see TurnStore.accept); `history` makes it a turn that brings its conversation."""
     if idempotency_key is not None and not (0 < len(idempotency_key) <= 255):
         raise InvalidInput("Idempotency-Key must be 1 to 255 characters", field="Idempotency-Key")
-    return await run_in_threadpool(_accept, rt, tenant, body, idempotency_key, api_key)
+    return await run_in_threadpool(_accept, rt, tenant, body, idempotency_key, api_key, history)
 
 
 async def wait_for_result(rt: WebRuntime, tenant: str, accepted: Accepted) -> ChatResponse:
@@ -93,7 +96,7 @@ async def wait_for_result(rt: WebRuntime, tenant: str, accepted: Accepted) -> Ch
     if session is not None and response is not None:
         return ChatResponse(response=response["content"], agent_id=session["agent_id"],
                             agent_name=session["agent_name"], session_id=session["session_id"],
-                            job_id=accepted.job_id)  # fmt: skip
+                            job_id=accepted.job_id, usage=response.get("usage"))  # fmt: skip
     message = error.get("message") or "the turn failed"
     if error.get("code") == "canceled":
         raise Conflict("the turn was canceled", job_id=accepted.job_id)

@@ -209,6 +209,7 @@ class ChatResponse(BaseModel):
     agent_name: str
     session_id: str
     job_id: str
+    usage: dict[str, int] | None = Field(None, description="Token counts as the model reported them.")
 
 
 class JobAccepted(BaseModel):

@@ -68,7 +68,9 @@ ACCEPT_TURN = (
 --       7 job fields (JSON object of strings), 8 `session` event JSON, 9 `status: queued` event JSON,
 --       10 retention_ms, 11 idempotency value ('' = no key), 12 idempotency ttl_ms,
 --       13 max queue depth, 14 RQ enqueued_at text, 15 max turns in flight per tenant (0 = no limit),
---       16 turns per key per rate window (0 = no limit), 17 rate window ms
+--       16 turns per key per rate window (0 = no limit), 17 rate window ms,
+--       18 '1' to create the session if missing, '0' for a turn that brings its own history
+--          (no session is created, so nothing is committed: OpenAI-style stateless calls)
 -- Returns {'accepted', job_id} | {'existing', idempotency value} | {'queue_full', ''} |
 --         {'busy', ''} | {'rate_limited', ms until the window ends} | {'conflict', bound agent id}.
 -- Nothing is written unless the answer is 'accepted'.
@@ -95,7 +97,9 @@ local bound = redis.call('HGET', KEYS[1], 'agent_id')
 if bound and bound ~= ARGV[3] then
     return {'conflict', bound}
 end
-ensure_session(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+if ARGV[18] == '1' then
+    ensure_session(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+end
 local fields = cjson.decode(ARGV[7])
 for name, value in pairs(fields) do
     redis.call('HSET', KEYS[6], name, value)

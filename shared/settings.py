@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     """Read timeout of one model request, in seconds."""
     model_max_retries: int = Field(3, alias="PARLEY_MODEL_MAX_RETRIES", ge=0)
     """How often the OpenAI SDK retries 429, 5xx and connection errors (it honours Retry-After)."""
+    model_stream_usage: bool = Field(True, alias="PARLEY_MODEL_STREAM_USAGE")
+    """Ask the model for token counts (`stream_options.include_usage`); off for servers that refuse it."""
     demo_chunk_delay_ms: int = Field(15, alias="PARLEY_DEMO_CHUNK_DELAY_MS", ge=0)
     """Pause between the demo model's chunks, in ms, so streaming is visible."""
     redis_timeout_s: float = Field(2.0, alias="PARLEY_REDIS_TIMEOUT_S", gt=0)

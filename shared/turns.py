@@ -85,8 +85,11 @@ class TurnStore:
 
     def accept(self, *, tenant: str, agent: dict[str, Any], session_id: str | None, message: str,
                images: list[str], idempotency_key: str | None, request_hash: str,
-               api_key: str = "") -> Accepted:  # fmt: skip
+               api_key: str = "", history: list[dict[str, Any]] | None = None) -> Accepted:  # fmt: skip
         """Queue a turn: create the session if needed, record the job, emit `session` and `queued`.
+
+        With `history`, the turn brings its whole conversation (the OpenAI-compatible endpoint
+        without a session): no session is created and nothing is committed to memory.
 
         Raises Conflict (session bound to another agent, or a reused Idempotency-Key) and
         TooManyRequests (queue full, tenant busy, key over its rate); in those cases nothing is created.
@@ -111,6 +114,8 @@ class TurnStore:
             "status": "queued", "enqueued_at": str(created), "attempt": "0", "message": message,
             "images": json.dumps(images), "request_hash": request_hash,
         }  # fmt: skip
+        if history is not None:
+            fields["history"] = json.dumps(history)
         session_event = events.encode("session", session_id=session_id, agent_id=agent["id"],
                                       agent_name=agent["name"], job_id=job_id)  # fmt: skip
         queued_event = events.encode("status", message="queued")
@@ -129,6 +134,7 @@ class TurnStore:
                 f"{job_id} {request_hash}" if idempotency_key else "", self.settings.idempotency_ttl_s * 1000,
                 self.settings.max_queue_depth, _rq_now(), self.settings.max_turns_in_flight,
                 self.settings.rate_limit_turns, self.settings.rate_window_s * 1000,
+                "0" if history is not None else "1",
             ],
         )  # fmt: skip
         if outcome == "accepted":

@@ -32,10 +32,12 @@ class ModelError(Exception):
 class ModelStream:
     """The answer's text pieces as they arrive; `close()` (from any thread) hangs up on the model."""
 
-    def __init__(self, pieces: Iterator[str], close: Any = None) -> None:
+    def __init__(self, pieces: Iterator[str], close: Any = None, usage: dict[str, Any] | None = None) -> None:
         self._pieces = pieces
         self._close = close
         self.closed = False
+        self.usage = usage if usage is not None else {}
+        """Token counts as the model reported them (filled in as the stream ends), else empty."""
 
     def __iter__(self) -> Iterator[str]:
         for piece in self._pieces:
@@ -71,11 +73,14 @@ class OpenAIProvider:
             max_retries=settings.model_max_retries,
             timeout=openai.Timeout(settings.model_timeout_s, connect=10.0),
         )
+        self.stream_usage = settings.model_stream_usage
 
     @contextmanager
     def stream(self, *, model: str, messages: list[dict[str, str]], temperature: float | None,
                max_tokens: int | None) -> Iterator[ModelStream]:  # fmt: skip
         body: dict[str, Any] = {"model": model, "messages": messages, "stream": True}
+        if self.stream_usage:
+            body["stream_options"] = {"include_usage": True}
         if temperature is not None:
             body["temperature"] = temperature
         if max_tokens is not None:
@@ -86,8 +91,9 @@ class OpenAIProvider:
             )
         except openai.APIError as error:
             raise _model_error(error) from error
+        usage: dict[str, Any] = {}
         try:
-            yield ModelStream(_pieces(response), lambda: _hang_up(response))
+            yield ModelStream(_pieces(response, usage), lambda: _hang_up(response), usage)
         finally:
             response.response.close()
 
@@ -125,9 +131,11 @@ def _hang_up(response: Any) -> None:
             pass
 
 
-def _pieces(response: ChunkStream) -> Iterator[str]:
+def _pieces(response: ChunkStream, usage: dict[str, Any]) -> Iterator[str]:
     try:
         for chunk in response:
+            if chunk.get("usage"):
+                usage.update(chunk["usage"])
             for choice in chunk.get("choices") or ():
                 content = (choice.get("delta") or {}).get("content")
                 if content:
@@ -155,7 +163,11 @@ class DemoProvider:
     @contextmanager
     def stream(self, *, model: str, messages: list[dict[str, str]], temperature: float | None,
                max_tokens: int | None) -> Iterator[ModelStream]:  # fmt: skip
-        yield ModelStream(self._words(demo_answer(messages)))
+        answer = demo_answer(messages)
+        prompt = sum(len(str(m["content"]).split()) for m in messages)
+        usage = {"prompt_tokens": prompt, "completion_tokens": len(answer.split()),
+                 "total_tokens": prompt + len(answer.split())}  # fmt: skip
+        yield ModelStream(self._words(answer), usage=usage)
 
     def _words(self, text: str) -> Iterator[str]:
         words = text.split(" ")

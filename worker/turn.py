@@ -35,27 +35,31 @@ def run_turn(tenant: str, job_id: str) -> str:
     agent = rt.agents.get_by_id(tenant, record["agent_id"])
     if agent is None:
         return _fail(tenant, job_id, attempt, "the session's agent no longer exists", "agent_missing")
-    history = rt.sessions.history(tenant, record["session_id"])
+    if "history" in record:  # a turn that brought its own conversation (no session memory)
+        history = json.loads(record["history"])
+    else:
+        history = rt.sessions.history(tenant, record["session_id"])
 
-    pieces: list[str] | None
+    answer: tuple[str, dict[str, Any]] | None
     if agent.get("max_turns") and exchanges_so_far(history) >= agent["max_turns"]:
-        pieces = [CLOSING_MESSAGE]
+        answer = (CLOSING_MESSAGE, {})
         if not rt.turns.emit(tenant, job_id, attempt, [events.encode("delta", content=CLOSING_MESSAGE)]):
             return "stopped"
     else:
         try:
-            pieces = _stream_answer(tenant, job_id, attempt, agent, build_messages(agent, history, record["message"]))
+            answer = _stream_answer(tenant, job_id, attempt, agent, build_messages(agent, history, record["message"]))
         except ModelError as error:
             code = "model_timeout" if error.timed_out else "model_failed"
             return _fail(tenant, job_id, attempt, str(error), code)
-    if pieces is None:
+    if answer is None:
         return "stopped"
-    return _commit(tenant, job_id, attempt, agent, record, "".join(pieces))
+    return _commit(tenant, job_id, attempt, agent, record, *answer)
 
 
 def _stream_answer(tenant: str, job_id: str, attempt: int, agent: dict[str, Any],
-                   messages: list[dict[str, str]]) -> list[str] | None:  # fmt: skip
-    """The answer's pieces, each emitted as a `delta`; None when the turn was canceled meanwhile.
+                   messages: list[dict[str, str]]) -> tuple[str, dict[str, Any]] | None:  # fmt: skip
+    """The answer (each piece emitted as a `delta`) and the model's token counts; None when the
+    turn was canceled meanwhile.
 
     Leaving the provider's context closes the model connection, so a cancel stops the model too.
     """
@@ -77,16 +81,16 @@ def _stream_answer(tenant: str, job_id: str, attempt: int, agent: dict[str, Any]
     if watch.fired or emitter.stopped:
         log.info("turn %s attempt %s stopped: canceled or superseded", job_id, attempt)
         return None
-    return pieces
+    return "".join(pieces), dict(stream.usage)
 
 
 def _commit(tenant: str, job_id: str, attempt: int, agent: dict[str, Any], record: dict[str, str],
-            answer: str) -> str:  # fmt: skip
+            answer: str, usage: dict[str, Any]) -> str:  # fmt: skip
     rt = runtime()
     session_id = record["session_id"]
     now = now_ms()
     result = {"response": answer, "agent_id": agent["id"], "agent_name": agent["name"],
-              "session_id": session_id, "job_id": job_id}  # fmt: skip
+              "session_id": session_id, "job_id": job_id, "usage": usage or None}  # fmt: skip
     images = json.loads(record.get("images") or "[]")
     messages = [
         message_json("user", record["message"], job_id=job_id, created_at=int(record["enqueued_at"]), images=images),
@@ -94,7 +98,8 @@ def _commit(tenant: str, job_id: str, attempt: int, agent: dict[str, Any], recor
     ]
     done = rt.turns.finish(
         tenant, job_id, status="finished", attempt=attempt, result=result, messages=messages,
-        events_out=[events.encode("response", content=answer, intent=None, session_id=session_id),
+        events_out=[events.encode("response", content=answer, intent=None, session_id=session_id,
+                                  usage=usage or None),
                     events.encode("done")],
     )  # fmt: skip
     return "finished" if done else "stopped"
