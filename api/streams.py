@@ -72,5 +72,8 @@ async def sse_body(source: AsyncIterator[tuple[str, str]]) -> AsyncIterator[str]
         yield STORE_UNAVAILABLE
 
 
-def sse_response(source: AsyncIterator[tuple[str, str]]) -> StreamingResponse:
-    return StreamingResponse(sse_body(source), media_type="text/event-stream", headers=SSE_HEADERS)
+def sse_response(source: AsyncIterator[tuple[str, str]], job_id: str, session_id: str) -> StreamingResponse:
+    """The stream, with the job and session named in headers too: a client whose connection drops
+    before the first event can still resume from `/api/v1/jobs/{job_id}/events`."""
+    headers = {**SSE_HEADERS, "X-Parley-Job": job_id, "X-Parley-Session": session_id}
+    return StreamingResponse(sse_body(source), media_type="text/event-stream", headers=headers)

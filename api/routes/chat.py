@@ -40,7 +40,8 @@ async def chat_stream(body: ChatRequest, rt: Runtime, tenant: Tenant, key: ApiKe
                       idempotency_key: IdempotencyKey = None) -> StreamingResponse:  # fmt: skip
     """Send a message and receive the turn's events as Server-Sent Events."""
     accepted = await chatting.accept(rt, tenant, body, idempotency_key, key)
-    return sse_response(job_events(rt.hub, tenant, accepted.job_id, None, rt.settings.sse_ping_s))
+    return sse_response(job_events(rt.hub, tenant, accepted.job_id, None, rt.settings.sse_ping_s),
+                        accepted.job_id, accepted.session_id)  # fmt: skip
 
 
 @router.post("/jobs", status_code=202, response_model=JobAccepted)

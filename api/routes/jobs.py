@@ -44,8 +44,9 @@ async def job_event_stream(
     """The turn's whole event stream from its first event, or after `Last-Event-ID`."""
     if last_event_id is not None and not events.valid_id(last_event_id):
         raise InvalidInput("Last-Event-ID is not an event id of this API", field="Last-Event-ID")
-    await run_in_threadpool(_record, rt, tenant, job_id)
-    return sse_response(job_events(rt.hub, tenant, job_id, last_event_id, rt.settings.sse_ping_s))
+    record = await run_in_threadpool(_record, rt, tenant, job_id)
+    return sse_response(job_events(rt.hub, tenant, job_id, last_event_id, rt.settings.sse_ping_s),
+                        job_id, record["session_id"])  # fmt: skip
 
 
 @router.post("/{job_id}/cancel", status_code=202)

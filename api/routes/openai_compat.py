@@ -109,7 +109,8 @@ async def chat_completions(
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         chunks = _chunks(rt, tenant, accepted.job_id, completion_id, created, body.model, include_usage)
-        return StreamingResponse(chunks, media_type="text/event-stream", headers=SSE_HEADERS)
+        headers = {**SSE_HEADERS, "X-Parley-Job": accepted.job_id, "X-Parley-Session": accepted.session_id}
+        return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
     result = await chatting.wait_for_result(rt, tenant, accepted)
     return JSONResponse({
         "id": completion_id, "object": "chat.completion", "created": created, "model": body.model,

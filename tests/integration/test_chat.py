@@ -68,6 +68,10 @@ def test_stream_events_and_late_subscriber_gets_whole_stream(stack) -> None:
         assert ids == sorted(ids, key=lambda i: tuple(int(p) for p in i.split("-")))
         job_id = live[0].data["job_id"]
         assert http.get(f"/api/v1/jobs/{job_id}").json()["status"] == "finished"
+        with http.stream("POST", "/api/v1/chat/stream", json={"message": "again", "session_id": "s"}) as response:
+            assert response.headers["x-parley-session"] == "s"
+            named = response.headers["x-parley-job"]
+            assert next(iter_events(response)).data["job_id"] == named
 
         late = collect(http, "GET", f"/api/v1/jobs/{job_id}/events")
         assert [(e.id, e.data) for e in late] == [(e.id, e.data) for e in live]

@@ -1,0 +1,337 @@
+"""`Parley`: the synchronous client (httpx.Client). `_async.py` mirrors it line for line."""
+
+from __future__ import annotations
+
+import builtins
+import time
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Unpack
+
+import httpx
+
+from ._base import (
+    DEFAULT_CHAT_TIMEOUT,
+    DEFAULT_STREAM_TIMEOUT,
+    DEFAULT_TIMEOUT,
+    BaseClient,
+    Call,
+    ResumeState,
+    chat_body,
+    new_idempotency_key,
+    path,
+    query,
+)
+from .errors import ConnectionError, UnavailableError, WaitTimeoutError, error_from_response
+from .models import (
+    FINAL_STATUSES,
+    AgentFields,
+    AgentOptions,
+    AgentPublic,
+    CancelResult,
+    ChatResponse,
+    Event,
+    JobAccepted,
+    JobPublic,
+    MessagePage,
+    MessagePublic,
+    SessionPage,
+    SessionPublic,
+)
+from .sse import SSEDecoder
+
+
+class Parley(BaseClient):
+    """A client of one Parley service.
+
+        with Parley() as client:                  # PARLEY_URL, PARLEY_API_KEY
+            print(client.chat("Hello!").response)
+
+    `base_url` defaults to PARLEY_URL, else http://127.0.0.1:8000; `api_key` to PARLEY_API_KEY.
+    `timeout` applies to every request; `chat_timeout` is the read timeout of `chat`,
+    `stream_timeout` the longest silence on an event stream. 429 and 503 answers are retried up to
+    `max_retries` times (honouring Retry-After); a dropped event stream is resumed up to
+    `max_reconnects` times in a row. `http_client` lets you bring your own httpx.Client (proxies,
+    TLS, transports); it is not closed by `close()`.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        chat_timeout: float = DEFAULT_CHAT_TIMEOUT,
+        stream_timeout: float = DEFAULT_STREAM_TIMEOUT,
+        max_retries: int = 2,
+        max_reconnects: int = 5,
+        http_client: httpx.Client | None = None,
+    ) -> None:
+        super().__init__(base_url, api_key, timeout=timeout, chat_timeout=chat_timeout, stream_timeout=stream_timeout,
+                         max_retries=max_retries, max_reconnects=max_reconnects)  # fmt: skip
+        self._owns_http = http_client is None
+        self._http = http_client if http_client is not None else httpx.Client()
+        self.agents = Agents(self)
+        self.sessions = Sessions(self)
+        self.jobs = Jobs(self)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection pool (unless `http_client` was given)."""
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> Parley:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:  # fmt: skip
+        self.close()
+
+    # -- chat -----------------------------------------------------------------------------
+
+    def chat(self, message: str, *, agent: str | None = None, session_id: str | None = None,
+             images: Sequence[str] | None = None, idempotency_key: str | None = None) -> ChatResponse:  # fmt: skip
+        """Send a message and wait for the answer (`POST /api/v1/chat`).
+
+        GatewayTimeoutError (504) when the service stopped waiting: the turn goes on, see
+        `jobs.wait(err.job_id)`. The Idempotency-Key (one is generated unless given) makes the
+        SDK's retries safe: a retried request returns the same turn, stored once.
+        """
+        headers = {"Idempotency-Key": idempotency_key or new_idempotency_key()}
+        response = self._request("POST", path("chat"), json=chat_body(message, agent, session_id, images),
+                                 headers=headers, timeout=self.chat_timeout, idempotent=True)  # fmt: skip
+        return ChatResponse.model_validate(response.json())
+
+    def chat_job(self, message: str, *, agent: str | None = None, session_id: str | None = None,
+                 images: Sequence[str] | None = None, idempotency_key: str | None = None) -> JobAccepted:  # fmt: skip
+        """Queue a turn and return at once (`POST /api/v1/chat/jobs`); follow it with `jobs`."""
+        headers = {"Idempotency-Key": idempotency_key or new_idempotency_key()}
+        response = self._request("POST", path("chat", "jobs"), json=chat_body(message, agent, session_id, images),
+                                 headers=headers, idempotent=True)  # fmt: skip
+        return JobAccepted.model_validate(response.json())
+
+    def stream(self, message: str, *, agent: str | None = None, session_id: str | None = None,
+               images: Sequence[str] | None = None, idempotency_key: str | None = None) -> EventStream:  # fmt: skip
+        """Send a message and iterate over the turn's events until `done` (`POST /api/v1/chat/stream`).
+
+        Nothing is sent until iteration starts. A dropped connection is resumed from
+        `GET /api/v1/jobs/{job_id}/events` with `Last-Event-ID`, so no event is repeated or missing.
+        """
+        headers = {"Idempotency-Key": idempotency_key or new_idempotency_key(), "Accept": "text/event-stream"}
+        start = Call("POST", path("chat", "stream"), chat_body(message, agent, session_id, images), headers)
+        return EventStream(self, ResumeState(self, start=start))
+
+    # -- transport ------------------------------------------------------------------------
+
+    def _request(self, method: str, url_path: str, *, json: Any = None, params: Mapping[str, Any] | None = None,
+                 headers: Mapping[str, str] | None = None, timeout: httpx.Timeout | None = None,
+                 idempotent: bool = False, stream: bool = False) -> httpx.Response:  # fmt: skip
+        """Send with retries (see `_retry_delay`); the 2xx response (open, when `stream`) or the
+        mapped APIError; ConnectionError when no answer came."""
+        attempt = 0
+        while True:
+            attempt += 1
+            request = self._http.build_request(
+                method, self._url(url_path), json=json, params=params, headers=self._headers(headers),
+                timeout=timeout or self.timeout,
+            )  # fmt: skip
+            try:
+                response = self._http.send(request, stream=stream)
+            except httpx.TransportError as error:
+                delay = self._retry_delay(attempt, error=error, idempotent=idempotent)
+                if delay is None:
+                    raise ConnectionError(f"{method} {url_path} failed: {error!r}") from error
+                time.sleep(delay)
+                continue
+            if response.is_success:
+                return response
+            try:
+                response.read()
+            except httpx.TransportError:
+                pass  # the status decides; the body only adds detail
+            finally:
+                response.close()
+            delay = self._retry_delay(attempt, response=response)
+            if delay is None:
+                raise error_from_response(response)
+            time.sleep(delay)
+
+    def _json(self, method: str, url_path: str, **kwargs: Any) -> Any:
+        return self._request(method, url_path, **kwargs).json()
+
+
+class EventStream:
+    """The events of one turn, in order, each once, ending with `done`. Iterate over it; use it as
+    a context manager (or call `close()`) to stop early. `job_id` is known once the `session`
+    event arrived; `last_event_id` is the id of the last event given out."""
+
+    def __init__(self, client: Parley, state: ResumeState) -> None:
+        self._client = client
+        self._state = state
+        self._events = self._run()
+
+    @property
+    def job_id(self) -> str | None:
+        return self._state.job_id
+
+    @property
+    def last_event_id(self) -> str | None:
+        return self._state.last_event_id
+
+    @property
+    def connections(self) -> int:
+        """How many requests the stream took so far (1 when it was never resumed)."""
+        return self._state.connections
+
+    def __iter__(self) -> Iterator[Event]:
+        return self
+
+    def __next__(self) -> Event:
+        return next(self._events)
+
+    def close(self) -> None:
+        self._events.close()
+
+    def __enter__(self) -> EventStream:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:  # fmt: skip
+        self.close()
+
+    def _run(self) -> Generator[Event, None, None]:
+        state, client = self._state, self._client
+        while not state.done:
+            call = state.next_call()
+            try:
+                response = client._request(call.method, call.path, json=call.json, headers=call.headers,
+                                           timeout=client.stream_timeout, stream=True)  # fmt: skip
+            except (ConnectionError, UnavailableError) as error:
+                time.sleep(state.failed(error))
+                continue
+            lost: BaseException | None = None
+            try:
+                decoder = SSEDecoder()
+                for chunk in response.iter_bytes():
+                    for sse in decoder.feed(chunk):
+                        event = Event.from_sse(sse)
+                        if state.accept(event):
+                            yield event
+                            if state.done:
+                                return
+            except httpx.TransportError as error:
+                lost = error
+            finally:
+                response.close()
+            time.sleep(state.failed(lost))
+
+
+class Agents:
+    """`client.agents`: create, list, read, change and delete agents."""
+
+    def __init__(self, client: Parley) -> None:
+        self._client = client
+
+    def create(self, name: str, **fields: Unpack[AgentOptions]) -> AgentPublic:
+        """Create an agent (`POST /api/v1/agents`); ConflictError when the name is taken."""
+        body = self._client._json("POST", path("agents"), json={**fields, "name": name})
+        return AgentPublic.model_validate(body)
+
+    def list(self) -> builtins.list[AgentPublic]:
+        """The agents this key sees: file agents first, then the tenant's, by creation."""
+        body = self._client._json("GET", path("agents"), idempotent=True)
+        return [AgentPublic.model_validate(item) for item in body]
+
+    def get(self, agent: str) -> AgentPublic:
+        """One agent, by id or name."""
+        return AgentPublic.model_validate(self._client._json("GET", path("agents", agent), idempotent=True))
+
+    def update(self, agent: str, **fields: Unpack[AgentFields]) -> AgentPublic:
+        """Change some fields (`PATCH`); `None` clears model, response_shape, temperature, max_tokens, max_turns."""
+        return AgentPublic.model_validate(
+            self._client._json("PATCH", path("agents", agent), json=dict(fields), idempotent=True)
+        )
+
+    def delete(self, agent: str) -> None:
+        """Delete an agent; its sessions stay readable."""
+        self._client._request("DELETE", path("agents", agent))
+
+
+class Sessions:
+    """`client.sessions`: conversations and their messages."""
+
+    def __init__(self, client: Parley) -> None:
+        self._client = client
+
+    def create(self, agent: str | None = None, *, session_id: str | None = None,
+               metadata: Mapping[str, Any] | None = None) -> SessionPublic:  # fmt: skip
+        """Start a session with an agent (the tenant's first agent when omitted)."""
+        body: dict[str, Any] = query(agent=agent, session_id=session_id)
+        if metadata is not None:
+            body["metadata"] = dict(metadata)
+        return SessionPublic.model_validate(self._client._json("POST", path("sessions"), json=body))
+
+    def list(self, *, agent: str | None = None, page_size: int = 20) -> Iterator[SessionPublic]:
+        """Every session (of `agent`, when given), newest first, fetched `page_size` at a time."""
+        cursor: str | None = None
+        while True:
+            page = self.page(agent=agent, limit=page_size, cursor=cursor)
+            yield from page.data
+            if not page.next_cursor:
+                return
+            cursor = page.next_cursor
+
+    def page(self, *, agent: str | None = None, limit: int | None = None,
+             cursor: str | None = None) -> SessionPage:  # fmt: skip
+        """One page of sessions, newest first; pass its `next_cursor` for the next."""
+        params = query(agent=agent, limit=limit, cursor=cursor)
+        body = self._client._json("GET", path("sessions"), params=params, idempotent=True)
+        return SessionPage.model_validate(body)
+
+    def get(self, session_id: str) -> SessionPublic:
+        body = self._client._json("GET", path("sessions", session_id), idempotent=True)
+        return SessionPublic.model_validate(body)
+
+    def delete(self, session_id: str) -> None:
+        """Delete a session with its messages."""
+        self._client._request("DELETE", path("sessions", session_id))
+
+    def messages(self, session_id: str, *, limit: int | None = None, before: str | None = None,
+                 ) -> builtins.list[MessagePublic]:  # fmt: skip
+        """The newest `limit` messages (before message id `before`), oldest first."""
+        body = self._client._json("GET", path("sessions", session_id, "messages"),
+                                  params=query(limit=limit, before=before), idempotent=True)  # fmt: skip
+        return MessagePage.model_validate(body).data
+
+
+class Jobs:
+    """`client.jobs`: a turn's status, its events, cancel, and waiting for its end."""
+
+    def __init__(self, client: Parley) -> None:
+        self._client = client
+
+    def get(self, job_id: str) -> JobPublic:
+        return JobPublic.model_validate(self._client._json("GET", path("jobs", job_id), idempotent=True))
+
+    def cancel(self, job_id: str) -> CancelResult:
+        """Cancel a queued or running turn (`canceled` is False when it had already ended)."""
+        body = self._client._json("POST", path("jobs", job_id, "cancel"), idempotent=True)
+        return CancelResult.model_validate(body)
+
+    def wait(self, job_id: str, timeout: float | None = None, *, poll_interval: float = 0.5) -> JobPublic:
+        """Poll until the job is `finished`, `failed` or `canceled`; WaitTimeoutError after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.get(job_id)
+            if job.status in FINAL_STATUSES:
+                return job
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise WaitTimeoutError(f"job {job_id} is still {job.status} after {timeout} s", job)
+            time.sleep(poll_interval if left is None else min(poll_interval, left))
+
+    def events(self, job_id: str, last_event_id: str | None = None) -> EventStream:
+        """The job's events from the first (or after `last_event_id`) until `done`, resumed when dropped."""
+        return EventStream(self._client, ResumeState(self._client, job_id=job_id, last_event_id=last_event_id))
