@@ -84,7 +84,7 @@ bench: $(VENV)/.installed-test
 # mypy cannot follow setuptools' editable import hook, so it reads the code through a
 # tree of symlinks laid out like the installed distribution (parley/api -> ../../api ...).
 MYPY_TREE := $(VENV)/mypy-src
-PARLEY_DIRS := api worker shared local client
+PARLEY_DIRS := api worker shared local client cli
 
 lint: $(VENV)/.installed-lint
 	@status=0; \

@@ -12,6 +12,7 @@ See docs/client.md.
 """
 
 from ._async import AsyncAgents, AsyncEventStream, AsyncJobs, AsyncParley, AsyncSessions
+from ._base import DEFAULT_BASE_URL
 from ._sync import Agents, EventStream, Jobs, Parley, Sessions
 from .errors import (
     APIError,
@@ -53,6 +54,7 @@ from .models import (
 from .sse import ServerSentEvent, SSEDecoder
 
 __all__ = [
+    "DEFAULT_BASE_URL",
     "APIError",
     "Agent",
     "AgentCreate",

@@ -1,0 +1,422 @@
+"""The `parley` command: Typer commands over the SDK. Every call goes through `parley.client.Parley`.
+
+Errors never show a traceback: `ParleyGroup.invoke` turns SDK and CLI errors into one line on
+stderr and the documented exit code (see errors.py and docs/cli.md).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, cast
+
+import typer
+import yaml
+from typer.core import TyperGroup
+
+from parley.client import (
+    DEFAULT_BASE_URL,
+    AgentFields,
+    AgentPublic,
+    GatewayTimeoutError,
+    MessagePublic,
+    ModelError,
+    Parley,
+    ParleyError,
+    PayloadTooLargeError,
+    RateLimitError,
+    ValidationError,
+)
+
+from . import errors, render
+from .chat import get_agent, open_conversation, run_turn
+from .errors import USAGE, CLIError, TurnFailed
+from .state import State, default_path
+
+
+class ExportFormat(StrEnum):
+    json = "json"
+    markdown = "markdown"
+
+
+READ_ONLY_AGENT_FIELDS = ("id", "created_at", "updated_at", "source")
+MESSAGE_PAGE = 1000
+
+
+@dataclass
+class Config:
+    url: str
+    api_key: str | None
+    _client: Parley | None = field(default=None, repr=False)
+
+    def client(self) -> Parley:
+        if self._client is None:
+            self._client = Parley(self.url, self.api_key)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    def state(self) -> State:
+        return State(default_path(), self.url, self.api_key)
+
+
+class ParleyGroup(TyperGroup):
+    """The root command: maps any SDK/CLI error to `parley: <one line>` on stderr and its exit code."""
+
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except (ParleyError, CLIError) as error:
+            config = ctx.obj if isinstance(ctx.obj, Config) else None
+            url = config.url if config else DEFAULT_BASE_URL
+            typer.echo(f"parley: {errors.describe(error, url)}", err=True)
+            raise typer.Exit(errors.exit_code(error)) from None
+
+
+app = typer.Typer(
+    cls=ParleyGroup,
+    name="parley",
+    help="Talk to Parley agents and manage agents, sessions and jobs from the command line.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+agents_app = typer.Typer(help="List, show, create and delete agents.", no_args_is_help=True)
+sessions_app = typer.Typer(help="List, show, export and delete sessions (conversations).", no_args_is_help=True)
+jobs_app = typer.Typer(help="Follow, inspect and cancel turns (jobs).", no_args_is_help=True)
+app.add_typer(agents_app, name="agents")
+app.add_typer(sessions_app, name="sessions")
+app.add_typer(jobs_app, name="jobs")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of a table.")]
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    url: Annotated[str, typer.Option("--url", envvar="PARLEY_URL", help="The service's URL.")] = DEFAULT_BASE_URL,
+    api_key: Annotated[str | None, typer.Option("--api-key", envvar="PARLEY_API_KEY", show_default=False,
+                                                help="Your API key.")] = None,  # fmt: skip
+) -> None:
+    config = Config(url.rstrip("/"), api_key or None)
+    ctx.obj = config
+    ctx.call_on_close(config.close)
+
+
+def _config(ctx: typer.Context) -> Config:
+    root = ctx.find_root()
+    assert isinstance(root.obj, Config)
+    return root.obj
+
+
+def _echo(text: str) -> None:
+    typer.echo(text)
+
+
+def _note(text: str) -> None:
+    typer.echo(render.dim(text), err=True)
+
+
+def _out(text: str, newline: bool) -> None:
+    typer.echo(text, nl=newline)  # click.echo flushes
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(render.json_document(value))
+
+
+# -- chat ---------------------------------------------------------------------------------
+
+
+def _choose_agent(agents: Sequence[AgentPublic]) -> AgentPublic:
+    if not sys.stdin.isatty():
+        names = ", ".join(a.name for a in agents)
+        raise CLIError(f"several agents exist ({names}): choose one with --agent", USAGE)
+    typer.echo("Agents:", err=True)
+    for number, agent in enumerate(agents, 1):
+        description = f"  {render.dim(render.one_line(agent.description, 60))}" if agent.description else ""
+        typer.echo(f"  {number}. {agent.name}{description}", err=True)
+    while True:
+        number = typer.prompt("Talk to which agent", type=int, default=1, err=True)
+        if 1 <= number <= len(agents):
+            return agents[number - 1]
+        typer.echo(f"choose a number from 1 to {len(agents)}", err=True)
+
+
+_RECOVERABLE = (TurnFailed, ModelError, GatewayTimeoutError, RateLimitError, ValidationError, PayloadTooLargeError)
+
+
+@app.command()
+def chat(
+    ctx: typer.Context,
+    agent: Annotated[str | None, typer.Option("--agent", "-a", help="The agent (name or id).")] = None,
+    session: Annotated[str | None, typer.Option("--session", "-s", help="This session (created when new).")] = None,
+    message: Annotated[str | None, typer.Option("--message", "-m", help="Send this one message and exit.")] = None,
+    new: Annotated[bool, typer.Option("--new", help="Start a new session instead of continuing the last one.")] = False,
+) -> None:
+    """Talk with an agent; continues your last session with it (--new starts another)."""
+    if new and session:
+        raise typer.BadParameter("--new and --session exclude each other", param_hint="--new")
+    if message is not None and not message.strip():
+        raise typer.BadParameter("the message is empty", param_hint="--message")
+    config = _config(ctx)
+    client = config.client()
+    conversation = open_conversation(client, config.state(), agent_name=agent, session_id=session, new=new,
+                                     choose=_choose_agent, note=_note)  # fmt: skip
+    session_id = conversation.session.session_id
+    if message is not None:
+        try:
+            run_turn(client, session_id, message, render.TurnPrinter(_out, _note))
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+        return
+    _interactive(client, conversation.agent, session_id, show_first=not conversation.continued)
+
+
+def _interactive(client: Parley, agent: AgentPublic, session_id: str, *, show_first: bool) -> None:
+    try:
+        import readline  # noqa: F401  (line editing and history for input())
+    except ImportError:  # pragma: no cover - not on every platform
+        pass
+    _note("type a message and press Enter; /quit or Ctrl-D ends")
+    label = render.style(f"{agent.name}> ", bold=True)
+    if show_first and agent.first_message:
+        _out(label + agent.first_message, True)
+    while True:
+        try:
+            line = input("you> ")
+        except EOFError:
+            _out("", True)
+            return
+        except KeyboardInterrupt:
+            _out("", True)
+            return
+        text = line.strip()
+        if not text:
+            continue
+        if text in ("/quit", "/exit", "/q"):
+            return
+        _out(label, False)
+        printer = render.TurnPrinter(_out, _note)
+        try:
+            run_turn(client, session_id, text, printer)
+        except KeyboardInterrupt:
+            continue
+        except _RECOVERABLE as error:
+            printer.finish_line()
+            typer.echo(render.style(f"parley: {errors.describe(error, client.base_url)}", fg="red"), err=True)
+
+
+# -- agents -------------------------------------------------------------------------------
+
+
+@agents_app.command("list")
+def agents_list(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """The agents your key sees."""
+    agents = _config(ctx).client().agents.list()
+    if as_json:
+        return _print_json(agents)
+    if not agents:
+        return _note("no agents yet: create one with `parley agents create -f agent.yaml`")
+    rows = [(a.name, a.model, a.source, a.id, render.one_line(a.description, 50)) for a in agents]
+    _echo(render.table(("NAME", "MODEL", "SOURCE", "ID", "DESCRIPTION"), rows))
+
+
+@agents_app.command("show")
+def agents_show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Name or id.")],
+                as_json: JsonFlag = False) -> None:  # fmt: skip
+    """One agent, with all its fields."""
+    agent = _get_agent(ctx, name)
+    if as_json:
+        return _print_json(agent)
+    _echo(render.fields(agent.model_dump(mode="json").items()))
+
+
+def _get_agent(ctx: typer.Context, name: str) -> AgentPublic:
+    return get_agent(_config(ctx).client(), name)
+
+
+def load_agent_file(path: str) -> dict[str, Any]:
+    """The agent fields of a YAML or JSON file (`-` reads stdin); CLIError (usage) when unusable."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise CLIError(f"cannot read {path}: {error.strerror or error}", USAGE) from None
+    try:
+        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as error:
+        raise CLIError(f"{path} is not valid {'JSON' if path.endswith('.json') else 'YAML'}: "
+                       f"{render.one_line(error, 200)}", USAGE) from None  # fmt: skip
+    if not isinstance(data, dict):
+        raise CLIError(f"{path} must hold one agent: a mapping of its fields (name, context, ...)", USAGE)
+    if not isinstance(data.get("name"), str) or not data["name"].strip():
+        raise CLIError(f"{path} has no `name`", USAGE)
+    return {key: value for key, value in data.items() if key not in READ_ONLY_AGENT_FIELDS}
+
+
+@agents_app.command("create")
+def agents_create(
+    ctx: typer.Context,
+    file: Annotated[str, typer.Option("--file", "-f", help="YAML or JSON file with the agent's fields (- for stdin).")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Create an agent from a YAML or JSON file of its fields (name, context, first_message, ...)."""
+    fields = load_agent_file(file)
+    name = fields.pop("name")
+    # AgentFields also lists `name`, so mypy sees it twice; the file's fields are checked by the API (422).
+    agent = _config(ctx).client().agents.create(name, **cast(AgentFields, fields))  # type: ignore[misc]
+    if as_json:
+        return _print_json(agent)
+    _echo(f"created agent {agent.name} ({agent.id})")
+
+
+@agents_app.command("delete")
+def agents_delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Name or id.")]) -> None:
+    """Delete an agent (its sessions stay readable)."""
+    client = _config(ctx).client()
+    agent = _get_agent(ctx, name)
+    client.agents.delete(agent.id)
+    _echo(f"deleted agent {agent.name} ({agent.id})")
+
+
+# -- sessions -----------------------------------------------------------------------------
+
+
+@sessions_app.command("list")
+def sessions_list(
+    ctx: typer.Context,
+    agent: Annotated[str | None, typer.Option("--agent", "-a", help="Only this agent's (name or id).")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=0, help="At most this many (0: all).")] = 20,
+    as_json: JsonFlag = False,
+) -> None:
+    """Sessions, newest first."""
+    client = _config(ctx).client()
+    found = client.sessions.list(agent=agent, page_size=min(limit, 100) if limit else 100)
+    sessions = list(itertools.islice(found, limit) if limit else found)
+    if as_json:
+        return _print_json(sessions)
+    if not sessions:
+        return _note("no sessions")
+    rows = [(s.session_id, s.agent_name or s.agent_id, s.message_count, s.created_at) for s in sessions]
+    _echo(render.table(("SESSION", "AGENT", "MESSAGES", "CREATED"), rows))
+
+
+def all_messages(client: Parley, session_id: str) -> list[MessagePublic]:
+    """Every message of the session, oldest first (the API pages backwards with `before`)."""
+    messages = client.sessions.messages(session_id, limit=MESSAGE_PAGE)
+    batch = messages
+    while len(batch) == MESSAGE_PAGE:
+        batch = client.sessions.messages(session_id, limit=MESSAGE_PAGE, before=batch[0].id)
+        messages = batch + messages
+    return messages
+
+
+@sessions_app.command("show")
+def sessions_show(
+    ctx: typer.Context,
+    session_id: Annotated[str, typer.Argument(metavar="ID", help="The session id.")],
+    last: Annotated[int, typer.Option("--last", help="Show this many of the latest messages.", min=0)] = 10,
+    as_json: JsonFlag = False,
+) -> None:
+    """A session's facts and its latest messages (`export` gives them all)."""
+    client = _config(ctx).client()
+    session = client.sessions.get(session_id)
+    messages = client.sessions.messages(session_id, limit=last) if last else []
+    if as_json:
+        return _print_json({"session": session, "messages": messages})
+    _echo(render.fields(session.model_dump(mode="json").items()))
+    if messages:
+        _echo("")
+        rows = [(m.id, m.role, m.created_at, m.job_id or "-", render.one_line(m.content, 70)) for m in messages]
+        _echo(render.table(("MESSAGE", "ROLE", "CREATED", "JOB", "CONTENT"), rows))
+
+
+@sessions_app.command("export")
+def sessions_export(
+    ctx: typer.Context,
+    session_id: Annotated[str, typer.Argument(metavar="ID", help="The session id.")],
+    fmt: Annotated[ExportFormat, typer.Option("--format", help="json or markdown.")] = ExportFormat.json,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file, not stdout.")] = None,
+) -> None:
+    """The session with all its messages, as JSON or Markdown."""
+    client = _config(ctx).client()
+    session = client.sessions.get(session_id)
+    messages = all_messages(client, session_id)
+    if fmt is ExportFormat.markdown:
+        text = render.export_markdown(session, messages)
+    else:
+        text = render.export_json(session, messages)
+    if output is None:
+        typer.echo(text, nl=not text.endswith("\n"))
+        return
+    try:
+        output.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+    except OSError as error:
+        raise CLIError(f"cannot write {output}: {error.strerror or error}") from None
+    _note(f"wrote {len(messages)} messages to {output}")
+
+
+@sessions_app.command("delete")
+def sessions_delete(ctx: typer.Context, session_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Delete a session with its messages."""
+    config = _config(ctx)
+    config.client().sessions.delete(session_id)
+    config.state().forget_session(session_id)
+    _echo(f"deleted session {session_id}")
+
+
+# -- jobs ---------------------------------------------------------------------------------
+
+
+@jobs_app.command("show")
+def jobs_show(ctx: typer.Context, job_id: Annotated[str, typer.Argument(metavar="ID", help="The job id.")],
+              as_json: JsonFlag = False) -> None:  # fmt: skip
+    """A turn's status, times, answer or error."""
+    job = _config(ctx).client().jobs.get(job_id)
+    if as_json:
+        return _print_json(job)
+    pairs: list[tuple[str, Any]] = [(k, v) for k, v in job.model_dump(mode="json").items() if k != "result"]
+    if job.result is not None:
+        pairs.append(("response", job.result.response))
+    _echo(render.fields(pairs))
+
+
+@jobs_app.command("tail")
+def jobs_tail(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(metavar="ID", help="The job id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print each event as a JSON line.")] = False,
+) -> None:
+    """Follow a turn's events from its start until `done` (resumed when the connection drops)."""
+    client = _config(ctx).client()
+    if as_json:  # the events as JSON lines; the printer only notes an `error` for the exit code
+        printer = render.TurnPrinter(lambda text, newline: None, lambda text: None)
+    else:
+        printer = render.TurnPrinter(_out, _note, show_progress=True)
+    with client.jobs.events(job_id) as stream:
+        for event in stream:
+            if as_json:
+                typer.echo(json.dumps({"id": event.id, **event.data}, ensure_ascii=False))
+            printer.handle(event)
+    printer.finish()
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(ctx: typer.Context, job_id: Annotated[str, typer.Argument(metavar="ID", help="The job id.")],
+                as_json: JsonFlag = False) -> None:  # fmt: skip
+    """Cancel a queued or running turn."""
+    result = _config(ctx).client().jobs.cancel(job_id)
+    if as_json:
+        return _print_json(result)
+    if result.canceled:
+        _echo(f"canceled job {job_id}")
+    else:
+        _echo(f"job {job_id} had already ended ({result.status})")
