@@ -158,6 +158,7 @@ class MessagePublic(BaseModel):
 
 class MessagePage(BaseModel):
     data: list[MessagePublic]
+    next_before: str | None = Field(None, description="Pass as `before` for the older page; null at the start.")
 
 
 class ChatRequest(BaseModel):

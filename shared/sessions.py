@@ -133,7 +133,7 @@ class SessionStore:
             end = int(self.r.llen(key)) - 1  # type: ignore[arg-type]
         else:
             index = before.removeprefix(MESSAGE_ID_PREFIX)
-            if not before.startswith(MESSAGE_ID_PREFIX) or not index.isdigit():
+            if not before.startswith(MESSAGE_ID_PREFIX) or not (index.isascii() and index.isdigit()):
                 raise InvalidInput("before must be a message id such as msg_12", field="before")
             end = int(index) - 1
         start = max(0, end - limit + 1)

@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from parley.shared.errors import NotFound
 from parley.shared.models import MessagePage, SessionCreate, SessionPage, SessionPublic
-from parley.shared.sessions import MAX_PAGE
+from parley.shared.sessions import MAX_PAGE, MESSAGE_ID_PREFIX
 
 from ..deps import Runtime, Tenant
 from ..errors import documented
@@ -64,4 +64,6 @@ def list_messages(
     before: Annotated[str | None, Query(description="A message id; only messages before it.")] = None,
 ) -> MessagePage:
     """The newest `limit` messages (before `before`), oldest first; the first is the agent's first message."""
-    return MessagePage(data=rt.sessions.messages(tenant, session_id, limit=limit, before=before))
+    data = rt.sessions.messages(tenant, session_id, limit=limit, before=before)
+    older = data and data[0].id != f"{MESSAGE_ID_PREFIX}0"
+    return MessagePage(data=data, next_before=data[0].id if older else None)

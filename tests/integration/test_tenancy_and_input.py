@@ -171,10 +171,13 @@ def test_sessions_and_messages_paging_and_delete(stack) -> None:
             wait_job(http, job["job_id"])
         all_messages = messages(http, "s0")
         assert len(all_messages) == 7
-        older = http.get("/api/v1/sessions/s0/messages", params={"before": "msg_5", "limit": 2}).json()["data"]
-        assert [m["id"] for m in older] == ["msg_3", "msg_4"]
+        older = http.get("/api/v1/sessions/s0/messages", params={"before": "msg_5", "limit": 2}).json()
+        assert [m["id"] for m in older["data"]] == ["msg_3", "msg_4"] and older["next_before"] == "msg_3"
         newest = http.get("/api/v1/sessions/s0/messages", params={"limit": 2}).json()["data"]
         assert [m["id"] for m in newest] == ["msg_5", "msg_6"]
+        first_page = http.get("/api/v1/sessions/s0/messages", params={"before": "msg_2"}).json()
+        assert [m["id"] for m in first_page["data"]] == ["msg_0", "msg_1"] and first_page["next_before"] is None
+        assert http.get("/api/v1/sessions/s0/messages", params={"before": "msg_²"}).status_code == 422
 
         assert http.delete("/api/v1/sessions/s0").status_code == 204
         assert http.get("/api/v1/sessions/s0").status_code == 404
