@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -29,6 +30,14 @@ log = logging.getLogger("parley.api.hub")
 HUB_CHANNEL = f"{keys.PREFIX}:hub"
 """Always subscribed, so the connection stays in pub/sub mode even with no stream open."""
 SUBSCRIBER_BUFFER = 1000
+_KEEPALIVE = {
+    option: value
+    for option, value in ((getattr(socket, "TCP_KEEPIDLE", None), 10), (getattr(socket, "TCP_KEEPINTVL", None), 5),
+                          (getattr(socket, "TCP_KEEPCNT", None), 3))
+    if option is not None
+}  # fmt: skip
+"""The listening connection waits without a timeout; TCP keep-alives notice a peer gone silent
+(a dropped network, not a closed socket) in about 25 s rather than the OS default of hours."""
 RESYNC = ("", "")
 """Queued to a subscriber when it may have missed live events and must re-read the backlog."""
 
@@ -58,7 +67,8 @@ class EventHub:
         )  # fmt: skip
         self.listen_redis = aredis.Redis.from_url(
             settings.redis_url, decode_responses=True, socket_connect_timeout=settings.redis_timeout_s,
-            socket_timeout=None, socket_keepalive=True, health_check_interval=0,
+            socket_timeout=None, socket_keepalive=True, socket_keepalive_options=_KEEPALIVE,
+            health_check_interval=0,
         )  # fmt: skip
         self.subscribers: dict[str, set[Subscriber]] = {}
         self.confirmed: dict[str, asyncio.Event] = {}
