@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     """How often a turn whose worker died is run again before it ends `failed`."""
     heartbeat_ttl_s: int = Field(20, alias="PARLEY_HEARTBEAT_TTL_S", ge=3)
     """A running turn whose worker sent no heartbeat for this long counts as abandoned."""
+    drain_grace_s: float = Field(25.0, alias="PARLEY_DRAIN_GRACE_S", gt=0)
+    """After SIGTERM, how long a worker lets its running turn finish before handing it back."""
     maintenance_interval_s: int = Field(10, alias="PARLEY_MAINTENANCE_INTERVAL_S", ge=1)
     """How often an idle worker looks for abandoned turns, in seconds."""
     sse_ping_s: float = Field(15.0, alias="PARLEY_SSE_PING_S", gt=0)

@@ -101,7 +101,7 @@ class TurnStore:
             TURN_FUNCTION, args=(tenant, job_id), job_id=job_id, status=JobStatus.DEFERRED,
             timeout=self.settings.turn_timeout_s, result_ttl=self.settings.retention_s,
             failure_ttl=self.settings.retention_s,
-            retry=Retry(max=self.settings.turn_retries) if self.settings.turn_retries else None,
+            retry=Retry(max=self.settings.turn_retries, enqueue_at_front=True) if self.settings.turn_retries else None,
             on_failure=Callback(TURN_FAILURE_CALLBACK), description=f"turn of {tenant}/{session_id}",
         )  # fmt: skip
         with self.raw.pipeline() as pipe:

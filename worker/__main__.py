@@ -26,6 +26,7 @@ def main() -> int:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     rt = runtime()
     TurnWorker.heartbeat_ttl_s = settings.heartbeat_ttl_s
+    TurnWorker.drain_grace_s = settings.drain_grace_s
     while True:
         try:
             if settings.agents_file:

@@ -175,3 +175,41 @@ def test_open_stream_ends_when_redis_goes_away_and_resumes_after(stack) -> None:
         assert rest[-1].type == "done"
         ids = [e.id for e in seen + rest]
         assert len(ids) == len(set(ids))
+
+
+def test_sigterm_lets_a_short_turn_finish_and_hands_a_long_one_back(stack) -> None:
+    stack.start_web()
+    drain = {"PARLEY_DRAIN_GRACE_S": "1.5"}
+    [first] = stack.start_workers(env=drain)
+    with client(stack.web_url, stack.api_key) as http:
+        create_agent(http)
+        # A turn shorter than the grace period finishes on the draining worker.
+        stack.model_server.control("options", {"chunk_delay_ms": 100})
+        short = http.post("/api/v1/chat/jobs", json={"message": "short one", "session_id": "d1"}).json()
+        _wait_for(lambda: http.get(f"/api/v1/jobs/{short['job_id']}").json()["status"] == "started")
+        first.terminate(timeout=15)
+        assert wait_job(http, short["job_id"])["status"] == "finished"
+        assert not any(e.type == "status" and e.data["message"] == "retrying"
+                       for e in collect(http, "GET", f"/api/v1/jobs/{short['job_id']}/events"))  # fmt: skip
+
+        # A turn longer than the grace period is handed back and finished by another worker.
+        [second] = stack.start_workers(env=drain)
+        stack.model_server.control("options", {"chunk_delay_ms": 400})
+        long = http.post("/api/v1/chat/jobs", json={"message": "a long answer with many words", "session_id": "d2"})
+        job_id = long.json()["job_id"]
+        _wait_for(lambda: http.get(f"/api/v1/jobs/{job_id}").json()["status"] == "started")
+        [third] = stack.start_workers(env=drain)
+        started = time.monotonic()
+        second.terminate(timeout=15)
+        assert time.monotonic() - started < 10
+        record = wait_job(http, job_id, timeout=60)
+        assert record["status"] == "finished"
+        assert time.monotonic() - started < 30  # handed back, not left to be found abandoned
+        events = collect(http, "GET", f"/api/v1/jobs/{job_id}/events")
+        retry = next(e for e in events if e.type == "status" and e.data["message"] == "retrying")
+        assert retry.data["attempt"] == 2
+        history = messages(http, "d2")
+        assert [m["content"] for m in history if m["job_id"] == job_id] == [
+            "a long answer with many words", "echo: a long answer with many words",
+        ]  # fmt: skip
+        assert third.alive
