@@ -12,12 +12,12 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from parley.shared.errors import Conflict, InvalidInput, ModelFailed, NotFound, TimedOut, TooLarge
+from parley.shared.errors import Conflict, InvalidInput, ModelFailed, NotFound, NotReady, TimedOut, TooLarge
 from parley.shared.models import ChatRequest, ChatResponse
 from parley.shared.turns import Accepted
 
 from .runtime import WebRuntime
-from .streams import job_events
+from .streams import Draining, job_events
 
 
 def _resolve_agent(rt: WebRuntime, tenant: str, body: ChatRequest) -> dict[str, Any]:
@@ -91,6 +91,9 @@ async def wait_for_result(rt: WebRuntime, tenant: str, accepted: Accepted) -> Ch
                     seen[event["type"]] = event
     except TimeoutError:
         raise TimedOut("the turn is taking too long; poll its job", job_id=accepted.job_id,
+                       status_url=f"/api/v1/jobs/{accepted.job_id}") from None  # fmt: skip
+    except Draining:
+        raise NotReady("this server is shutting down; the turn goes on: poll its job", job_id=accepted.job_id,
                        status_url=f"/api/v1/jobs/{accepted.job_id}") from None  # fmt: skip
     session, response, error = seen.get("session"), seen.get("response"), seen.get("error", {})
     if session is not None and response is not None:

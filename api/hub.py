@@ -40,6 +40,8 @@ _KEEPALIVE = {
 (a dropped network, not a closed socket) in about 25 s rather than the OS default of hours."""
 RESYNC = ("", "")
 """Queued to a subscriber when it may have missed live events and must re-read the backlog."""
+DRAIN = ("", "drain")
+"""Queued to every subscriber when this web process is told to stop."""
 
 
 @dataclass(eq=False)
@@ -52,10 +54,16 @@ class Subscriber:
         except asyncio.QueueFull:
             self._resync()
 
-    def _resync(self) -> None:
+    def _resync(self, marker: tuple[str, str] = RESYNC) -> None:
         while not self.queue.empty():
             self.queue.get_nowait()
-        self.queue.put_nowait(RESYNC)
+        self.queue.put_nowait(marker)
+
+    def drain(self) -> None:
+        try:
+            self.queue.put_nowait(DRAIN)
+        except asyncio.QueueFull:
+            self._resync(DRAIN)  # its stream re-reads the backlog on the next web it reaches
 
 
 class EventHub:
@@ -74,9 +82,17 @@ class EventHub:
         self.confirmed: dict[str, asyncio.Event] = {}
         self.pubsub: aredis.client.PubSub | None = None
         self.connected = asyncio.Event()
+        self.draining = False
         self._commands = asyncio.Lock()
         """Serialises SUBSCRIBE/UNSUBSCRIBE, so a channel left and joined at once ends subscribed."""
         self._task: asyncio.Task[None] | None = None
+
+    def drain(self) -> None:
+        """This process is stopping: tell every open stream to end so its client reconnects elsewhere."""
+        self.draining = True
+        for group in self.subscribers.values():
+            for subscriber in group:
+                subscriber.drain()
 
     @property
     def stream_count(self) -> int:

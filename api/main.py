@@ -16,6 +16,7 @@ from . import errors
 from .middleware import BodyLimitAndMetrics
 from .routes import agents, chat, compat, jobs, openai_compat, ops, sessions
 from .runtime import WebRuntime
+from .shutdown import on_stop_signal
 
 log = logging.getLogger("parley.api")
 
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.rt = rt
         _load_file_agents(rt)
         await rt.hub.start()
+        on_stop_signal(rt.hub.drain)
         yield
         await rt.hub.stop()
 

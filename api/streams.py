@@ -8,6 +8,8 @@ The races, and who wins them (see also hub.py):
 - A live message is lost anyway (a bug, a race we did not foresee): after each quiet ping
   interval the stream re-reads the backlog, so an event is late by one interval, never lost.
 - The client goes away: Starlette cancels the generator; leaving `subscription` unsubscribes.
+- This web process gets SIGTERM: every stream ends with a `retry:` hint and a comment, so
+  clients reconnect (with `Last-Event-ID`) to another web while this one drains and exits.
 """
 
 from __future__ import annotations
@@ -22,22 +24,32 @@ from starlette.responses import StreamingResponse
 from parley.shared import events, keys
 from parley.shared.errors import NotReady
 
-from .hub import RESYNC, EventHub
+from .hub import DRAIN, RESYNC, EventHub
 
 log = logging.getLogger("parley.api.streams")
 
 SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
 PING = ": ping\n\n"
 STORE_UNAVAILABLE = ": the event store is unavailable; reconnect with Last-Event-ID\n\n"
+SHUTTING_DOWN = "retry: 500\n: this server is shutting down; reconnect with Last-Event-ID\n\n"
+"""A `retry:` line sets EventSource's reconnection delay (ms); no event is dispatched."""
 
 
 def sse_frame(event_id: str, payload: str) -> str:
     return f"id: {event_id}\ndata: {payload}\n\n"
 
 
-async def job_events(hub: EventHub, tenant: str, job_id: str, after: str | None,
-                     ping_s: float, subscribe_timeout_s: float = 5.0) -> AsyncIterator[tuple[str, str]]:  # fmt: skip
-    """Yield (id, JSON) for each event after `after`, live, until `done`; ('', '') means ping."""
+class Draining(Exception):
+    """This web process is stopping; the stream should end so its client reconnects elsewhere."""
+
+
+async def job_events(hub: EventHub, tenant: str, job_id: str, after: str | None, ping_s: float,
+                     subscribe_timeout_s: float = 5.0, stop_on_drain: bool = True,
+                     ) -> AsyncIterator[tuple[str, str]]:  # fmt: skip
+    """Yield (id, JSON) for each event after `after`, live, until `done`; ('', '') means ping.
+
+    Raises Draining when the process is told to stop (unless `stop_on_drain` is False: for
+    clients that cannot resume, the stream goes on while uvicorn lets it)."""
     async with hub.subscription(keys.live_channel(tenant, job_id), subscribe_timeout_s) as subscriber:
         last = after
         pending = await hub.backlog(tenant, job_id, last)
@@ -58,6 +70,10 @@ async def job_events(hub: EventHub, tenant: str, job_id: str, after: str | None,
                 if not pending:
                     yield "", ""
                 continue
+            if item == DRAIN:
+                if stop_on_drain:
+                    raise Draining
+                item = RESYNC
             pending = await hub.backlog(tenant, job_id, last) if item == RESYNC else [item]
 
 
@@ -70,6 +86,8 @@ async def sse_body(source: AsyncIterator[tuple[str, str]]) -> AsyncIterator[str]
     except (RedisError, NotReady) as error:
         log.warning("stream ended: Redis unavailable (%s)", error)
         yield STORE_UNAVAILABLE
+    except Draining:
+        yield SHUTTING_DOWN
 
 
 def sse_response(source: AsyncIterator[tuple[str, str]], job_id: str, session_id: str) -> StreamingResponse:

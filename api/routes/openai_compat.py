@@ -131,7 +131,7 @@ async def _chunks(rt: Any, tenant: str, job_id: str, completion_id: str, created
 
     yield chunk({"role": "assistant", "content": ""})
     sent_text = False
-    async for _, payload in job_events(rt.hub, tenant, job_id, None, rt.settings.sse_ping_s):
+    async for _, payload in job_events(rt.hub, tenant, job_id, None, rt.settings.sse_ping_s, stop_on_drain=False):
         if not payload:
             yield ": ping\n\n"
             continue

@@ -213,3 +213,37 @@ def test_sigterm_lets_a_short_turn_finish_and_hands_a_long_one_back(stack) -> No
             "a long answer with many words", "echo: a long answer with many words",
         ]  # fmt: skip
         assert third.alive
+
+
+def test_sigterm_to_web_ends_streams_so_clients_resume_on_another_web(stack) -> None:
+    web_one, web_two = stack.start_web(2)
+    stack.start_workers()
+    stack.model_server.control("options", {"chunk_delay_ms": 150})
+    with client(str(web_one.url), stack.api_key) as one, client(str(web_two.url), stack.api_key) as two:
+        create_agent(one)
+        seen: list[Event] = []
+        lines: list[str] = []
+        event_id = ""
+        stopped_at = None
+        story = {"message": "tell me a long story about the sea and ships", "session_id": "t"}
+        with one.stream("POST", "/api/v1/chat/stream", json=story) as response:
+            for line in response.iter_lines():
+                lines.append(line)
+                if line.startswith("id: "):
+                    event_id = line[4:]
+                elif line.startswith("data: "):
+                    seen.append(Event(event_id, json.loads(line[6:])))
+                    if seen[-1].type == "delta" and stopped_at is None:
+                        stopped_at = time.monotonic()
+                        threading.Thread(target=web_one.terminate, daemon=True).start()
+        assert stopped_at is not None and time.monotonic() - stopped_at < 5, "the stream outlived the SIGTERM"
+        assert "retry: 500" in lines and any("shutting down" in line for line in lines)
+        assert seen[-1].type != "done"
+        events_url = f"/api/v1/jobs/{seen[0].data['job_id']}/events"
+        rest = collect(two, "GET", events_url, headers={"Last-Event-ID": seen[-1].id})
+        whole = collect(two, "GET", events_url)
+        assert [(e.id, e.data) for e in seen + rest] == [(e.id, e.data) for e in whole]
+        deadline = time.monotonic() + 10
+        while web_one.alive:
+            assert time.monotonic() < deadline, "the web process did not exit after draining"
+            time.sleep(0.1)
