@@ -194,10 +194,11 @@ def test_sigterm_lets_a_short_turn_finish_and_hands_a_long_one_back(stack) -> No
 
         # A turn longer than the grace period is handed back and finished by another worker.
         [second] = stack.start_workers(env=drain)
-        stack.model_server.control("options", {"chunk_delay_ms": 400})
+        stack.model_server.control("options", {"chunk_delay_ms": 0})
+        stack.model_server.control("script", [{"hang": True}])  # the first attempt never ends by itself
         long = http.post("/api/v1/chat/jobs", json={"message": "a long answer with many words", "session_id": "d2"})
         job_id = long.json()["job_id"]
-        _wait_for(lambda: http.get(f"/api/v1/jobs/{job_id}").json()["status"] == "started")
+        _wait_for(lambda: stack.model_server.control("stats")["open_streams"] >= 1)
         [third] = stack.start_workers(env=drain)
         started = time.monotonic()
         second.terminate(timeout=15)
@@ -218,7 +219,7 @@ def test_sigterm_lets_a_short_turn_finish_and_hands_a_long_one_back(stack) -> No
 def test_sigterm_to_web_ends_streams_so_clients_resume_on_another_web(stack) -> None:
     web_one, web_two = stack.start_web(2)
     stack.start_workers()
-    stack.model_server.control("options", {"chunk_delay_ms": 150})
+    stack.model_server.control("options", {"chunk_delay_ms": 300})
     with client(str(web_one.url), stack.api_key) as one, client(str(web_two.url), stack.api_key) as two:
         create_agent(one)
         seen: list[Event] = []
