@@ -9,6 +9,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import metrics
+from .errors import error_body
 
 
 class BodyLimitAndMetrics:
@@ -25,8 +26,7 @@ class BodyLimitAndMetrics:
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length", b"")
         if length.isdigit() and int(length) > self.max_body_bytes:
-            await _send_json(send, 413, {"error": {"code": "too_large",
-                                                   "message": f"request body is over {self.max_body_bytes} bytes"}})
+            await _send_json(send, 413, error_body("too_large", f"request body is over {self.max_body_bytes} bytes"))
             return
         started = time.perf_counter()
         status = {"code": 500}

@@ -47,6 +47,7 @@ from parley.local.redis_server import (
     die_with_parent_preexec,
     redis_answers,
 )
+from parley.shared.settings import Settings
 
 DATA_DIR_NAME = ".parley-data"
 
@@ -143,9 +144,9 @@ def agents_file_setting(data_dir: Path) -> tuple[str, str]:
 
 def llm_setting() -> tuple[str, str]:
     """(PARLEY_LLM value, description for the banner)."""
-    openai_vars = sorted(k for k in os.environ if k.startswith("OPENAI_") and os.environ[k])
+    settings = Settings()  # type: ignore[call-arg]  # the service's own rule, so the banner says what will serve
     configured = os.environ.get("PARLEY_LLM", "").strip()
-    llm = configured or ("openai" if openai_vars else "demo")
+    llm = settings.provider
     if llm == "demo":
         if configured:
             why = "PARLEY_LLM=demo"
@@ -157,7 +158,7 @@ def llm_setting() -> tuple[str, str]:
             "and PARLEY_LLM=openai."
         )
     source = f"PARLEY_LLM={configured}" if configured else "OPENAI_* variables are set"
-    base = os.environ.get("OPENAI_BASE_URL") or "the OpenAI API"
+    base = settings.openai_base_url or "the OpenAI API"
     return llm, f"{llm} ({source}; {base})"
 
 

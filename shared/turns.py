@@ -209,12 +209,14 @@ class TurnStore:
 
     def finish(self, tenant: str, job_id: str, *, status: str, attempt: int | None, events_out: list[str],
                result: dict[str, Any] | None = None, error: str = "", error_code: str = "",
-               messages: list[str] | None = None) -> bool:  # fmt: skip
-        """End the turn once (see FINISH_TURN). False when it had already ended."""
-        record = self.r.hmget(keys.job(tenant, job_id), "session_id")
-        session_id = record[0]  # type: ignore[index]
+               messages: list[str] | None = None, session_id: str | None = None) -> bool:  # fmt: skip
+        """End the turn once (see FINISH_TURN). False when it had already ended.
+
+        `session_id` saves a read when the caller has the job record (the worker's commit)."""
         if session_id is None:
-            return False
+            session_id = self.r.hget(keys.job(tenant, job_id), "session_id")
+            if session_id is None:
+                return False
         ended = self._finish(
             keys=[
                 keys.job(tenant, job_id), keys.events(tenant, job_id), keys.live_channel(tenant, job_id),

@@ -97,7 +97,7 @@ def _commit(tenant: str, job_id: str, attempt: int, agent: dict[str, Any], recor
         message_json("assistant", answer, job_id=job_id, created_at=now),
     ]
     done = rt.turns.finish(
-        tenant, job_id, status="finished", attempt=attempt, result=result, messages=messages,
+        tenant, job_id, status="finished", attempt=attempt, result=result, messages=messages, session_id=session_id,
         events_out=[events.encode("response", content=answer, intent=None, session_id=session_id,
                                   usage=usage or None),
                     events.encode("done")],
