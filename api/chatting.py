@@ -99,7 +99,8 @@ async def wait_for_result(rt: WebRuntime, tenant: str, accepted: Accepted) -> Ch
     if session is not None and response is not None:
         return ChatResponse(response=response["content"], agent_id=session["agent_id"],
                             agent_name=session["agent_name"], session_id=session["session_id"],
-                            job_id=accepted.job_id, usage=response.get("usage"))  # fmt: skip
+                            job_id=accepted.job_id, usage=response.get("usage"),
+                            structured=response.get("structured"))  # fmt: skip
     message = error.get("message") or "the turn failed"
     if error.get("code") == "canceled":
         raise Conflict("the turn was canceled", job_id=accepted.job_id)

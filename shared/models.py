@@ -211,6 +211,7 @@ class ChatResponse(BaseModel):
     session_id: str
     job_id: str
     usage: dict[str, int] | None = Field(None, description="Token counts as the model reported them.")
+    structured: Any = Field(None, description="The answer as JSON, for agents with a response_shape.")
 
 
 class JobAccepted(BaseModel):

@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     """Ask the model for token counts (`stream_options.include_usage`); off for servers that refuse it."""
     demo_chunk_delay_ms: int = Field(15, alias="PARLEY_DEMO_CHUNK_DELAY_MS", ge=0)
     """Pause between the demo model's chunks, in ms, so streaming is visible."""
+    max_tool_steps: int = Field(8, alias="PARLEY_MAX_TOOL_STEPS", ge=1, le=100)
+    """Model steps that end in tool calls one turn may take; past that the turn answers that it stopped."""
+    model_response_format: bool = Field(True, alias="PARLEY_MODEL_RESPONSE_FORMAT")
+    """Send `response_format` for agents with a response shape; off for servers that refuse it
+    (the shape is in the instructions either way, and every answer is checked)."""
     redis_timeout_s: float = Field(2.0, alias="PARLEY_REDIS_TIMEOUT_S", gt=0)
     """Connect and command timeout towards Redis for request handling, in seconds."""
     cors_origins: str = Field("*", alias="PARLEY_CORS_ORIGINS")

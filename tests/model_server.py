@@ -18,7 +18,10 @@ Control API (JSON over HTTP, see the handlers below):
   request consumes one step.  Step fields, combinable: ``status`` (4xx/5xx error,
   with optional ``retry_after`` / ``retry_after_ms`` headers and ``body``), ``reply``,
   ``delay_ms``, ``chunk_delay_ms``, ``first_chunk_delay_ms``, ``chunks``, ``hang``,
-  ``drop_after_chunks``.
+  ``drop_after_chunks``, ``tool_calls`` (a list of ``{"name", "arguments"}``: the answer
+  calls these functions, streamed as OpenAI streams them, arguments split over chunks;
+  ``reply`` then is the text before the calls, default none) and ``reasoning`` (text
+  streamed first as ``delta.reasoning_content``, as reasoning models do).
 * ``POST /_control/options`` / ``GET /_control/options``  default options at runtime.
 * ``POST /_control/reset``  clear script, recorded requests, counters; restore options.
 * ``GET /_control/requests``  every chat request: ``{"body", "status", "headers"}``.
@@ -134,6 +137,9 @@ class Step:
     chunks: int | None = None
     hang: bool = False
     drop_after_chunks: int | None = None
+    tool_calls: tuple[tuple[str, str], ...] | None = None
+    """(name, arguments JSON text) of each function the answer calls."""
+    reasoning: str | None = None
 
     @classmethod
     def parse(cls, raw: Any) -> Step:
@@ -160,13 +166,27 @@ class Step:
                 if not isinstance(value, bool):
                     raise ControlError(f"hang must be a boolean, got {value!r}")
                 clean[name] = value
-            elif name == "reply":
+            elif name in ("reply", "reasoning"):
                 if not isinstance(value, str):
-                    raise ControlError(f"reply must be a string, got {value!r}")
+                    raise ControlError(f"{name} must be a string, got {value!r}")
                 clean[name] = value
+            elif name == "tool_calls":
+                clean[name] = _tool_calls(value)
             else:  # body: any JSON
                 clean[name] = value
         return cls(**clean)
+
+
+def _tool_calls(value: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, list) or not value:
+        raise ControlError(f"tool_calls must be a non-empty list, got {value!r}")
+    calls = []
+    for call in value:
+        if not isinstance(call, dict) or not isinstance(call.get("name"), str) or set(call) - {"name", "arguments"}:
+            raise ControlError(f"a tool call is {{'name': str, 'arguments': object or str}}, got {call!r}")
+        arguments = call.get("arguments", {})
+        calls.append((call["name"], arguments if isinstance(arguments, str) else json.dumps(arguments)))
+    return tuple(calls)
 
 
 @dataclass(slots=True)
@@ -314,8 +334,11 @@ class _Exchange:
             await self._send_error(step)
             return
         messages = self.body["messages"]
-        text = step.reply if step.reply is not None else echo_answer(messages)
-        pieces = split_chunks(text, self.chunks)
+        if step.tool_calls:
+            text = step.reply or ""
+        else:
+            text = step.reply if step.reply is not None else echo_answer(messages)
+        pieces = split_chunks(text, self.chunks) if text else []
         usage = {
             "prompt_tokens": (prompt := _words(messages)),
             "completion_tokens": (completion := len(text.split())),
@@ -356,9 +379,9 @@ class _Exchange:
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": text, "refusal": None},
+                        "message": self._message(text),
                         "logprobs": None,
-                        "finish_reason": "stop",
+                        "finish_reason": "tool_calls" if self.step.tool_calls else "stop",
                     }
                 ],
                 "usage": usage,
@@ -371,6 +394,28 @@ class _Exchange:
             await self.send({"type": "http.response.body", "body": payload[: len(payload) // 2], "more_body": True})
             raise _DropConnection
         await self.send({"type": "http.response.body", "body": payload})
+
+    def _message(self, text: str) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": text or None, "refusal": None}
+        if self.step.reasoning:
+            message["reasoning_content"] = self.step.reasoning
+        if self.step.tool_calls:
+            message["tool_calls"] = [
+                {"id": f"call_{index}", "type": "function", "function": {"name": name, "arguments": arguments}}
+                for index, (name, arguments) in enumerate(self.step.tool_calls)
+            ]
+        return message
+
+    def _extra_deltas(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Deltas sent before the text (reasoning) and after it (tool calls, arguments in two halves)."""
+        before = [{"reasoning_content": piece} for piece in split_chunks(self.step.reasoning or "", None)]
+        after: list[dict[str, Any]] = []
+        for index, (name, arguments) in enumerate(self.step.tool_calls or ()):
+            half = len(arguments) // 2
+            after.append({"tool_calls": [{"index": index, "id": f"call_{index}", "type": "function",
+                                          "function": {"name": name, "arguments": arguments[:half]}}]})
+            after.append({"tool_calls": [{"index": index, "function": {"arguments": arguments[half:]}}]})
+        return before, after
 
     def _event(self, delta: dict[str, Any], finish: str | None, with_usage: bool) -> bytes:
         chunk: dict[str, Any] = {
@@ -400,19 +445,27 @@ class _Exchange:
         try:
             event = self._event({"role": "assistant", "content": ""}, None, with_usage)
             await send({"type": "http.response.body", "body": event, "more_body": True})
+            before, after = self._extra_deltas()
+            for delta in before:
+                await send({"type": "http.response.body", "body": self._event(delta, None, with_usage),
+                            "more_body": True})
             for index, piece in enumerate(pieces):
                 if index == stop_at:
                     break
                 await self._sleep(self.first_delay if index == 0 else self.chunk_delay)
                 event = self._event({"content": piece}, None, with_usage)
                 await send({"type": "http.response.body", "body": event, "more_body": True})
+            if stop_at is None:
+                for delta in after:
+                    await send({"type": "http.response.body", "body": self._event(delta, None, with_usage),
+                                "more_body": True})
             if stop_at is not None:
                 if not step.hang:
                     raise _DropConnection
                 await self.state.closing.wait()
                 await send({"type": "http.response.body", "body": b""})
                 return
-            tail = self._event({}, "stop", with_usage)
+            tail = self._event({}, "tool_calls" if step.tool_calls else "stop", with_usage)
             if with_usage:
                 final: dict[str, Any] = {
                     "id": self.id,

@@ -24,19 +24,43 @@ def instructions_text(agent: dict[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
-def build_messages(agent: dict[str, Any], history: list[dict[str, Any]], message: str) -> list[dict[str, str]]:
+def user_content(text: str, images: list[str]) -> str | list[dict[str, Any]]:
+    """A user message's content: its text, with its images as image parts when it has any."""
+    if not images:
+        return text
+    return [{"type": "text", "text": text}, *({"type": "image_url", "image_url": {"url": url}} for url in images)]
+
+
+def model_message(item: dict[str, Any]) -> dict[str, Any]:
+    """A stored message as the model takes it: role and content, plus what ties tool calls to
+    their results; nothing of Parley's own bookkeeping (ids, times, token counts)."""
+    role = item["role"]
+    if role == "tool":
+        return {"role": "tool", "tool_call_id": item.get("tool_call_id", ""), "content": item["content"]}
+    if role == "user":
+        return {"role": "user", "content": user_content(item["content"], item.get("images") or [])}
+    message: dict[str, Any] = {"role": role, "content": item["content"]}
+    if item.get("tool_calls"):
+        message["tool_calls"] = item["tool_calls"]
+        message["content"] = item["content"] or None
+    return message
+
+
+def build_messages(agent: dict[str, Any], history: list[dict[str, Any]], message: str,
+                   images: list[str] | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """System context, instructions (and response shape), the first message and history, the new message.
 
     The agent's first message is message 0 of the history (stored when the session was created).
+    Images in `history` must already be data URIs.
     """
-    context: list[dict[str, str]] = []
+    context: list[dict[str, Any]] = []
     if agent.get("context"):
         context.append({"role": "system", "content": agent["context"]})
     instructions = instructions_text(agent)
     if instructions:
         context.append({"role": "system", "content": instructions})
-    context.extend({"role": item["role"], "content": item["content"]} for item in history)
-    context.append({"role": "user", "content": message})
+    context.extend(model_message(item) for item in history)
+    context.append({"role": "user", "content": user_content(message, images or [])})
     return context
 
 

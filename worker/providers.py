@@ -1,17 +1,19 @@
-"""Model providers: each streams the answer's text pieces for a list of chat messages.
+"""Model providers: each streams one model step for a list of chat messages: its reasoning and
+answer text as they arrive, then the function calls it asks for.
 
 `openai` speaks to OpenAI or any OpenAI-compatible server through the official SDK, which retries
 429, 5xx and connection errors with backoff and honours Retry-After. `demo` needs no network:
-it streams a plainly labelled offline answer that still shows the conversation's memory.
+it streams a plainly labelled offline answer that still shows the conversation's memory, and
+calls the built-in tools when a message asks plainly (worker/demo.py).
 """
 
 from __future__ import annotations
 
 import json
 import socket
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx2
@@ -29,21 +31,47 @@ class ModelError(Exception):
         self.timed_out = timed_out
 
 
-class ModelStream:
-    """The answer's text pieces as they arrive; `close()` (from any thread) hangs up on the model."""
+TEXT = "text"
+REASONING = "reasoning"
 
-    def __init__(self, pieces: Iterator[str], close: Any = None, usage: dict[str, Any] | None = None) -> None:
-        self._pieces = pieces
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A function call the model asked for; `arguments` is the JSON text as the model wrote it."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def as_message_part(self) -> dict[str, Any]:
+        """The call in OpenAI's `tool_calls` shape (how it is stored and sent back to the model)."""
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+
+
+class ModelStream:
+    """One model step as it arrives; `close()` (from any thread) hangs up on the model.
+
+    Iterating gives the answer's text pieces; `parts()` gives `(TEXT | REASONING, piece)` pairs.
+    `tool_calls` and `usage` are complete once the iteration has ended.
+    """
+
+    def __init__(self, parts: Iterator[tuple[str, str]], close: Any = None, usage: dict[str, Any] | None = None,
+                 tool_calls: list[ToolCall] | None = None) -> None:  # fmt: skip
+        self._parts = parts
         self._close = close
         self.closed = False
         self.usage = usage if usage is not None else {}
         """Token counts as the model reported them (filled in as the stream ends), else empty."""
+        self.tool_calls = tool_calls if tool_calls is not None else []
 
-    def __iter__(self) -> Iterator[str]:
-        for piece in self._pieces:
+    def parts(self) -> Iterator[tuple[str, str]]:
+        for part in self._parts:
             if self.closed:
                 return
-            yield piece
+            yield part
+
+    def __iter__(self) -> Iterator[str]:
+        return (piece for kind, piece in self.parts() if kind == TEXT)
 
     def close(self) -> None:
         self.closed = True
@@ -52,9 +80,12 @@ class ModelStream:
 
 
 class Provider(Protocol):
-    def stream(self, *, model: str, messages: list[dict[str, str]], temperature: float | None,
-               max_tokens: int | None) -> Any:  # fmt: skip
-        """A context manager yielding a `ModelStream`; leaving it closes the connection."""
+    def stream(self, *, model: str, messages: list[dict[str, Any]], temperature: float | None,
+               max_tokens: int | None, tools: list[dict[str, Any]] | None = None,
+               response_format: dict[str, Any] | None = None) -> Any:  # fmt: skip
+        """A context manager yielding a `ModelStream`; leaving it closes the connection.
+
+        `tools` are OpenAI function tools the model may call; `response_format` asks for JSON."""
 
 
 class OpenAIProvider:
@@ -74,11 +105,17 @@ class OpenAIProvider:
             timeout=openai.Timeout(settings.model_timeout_s, connect=10.0),
         )
         self.stream_usage = settings.model_stream_usage
+        self.response_format = settings.model_response_format
 
     @contextmanager
-    def stream(self, *, model: str, messages: list[dict[str, str]], temperature: float | None,
-               max_tokens: int | None) -> Iterator[ModelStream]:  # fmt: skip
+    def stream(self, *, model: str, messages: list[dict[str, Any]], temperature: float | None,
+               max_tokens: int | None, tools: list[dict[str, Any]] | None = None,
+               response_format: dict[str, Any] | None = None) -> Iterator[ModelStream]:  # fmt: skip
         body: dict[str, Any] = {"model": model, "messages": messages, "stream": True}
+        if tools:
+            body["tools"] = tools
+        if response_format and self.response_format:
+            body["response_format"] = response_format
         if self.stream_usage:
             body["stream_options"] = {"include_usage": True}
         if temperature is not None:
@@ -92,8 +129,9 @@ class OpenAIProvider:
         except openai.APIError as error:
             raise _model_error(error) from error
         usage: dict[str, Any] = {}
+        calls: list[ToolCall] = []
         try:
-            yield ModelStream(_pieces(response, usage), lambda: _hang_up(response), usage)
+            yield ModelStream(_parts(response, usage, calls), lambda: _hang_up(response), usage, calls)
         finally:
             response.response.close()
 
@@ -131,19 +169,39 @@ def _hang_up(response: Any) -> None:
             pass
 
 
-def _pieces(response: ChunkStream, usage: dict[str, Any]) -> Iterator[str]:
+def _parts(response: ChunkStream, usage: dict[str, Any], calls: list[ToolCall]) -> Iterator[tuple[str, str]]:
+    """Text and reasoning pieces as they come; the function calls, whose names and arguments
+    arrive in fragments keyed by `index`, are put together into `calls` at the end."""
+    fragments: dict[int, dict[str, str]] = {}
     try:
         for chunk in response:
             if chunk.get("usage"):
                 usage.update(chunk["usage"])
             for choice in chunk.get("choices") or ():
-                content = (choice.get("delta") or {}).get("content")
+                delta = choice.get("delta") or {}
+                # Servers name streamed reasoning differently: DeepSeek and vLLM `reasoning_content`, others `reasoning`.
+                reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+                if isinstance(reasoning, str) and reasoning:
+                    yield REASONING, reasoning
+                content = delta.get("content")
                 if content:
-                    yield content
+                    yield TEXT, content
+                for fragment in delta.get("tool_calls") or ():
+                    _merge_call_fragment(fragments, fragment)
     except openai.APIError as error:
         raise _model_error(error) from error
     except (httpx2.HTTPError, json.JSONDecodeError) as error:  # httpx2: the openai SDK's transport
         raise ModelError(f"the model's stream broke off: {error.__class__.__name__}") from error
+    calls.extend(ToolCall(id=f["id"] or f"call_{index}", name=f["name"], arguments=f["arguments"] or "{}")
+                 for index, f in sorted(fragments.items()))  # fmt: skip
+
+
+def _merge_call_fragment(fragments: dict[int, dict[str, str]], fragment: dict[str, Any]) -> None:
+    call = fragments.setdefault(int(fragment.get("index") or 0), {"id": "", "name": "", "arguments": ""})
+    call["id"] = call["id"] or fragment.get("id") or ""
+    function = fragment.get("function") or {}
+    call["name"] = call["name"] or function.get("name") or ""  # sent once, with the call's first fragment
+    call["arguments"] += function.get("arguments") or ""
 
 
 def _model_error(error: openai.APIError) -> ModelError:
@@ -154,38 +212,9 @@ def _model_error(error: openai.APIError) -> ModelError:
     return ModelError(f"could not reach the model: {error.message}")
 
 
-class DemoProvider:
-    """Offline answers, labelled as such, streamed a word at a time."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.delay_s = settings.demo_chunk_delay_ms / 1000
-
-    @contextmanager
-    def stream(self, *, model: str, messages: list[dict[str, str]], temperature: float | None,
-               max_tokens: int | None) -> Iterator[ModelStream]:  # fmt: skip
-        answer = demo_answer(messages)
-        prompt = sum(len(str(m["content"]).split()) for m in messages)
-        usage = {"prompt_tokens": prompt, "completion_tokens": len(answer.split()),
-                 "total_tokens": prompt + len(answer.split())}  # fmt: skip
-        yield ModelStream(self._words(answer), usage=usage)
-
-    def _words(self, text: str) -> Iterator[str]:
-        words = text.split(" ")
-        for index, word in enumerate(words):
-            if self.delay_s:
-                time.sleep(self.delay_s)
-            yield word if index == len(words) - 1 else word + " "
-
-
-def demo_answer(messages: list[dict[str, str]]) -> str:
-    """What the demo model says: the message back, and the earlier one, to show memory works."""
-    users = [m["content"] for m in messages if m["role"] == "user"]
-    text = f'[demo model, offline] You said: "{users[-1]}".'
-    if len(users) > 1:
-        text += f' Earlier you said: "{users[-2]}". I remember {len(users) - 1} earlier message(s).'
-    text += " Set OPENAI_API_KEY or OPENAI_BASE_URL to talk to a real model."
-    return text
-
-
 def make_provider(settings: Settings) -> Provider:
-    return OpenAIProvider(settings) if settings.provider == "openai" else DemoProvider(settings)
+    if settings.provider == "openai":
+        return OpenAIProvider(settings)
+    from .demo import DemoProvider  # the demo model builds on the types above
+
+    return DemoProvider(settings)

@@ -1,9 +1,11 @@
 """The RQ job that runs one chat turn, and the callback that ends a turn RQ gives up on.
 
-A turn: mark it started (counting the attempt), rebuild the context from Redis, stream the
-model's answer as `delta` events, then commit the user message and the answer, the job's result
-and its last events in one atomic step. Nothing reaches the history before that step, so a
-worker that dies mid-turn leaves nothing half-written; RQ runs the turn again elsewhere.
+A turn: mark it started (counting the attempt), rebuild the context from Redis, run the agent
+loop (worker/loop.py: the model's answer streamed as `delta` events, its tool calls run and fed
+back), then commit the user message, the tool steps and the answer, the job's result and its
+last events in one atomic step. Nothing reaches the history before that step, so a worker that
+dies mid-turn, even between two tool steps, leaves nothing half-written; RQ runs the turn again
+elsewhere.
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ from typing import Any
 from parley.shared import events
 from parley.shared.clock import now_ms
 from parley.shared.sessions import message_json
+from parley.shared.tools import ToolContext, load_registry
 
 from .cancel_watch import CancelWatch
 from .context import CLOSING_MESSAGE, build_messages, exchanges_so_far
 from .emitter import Emitter
+from .loop import AgentLoop, Outcome, Stopped
 from .providers import ModelError
 from .runtime import runtime
+from .structured import InvalidAnswer
 
 log = logging.getLogger("parley.worker.turn")
 
@@ -40,67 +45,79 @@ def run_turn(tenant: str, job_id: str) -> str:
     else:
         history = rt.sessions.history(tenant, record["session_id"])
 
-    answer: tuple[str, dict[str, Any]] | None
     if agent.get("max_turns") and exchanges_so_far(history) >= agent["max_turns"]:
-        answer = (CLOSING_MESSAGE, {})
         if not rt.turns.emit(tenant, job_id, attempt, [events.encode("delta", content=CLOSING_MESSAGE)]):
             return "stopped"
-    else:
-        try:
-            answer = _stream_answer(tenant, job_id, attempt, agent, build_messages(agent, history, record["message"]))
-        except ModelError as error:
-            code = "model_timeout" if error.timed_out else "model_failed"
-            return _fail(tenant, job_id, attempt, str(error), code)
-    if answer is None:
+        return _commit(tenant, job_id, attempt, agent, record, Outcome(answer=CLOSING_MESSAGE))
+    images = json.loads(record.get("images") or "[]")
+    messages = build_messages(agent, history, record["message"], images)
+    try:
+        outcome = _run_loop(tenant, job_id, attempt, agent, record["session_id"], messages)
+    except ModelError as error:
+        code = "model_timeout" if error.timed_out else "model_failed"
+        return _fail(tenant, job_id, attempt, str(error), code)
+    except InvalidAnswer as error:
+        return _fail(tenant, job_id, attempt, f"the model's answer did not fit the agent's response shape "
+                                              f"twice: {error}", "invalid_answer")  # fmt: skip
+    if outcome is None:
+        log.info("turn %s attempt %s stopped: canceled or superseded", job_id, attempt)
         return "stopped"
-    return _commit(tenant, job_id, attempt, agent, record, *answer)
+    return _commit(tenant, job_id, attempt, agent, record, outcome)
 
 
-def _stream_answer(tenant: str, job_id: str, attempt: int, agent: dict[str, Any],
-                   messages: list[dict[str, str]]) -> tuple[str, dict[str, Any]] | None:  # fmt: skip
-    """The answer (each piece emitted as a `delta`) and the model's token counts; None when the
-    turn was canceled meanwhile.
+def _run_loop(tenant: str, job_id: str, attempt: int, agent: dict[str, Any], session_id: str,
+              messages: list[dict[str, Any]]) -> Outcome | None:  # fmt: skip
+    """The agent loop with its events sent from a side thread and a watch for cancels; None
+    when the turn was canceled or superseded meanwhile.
 
-    Leaving the provider's context closes the model connection, so a cancel stops the model too.
+    A cancel hangs up on the model (the step streaming then ends at once); the events queued
+    before it are all sent before this returns, so the turn's last events follow them.
     """
     rt = runtime()
-    pieces: list[str] = []
-    with rt.provider.stream(
-        model=agent.get("model") or rt.settings.default_model, messages=messages,
-        temperature=agent.get("temperature"), max_tokens=agent.get("max_tokens"),
-    ) as stream, CancelWatch(lambda: rt.turns.is_running(tenant, job_id, attempt), stream.close) as watch, \
-            Emitter(lambda batch: rt.turns.emit(tenant, job_id, attempt, batch), stream.close) as emitter:  # fmt: skip
+    holder: list[AgentLoop] = []
+
+    def hang_up() -> None:
+        if holder:
+            holder[0].hang_up()
+
+    with CancelWatch(lambda: rt.turns.is_running(tenant, job_id, attempt), hang_up) as watch, \
+            Emitter(lambda batch: rt.turns.emit(tenant, job_id, attempt, batch), hang_up) as emitter:  # fmt: skip
+        loop = AgentLoop(
+            provider=rt.provider, registry=load_registry(rt.settings), agent=agent,
+            model=agent.get("model") or rt.settings.default_model,
+            tool_context=ToolContext(tenant=tenant, session_id=session_id, job_id=job_id, redis=rt.clients.text,
+                                     settings=rt.settings),
+            emit=emitter.put, is_stopped=lambda: watch.fired or emitter.stopped,
+            max_steps=rt.settings.max_tool_steps,
+        )  # fmt: skip
+        holder.append(loop)
         try:
-            for piece in stream:
-                pieces.append(piece)
-                if not emitter.put(events.encode("delta", content=piece)):
-                    break
-        except ModelError:
-            if not (watch.fired or emitter.stopped):
-                raise
-    if watch.fired or emitter.stopped:
-        log.info("turn %s attempt %s stopped: canceled or superseded", job_id, attempt)
-        return None
-    return "".join(pieces), dict(stream.usage)
+            return loop.run(messages)
+        except Stopped:
+            return None
 
 
 def _commit(tenant: str, job_id: str, attempt: int, agent: dict[str, Any], record: dict[str, str],
-            answer: str, usage: dict[str, Any]) -> str:  # fmt: skip
+            outcome: Outcome) -> str:  # fmt: skip
     rt = runtime()
     session_id = record["session_id"]
     now = now_ms()
-    result = {"response": answer, "agent_id": agent["id"], "agent_name": agent["name"],
-              "session_id": session_id, "job_id": job_id, "usage": usage or None}  # fmt: skip
+    usage = outcome.usage or None
+    result: dict[str, Any] = {"response": outcome.answer, "agent_id": agent["id"], "agent_name": agent["name"],
+                              "session_id": session_id, "job_id": job_id, "usage": usage}  # fmt: skip
+    response: dict[str, Any] = {"content": outcome.answer, "intent": outcome.intent, "session_id": session_id,
+                                "usage": usage}  # fmt: skip
+    if outcome.structured is not None:
+        result["structured"] = response["structured"] = outcome.structured
     images = json.loads(record.get("images") or "[]")
     messages = [
         message_json("user", record["message"], job_id=job_id, created_at=int(record["enqueued_at"]), images=images),
-        message_json("assistant", answer, job_id=job_id, created_at=now),
+        *(message_json(job_id=job_id, created_at=now, **step) for step in outcome.transcript),
+        message_json("assistant", outcome.answer, job_id=job_id, created_at=now),
     ]
     done = rt.turns.finish(
         tenant, job_id, status="finished", attempt=attempt, result=result, messages=messages, session_id=session_id,
-        events_out=[events.encode("response", content=answer, intent=None, session_id=session_id,
-                                  usage=usage or None),
-                    events.encode("done")],
+        events_out=[events.encode("response", **response), events.encode("done")],
     )  # fmt: skip
     return "finished" if done else "stopped"
 

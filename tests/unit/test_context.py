@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from parley.worker.context import CLOSING_MESSAGE, build_messages, exchanges_so_far, instructions_text
-from parley.worker.providers import demo_answer
+from parley.worker.demo import demo_answer
 
 SHAPE_SENTENCE = "Answer with RFC 8259 compliant JSON in this shape, without deviation: "
 
@@ -31,9 +31,34 @@ def test_full_order_system_instructions_history_new_message() -> None:
         {"role": "system", "content": "You are a chef."},
         {"role": "system", "content": 'Be brief.\n\n' + SHAPE_SENTENCE + '{"answer": "string"}'},
         {"role": "assistant", "content": "Hello! What shall we cook?"},
-        {"role": "user", "content": "Something with lentils"},
+        {"role": "user", "content": [
+            {"type": "text", "text": "Something with lentils"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+        ]},
         {"role": "assistant", "content": "Try a dal."},
         {"role": "user", "content": "And a dessert?"},
+    ]  # fmt: skip
+
+
+def test_new_images_are_image_parts_of_the_new_message() -> None:
+    messages = build_messages({}, [], "what is this?", ["data:image/png;base64,AAAA"])
+    assert messages == [{"role": "user", "content": [
+        {"type": "text", "text": "what is this?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+    ]}]  # fmt: skip
+
+
+def test_tool_steps_reach_the_model_in_openai_shape() -> None:
+    call = {"id": "call_1", "type": "function", "function": {"name": "calculator", "arguments": "{}"}}
+    history = [
+        _stored("user", "sum"), _stored("assistant", "", tool_calls=[call], tokens=3),
+        _stored("tool", "5", tool_call_id="call_1", name="calculator"), _stored("assistant", "It is 5."),
+    ]  # fmt: skip
+    assert build_messages({}, history, "thanks")[:4] == [
+        {"role": "user", "content": "sum"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "5"},
+        {"role": "assistant", "content": "It is 5."},
     ]
 
 
@@ -114,7 +139,8 @@ def test_demo_answer_counts_every_earlier_message() -> None:
 
 
 def test_demo_provider_streams_the_demo_answer_word_by_word(make_settings: Any) -> None:
-    from parley.worker.providers import DemoProvider, make_provider
+    from parley.worker.demo import DemoProvider
+    from parley.worker.providers import make_provider
 
     settings = make_settings(PARLEY_DEMO_CHUNK_DELAY_MS="0")
     provider = make_provider(settings)

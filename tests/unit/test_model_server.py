@@ -207,3 +207,38 @@ def test_cli_prints_listening_line_and_serves() -> None:
     assert match, f"stdout={line!r} stderr={errors!r}"
     assert chunks == ["", "echo: hello ", "there friend", None]
     assert errors == ""
+
+
+def test_tool_calls_and_reasoning_stream_as_openai_streams_them(base_url: str, control: httpx.Client) -> None:
+    script(control, {"reasoning": "think first", "reply": "Let me look.",
+                     "tool_calls": [{"name": "calculator", "arguments": {"expression": "1+1"}},
+                                    {"name": "current_time", "arguments": "{}"}]})  # fmt: skip
+    with sdk(base_url) as client:
+        stream = client.chat.completions.create(model="test-model", messages=USER_ONLY, stream=True)
+        chunks = list(stream)
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    assert "".join(d.content or "" for d in deltas) == "Let me look."
+    assert "".join(getattr(d, "reasoning_content", None) or "" for d in deltas) == "think first"
+    fragments = [call for d in deltas for call in d.tool_calls or ()]
+    names = {f.index: f.function.name for f in fragments if f.function and f.function.name}
+    arguments = {i: "".join(f.function.arguments or "" for f in fragments if f.index == i) for i in names}
+    assert names == {0: "calculator", 1: "current_time"}
+    assert arguments == {0: '{"expression": "1+1"}', 1: "{}"}
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+def test_openai_provider_puts_streamed_calls_together(base_url: str, control: httpx.Client, make_settings: Any) -> None:
+    from parley.worker.providers import REASONING, TEXT, OpenAIProvider
+
+    script(control, {"reasoning": "hmm", "reply": "Checking.",
+                     "tool_calls": [{"name": "calculator", "arguments": {"expression": "6*7"}}]})  # fmt: skip
+    provider = OpenAIProvider(make_settings(OPENAI_BASE_URL=f"{base_url}/v1", OPENAI_API_KEY="x"))
+    tools = [{"type": "function", "function": {"name": "calculator", "parameters": {"type": "object"}}}]
+    with provider.stream(model="m", messages=[{"role": "user", "content": "hi"}], temperature=None,
+                         max_tokens=None, tools=tools) as stream:  # fmt: skip
+        parts = list(stream.parts())
+    assert "".join(p for kind, p in parts if kind == REASONING) == "hmm"
+    assert "".join(p for kind, p in parts if kind == TEXT) == "Checking."
+    assert [(c.id, c.name, c.arguments) for c in stream.tool_calls] == [("call_0", "calculator", '{"expression": "6*7"}')]
+    sent = control.get("/_control/requests").json()[-1]["body"]
+    assert sent["tools"] == tools

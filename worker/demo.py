@@ -1,0 +1,179 @@
+"""The offline `demo` model: no key, no network, plainly labelled, and enough of a model to show
+the whole agent loop from the quick start.
+
+It echoes the conversation (so memory can be seen working), calls a built-in tool when the
+newest message asks plainly and the agent has that tool ("calc: 2+2", "what time is it in
+Tokyo", "remember: ...", "what do you remember", "fetch https://..."), answers from the tool's
+result on the next step, and answers JSON in the agent's response shape when asked for JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from parley.shared.settings import Settings
+
+from .providers import TEXT, ModelStream, ToolCall
+
+LABEL = "[demo model, offline]"
+CITY_ZONES = {
+    "tokyo": "Asia/Tokyo", "london": "Europe/London", "paris": "Europe/Paris", "berlin": "Europe/Berlin",
+    "madrid": "Europe/Madrid", "rome": "Europe/Rome", "moscow": "Europe/Moscow", "cairo": "Africa/Cairo",
+    "new york": "America/New_York", "chicago": "America/Chicago", "los angeles": "America/Los_Angeles",
+    "san francisco": "America/Los_Angeles", "sao paulo": "America/Sao_Paulo", "sydney": "Australia/Sydney",
+    "delhi": "Asia/Kolkata", "mumbai": "Asia/Kolkata", "beijing": "Asia/Shanghai", "shanghai": "Asia/Shanghai",
+    "singapore": "Asia/Singapore", "utc": "UTC",
+}  # fmt: skip
+"""Cities the demo knows by name; any IANA zone ("Europe/Lisbon") works as it is."""
+SHAPE_MARKER = "without deviation: "
+"""Where the agent's response shape starts in its instructions (worker/context.py writes it)."""
+
+_ASKS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"^\s*(?:calc|calculate|compute)\s*:?\s*(?P<arg>.+?)\s*$", re.I | re.S), "calculator"),
+    (re.compile(r"^\s*what\s+is\s+(?P<arg>[-+*/%^().\d\s]*\d[-+*/%^().\d\s]*)\?*\s*$", re.I), "calculator"),
+    (re.compile(r"\btime\b.*?\bin\s+(?P<arg>[A-Za-z_/ ]+?)\s*[?.!]*\s*$", re.I | re.S), "current_time"),
+    (re.compile(r"^\s*remember\s*:?\s*(?P<arg>.+?)\s*$", re.I | re.S), "remember"),
+    (re.compile(r"\bwhat\s+do\s+you\s+remember\b|^\s*recall\b", re.I), "recall"),
+    (re.compile(r"^\s*(?:fetch|get|open)\s+(?P<arg>https?://\S+)", re.I), "http_get"),
+]
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return " ".join(part.get("text", "") for part in content or () if part.get("type") == "text")
+
+
+def _arguments(tool: str, arg: str | None) -> dict[str, Any]:
+    if tool == "calculator":
+        return {"expression": (arg or "").replace("^", "**")}
+    if tool == "current_time":
+        place = (arg or "UTC").strip()
+        return {"timezone": CITY_ZONES.get(place.lower(), place)}
+    if tool == "remember":
+        return {"note": arg or ""}
+    if tool == "http_get":
+        return {"url": arg or ""}
+    return {}
+
+
+def plan_tool_call(message: str, available: set[str]) -> tuple[str, dict[str, Any]] | None:
+    """The built-in tool a plainly worded message asks for, if the agent has it."""
+    for pattern, tool in _ASKS:
+        found = pattern.search(message)
+        if found and tool in available:
+            return tool, _arguments(tool, found.groupdict().get("arg"))
+    return None
+
+
+def _tool_results(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The tool messages that answer the newest assistant step, when the conversation ends with them."""
+    results: list[dict[str, Any]] = []
+    for message in reversed(messages):
+        if message.get("role") != "tool":
+            break
+        results.insert(0, message)
+    return results
+
+
+def demo_answer(messages: list[dict[str, Any]]) -> str:
+    """The plain answer: the message back, and the earlier one, to show memory works."""
+    users = [_text(m["content"]) for m in messages if m["role"] == "user"]
+    text = f'{LABEL} You said: "{users[-1]}".'
+    if len(users) > 1:
+        text += f' Earlier you said: "{users[-2]}". I remember {len(users) - 1} earlier message(s).'
+    text += " Set OPENAI_API_KEY or OPENAI_BASE_URL to talk to a real model."
+    return text
+
+
+def _answer_from_tools(results: list[dict[str, Any]]) -> str:
+    said = "; ".join(f"{result.get('name', 'the tool')} said: {result['content']}" for result in results)
+    return f"{LABEL} I used my tools. {said}"
+
+
+def _shape(messages: list[dict[str, Any]], response_format: dict[str, Any]) -> Any:
+    """The shape to answer in: the JSON Schema of `response_format`, else the one in the instructions."""
+    schema = (response_format.get("json_schema") or {}).get("schema")
+    if schema is not None:
+        return schema
+    for message in messages:
+        text = _text(message["content"]) if message["role"] == "system" else ""
+        if SHAPE_MARKER in text:
+            shown = text.split(SHAPE_MARKER, 1)[1].strip()
+            try:
+                return json.loads(shown)
+            except json.JSONDecodeError:
+                return shown
+    return None
+
+
+def _value_for(spec: Any, text: str) -> Any:
+    """A value that fits one field's spec: a JSON Schema, or a description such as "list of strings"."""
+    if isinstance(spec, dict) and ("type" in spec or "properties" in spec or "enum" in spec):
+        if spec.get("enum"):
+            return spec["enum"][0]
+        kind = spec.get("type", "object")
+        kind = kind[0] if isinstance(kind, list) else kind
+        if kind == "object":
+            return fill_shape(spec, text)
+        return {"string": text, "number": 0, "integer": 0, "boolean": False, "array": [], "null": None}.get(kind, text)
+    described = str(spec).lower()
+    if "list" in described or "array" in described:
+        return []
+    if "number" in described or "integer" in described:
+        return 0
+    if "bool" in described:
+        return False
+    return text
+
+
+def fill_shape(shape: Any, text: str) -> Any:
+    """A JSON value in `shape` (a JSON Schema object, a seed-style description object, or a string)."""
+    if isinstance(shape, dict) and isinstance(shape.get("properties"), dict):
+        return {name: _value_for(spec, text) for name, spec in shape["properties"].items()}
+    if isinstance(shape, dict) and shape.get("type") not in (None, "object"):
+        return _value_for(shape, text)
+    if isinstance(shape, dict) and shape:
+        return {name: _value_for(spec, text) for name, spec in shape.items()}
+    return {"answer": text}
+
+
+class DemoProvider:
+    """Offline answers, labelled as such, streamed a word at a time."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.delay_s = settings.demo_chunk_delay_ms / 1000
+
+    @contextmanager
+    def stream(self, *, model: str, messages: list[dict[str, Any]], temperature: float | None,
+               max_tokens: int | None, tools: list[dict[str, Any]] | None = None,
+               response_format: dict[str, Any] | None = None) -> Iterator[ModelStream]:  # fmt: skip
+        available = {tool["function"]["name"] for tool in tools or ()}
+        results = _tool_results(messages)
+        call = None if results else plan_tool_call(_text(messages[-1]["content"]), available)
+        calls: list[ToolCall] = []
+        if call is not None:
+            answer = ""
+            calls.append(ToolCall(id="call_demo_1", name=call[0], arguments=json.dumps(call[1])))
+        else:
+            answer = _answer_from_tools(results) if results else demo_answer(messages)
+            if response_format:
+                answer = json.dumps(fill_shape(_shape(messages, response_format), answer), ensure_ascii=False)
+        prompt = sum(len(_text(m["content"]).split()) for m in messages)
+        usage = {"prompt_tokens": prompt, "completion_tokens": len(answer.split()),
+                 "total_tokens": prompt + len(answer.split())}  # fmt: skip
+        yield ModelStream(self._words(answer), usage=usage, tool_calls=calls)
+
+    def _words(self, text: str) -> Iterator[tuple[str, str]]:
+        if not text:
+            return
+        words = text.split(" ")
+        for index, word in enumerate(words):
+            if self.delay_s:
+                time.sleep(self.delay_s)
+            yield TEXT, word if index == len(words) - 1 else word + " "

@@ -1,0 +1,181 @@
+"""The agent loop of one turn: call the model, run the tools it asks for, feed their results back,
+until it answers (ReAct), then check the answer's shape.
+
+Events, in order, for each model step (docs/api.md has the whole table):
+- `thinking` for reasoning text the provider streams (never kept in the history);
+- `delta` for every piece of text as it streams. When the step ends in tool calls its text was
+  the model's thought, not the answer: an `llm_thought` with that text follows, and the `delta`s
+  after the step's tools start the answer afresh;
+- `tool_execution` for each call, then a `tool_result` for each (several calls run at once).
+A tool that fails or times out becomes an error result for the model and the client; it never
+ends the turn. Nothing is written to the history here: the caller commits `transcript` and the
+answer together, once, when the turn has finished.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from parley.shared import events
+from parley.shared.tools import ToolContext, ToolRegistry, ToolResult
+
+from .providers import REASONING, ModelStream, Provider, ToolCall
+from .structured import REPAIR_PROMPT, InvalidAnswer, intent_of, parse_answer, response_format
+
+log = logging.getLogger("parley.worker.loop")
+
+MAX_PARALLEL_TOOLS = 8
+STEP_LIMIT_ANSWER = (
+    "I stopped here: answering needed more than {steps} tool steps, the most this agent may take in one turn. "
+    "Please narrow the question down or ask again."
+)
+
+
+class Stopped(Exception):
+    """The turn was canceled or taken over by a newer attempt: stop without writing anything."""
+
+
+@dataclass
+class Outcome:
+    """How the loop ended: the answer, its parsed JSON (agents with a response shape), the token
+    counts over every step, and the tool steps to commit before the answer."""
+
+    answer: str
+    structured: Any = None
+    intent: str | None = None
+    usage: dict[str, int] = field(default_factory=dict)
+    transcript: list[dict[str, Any]] = field(default_factory=list)
+
+
+class AgentLoop:
+    def __init__(self, *, provider: Provider, registry: ToolRegistry, agent: dict[str, Any], model: str,
+                 tool_context: ToolContext, emit: Callable[[str], bool], is_stopped: Callable[[], bool],
+                 max_steps: int) -> None:  # fmt: skip
+        """`emit` queues one event and says whether the turn is still ours; `is_stopped` says
+        whether a cancel or a newer attempt took the turn away."""
+        self.provider = provider
+        self.registry = registry
+        self.agent = agent
+        self.model = model
+        self.tool_context = tool_context
+        self.emit = emit
+        self.is_stopped = is_stopped
+        self.max_steps = max_steps
+        self.tools = registry.openai_tools(agent.get("tools") or []) if agent.get("tools") else []
+        self.shape = agent.get("response_shape") or None
+        self.current: ModelStream | None = None
+        """The model step streaming now, so a cancel from another thread can hang up on it."""
+        self.usage: dict[str, int] = {}
+
+    def hang_up(self) -> None:
+        stream = self.current
+        if stream is not None:
+            stream.close()
+
+    def run(self, messages: list[dict[str, Any]]) -> Outcome:
+        """Raises Stopped, InvalidAnswer (bad shape twice) and the provider's ModelError."""
+        transcript: list[dict[str, Any]] = []
+        for step in range(1, self.max_steps + 1):
+            text, calls = self._model_step(messages, tools=self.tools)
+            if not calls:
+                return self._answer(messages, text, transcript)
+            said = {"role": "assistant", "content": text, "tool_calls": [call.as_message_part() for call in calls]}
+            if text:
+                self._send(events.encode("llm_thought", thought=text, turn=step))
+            results = self._run_tools(calls)
+            messages.append(said)
+            transcript.append(said)
+            for call, result in zip(calls, results, strict=True):
+                heard = {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": result.content}
+                messages.append(heard)
+                transcript.append(heard)
+        answer = STEP_LIMIT_ANSWER.format(steps=self.max_steps)
+        log.info("turn %s reached the step limit (%d)", self.tool_context.job_id, self.max_steps)
+        self._send(events.encode("delta", content=answer))
+        return Outcome(answer=answer, usage=self.usage, transcript=transcript)
+
+    def _answer(self, messages: list[dict[str, Any]], text: str, transcript: list[dict[str, Any]]) -> Outcome:
+        """The final answer; with a response shape, checked, and repaired once when it does not fit."""
+        if self.shape is None:
+            return Outcome(answer=text, usage=self.usage, transcript=transcript)
+        try:
+            structured = parse_answer(self.shape, text)
+        except InvalidAnswer as error:
+            log.info("turn %s: answer does not fit the shape (%s); asking once for a repair",
+                     self.tool_context.job_id, error)  # fmt: skip
+            self._send(events.encode("status", message="repairing", reason=str(error)))
+            repair = [*messages, {"role": "assistant", "content": text},
+                      {"role": "user", "content": REPAIR_PROMPT.format(reason=error)}]  # fmt: skip
+            text, _ = self._model_step(repair, tools=[])
+            structured = parse_answer(self.shape, text)
+        return Outcome(answer=text, structured=structured, intent=intent_of(structured), usage=self.usage,
+                       transcript=transcript)  # fmt: skip
+
+    def _send(self, payload: str) -> None:
+        if not self.emit(payload):
+            raise Stopped
+
+    def _model_step(self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]]) -> tuple[str, list[ToolCall]]:
+        """Stream one model step; its text and the calls it asks for."""
+        pieces: list[str] = []
+        with self.provider.stream(
+            model=self.model, messages=messages, temperature=self.agent.get("temperature"),
+            max_tokens=self.agent.get("max_tokens"), tools=tools or None,
+            response_format=response_format(self.shape),
+        ) as stream:  # fmt: skip
+            self.current = stream
+            try:
+                for kind, piece in stream.parts():
+                    if kind == REASONING:
+                        self._send(events.encode("thinking", message=piece))
+                    else:
+                        pieces.append(piece)
+                        self._send(events.encode("delta", content=piece))
+            except Stopped:
+                raise
+            except Exception:
+                if self.is_stopped():
+                    raise Stopped from None
+                raise
+            finally:
+                self.current = None
+            if self.is_stopped():
+                raise Stopped
+            for name, count in stream.usage.items():
+                if isinstance(count, int):
+                    self.usage[name] = self.usage.get(name, 0) + count
+            return "".join(pieces), list(stream.tool_calls)
+
+    def _run_tools(self, calls: list[ToolCall]) -> list[ToolResult]:
+        """Announce every call, run them at once, report every result, in the calls' order."""
+        allowed = set(self.agent.get("tools") or [])
+        for call in calls:
+            self._send(events.encode("tool_execution", tool_name=call.name, args=_shown_args(call.arguments),
+                                     call_id=call.id))  # fmt: skip
+        with ThreadPoolExecutor(max_workers=min(len(calls), MAX_PARALLEL_TOOLS), thread_name_prefix="tool") as pool:
+            results = list(pool.map(lambda call: self._run_tool(call, allowed), calls))
+        for call, result in zip(calls, results, strict=True):
+            self._send(events.encode("tool_result", tool_name=call.name, preview=result.preview, call_id=call.id,
+                                     ok=result.ok))  # fmt: skip
+        if self.is_stopped():
+            raise Stopped
+        return results
+
+    def _run_tool(self, call: ToolCall, allowed: set[str]) -> ToolResult:
+        if call.name not in allowed:
+            message = f"error: this agent has no tool named {call.name!r}; it may use: {', '.join(sorted(allowed))}"
+            return ToolResult(ok=False, content=message, preview=message[:300])
+        return self.registry.run(call.name, call.arguments, self.tool_context)
+
+
+def _shown_args(arguments: str) -> Any:
+    """The call's arguments as the client sees them: the JSON object, or the text when it is not JSON."""
+    try:
+        return json.loads(arguments)
+    except json.JSONDecodeError:
+        return arguments

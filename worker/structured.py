@@ -1,0 +1,78 @@
+"""Structured answers: what to ask the model for when an agent has a `response_shape`, and whether
+its answer fits.
+
+A shape is either a JSON Schema (an object with `type: object`, `properties` or `$schema`), a
+seed-style description object (`{"answer": "string", "recipes": "list of strings"}`: every key
+must be in the answer), or a description in words (any JSON object will do). JSON Schemas go to
+the provider's structured-output mode (`response_format: json_schema`); the others ask for a
+JSON object. Either way the instructions carry the shape too (worker/context.py), and the answer
+is checked here, because not every OpenAI-compatible server enforces `response_format`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jsonschema
+
+SCHEMA_KEYS = ("$schema", "properties")
+REPAIR_PROMPT = (
+    "Your previous answer does not fit the required shape: {reason}. "
+    "Answer again with only the JSON, in exactly the shape given in the instructions."
+)
+
+
+class InvalidAnswer(Exception):
+    """The model's answer is not JSON in the agent's shape; the message says why, for the model and for people."""
+
+
+def is_json_schema(shape: Any) -> bool:
+    return isinstance(shape, dict) and (shape.get("type") == "object" or any(key in shape for key in SCHEMA_KEYS))
+
+
+def response_format(shape: Any) -> dict[str, Any] | None:
+    """The `response_format` to send for an agent's shape (None when it has none)."""
+    if shape is None or shape == "" or shape == {}:
+        return None
+    if is_json_schema(shape):
+        return {"type": "json_schema", "json_schema": {"name": "response", "schema": shape}}
+    return {"type": "json_object"}
+
+
+def _strip_fence(text: str) -> str:
+    """Models sometimes wrap JSON in a ```json fence although asked not to; the JSON inside counts."""
+    stripped = text.strip()
+    if stripped.startswith("```") and stripped.endswith("```"):
+        stripped = stripped[3:-3]
+        stripped = stripped.removeprefix("json").removeprefix("JSON")
+    return stripped.strip()
+
+
+def parse_answer(shape: Any, text: str) -> Any:
+    """The answer as JSON, checked against the shape; raises InvalidAnswer."""
+    try:
+        answer = json.loads(_strip_fence(text))
+    except json.JSONDecodeError as error:
+        raise InvalidAnswer(f"it is not valid JSON ({error.msg} at line {error.lineno} column {error.colno})") from None
+    if is_json_schema(shape):
+        try:
+            jsonschema.validate(answer, shape)
+        except jsonschema.ValidationError as error:
+            where = "/".join(str(part) for part in error.absolute_path) or "the top level"
+            raise InvalidAnswer(f"at {where}: {error.message}") from None
+        except jsonschema.SchemaError as error:
+            raise InvalidAnswer(f"the agent's response_shape is not a valid JSON Schema: {error.message}") from None
+    elif isinstance(shape, dict):
+        if not isinstance(answer, dict):
+            raise InvalidAnswer("it is not a JSON object")
+        missing = [name for name in shape if name not in answer]
+        if missing:
+            raise InvalidAnswer(f"it lacks the field(s) {', '.join(missing)}")
+    return answer
+
+
+def intent_of(answer: Any) -> str | None:
+    """The answer's `intent`, when it is an object that carries one as text."""
+    intent = answer.get("intent") if isinstance(answer, dict) else None
+    return intent if isinstance(intent, str) else None
