@@ -140,10 +140,13 @@ async def _chunks(rt: Any, tenant: str, job_id: str, completion_id: str, created
         if kind == "delta":
             sent_text = True
             yield chunk({"content": event["content"]})
-        elif kind == "status" and event.get("message") == "retrying" and sent_text:
+        elif kind == "status" and event.get("message") in ("retrying", "repairing") and sent_text:
             # OpenAI's format cannot take back text already sent: say so rather than send it twice.
-            yield _error_chunk("the answer was interrupted (its worker stopped); retry the request", "interrupted")
+            yield _error_chunk("the answer was interrupted (its worker stopped or its shape was repaired); "
+                               "retry the request", "interrupted")  # fmt: skip
             break
+        elif kind == "llm_thought" and sent_text:
+            yield chunk({"content": "\n\n"})  # the thought streamed so far is not the answer: set it apart
         elif kind == "response":
             yield chunk({}, "stop")
             if include_usage:
