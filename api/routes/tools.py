@@ -1,10 +1,17 @@
-"""`/api/v1/tools`: the tools this deployment offers, which agents may name in `tools`."""
+"""`/api/v1/tools`: the tools this deployment offers, which agents may name in `tools`.
+
+The router's lifespan loads the tools when the web process starts, so a tool module that fails to
+import stops the process at start with its name, instead of failing agent requests later.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, FastAPI
 from pydantic import BaseModel, Field
 
 from parley.shared.tools import load_registry
@@ -12,8 +19,19 @@ from parley.shared.tools import load_registry
 from ..deps import Runtime, get_tenant
 from ..errors import documented
 
+log = logging.getLogger("parley.api")
+
+
+@asynccontextmanager
+async def load_tools_at_start(app: FastAPI) -> AsyncIterator[None]:
+    """Runs inside the app's own lifespan (FastAPI nests an included router's), once `app.state.rt` exists."""
+    registry = load_registry(app.state.rt.settings)
+    log.info("tools: %s", ", ".join(registry.names()))
+    yield
+
+
 router = APIRouter(prefix="/api/v1/tools", tags=["tools"], dependencies=[Depends(get_tenant)],
-                   responses=documented(401, 503))  # fmt: skip
+                   responses=documented(401, 503), lifespan=load_tools_at_start)  # fmt: skip
 
 
 class ToolPublic(BaseModel):

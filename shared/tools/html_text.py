@@ -13,6 +13,8 @@ BLOCKS = frozenset({
     "table", "title", "tr", "ul",
 })  # fmt: skip
 """Elements that start a new line."""
+_SPACES = re.compile(r"[ \t\n\r\f\v]+")
+"""HTML's white space (not \xa0, the non-breaking space, which stays)."""
 
 
 class _TextExtractor(HTMLParser):
@@ -20,8 +22,11 @@ class _TextExtractor(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.parts: list[str] = []
         self.skipping = 0
+        self.preformatted = 0
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "pre":
+            self.preformatted += 1
         if tag in SKIPPED:
             self.skipping += 1
         elif tag in BLOCKS:
@@ -34,14 +39,17 @@ class _TextExtractor(HTMLParser):
             self.parts.append("\n")
 
     def handle_endtag(self, tag: str) -> None:
+        if tag == "pre":
+            self.preformatted = max(0, self.preformatted - 1)
         if tag in SKIPPED:
             self.skipping = max(0, self.skipping - 1)
-        elif tag in BLOCKS:
+        elif tag in BLOCKS and tag != "li":  # list items stay on consecutive lines
             self.parts.append("\n")
 
     def handle_data(self, data: str) -> None:
         if not self.skipping:
-            self.parts.append(data)
+            # Outside <pre>, a line break in the source is just a space (as a browser shows it).
+            self.parts.append(data if self.preformatted else _SPACES.sub(" ", data))
 
 
 def html_to_text(html: str) -> str:
@@ -49,6 +57,6 @@ def html_to_text(html: str) -> str:
     extractor = _TextExtractor()
     extractor.feed(html)
     extractor.close()
-    lines = (re.sub(r"[ \t\r\f\v]+", " ", line).strip() for line in "".join(extractor.parts).split("\n"))
+    lines = (_SPACES.sub(" ", line).strip() for line in "".join(extractor.parts).split("\n"))
     text = "\n".join(lines)
     return re.sub(r"\n{3,}", "\n\n", text).strip()

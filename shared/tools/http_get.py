@@ -106,7 +106,9 @@ def resolve(url: httpx.URL, *, allow_private: bool) -> list[str]:
             reason = forbidden_reason(ipaddress.ip_address(address.partition("%")[0]))
             if reason:
                 shown = host if host == address else f"{host} resolves to {address}, which"
-                raise ToolError(f"refused: {shown} is a {reason} address; http_get fetches public addresses only")
+                article = "an" if reason[0] in "aeiouAEIOU" else "a"
+                raise ToolError(f"refused: {shown} is {article} {reason} address; "
+                                "http_get fetches public addresses only")  # fmt: skip
     return addresses
 
 
@@ -119,10 +121,10 @@ def forbidden_reason(address: IPAddress) -> str | None:
         if embedded is not None:
             reason = forbidden_reason(embedded)
             if reason:
-                return f"{reason} (inside an IPv6 address)"
-    for flag, reason in (("is_loopback", "loopback"), ("is_link_local", "link-local"), ("is_private", "private"),
-                         ("is_multicast", "multicast"), ("is_unspecified", "unspecified"),
-                         ("is_reserved", "reserved")):  # fmt: skip
+                return f"IPv6-wrapped {reason}"
+    for flag, reason in (("is_loopback", "loopback"), ("is_link_local", "link-local"),
+                         ("is_unspecified", "unspecified"), ("is_multicast", "multicast"), ("is_reserved", "reserved"),
+                         ("is_private", "private")):  # fmt: skip
         if getattr(address, flag):
             return reason
     return None if address.is_global else "non-public"

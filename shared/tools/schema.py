@@ -104,7 +104,7 @@ def parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
 def build_tool(fn: Callable[..., Any], *, name: str | None = None, description: str | None = None,
                timeout_s: float | None = None) -> Tool:  # fmt: skip
     """The `Tool` for `fn`; raises TypeError for a function that cannot be one (told at import, not at call)."""
-    tool_name = name or fn.__name__
+    tool_name = fn.__name__ if name is None else name
     if not NAME_PATTERN.match(tool_name):
         raise TypeError(f"tool name {tool_name!r} must be 1-64 letters, digits, '_' or '-'")
     if timeout_s is not None and timeout_s <= 0:
