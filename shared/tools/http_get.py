@@ -68,7 +68,10 @@ def fetch_text(url: str, *, allow_private: bool, max_bytes: int, timeout_s: floa
     """`HTTP <status> <url>`, a line on the content, a blank line, then the text of the page."""
     deadline = time.monotonic() + timeout_s
     current = _checked_url(url)
-    with httpx.Client(trust_env=False, follow_redirects=False) as client:
+    # No kept-alive connections: pooled by address, one could carry a later hop's request to another
+    # name on the same address over TLS verified for the first name.
+    limits = httpx.Limits(max_keepalive_connections=0)
+    with httpx.Client(trust_env=False, follow_redirects=False, limits=limits) as client:
         for _ in range(MAX_REDIRECTS + 1):
             addresses = resolve(current, allow_private=allow_private)
             answer = _get(client, current, addresses, deadline=deadline, timeout_s=timeout_s, max_bytes=max_bytes)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 
 from parley.shared.redis_client import RedisClients
@@ -239,6 +240,27 @@ def test_the_connection_goes_to_the_checked_address(server: str, monkeypatch: py
     assert asked.count("rebind.example") == 1
     assert connections == [("127.0.0.1", port)]
     assert Handler.hosts == [f"rebind.example:{port}"]  # the server still sees the name
+
+
+def test_https_connects_to_the_checked_address_and_keeps_the_name_for_tls(
+        monkeypatch: pytest.MonkeyPatch, fetch_public: Callable[..., tuple[bool, str]]) -> None:  # fmt: skip
+    """The request goes to the IP; the Host header and the TLS SNI (which httpcore also checks the certificate
+    against) carry the name. No connection is made: the transport is a mock."""
+    sent: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, headers={"Content-Type": "text/plain"}, content=b"secure")
+
+    real_client, transport = httpx.Client, httpx.MockTransport(answer)
+    monkeypatch.setattr(httpx, "Client", lambda **options: real_client(transport=transport, **options))
+    monkeypatch.setattr(socket, "getaddrinfo", fake_getaddrinfo({"tls.example": ["93.184.216.34"]}))
+    assert fetch_public("https://tls.example/doc?q=1") == (
+        True, "HTTP 200 https://tls.example/doc?q=1\ntext/plain, 6 bytes\n\nsecure")  # fmt: skip
+    [request] = sent
+    assert str(request.url) == "https://93.184.216.34/doc?q=1"
+    assert request.headers["host"] == "tls.example"
+    assert request.extensions["sni_hostname"] == "tls.example"
 
 
 @pytest.mark.parametrize(
