@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import decimal
+import math
 from fractions import Fraction
 
 from .context import ToolError
@@ -18,6 +19,8 @@ from .registry import tool
 MAX_EXPRESSION_CHARS = 1_000
 MAX_BITS = 10_000
 """Largest numerator or denominator of any value, in bits (about 3,000 decimal digits)."""
+MAX_DECIMAL_PLACES = 100
+"""A finite decimal with more places is shown as a fraction with its approximation."""
 APPROXIMATION_DIGITS = 20
 """Significant digits of the decimal shown beside a fraction that has no finite decimal form."""
 
@@ -107,16 +110,16 @@ def _power(base: Fraction, exponent: Fraction) -> Fraction:
     p, q = exponent.numerator, exponent.denominator
     if base == 1 or (base == -1 and q == 1):
         return Fraction(1) if base == 1 or p % 2 == 0 else Fraction(-1)
-    size = max(base.numerator.bit_length(), base.denominator.bit_length())
-    if size * abs(p) > MAX_BITS * q:
+    size = max(math.log2(abs(base.numerator)), math.log2(base.denominator))  # bits of the larger part
+    if size * abs(p) > MAX_BITS * q:  # compared exactly, whatever the size of q
         raise ToolError(f"the result is too large (more than {MAX_BITS} bits)")
     if q == 1:
         return base**p
     if base < 0 and q % 2 == 0:
-        raise ToolError(f"{base} ** {exponent} is not a real number")
+        raise ToolError("an even root of a negative number is not a real number")
     numerator, denominator = _exact_root(abs(base.numerator), q), _exact_root(base.denominator, q)
     if numerator is None or denominator is None:
-        raise ToolError(f"{format_number(base)} ** {format_number(exponent)} is irrational: no exact result")
+        raise ToolError("the power is irrational (as 2 ** 0.5 is): there is no exact result")
     root = Fraction(numerator, denominator) * (-1 if base < 0 else 1)
     return root**p
 
@@ -125,6 +128,8 @@ def _exact_root(n: int, k: int) -> int | None:
     """The integer r with r**k == n, or None when n is not a perfect k-th power."""
     if n < 2:
         return n
+    if k >= n.bit_length():  # 1 < root < 2 (this also keeps a huge k from being computed with)
+        return None
     x = 1 << -(-n.bit_length() // k)  # 2**ceil(bits/k) >= the root
     while True:
         y = ((k - 1) * x + n // x ** (k - 1)) // k
@@ -141,7 +146,7 @@ def _bounded(value: Fraction) -> Fraction:
 
 
 def format_number(value: Fraction) -> str:
-    """An integer as is, a finite decimal in full, anything else as `p/q (≈ decimal)`."""
+    """An integer as is, a finite decimal (up to `MAX_DECIMAL_PLACES`) in full, else `p/q (≈ decimal)`."""
     if value.denominator == 1:
         return str(value.numerator)
     rest, twos, fives = value.denominator, 0, 0
@@ -149,8 +154,8 @@ def format_number(value: Fraction) -> str:
         rest, twos = rest // 2, twos + 1
     while rest % 5 == 0:
         rest, fives = rest // 5, fives + 1
-    if rest == 1:
-        places = max(twos, fives)
+    places = max(twos, fives)
+    if rest == 1 and places <= MAX_DECIMAL_PLACES:
         digits = str(abs(value.numerator) * 10**places // value.denominator).rjust(places + 1, "0")
         sign = "-" if value < 0 else ""
         return f"{sign}{digits[:-places]}.{digits[-places:]}"

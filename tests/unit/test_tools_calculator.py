@@ -33,6 +33,8 @@ from parley.shared.tools.calculator import MAX_BITS, calculator
         ("1 / 3", "1/3 (≈ 0.33333333333333333333)"),
         ("-2 / 3", "-2/3 (≈ -0.66666666666666666667)"),
         ("4 ** 0.5", "2"),
+        ("(2**9999) ** (1/9999)", "2"),
+        ("(1/1024) ** 0.1", "0.5"),
         ("(8/27) ** (1/3)", "2/3 (≈ 0.66666666666666666667)"),
         ("(-8) ** (1/3)", "-2"),
         ("1 ** 10**10", "1"),
@@ -40,6 +42,8 @@ from parley.shared.tools.calculator import MAX_BITS, calculator
         ("0.1 * 3", "0.3"),
         ("99999999999999999999 + 1", "100000000000000000000"),
         ("0.30000000000000004 - 0.3", "0.00000000000000004"),
+        ("2 ** -10", "0.0009765625"),
+        ("2 ** -101", f"1/{2**101} (≈ 3.9443045261050590271E-31)"),
     ],
 )
 def test_exact_results(expression: str, expected: str) -> None:
@@ -73,7 +77,10 @@ def test_exact_results(expression: str, expected: str) -> None:
         ("1 +", "not an arithmetic expression"),
         ("x = 1", "not an arithmetic expression"),
         ("2 ** 0.5", "irrational"),
+        ("2 ** (1 / 1000000000)", "irrational"),
+        ("(2**9999) ** (1 / 10**3000)", "irrational"),
         ("(-4) ** 0.5", "not a real number"),
+        ("(1/2) ** 0.5", "irrational"),
         ("1e999999999", "too large or too precise"),
         ("1" * 1001, "longer than 1000"),
     ],
@@ -87,6 +94,13 @@ def test_results_are_bounded_before_they_are_computed() -> None:
     """`2**10**10` would need over a gigabyte; the estimate refuses it without computing it."""
     with pytest.raises(ToolError, match=f"more than {MAX_BITS} bits"):
         calculator("(3 ** 10**9) + 1")
+
+
+def test_the_largest_values_still_print() -> None:
+    """Python refuses to print ints over 4300 digits; no result gets near that."""
+    assert len(calculator("2 ** 9999")) == 3010
+    assert calculator("(1/2) ** 9999").startswith("1/9975315584403791924")
+    assert calculator("(2**9999) ** (1/9999)") == "2"
 
 
 def test_deep_nesting_is_an_error_not_a_crash() -> None:
