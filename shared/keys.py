@@ -19,6 +19,7 @@ session id, `{j}` a job id. Tenant names never contain `:` nor start with `_` (s
 | `parley:idem:{t}:{sha256(key)}` | string | Idempotency-Key -> `<job id> <request hash>` |
 | `parley:inflight:{t}` | string | the tenant's accepted, unfinished turns (a counter) |
 | `parley:rate:{t}:{sha256(api key)}` | string | turns accepted for one API key in the current window |
+| `parley:notes:{t}:{s}` | list | notes the agent keeps in the session (`remember` tool), oldest first |
 
 File agents (`PARLEY_AGENTS_FILE`) live under the reserved tenant `FILE_SCOPE`.
 RQ's own keys (`rq:job:{j}`, `rq:queue:{name}`) are named by RQ; we take them from RQ's classes.
@@ -103,3 +104,8 @@ def rq_queue(queue_name: str) -> str:
     from rq.queue import Queue
 
     return f"{Queue.redis_queue_namespace_prefix}{queue_name}"
+
+
+def notes(tenant: str, session_id: str) -> str:
+    """List of the notes an agent keeps in one session (`remember` / `recall` tools), oldest first."""
+    return f"{PREFIX}:notes:{tenant}:{session_id}"

@@ -119,7 +119,8 @@ class SessionStore:
         if agent_id is None:
             raise NotFound(f"session {session_id!r} not found")
         with self.r.pipeline() as pipe:
-            pipe.delete(keys.session(tenant, session_id), keys.messages(tenant, session_id))
+            pipe.delete(keys.session(tenant, session_id), keys.messages(tenant, session_id),
+                        keys.notes(tenant, session_id))
             pipe.zrem(keys.sessions(tenant), session_id)
             pipe.zrem(keys.agent_sessions(tenant, agent_id), session_id)
             pipe.execute()

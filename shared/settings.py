@@ -63,6 +63,16 @@ class Settings(BaseSettings):
     """Largest decoded size of one image, in bytes."""
     max_body_bytes: int = Field(40 * 1024 * 1024, alias="PARLEY_MAX_BODY_BYTES", ge=1024)
     """Largest request body the API reads, in bytes (413 beyond)."""
+    tool_modules: str = Field("", alias="PARLEY_TOOL_MODULES")
+    """Comma-separated modules imported at start; their `@tool` functions are offered to agents."""
+    tool_timeout_s: float = Field(10.0, alias="PARLEY_TOOL_TIMEOUT_S", gt=0)
+    """Longest one tool call may run (unless the tool sets its own), in seconds; then the model is told it timed out."""
+    http_get_allow_private: bool = Field(False, alias="PARLEY_HTTP_GET_ALLOW_PRIVATE")
+    """Let `http_get` fetch loopback, private and link-local addresses (off: only public ones)."""
+    http_get_max_bytes: int = Field(1_000_000, alias="PARLEY_HTTP_GET_MAX_BYTES", ge=1)
+    """Most bytes `http_get` reads of a response body (after decompression); the rest is cut."""
+    http_get_timeout_s: float = Field(10.0, alias="PARLEY_HTTP_GET_TIMEOUT_S", gt=0)
+    """Longest one `http_get` fetch may take, redirects included, in seconds."""
     model_timeout_s: float = Field(60.0, alias="PARLEY_MODEL_TIMEOUT_S", gt=0)
     """Read timeout of one model request, in seconds."""
     model_max_retries: int = Field(3, alias="PARLEY_MODEL_MAX_RETRIES", ge=0)

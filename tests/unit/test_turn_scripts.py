@@ -634,8 +634,8 @@ def test_unknown_tools_are_refused(agents: AgentStore, clients: RedisClients) ->
         agents.create("alice", _spec("Tooly", tools=["web_search"]))
     assert clients.text.dbsize() == 0
     made = agents.create("alice", _spec("Plain"))
-    with pytest.raises(InvalidInput, match="calculator"):
-        agents.update("alice", made["id"], AgentUpdate(tools=["calculator"]))
+    with pytest.raises(InvalidInput, match="no_such_tool"):
+        agents.update("alice", made["id"], AgentUpdate(tools=["no_such_tool"]))
     assert agents.get("alice", "Plain")["tools"] == []
 
 
