@@ -91,8 +91,9 @@ def demo_answer(messages: list[dict[str, Any]]) -> str:
     return text
 
 
-def _answer_from_tools(results: list[dict[str, Any]]) -> str:
-    said = "; ".join(f"{result.get('name', 'the tool')} said: {result['content']}" for result in results)
+def _answer_from_tools(messages: list[dict[str, Any]], results: list[dict[str, Any]]) -> str:
+    names = {call["id"]: call["function"]["name"] for m in messages for call in m.get("tool_calls") or ()}
+    said = "; ".join(f"{names.get(r.get('tool_call_id', ''), 'the tool')} said: {r['content']}" for r in results)
     return f"{LABEL} I used my tools. {said}"
 
 
@@ -161,7 +162,7 @@ class DemoProvider:
             answer = ""
             calls.append(ToolCall(id="call_demo_1", name=call[0], arguments=json.dumps(call[1])))
         else:
-            answer = _answer_from_tools(results) if results else demo_answer(messages)
+            answer = _answer_from_tools(messages, results) if results else demo_answer(messages)
             if response_format:
                 answer = json.dumps(fill_shape(_shape(messages, response_format), answer), ensure_ascii=False)
         prompt = sum(len(_text(m["content"]).split()) for m in messages)

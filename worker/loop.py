@@ -24,6 +24,7 @@ from typing import Any
 from parley.shared import events
 from parley.shared.tools import ToolContext, ToolRegistry, ToolResult
 
+from .context import model_message
 from .providers import REASONING, ModelStream, Provider, ToolCall
 from .structured import REPAIR_PROMPT, InvalidAnswer, intent_of, parse_answer, response_format
 
@@ -92,7 +93,7 @@ class AgentLoop:
             transcript.append(said)
             for call, result in zip(calls, results, strict=True):
                 heard = {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": result.content}
-                messages.append(heard)
+                messages.append(model_message(heard))
                 transcript.append(heard)
         answer = STEP_LIMIT_ANSWER.format(steps=self.max_steps)
         log.info("turn %s reached the step limit (%d)", self.tool_context.job_id, self.max_steps)

@@ -42,7 +42,7 @@ def test_two_tool_steps_one_with_parallel_calls(stack) -> None:
         {"reply": "Let me compute.", "tool_calls": [{"name": "calculator", "arguments": {"expression": "2+3"}}]},
         {"tool_calls": [{"name": "calculator", "arguments": {"expression": "6*7"}},
                         {"name": "calculator", "arguments": {"expression": "1/3+1/6"}}]},
-        {"reply": "Five, 42 and one half."},
+        {"reply": "Five, 42 and a half."},
     )  # fmt: skip
     with client(stack.web_url, stack.api_key) as http:
         create_agent(http, response_shape=None, tools=["calculator"])
@@ -62,11 +62,13 @@ def test_two_tool_steps_one_with_parallel_calls(stack) -> None:
             ("calculator", {"expression": "2+3"}), ("calculator", {"expression": "6*7"}),
             ("calculator", {"expression": "1/3+1/6"}),
         ]  # fmt: skip
-        assert [(d["preview"], d["ok"]) for d in by_type["tool_result"]] == [("5", True), ("42", True), ("1/2", True)]
+        assert [(d["preview"], d["ok"]) for d in by_type["tool_result"]] == [("5", True), ("42", True), ("0.5", True)]
         assert [d["call_id"] for d in by_type["tool_result"]] == [d["call_id"] for d in by_type["tool_execution"]]
-        final_deltas = rest[_types(rest).index("tool_result") + 3 : -2]
-        assert "".join(e.data["content"] for e in final_deltas) == "Five, 42 and one half."
-        assert rest[-2].data["content"] == "Five, 42 and one half."
+        last_result = len(rest) - 1 - _types(rest)[::-1].index("tool_result")
+        final_deltas = rest[last_result + 1 : -2]
+        assert final_deltas and all(e.type == "delta" for e in final_deltas)
+        assert "".join(e.data["content"] for e in final_deltas) == "Five, 42 and a half."
+        assert rest[-2].data["content"] == "Five, 42 and a half."
 
         # The model saw its own calls and their results, in OpenAI's shape.
         third = model_requests(stack)[-1]["body"]
@@ -75,13 +77,13 @@ def test_two_tool_steps_one_with_parallel_calls(stack) -> None:
         assert said[0]["tool_calls"][0]["function"] == {"name": "calculator", "arguments": '{"expression": "2+3"}'}
         assert said[0]["content"] == "Let me compute."
         assert said[1] == {"role": "tool", "tool_call_id": said[0]["tool_calls"][0]["id"], "content": "5"}
-        assert [m["content"] for m in said[3:]] == ["42", "1/2"]
+        assert [m["content"] for m in said[3:]] == ["42", "0.5"]
 
         # Committed with the turn, in order; a later turn's context shows what the agent did.
         history = messages(http, "t")
         assert [(m["role"], m["content"]) for m in history[1:]] == [
             ("user", "sums please"), ("assistant", "Let me compute."), ("tool", "5"),
-            ("assistant", ""), ("tool", "42"), ("tool", "1/2"), ("assistant", "Five, 42 and one half."),
+            ("assistant", ""), ("tool", "42"), ("tool", "0.5"), ("assistant", "Five, 42 and a half."),
         ]  # fmt: skip
         assert history[2]["tool_calls"][0]["function"]["name"] == "calculator"
         assert history[3]["name"] == "calculator" and history[3]["tool_call_id"] == history[2]["tool_calls"][0]["id"]
