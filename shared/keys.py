@@ -19,6 +19,8 @@ session id, `{j}` a job id. Tenant names never contain `:` nor start with `_` (s
 | `parley:idem:{t}:{sha256(key)}` | string | Idempotency-Key -> `<job id> <request hash>` |
 | `parley:inflight:{t}` | string | the tenant's accepted, unfinished turns (a counter) |
 | `parley:rate:{t}:{sha256(api key)}` | string | turns accepted for one API key in the current window |
+| `parley:images:{t}:{s}` | hash | the session's images: `img_<sha256>` ref -> data URI, each stored once |
+| `parley:summary-lock:{t}:{s}` | string | id of the session's running rolling-summary job (one at a time; expires) |
 
 File agents (`PARLEY_AGENTS_FILE`) live under the reserved tenant `FILE_SCOPE`.
 RQ's own keys (`rq:job:{j}`, `rq:queue:{name}`) are named by RQ; we take them from RQ's classes.
@@ -103,3 +105,13 @@ def rq_queue(queue_name: str) -> str:
     from rq.queue import Queue
 
     return f"{Queue.redis_queue_namespace_prefix}{queue_name}"
+
+
+def session_images(tenant: str, session_id: str) -> str:
+    """The session's images by ref (messages hold refs, so an image is stored once however often it is read)."""
+    return f"{PREFIX}:images:{tenant}:{session_id}"
+
+
+def summary_lock(tenant: str, session_id: str) -> str:
+    """Held by the session's queued or running rolling-summary job, so only one runs at a time."""
+    return f"{PREFIX}:summary-lock:{tenant}:{session_id}"
