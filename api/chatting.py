@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import json
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from parley.shared import images
 from parley.shared.errors import Conflict, InvalidInput, ModelFailed, NotFound, NotReady, TimedOut, TooLarge
 from parley.shared.models import ChatRequest, ChatResponse
 from parley.shared.turns import Accepted
@@ -39,13 +38,12 @@ def _check_sizes(rt: WebRuntime, body: ChatRequest) -> None:
     if len(body.message) > rt.settings.max_message_chars:
         raise TooLarge(f"message is longer than {rt.settings.max_message_chars} characters")
     for index, image in enumerate(body.images):
-        encoded = image.partition(",")[2]
-        if len(encoded) * 3 // 4 > rt.settings.max_image_bytes:
-            raise TooLarge(f"images[{index}] is larger than {rt.settings.max_image_bytes} bytes")
         try:
-            base64.b64decode("".join(encoded.split()), validate=True)
-        except (binascii.Error, ValueError):
-            raise InvalidInput(f"images[{index}] is not valid base64", field=f"images.{index}") from None
+            images.check(image, rt.settings.max_image_bytes)
+        except images.ImageError as error:
+            if error.too_large:
+                raise TooLarge(f"images[{index}] {error}") from None
+            raise InvalidInput(f"images[{index}] {error}", field=f"images.{index}") from None
 
 
 def request_hash(body: ChatRequest, history: list[dict[str, str]] | None = None) -> str:

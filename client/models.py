@@ -81,6 +81,7 @@ class AgentOptions(TypedDict, total=False):
     temperature: float | None
     max_tokens: int | None
     max_turns: int | None
+    context_budget: int | None
 
 
 class AgentFields(AgentOptions, total=False):

@@ -23,6 +23,7 @@ from .tools import unknown_tools
 STORED_FIELDS = (
     "id", "name", "description", "type", "model", "context", "first_message", "instructions",
     "response_shape", "tools", "temperature", "max_tokens", "max_turns", "created_at", "updated_at", "source",
+    "context_budget",
 )  # fmt: skip
 
 

@@ -21,6 +21,10 @@ session id, `{j}` a job id. Tenant names never contain `:` nor start with `_` (s
 | `parley:rate:{t}:{sha256(api key)}` | string | turns accepted for one API key in the current window |
 | `parley:notes:{t}:{s}` | list | notes the agent keeps in the session (`remember` tool), oldest first |
 
+
+| `parley:images:{t}:{s}` | hash | the session's images: `img_<sha256>` ref -> data URI, each stored once |
+| `parley:summary-lock:{t}:{s}` | string | id of the session's running rolling-summary job (one at a time; expires) |
+
 File agents (`PARLEY_AGENTS_FILE`) live under the reserved tenant `FILE_SCOPE`.
 RQ's own keys (`rq:job:{j}`, `rq:queue:{name}`) are named by RQ; we take them from RQ's classes.
 """
@@ -109,3 +113,13 @@ def rq_queue(queue_name: str) -> str:
 def notes(tenant: str, session_id: str) -> str:
     """List of the notes an agent keeps in one session (`remember` / `recall` tools), oldest first."""
     return f"{PREFIX}:notes:{tenant}:{session_id}"
+
+
+def session_images(tenant: str, session_id: str) -> str:
+    """The session's images by ref (messages hold refs, so an image is stored once however often it is read)."""
+    return f"{PREFIX}:images:{tenant}:{session_id}"
+
+
+def summary_lock(tenant: str, session_id: str) -> str:
+    """Held by the session's queued or running rolling-summary job, so only one runs at a time."""
+    return f"{PREFIX}:summary-lock:{tenant}:{session_id}"

@@ -35,6 +35,9 @@ class AgentBase(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2)
     max_tokens: int | None = Field(None, ge=1, le=1_000_000)
     max_turns: int | None = Field(None, ge=1, description="Exchanges after which the agent closes politely.")
+    context_budget: int | None = Field(None, ge=256, le=10_000_000, description=(
+        "Tokens of context a turn may use (system, summary, newest turns); PARLEY_CONTEXT_TOKENS when omitted. "
+        "Older turns are folded into a rolling summary."))  # fmt: skip
 
 
 class AgentCreate(AgentBase):
@@ -81,6 +84,7 @@ class AgentUpdate(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2)
     max_tokens: int | None = Field(None, ge=1, le=1_000_000)
     max_turns: int | None = Field(None, ge=1)
+    context_budget: int | None = Field(None, ge=256, le=10_000_000)
 
     @model_validator(mode="after")
     def _no_null_text(self) -> AgentUpdate:
@@ -283,3 +287,26 @@ class ErrorResponse(BaseModel):
     """Every error's body: `{"error": {"code", "message", ...}}` (some add `job_id` or `details`)."""
 
     error: ErrorDetail
+
+
+class SessionSummary(BaseModel):
+    """`POST /api/v1/sessions/{id}/summary`: the conversation summarised as the agent's instructions say."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "session_id": "my-session",
+                    "agent_id": "agent-1a2b3c4d5e6f",
+                    "summary": {"recipes": ["Pesto"], "summary": "The user wanted a basil recipe."},
+                    "job_id": "job_0f1e2d3c4b5a69788796a5b4c3d2e1f0",
+                }
+            ]
+        }
+    )
+
+    session_id: str
+    agent_id: str
+    summary: dict[str, Any] = Field(..., description=(
+        "The JSON object the agent's response_shape asks for; `{\"text\": ...}` when it has none."))  # fmt: skip
+    job_id: str

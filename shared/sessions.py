@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from . import keys, scripts
+from . import images, keys, scripts
 from .clock import iso, now_ms
 from .errors import Conflict, InvalidInput, NotFound
 from .models import MessagePublic, SessionPublic
@@ -39,8 +39,10 @@ def first_message_json(agent: dict[str, Any], created_at: int) -> str:
     return message_json("assistant", text, job_id=None, created_at=created_at) if text else ""
 
 
-def _public_message(index: int, raw: str) -> MessagePublic:
-    message = json.loads(raw)
+def _public_message(index: int, message: dict[str, Any]) -> MessagePublic:
+    """A stored message as the API shows it (its `images` already resolved to data URIs; its
+    `tokens`, the count its context budget used, is bookkeeping and stays inside)."""
+    message.pop("tokens", None)
     message["id"] = f"{MESSAGE_ID_PREFIX}{index}"
     message["created_at"] = iso(message["created_at"])
     return MessagePublic.model_validate(message)
@@ -120,6 +122,7 @@ class SessionStore:
             raise NotFound(f"session {session_id!r} not found")
         with self.r.pipeline() as pipe:
             pipe.delete(keys.session(tenant, session_id), keys.messages(tenant, session_id),
+                        keys.session_images(tenant, session_id), keys.summary_lock(tenant, session_id),
                         keys.notes(tenant, session_id))
             pipe.zrem(keys.sessions(tenant), session_id)
             pipe.zrem(keys.agent_sessions(tenant, agent_id), session_id)
@@ -140,8 +143,12 @@ class SessionStore:
         start = max(0, end - limit + 1)
         if end < 0:
             return []
-        raw = self.r.lrange(key, start, end)
-        return [_public_message(start + offset, item) for offset, item in enumerate(raw)]  # type: ignore[arg-type]
+        stored = [json.loads(item) for item in self.r.lrange(key, start, end)]  # type: ignore[union-attr]
+        found = images.lookup(self.r, tenant, session_id, [ref for m in stored for ref in m.get("images") or ()])
+        for message in stored:
+            if message.get("images"):
+                message["images"] = images.with_uris(message["images"], found)
+        return [_public_message(start + offset, message) for offset, message in enumerate(stored)]
 
     def history(self, tenant: str, session_id: str) -> list[dict[str, Any]]:
         """Every committed message, oldest first (what the worker rebuilds a context from)."""

@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     """How often the OpenAI SDK retries 429, 5xx and connection errors (it honours Retry-After)."""
     model_stream_usage: bool = Field(True, alias="PARLEY_MODEL_STREAM_USAGE")
     """Ask the model for token counts (`stream_options.include_usage`); off for servers that refuse it."""
+    context_tokens: int = Field(16_000, alias="PARLEY_CONTEXT_TOKENS", ge=256)
+    """Default context budget of an agent, in tokens (an agent's `context_budget` overrides it): docs/memory.md."""
+    summary_timeout_s: float = Field(120.0, alias="PARLEY_SUMMARY_TIMEOUT_S", gt=0)
+    """Longest a summary job may take (RQ job timeout), and how long `POST .../summary` waits before 504."""
     demo_chunk_delay_ms: int = Field(15, alias="PARLEY_DEMO_CHUNK_DELAY_MS", ge=0)
     """Pause between the demo model's chunks, in ms, so streaming is visible."""
     max_tool_steps: int = Field(8, alias="PARLEY_MAX_TOOL_STEPS", ge=1, le=100)

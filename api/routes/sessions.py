@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import asyncio
+import json
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 from starlette.concurrency import run_in_threadpool
 
-from parley.shared.errors import NotFound
-from parley.shared.models import MessagePage, SessionCreate, SessionPage, SessionPublic
+from parley.shared import memory
+from parley.shared.errors import ModelFailed, NotFound, NotReady, TimedOut
+from parley.shared.models import MessagePage, SessionCreate, SessionPage, SessionPublic, SessionSummary
 from parley.shared.sessions import MAX_PAGE, MESSAGE_ID_PREFIX
+from parley.shared.turns import new_job_id
 
 from ..deps import Runtime, Tenant
 from ..errors import documented
+from ..streams import Draining, job_events
 
 router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"], responses=documented(401, 404, 422, 503, 409))
 
@@ -67,3 +72,32 @@ def list_messages(
     data = rt.sessions.messages(tenant, session_id, limit=limit, before=before)
     older = data and data[0].id != f"{MESSAGE_ID_PREFIX}0"
     return MessagePage(data=data, next_before=data[0].id if older else None)
+
+
+@router.post("/{session_id}/summary", response_model=SessionSummary, responses=documented(502, 504))
+async def summarise_session(session_id: str, rt: Runtime, tenant: Tenant) -> SessionSummary:
+    """Summarise the conversation as the agent's instructions and response shape say (the seed's goal check).
+
+    A worker runs it as a job; this waits for it up to PARLEY_SUMMARY_TIMEOUT_S (504 with the job id beyond)."""
+    agent_id = await run_in_threadpool(rt.sessions.bound_agent, tenant, session_id)
+    if agent_id is None:
+        raise NotFound(f"session {session_id!r} not found")
+    job_id = new_job_id()
+    await run_in_threadpool(memory.enqueue_report, rt.turns.queue, rt.settings, tenant, session_id, job_id)
+    seen: dict[str, dict[str, Any]] = {}
+    try:
+        async with asyncio.timeout(rt.settings.summary_timeout_s):
+            async for _, payload in job_events(rt.hub, tenant, job_id, None, ping_s=rt.settings.sse_ping_s):
+                if payload:
+                    event = json.loads(payload)
+                    seen[event["type"]] = event
+    except TimeoutError:
+        raise TimedOut("the summary is taking too long", job_id=job_id) from None
+    except Draining:
+        raise NotReady("this server is shutting down; ask again", job_id=job_id) from None
+    response, error = seen.get("response"), seen.get("error", {})
+    if response is not None:
+        return SessionSummary(session_id=session_id, agent_id=agent_id, summary=response["structured"], job_id=job_id)
+    if error.get("code") == "model_timeout":
+        raise TimedOut(error.get("message") or "the model timed out", job_id=job_id)
+    raise ModelFailed(error.get("message") or "the summary failed", job_id=job_id)
