@@ -171,13 +171,14 @@ FINISH_TURN = (
     _EMIT
     + """
 -- KEYS: 1 job, 2 events, 3 live channel, 4 lane, 5 messages, 6 session, 7 RQ queue, 8 RQ job hash,
---       9 tenant's in-flight counter
+--       9 tenant's in-flight counter, 10 the session's images
 -- ARGV: 1 job_id, 2 final status (finished|failed|canceled), 3 now_ms, 4 attempt ('' = whichever),
 --       5 result JSON, 6 error text, 7 error code, 8 messages (JSON array of message JSON strings),
 --       9 events (JSON array of event JSON strings), 10 retention_ms, 11 RQ job key prefix,
---       12 RQ enqueued_at text
--- Ends a turn exactly once: records the outcome, commits its messages (only when finished),
--- emits its last events (ending with `done`), leaves the lane and queues the lane's next turn.
+--       12 RQ enqueued_at text, 13 the turn's images (JSON object ref -> data URI; '' = none),
+--       14 the messages' tokens (added to the session's unsummarised `tokens`)
+-- Ends a turn exactly once: records the outcome, commits its messages and images (only when
+-- finished), emits its last events (ending with `done`), leaves the lane and queues the lane's next turn.
 -- Returns 1 when this call ended the turn, 0 when it had already ended (or another attempt runs).
 local state = redis.call('HMGET', KEYS[1], 'status', 'attempt')
 local status, attempt = state[1], state[2]
@@ -192,7 +193,13 @@ if final == 'finished' and redis.call('EXISTS', KEYS[6]) == 1 then
     for _, message in ipairs(cjson.decode(ARGV[8])) do
         redis.call('RPUSH', KEYS[5], message)
     end
+    if ARGV[13] ~= '' then
+        for ref, uri in pairs(cjson.decode(ARGV[13])) do
+            redis.call('HSETNX', KEYS[10], ref, uri)  -- stored once, however many turns send it
+        end
+    end
     redis.call('HINCRBY', KEYS[6], 'exchanges', 1)
+    redis.call('HINCRBY', KEYS[6], 'tokens', tonumber(ARGV[14]) or 0)
 end
 redis.call('HSET', KEYS[1], 'status', final, 'ended_at', ARGV[3], 'result', ARGV[5],
            'error', ARGV[6], 'error_code', ARGV[7])

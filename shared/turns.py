@@ -209,10 +209,12 @@ class TurnStore:
 
     def finish(self, tenant: str, job_id: str, *, status: str, attempt: int | None, events_out: list[str],
                result: dict[str, Any] | None = None, error: str = "", error_code: str = "",
-               messages: list[str] | None = None, session_id: str | None = None) -> bool:  # fmt: skip
+               messages: list[str] | None = None, session_id: str | None = None,
+               images: dict[str, str] | None = None, tokens: int = 0) -> bool:  # fmt: skip
         """End the turn once (see FINISH_TURN). False when it had already ended.
 
-        `session_id` saves a read when the caller has the job record (the worker's commit)."""
+        `session_id` saves a read when the caller has the job record (the worker's commit);
+        `images` (ref -> data URI) and `tokens` are committed with `messages`."""
         if session_id is None:
             session_id = self.r.hget(keys.job(tenant, job_id), "session_id")
             if session_id is None:
@@ -222,12 +224,13 @@ class TurnStore:
                 keys.job(tenant, job_id), keys.events(tenant, job_id), keys.live_channel(tenant, job_id),
                 keys.lane(tenant, session_id), keys.messages(tenant, session_id), keys.session(tenant, session_id),
                 keys.rq_queue(self.settings.queue_name), keys.rq_job(job_id), keys.inflight(tenant),
+                keys.session_images(tenant, session_id),
             ],
             args=[
                 job_id, status, now_ms(), "" if attempt is None else attempt,
                 json.dumps(result) if result is not None else "", error, error_code,
                 json.dumps(messages or []), json.dumps(events_out), self.retention_ms,
-                Job.redis_job_namespace_prefix, _rq_now(),
+                Job.redis_job_namespace_prefix, _rq_now(), json.dumps(images) if images else "", tokens,
             ],
         )  # fmt: skip
         return bool(ended)

@@ -179,7 +179,7 @@ def _parts(response: ChunkStream, usage: dict[str, Any], calls: list[ToolCall]) 
                 usage.update(chunk["usage"])
             for choice in chunk.get("choices") or ():
                 delta = choice.get("delta") or {}
-                # Servers name streamed reasoning differently: DeepSeek and vLLM `reasoning_content`, others `reasoning`.
+                # Servers name streamed reasoning differently: `reasoning_content` (DeepSeek, vLLM) or `reasoning`.
                 reasoning = delta.get("reasoning_content") or delta.get("reasoning")
                 if isinstance(reasoning, str) and reasoning:
                     yield REASONING, reasoning

@@ -14,9 +14,11 @@ import json
 import logging
 from typing import Any
 
-from parley.shared import events
+from parley.shared import events, memory
+from parley.shared import images as session_images
 from parley.shared.clock import now_ms
 from parley.shared.sessions import message_json
+from parley.shared.tokens import count_message
 from parley.shared.tools import ToolContext, load_registry
 
 from .cancel_watch import CancelWatch
@@ -26,8 +28,11 @@ from .loop import AgentLoop, Outcome, Stopped
 from .providers import ModelError
 from .runtime import runtime
 from .structured import InvalidAnswer
+from .summary import maybe_schedule_summary
 
 log = logging.getLogger("parley.worker.turn")
+
+SUMMARY_INTRO = "Summary of the earlier conversation (its older messages are not shown):\n"
 
 
 def run_turn(tenant: str, job_id: str) -> str:
@@ -40,16 +45,18 @@ def run_turn(tenant: str, job_id: str) -> str:
     agent = rt.agents.get_by_id(tenant, record["agent_id"])
     if agent is None:
         return _fail(tenant, job_id, attempt, "the session's agent no longer exists", "agent_missing")
+    model = agent.get("model") or rt.settings.default_model
+    images = json.loads(record.get("images") or "[]")
     if "history" in record:  # a turn that brought its own conversation (no session memory)
         history = json.loads(record["history"])
+        exchanges = exchanges_so_far(history)
     else:
-        history = rt.sessions.history(tenant, record["session_id"])
+        history, exchanges = _remembered(tenant, record, agent, model, images)
 
-    if agent.get("max_turns") and exchanges_so_far(history) >= agent["max_turns"]:
+    if agent.get("max_turns") and exchanges >= agent["max_turns"]:
         if not rt.turns.emit(tenant, job_id, attempt, [events.encode("delta", content=CLOSING_MESSAGE)]):
             return "stopped"
-        return _commit(tenant, job_id, attempt, agent, record, Outcome(answer=CLOSING_MESSAGE))
-    images = json.loads(record.get("images") or "[]")
+        return _commit(tenant, job_id, attempt, agent, record, Outcome(answer=CLOSING_MESSAGE), model)
     messages = build_messages(agent, history, record["message"], images)
     try:
         outcome = _run_loop(tenant, job_id, attempt, agent, record["session_id"], messages)
@@ -62,7 +69,28 @@ def run_turn(tenant: str, job_id: str) -> str:
     if outcome is None:
         log.info("turn %s attempt %s stopped: canceled or superseded", job_id, attempt)
         return "stopped"
-    return _commit(tenant, job_id, attempt, agent, record, outcome)
+    return _commit(tenant, job_id, attempt, agent, record, outcome, model)
+
+
+def _remembered(tenant: str, record: dict[str, str], agent: dict[str, Any], model: str,
+                images: list[str]) -> tuple[list[dict[str, Any]], int]:  # fmt: skip
+    """What the session remembers that fits the agent's context budget (shared/memory.py): the
+    first message, the rolling summary, the newest whole turns, their images resolved in one
+    read; and how many exchanges the session has had. Reads O(window), never the whole history."""
+    rt = runtime()
+    r, session_id = rt.clients.text, record["session_id"]
+    new_message = {"role": "user", "content": record["message"], "images": images}
+    budget = memory.history_budget(agent, rt.settings.context_tokens, model) - count_message(new_message, model)
+    window = memory.read_window(r, tenant, session_id, budget_tokens=max(budget, 0), model=model)
+    history = [window.first] if window.first else []
+    if window.summary:
+        history.append({"role": "system", "content": SUMMARY_INTRO + window.summary})
+    history.extend(window.messages)
+    found = session_images.lookup(r, tenant, session_id, [ref for m in history for ref in m.get("images") or ()])
+    for message in history:
+        if message.get("images"):
+            message["images"] = session_images.with_uris(message["images"], found)
+    return history, window.exchanges
 
 
 def _run_loop(tenant: str, job_id: str, attempt: int, agent: dict[str, Any], session_id: str,
@@ -98,7 +126,9 @@ def _run_loop(tenant: str, job_id: str, attempt: int, agent: dict[str, Any], ses
 
 
 def _commit(tenant: str, job_id: str, attempt: int, agent: dict[str, Any], record: dict[str, str],
-            outcome: Outcome) -> str:  # fmt: skip
+            outcome: Outcome, model: str) -> str:  # fmt: skip
+    """Commit the turn (user message, tool steps, answer, images, token counts) and end it; then,
+    for a session, schedule a rolling summary when its history nears the budget."""
     rt = runtime()
     session_id = record["session_id"]
     now = now_ms()
@@ -109,16 +139,22 @@ def _commit(tenant: str, job_id: str, attempt: int, agent: dict[str, Any], recor
                                 "usage": usage}  # fmt: skip
     if outcome.structured is not None:
         result["structured"] = response["structured"] = outcome.structured
-    images = json.loads(record.get("images") or "[]")
-    messages = [
-        message_json("user", record["message"], job_id=job_id, created_at=int(record["enqueued_at"]), images=images),
-        *(message_json(job_id=job_id, created_at=now, **step) for step in outcome.transcript),
-        message_json("assistant", outcome.answer, job_id=job_id, created_at=now),
+    uris = json.loads(record.get("images") or "[]")
+    refs = [session_images.image_ref(uri) for uri in uris]
+    stored = [
+        {"role": "user", "content": record["message"], "created_at": int(record["enqueued_at"]), "images": refs},
+        *({**step, "created_at": now} for step in outcome.transcript),
+        {"role": "assistant", "content": outcome.answer, "created_at": now},
     ]
+    tokens = [count_message(message, model) for message in stored]
+    messages = [message_json(job_id=job_id, tokens=n, **message) for message, n in zip(stored, tokens, strict=True)]
     done = rt.turns.finish(
         tenant, job_id, status="finished", attempt=attempt, result=result, messages=messages, session_id=session_id,
+        images=dict(zip(refs, uris, strict=True)), tokens=sum(tokens),
         events_out=[events.encode("response", **response), events.encode("done")],
     )  # fmt: skip
+    if done and "history" not in record:
+        maybe_schedule_summary(rt, tenant, session_id, agent)
     return "finished" if done else "stopped"
 
 

@@ -15,7 +15,7 @@ from parley.shared import keys, memory
 from parley.shared.sessions import message_json
 from parley.shared.stores import Stores
 from parley.worker import summary as summary_job
-from parley.worker.providers import ModelError, ModelStream
+from parley.worker.providers import TEXT, ModelError, ModelStream
 
 MODEL = "test-model"  # no tiktoken encoding: the estimate, bytes / 4
 TENANT, SESSION = "acme", "s1"
@@ -214,7 +214,7 @@ class FakeProvider:
         answer = self.answers.pop(0)
         if isinstance(answer, Exception):
             raise answer
-        yield ModelStream(iter([answer[: len(answer) // 2], answer[len(answer) // 2 :]]))
+        yield ModelStream(iter([(TEXT, answer[: len(answer) // 2]), (TEXT, answer[len(answer) // 2 :])]))
 
 
 @pytest.fixture

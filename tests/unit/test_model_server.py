@@ -239,6 +239,7 @@ def test_openai_provider_puts_streamed_calls_together(base_url: str, control: ht
         parts = list(stream.parts())
     assert "".join(p for kind, p in parts if kind == REASONING) == "hmm"
     assert "".join(p for kind, p in parts if kind == TEXT) == "Checking."
-    assert [(c.id, c.name, c.arguments) for c in stream.tool_calls] == [("call_0", "calculator", '{"expression": "6*7"}')]
+    calls = [(c.id, c.name, c.arguments) for c in stream.tool_calls]
+    assert calls == [("call_0", "calculator", '{"expression": "6*7"}')]
     sent = control.get("/_control/requests").json()[-1]["body"]
     assert sent["tools"] == tools
