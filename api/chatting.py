@@ -11,7 +11,16 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from parley.shared import images
-from parley.shared.errors import Conflict, InvalidInput, ModelFailed, NotFound, NotReady, TimedOut, TooLarge
+from parley.shared.errors import (
+    Conflict,
+    InvalidAnswer,
+    InvalidInput,
+    ModelFailed,
+    NotFound,
+    NotReady,
+    TimedOut,
+    TooLarge,
+)
 from parley.shared.models import ChatRequest, ChatResponse
 from parley.shared.turns import Accepted
 
@@ -104,4 +113,6 @@ async def wait_for_result(rt: WebRuntime, tenant: str, accepted: Accepted) -> Ch
         raise Conflict("the turn was canceled", job_id=accepted.job_id)
     if error.get("code") == "model_timeout":
         raise TimedOut(message, job_id=accepted.job_id)
+    if error.get("code") == "invalid_answer":
+        raise InvalidAnswer(message, job_id=accepted.job_id)
     raise ModelFailed(message, job_id=accepted.job_id)

@@ -47,6 +47,12 @@ class ModelFailed(ParleyError):
     status, code = 502, "model_failed"
 
 
+class InvalidAnswer(ModelFailed):
+    """The model answered, twice, in a way that does not fit the agent's response shape."""
+
+    code = "invalid_answer"
+
+
 class NotReady(ParleyError):
     status, code = 503, "not_ready"
 

@@ -12,7 +12,6 @@ AGENT = {
     "context": "You are a chef.",
     "first_message": "Hello, I am your chef.",
     "instructions": "Keep it short.",
-    "response_shape": {"answer": "string"},
 }
 
 

@@ -172,6 +172,7 @@ def test_structured_answer_parsed_and_exposed(stack) -> None:
         body = http.post("/api/v1/chat", json={"message": "dinner?", "session_id": "j"}).json()
         assert body["structured"] == answer and json.loads(body["response"]) == answer
         sent = model_requests(stack)[-1]["body"]
+        assert sent["messages"][1]["content"].endswith("without deviation: " + json.dumps(SCHEMA))
         assert sent["response_format"] == {"type": "json_schema", "json_schema": {"name": "response", "schema": SCHEMA}}
         events = collect(http, "GET", f"/api/v1/jobs/{body['job_id']}/events")
         response = next(e.data for e in events if e.type == "response")
@@ -203,7 +204,7 @@ def test_structured_answer_bad_twice_fails_and_commits_nothing(stack) -> None:
     with client(stack.web_url, stack.api_key) as http:
         create_agent(http, response_shape=SCHEMA)
         response = http.post("/api/v1/chat", json={"message": "hm?", "session_id": "b"})
-        assert response.status_code == 502
+        assert response.status_code == 502 and response.json()["error"]["code"] == "invalid_answer"
         assert "response shape" in response.json()["error"]["message"]
         job = wait_job(http, response.json()["error"]["job_id"])
         assert job["status"] == "failed" and "intent" in job["error"]

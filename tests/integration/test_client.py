@@ -30,7 +30,6 @@ AGENT: dict[str, Any] = {
     "context": "You are a chef.",
     "first_message": "Hello, I am your chef.",
     "instructions": "Keep it short.",
-    "response_shape": {"answer": "string"},
 }
 STORY = "tell me a long story about the sea"  # nine words: nine deltas
 

@@ -226,15 +226,16 @@ def test_seed_article_routes(stack) -> None:
                 "conversations"} <= set(agent)  # fmt: skip
         conversation = anonymous.post("/agents/create-conversation", json={"agent_id": agent["id"]}).json()
         assert conversation["agent_id"] == agent["id"] and conversation["id"] and conversation["timestamp"]
+        stack.model_server.control("script", {"reply": '{"answer": "hey you"}'})  # the shape asks for JSON
         reply = anonymous.post("/agents/chat-agent", json={"conversation_id": conversation["id"], "message": "hey"})
-        assert reply.json() == {"conversation_id": conversation["id"], "response": "echo: hey"}
+        assert reply.json() == {"conversation_id": conversation["id"], "response": '{"answer": "hey you"}'}
         missing = anonymous.post("/agents/chat-agent", json={"conversation_id": "nope", "message": "hey"})
         assert missing.status_code == 404
         assert [a["id"] for a in anonymous.get("/agents/get-agents").json()] == [agent["id"]]
         listed = anonymous.get("/agents/get-conversations", params={"agent_id": agent["id"]}).json()
         assert [c["id"] for c in listed] == [conversation["id"]]
         exchanges = anonymous.get("/agents/get-messages", params={"conversation_id": conversation["id"]}).json()
-        assert [(e["user_message"], e["agent_message"]) for e in exchanges] == [("hey", "echo: hey")]
+        assert [(e["user_message"], e["agent_message"]) for e in exchanges] == [("hey", '{"answer": "hey you"}')]
         # The same data through /api/v1, as tenant alice.
         assert messages(alice, conversation["id"])[0]["content"] == "Hi, chef here"
         events = collect(alice, "GET", f"/api/v1/jobs/{exchanges[0]['id']}/events")
