@@ -22,6 +22,7 @@ import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import redis
@@ -81,11 +82,17 @@ def context_budget(agent: dict[str, Any], default_tokens: int) -> int:
 
 
 def system_tokens(agent: dict[str, Any], model: str) -> int:
-    """What the agent's system prompt takes of the budget: context, instructions, response shape."""
+    """What the agent's system prompt takes of the budget: context, instructions, response shape
+    (and the sentence that asks for it). Cached: a turn and its summary check ask for it again."""
     shape = agent.get("response_shape")
     shape_text = shape if isinstance(shape, str) else json.dumps(shape) if shape else ""
-    text_tokens = sum(count_text(agent.get(name) or "", model) for name in ("context", "instructions"))
-    return text_tokens + count_text(shape_text, model) + 2 * MESSAGE_OVERHEAD_TOKENS + (30 if shape_text else 0)
+    return _system_tokens(agent.get("context") or "", agent.get("instructions") or "", shape_text, model)
+
+
+@lru_cache(maxsize=256)
+def _system_tokens(context: str, instructions: str, shape_text: str, model: str) -> int:
+    texts = count_text(context, model) + count_text(instructions, model) + count_text(shape_text, model)
+    return texts + 2 * MESSAGE_OVERHEAD_TOKENS + (30 if shape_text else 0)
 
 
 def history_budget(agent: dict[str, Any], default_tokens: int, model: str) -> int:

@@ -122,10 +122,10 @@ class SessionStore:
             raise NotFound(f"session {session_id!r} not found")
         with self.r.pipeline() as pipe:
             pipe.delete(keys.session(tenant, session_id), keys.messages(tenant, session_id),
-                        keys.session_images(tenant, session_id), keys.summary_lock(tenant, session_id),
                         keys.notes(tenant, session_id))
             pipe.zrem(keys.sessions(tenant), session_id)
             pipe.zrem(keys.agent_sessions(tenant, agent_id), session_id)
+            pipe.delete(keys.session_images(tenant, session_id), keys.summary_lock(tenant, session_id))
             pipe.execute()
 
     def messages(self, tenant: str, session_id: str, *, limit: int, before: str | None) -> list[MessagePublic]:

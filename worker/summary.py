@@ -73,7 +73,7 @@ def maybe_schedule_summary(rt: Runtime, tenant: str, session_id: str, agent: dic
             raise
         log.info("session %s/%s: rolling summary %s queued", tenant, session_id, token)
         return True
-    except redis.RedisError:
+    except Exception:  # whatever it is, the turn that called this has committed: log it, go on
         log.warning("session %s/%s: could not schedule a summary", tenant, session_id, exc_info=True)
         return False
 

@@ -7,7 +7,8 @@ import base64
 
 import pytest
 
-from parley.shared import keys
+from parley.shared import images, keys
+from parley.shared.sessions import message_json
 from tests.integration.helpers import client, create_agent
 
 MAX_IMAGE_BYTES = 1000
@@ -33,7 +34,7 @@ def _everything(stack) -> dict[str, str]:
 
 @pytest.mark.parametrize("route", ["/api/v1/chat", "/api/v1/chat/stream", "/api/v1/chat/jobs"])
 @pytest.mark.parametrize(
-    ("images", "status", "code"),
+    ("sent", "status", "code"),
     [
         ([BIG_PNG], 413, "too_large"),
         ([REAL_PNG, BIG_PNG], 413, "too_large"),
@@ -42,12 +43,12 @@ def _everything(stack) -> dict[str, str]:
     ],
     ids=["oversized", "second-oversized", "jpeg-declared-png", "text-declared-gif"],
 )
-def test_bad_images_are_refused_before_anything_is_queued(stack, route, images, status, code) -> None:
+def test_bad_images_are_refused_before_anything_is_queued(stack, route, sent, status, code) -> None:
     stack.start_web(env={"PARLEY_MAX_IMAGE_BYTES": str(MAX_IMAGE_BYTES)})
     with client(stack.web_url, stack.api_key) as http:
         create_agent(http)
         before = _everything(stack)
-        response = http.post(route, json={"message": "look", "session_id": "s1", "images": images})
+        response = http.post(route, json={"message": "look", "session_id": "s1", "images": sent})
         assert response.status_code == status, response.text
         assert response.json()["error"]["code"] == code
         assert "images[" in response.json()["error"]["message"]
@@ -62,3 +63,20 @@ def test_a_real_image_within_the_limit_is_accepted(stack) -> None:
         create_agent(http)
         response = http.post("/api/v1/chat/jobs", json={"message": "look", "session_id": "s1", "images": [REAL_PNG]})
         assert response.status_code == 202, response.text
+
+
+def test_messages_show_stored_refs_as_data_uris(stack) -> None:
+    """A committed message holds refs (as the worker stores it); the API shows the images themselves."""
+    stack.start_web()
+    with client(stack.web_url, stack.api_key) as http:
+        create_agent(http)
+        assert http.post("/api/v1/sessions", json={"agent": "Chef", "session_id": "s1"}).status_code == 201
+        r = stack.redis()
+        refs = images.store(r, "alice", "s1", [REAL_PNG, REAL_PNG])
+        r.rpush(keys.messages("alice", "s1"), message_json("user", "look", job_id="job_1", created_at=1, images=refs),
+                message_json("assistant", "a picture", job_id="job_1", created_at=2))  # fmt: skip
+        assert r.hlen(keys.session_images("alice", "s1")) == 1
+        shown = http.get("/api/v1/sessions/s1/messages").json()["data"]
+        assert shown[1]["images"] == [REAL_PNG, REAL_PNG] and "images" not in shown[2]
+        assert http.delete("/api/v1/sessions/s1").status_code == 204
+        assert not r.exists(keys.session_images("alice", "s1"))
