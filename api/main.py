@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 from parley.shared.settings import Settings, get_settings
 
 from . import errors
+from .metrics import Reporter
 from .middleware import BodyLimitAndMetrics
 from .routes import agents, chat, compat, jobs, openai_compat, ops, sessions
 from .runtime import WebRuntime
@@ -46,8 +47,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.rt = rt
         _load_file_agents(rt)
         await rt.hub.start()
+        reporter = Reporter(rt)
+        await reporter.start()
         on_stop_signal(rt.hub.drain)
         yield
+        await reporter.stop()
         await rt.hub.stop()
 
     app = FastAPI(title="Parley", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)

@@ -8,12 +8,13 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import metrics
+from parley.shared import telemetry
+
 from .errors import error_body
 
 
 class BodyLimitAndMetrics:
-    """Refuse bodies over `max_body_bytes` (413) and count every answer by route and status."""
+    """Refuse bodies over `max_body_bytes` (413) and count every answer by route and status (telemetry)."""
 
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self.app = app
@@ -35,8 +36,7 @@ class BodyLimitAndMetrics:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 route = getattr(scope.get("route"), "path", "unmatched")
-                metrics.HTTP_LATENCY.labels(scope["method"], route).observe(time.perf_counter() - started)
-                metrics.HTTP_REQUESTS.labels(scope["method"], route, str(message["status"])).inc()
+                telemetry.http_request(scope["method"], route, message["status"], time.perf_counter() - started)
             await send(message)
 
         await self.app(scope, receive, send_and_measure)

@@ -19,6 +19,8 @@ session id, `{j}` a job id. Tenant names never contain `:` nor start with `_` (s
 | `parley:idem:{t}:{sha256(key)}` | string | Idempotency-Key -> `<job id> <request hash>` |
 | `parley:inflight:{t}` | string | the tenant's accepted, unfinished turns (a counter) |
 | `parley:rate:{t}:{sha256(api key)}` | string | turns accepted for one API key in the current window |
+| `parley:metric:{name}` | hash | a deployment-wide counter or histogram: labels (and bucket) -> count |
+| `parley:web-streams` | hash | web process id -> `"<open SSE streams> <expiry ms>"`, summed at scrape |
 
 File agents (`PARLEY_AGENTS_FILE`) live under the reserved tenant `FILE_SCOPE`.
 RQ's own keys (`rq:job:{j}`, `rq:queue:{name}`) are named by RQ; we take them from RQ's classes.
@@ -103,3 +105,13 @@ def rq_queue(queue_name: str) -> str:
     from rq.queue import Queue
 
     return f"{Queue.redis_queue_namespace_prefix}{queue_name}"
+
+
+def metric(name: str) -> str:
+    """A deployment-wide counter or histogram (shared/telemetry.py has the field format)."""
+    return f"{PREFIX}:metric:{name}"
+
+
+def web_streams() -> str:
+    """Each web process's count of open SSE streams, with the time it stops counting."""
+    return f"{PREFIX}:web-streams"

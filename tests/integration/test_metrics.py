@@ -1,0 +1,117 @@
+"""`/metrics` shows the whole deployment: values only a worker can know (queue wait, turn outcomes,
+time to first token, tokens, model errors) and values each web knows (HTTP requests, open
+streams), read through prometheus_client's own parser from a web that did not serve the turns.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.helpers import client, create_agent, wait_job
+
+MODEL = "test-model"
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of `url`'s /metrics as {(sample name, sorted labels): value}."""
+    response = httpx.get(url + "/metrics", timeout=10)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def eventually(read: Callable[[], Any], expected: Any, timeout: float = 10.0) -> None:
+    """Wait until `read()` equals `expected` (webs report their own share once a second)."""
+    deadline = time.monotonic() + timeout
+    while (got := read()) != expected:
+        assert time.monotonic() < deadline, f"expected {expected!r}, still {got!r}"
+        time.sleep(0.1)
+
+
+def test_metrics_of_web_and_worker_reach_every_web(stack) -> None:
+    stack.start_web(2)
+    first, second = stack.web_urls
+    with client(first, stack.api_key) as http:
+        create_agent(http, model=MODEL)
+
+        # No worker yet: the turn waits in the queue, and the queue gauges say so.
+        waiting = http.post("/api/v1/chat/jobs", json={"message": "queued", "session_id": "q"}).json()
+        time.sleep(1.2)
+        before = scrape(second)
+        assert value(before, "parley_redis_up") == 1
+        assert value(before, "parley_queue_depth") == 1
+        assert 1.0 <= value(before, "parley_queue_oldest_job_age_seconds") < 30
+        assert value(before, "parley_jobs_total", outcome="finished") == 0
+
+        stack.start_workers(env={"PARLEY_MODEL_MAX_RETRIES": "0"})
+        assert wait_job(http, waiting["job_id"])["status"] == "finished"
+        answers = [http.post("/api/v1/chat", json={"message": f"turn {n}", "session_id": "m"}) for n in range(3)]
+        assert [answer.status_code for answer in answers] == [200, 200, 200]
+        stack.model_server.control("script", [{"status": 500}])
+        failed = http.post("/api/v1/chat", json={"message": "boom", "session_id": "m"})
+        assert failed.status_code == 502
+
+    after = scrape(second)  # the web that served none of the turns
+    assert value(after, "parley_queue_depth") == 0
+    assert value(after, "parley_queue_oldest_job_age_seconds") == 0
+    assert value(after, "parley_jobs_total", outcome="finished") == 4
+    assert value(after, "parley_jobs_total", outcome="failed") == 1
+    assert value(after, "parley_turn_seconds_count", outcome="finished") == 4
+    assert value(after, "parley_turn_seconds_count", outcome="failed") == 1
+    # Queue wait: every first start, the one that waited a second or more among them.
+    assert value(after, "parley_queue_wait_seconds_count") == 5
+    assert value(after, "parley_queue_wait_seconds_bucket", le="0.5") <= 4
+    assert value(after, "parley_queue_wait_seconds_sum") >= 1.0
+    assert value(after, "parley_queue_wait_seconds_bucket", le="+Inf") == 5
+    assert value(after, "parley_turn_seconds_sum", outcome="finished") >= value(after, "parley_queue_wait_seconds_sum")
+
+    # The web's own counts: web 1 served the chats; web 2 sees them once web 1 has reported (<= 1 s).
+    eventually(lambda: value(scrape(second), "parley_http_requests_total", method="POST", route="/api/v1/chat",
+                             status="200"), 3)  # fmt: skip
+    eventually(lambda: value(scrape(second), "parley_http_requests_total", method="POST", route="/api/v1/chat",
+                             status="502"), 1)  # fmt: skip
+    assert value(scrape(second), "parley_http_request_seconds_count", method="POST", route="/api/v1/chat") == 4
+
+
+def test_active_streams_are_summed_over_webs(stack) -> None:
+    stack.start_web(2)
+    stack.start_workers()
+    first, second = stack.web_urls
+    stack.model_server.control("script", [{"hang": True}])
+    with client(first, stack.api_key) as http:
+        create_agent(http)
+        assert value(scrape(second), "parley_active_streams") == 0
+        with http.stream("POST", "/api/v1/chat/stream", json={"message": "wait", "session_id": "s"}) as response:
+            assert response.status_code == 200
+            job_id = response.headers["X-Parley-Job"]
+            eventually(lambda: value(scrape(second), "parley_active_streams"), 1)
+            assert value(scrape(first), "parley_active_streams") == 1
+            assert http.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 202
+            for _ in response.iter_lines():  # the stream ends with the cancel's `done`
+                pass
+        eventually(lambda: value(scrape(second), "parley_active_streams"), 0)
+        assert value(scrape(second), "parley_jobs_total", outcome="canceled") == 1
+
+
+def test_metrics_without_redis_say_so(stack) -> None:
+    stack.start_web()
+    stack.redis_server.stop()
+    try:
+        samples = scrape(stack.web_url)
+        assert value(samples, "parley_redis_up") == 0
+        assert ("parley_jobs_total", (("outcome", "finished"),)) not in samples
+    finally:
+        stack.redis_server.start()
