@@ -5,6 +5,7 @@ streams), read through prometheus_client's own parser from a web that did not se
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -115,3 +116,31 @@ def test_metrics_without_redis_say_so(stack) -> None:
         assert ("parley_jobs_total", (("outcome", "finished"),)) not in samples
     finally:
         stack.redis_server.start()
+
+
+def json_log(proc: Any) -> list[dict[str, Any]]:
+    """A process's log lines as JSON objects (the harness's own `=== harness:` lines aside);
+    a line that is not one JSON object fails the test."""
+    lines = [line for line in proc.read_log().splitlines() if line and not line.startswith("=== harness:")]
+    return [json.loads(line) for line in lines]
+
+
+def test_json_logs_carry_the_request_tenant_session_and_job(stack) -> None:
+    env = {"PARLEY_LOG_FORMAT": "json"}
+    [web] = stack.start_web(env=env)
+    stack.start_workers(env=env)
+    with client(stack.web_url, stack.api_key) as http:
+        create_agent(http)
+        answer = http.post("/api/v1/chat", json={"message": "log me", "session_id": "logged"},
+                           headers={"X-Request-ID": "req-42"})  # fmt: skip
+        assert answer.status_code == 200 and answer.headers["X-Request-ID"] == "req-42"
+        job_id = answer.json()["job_id"]
+    deadline = time.monotonic() + 10
+    while not [line for line in json_log(web) if line.get("request_id") == "req-42"]:
+        assert time.monotonic() < deadline, "no log line of the request"
+        time.sleep(0.1)
+    web_lines = json_log(web)
+    assert all({"ts", "level", "logger", "msg"} <= set(line) for line in web_lines)
+    [access] = [line for line in web_lines if line.get("request_id") == "req-42"]  # uvicorn's access line
+    assert access["logger"] == "uvicorn.access" and "/api/v1/chat" in access["msg"]
+    assert (access["tenant"], access["session_id"], access["job_id"]) == ("alice", "logged", job_id)
