@@ -10,7 +10,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from parley.shared import images
+from parley.shared import images, logs
 from parley.shared.errors import (
     Conflict,
     InvalidAnswer,
@@ -80,7 +80,9 @@ async def accept(rt: WebRuntime, tenant: str, body: ChatRequest, idempotency_key
     """Queue a turn (see TurnStore.accept); `history` makes it a turn that brings its conversation."""
     if idempotency_key is not None and not (0 < len(idempotency_key) <= 255):
         raise InvalidInput("Idempotency-Key must be 1 to 255 characters", field="Idempotency-Key")
-    return await run_in_threadpool(_accept, rt, tenant, body, idempotency_key, api_key, history)
+    accepted = await run_in_threadpool(_accept, rt, tenant, body, idempotency_key, api_key, history)
+    logs.bind(session_id=accepted.session_id, job_id=accepted.job_id)
+    return accepted
 
 
 async def wait_for_result(rt: WebRuntime, tenant: str, accepted: Accepted) -> ChatResponse:

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from parley.shared import logs
 from parley.shared.errors import Unauthorized
 
 from .runtime import WebRuntime
@@ -35,7 +36,9 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
 async def get_tenant(rt: Runtime, credentials: Credentials) -> str:
-    return tenant_for_key(rt, credentials.credentials if credentials else None)
+    tenant = tenant_for_key(rt, credentials.credentials if credentials else None)
+    logs.bind(tenant=tenant)  # async dependency: runs in the request's task, so the route's logs carry it
+    return tenant
 
 
 Tenant = Annotated[str, Depends(get_tenant)]
@@ -44,8 +47,11 @@ Tenant = Annotated[str, Depends(get_tenant)]
 async def get_compat_tenant(rt: Runtime, credentials: Credentials) -> str:
     """The seed-article routes: keyless as PARLEY_COMPAT_TENANT when set, else like /api/v1."""
     if rt.settings.compat_tenant and credentials is None:
-        return rt.settings.compat_tenant
-    return tenant_for_key(rt, credentials.credentials if credentials else None)
+        tenant = rt.settings.compat_tenant
+    else:
+        tenant = tenant_for_key(rt, credentials.credentials if credentials else None)
+    logs.bind(tenant=tenant)
+    return tenant
 
 
 CompatTenant = Annotated[str, Depends(get_compat_tenant)]

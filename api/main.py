@@ -10,10 +10,12 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from redis.exceptions import RedisError
 
+from parley.shared.logs import configure_logging
 from parley.shared.settings import Settings, get_settings
 
 from . import errors
-from .middleware import BodyLimitAndMetrics
+from .metrics import Reporter
+from .middleware import BodyLimitAndMetrics, RequestContext
 from .routes import agents, chat, compat, jobs, openai_compat, ops, sessions, tools
 from .runtime import WebRuntime
 from .shutdown import on_stop_signal
@@ -38,7 +40,7 @@ def _load_file_agents(rt: WebRuntime) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -46,20 +48,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.rt = rt
         _load_file_agents(rt)
         await rt.hub.start()
+        reporter = Reporter(rt)
+        await reporter.start()
         on_stop_signal(rt.hub.drain)
         yield
+        await reporter.stop()
         await rt.hub.stop()
 
     app = FastAPI(title="Parley", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     errors.install(app)
 
     app.add_middleware(BodyLimitAndMetrics, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContext)
     origins = [origin.strip() for origin in settings.cors_origins.split(",") if origin.strip()]
     if origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
-            expose_headers=["Retry-After"], max_age=600,
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID", "X-Request-ID"],
+            expose_headers=["Retry-After", "X-Request-ID"], max_age=600,
         )  # fmt: skip
 
     for module in (ops, agents, sessions, chat, jobs, compat, openai_compat, tools):

@@ -20,10 +20,10 @@ session id, `{j}` a job id. Tenant names never contain `:` nor start with `_` (s
 | `parley:inflight:{t}` | string | the tenant's accepted, unfinished turns (a counter) |
 | `parley:rate:{t}:{sha256(api key)}` | string | turns accepted for one API key in the current window |
 | `parley:notes:{t}:{s}` | list | notes the agent keeps in the session (`remember` tool), oldest first |
-
-
 | `parley:images:{t}:{s}` | hash | the session's images: `img_<sha256>` ref -> data URI, each stored once |
 | `parley:summary-lock:{t}:{s}` | string | id of the session's running rolling-summary job (one at a time; expires) |
+| `parley:metric:{name}` | hash | a deployment-wide counter or histogram: labels (and bucket) -> count |
+| `parley:web-streams` | hash | web process id -> `"<open SSE streams> <expiry ms>"`, summed at scrape |
 
 File agents (`PARLEY_AGENTS_FILE`) live under the reserved tenant `FILE_SCOPE`.
 RQ's own keys (`rq:job:{j}`, `rq:queue:{name}`) are named by RQ; we take them from RQ's classes.
@@ -123,3 +123,13 @@ def session_images(tenant: str, session_id: str) -> str:
 def summary_lock(tenant: str, session_id: str) -> str:
     """Held by the session's queued or running rolling-summary job, so only one runs at a time."""
     return f"{PREFIX}:summary-lock:{tenant}:{session_id}"
+
+
+def metric(name: str) -> str:
+    """A deployment-wide counter or histogram (shared/telemetry.py has the field format)."""
+    return f"{PREFIX}:metric:{name}"
+
+
+def web_streams() -> str:
+    """Each web process's count of open SSE streams, with the time it stops counting."""
+    return f"{PREFIX}:web-streams"

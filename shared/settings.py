@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", alias="PARLEY_LOG_LEVEL")
     rq_log_level: str = Field("WARNING", alias="PARLEY_RQ_LOG_LEVEL")
     """RQ's own log level in workers (INFO logs every job and every maintenance pass)."""
+    log_format: Literal["text", "json"] = Field("text", alias="PARLEY_LOG_FORMAT")
+    """`json`: every log line is one JSON object with ts, level, logger, msg and the request/tenant/session/job ids."""
 
     @field_validator("redis_url")
     @classmethod

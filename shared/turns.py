@@ -18,7 +18,7 @@ from rq import Callback, Queue, Retry
 from rq.job import Job, JobStatus
 from rq.utils import utcformat
 
-from . import events, keys, scripts
+from . import events, keys, scripts, telemetry
 from .clock import iso, now_ms
 from .errors import Conflict, TooManyRequests
 from .models import FINAL_STATUSES, ChatResponse, JobPublic
@@ -59,9 +59,10 @@ class TurnStore:
         self.settings = settings
         self.queue = Queue(settings.queue_name, connection=clients.raw)
         self._accept = self.r.register_script(scripts.ACCEPT_TURN)
-        self._start = self.r.register_script(scripts.START_TURN)
+        # Start and finish also record telemetry in the same step (telemetry.py says how).
+        self._start = self.r.register_script(telemetry.recording_start(scripts.START_TURN))
         self._emit = self.r.register_script(scripts.EMIT_TURN_EVENT)
-        self._finish = self.r.register_script(scripts.FINISH_TURN)
+        self._finish = self.r.register_script(telemetry.recording_finish(scripts.FINISH_TURN))
 
     @property
     def retention_ms(self) -> int:
@@ -185,10 +186,12 @@ class TurnStore:
 
     def start(self, tenant: str, job_id: str) -> tuple[str, int, dict[str, str]]:
         """('started', attempt, job record) when this worker may run the turn, else ('final'|'missing', 0, {})."""
+        job_key = keys.job(tenant, job_id)
         state, attempt, *rest = self._start(
-            keys=[keys.job(tenant, job_id), keys.events(tenant, job_id), keys.live_channel(tenant, job_id)],
-            args=[now_ms(), self.retention_ms],
-        )
+            keys=[job_key, keys.events(tenant, job_id), keys.live_channel(tenant, job_id),
+                  job_key, *telemetry.script_keys()],
+            args=[now_ms(), self.retention_ms, telemetry.script_arg(telemetry.PENDING.take())],
+        )  # fmt: skip
         flat = rest[0] if rest else []
         return state, int(attempt), dict(zip(flat[::2], flat[1::2], strict=True))
 
@@ -204,7 +207,8 @@ class TurnStore:
         with self.r.pipeline(transaction=False) as pipe:
             for payload in payloads:
                 self._emit(keys=job_keys, args=[attempt, payload, self.retention_ms], client=pipe)
-            event_ids = pipe.execute()
+            telemetry.write(pipe, telemetry.PENDING.take())  # rides along: no round trip of its own
+            event_ids = pipe.execute()[: len(payloads)]
         return all(event_ids)
 
     def finish(self, tenant: str, job_id: str, *, status: str, attempt: int | None, events_out: list[str],
@@ -219,18 +223,21 @@ class TurnStore:
             session_id = self.r.hget(keys.job(tenant, job_id), "session_id")
             if session_id is None:
                 return False
+        ended_ms = now_ms()
         ended = self._finish(
             keys=[
                 keys.job(tenant, job_id), keys.events(tenant, job_id), keys.live_channel(tenant, job_id),
                 keys.lane(tenant, session_id), keys.messages(tenant, session_id), keys.session(tenant, session_id),
                 keys.rq_queue(self.settings.queue_name), keys.rq_job(job_id), keys.inflight(tenant),
                 keys.session_images(tenant, session_id),
+                keys.job(tenant, job_id), *telemetry.script_keys(),
             ],
             args=[
-                job_id, status, now_ms(), "" if attempt is None else attempt,
+                job_id, status, ended_ms, "" if attempt is None else attempt,
                 json.dumps(result) if result is not None else "", error, error_code,
                 json.dumps(messages or []), json.dumps(events_out), self.retention_ms,
                 Job.redis_job_namespace_prefix, _rq_now(), json.dumps(images) if images else "", tokens,
+                status, ended_ms, telemetry.script_arg(telemetry.PENDING.take()),
             ],
         )  # fmt: skip
         return bool(ended)

@@ -13,6 +13,7 @@ import time
 
 import redis
 
+from parley.shared.logs import configure_logging
 from parley.shared.settings import get_settings
 
 from .rq_worker import TurnWorker
@@ -23,7 +24,7 @@ log = logging.getLogger("parley.worker")
 
 def main() -> int:
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings)
     rt = runtime()
     TurnWorker.heartbeat_ttl_s = settings.heartbeat_ttl_s
     TurnWorker.drain_grace_s = settings.drain_grace_s

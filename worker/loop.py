@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from parley.shared import events
+from parley.shared import events, telemetry
 from parley.shared.tools import ToolContext, ToolRegistry, ToolResult
 
 from .context import model_message
@@ -72,6 +73,8 @@ class AgentLoop:
         self.current: ModelStream | None = None
         """The model step streaming now, so a cancel from another thread can hang up on it."""
         self.usage: dict[str, int] = {}
+        self.first_text_at: float | None = None
+        """When the first piece of text arrived (time.monotonic), for the time-to-first-token metric."""
 
     def hang_up(self) -> None:
         stream = self.current
@@ -135,6 +138,8 @@ class AgentLoop:
                     if kind == REASONING:
                         self._send(events.encode("thinking", message=piece))
                     else:
+                        if self.first_text_at is None:
+                            self.first_text_at = time.monotonic()
                         pieces.append(piece)
                         self._send(events.encode("delta", content=piece))
             except Stopped:
@@ -161,6 +166,7 @@ class AgentLoop:
         with ThreadPoolExecutor(max_workers=min(len(calls), MAX_PARALLEL_TOOLS), thread_name_prefix="tool") as pool:
             results = list(pool.map(lambda call: self._run_tool(call, allowed), calls))
         for call, result in zip(calls, results, strict=True):
+            telemetry.tool_call(call.name, result.ok)
             self._send(events.encode("tool_result", tool_name=call.name, preview=result.preview, call_id=call.id,
                                      ok=result.ok))  # fmt: skip
         if self.is_stopped():

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
-from parley.shared import events, memory
+from parley.shared import events, logs, memory, telemetry
 from parley.shared import images as session_images
 from parley.shared.clock import now_ms
 from parley.shared.sessions import message_json
@@ -35,13 +36,16 @@ log = logging.getLogger("parley.worker.turn")
 SUMMARY_INTRO = "Summary of the earlier conversation (its older messages are not shown):\n"
 
 
+@logs.turn_context
 def run_turn(tenant: str, job_id: str) -> str:
     """Run one turn; returns how it ended (RQ keeps that as the job's result)."""
     rt = runtime()
     state, attempt, record = rt.turns.start(tenant, job_id)
+    started = time.monotonic()
     if state != "started":
         log.info("turn %s not run: %s", job_id, state)
         return state
+    logs.bind(session_id=record.get("session_id"))
     agent = rt.agents.get_by_id(tenant, record["agent_id"])
     if agent is None:
         return _fail(tenant, job_id, attempt, "the session's agent no longer exists", "agent_missing")
@@ -59,8 +63,9 @@ def run_turn(tenant: str, job_id: str) -> str:
         return _commit(tenant, job_id, attempt, agent, record, Outcome(answer=CLOSING_MESSAGE), model)
     messages = build_messages(agent, history, record["message"], images)
     try:
-        outcome = _run_loop(tenant, job_id, attempt, agent, record["session_id"], messages)
+        outcome = _run_loop(tenant, job_id, attempt, agent, record["session_id"], messages, started)
     except ModelError as error:
+        telemetry.model_error(error.status, error.timed_out)
         code = "model_timeout" if error.timed_out else "model_failed"
         return _fail(tenant, job_id, attempt, str(error), code)
     except InvalidAnswer as error:
@@ -94,7 +99,7 @@ def _remembered(tenant: str, record: dict[str, str], agent: dict[str, Any], mode
 
 
 def _run_loop(tenant: str, job_id: str, attempt: int, agent: dict[str, Any], session_id: str,
-              messages: list[dict[str, Any]]) -> Outcome | None:  # fmt: skip
+              messages: list[dict[str, Any]], started: float) -> Outcome | None:  # fmt: skip
     """The agent loop with its events sent from a side thread and a watch for cancels; None
     when the turn was canceled or superseded meanwhile.
 
@@ -123,6 +128,11 @@ def _run_loop(tenant: str, job_id: str, attempt: int, agent: dict[str, Any], ses
             return loop.run(messages)
         except Stopped:
             return None
+        finally:
+            if loop.first_text_at is not None:
+                telemetry.first_token(loop.first_text_at - started)
+            usage = loop.usage
+            telemetry.tokens(agent["name"], loop.model, usage.get("prompt_tokens"), usage.get("completion_tokens"))
 
 
 def _commit(tenant: str, job_id: str, attempt: int, agent: dict[str, Any], record: dict[str, str],

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from redis.exceptions import RedisError
+from starlette.concurrency import run_in_threadpool
 
 from .. import metrics
 from ..deps import Runtime
@@ -36,7 +37,7 @@ def readyz(rt: Runtime) -> JSONResponse:
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
-def get_metrics(rt: Runtime) -> PlainTextResponse:
-    """Prometheus text format."""
-    body, content_type = metrics.render(rt)
+async def get_metrics(rt: Runtime) -> PlainTextResponse:
+    """Prometheus text format: the whole deployment's metrics (docs/observability.md lists them)."""
+    body, content_type = await run_in_threadpool(metrics.render, rt, rt.hub.stream_count)
     return PlainTextResponse(body, media_type=content_type)

@@ -1,0 +1,291 @@
+"""Deployment-wide metrics, kept in Redis so any `web`'s `/metrics` shows every web and worker.
+
+Why Redis: workers and webs may run on different hosts, so prometheus_client's multiprocess
+mode (a shared directory) cannot add them up. Each counter or histogram is one Redis hash
+(`keys.metric(name)`), one field per label set:
+
+- counter: field `<label values as a JSON array>`, the count;
+- histogram: field `<labels>|<le>` per bucket, counting the observations that fell in that
+  bucket alone (not cumulative: one HINCRBY per observation), `<labels>|+Inf` above the last
+  bound, and `<labels>|sum` (a float) the sum of the observed values.
+
+How deltas reach Redis without a round trip of their own:
+- A turn's life (queue wait, turn time and outcome) is recorded inside the Lua scripts that
+  start and finish the turn (`recording_start` / `recording_finish` wrap them), so it is counted
+  exactly once, in the same atomic step, only when that step really started or ended the turn.
+- Everything else (`first_token`, `tokens`, `model_error`, `tool_call`, `http_request`) goes
+  into this process's buffer; the next write the process makes anyway carries it: the emit
+  pipeline of a turn's events, or the start/finish scripts (as their last ARGV). The web also
+  flushes its buffer every second and at each scrape (api/metrics.py).
+A write that fails loses its deltas; a metric is never worth a failed turn.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from . import keys
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    """Prometheus name; counters are exposed with `_total` appended."""
+    kind: Literal["counter", "histogram"]
+    help: str
+    labels: tuple[str, ...] = ()
+    buckets: tuple[float, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return keys.metric(self.name)
+
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+QUEUE_WAIT = Metric("parley_queue_wait_seconds", "histogram", "Time from a turn's acceptance to its start",
+                    buckets=_LATENCY_BUCKETS)  # fmt: skip
+TURN = Metric("parley_turn_seconds", "histogram", "Time from a turn's acceptance to its end", ("outcome",),
+              buckets=_LATENCY_BUCKETS)  # fmt: skip
+FIRST_TOKEN = Metric("parley_time_to_first_token_seconds", "histogram",
+                     "Time from a turn's start to the model's first answer text", buckets=_LATENCY_BUCKETS)  # fmt: skip
+TOKENS = Metric("parley_tokens", "counter", "Tokens sent to (in) and received from (out) the model, as it counted",
+                ("agent", "model", "direction"))  # fmt: skip
+MODEL_ERRORS = Metric("parley_model_errors", "counter",
+                      "Model calls that failed, by HTTP status (or timeout / connection)", ("status",))  # fmt: skip
+TOOL_CALLS = Metric("parley_tool_calls", "counter", "Tool calls made by agents", ("tool", "outcome"))
+JOBS = Metric("parley_jobs", "counter", "Turns that ended, by outcome", ("outcome",))
+HTTP_REQUESTS = Metric("parley_http_requests", "counter", "HTTP requests answered", ("method", "route", "status"))
+HTTP_SECONDS = Metric("parley_http_request_seconds", "histogram", "Time to answer (to the first byte for streams)",
+                      ("method", "route"), buckets=_LATENCY_BUCKETS[:12])  # fmt: skip
+
+METRICS = (QUEUE_WAIT, TURN, FIRST_TOKEN, TOKENS, MODEL_ERRORS, TOOL_CALLS, JOBS, HTTP_REQUESTS, HTTP_SECONDS)
+"""Every metric kept in Redis; their keys are the last KEYS of the recording scripts, in this order."""
+_INDEX = {metric.name: position for position, metric in enumerate(METRICS, start=1)}
+
+
+def le_text(bound: float) -> str:
+    """A bucket bound as a field suffix and as Prometheus's `le` label (0.5 -> '0.5', 10.0 -> '10')."""
+    return format(bound, "g")
+
+
+def labels_field(values: tuple[str, ...] | list[str]) -> str:
+    return json.dumps([str(value) for value in values], separators=(",", ":"))
+
+
+def bucket_of(metric: Metric, value: float) -> str:
+    for bound in metric.buckets:
+        if value <= bound:
+            return le_text(bound)
+    return "+Inf"
+
+
+# --- the process's buffer -----------------------------------------------------------------
+
+Delta = tuple[str, str, float]
+"""(metric name, hash field, amount)."""
+
+
+class Pending:
+    """Deltas recorded in this process and not yet written, summed per field (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._deltas: dict[tuple[str, str], float] = {}
+
+    def add(self, metric: Metric, field: str, amount: float) -> None:
+        with self._lock:
+            self._deltas[(metric.name, field)] = self._deltas.get((metric.name, field), 0) + amount
+
+    def observe(self, metric: Metric, labels: tuple[str, ...], value: float) -> None:
+        prefix = labels_field(labels)
+        value = max(0.0, value)
+        with self._lock:
+            for field, amount in ((f"{prefix}|{bucket_of(metric, value)}", 1.0), (f"{prefix}|sum", value)):
+                self._deltas[(metric.name, field)] = self._deltas.get((metric.name, field), 0) + amount
+
+    def take(self) -> list[Delta]:
+        """Every pending delta, leaving none."""
+        with self._lock:
+            taken, self._deltas = self._deltas, {}
+        return [(name, field, amount) for (name, field), amount in taken.items()]
+
+    def __bool__(self) -> bool:
+        return bool(self._deltas)
+
+
+PENDING = Pending()
+
+
+# --- recording (both processes) -------------------------------------------------------------
+
+
+def first_token(seconds: float) -> None:
+    """The model's first answer text arrived `seconds` after the turn started."""
+    PENDING.observe(FIRST_TOKEN, (), seconds)
+
+
+def tokens(agent: str, model: str, tokens_in: int | None, tokens_out: int | None) -> None:
+    """Token counts of one model call, as the model reported them (None: not reported)."""
+    for direction, count in (("in", tokens_in), ("out", tokens_out)):
+        if count:
+            PENDING.add(TOKENS, labels_field((agent, model, direction)), int(count))
+
+
+def model_error(status: int | str | None, timed_out: bool = False) -> None:
+    """A model call failed: its HTTP status, else `timeout` or `connection`."""
+    label = str(status) if status is not None else ("timeout" if timed_out else "connection")
+    PENDING.add(MODEL_ERRORS, labels_field((label,)), 1)
+
+
+def tool_call(tool: str, ok: bool) -> None:
+    """One tool call ended (ok: False when it raised or timed out)."""
+    PENDING.add(TOOL_CALLS, labels_field((tool, "ok" if ok else "error")), 1)
+
+
+def http_request(method: str, route: str, status: int, seconds: float) -> None:
+    PENDING.add(HTTP_REQUESTS, labels_field((method, route, str(status))), 1)
+    PENDING.observe(HTTP_SECONDS, (method, route), seconds)
+
+
+# --- writing --------------------------------------------------------------------------------
+
+
+def write(pipe: Any, deltas: list[Delta]) -> None:
+    """Queue the deltas' writes on a pipeline (a histogram's `sum` is a float, the rest count)."""
+    for name, field, amount in deltas:
+        key = METRICS[_INDEX[name] - 1].key
+        if field.endswith("|sum"):
+            pipe.hincrbyfloat(key, field, amount)
+        else:
+            pipe.hincrby(key, field, int(amount))
+
+
+def script_keys() -> list[str]:
+    """The KEYS a recording script takes after its own: every metric's hash, in METRICS order."""
+    return [metric.key for metric in METRICS]
+
+
+def script_arg(deltas: list[Delta]) -> str:
+    """The pending deltas as the recording scripts' last ARGV."""
+    return json.dumps([[_INDEX[name], field, amount if field.endswith("|sum") else int(amount)]
+                       for name, field, amount in deltas])  # fmt: skip
+
+
+def _lua_buckets(metric: Metric) -> str:
+    return "{" + ", ".join(f"{{{bound!r}, '{le_text(bound)}'}}" for bound in metric.buckets) + "}"
+
+
+_LUA_RECORD = f"""
+-- Telemetry (shared/telemetry.py). The step's own script runs first as `step()`, unchanged;
+-- then the deltas in the last ARGV are applied and the step's outcome is recorded.
+-- Extra KEYS after the step's own: the job hash, then the metric hashes in METRICS order.
+-- Extra ARGV after the step's own: the deltas JSON [[metric index, field, amount], ...].
+local metric_base = #KEYS - {len(METRICS)}
+local job_key = KEYS[metric_base]
+local function add(index, field, amount)
+    local key = KEYS[metric_base + index]
+    if string.sub(field, -4) == '|sum' then
+        redis.call('HINCRBYFLOAT', key, field, amount)
+    else
+        redis.call('HINCRBY', key, field, amount)
+    end
+end
+local function observe(index, buckets, labels, seconds)
+    if seconds < 0 then seconds = 0 end
+    local le = '+Inf'
+    for _, bucket in ipairs(buckets) do
+        if seconds <= bucket[1] then le = bucket[2] break end
+    end
+    add(index, labels .. '|' .. le, 1)
+    add(index, labels .. '|sum', seconds)
+end
+for _, delta in ipairs(cjson.decode(ARGV[#ARGV])) do
+    add(delta[1], delta[2], delta[3])
+end
+"""
+
+
+def _wrap(script: str, record: str) -> str:
+    return f"local function step()\n{script}\nend\nlocal result = step()\n{_LUA_RECORD}\n{record}\nreturn result\n"
+
+
+def recording_start(script: str) -> str:
+    """START_TURN that also records the queue wait of a turn's first start."""
+    return _wrap(script, f"""
+if result[1] == 'started' and tonumber(result[2]) == 1 then
+    local times = redis.call('HMGET', job_key, 'enqueued_at', 'started_at')
+    if times[1] and times[2] then
+        observe({_INDEX[QUEUE_WAIT.name]}, {_lua_buckets(QUEUE_WAIT)}, '[]',
+                (tonumber(times[2]) - tonumber(times[1])) / 1000)
+    end
+end
+""")
+
+
+def recording_finish(script: str) -> str:
+    """FINISH_TURN that also counts the turn's outcome and its time since acceptance, when it ended here.
+
+    Its ARGV ends with: final status, now_ms, deltas."""
+    return _wrap(script, f"""
+if result == 1 then
+    local outcome, ended = ARGV[#ARGV - 2], tonumber(ARGV[#ARGV - 1])
+    local labels = '["' .. outcome .. '"]'
+    add({_INDEX[JOBS.name]}, labels, 1)
+    local enqueued = redis.call('HGET', job_key, 'enqueued_at')
+    if enqueued then
+        observe({_INDEX[TURN.name]}, {_lua_buckets(TURN)}, labels, (ended - tonumber(enqueued)) / 1000)
+    end
+end
+""")
+
+
+# --- reading (for /metrics) -----------------------------------------------------------------
+
+
+@dataclass
+class Series:
+    labels: dict[str, str]
+    value: float = 0.0
+    """A counter's count."""
+    buckets: dict[str, float] | None = None
+    """A histogram's per-bucket counts (not cumulative), by `le` text."""
+    sum: float = 0.0
+
+
+def parse(metric: Metric, fields: dict[str, str]) -> list[Series]:
+    """A metric's series from its Redis hash (fields written by this module or its Lua)."""
+    series: dict[str, Series] = {}
+    for field, raw in fields.items():
+        prefix, _, suffix = field.rpartition("|") if metric.kind == "histogram" else (field, "", "")
+        try:
+            values = json.loads(prefix)
+            amount = float(raw)
+        except ValueError:
+            continue  # not ours: skip rather than break the scrape
+        if not isinstance(values, list) or len(values) != len(metric.labels):
+            continue
+        one = series.setdefault(prefix, Series(dict(zip(metric.labels, map(str, values), strict=True))))
+        if metric.kind == "counter":
+            one.value += amount
+        elif suffix == "sum":
+            one.sum += amount
+        else:
+            one.buckets = one.buckets or {}
+            one.buckets[suffix] = one.buckets.get(suffix, 0) + amount
+    return list(series.values())
+
+
+def cumulative(metric: Metric, series: Series) -> list[tuple[str, float]]:
+    """Prometheus buckets (cumulative, ending with +Inf) from a series' per-bucket counts."""
+    counts = series.buckets or {}
+    out, total = [], 0.0
+    for bound in metric.buckets:
+        total += counts.get(le_text(bound), 0)
+        out.append((le_text(bound), total))
+    total += sum(count for le, count in counts.items() if le not in {le_text(b) for b in metric.buckets})
+    out.append(("+Inf", total))
+    return out
