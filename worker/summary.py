@@ -10,9 +10,7 @@ next turn schedules another try. docs/memory.md has the policy.
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import uuid
 from typing import Any
 
@@ -24,6 +22,7 @@ from parley.shared.tokens import MESSAGE_OVERHEAD_TOKENS, count_text
 from .context import instructions_text
 from .providers import ModelError
 from .runtime import Runtime, runtime
+from .structured import InvalidAnswer, parse_answer, response_format
 
 log = logging.getLogger("parley.worker.summary")
 
@@ -173,19 +172,19 @@ def _report(rt: Runtime, tenant: str, session_id: str) -> tuple[dict[str, Any], 
     if instructions_text(agent):
         prompt.append({"role": "system", "content": instructions_text(agent)})
     prompt.append({"role": "user", "content": f"{ask}\n\n{earlier}The conversation:\n{transcript(conversation)}"})
-    text = _ask(rt, model, prompt).strip()
+    text = _ask(rt, model, prompt, response_format(agent.get("response_shape"))).strip()
     if not shaped:
         return {"text": text}, text
-    return parse_json_object(text), text
+    return parse_summary(agent["response_shape"], text), text
 
 
-def parse_json_object(text: str) -> dict[str, Any]:
-    """The JSON object a model answered, allowing a Markdown code fence around it; ModelError otherwise."""
-    fenced = re.fullmatch(r"```(?:json)?\s*(.*?)\s*```", text, flags=re.DOTALL)
+def parse_summary(shape: Any, text: str) -> dict[str, Any]:
+    """The summary as the JSON object the agent's response shape asks for (checked as a turn's
+    answer is, worker/structured.py); ModelError when it is not one."""
     try:
-        value = json.loads(fenced.group(1) if fenced else text)
-    except ValueError:
-        value = None
+        value = parse_answer(shape, text)
+    except InvalidAnswer as error:
+        raise ModelError(f"the model's summary does not fit the agent's response shape: {error}") from None
     if not isinstance(value, dict):
         raise ModelError("the model's summary is not a JSON object in the agent's response shape")
     return value
@@ -207,8 +206,9 @@ def transcript(messages: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _ask(rt: Runtime, model: str, messages: list[dict[str, str]]) -> str:
-    with rt.provider.stream(model=model, messages=messages, temperature=None, max_tokens=None) as stream:
+def _ask(rt: Runtime, model: str, messages: list[dict[str, str]], answer_format: dict[str, Any] | None = None) -> str:
+    with rt.provider.stream(model=model, messages=messages, temperature=None, max_tokens=None,
+                            response_format=answer_format) as stream:  # fmt: skip
         return "".join(stream)
 
 

@@ -289,12 +289,12 @@ def test_a_model_failure_leaves_the_old_summary_and_frees_the_lock(worker_rt) ->
     assert r.exists(keys.summary_lock(TENANT, SESSION)) == 0
 
 
-def test_parse_json_object_takes_fenced_json_and_refuses_the_rest() -> None:
-    assert summary_job.parse_json_object('```json\n{"summary": "x"}\n```') == {"summary": "x"}
-    assert summary_job.parse_json_object('{"a": 1}') == {"a": 1}
-    for text in ("not json", "[1, 2]", '"text"'):
+def test_parse_summary_takes_fenced_json_in_the_shape_and_refuses_the_rest() -> None:
+    assert summary_job.parse_summary({"summary": "string"}, '```json\n{"summary": "x"}\n```') == {"summary": "x"}
+    assert summary_job.parse_summary("an object", '{"a": 1}') == {"a": 1}
+    for text in ("not json", "[1, 2]", '"text"', '{"other": 1}'):
         with pytest.raises(ModelError):
-            summary_job.parse_json_object(text)
+            summary_job.parse_summary({"summary": "string"}, text)
 
 
 def test_transcript_names_tools_and_images() -> None:
