@@ -25,7 +25,9 @@ CHEF = {"name": "Chef", "context": "You are a chef.", "first_message": "What sha
         "instructions": "Extract the recipes mentioned.", "response_shape": SHAPE}  # fmt: skip
 
 
-def _chat(http: httpx.Client, message: str, session_id: str = "s1") -> None:
+def _chat(stack: Any, http: httpx.Client, message: str, session_id: str = "s1") -> None:
+    # The turn's answer fits the Chef's shape: an answer that does not fails the turn.
+    stack.model_server.control("script", {"reply": json.dumps({"recipes": [], "summary": f"re: {message}"})})
     response = http.post("/api/v1/chat", json={"message": message, "session_id": session_id, "agent": "Chef"})
     assert response.status_code == 200, response.text
 
@@ -35,8 +37,8 @@ def test_summary_route_follows_the_agents_instructions_and_shape(stack) -> None:
     stack.start_workers()
     with client(stack.web_url, stack.api_key) as http:
         create_agent(http, **CHEF)
-        _chat(http, "How do I make pesto?")
-        _chat(http, "And a tomato sauce?")
+        _chat(stack, http, "How do I make pesto?")
+        _chat(stack, http, "And a tomato sauce?")
         stack.model_server.control("reset", {})
         answer = {"recipes": ["Pesto", "Tomato sauce"], "summary": "Two sauces."}
         stack.model_server.control("script", {"reply": "```json\n" + json.dumps(answer) + "\n```"})
@@ -62,7 +64,7 @@ def test_summary_without_a_response_shape_is_text(stack) -> None:
     stack.start_workers()
     with client(stack.web_url, stack.api_key) as http:
         create_agent(http, **{**CHEF, "response_shape": None})
-        _chat(http, "Something with basil?")
+        _chat(stack, http, "Something with basil?")
         stack.model_server.control("script", {"reply": "They talked about basil."})
         response = http.post("/api/v1/sessions/s1/summary")
         assert response.status_code == 200, response.text
@@ -74,7 +76,7 @@ def test_summary_errors_unknown_session_model_failure_bad_json_and_timeout(stack
     stack.start_workers(env={"PARLEY_MODEL_MAX_RETRIES": "0"})
     with client(stack.web_url, stack.api_key) as http, client(stack.web_url, stack.api_keys["bob"]) as bob:
         create_agent(http, **CHEF)
-        _chat(http, "Hello")
+        _chat(stack, http, "Hello")
         assert http.post("/api/v1/sessions/nope/summary").status_code == 404
         assert bob.post("/api/v1/sessions/s1/summary").status_code == 404  # another tenant's session
 
