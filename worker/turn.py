@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
-from parley.shared import events
+from parley.shared import events, logs, telemetry
 from parley.shared.clock import now_ms
 from parley.shared.sessions import message_json
 
@@ -25,13 +26,16 @@ from .runtime import runtime
 log = logging.getLogger("parley.worker.turn")
 
 
+@logs.turn_context
 def run_turn(tenant: str, job_id: str) -> str:
     """Run one turn; returns how it ended (RQ keeps that as the job's result)."""
     rt = runtime()
     state, attempt, record = rt.turns.start(tenant, job_id)
+    started = time.monotonic()
     if state != "started":
         log.info("turn %s not run: %s", job_id, state)
         return state
+    logs.bind(session_id=record.get("session_id"))
     agent = rt.agents.get_by_id(tenant, record["agent_id"])
     if agent is None:
         return _fail(tenant, job_id, attempt, "the session's agent no longer exists", "agent_missing")
@@ -47,8 +51,10 @@ def run_turn(tenant: str, job_id: str) -> str:
             return "stopped"
     else:
         try:
-            answer = _stream_answer(tenant, job_id, attempt, agent, build_messages(agent, history, record["message"]))
+            answer = _stream_answer(tenant, job_id, attempt, agent, build_messages(agent, history, record["message"]),
+                                    started)  # fmt: skip
         except ModelError as error:
+            telemetry.model_error(error.status, error.timed_out)
             code = "model_timeout" if error.timed_out else "model_failed"
             return _fail(tenant, job_id, attempt, str(error), code)
     if answer is None:
@@ -56,8 +62,8 @@ def run_turn(tenant: str, job_id: str) -> str:
     return _commit(tenant, job_id, attempt, agent, record, *answer)
 
 
-def _stream_answer(tenant: str, job_id: str, attempt: int, agent: dict[str, Any],
-                   messages: list[dict[str, str]]) -> tuple[str, dict[str, Any]] | None:  # fmt: skip
+def _stream_answer(tenant: str, job_id: str, attempt: int, agent: dict[str, Any], messages: list[dict[str, str]],
+                   started: float) -> tuple[str, dict[str, Any]] | None:  # fmt: skip
     """The answer (each piece emitted as a `delta`) and the model's token counts; None when the
     turn was canceled meanwhile.
 
@@ -65,19 +71,23 @@ def _stream_answer(tenant: str, job_id: str, attempt: int, agent: dict[str, Any]
     """
     rt = runtime()
     pieces: list[str] = []
+    model = agent.get("model") or rt.settings.default_model
     with rt.provider.stream(
-        model=agent.get("model") or rt.settings.default_model, messages=messages,
+        model=model, messages=messages,
         temperature=agent.get("temperature"), max_tokens=agent.get("max_tokens"),
     ) as stream, CancelWatch(lambda: rt.turns.is_running(tenant, job_id, attempt), stream.close) as watch, \
             Emitter(lambda batch: rt.turns.emit(tenant, job_id, attempt, batch), stream.close) as emitter:  # fmt: skip
         try:
             for piece in stream:
+                if not pieces:
+                    telemetry.first_token(time.monotonic() - started)
                 pieces.append(piece)
                 if not emitter.put(events.encode("delta", content=piece)):
                     break
         except ModelError:
             if not (watch.fired or emitter.stopped):
                 raise
+    telemetry.tokens(agent["name"], model, stream.usage.get("prompt_tokens"), stream.usage.get("completion_tokens"))
     if watch.fired or emitter.stopped:
         log.info("turn %s attempt %s stopped: canceled or superseded", job_id, attempt)
         return None

@@ -58,9 +58,10 @@ def test_metrics_of_web_and_worker_reach_every_web(stack) -> None:
         assert value(before, "parley_jobs_total", outcome="finished") == 0
 
         stack.start_workers(env={"PARLEY_MODEL_MAX_RETRIES": "0"})
-        assert wait_job(http, waiting["job_id"])["status"] == "finished"
+        usages = [wait_job(http, waiting["job_id"])["result"]["usage"]]
         answers = [http.post("/api/v1/chat", json={"message": f"turn {n}", "session_id": "m"}) for n in range(3)]
         assert [answer.status_code for answer in answers] == [200, 200, 200]
+        usages += [answer.json()["usage"] for answer in answers]
         stack.model_server.control("script", [{"status": 500}])
         failed = http.post("/api/v1/chat", json={"message": "boom", "session_id": "m"})
         assert failed.status_code == 502
@@ -78,6 +79,15 @@ def test_metrics_of_web_and_worker_reach_every_web(stack) -> None:
     assert value(after, "parley_queue_wait_seconds_sum") >= 1.0
     assert value(after, "parley_queue_wait_seconds_bucket", le="+Inf") == 5
     assert value(after, "parley_turn_seconds_sum", outcome="finished") >= value(after, "parley_queue_wait_seconds_sum")
+    # What the worker saw of the model: first text of every answer, tokens as the model counted them, the 500.
+    assert value(after, "parley_time_to_first_token_seconds_count") == 4
+    assert 0 < value(after, "parley_time_to_first_token_seconds_sum") < value(after, "parley_turn_seconds_sum",
+                                                                              outcome="finished")  # fmt: skip
+    assert value(after, "parley_tokens_total", agent="Chef", model=MODEL, direction="in") == sum(
+        usage["prompt_tokens"] for usage in usages) > 0  # fmt: skip
+    assert value(after, "parley_tokens_total", agent="Chef", model=MODEL, direction="out") == sum(
+        usage["completion_tokens"] for usage in usages) > 0  # fmt: skip
+    assert value(after, "parley_model_errors_total", status="500") == 1
 
     # The web's own counts: web 1 served the chats; web 2 sees them once web 1 has reported (<= 1 s).
     eventually(lambda: value(scrape(second), "parley_http_requests_total", method="POST", route="/api/v1/chat",
@@ -128,7 +138,7 @@ def json_log(proc: Any) -> list[dict[str, Any]]:
 def test_json_logs_carry_the_request_tenant_session_and_job(stack) -> None:
     env = {"PARLEY_LOG_FORMAT": "json"}
     [web] = stack.start_web(env=env)
-    stack.start_workers(env=env)
+    [worker] = stack.start_workers(env=env)
     with client(stack.web_url, stack.api_key) as http:
         create_agent(http)
         answer = http.post("/api/v1/chat", json={"message": "log me", "session_id": "logged"},
@@ -144,3 +154,8 @@ def test_json_logs_carry_the_request_tenant_session_and_job(stack) -> None:
     [access] = [line for line in web_lines if line.get("request_id") == "req-42"]  # uvicorn's access line
     assert access["logger"] == "uvicorn.access" and "/api/v1/chat" in access["msg"]
     assert (access["tenant"], access["session_id"], access["job_id"]) == ("alice", "logged", job_id)
+    worker_lines = json_log(worker)
+    model_call = [line for line in worker_lines if line["logger"] == "httpx2"]  # the worker's call to the model
+    assert model_call and all((line.get("tenant"), line.get("session_id"), line.get("job_id")) ==
+                              ("alice", "logged", job_id) for line in model_call)  # fmt: skip
+    assert all(line.get("job_id") in (None, job_id) for line in worker_lines)
