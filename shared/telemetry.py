@@ -22,6 +22,7 @@ A write that fails loses its deltas; a metric is never worth a failed turn.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from dataclasses import dataclass
@@ -72,7 +73,9 @@ def le_text(bound: float) -> str:
     return format(bound, "g")
 
 
-def labels_field(values: tuple[str, ...] | list[str]) -> str:
+@functools.lru_cache(maxsize=4096)
+def labels_field(values: tuple[str, ...]) -> str:
+    """The hash field of a label set (cached: the same few sets recur on every turn)."""
     return json.dumps([str(value) for value in values], separators=(",", ":"))
 
 
@@ -146,7 +149,13 @@ def tool_call(tool: str, ok: bool) -> None:
     PENDING.add(TOOL_CALLS, labels_field((tool, "ok" if ok else "error")), 1)
 
 
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def http_request(method: str, route: str, status: int, seconds: float) -> None:
+    """One HTTP answer; `route` is the route's template (bounded), any other method counts as `other`
+    (clients choose the method: they must not grow Redis's hash without bound)."""
+    method = method if method in HTTP_METHODS else "other"
     PENDING.add(HTTP_REQUESTS, labels_field((method, route, str(status))), 1)
     PENDING.observe(HTTP_SECONDS, (method, route), seconds)
 

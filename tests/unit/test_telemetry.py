@@ -114,6 +114,13 @@ def test_recording_calls_buffer_summed_deltas() -> None:
     assert not telemetry.PENDING
 
 
+def test_http_methods_outside_the_known_few_count_as_other() -> None:
+    for method in ("GET", "BREW", "X" * 50):
+        telemetry.http_request(method, "unmatched", 404, 0.001)
+    fields = {field for name, field, _ in telemetry.PENDING.take() if name == "parley_http_requests"}
+    assert fields == {'["GET","unmatched","404"]', '["other","unmatched","404"]'}
+
+
 def test_label_values_with_separators_stay_apart(clients: RedisClients) -> None:
     telemetry.tokens('a|b"c', "org/model|x", 1, 2)
     with clients.text.pipeline(transaction=False) as pipe:
