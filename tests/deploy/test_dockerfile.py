@@ -7,8 +7,11 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import shutil
 import subprocess
+import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -118,3 +121,46 @@ def test_entrypoint_knows_the_real_procfile() -> None:
 @pytest.mark.parametrize("path", [ENTRYPOINT, DEPLOY / "healthcheck.py"])
 def test_scripts_are_executable(path: Path) -> None:
     assert os.access(path, os.X_OK), f"{path} must be committed executable (the image runs it directly)"
+
+
+def build_context(destination: Path) -> list[str]:
+    """Copy what Docker would send for this build (the repository less .dockerignore) to `destination`."""
+    patterns = dockerignore()
+    sent = []
+    for root, dirs, files in os.walk(REPO_ROOT):
+        dirs[:] = [name for name in dirs if name not in {".git", ".venv", "node_modules", "__pycache__"}]
+        for name in files:
+            relative = (Path(root) / name).relative_to(REPO_ROOT).as_posix()
+            if not dockerignore_excludes(relative, patterns):
+                (destination / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(Path(root) / name, destination / relative)
+                sent.append(relative)
+    return sent
+
+
+def test_the_build_stage_installs_from_the_context_alone(tmp_path: Path) -> None:
+    """The build stage's `pip install /src`, without Docker: a wheel built from only the files the
+    Dockerfile copies out of the build context holds every package pyproject.toml names."""
+    context, source, wheels = tmp_path / "context", tmp_path / "src", tmp_path / "wheels"
+    sent = build_context(context)
+    assert "deploy/healthcheck.py" in sent and not any(name.startswith("tests/") for name in sent)
+    source.mkdir()
+    steps = instructions(DOCKERFILE.read_text())
+    froms = [index for index, (op, _) in enumerate(steps) if op == "FROM"]
+    assert steps[froms[0]][1].endswith(" AS build") and ("WORKDIR", "/src") in steps[froms[0]:froms[1]]
+    for op, args in steps[froms[0]:froms[1]]:
+        if op == "COPY":
+            *origins, target = args.split()
+            if target.startswith("./"):  # into WORKDIR /src
+                for origin in origins:
+                    copy = shutil.copytree if (context / origin).is_dir() else shutil.copy
+                    copy(context / origin, source / (origin if target == "./" else target))
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                             "--wheel-dir", str(wheels), str(source)], capture_output=True, text=True, timeout=300,
+                            check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (wheel,) = wheels.glob("parley-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    packages = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    for package in packages:
+        assert f"{package.replace('.', '/')}/__init__.py" in names, package

@@ -4,6 +4,7 @@ worker is not blamed for a Redis outage it is waiting out."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,9 +14,9 @@ import pytest
 import redis
 
 from parley.local.redis_server import RedisServer, find_server_binary
-from tests.harness import free_port, start_web, start_worker, stop_all
+from tests.harness import child_env, free_port, start_web, start_worker, stop_all, wait_until
 
-from .validators import DEPLOY
+from .validators import DEPLOY, REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -75,3 +76,28 @@ def test_worker_check_passes_while_redis_is_down() -> None:
 def test_usage_error() -> None:
     status, out = healthcheck("scheduler", env={"PATH": "/usr/bin:/bin"})
     assert status == 2 and "usage" in out
+
+
+def test_entrypoint_runs_the_real_web_which_stops_on_sigterm(redis_server: RedisServer, tmp_path: Path) -> None:
+    """The image's entry point with the repository's Procfile: `web` becomes uvicorn itself (same pid),
+    so the SIGTERM an orchestrator sends reaches it and it shuts down gracefully, promptly."""
+    port = free_port()
+    env = child_env({"REDIS_URL": redis_server.url, "PARLEY_API_KEYS": "k", "PORT": port,
+                     "PARLEY_PROCFILE": REPO_ROOT / "Procfile"})  # fmt: skip
+    log = (tmp_path / "web.log").open("w")
+    process = subprocess.Popen(["sh", str(DEPLOY / "docker-entrypoint.sh"), "web"], env=env, stdout=log,
+                               stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        wait_until(lambda: healthcheck("web", env={"PORT": str(port)})[0] == 0, timeout=30, interval=0.2,
+                   message="the web started by the entry point answers /readyz")  # fmt: skip
+        command = Path(f"/proc/{process.pid}/cmdline").read_bytes().split(b"\0")
+        assert any(b"uvicorn" in part for part in command), command
+        process.send_signal(signal.SIGTERM)
+        # uvicorn shuts down gracefully, then re-raises the signal so its parent sees why it ended
+        assert process.wait(timeout=20) in {0, -signal.SIGTERM}
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log.close()
+    assert "Application shutdown complete" in (tmp_path / "web.log").read_text()
