@@ -7,13 +7,12 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-from parley.local.redis_server import RedisServer, find_server_binary
+from parley.local.redis_server import RedisServer
 from tests.harness import child_env, free_port, start_web, start_worker, stop_all, wait_until
 
 from .validators import DEPLOY, REPO_ROOT
@@ -21,14 +20,6 @@ from .validators import DEPLOY, REPO_ROOT
 pytestmark = pytest.mark.integration
 
 HEALTHCHECK = DEPLOY / "healthcheck.py"
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(dir=tmp_path_factory.mktemp("redis"), binary=find_server_binary(), die_with_parent=True)
-    server.start()
-    yield server
-    server.stop()
 
 
 def healthcheck(*args: str, env: dict[str, str]) -> tuple[int, str]:

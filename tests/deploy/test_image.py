@@ -5,7 +5,6 @@ the end of the run, where none answers."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import time
@@ -14,10 +13,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from parley.local.redis_server import RedisServer, find_server_binary
+from parley.local.redis_server import RedisServer
 from tests.harness import free_port
+from tests.integration.helpers import create_agent
 
 from .validators import DEPLOY, REPO_ROOT
 
@@ -56,14 +57,6 @@ def image() -> Iterator[str]:
     docker("rmi", "-f", tag)
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(dir=tmp_path_factory.mktemp("redis"), binary=find_server_binary(), die_with_parent=True)
-    server.start()
-    yield server
-    server.stop()
-
-
 def test_image_runs_as_a_non_root_user(image: str) -> None:
     result = docker("run", "--rm", image, "id", "-u")
     assert result.returncode == 0, result.stderr
@@ -94,12 +87,12 @@ def test_web_and_worker_containers_answer_a_turn(image: str, redis_server: Redis
             started = docker("run", "-d", "--name", name, *common, image, kind)
             assert started.returncode == 0, started.stderr
         wait_http(f"http://127.0.0.1:{port}/readyz")
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/chat", method="POST",
-                                         data=json.dumps({"message": "hello"}).encode(),
-                                         headers={"Authorization": "Bearer k", "Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=60) as response:
-            body = json.loads(response.read())
-        assert body["response"] and body["job_id"]
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": "Bearer k"},
+                          timeout=60) as http:  # fmt: skip
+            create_agent(http)
+            answer = http.post("/api/v1/chat", json={"message": "hello"})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["response"] and answer.json()["job_id"]
         for kind, name in names.items():
             check = docker("exec", name, "parley-healthcheck", kind)
             assert check.returncode == 0, check.stdout + check.stderr
