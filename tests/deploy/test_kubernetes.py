@@ -256,3 +256,13 @@ def test_every_pod_runs_unprivileged_with_resources(base: list[Obj]) -> None:
             assert "memory" in each["resources"]["limits"], describe(workload)
     for name in ("parley-web", "parley-worker"):
         assert str(pod_spec(find(base, "Deployment", name))["securityContext"]["runAsUser"]) == dockerfile_user()
+
+
+def test_pods_read_the_generated_config_and_the_documented_secret(base: list[Obj]) -> None:
+    config_map = next(obj for obj in base if obj["kind"] == "ConfigMap")
+    docs = (REPO_ROOT / "docs" / "deploy.md").read_text()
+    for name in ("parley-web", "parley-worker"):
+        sources = container(find(base, "Deployment", name))["envFrom"]
+        assert sources[0] == {"configMapRef": {"name": config_map["metadata"]["name"]}}, "the hashed name"
+        assert sources[-1]["secretRef"]["name"] == "parley-secrets", "the Secret comes last, so it wins"
+    assert "create secret generic parley-secrets" in docs
