@@ -266,3 +266,21 @@ def test_pods_read_the_generated_config_and_the_documented_secret(base: list[Obj
         assert sources[0] == {"configMapRef": {"name": config_map["metadata"]["name"]}}, "the hashed name"
         assert sources[-1]["secretRef"]["name"] == "parley-secrets", "the Secret comes last, so it wins"
     assert "create secret generic parley-secrets" in docs
+
+
+def test_the_overlay_docs_deploy_md_shows_renders_with_its_image_and_host(tmp_path: Path) -> None:
+    """docs/deploy.md's own example overlay, as an operator would copy it (beside deploy/)."""
+    docs = (REPO_ROOT / "docs" / "deploy.md").read_text()
+    example = re.search(r"cat > my-parley/kustomization.yaml <<'EOF'\n(.*?)\nEOF\n", docs, re.S)
+    assert example, "docs/deploy.md shows an overlay in a heredoc"
+    overlay = tmp_path / "my-parley"
+    overlay.mkdir()
+    text = example.group(1).replace("../deploy/k8s/base", os.path.relpath(K8S_BASE, overlay))
+    (overlay / "kustomization.yaml").write_text(text)
+    objs = kustomize_build(overlay)
+    for obj in objs:
+        validate(obj)
+    images = {container(find(objs, "Deployment", name))["image"] for name in ("parley-web", "parley-worker")}
+    assert images == {"registry.mycompany.com/parley:0.1.0"}
+    ingress = find(objs, "Ingress", "parley")
+    assert ingress["spec"]["rules"][0]["host"] == ingress["spec"]["tls"][0]["hosts"][0] == "parley.mycompany.com"
