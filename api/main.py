@@ -14,7 +14,7 @@ from parley.shared.settings import Settings, get_settings
 
 from . import errors
 from .middleware import BodyLimitAndMetrics
-from .routes import agents, chat, compat, jobs, openai_compat, ops, sessions
+from .routes import agents, chat, compat, jobs, openai_compat, ops, sessions, ui
 from .runtime import WebRuntime
 from .shutdown import on_stop_signal
 
@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["Retry-After"], max_age=600,
         )  # fmt: skip
 
-    for module in (ops, agents, sessions, chat, jobs, compat, openai_compat):
+    for module in (ops, agents, sessions, chat, jobs, compat, openai_compat, ui):
         app.include_router(module.router)
     return app
 
