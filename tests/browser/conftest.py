@@ -60,14 +60,14 @@ def browser() -> Iterator[Browser]:
 class UI:
     """The stack's web UI in a browser, with the test's shortcuts to the API."""
 
-    def __init__(self, stack: Stack, browser: Browser) -> None:
-        self.stack = stack
+    def __init__(self, deployment: Stack, browser: Browser) -> None:
+        self.stack = deployment
         self.browser = browser
         self.contexts: list[BrowserContext] = []
         self.dialogs: list[str] = []
         self.page_errors: list[str] = []
         self.csp_violations: list[str] = []
-        self.http = httpx.Client(base_url=stack.web_url, headers=stack.headers(), timeout=30)
+        self.http = httpx.Client(base_url=deployment.web_url, headers=deployment.headers(), timeout=30)
 
     def page(self, viewport: dict[str, int] = DESKTOP, dark: bool = False) -> Page:
         """A page in a fresh context (its own localStorage), watched for dialogs, errors and CSP reports."""
@@ -130,7 +130,7 @@ class UI:
 
 
 @pytest.fixture
-def ui(stack: Stack, browser: Browser) -> Iterator[UI]:
+def ui(stack: Stack, browser: Browser) -> Iterator[UI]:  # noqa: F811  (the imported fixture, by name)
     """One web and one worker of the real stack, and a browser to open pages on it."""
     stack.start_web()
     stack.start_workers()

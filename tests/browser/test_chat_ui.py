@@ -7,7 +7,7 @@ import re
 import time
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import FilePayload, Page, expect
 
 from tests.browser.conftest import UI
 
@@ -93,14 +93,19 @@ def test_reload_mid_answer_reattaches_and_the_answer_finishes_once(ui: UI) -> No
     expect(page.locator(".msg-answer.is-live .markdown")).to_contain_text("word5")
     assert "word59" not in live_text(page)
 
+    resumed_after: list[str | None] = []
+    page.on("request", lambda request: resumed_after.append(request.headers.get("last-event-id"))
+            if request.url.endswith("/events") else None)  # fmt: skip
     page.reload()
-    # Back on the same conversation, following the running turn live, not just reading history.
-    expect(page.locator(".msg-answer.is-live")).to_be_visible()
+    # Back on the same conversation, following the running turn live, not just reading history:
+    # the text drawn before the reload comes back at once, the rest after its last event.
+    expect(page.locator(".msg-answer.is-live .markdown")).to_contain_text("word5")
     expect(page.locator(".msg-user")).to_have_text(["Tell me a long story"])
     expect(page.locator(".msg-answer.is-live")).to_have_count(0, timeout=20_000)
     expect(answers(page)).to_have_text(["Hello, I am your chef.", LONG_REPLY])
     assert page.locator(".msg-answer").last.inner_text().count("word17") == 1
     assert len(ui.model_requests()) == 1, "the turn ran once"
+    assert len(resumed_after) == 1 and resumed_after[0], f"reattached without Last-Event-ID: {resumed_after}"
     assert [m["role"] for m in ui.messages(session_id)] == ["assistant", "user", "assistant"]
 
 
@@ -218,8 +223,9 @@ def test_images_are_previewed_size_checked_and_sent(ui: UI) -> None:
     page = ui.page()
     ui.sign_in(page, f"/?agent={agent['id']}&session={session_id}")
     file_input = page.locator("input[type=file]")
-    too_big = {"name": "huge.png", "mimeType": "image/png", "buffer": b"\0" * (5 * 1024 * 1024 + 1)}
-    file_input.set_input_files([{"name": "dot.png", "mimeType": "image/png", "buffer": PNG_1PX}, too_big])
+    dot: FilePayload = {"name": "dot.png", "mimeType": "image/png", "buffer": PNG_1PX}
+    too_big: FilePayload = {"name": "huge.png", "mimeType": "image/png", "buffer": b"\0" * (5 * 1024 * 1024 + 1)}
+    file_input.set_input_files([dot, too_big])
     expect(page.get_by_role("list", name="Attached images").get_by_role("img")).to_have_count(1)
     expect(page.locator(".composer .field-error")).to_contain_text("huge.png is 5.0 MB")
     message_box(page).fill("What is in this picture?")

@@ -109,7 +109,7 @@ function writeAll(all) {
 }
 
 export const pendingTurns = {
-  /** `{jobId, message, images, at}` of the session's running turn, or null. */
+  /** `{jobId, message, images, imageCount, at, progress?: {answer, lastEventId}}` of the session's running turn. */
   get(apiKey, sessionId) {
     return readAll()[scope(apiKey, sessionId)] || null;
   },
@@ -118,6 +118,14 @@ export const pendingTurns = {
     const size = images.reduce((total, image) => total + image.length, 0);
     all[scope(apiKey, sessionId)] = { jobId, message, images: size <= MAX_STORED_IMAGE_CHARS ? images : [],
       imageCount: images.length, at: Date.now() };
+    writeAll(all);
+  },
+  /** The answer as drawn and the id of the last event in it, kept together so they always agree. */
+  progress(apiKey, sessionId, answer, lastEventId) {
+    const all = readAll();
+    const entry = all[scope(apiKey, sessionId)];
+    if (!entry || !lastEventId) return;
+    entry.progress = { answer, lastEventId };
     writeAll(all);
   },
   clear(apiKey, sessionId) {

@@ -134,15 +134,24 @@ export function ChatPane({ api, apiKey, agent, sessionId, onSessionStarted, onTu
   const stickRef = useRef(true);
   const inputRef = useRef(null);
 
+  function draw() {
+    const current = liveRef.current;
+    setLive(current && { ...current });
+    // What is drawn, and the event it ends with, for a reload to resume from (Last-Event-ID).
+    if (current && !current.answer.done && current.lastEventId) {
+      pendingTurns.progress(apiKey, sessionId, current.answer, current.lastEventId);
+    }
+  }
+
   function updateLive(next, now = false) {
     liveRef.current = next;
     if (now) {
       cancelAnimationFrame(frameRef.current);
       frameRef.current = 0;
-      setLive(next && { ...next });
+      draw();
     } else if (!frameRef.current) {
       // Many deltas a second, one render per frame.
-      frameRef.current = requestAnimationFrame(() => { frameRef.current = 0; setLive(liveRef.current && { ...liveRef.current }); });
+      frameRef.current = requestAnimationFrame(() => { frameRef.current = 0; draw(); });
     }
   }
 
@@ -175,9 +184,9 @@ export function ChatPane({ api, apiKey, agent, sessionId, onSessionStarted, onTu
           pendingTurns.set(apiKey, sessionId, { jobId, message: current.request.message, images: current.request.images });
           updateLive({ ...current, answer: { ...current.answer, jobId } }, true);
         },
-        onEvent: (event) => {
+        onEvent: (event, id) => {
           const current = liveRef.current;
-          updateLive({ ...current, answer: applyEvent(current.answer, event) });
+          updateLive({ ...current, lastEventId: id || current.lastEventId, answer: applyEvent(current.answer, event) });
         },
         onConnection: (state, attempt) => {
           const current = liveRef.current;
@@ -226,17 +235,20 @@ export function ChatPane({ api, apiKey, agent, sessionId, onSessionStarted, onTu
       return;
     }
     updateLive({ user: { content: message, images }, answer: newAnswer(), request: { message, images, key },
-      failure: null, connection: 'live' }, true);
+      failure: null, connection: 'live', lastEventId: null }, true);
     await follow({ start: { body: { message, session_id: sessionId, images }, key } });
   }
 
   async function attach(turn) {
+    // The answer as it was drawn before the reload, then the events after its last one; with
+    // nothing kept (storage full or off), the job's whole stream from its first event.
+    const kept = turn.progress;
+    const answer = kept ? kept.answer : { ...newAnswer(), jobId: turn.jobId };
     updateLive({ user: { content: turn.message, images: turn.images || [], imageCount: turn.imageCount || 0 },
-      answer: { ...newAnswer(), jobId: turn.jobId, statusText: 'Reconnecting to the answer…' },
+      answer: { ...answer, statusText: 'Reconnecting to the answer…' }, lastEventId: kept?.lastEventId ?? null,
       request: { message: turn.message, images: turn.images || [], key: randomKey() }, failure: null,
       connection: 'live' }, true);
-    // A reload left nothing of the answer on the page: replay the job's events from the first one.
-    await follow({ jobId: turn.jobId });
+    await follow({ jobId: turn.jobId, after: kept?.lastEventId ?? null });
   }
 
   async function reattachIfRunning(messages) {
@@ -313,7 +325,7 @@ export function ChatPane({ api, apiKey, agent, sessionId, onSessionStarted, onTu
   function resume() {
     const current = liveRef.current;
     updateLive({ ...current, failure: null }, true);
-    follow({ jobId: current.answer.jobId, after: current.failure.lastEventId });
+    follow({ jobId: current.answer.jobId, after: current.lastEventId });
   }
 
   function dismiss() {

@@ -58,7 +58,7 @@ export function SessionList({ api, agent, currentId, refresh, onOpen, onNew, onD
             aria-current=${session.session_id === currentId ? 'page' : undefined}
             onClick=${(e) => { e.preventDefault(); onOpen(session.session_id); }}>
             <span class="item-title">${sessionTitle(session)}</span>
-            <span class="item-sub">${WHEN.format(new Date(session.created_at))} · ${session.message_count} messages</span>
+            <span class="item-sub">${WHEN.format(new Date(session.created_at))} · ${session.message_count} ${session.message_count === 1 ? 'message' : 'messages'}</span>
           </a>
           <button class="icon-button" aria-label=${`Delete conversation “${sessionTitle(session)}”`}
             title="Delete" onClick=${() => remove(session)}><${TrashIcon} /></button>
