@@ -241,3 +241,32 @@ def test_images_are_previewed_size_checked_and_sent(ui: UI) -> None:
     expect(page.locator(".msg-user img")).to_have_count(1)
     stored = ui.messages(session_id)[1]
     assert stored["images"] == ["data:image/png;base64," + base64.b64encode(PNG_1PX).decode()]
+
+
+def test_conversations_newest_first_page_by_page_new_and_delete(ui: UI) -> None:
+    agent = ui.create_agent()
+    for number in range(1, 23):
+        ui.create_session(agent, f"Talk {number}")
+    page = ui.page()
+    ui.sign_in(page, f"/?agent={agent['id']}")
+    sessions = page.locator(".sessions li .item-title")
+    expect(sessions).to_have_count(20)
+    expect(sessions.first).to_have_text("Talk 22")
+    page.get_by_role("button", name="Load more").click()
+    expect(sessions).to_have_count(22)
+    expect(sessions.last).to_have_text("Talk 1")
+
+    # A new conversation starts as a draft with the first message; sending creates it, titled after it.
+    page.get_by_role("button", name="New", exact=True).click()
+    expect(answers(page)).to_have_text(["Hello, I am your chef."])
+    message_box(page).fill("Soup tonight?")
+    message_box(page).press("Enter")
+    expect(answers(page).last).to_have_text("echo: Soup tonight?")
+    expect(sessions.first).to_have_text("Soup tonight?")
+    session_id = re.search(r"session=([^&]+)", page.url).group(1)  # type: ignore[union-attr]
+
+    page.get_by_role("button", name="Delete conversation “Soup tonight?”").click()  # confirm() is accepted
+    expect(sessions.first).to_have_text("Talk 22")
+    expect(page).not_to_have_url(re.compile("session="))
+    assert ui.http.get(f"/api/v1/sessions/{session_id}").status_code == 404
+    assert ui.dialogs == ["confirm: Delete “Soup tonight?” and all its messages?"]

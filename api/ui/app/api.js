@@ -11,6 +11,7 @@ export class ApiError extends Error {
     this.details = Array.isArray(extra.details) ? extra.details : [];
     this.retryAfter = extra.retryAfter ?? null;
     this.jobId = extra.job_id ?? null;
+    this.field = typeof extra.field === 'string' ? extra.field : null;
   }
 }
 

@@ -73,6 +73,7 @@ function fieldErrors(error) {
     const field = String(detail.field || '').split('.')[0] || 'form';
     errors[field] = errors[field] ? `${errors[field]} ${detail.message}` : detail.message;
   }
+  if (error.field) errors[error.field.split('.')[0]] = error.message;
   if (error.status === 409 && /name/i.test(error.message)) errors.name = error.message;
   if (!Object.keys(errors).length) errors.form = describeError(error);
   return errors;
