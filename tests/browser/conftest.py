@@ -49,8 +49,10 @@ def chromium_binary() -> str:
     return found
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """One Chromium per test module. Not per session: while Playwright's sync API is open, its event
+    loop counts as running in the main thread, and every later test calling asyncio.run() would fail."""
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=chromium_binary(), args=CHROMIUM_ARGS)
         yield chromium
@@ -130,9 +132,15 @@ class UI:
 
 
 @pytest.fixture
-def ui(stack: Stack, browser: Browser) -> Iterator[UI]:  # noqa: F811  (the imported fixture, by name)
+def web_env() -> dict[str, str]:
+    """Extra settings of the web process; a test overrides it with `@pytest.mark.parametrize("web_env", [...])`."""
+    return {}
+
+
+@pytest.fixture
+def ui(stack: Stack, browser: Browser, web_env: dict[str, str]) -> Iterator[UI]:  # noqa: F811  (imported fixture)
     """One web and one worker of the real stack, and a browser to open pages on it."""
-    stack.start_web()
+    stack.start_web(env=web_env)
     stack.start_workers()
     helper = UI(stack, browser)
     try:

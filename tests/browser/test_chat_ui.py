@@ -123,7 +123,8 @@ def test_html_from_the_user_and_the_model_is_shown_as_text_and_runs_nothing(ui: 
     ui.sign_in(page, f"/?agent={agent['id']}&session={session_id}")
     attack = "<img src=x onerror=alert(1)>"
     model_attack = 'Look: <script>window.__pwned = 1; alert(2)</script> <img src=y onerror="window.__pwned = 2">'
-    ui.script({"reply": model_attack}, {})  # the second answer is the default echo of the user's message
+    tracker = "\n\n![pixel](http://127.0.0.1:9/pixel.png)"  # an image elsewhere: shown as a link, never fetched
+    ui.script({"reply": model_attack + tracker}, {})  # the second answer is the default echo of the user's message
 
     message_box(page).fill(attack)
     message_box(page).press("Enter")
@@ -135,6 +136,8 @@ def test_html_from_the_user_and_the_model_is_shown_as_text_and_runs_nothing(ui: 
     for _ in range(2):  # live, then as stored history after a reload
         expect(page.locator(".msg-user").first).to_have_text(attack)
         expect(answers(page).nth(1)).to_contain_text(model_attack)
+        expect(answers(page).nth(1).get_by_role("link", name="pixel")).to_have_attribute(
+            "href", "http://127.0.0.1:9/pixel.png")
         assert page.locator(".log script, .log img, .log [onerror]").count() == 0
         assert page.evaluate("window.__pwned") is None
         page.reload()
@@ -270,3 +273,22 @@ def test_conversations_newest_first_page_by_page_new_and_delete(ui: UI) -> None:
     expect(page).not_to_have_url(re.compile("session="))
     assert ui.http.get(f"/api/v1/sessions/{session_id}").status_code == 404
     assert ui.dialogs == ["confirm: Delete “Soup tonight?” and all its messages?"]
+
+
+@pytest.mark.parametrize("web_env", [{"PARLEY_RATE_LIMIT_TURNS": "1", "PARLEY_RATE_WINDOW_S": "3"}])
+def test_too_many_requests_says_when_to_try_again_and_the_retry_is_stored_once(ui: UI) -> None:
+    agent = ui.create_agent()
+    session_id = ui.create_session(agent, "Busy")
+    page = ui.page()
+    ui.sign_in(page, f"/?agent={agent['id']}&session={session_id}")
+    message_box(page).fill("One")
+    message_box(page).press("Enter")
+    expect(answers(page).last).to_have_text("echo: One")
+    message_box(page).fill("Two")
+    message_box(page).press("Enter")
+    problem = page.locator(".problem")
+    expect(problem).to_contain_text(re.compile(r"Parley is busy \(too many requests\)\. Try again in \d+ s\."))
+    page.wait_for_timeout(3_500)  # the key's window passes
+    problem.get_by_role("button", name="Try again").click()
+    expect(answers(page).last).to_have_text("echo: Two | earlier: One")
+    assert [m["content"] for m in ui.messages(session_id) if m["role"] == "user"] == ["One", "Two"]

@@ -14,6 +14,12 @@ marked.use({
     html({ text }) {
       return escapeHtml(text);
     },
+    // The page's CSP shows images from this origin and data: URIs only; any other image becomes a
+    // link, so an answer cannot make the browser fetch (and report to) a third party on its own.
+    image({ href, text }) {
+      if (/^data:image\/(png|jpeg|gif|webp);/i.test(href || '')) return `<img src="${escapeHtml(href)}" alt="${escapeHtml(text)}">`;
+      return `<a href="${escapeHtml(href || '')}">${escapeHtml(text || href || 'image')}</a>`;
+    },
   },
 });
 
