@@ -9,6 +9,14 @@ export function Markdown({ text }) {
   return html`<div class="markdown" ref=${ref} dangerouslySetInnerHTML=${{ __html: safe }}></div>`;
 }
 
+/** A structured answer: formatted, highlighted JSON. */
+function JsonBlock({ value }) {
+  const ref = useRef(null);
+  const text = pretty(value);
+  useEffect(() => { highlightWithin(ref.current); }, [text]);
+  return html`<pre class="structured" aria-label="Structured answer" ref=${ref}><code class="language-json" key=${text}>${text}</code></pre>`;
+}
+
 function pretty(value) {
   if (typeof value === 'string') return value;
   try {
@@ -78,7 +86,7 @@ export function Answer({ answer, live = false, agentName = 'Agent' }) {
       </details>`}
       <${Steps} steps=${answer.steps} />
       ${answer.structured !== undefined
-        ? html`<pre class="structured" aria-label="Structured answer"><code>${pretty(answer.structured)}</code></pre>`
+        ? html`<${JsonBlock} value=${answer.structured} />`
         : answer.text && html`<${Markdown} text=${answer.text} />`}
       ${busy && html`<p class="status-line"><span class="spinner" aria-hidden="true"></span>${answer.statusText}</p>`}
     </article>`;
