@@ -19,7 +19,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help run test bench lint redis-server clean
+.PHONY: help run test bench lint redis-server chromium clean
 
 help:
 	@sed -n 's/^#   //p' $(MAKEFILE_LIST)
@@ -70,12 +70,30 @@ redis-server:
 	  exit 1; \
 	fi
 
+# The browser tests (tests/browser) drive Debian's chromium through Playwright (never `playwright install`).
+chromium:
+	@if [ -n "$$PARLEY_TEST_CHROMIUM" ] || command -v chromium >/dev/null 2>&1; then \
+	  :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "chromium not found: installing Debian's chromium package"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null \
+	    && command -v chromium >/dev/null \
+	    || { echo "error: apt-get install chromium failed" >&2; exit 1; }; \
+	  echo "installed $$(chromium --version)"; \
+	else \
+	  echo "error: the browser tests need Chromium and chromium is not on PATH." >&2; \
+	  echo "       Install it (Debian/Ubuntu: sudo apt-get install chromium), or point" >&2; \
+	  echo "       PARLEY_TEST_CHROMIUM at a Chromium or Chrome binary, then run make test again." >&2; \
+	  exit 1; \
+	fi
+
 # -- commands ---------------------------------------------------------------------------
 
 run: $(VENV)/.installed-local
 	$(PY) -m parley.local $(ARGS)
 
-test: $(VENV)/.installed-test redis-server
+test: $(VENV)/.installed-test redis-server chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-test

@@ -16,7 +16,7 @@ from parley.shared.settings import Settings, get_settings
 from . import errors
 from .metrics import Reporter
 from .middleware import BodyLimitAndMetrics, RequestContext
-from .routes import agents, chat, compat, jobs, openai_compat, ops, sessions, tools
+from .routes import agents, chat, compat, jobs, openai_compat, ops, sessions, tools, ui
 from .runtime import WebRuntime
 from .shutdown import on_stop_signal
 
@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["Retry-After", "X-Request-ID"], max_age=600,
         )  # fmt: skip
 
-    for module in (ops, agents, sessions, chat, jobs, compat, openai_compat, tools):
+    for module in (ops, agents, sessions, chat, jobs, compat, openai_compat, tools, ui):
         app.include_router(module.router)
     return app
 

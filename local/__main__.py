@@ -404,7 +404,8 @@ class Launcher:
 ================================================================================
   Parley is running.
 
-  URL:      {base}   (API under {base}/api/v1/)
+  URL:      {base}/   (open it in a browser to chat; sign in with the API key below)
+  API:      {base}/api/v1/   (every route: {base}/docs)
   API key:  {key}   ({key_desc})
   Redis:    {redis_desc}
   Agents:   {agents_desc}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
@@ -11,12 +11,6 @@ from .. import metrics
 from ..deps import Runtime
 
 router = APIRouter(tags=["operations"])
-
-
-@router.get("/", include_in_schema=False)
-def root() -> RedirectResponse:
-    """Until the web UI lands, the root shows the API's interactive documentation."""
-    return RedirectResponse("/docs")
 
 
 @router.get("/healthz")

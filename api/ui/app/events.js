@@ -1,0 +1,113 @@
+// The one place that turns Parley's data into what the page shows:
+//   applyEvent(answer, event)    a live stream event  -> the answer being built
+//   historyEntries(messages)     stored messages      -> user and answer entries
+// Both produce the same answer shape, drawn by views/messages.js:
+//   {steps: [{kind: 'thought', text} | {kind: 'tool', callId, name, args, result, ok}],
+//    thinking, text, structured, phase, statusText, error, done}
+
+/** A new, empty answer (phase: sending -> queued -> started -> streaming -> done | error | canceled). */
+export function newAnswer() {
+  return { steps: [], thinking: '', text: '', structured: undefined, intent: null, phase: 'sending',
+    statusText: 'Sending…', error: null, done: false, jobId: null };
+}
+
+function parseArgs(value) {
+  if (typeof value !== 'string') return value ?? {};
+  try {
+    return JSON.parse(value);
+  } catch {
+    return value;
+  }
+}
+
+function withToolResult(steps, { call_id: callId, tool_name: name, preview, ok }) {
+  const index = steps.findIndex((step) => step.kind === 'tool' && step.result === null
+    && (callId ? step.callId === callId : step.name === name));
+  const result = { result: preview ?? '', ok: ok !== false };
+  if (index < 0) return [...steps, { kind: 'tool', callId, name, args: null, ...result }];
+  return steps.map((step, i) => (i === index ? { ...step, ...result } : step));
+}
+
+/** The answer after one event of the turn's stream (returns a new object; never mutates). */
+export function applyEvent(answer, event) {
+  switch (event.type) {
+    case 'session':
+      return { ...answer, jobId: event.job_id || answer.jobId };
+    case 'status':
+      if (event.message === 'retrying') {
+        // The contract: deltas after a rerun replace the ones before it.
+        return { ...newAnswer(), jobId: answer.jobId, phase: 'started',
+          statusText: `Retrying (attempt ${event.attempt ?? '?'})…` };
+      }
+      if (event.message === 'queued') return { ...answer, phase: 'queued', statusText: 'Waiting in the queue…' };
+      if (event.message === 'started') return { ...answer, phase: 'started', statusText: 'Thinking…' };
+      return { ...answer, statusText: String(event.message ?? '') };
+    case 'thinking':
+      return { ...answer, thinking: answer.thinking + (event.message ?? '') };
+    case 'delta':
+      return { ...answer, phase: 'streaming', statusText: 'Answering…', text: answer.text + (event.content ?? '') };
+    case 'llm_thought':
+      return { ...answer, steps: [...answer.steps, { kind: 'thought', text: event.thought ?? '', turn: event.turn }] };
+    case 'tool_execution':
+      return { ...answer, statusText: `Using ${event.tool_name}…`, steps: [...answer.steps,
+        { kind: 'tool', callId: event.call_id ?? null, name: event.tool_name, args: parseArgs(event.args),
+          result: null, ok: null }] };
+    case 'tool_result':
+      return { ...answer, steps: withToolResult(answer.steps, event) };
+    case 'response':
+      return { ...answer, text: event.content ?? answer.text, structured: event.structured ?? undefined,
+        intent: event.intent ?? null, usage: event.usage ?? null };
+    case 'error':
+      return { ...answer, phase: event.code === 'canceled' ? 'canceled' : 'error',
+        error: { message: event.message ?? 'the turn failed', code: event.code ?? 'error' } };
+    case 'done':
+      return { ...answer, done: true, phase: answer.error ? answer.phase : 'done', statusText: '' };
+    default:
+      return answer; // An event type this page does not know yet: ignored, never fatal.
+  }
+}
+
+/** Parsed JSON of an answer when the agent asks for a response shape and the text is JSON. */
+export function structuredOf(text, agent) {
+  if (!agent || agent.response_shape === null || agent.response_shape === undefined) return undefined;
+  const trimmed = (text || '').trim();
+  if (!trimmed.startsWith('{') && !trimmed.startsWith('[')) return undefined;
+  try {
+    return JSON.parse(trimmed);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Stored messages (oldest first) as entries: {kind: 'user', id, content, images} and
+ * {kind: 'answer', id, answer}. An assistant message with tool_calls and the tool messages after
+ * it become the steps of the next answer, as they were shown live.
+ */
+export function historyEntries(messages, agent) {
+  const entries = [];
+  let steps = [];
+  for (const message of messages) {
+    if (message.role === 'user') {
+      entries.push({ kind: 'user', id: message.id, content: message.content, images: message.images || [] });
+    } else if (message.role === 'tool') {
+      steps = withToolResult(steps, { call_id: message.tool_call_id, tool_name: message.name,
+        preview: message.content, ok: true });
+    } else if (message.role === 'assistant' && Array.isArray(message.tool_calls) && message.tool_calls.length) {
+      if (message.content) steps = [...steps, { kind: 'thought', text: message.content }];
+      for (const call of message.tool_calls) {
+        steps = [...steps, { kind: 'tool', callId: call.id, name: call.function?.name ?? '?',
+          args: parseArgs(call.function?.arguments), result: null, ok: null }];
+      }
+    } else if (message.role === 'assistant') {
+      const answer = { ...newAnswer(), steps, text: message.content, structured: structuredOf(message.content, agent),
+        phase: 'done', statusText: '', done: true, jobId: message.job_id };
+      entries.push({ kind: 'answer', id: message.id, answer });
+      steps = [];
+    }
+  }
+  if (steps.length) {
+    entries.push({ kind: 'answer', id: 'steps', answer: { ...newAnswer(), steps, phase: 'done', done: true } });
+  }
+  return entries;
+}

@@ -1,0 +1,196 @@
+// Agents: the list to pick from, and the form that creates or edits one.
+import { apiPath, describeError, enc } from '../api.js';
+import { html, useEffect, useRef, useState } from '../html.js';
+import { EditIcon } from '../icons.js';
+
+export function AgentList({ agents, currentId, onOpen, onNew, onEdit }) {
+  return html`
+    <section class="panel" aria-labelledby="agents-title">
+      <div class="panel-head">
+        <h2 id="agents-title">Agents</h2>
+        <button class="button small" onClick=${onNew}>New agent</button>
+      </div>
+      <ul class="list agents">
+        ${agents.map((agent) => html`<li key=${agent.id} class=${agent.id === currentId ? 'current' : ''}>
+          <a href=${`?agent=${enc(agent.id)}`} aria-current=${agent.id === currentId ? 'page' : undefined}
+            onClick=${(e) => { e.preventDefault(); onOpen(agent.id); }}>
+            <span class="item-title">${agent.name}</span>
+            ${agent.description && html`<span class="item-sub">${agent.description}</span>`}
+          </a>
+          <button class="icon-button" aria-label=${`${agent.source === 'file' ? 'View' : 'Edit'} agent ${agent.name}`}
+            title=${agent.source === 'file' ? 'View' : 'Edit'} onClick=${() => onEdit(agent)}>
+            <${EditIcon} />
+          </button>
+        </li>`)}
+      </ul>
+      ${!agents.length && html`<p class="muted">No agent yet: create one.</p>`}
+    </section>`;
+}
+
+const TEXT_FIELDS = ['name', 'description', 'model', 'context', 'first_message', 'instructions'];
+
+function formValues(agent) {
+  const shape = agent?.response_shape;
+  return {
+    name: agent?.name ?? '', description: agent?.description ?? '', model: agent?.model ?? '',
+    context: agent?.context ?? '', first_message: agent?.first_message ?? '', instructions: agent?.instructions ?? '',
+    response_shape: shape === null || shape === undefined ? '' : typeof shape === 'string' ? shape : JSON.stringify(shape, null, 2),
+    tools: agent?.tools ?? [], max_turns: agent?.max_turns ?? '',
+  };
+}
+
+/** The request body, or {errors} for what cannot be sent. PATCH clears with null where the API allows. */
+function requestBody(values, editing) {
+  const body = {};
+  const errors = {};
+  for (const field of TEXT_FIELDS) body[field] = values[field].trim ? values[field].trim() : values[field];
+  if (!body.model) {
+    if (editing) body.model = null; else delete body.model;
+  }
+  const shape = values.response_shape.trim();
+  if (!shape) {
+    if (editing) body.response_shape = null;
+  } else if (shape.startsWith('{')) {
+    try {
+      body.response_shape = JSON.parse(shape);
+    } catch (error) {
+      errors.response_shape = `Not valid JSON: ${error.message}`;
+    }
+  } else {
+    body.response_shape = shape;
+  }
+  body.tools = values.tools;
+  const turns = String(values.max_turns).trim();
+  if (turns) body.max_turns = Number(turns);
+  else if (editing) body.max_turns = null;
+  if (!body.name) errors.name = 'A name is required.';
+  return { body, errors };
+}
+
+function fieldErrors(error) {
+  const errors = {};
+  for (const detail of error.details) {
+    const field = String(detail.field || '').split('.')[0] || 'form';
+    errors[field] = errors[field] ? `${errors[field]} ${detail.message}` : detail.message;
+  }
+  if (error.field) errors[error.field.split('.')[0]] = error.message;
+  if (error.status === 409 && /name/i.test(error.message)) errors.name = error.message;
+  if (!Object.keys(errors).length) errors.form = describeError(error);
+  return errors;
+}
+
+function Field({ id, label, hint, error, children }) {
+  return html`<div class=${`field${error ? ' has-error' : ''}`}>
+    <label for=${id}>${label}</label>
+    ${children}
+    ${hint && html`<p class="hint" id=${`${id}-hint`}>${hint}</p>`}
+    <p class="field-error" id=${`${id}-error`}>${error || ''}</p>
+  </div>`;
+}
+
+function ToolsField({ tools, value, onChange, error, readOnly }) {
+  if (tools === null) {
+    return html`<${Field} id="agent-tools" label="Tools" error=${error}
+        hint="Names of registered tools, separated by commas.">
+      <input id="agent-tools" value=${value.join(', ')} readOnly=${readOnly}
+        aria-invalid=${error ? 'true' : 'false'} aria-describedby="agent-tools-hint agent-tools-error"
+        onInput=${(e) => onChange(e.currentTarget.value.split(',').map((t) => t.trim()).filter(Boolean))} />
+    </${Field}>`;
+  }
+  return html`<fieldset class=${`field tools${error ? ' has-error' : ''}`} aria-describedby="agent-tools-error">
+    <legend>Tools</legend>
+    ${!tools.length && html`<p class="hint">This Parley has no tools registered.</p>`}
+    ${tools.map((tool) => html`<label class="check" key=${tool.name}>
+      <input type="checkbox" checked=${value.includes(tool.name)} disabled=${readOnly}
+        onChange=${(e) => onChange(e.currentTarget.checked ? [...value, tool.name] : value.filter((t) => t !== tool.name))} />
+      <span><strong>${tool.name}</strong>${tool.description && html` — ${tool.description}`}</span>
+    </label>`)}
+    <p class="field-error" id="agent-tools-error">${error || ''}</p>
+  </fieldset>`;
+}
+
+export function AgentForm({ api, agent, onSaved, onDeleted, onClose }) {
+  const editing = Boolean(agent);
+  const readOnly = agent?.source === 'file';
+  const [values, setValues] = useState(() => formValues(agent));
+  const [errors, setErrors] = useState({});
+  const [saving, setSaving] = useState(false);
+  const [tools, setTools] = useState(null);
+  const dialogRef = useRef(null);
+
+  useEffect(() => {
+    dialogRef.current.showModal();
+    api.get(apiPath('tools')).then((list) => { if (Array.isArray(list)) setTools(list); }).catch(() => setTools(null));
+  }, []);
+
+  const set = (field) => (e) => setValues({ ...values, [field]: e.currentTarget.value });
+  const text = (field, label, hint, multiline = false) => {
+    const props = { id: `agent-${field}`, value: values[field], onInput: set(field), readOnly,
+      'aria-invalid': errors[field] ? 'true' : 'false',
+      'aria-describedby': `agent-${field}-hint agent-${field}-error` };
+    return html`<${Field} id=${`agent-${field}`} label=${label} hint=${hint} error=${errors[field]}>
+      ${multiline ? html`<textarea rows="3" ...${props}></textarea>` : html`<input ...${props} />`}
+    </${Field}>`;
+  };
+
+  async function submit(event) {
+    event.preventDefault();
+    if (readOnly) return onClose();
+    const { body, errors: local } = requestBody(values, editing);
+    if (Object.keys(local).length) {
+      setErrors(local);
+      return;
+    }
+    setSaving(true);
+    try {
+      const saved = editing ? await api.patch(`/api/v1/agents/${enc(agent.id)}`, body) : await api.post(apiPath('agents'), body);
+      onSaved(saved);
+    } catch (error) {
+      setErrors(fieldErrors(error));
+      setSaving(false);
+      const first = dialogRef.current.querySelector('[aria-invalid="true"]');
+      first?.focus();
+    }
+  }
+
+  async function remove() {
+    if (!confirm(`Delete the agent “${agent.name}”? Its conversations stay readable.`)) return;
+    try {
+      await api.delete(`/api/v1/agents/${enc(agent.id)}`);
+      onDeleted(agent);
+    } catch (error) {
+      setErrors({ form: describeError(error) });
+    }
+  }
+
+  const title = readOnly ? `Agent ${agent.name}` : editing ? `Edit ${agent.name}` : 'New agent';
+  return html`
+    <dialog class="agent-dialog" ref=${dialogRef} aria-labelledby="agent-form-title" onClose=${onClose}>
+      <form onSubmit=${submit} novalidate>
+        <h2 id="agent-form-title">${title}</h2>
+        ${readOnly && html`<p class="notice">This agent comes from the agents file (PARLEY_AGENTS_FILE): it can be read here, and changed only in that file.</p>`}
+        ${errors.form && html`<p class="field-error" role="alert">${errors.form}</p>`}
+        ${text('name', 'Name', 'Unique among your agents.')}
+        ${text('description', 'Description', '')}
+        ${text('model', 'Model', editing ? '' : 'Empty: the server default (PARLEY_MODEL).')}
+        ${text('context', 'Context', 'What the agent knows: its system prompt.', true)}
+        ${text('first_message', 'First message', 'Its opening line in every new conversation.', true)}
+        ${text('instructions', 'Instructions', 'How it runs the conversation.', true)}
+        ${text('response_shape', 'Response shape', 'Optional. A JSON object such as {"answer": "string"}, or words.', true)}
+        <${ToolsField} tools=${tools} value=${values.tools} error=${errors.tools} readOnly=${readOnly}
+          onChange=${(list) => setValues({ ...values, tools: list })} />
+        <${Field} id="agent-max_turns" label="Max turns" error=${errors.max_turns}
+            hint="Optional. After this many exchanges the agent closes the conversation politely.">
+          <input id="agent-max_turns" type="number" min="1" step="1" inputmode="numeric" value=${values.max_turns}
+            readOnly=${readOnly} onInput=${set('max_turns')} aria-invalid=${errors.max_turns ? 'true' : 'false'}
+            aria-describedby="agent-max_turns-hint agent-max_turns-error" />
+        </${Field}>
+        <div class="actions">
+          ${!readOnly && html`<button type="submit" class="button primary" disabled=${saving}>
+            ${saving ? 'Saving…' : editing ? 'Save' : 'Create agent'}</button>`}
+          <button type="button" class="button subtle" onClick=${() => dialogRef.current.close()}>${readOnly ? 'Close' : 'Cancel'}</button>
+          ${editing && !readOnly && html`<button type="button" class="button danger push" onClick=${remove}>Delete agent</button>`}
+        </div>
+      </form>
+    </dialog>`;
+}

@@ -1,0 +1,100 @@
+"""Light and dark, desktop and phone width: the page fits, follows the system theme, and the
+screenshots in docs/screenshots/ come from here:
+
+    PARLEY_SCREENSHOTS_DIR=docs/screenshots make test PYTEST_ARGS="tests/browser/test_layout.py"
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import DESKTOP, PHONE, UI
+
+pytestmark = pytest.mark.integration
+
+RICH_REPLY = """Here is a **quick tomato pasta** for two:
+
+1. Boil 200 g of spaghetti.
+2. Warm olive oil with *garlic* and chilli.
+3. Add tomatoes and basil.
+
+```python
+def portions(people: int) -> int:
+    return 100 * people  # grams of pasta
+```
+
+| ingredient | amount |
+| --- | --- |
+| spaghetti | 200 g |
+| tomatoes | 400 g |
+"""
+
+
+def _shots_dir(tmp_path: Path) -> Path:
+    target = Path(os.environ.get("PARLEY_SCREENSHOTS_DIR") or tmp_path)
+    target.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def _fits_width(page: Page) -> bool:
+    return bool(page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"))
+
+
+def _background_is_dark(page: Page) -> bool:
+    rgb = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    red, green, blue = (int(part) for part in rgb[rgb.index("(") + 1 : rgb.index(")")].split(",")[:3])
+    return (0.2126 * red + 0.7152 * green + 0.0722 * blue) < 100
+
+
+@pytest.mark.parametrize("dark", [False, True], ids=["light", "dark"])
+@pytest.mark.parametrize("width", ["desktop", "phone"])
+def test_views_fit_and_follow_the_system_theme(ui: UI, tmp_path: Path, dark: bool, width: str) -> None:
+    shots = _shots_dir(tmp_path)
+    theme = "dark" if dark else "light"
+    agent = ui.create_agent(name="Chef", description="Mediterranean recipes, short and simple",
+                            first_message="Hello! What shall we cook today?")  # fmt: skip
+    ui.create_session(agent, "Something with basil?")
+    session_id = ui.create_session(agent, "A quick pasta for two")
+    page = ui.page(viewport=PHONE if width == "phone" else DESKTOP, dark=dark)
+
+    page.goto("/")
+    expect(page.get_by_label("API key")).to_be_visible()
+    assert _background_is_dark(page) is dark
+    assert _fits_width(page)
+    page.screenshot(path=str(shots / f"signin-{width}-{theme}.png"))
+
+    ui.sign_in(page, f"/?agent={agent['id']}&session={session_id}")
+    ui.script({"reply": RICH_REPLY})
+    page.get_by_label("Message", exact=True).fill("A quick pasta for two, please")
+    page.get_by_label("Message", exact=True).press("Enter")
+    expect(page.locator(".msg-answer").last.locator("pre code.hljs")).to_be_visible()  # highlighted
+    expect(page.locator(".msg-answer .markdown table")).to_be_visible()
+    page.get_by_label("Message", exact=True).fill("And a dessert?")
+    assert _fits_width(page)
+    page.screenshot(path=str(shots / f"chat-{width}-{theme}.png"))
+
+    sidebar = page.get_by_role("navigation", name="Agents and conversations")
+    toggle = page.get_by_role("button", name="Agents and conversations")
+    if width == "phone":
+        expect(sidebar).to_be_hidden()
+        toggle.click()
+        expect(toggle).to_have_attribute("aria-expanded", "true")
+        expect(sidebar).to_be_visible()
+        page.wait_for_timeout(300)  # the slide-in transition
+        page.screenshot(path=str(shots / f"sidebar-{width}-{theme}.png"))
+        sidebar.get_by_role("link", name="Something with basil?").click()
+        expect(sidebar).to_be_hidden()
+        expect(page.locator(".msg-answer")).to_have_text(["Hello! What shall we cook today?"])
+    else:
+        expect(toggle).to_be_hidden()
+        expect(sidebar.get_by_role("link", name="A quick pasta for two")).to_have_attribute("aria-current", "page")
+        page.get_by_role("button", name="Edit agent Chef").click()
+        expect(page.get_by_role("dialog", name="Edit Chef")).to_be_visible()
+        page.screenshot(path=str(shots / f"agent-form-{width}-{theme}.png"))
+        page.keyboard.press("Escape")
+        expect(page.get_by_role("dialog")).to_be_hidden()
+    assert _fits_width(page)
