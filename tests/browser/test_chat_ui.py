@@ -292,3 +292,31 @@ def test_too_many_requests_says_when_to_try_again_and_the_retry_is_stored_once(u
     problem.get_by_role("button", name="Try again").click()
     expect(answers(page).last).to_have_text("echo: Two | earlier: One")
     assert [m["content"] for m in ui.messages(session_id) if m["role"] == "user"] == ["One", "Two"]
+
+
+def test_tool_steps_show_live_and_from_history_as_collapsible_steps(ui: UI) -> None:
+    agent = ui.create_agent(tools=["calculator"])
+    session_id = ui.create_session(agent, "Tools")
+    page = ui.page()
+    ui.sign_in(page, f"/?agent={agent['id']}&session={session_id}")
+    ui.script(
+        {"reply": "Let me work it out.", "tool_calls": [{"name": "calculator", "arguments": {"expression": "6*7"}}]},
+        {"reply": "It is **42**.", "chunk_delay_ms": 40},
+    )  # fmt: skip
+    message_box(page).fill("What is six times seven?")
+    message_box(page).press("Enter")
+
+    for _ in range(2):  # live, then as stored history after a reload
+        answer = answers(page).last
+        expect(answer.locator(".markdown")).to_have_text("It is 42.")
+        thought = answer.locator("[data-step=thought]")
+        expect(thought).to_have_text("Let me work it out.")  # the thought is a step, not part of the answer
+        step = answer.locator("details[data-step=tool]")
+        expect(step).to_have_count(1)
+        expect(step.locator("summary")).to_contain_text("calculator")
+        expect(step).not_to_have_attribute("open", "")  # collapsed until asked
+        step.locator("summary").click()
+        expect(step.locator(".step-body")).to_contain_text("42")
+        expect(step.locator(".step-body")).to_contain_text('"expression": "6*7"')
+        page.reload()
+    assert [m["role"] for m in ui.messages(session_id)] == ["assistant", "user", "assistant", "tool", "assistant"]

@@ -209,7 +209,7 @@ class FakeProvider:
 
     @contextmanager
     def stream(self, *, model: str, messages: list[dict[str, Any]], temperature: float | None,
-               max_tokens: int | None) -> Any:  # fmt: skip
+               max_tokens: int | None, tools: Any = None, response_format: Any = None) -> Any:  # fmt: skip
         self.requests.append(messages)
         answer = self.answers.pop(0)
         if isinstance(answer, Exception):

@@ -39,6 +39,10 @@ export function applyEvent(answer, event) {
         return { ...newAnswer(), jobId: answer.jobId, phase: 'started',
           statusText: `Retrying (attempt ${event.attempt ?? '?'})…` };
       }
+      if (event.message === 'repairing') {
+        // The answer did not fit the agent's shape; the deltas after this replace the ones before.
+        return { ...answer, text: '', statusText: 'Repairing the answer\u2019s shape…' };
+      }
       if (event.message === 'queued') return { ...answer, phase: 'queued', statusText: 'Waiting in the queue…' };
       if (event.message === 'started') return { ...answer, phase: 'started', statusText: 'Thinking…' };
       return { ...answer, statusText: String(event.message ?? '') };
@@ -47,7 +51,10 @@ export function applyEvent(answer, event) {
     case 'delta':
       return { ...answer, phase: 'streaming', statusText: 'Answering…', text: answer.text + (event.content ?? '') };
     case 'llm_thought':
-      return { ...answer, steps: [...answer.steps, { kind: 'thought', text: event.thought ?? '', turn: event.turn }] };
+      // The step's text already came as deltas: it was the model's thought, not the answer, so it
+      // moves into the steps and the answer starts afresh (docs/api.md, the agent loop).
+      return { ...answer, text: '', steps: [...answer.steps,
+        { kind: 'thought', text: event.thought ?? '', turn: event.turn }] };
     case 'tool_execution':
       return { ...answer, statusText: `Using ${event.tool_name}…`, steps: [...answer.steps,
         { kind: 'tool', callId: event.call_id ?? null, name: event.tool_name, args: parseArgs(event.args),
