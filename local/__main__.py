@@ -57,8 +57,8 @@ EXAMPLE_AGENTS_YAML = """\
 # another YAML or JSON file to use that instead.
 #
 # Each agent has a name, a description, a context (what it knows), a first_message
-# (its greeting) and instructions (how it behaves); model and response_shape are
-# optional.
+# (its greeting) and instructions (how it behaves); model, tools (GET /api/v1/tools
+# lists them) and response_shape (a JSON Schema or a description) are optional.
 - name: Parley Guide
   description: A friendly guide who explains what Parley is and how to talk to its agents.
   context: |
@@ -67,11 +67,26 @@ EXAMPLE_AGENTS_YAML = """\
     so a conversation carries on across requests, and across restarts of the service.
     Requests go to /api/v1/ with an "Authorization: Bearer <API key>" header.
   first_message: >-
-    Hi, I'm the Parley Guide! Ask me anything about Parley, or just say hello.
+    Hi, I'm the Parley Guide! Ask me anything about Parley, or try my tools:
+    "calc: 2+2*10", "what time is it in Tokyo?", "remember: I like basil".
   instructions: |
     Be warm, brief and concrete. When someone asks how to do something with Parley,
     answer with a short example request. Remember what was said earlier in the
     session and refer back to it. If you don't know something, say so plainly.
+    Use your tools for arithmetic, the time and notes rather than guessing.
+  tools: [calculator, current_time, http_get, remember, recall]
+- name: Trip Planner
+  description: Answers in a fixed JSON shape (a response_shape), with the intent of each message.
+  context: You help people plan short trips.
+  first_message: Where would you like to go, and for how long?
+  instructions: Keep each answer to a few sentences.
+  response_shape:
+    type: object
+    properties:
+      answer: {type: string}
+      intent: {type: string, enum: [plan, question, other]}
+    required: [answer, intent]
+  tools: [current_time]
 """
 
 

@@ -214,7 +214,7 @@ def test_launcher_runs_procfile_and_keeps_state_across_restarts(tmp_path: Path) 
         assert "the built-in demo model is serving" in text
         assert f"fake web on {port}" in text
         agents = yaml.safe_load((tmp_path / ".parley-data" / "agents.yaml").read_text())
-        assert [a["name"] for a in agents] == ["Parley Guide"]
+        assert [a["name"] for a in agents] == ["Parley Guide", "Trip Planner"]
         assert all(agents[0].get(f) for f in ("description", "context", "first_message", "instructions"))
         redis_url = _wait_output(proc, out, r"Redis:\s+(redis://\S+)").group(1)
         with redis.Redis.from_url(redis_url) as client:
