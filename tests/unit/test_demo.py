@@ -47,7 +47,7 @@ def test_a_step_calls_then_answers_from_the_result(make_settings: Any) -> None:
     tools = [{"type": "function", "function": {"name": "calculator"}}]
     text, calls = _step(provider, [{"role": "user", "content": "calc: 1+1"}], tools=tools)
     assert text == "" and [(c.name, json.loads(c.arguments)) for c in calls] == [("calculator", {"expression": "1+1"})]
-    followed = [{"role": "user", "content": "calc: 1+1"},
+    followed: list[dict[str, Any]] = [{"role": "user", "content": "calc: 1+1"},
                 {"role": "assistant", "content": None, "tool_calls": [calls[0].as_message_part()]},
                 {"role": "tool", "tool_call_id": calls[0].id, "content": "2"}]  # fmt: skip
     text, calls = _step(provider, followed, tools=tools)

@@ -221,7 +221,8 @@ def test_tool_calls_and_reasoning_stream_as_openai_streams_them(base_url: str, c
     assert "".join(getattr(d, "reasoning_content", None) or "" for d in deltas) == "think first"
     fragments = [call for d in deltas for call in d.tool_calls or ()]
     names = {f.index: f.function.name for f in fragments if f.function and f.function.name}
-    arguments = {i: "".join(f.function.arguments or "" for f in fragments if f.index == i) for i in names}
+    arguments = {i: "".join((f.function.arguments if f.function else None) or "" for f in fragments if f.index == i)
+                 for i in names}  # fmt: skip
     assert names == {0: "calculator", 1: "current_time"}
     assert arguments == {0: '{"expression": "1+1"}', 1: "{}"}
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
