@@ -35,6 +35,13 @@ def message_box(page: Page):  # type: ignore[no-untyped-def]
     return page.get_by_label("Message", exact=True)
 
 
+def send(page: Page, text: str) -> None:
+    """Type a message and press Enter once the page takes one (Send is enabled)."""
+    message_box(page).fill(text)
+    expect(page.get_by_role("button", name="Send", exact=True)).to_be_enabled()
+    message_box(page).press("Enter")
+
+
 def test_sign_in_create_an_agent_and_watch_the_answer_grow(ui: UI) -> None:
     page = ui.page()
     page.goto("/")
@@ -62,8 +69,7 @@ def test_sign_in_create_an_agent_and_watch_the_answer_grow(ui: UI) -> None:
 
     expect(answers(page).first).to_have_text("Hello, I am your chef.")
     ui.script({"reply": LONG_REPLY, "chunk_delay_ms": 60})
-    message_box(page).fill("What shall we cook?")
-    message_box(page).press("Enter")
+    send(page, "What shall we cook?")
 
     seen: list[int] = []
     deadline = time.monotonic() + 20
@@ -95,8 +101,7 @@ def test_reload_mid_answer_reattaches_and_the_answer_finishes_once(ui: UI) -> No
     page = ui.page()
     ui.sign_in(page, f"/?agent={agent['id']}&session={session_id}")
     ui.script({"reply": LONG_REPLY, "chunk_delay_ms": 70})
-    message_box(page).fill("Tell me a long story")
-    page.get_by_role("button", name="Send").click()
+    send(page, "Tell me a long story")
     expect(page.locator(".msg-answer.is-live .markdown")).to_contain_text("word5")
     assert "word59" not in (live_text(page) or "")
 
@@ -126,11 +131,9 @@ def test_html_from_the_user_and_the_model_is_shown_as_text_and_runs_nothing(ui: 
     tracker = "\n\n![pixel](http://127.0.0.1:9/pixel.png)"  # an image elsewhere: shown as a link, never fetched
     ui.script({"reply": model_attack + tracker}, {})  # the second answer is the default echo of the user's message
 
-    message_box(page).fill(attack)
-    message_box(page).press("Enter")
+    send(page, attack)
     expect(answers(page).last).to_contain_text("<script>window.__pwned = 1; alert(2)</script>")
-    message_box(page).fill(f"again {attack}")
-    message_box(page).press("Enter")
+    send(page, f"again {attack}")
     expect(answers(page).last).to_contain_text(f"echo: again {attack}")
 
     for _ in range(2):  # live, then as stored history after a reload
@@ -174,8 +177,7 @@ def test_stop_cancels_the_running_turn_and_nothing_is_stored(ui: UI) -> None:
     page = ui.page()
     ui.sign_in(page, f"/?agent={agent['id']}&session={session_id}")
     ui.script({"reply": LONG_REPLY, "chunk_delay_ms": 100})
-    message_box(page).fill("Go on and on")
-    message_box(page).press("Enter")
+    send(page, "Go on and on")
     expect(page.locator(".msg-answer.is-live .markdown")).to_contain_text("word2")
     page.get_by_role("button", name="Stop", exact=True).click()
     expect(page.get_by_role("alert")).to_contain_text("Stopped. This answer was not saved.")
@@ -189,8 +191,7 @@ def test_a_failed_turn_is_explained_and_try_again_answers(ui: UI) -> None:
     page = ui.page()
     ui.sign_in(page, f"/?agent={agent['id']}&session={session_id}")
     ui.script(*[{"status": 500} for _ in range(4)])  # the first attempt and the SDK's 3 retries
-    message_box(page).fill("Are you there?")
-    message_box(page).press("Enter")
+    send(page, "Are you there?")
     problem = page.locator(".problem")
     expect(problem).to_contain_text("The model failed to answer", timeout=30_000)
     problem.get_by_role("button", name="Try again").click()
@@ -204,12 +205,12 @@ def test_a_dropped_stream_resumes_with_last_event_id_without_repeating_text(ui: 
     session_id = ui.create_session(agent, "Drop")
     page = ui.page()
     ui.sign_in(page, f"/?agent={agent['id']}&session={session_id}")
+    # Reconnections that got an answer (attempts while no web listened have no response to look at).
     resumed_after: list[str | None] = []
-    page.on("request", lambda request: resumed_after.append(request.headers.get("last-event-id"))
-            if request.url.endswith("/events") else None)  # fmt: skip
+    page.on("response", lambda response: resumed_after.append(response.request.headers.get("last-event-id"))
+            if response.url.endswith("/events") else None)  # fmt: skip
     ui.script({"reply": LONG_REPLY, "chunk_delay_ms": 80})
-    message_box(page).fill("Keep talking")
-    message_box(page).press("Enter")
+    send(page, "Keep talking")
     expect(page.locator(".msg-answer.is-live .markdown")).to_contain_text("word3")
 
     web = ui.stack.webs[0]
@@ -238,8 +239,7 @@ def test_images_are_previewed_size_checked_and_sent(ui: UI) -> None:
     file_input.set_input_files([dot, too_big])
     expect(page.get_by_role("list", name="Attached images").get_by_role("img")).to_have_count(1)
     expect(page.locator(".composer .field-error")).to_contain_text("huge.png is 5.0 MB")
-    message_box(page).fill("What is in this picture?")
-    message_box(page).press("Enter")
+    send(page, "What is in this picture?")
     expect(answers(page).last).to_have_text("echo: What is in this picture?")
     expect(page.locator(".msg-user img")).to_have_count(1)
     stored = ui.messages(session_id)[1]
@@ -262,8 +262,7 @@ def test_conversations_newest_first_page_by_page_new_and_delete(ui: UI) -> None:
     # A new conversation starts as a draft with the first message; sending creates it, titled after it.
     page.get_by_role("button", name="New", exact=True).click()
     expect(answers(page)).to_have_text(["Hello, I am your chef."])
-    message_box(page).fill("Soup tonight?")
-    message_box(page).press("Enter")
+    send(page, "Soup tonight?")
     expect(answers(page).last).to_have_text("echo: Soup tonight?")
     expect(sessions.first).to_have_text("Soup tonight?")
     session_id = re.search(r"session=([^&]+)", page.url).group(1)  # type: ignore[union-attr]
@@ -281,11 +280,9 @@ def test_too_many_requests_says_when_to_try_again_and_the_retry_is_stored_once(u
     session_id = ui.create_session(agent, "Busy")
     page = ui.page()
     ui.sign_in(page, f"/?agent={agent['id']}&session={session_id}")
-    message_box(page).fill("One")
-    message_box(page).press("Enter")
+    send(page, "One")
     expect(answers(page).last).to_have_text("echo: One")
-    message_box(page).fill("Two")
-    message_box(page).press("Enter")
+    send(page, "Two")
     problem = page.locator(".problem")
     expect(problem).to_contain_text(re.compile(r"Parley is busy \(too many requests\)\. Try again in \d+ s\."))
     page.wait_for_timeout(3_500)  # the key's window passes

@@ -28,7 +28,8 @@ function formatBytes(bytes) {
   return bytes >= 1024 * 1024 ? `${(bytes / 1024 / 1024).toFixed(1)} MB` : `${Math.ceil(bytes / 1024)} KB`;
 }
 
-function Composer({ agentName, busy, canStop, onSend, onStop, inputRef, initialText }) {
+/** The message box; `busy`: a turn is on its way (no second one), `running`: it can still be stopped. */
+function Composer({ agentName, busy, running, canStop, onSend, onStop, inputRef, initialText }) {
   const [text, setText] = useState(initialText || '');
   const [images, setImages] = useState([]);
   const [problem, setProblem] = useState('');
@@ -87,9 +88,9 @@ function Composer({ agentName, busy, canStop, onSend, onStop, inputRef, initialT
         <textarea id="message-input" ref=${inputRef} rows="1" value=${text} placeholder=${`Message ${agentName}…`}
           aria-describedby="composer-hint"
           onInput=${(e) => setText(e.currentTarget.value)} onKeyDown=${onKeyDown}></textarea>
-        ${busy
+        ${running
           ? html`<button type="button" class="button danger" onClick=${onStop} disabled=${!canStop}>Stop</button>`
-          : html`<button type="submit" class="button primary" disabled=${!text.trim()}>Send</button>`}
+          : html`<button type="submit" class="button primary" disabled=${busy || !text.trim()}>Send</button>`}
       </div>
       <p id="composer-hint" class="hint">Enter sends, Shift+Enter adds a line.</p>
     </form>`;
@@ -210,7 +211,11 @@ export function ChatPane({ api, apiKey, agent, sessionId, onSessionStarted, onTu
         await loadHistory(); // The stored turn replaces the live copy: one answer, with its message ids.
         updateLive(null, true);
       } catch {
-        updateLive({ ...liveRef.current }, true);
+        // The answer is stored; only reading it back failed. Show it as it streamed, as history.
+        const { user, answer: shown } = liveRef.current;
+        setEntries((current) => [...current, { kind: 'user', id: `u-${shown.jobId}`, ...user },
+          { kind: 'answer', id: `a-${shown.jobId}`, answer: shown }]);
+        updateLive(null, true);
       }
       onAnnounce('Answer complete.');
     } else {
@@ -335,7 +340,10 @@ export function ChatPane({ api, apiKey, agent, sessionId, onSessionStarted, onTu
     inputRef.current?.focus();
   }
 
-  const busy = Boolean(live && !live.answer.done && !live.failure);
+  // A finished answer stays live until the stored history replaces it (a moment): no new turn before,
+  // so the history that arrives never races a newer turn's live copy.
+  const running = Boolean(live && !live.answer.done && !live.failure);
+  const busy = running || Boolean(live && !live.failure && live.answer.phase === 'done');
   const agentName = agent.name;
   return html`
     <section class="chat" aria-label=${`Conversation with ${agentName}`}>
@@ -360,7 +368,7 @@ export function ChatPane({ api, apiKey, agent, sessionId, onSessionStarted, onTu
         ${live && html`<${LiveProblem} live=${live} onRetry=${retry} onResume=${resume} onDismiss=${dismiss} />`}
         ${!sessionId && historyError && html`<div class="problem" role="alert"><p>${describeError(historyError)}</p></div>`}
       </div>
-      <${Composer} agentName=${agentName} busy=${busy} canStop=${Boolean(live?.answer.jobId)} onSend=${send}
+      <${Composer} agentName=${agentName} busy=${busy} running=${running} canStop=${Boolean(live?.answer.jobId)} onSend=${send}
         onStop=${stop} inputRef=${inputRef} initialText=${returned} />
     </section>`;
 }
