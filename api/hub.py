@@ -66,13 +66,21 @@ class Subscriber:
             self._resync(DRAIN)  # its stream re-reads the backlog on the next web it reaches
 
 
+READ_CONNECTIONS = 64
+"""Redis connections one web process reads event backlogs over, at most (pub/sub has its own)."""
+
+
 class EventHub:
     def __init__(self, settings: Settings) -> None:
-        self.redis = aredis.Redis.from_url(
-            settings.redis_url, decode_responses=True,
+        # Streams wait for a pooled connection rather than fail: a plain pool raises "Too many
+        # connections" past its cap, which thousands of idle streams re-reading their backlog at
+        # each ping reach on a busy event loop (docs/benchmarks.md, idle streams).
+        self.redis = aredis.Redis.from_pool(aredis.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=READ_CONNECTIONS, timeout=settings.redis_timeout_s,
+            decode_responses=True,
             socket_connect_timeout=settings.redis_timeout_s, socket_timeout=settings.redis_timeout_s,
             health_check_interval=1, retry=AsyncRetry(NoBackoff(), 1), retry_on_error=[RedisConnectionError],
-        )  # fmt: skip
+        ))  # fmt: skip
         self.listen_redis = aredis.Redis.from_url(
             settings.redis_url, decode_responses=True, socket_connect_timeout=settings.redis_timeout_s,
             socket_timeout=None, socket_keepalive=True, socket_keepalive_options=_KEEPALIVE,
