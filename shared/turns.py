@@ -16,6 +16,7 @@ from typing import Any
 
 from rq import Callback, Queue, Retry
 from rq.job import Job, JobStatus
+from redis.exceptions import NoScriptError
 from rq.utils import utcformat
 
 from . import events, keys, scripts, telemetry
@@ -204,9 +205,18 @@ class TurnStore:
         """Emit events of a running attempt, in order, in one round trip; False means stop:
         the turn was canceled, ended or superseded (and events from then on were dropped)."""
         job_keys = [keys.job(tenant, job_id), keys.events(tenant, job_id), keys.live_channel(tenant, job_id)]
+        try:
+            return self._emit_batch(job_keys, attempt, payloads)
+        except NoScriptError:  # Redis restarted or its scripts were flushed: load it, send again
+            self.r.script_load(scripts.EMIT_TURN_EVENT)
+            return self._emit_batch(job_keys, attempt, payloads)
+
+    def _emit_batch(self, job_keys: list[str], attempt: int, payloads: list[str]) -> bool:
+        # EVALSHA straight on the pipeline: a Script object on a pipeline costs a SCRIPT EXISTS round
+        # trip at every execute. A NOSCRIPT reply writes nothing, so sending the batch again is safe.
         with self.r.pipeline(transaction=False) as pipe:
             for payload in payloads:
-                self._emit(keys=job_keys, args=[attempt, payload, self.retention_ms], client=pipe)
+                pipe.evalsha(self._emit.sha, len(job_keys), *job_keys, attempt, payload, self.retention_ms)
             telemetry.write(pipe, telemetry.PENDING.take())  # rides along: no round trip of its own
             event_ids = pipe.execute()[: len(payloads)]
         return all(event_ids)

@@ -693,3 +693,14 @@ def test_emit_sends_a_batch_in_order_and_stops_at_the_fence(
     turns.cancel(T, accepted.job_id)
     assert turns.emit(T, accepted.job_id, 1, batch) is False
     assert [e["content"] for e in event_list(clients, accepted.job_id) if e["type"] == "delta"] == deltas
+
+
+def test_emit_loads_its_script_again_after_a_flush(turns: TurnStore, clients: RedisClients, chef: dict) -> None:
+    """Deltas go out as EVALSHA (no SCRIPT EXISTS per batch); a Redis that lost its scripts gets
+    the script loaded again and the batch sent again, once."""
+    accepted = accept(turns, chef)
+    turns.start(T, accepted.job_id)
+    clients.text.script_flush()
+    assert turns.emit(T, accepted.job_id, 1, [events.encode("delta", content="a")]) is True
+    assert turns.emit(T, accepted.job_id, 1, [events.encode("delta", content="b")]) is True
+    assert [e["content"] for e in event_list(clients, accepted.job_id) if e["type"] == "delta"] == ["a", "b"]
