@@ -2,6 +2,7 @@
 import { Api, KEY_STORAGE, apiPath, describeError, enc } from './api.js';
 import { html, render, useEffect, useMemo, useState } from './html.js';
 import { MenuIcon } from './icons.js';
+import { pendingTurns } from './turn.js';
 import { AgentForm, AgentList } from './views/agents.js';
 import { ChatPane } from './views/chat.js';
 import { SessionList, sessionTitle } from './views/sessions.js';
@@ -56,6 +57,7 @@ function App() {
 
   function signOut(message) {
     localStorage.removeItem(KEY_STORAGE);
+    pendingTurns.forgetAll();
     setApiKey(null);
     setAgents(null);
     setNotice(message);
