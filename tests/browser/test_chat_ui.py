@@ -166,9 +166,11 @@ def test_a_wrong_key_shows_the_sign_in_again(ui: UI) -> None:
 
     # Forget key: gone from the browser, sign-in shown.
     ui.sign_in(page)
+    page.evaluate("localStorage.setItem('parley.pending', '{}')")
     page.get_by_role("button", name="Forget key").click()
     expect(page.get_by_label("API key")).to_be_visible()
-    assert page.evaluate("localStorage.getItem('parley.apiKey')") is None
+    assert page.evaluate("[localStorage.getItem('parley.apiKey'), localStorage.getItem('parley.pending')]") == [
+        None, None]
 
 
 def test_stop_cancels_the_running_turn_and_nothing_is_stored(ui: UI) -> None:

@@ -84,6 +84,8 @@ def test_views_fit_and_follow_the_system_theme(ui: UI, tmp_path: Path, dark: boo
         toggle.click()
         expect(toggle).to_have_attribute("aria-expanded", "true")
         expect(sidebar).to_be_visible()
+        expect(sidebar.get_by_role("button", name="New agent")).to_be_focused()  # focus moves into the drawer
+        assert page.evaluate("document.querySelector('main').inert")  # and the chat behind it is out of reach
         page.wait_for_timeout(300)  # the slide-in transition
         page.screenshot(path=str(shots / f"sidebar-{width}-{theme}.png"))
         sidebar.get_by_role("link", name="Something with basil?").click()

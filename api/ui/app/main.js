@@ -2,6 +2,7 @@
 import { Api, KEY_STORAGE, apiPath, describeError, enc } from './api.js';
 import { html, render, useEffect, useMemo, useState } from './html.js';
 import { MenuIcon } from './icons.js';
+import { pendingTurns } from './turn.js';
 import { AgentForm, AgentList } from './views/agents.js';
 import { ChatPane } from './views/chat.js';
 import { SessionList, sessionTitle } from './views/sessions.js';
@@ -28,6 +29,19 @@ function storedKey() {
   }
 }
 
+const NARROW = '(max-width: 760px)'; // the stylesheet's phone layout
+
+function useNarrow() {
+  const [narrow, setNarrow] = useState(() => matchMedia(NARROW).matches);
+  useEffect(() => {
+    const query = matchMedia(NARROW);
+    const onChange = () => setNarrow(query.matches);
+    query.addEventListener('change', onChange);
+    return () => query.removeEventListener('change', onChange);
+  }, []);
+  return narrow;
+}
+
 function App() {
   const [apiKey, setApiKey] = useState(storedKey);
   const [notice, setNotice] = useState('');
@@ -39,9 +53,11 @@ function App() {
   const [navOpen, setNavOpen] = useState(false);
   const [sessionsVersion, setSessionsVersion] = useState(0);
   const [announcement, setAnnouncement] = useState('');
+  const narrow = useNarrow();
 
   function signOut(message) {
     localStorage.removeItem(KEY_STORAGE);
+    pendingTurns.forgetAll();
     setApiKey(null);
     setAgents(null);
     setNotice(message);
@@ -87,6 +103,8 @@ function App() {
     if (agents && agents.length && !route.agent && !route.session) navigate({ agent: agents[0].id }, { replace: true });
   }, [agents, route.agent, route.session]);
   useEffect(() => { document.title = agent ? `${agent.name} · Parley` : 'Parley'; }, [agent]);
+  // On a phone the open drawer is the only thing to use: focus goes into it, the rest is inert.
+  useEffect(() => { if (navOpen && narrow) document.querySelector('#sidebar a, #sidebar button')?.focus(); }, [navOpen]);
 
   if (!apiKey || changingKey) {
     return html`<${SignIn} notice=${notice} onCancel=${changingKey ? () => setChangingKey(false) : null}
@@ -163,7 +181,7 @@ function App() {
             if (session.session_id === route.session) navigate({ agent: agent.id }, { replace: true });
           }} />`}
       </nav>
-      <main id="main" class="main">${content}</main>
+      <main id="main" class="main" inert=${navOpen && narrow}>${content}</main>
     </div>
     <div class="visually-hidden" role="status" aria-live="polite">${announcement}</div>
     ${editing && html`<${AgentForm} api=${api} agent=${editing.agent} onSaved=${saved} onDeleted=${deleted}

@@ -128,6 +128,14 @@ export const pendingTurns = {
     entry.progress = { answer, lastEventId };
     writeAll(all);
   },
+  /** Forgets every kept turn (they hold message text): on signing out. */
+  forgetAll() {
+    try {
+      localStorage.removeItem(PENDING);
+    } catch {
+      // Nothing kept, or storage off.
+    }
+  },
   clear(apiKey, sessionId) {
     const all = readAll();
     delete all[scope(apiKey, sessionId)];

@@ -39,7 +39,7 @@ export function SignIn({ notice, onSignedIn, onCancel }) {
           aria-invalid=${error ? 'true' : 'false'} aria-describedby="api-key-help api-key-error" />
         <p id="api-key-error" class="field-error" role=${error ? 'alert' : undefined}>${error}</p>
         <p id="api-key-help" class="hint">
-          The key <code>make run</code> printed (also in <code>.parley-data/api_key</code>), or one of
+          The key <code>make run</code> printed (also in <code>.parley-data/api_key</code>), or one of${' '}
           <code>PARLEY_API_KEYS</code>. It stays in this browser only.
         </p>
         <div class="actions">
