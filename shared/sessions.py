@@ -150,10 +150,6 @@ class SessionStore:
                 message["images"] = images.with_uris(message["images"], found)
         return [_public_message(start + offset, message) for offset, message in enumerate(stored)]
 
-    def history(self, tenant: str, session_id: str) -> list[dict[str, Any]]:
-        """Every committed message, oldest first (what the worker rebuilds a context from)."""
-        return [json.loads(item) for item in self.r.lrange(keys.messages(tenant, session_id), 0, -1)]  # type: ignore[union-attr]
-
 
 def _public_session(session_id: str, raw: dict[str, str], count: int, agent_names: dict[str, str]) -> SessionPublic:
     return SessionPublic(

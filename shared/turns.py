@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from redis.exceptions import NoScriptError
 from rq import Callback, Queue, Retry
 from rq.job import Job, JobStatus
-from redis.exceptions import NoScriptError
 from rq.utils import utcformat
 
 from . import events, keys, scripts, telemetry

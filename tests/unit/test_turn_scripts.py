@@ -542,12 +542,6 @@ def test_session_delete(chatty: SessionStore, clients: RedisClients, chef: dict)
         chatty.delete(T, "s1")
 
 
-def test_history_is_what_the_worker_reads(chatty: SessionStore) -> None:
-    history = chatty.history(T, "s1")
-    assert [m["content"] for m in history][1:] == ["m1", "m2", "m3", "m4"]
-    assert history[0]["role"] == "assistant"
-
-
 # --- AgentStore -------------------------------------------------------------------------------
 
 
