@@ -286,6 +286,7 @@ class TurnWorker(SimpleWorker):
                     self.drain_grace_s)  # fmt: skip
         try:
             with self.connection.pipeline() as pipe:
+                pipe.multi()  # before any command: `enqueue_job` given a pipeline expects a transaction
                 for job, queue, execution in running:
                     execution.delete(job=job, pipeline=pipe)
                     queue.enqueue_job(job, pipeline=pipe, at_front=True)

@@ -159,6 +159,10 @@ def test_sigterm_with_several_turns_in_flight_fails_none(stack) -> None:
         assert [wait_job(http, job_id)["status"] for job_id in long + short] == ["finished"] * 4
         r = stack.redis()
         assert r.zcard(f"rq:failed:{QUEUE}") == 0
+        # Handed back by the draining worker itself, not found abandoned later: no retry was used up.
+        assert [r.hget(f"rq:job:{job_id}", "retries_left") for job_id in long] == ["2", "2"]
+        assert "2 turn(s) still running after 3 s of drain: handing them back" in first.read_log()
+        assert "could not hand" not in first.read_log()
         assert second.alive
 
 
