@@ -11,6 +11,7 @@ import json
 import signal
 import sys
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -48,6 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--burst", action="store_true",
                         help="start every client in the same instant (default: spread over one answer's time)")
     parser.add_argument("--skip-drain", action="store_true")
+    parser.add_argument("--skip-load", action="store_true", help="skip the model-alone and load phases")
     parser.add_argument("--quick", action="store_true", help="small counts: a smoke run of every phase")
     parser.add_argument("--keep-logs", action="store_true")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
@@ -71,8 +73,8 @@ def _group_pids(stack: LoadStack, procs: list[Any]) -> dict[str, int]:
 
 
 def _stagger_s(args: argparse.Namespace) -> float:
-    """Clients start spread over one answer's time: then `clients` turns are in flight at a steady rate."""
-    return 0.0 if args.burst else args.model_ms / 1000
+    """Clients start spread over half an answer's time: all of them overlap for the other half."""
+    return 0.0 if args.burst else args.model_ms / 1000 / 2
 
 
 def load_phase(stack: LoadStack, args: argparse.Namespace, first_chunk_s: float) -> dict[str, Any]:
@@ -83,7 +85,7 @@ def load_phase(stack: LoadStack, args: argparse.Namespace, first_chunk_s: float)
     before = probe.command_counts(stack.redis_url)
     worker_pids, web_pids = _group_pids(stack, workers), _group_pids(stack, stack.webs)
     with probe.MemorySampler(worker_pids) as worker_memory, probe.MemorySampler(web_pids) as web_memory, \
-            probe.ModelGauge(stack.model) as gauge:  # fmt: skip
+            probe.ModelGauge(stack.model) as gauge, probe.RunningGauge(stack.redis_url, QUEUE) as running:  # fmt: skip
         run = asyncio.run(clients.stream_turns(urls, stack.headers, args.clients, args.rounds, 120, "load",
                                                stagger_s=_stagger_s(args)))
     after = probe.command_counts(stack.redis_url)
@@ -91,9 +93,9 @@ def load_phase(stack: LoadStack, args: argparse.Namespace, first_chunk_s: float)
     return {
         "workers": args.workers, "concurrency": args.concurrency, "webs": len(stack.webs), "clients": args.clients,
         "rounds": args.rounds, "clients_start_spread_over_s": _stagger_s(args), **report,
-        "peak_model_calls_at_once": gauge.peak,
+        "peak_model_calls_at_once": gauge.peak, "peak_turns_running_at_once": running.peak,
         "worker_memory": worker_memory.result(), "web_memory": web_memory.result(),
-        "redis_commands": probe.commands_per_turn(before, after, report["finished"]),
+        "redis_commands": probe.commands_per_turn(before, after, report["finished"], {"zcard": running.samples}),
     }  # fmt: skip
 
 
@@ -105,14 +107,16 @@ def drain_phase(stack: LoadStack, args: argparse.Namespace, first_chunk_s: float
     exits: dict[str, Any] = {}
 
     async def run() -> clients.LoadRun:
+        progress = clients.LoadRun()
         load = asyncio.create_task(clients.stream_turns(urls, stack.headers, args.clients, 2, 120, "drain",
-                                                        stagger_s=_stagger_s(args)))
-        deadline = time.monotonic() + 60
-        while stack.model.control("stats")["open_streams"] < args.clients * 0.95 and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        exits["in_flight_at_sigterm"] = stack.model.control("stats")["open_streams"]
-        await asyncio.sleep(args.model_ms / 1000 / 3)  # every turn is now part-way through its answer
+                                                        stagger_s=_stagger_s(args), run=progress))
+        deadline = time.monotonic() + 60  # until every client's first turn has streamed its first delta
+        while time.monotonic() < deadline and \
+                sum(1 for turn in progress.turns if turn.first_delta_s is not None) < args.clients:  # fmt: skip
+            await asyncio.sleep(0.05)
         new = await asyncio.to_thread(stack.start_workers, args.workers, extra)
+        exits["in_flight_at_sigterm"] = stack.model.control("stats")["open_streams"]
+        exits["turns_done_before_sigterm"] = sum(1 for turn in progress.turns if turn.done_s is not None)
         exits["replacements"] = [proc.name for proc in new]
         signalled = time.monotonic()
         for proc in old:
@@ -205,7 +209,9 @@ def idle_phase(stack: LoadStack, args: argparse.Namespace) -> dict[str, Any]:
     job_ids = asyncio.run(create_jobs())
     created_s = time.perf_counter() - began
     result = asyncio.run(hold(job_ids))
-    return {"jobs_created_s": round(created_s, 1), **result}
+    ended = [line.split("stream ended: ", 1)[1] for line in web.read_log().splitlines() if "stream ended: " in line]
+    return {"jobs_created_s": round(created_s, 1), **result,
+            "streams_ended_by_the_web": dict(Counter(ended))}  # fmt: skip
 
 
 def _pubsub_connections(redis_url: str) -> list[dict[str, int]]:
@@ -246,14 +252,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with httpx.Client(headers=stack.headers, timeout=30) as http:
             http.post(f"{stack.webs[0].url}/api/v1/agents", json=AGENT).raise_for_status()
 
-        say(f"bench.load: 1/5 the model alone, {args.clients} streams at once")
-        results["model_direct"] = asyncio.run(clients.model_streams(stack.model.base_url, args.clients, 60))
-
-        say(f"bench.load: 2/5 {args.clients} clients x {args.rounds} streamed turns, {args.workers} workers "
-            f"x {args.concurrency} turns")  # fmt: skip
-        results["load"] = load_phase(stack, args, first_chunk_s)
-        for proc in list(stack.workers):
-            stack.stop(proc)
+        if not args.skip_load:
+            say(f"bench.load: 1/5 the model alone, {args.clients} streams at once")
+            results["model_direct"] = asyncio.run(clients.model_streams(stack.model.base_url, args.clients, 60))
+            say(f"bench.load: 2/5 {args.clients} clients x {args.rounds} streamed turns, {args.workers} workers "
+                f"x {args.concurrency} turns")  # fmt: skip
+            results["load"] = load_phase(stack, args, first_chunk_s)
+            for proc in list(stack.workers):
+                stack.stop(proc)
 
         if not args.skip_drain:
             say(f"bench.load: 3/5 drain: SIGTERM to every worker with {args.clients} turns in flight")

@@ -90,13 +90,15 @@ async def _one_turn(client: httpx.AsyncClient, url: str, headers: dict[str, str]
 
 
 async def stream_turns(web_urls: list[str], headers: dict[str, str], clients: int, rounds: int,
-                       timeout_s: float, tag: str, stagger_s: float = 0.0) -> LoadRun:  # fmt: skip
+                       timeout_s: float, tag: str, stagger_s: float = 0.0,
+                       run: LoadRun | None = None) -> LoadRun:  # fmt: skip
     """`clients` users at once, each `rounds` streamed turns in new sessions, spread over `web_urls`.
 
     With `stagger_s` the users start evenly spread over that many seconds (user i after
     i * stagger_s / clients), so turns arrive at a steady rate rather than all in the same instant.
+    Pass `run` to watch the turns while they run.
     """
-    run = LoadRun()
+    run = run if run is not None else LoadRun()
 
     async def user(client: httpx.AsyncClient, slot: int) -> None:
         url = f"{web_urls[slot % len(web_urls)]}/api/v1/chat/stream"

@@ -109,6 +109,37 @@ class ModelGauge:
                 pass
 
 
+class RunningGauge:
+    """Samples how many turns workers run at once: the entries of rq's StartedJobRegistry (ZCARD).
+    Its own commands are counted (`samples`), so they can be left out of the commands per turn."""
+
+    def __init__(self, redis_url: str, queue: str, interval_s: float = 0.2) -> None:
+        self.client = redis.Redis.from_url(redis_url)
+        self.key = f"rq:wip:{queue}"
+        self.interval_s = interval_s
+        self.peak = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="running-gauge", daemon=True)
+
+    def __enter__(self) -> RunningGauge:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.client.close()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.peak = max(self.peak, int(self.client.zcard(self.key)))
+                self.samples += 1
+            except redis.RedisError:
+                pass
+
+
 def command_counts(redis_url: str) -> dict[str, int]:
     """Redis's own count of each command since it started (INFO commandstats), scripts' inner commands included."""
     client = redis.Redis.from_url(redis_url)
@@ -119,8 +150,10 @@ def command_counts(redis_url: str) -> dict[str, int]:
     return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
 
 
-def commands_per_turn(before: dict[str, int], after: dict[str, int], turns: int) -> dict[str, Any]:
-    delta = {name: after.get(name, 0) - before.get(name, 0) for name in after}
+def commands_per_turn(before: dict[str, int], after: dict[str, int], turns: int,
+                      own: dict[str, int] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Commands per turn between two `command_counts`, less the benchmark's `own` commands."""
+    delta = {name: after.get(name, 0) - before.get(name, 0) - (own or {}).get(name, 0) for name in after}
     delta = {name: count for name, count in delta.items() if count > 0 and name != "info"}
     total = sum(delta.values())
     top = sorted(delta.items(), key=lambda item: -item[1])[:14]

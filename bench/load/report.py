@@ -25,8 +25,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         memory = load["worker_memory"]
         found += [
             {"target": f"{load['clients']} turns in flight at once, all completing",
-             "figure": f"{load['peak_model_calls_at_once']} model calls at once; {load['finished']}/{load['turns']} "
-                       f"finished", "met": load["peak_model_calls_at_once"] >= load["clients"]
+             "figure": f"{load['peak_turns_running_at_once']} running at once; {load['finished']}/{load['turns']} "
+                       f"finished", "met": load["peak_turns_running_at_once"] >= load["clients"]
                                             and load["finished"] == load["turns"]},
             {"target": "held by at most 2 worker processes", "figure": f"{load['workers']} processes",
              "met": load["workers"] <= 2},
@@ -74,8 +74,14 @@ def markdown(results: dict[str, Any]) -> str:
                       f"{load['concurrency']} turns; {load['webs']} webs", ""]  # fmt: skip
         lines.append(f"Clients started spread over {load['clients_start_spread_over_s']:g} s. "
                      f"Turns: {load['finished']}/{load['turns']} finished, outcomes {load['outcomes']}, "
-                     f"{load['wrong_answers']} wrong answers, {load['turns_per_s']} turns/s; model calls at once "
+                     f"{load['wrong_answers']} wrong answers, {load['turns_per_s']} turns/s; turns running at once "
+                     f"(peak of rq's started registry): {load['peak_turns_running_at_once']}; model calls at once "
                      f"(peak): {load['peak_model_calls_at_once']}.")  # fmt: skip
+        direct = results.get("model_direct", {}).get("first_chunk_ms", {})
+        if direct.get("p99") is not None and load["first_delta_ms"].get("p99") is not None:
+            lines.append(f"Measured against the model's own first chunk (alone, {results['model_direct']['clients']}"
+                         f" streams at once): p50 {load['first_delta_ms']['p50'] - direct['p50']:.0f} ms, p99 "
+                         f"{load['first_delta_ms']['p99'] - direct['p99']:.0f} ms added.")  # fmt: skip
         lines += [""] + _latency_rows([
             ("request -> first `delta`", load["first_delta_ms"]),
             ("first `delta` minus the model's first-chunk delay", load["first_delta_added_ms"]),
@@ -118,7 +124,7 @@ def markdown(results: dict[str, Any]) -> str:
                      f"{idle['web_rss_mib_with_streams']} MiB: **{idle['rss_kib_per_stream']} KiB per stream** (PSS "
                      f"{idle['pss_kib_per_stream']}); web CPU while held {idle['web_cpu_s_while_held']} s; Redis "
                      f"pub/sub connections (channels): {idle['pubsub_connections']}; open errors "
-                     f"{idle['open_errors']}.")  # fmt: skip
+                     f"{idle['open_errors']}; streams the web ended: {idle['streams_ended_by_the_web']}.")  # fmt: skip
     lines += ["", "## Targets", "", "| target | figure | met? |", "| --- | --- | --- |"]
     for target in results.get("targets", []):
         lines.append(f"| {target['target']} | {target['figure']} | {'met' if target['met'] else '**missed**'} |")
