@@ -44,8 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="PARLEY_DRAIN_GRACE_S of the workers SIGTERMed in the drain phase")  # fmt: skip
     parser.add_argument("--pool-workers", type=int, default=20, help="SimpleWorkers in rq's WorkerPool (0: skip)")
     parser.add_argument("--idle-streams", type=int, default=10_000, help="idle SSE streams on one web (0: skip)")
-    parser.add_argument("--idle-hold-s", type=float, default=12.0, help="how long the idle streams are held")
-    parser.add_argument("--sse-ping-s", type=float, default=5.0, help="PARLEY_SSE_PING_S of the idle-streams web")
+    parser.add_argument("--idle-hold-s", type=float, default=20.0, help="how long the idle streams are held")
+    parser.add_argument("--sse-ping-s", type=float, default=15.0,
+                        help="PARLEY_SSE_PING_S of the idle-streams web (15: the default)")  # fmt: skip
     parser.add_argument("--burst", action="store_true",
                         help="start every client in the same instant (default: spread over one answer's time)")
     parser.add_argument("--skip-drain", action="store_true")
@@ -56,7 +57,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.clients, args.rounds, args.concurrency = 20, 1, 10
-        args.pool_workers, args.idle_streams, args.idle_hold_s = 4, 300, 6.0
+        args.pool_workers, args.idle_streams, args.idle_hold_s, args.sse_ping_s = 4, 300, 6.0, 5.0
     return args
 
 

@@ -196,9 +196,12 @@ async def read_idle_stream(stream: IdleStream) -> None:
         stream.pings += chunk.count(b": ping")
 
 
-async def open_idle_streams(base_url: str, api_key: str, job_ids: list[str], batch: int = 250,
+async def open_idle_streams(base_url: str, api_key: str, job_ids: list[str], batch: int = 50,
                             timeout_s: float = 300.0) -> tuple[list[IdleStream], Counter[str], float]:  # fmt: skip
-    """Open one stream per job, `batch` at a time (below the listen backlog); (streams, errors, seconds)."""
+    """Open one stream per job, `batch` at a time; (streams, errors, seconds).
+
+    `batch` stays below the web's Redis pool (redis-py 8: 100 connections, and an error past
+    that): each opening stream reads its backlog with one pooled connection."""
     streams: list[IdleStream] = []
     errors: Counter[str] = Counter()
     began = time.perf_counter()
