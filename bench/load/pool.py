@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import threading
-import time
 
 import redis
 from rq import SimpleWorker
@@ -24,16 +22,6 @@ from parley.shared.settings import get_settings
 from parley.worker.runtime import runtime
 
 
-def _announce_when_registered(connection: redis.Redis, workers: int) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if connection.scard("rq:workers") >= workers:
-            print(f"pool: {workers} workers registered", flush=True)
-            return
-        time.sleep(0.2)
-    print("pool: the workers did not all register in 120 s", flush=True)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--workers", type=int, default=20)
@@ -42,7 +30,6 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING)
     connection = redis.Redis.from_url(settings.redis_url)
     runtime()  # settings, Redis pools and the model client, built before the fork as the turn code would
-    threading.Thread(target=_announce_when_registered, args=(connection, args.workers), daemon=True).start()
     pool = WorkerPool([settings.queue_name], connection=connection, num_workers=args.workers,
                       worker_class=SimpleWorker)  # fmt: skip
     pool.start(logging_level="WARNING")

@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.harness import REPO_ROOT, ServiceProcess, child_env, start_web, start_worker
+import redis
+
+from tests.harness import REPO_ROOT, ServiceProcess, child_env, start_web, start_worker, wait_until
 
 from .. import sysinfo
 from ..stack import Stack
@@ -84,12 +86,23 @@ class LoadStack:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
 
         def ready(proc: ServiceProcess) -> None:
-            proc.wait_for_log(rf"pool: {workers} workers registered", timeout=120)
+            client = redis.Redis.from_url(self.redis_url)
+            try:
+                wait_until(lambda: len(self._registered(client, proc)) >= workers, timeout=120, interval=0.2,
+                           message=f"{workers} pool workers registered")  # fmt: skip
+            finally:
+                client.close()
 
         proc = ServiceProcess(self._name("pool"), [sys.executable, "-m", "bench.load.pool", "--workers", str(workers)],
                               env, self.log_dir, ready=ready)  # fmt: skip
         self.others.append(proc)
         return proc.start()
+
+    def _registered(self, client: redis.Redis, pool: ServiceProcess) -> list[int]:
+        """Pids of the RQ workers registered in Redis that are children of the pool process."""
+        children = set(sysinfo.children(self.pid(pool)))
+        pids = [client.hget(key, "pid") for key in client.smembers("rq:workers")]
+        return [int(pid) for pid in pids if pid and int(pid) in children]
 
     def pid(self, proc: ServiceProcess) -> int:
         assert proc.pid is not None
