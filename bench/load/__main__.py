@@ -21,7 +21,7 @@ import httpx
 import redis
 
 from .. import sysinfo
-from ..measure import AGENT
+from ..measure import AGENT, CpuMeter
 from ..stack import API_KEY
 from . import clients, probe
 from .stack import LoadStack, raise_fd_limit
@@ -78,6 +78,22 @@ def _stagger_s(args: argparse.Namespace) -> float:
     return 0.0 if args.burst else args.model_ms / 1000 / 2
 
 
+def _service_pids(stack: LoadStack) -> dict[str, int]:
+    found = {"model-server": stack.pid(stack.model)}
+    if stack.base.redis is not None and stack.base.redis.pid:
+        found["redis"] = stack.base.redis.pid
+    return found
+
+
+def _cpu_report(cpu: CpuMeter, elapsed_s: float, turns: int) -> dict[str, Any]:
+    """CPU ms per finished turn by process, how busy the machine was, and how much of it was not us."""
+    return {
+        "ms_per_turn": {name: round(seconds * 1000 / max(turns, 1), 2) for name, seconds in cpu.used.items()},
+        "cores_used": {name: round(seconds / elapsed_s, 2) for name, seconds in cpu.used.items()},
+        "machine_busy": round(cpu.machine_busy, 3), "other_work_cores": round(cpu.other_cores(elapsed_s), 2),
+    }  # fmt: skip
+
+
 def load_phase(stack: LoadStack, args: argparse.Namespace, first_chunk_s: float) -> dict[str, Any]:
     """`clients` streamed turns at once, `rounds` each, on `workers` processes of `concurrency` turns."""
     workers = stack.start_workers(args.workers, {"PARLEY_WORKER_CONCURRENCY": str(args.concurrency)})
@@ -85,13 +101,17 @@ def load_phase(stack: LoadStack, args: argparse.Namespace, first_chunk_s: float)
     asyncio.run(clients.stream_turns(urls, stack.headers, min(10, args.clients), 1, 60, "warmup"))
     before = probe.command_counts(stack.redis_url)
     worker_pids, web_pids = _group_pids(stack, workers), _group_pids(stack, stack.webs)
+    cpu = CpuMeter({**worker_pids, **web_pids, **_service_pids(stack)})
+    cpu.start()
     with probe.MemorySampler(worker_pids) as worker_memory, probe.MemorySampler(web_pids) as web_memory, \
             probe.ModelGauge(stack.model) as gauge, probe.RunningGauge(stack.redis_url, QUEUE) as running:  # fmt: skip
         run = asyncio.run(clients.stream_turns(urls, stack.headers, args.clients, args.rounds, 120, "load",
                                                stagger_s=_stagger_s(args)))
+    cpu.stop()
     after = probe.command_counts(stack.redis_url)
     report = run.report(first_chunk_s)
     return {
+        "cpu": _cpu_report(cpu, run.elapsed_s, report["finished"]),
         "workers": args.workers, "concurrency": args.concurrency, "webs": len(stack.webs), "clients": args.clients,
         "rounds": args.rounds, "clients_start_spread_over_s": _stagger_s(args), **report,
         "peak_model_calls_at_once": gauge.peak, "peak_turns_running_at_once": running.peak,

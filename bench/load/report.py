@@ -92,6 +92,10 @@ def markdown(results: dict[str, Any]) -> str:
         for label, memory in (("workers", load["worker_memory"]), ("webs", load["web_memory"])):
             lines.append(f"| {label} | {memory['peak_sum_rss_mib']} | {memory['peak_sum_pss_mib']} | "
                          f"{memory['peak_rss_mib']} | {memory['peak_threads']} |")  # fmt: skip
+        cpu = load["cpu"]
+        lines += ["", f"CPU while it ran: the machine was {cpu['machine_busy']:.0%} busy, {cpu['other_work_cores']} "
+                      f"cores of it other work than ours. CPU ms per finished turn: {cpu['ms_per_turn']}; cores used: "
+                      f"{cpu['cores_used']}."]  # fmt: skip
         commands = load["redis_commands"]
         lines += ["", f"Redis commands per finished turn (INFO commandstats, commands inside scripts included, "
                       f"every process): {commands['per_turn']}; EVALSHA {commands['evalsha_per_turn']}.",
