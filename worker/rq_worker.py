@@ -106,8 +106,8 @@ class TurnWorker(SimpleWorker):
                     self.check_for_suspension(burst)
                     if self.should_run_maintenance_tasks:
                         self.run_maintenance_tasks()
-                    if not self._wait_for_slot():
-                        break
+                    if not self._slot_free(timeout_s=1.0):
+                        continue  # full: look at maintenance and stop requests again, then wait on
                     result = self._dequeue(burst)
                 except StopRequested:
                     break
@@ -132,12 +132,15 @@ class TurnWorker(SimpleWorker):
         self.teardown()
         return bool(started)
 
-    def _wait_for_slot(self) -> bool:
-        """Block until fewer than `concurrency` turns run; False when a stop was requested meanwhile."""
+    def _slot_free(self, timeout_s: float) -> bool:
+        """Wait (at most `timeout_s`) until fewer than `concurrency` turns run and no stop was requested.
+
+        A full worker comes back to the loop every `timeout_s`, so it still runs rq's maintenance
+        (which finds other workers' abandoned turns) even when every worker is full."""
         with self._changed:
-            while len(self._running) >= self.concurrency and not self._stop_requested:
-                self._changed.wait(1.0)
-        return not self._stop_requested
+            if len(self._running) >= self.concurrency and not self._stop_requested:
+                self._changed.wait(timeout_s)
+            return len(self._running) < self.concurrency and not self._stop_requested
 
     def _wait_for_change(self, timeout_s: float) -> None:
         with self._changed:

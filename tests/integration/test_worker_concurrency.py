@@ -209,3 +209,28 @@ def test_sigterm_to_a_web_under_load_every_stream_resumes_on_another_web(stack) 
             final: dict[str, Any] = whole[-2].data
             assert final["content"] == f"echo: stream {index} with a few more words"
     assert web_one.wait(10) is not None, "the web process did not exit after draining"
+
+
+def test_a_full_worker_still_fails_a_dead_workers_turn_within_a_minute(stack) -> None:
+    """A worker with every slot taken keeps running rq's maintenance, which ends the turns of a
+    worker that died: a deployment whose workers are all full still keeps the minute."""
+    stack.start_web(env={"PARLEY_TURN_RETRIES": "0"})
+    [full] = stack.start_workers(env={"PARLEY_WORKER_CONCURRENCY": "1"})
+    stack.model_server.control("script", [{"hang": True}] * 2)
+    with client(stack.web_url, stack.api_key) as http:
+        create_agent(http)
+        [held] = _queue_jobs(http, 1, "held")
+        _wait_for(lambda: _open_streams(stack) == 1, message="the full worker holds its turn")
+        [doomed] = stack.start_workers(env={"PARLEY_WORKER_CONCURRENCY": "1"})
+        [lost] = _queue_jobs(http, 1, "lost")
+        _wait_for(lambda: _open_streams(stack) == 2, message="the second worker holds the other turn")
+        doomed.kill()
+        killed_at = time.monotonic()
+        assert [e.type for e in _events(http, lost)][-2:] == ["error", "done"]
+        # TTL 4 s + 2 x 1 s maintenance here: well inside the minute, and well before the held
+        # turn's model read times out (60 s), which would free the slot.
+        assert time.monotonic() - killed_at < 30, "the full worker ran no maintenance"
+        assert wait_job(http, lost)["status"] == "failed"
+        assert http.get(f"/api/v1/jobs/{held}").json()["status"] == "started"
+        assert full.alive
+        assert http.post(f"/api/v1/jobs/{held}/cancel").status_code == 202
