@@ -40,9 +40,10 @@ from rq.exceptions import DequeueTimeout, StopRequested
 from rq.executions import Execution
 from rq.job import Job
 from rq.queue import Queue
-from rq.timeouts import TimerDeathPenalty
 from rq.utils import now
 from rq.worker import WorkerStatus
+
+from .deadlines import SharedTimerDeathPenalty
 
 log = logging.getLogger("parley.worker")
 
@@ -57,7 +58,7 @@ class TurnWorker(SimpleWorker):
     """After SIGTERM, how long running turns may take to finish before they are handed back."""
     concurrency: int = 1
     """How many turns this process runs at once."""
-    death_penalty_class = TimerDeathPenalty  # rq's default (SIGALRM) works on the main thread only
+    death_penalty_class = SharedTimerDeathPenalty  # rq's default (SIGALRM) works on the main thread only
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

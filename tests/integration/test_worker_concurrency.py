@@ -234,3 +234,22 @@ def test_a_full_worker_still_fails_a_dead_workers_turn_within_a_minute(stack) ->
         assert http.get(f"/api/v1/jobs/{held}").json()["status"] == "started"
         assert full.alive
         assert http.post(f"/api/v1/jobs/{held}/cancel").status_code == 202
+
+
+def test_a_turn_past_its_timeout_ends_on_its_thread_and_the_others_go_on(stack) -> None:
+    """rq's job timeout works on turn threads (one shared timer thread, not SIGALRM)."""
+    stack.start_web(env={"PARLEY_TURN_TIMEOUT_S": "5", "PARLEY_TURN_RETRIES": "0"})
+    stack.start_workers(env={"PARLEY_WORKER_CONCURRENCY": "4"})
+    stack.model_server.control("script", [{"reply": " ".join(["slow"] * 40), "chunk_delay_ms": 400}])
+    with client(stack.web_url, stack.api_key) as http:
+        create_agent(http)
+        [slow] = _queue_jobs(http, 1, "slow")
+        _wait_for(lambda: _open_streams(stack) == 1, message="the slow turn streams")
+        stack.model_server.control("options", {"chunk_delay_ms": 100})
+        quick = _queue_jobs(http, 2, "quick")
+        started = time.monotonic()
+        record = wait_job(http, slow, timeout=30)
+        assert record["status"] == "failed" and "JobTimeoutException" in record["error"]
+        assert time.monotonic() - started < 10
+        assert [e.type for e in _events(http, slow)][-2:] == ["error", "done"]
+        assert [wait_job(http, job_id)["status"] for job_id in quick] == ["finished", "finished"]
