@@ -1,4 +1,4 @@
-"""`python -m parley.worker`: one RQ worker process consuming chat turns.
+"""`python -m parley.worker`: one RQ worker process running up to `PARLEY_WORKER_CONCURRENCY` turns at once.
 
 If Redis goes away while a turn runs, rq's failure handling itself cannot reach Redis and
 `work()` raises. The process then waits for Redis and starts a fresh worker instead of exiting:
@@ -28,6 +28,7 @@ def main() -> int:
     rt = runtime()
     TurnWorker.heartbeat_ttl_s = settings.heartbeat_ttl_s
     TurnWorker.drain_grace_s = settings.drain_grace_s
+    TurnWorker.concurrency = settings.worker_concurrency
     while True:
         try:
             if settings.agents_file:

@@ -1,40 +1,94 @@
-"""Watches from a side thread whether a turn is still this worker's to run."""
+"""Watches whether each running turn is still this worker's to run, from one thread per process."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
+from types import TracebackType
 
 import redis
 
 
 class CancelWatch:
-    """Checks from a side thread whether the turn is still ours to run, and hangs up on the model
-    when it is not, so a cancel stops a model that is slow to send its next chunk too."""
+    """Checks every `interval_s` whether the turn is still ours to run, and hangs up on the model
+    when it is not, so a cancel stops a model that is slow to send its next chunk too.
+
+    The checks of every turn of the process run on one shared thread (`_Watcher`), not a thread
+    per turn: a worker holding a hundred turns would otherwise keep a hundred threads waking
+    twice a second. Once the `with` block is left, `hang_up` is never called again (a late call
+    could close a connection the model client has since given to another turn).
+    """
 
     def __init__(self, still_running: Callable[[], bool], hang_up: Callable[[], None], interval_s: float = 0.5):
         self.still_running = still_running
         self.hang_up = hang_up
         self.interval_s = interval_s
         self.fired = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="cancel-watch", daemon=True)
+        self._lock = threading.Lock()
+        """Held while this watch is checked; leaving the `with` block waits for a check under way."""
+        self._closed = False
+        self.due = 0.0
 
     def __enter__(self) -> CancelWatch:
-        self._thread.start()
+        self.due = time.monotonic() + self.interval_s
+        _WATCHER.add(self)
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:  # fmt: skip
+        _WATCHER.remove(self)
+        with self._lock:
+            self._closed = True
 
-    def _watch(self) -> None:
-        while not self._stop.wait(self.interval_s):
+    def check(self, now: float) -> None:
+        """Ask once (from the watcher thread); hang up when the turn is no longer ours."""
+        with self._lock:
+            if self._closed or self.fired:
+                return
+            self.due = now + self.interval_s
             try:
                 running = self.still_running()
             except redis.RedisError:
-                continue
+                return
             if not running:
                 self.fired = True
                 self.hang_up()
-                return
+
+
+class _Watcher:
+    """The process's one watcher thread: every `tick_s` it checks the watches that are due, in turn.
+    It runs only while some watch is open."""
+
+    tick_s = 0.05
+
+    def __init__(self) -> None:
+        self._watches: set[CancelWatch] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, watch: CancelWatch) -> None:
+        with self._lock:
+            self._watches.add(watch)
+            if self._thread is None or not self._thread.is_alive():  # not started, ended, or lost in a fork
+                self._thread = threading.Thread(target=self._run, name="cancel-watch", daemon=True)
+                self._thread.start()
+
+    def remove(self, watch: CancelWatch) -> None:
+        with self._lock:
+            self._watches.discard(watch)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.tick_s)
+            now = time.monotonic()
+            with self._lock:
+                if not self._watches:
+                    self._thread = None
+                    return
+                due = [watch for watch in self._watches if watch.due <= now]
+            for watch in due:
+                watch.check(now)
+
+
+_WATCHER = _Watcher()
