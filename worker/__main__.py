@@ -15,6 +15,7 @@ import redis
 
 from parley.shared.logs import configure_logging
 from parley.shared.settings import get_settings
+from parley.shared.tools import load_registry
 
 from .rq_worker import TurnWorker
 from .runtime import runtime
@@ -25,6 +26,8 @@ log = logging.getLogger("parley.worker")
 def main() -> int:
     settings = get_settings()
     configure_logging(settings)
+    tools = load_registry(settings)  # a tool module that does not import stops the worker here, not mid-turn
+    log.info("tools: %s", ", ".join(tools.names()))
     rt = runtime()
     TurnWorker.heartbeat_ttl_s = settings.heartbeat_ttl_s
     TurnWorker.drain_grace_s = settings.drain_grace_s
