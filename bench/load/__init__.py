@@ -7,5 +7,6 @@ docs/benchmarks.md ("Load") has the method and the figures.
 * ``bench.load.stack``     several ``web`` and ``worker`` processes over bench/stack.py's Redis and model.
 * ``bench.load.clients``   asyncio clients: streaming turns, the model on its own, idle SSE streams.
 * ``bench.load.probe``     what the processes use: RSS and PSS sampled during a phase, Redis command counts.
+* ``bench.load.report``    the markdown report and the targets.
 * ``bench.load.pool``      rq's ``WorkerPool`` of one-turn-at-a-time ``SimpleWorker`` processes, for comparison.
 """
