@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import math
+import threading
 from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
@@ -68,9 +69,20 @@ def _bpe_file(name: str) -> bytes:
     return gzip.decompress(packed)
 
 
-@cache
+_LOADING = threading.Lock()
+"""One load of an encoding at a time: a worker's turns start on many threads at once, and each
+would otherwise build its own ~75 MiB copy before the cache held one (a worker starting 100
+turns at once peaked at 535 MiB instead of 175, docs/benchmarks.md)."""
+
+
 def encoding(name: str) -> Any | None:
-    """The tiktoken encoding `name`, built from the shipped file; None when it cannot be had."""
+    """The tiktoken encoding `name`, built once from the shipped file; None when it cannot be had."""
+    with _LOADING:
+        return _load_encoding(name)
+
+
+@cache
+def _load_encoding(name: str) -> Any | None:
     spec = _ENCODINGS.get(name)
     if spec is None:
         return None

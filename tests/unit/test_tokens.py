@@ -3,6 +3,8 @@ the documented estimate for every other model, and what a message costs."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -12,10 +14,10 @@ from parley.shared import tokens
 
 @pytest.fixture
 def fresh_caches() -> Iterator[None]:
-    tokens.encoding.cache_clear()
+    tokens._load_encoding.cache_clear()
     tokens.encoding_for.cache_clear()
     yield
-    tokens.encoding.cache_clear()
+    tokens._load_encoding.cache_clear()
     tokens.encoding_for.cache_clear()
 
 
@@ -72,3 +74,24 @@ def test_model_bound_parts_count_text_and_images() -> None:
     message = {"role": "user", "content": [{"type": "text", "text": "x" * 8},
                                            {"type": "image_url", "image_url": {"url": "data:..."}}]}  # fmt: skip
     assert tokens.count_message(message, "test-model") == tokens.MESSAGE_OVERHEAD_TOKENS + 2 + tokens.IMAGE_TOKENS
+
+
+def test_turns_starting_at_once_build_one_encoding(fresh_caches: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each build costs ~75 MiB: a worker's many turn threads must share one, not race to build their own."""
+    reads: list[str] = []
+    shipped = tokens._bpe_file
+
+    def slow_read(name: str) -> bytes:
+        reads.append(name)
+        time.sleep(0.05)
+        return shipped(name)
+
+    monkeypatch.setattr(tokens, "_bpe_file", slow_read)
+    built: list[object] = []
+    threads = [threading.Thread(target=lambda: built.append(tokens.encoding("cl100k_base"))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert reads == ["cl100k_base"]
+    assert len(built) == 8 and all(encoding is built[0] for encoding in built)
