@@ -13,7 +13,6 @@ import logging
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 
 import redis.asyncio as aredis
 from redis.asyncio.retry import Retry as AsyncRetry
@@ -44,26 +43,49 @@ DRAIN = ("", "drain")
 """Queued to every subscriber when this web process is told to stop."""
 
 
-@dataclass(eq=False)
 class Subscriber:
-    queue: asyncio.Queue[tuple[str, str]] = field(default_factory=lambda: asyncio.Queue(SUBSCRIBER_BUFFER))
+    """Live events for one stream, and the one wait on them.
+
+    A list and a future rather than an asyncio.Queue: a Queue holds four deques (~3 KiB) and
+    thousands of idle streams each hold one (docs/benchmarks.md, idle streams)."""
+
+    __slots__ = ("items", "waiter")
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str]] = []
+        self.waiter: asyncio.Future[None] | None = None
 
     def deliver(self, item: tuple[str, str]) -> None:
-        try:
-            self.queue.put_nowait(item)
-        except asyncio.QueueFull:
-            self._resync()
-
-    def _resync(self, marker: tuple[str, str] = RESYNC) -> None:
-        while not self.queue.empty():
-            self.queue.get_nowait()
-        self.queue.put_nowait(marker)
+        if len(self.items) >= SUBSCRIBER_BUFFER:
+            self._resync()  # a client this far behind re-reads the backlog instead
+        else:
+            self._put(item)
 
     def drain(self) -> None:
-        try:
-            self.queue.put_nowait(DRAIN)
-        except asyncio.QueueFull:
+        if len(self.items) >= SUBSCRIBER_BUFFER:
             self._resync(DRAIN)  # its stream re-reads the backlog on the next web it reaches
+        else:
+            self._put(DRAIN)
+
+    def _resync(self, marker: tuple[str, str] = RESYNC) -> None:
+        self.items.clear()
+        self._put(marker)
+
+    def _put(self, item: tuple[str, str]) -> None:
+        self.items.append(item)
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def get(self, timeout_s: float) -> tuple[str, str]:
+        """The next item; TimeoutError when none came within `timeout_s`."""
+        if not self.items:
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await self.waiter
+            finally:
+                self.waiter = None
+        return self.items.pop(0)
 
 
 READ_CONNECTIONS = 64

@@ -14,7 +14,6 @@ The races, and who wins them (see also hub.py):
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -62,7 +61,7 @@ async def job_events(hub: EventHub, tenant: str, job_id: str, after: str | None,
                 if events.is_terminal(payload):
                     return
             try:
-                item = await asyncio.wait_for(subscriber.queue.get(), ping_s)
+                item = await subscriber.get(ping_s)
             except TimeoutError:
                 # Quiet for a while: look at the stream itself too, so a live message lost on
                 # the way can delay an event by one ping interval at most, never lose it.
