@@ -85,25 +85,34 @@ async def accept(rt: WebRuntime, tenant: str, body: ChatRequest, idempotency_key
     return accepted
 
 
+async def last_events(rt: WebRuntime, tenant: str, job_id: str, timeout_s: float, *, too_long: str,
+                      stopping: str, **error_extra: str) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Follow a job's events to `done`: the last event of each type. TimedOut (`too_long`) after
+    `timeout_s` and NotReady (`stopping`) when this process is stopping, both naming the job."""
+    seen: dict[str, dict[str, Any]] = {}
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for _, payload in job_events(rt.hub, tenant, job_id, None, ping_s=rt.settings.sse_ping_s):
+                if payload:
+                    event = json.loads(payload)
+                    seen[event["type"]] = event
+    except TimeoutError:
+        raise TimedOut(too_long, job_id=job_id, **error_extra) from None
+    except Draining:
+        raise NotReady(stopping, job_id=job_id, **error_extra) from None
+    return seen
+
+
 async def wait_for_result(rt: WebRuntime, tenant: str, accepted: Accepted) -> ChatResponse:
     """Follow the turn's events to `done`; its answer, or the error that fits how it ended.
 
     The events carry all the answer needs (`session` names the agent, `response` holds the
     text), so no extra read of the job record is needed.
     """
-    seen: dict[str, dict[str, Any]] = {}
-    try:
-        async with asyncio.timeout(rt.settings.chat_timeout_s):
-            async for _, payload in job_events(rt.hub, tenant, accepted.job_id, None, ping_s=rt.settings.sse_ping_s):
-                if payload:
-                    event = json.loads(payload)
-                    seen[event["type"]] = event
-    except TimeoutError:
-        raise TimedOut("the turn is taking too long; poll its job", job_id=accepted.job_id,
-                       status_url=f"/api/v1/jobs/{accepted.job_id}") from None  # fmt: skip
-    except Draining:
-        raise NotReady("this server is shutting down; the turn goes on: poll its job", job_id=accepted.job_id,
-                       status_url=f"/api/v1/jobs/{accepted.job_id}") from None  # fmt: skip
+    seen = await last_events(rt, tenant, accepted.job_id, rt.settings.chat_timeout_s,
+                             too_long="the turn is taking too long; poll its job",
+                             stopping="this server is shutting down; the turn goes on: poll its job",
+                             status_url=f"/api/v1/jobs/{accepted.job_id}")  # fmt: skip
     session, response, error = seen.get("session"), seen.get("response"), seen.get("error", {})
     if session is not None and response is not None:
         return ChatResponse(response=response["content"], agent_id=session["agent_id"],

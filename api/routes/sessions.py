@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from parley.shared import memory
-from parley.shared.errors import ModelFailed, NotFound, NotReady, TimedOut
+from parley.shared.errors import ModelFailed, NotFound, TimedOut
 from parley.shared.models import MessagePage, SessionCreate, SessionPage, SessionPublic, SessionSummary
 from parley.shared.sessions import MAX_PAGE, MESSAGE_ID_PREFIX
 from parley.shared.turns import new_job_id
 
+from .. import chatting
 from ..deps import Runtime, Tenant
 from ..errors import documented
-from ..streams import Draining, job_events
 
 router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"], responses=documented(401, 404, 422, 503, 409))
 
@@ -84,17 +82,9 @@ async def summarise_session(session_id: str, rt: Runtime, tenant: Tenant) -> Ses
         raise NotFound(f"session {session_id!r} not found")
     job_id = new_job_id()
     await run_in_threadpool(memory.enqueue_report, rt.turns.queue, rt.settings, tenant, session_id, job_id)
-    seen: dict[str, dict[str, Any]] = {}
-    try:
-        async with asyncio.timeout(rt.settings.summary_timeout_s):
-            async for _, payload in job_events(rt.hub, tenant, job_id, None, ping_s=rt.settings.sse_ping_s):
-                if payload:
-                    event = json.loads(payload)
-                    seen[event["type"]] = event
-    except TimeoutError:
-        raise TimedOut("the summary is taking too long", job_id=job_id) from None
-    except Draining:
-        raise NotReady("this server is shutting down; ask again", job_id=job_id) from None
+    seen = await chatting.last_events(rt, tenant, job_id, rt.settings.summary_timeout_s,
+                                      too_long="the summary is taking too long",
+                                      stopping="this server is shutting down; ask again")  # fmt: skip
     response, error = seen.get("response"), seen.get("error", {})
     if response is not None:
         return SessionSummary(session_id=session_id, agent_id=agent_id, summary=response["structured"], job_id=job_id)
