@@ -22,6 +22,11 @@ session id, `{j}` a job id. Tenant names never contain `:` nor start with `_` (s
 | `parley:notes:{t}:{s}` | list | notes the agent keeps in the session (`remember` tool), oldest first |
 | `parley:images:{t}:{s}` | hash | the session's images: `img_<sha256>` ref -> data URI, each stored once |
 | `parley:summary-lock:{t}:{s}` | string | id of the session's running rolling-summary job (one at a time; expires) |
+| `parley:tenant-admitted:{t}` | string | the tenant's turns in RQ's queue or running (counted against PARLEY_TENANT_CONCURRENCY) |
+| `parley:tenant-line:{t}` | list | the tenant's ready turns (lane heads) waiting for a free place under that cap, in order |
+| `parley:tool-runs:{t}:{j}` | hash | a turn's tool runs: `<name>:<sha256 of arguments>:<n>` -> recorded result, replayed on retry |
+| `parley:pending-notes:{t}:{j}` | list | notes a running turn's `remember` wrote; committed to the session's notes with the turn |
+| `parley:summary-report:{t}:{s}` | string | the session's running `POST .../summary` job (one at a time; expires) |
 | `parley:metric:{name}` | hash | a deployment-wide counter or histogram: labels (and bucket) -> count |
 | `parley:web-streams` | hash | web process id -> `"<open SSE streams> <expiry ms>"`, summed at scrape |
 
@@ -123,6 +128,31 @@ def session_images(tenant: str, session_id: str) -> str:
 def summary_lock(tenant: str, session_id: str) -> str:
     """Held by the session's queued or running rolling-summary job, so only one runs at a time."""
     return f"{PREFIX}:summary-lock:{tenant}:{session_id}"
+
+
+def tenant_admitted(tenant: str) -> str:
+    """How many of the tenant's turns are in RQ's queue or running (the PARLEY_TENANT_CONCURRENCY cap)."""
+    return f"{PREFIX}:tenant-admitted:{tenant}"
+
+
+def tenant_line(tenant: str) -> str:
+    """The tenant's ready turns (session lane heads) waiting, in order, for a place under its cap."""
+    return f"{PREFIX}:tenant-line:{tenant}"
+
+
+def tool_runs(tenant: str, job_id: str) -> str:
+    """The results of a turn's tool runs, so a retried attempt replays them instead of running them again."""
+    return f"{PREFIX}:tool-runs:{tenant}:{job_id}"
+
+
+def pending_notes(tenant: str, job_id: str) -> str:
+    """Notes written by a running turn; FINISH_TURN moves them to `notes` when the turn finishes."""
+    return f"{PREFIX}:pending-notes:{tenant}:{job_id}"
+
+
+def summary_report(tenant: str, session_id: str) -> str:
+    """Held by the session's running `POST /api/v1/sessions/{id}/summary` job, so only one runs at a time."""
+    return f"{PREFIX}:summary-report:{tenant}:{session_id}"
 
 
 def metric(name: str) -> str:

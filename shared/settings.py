@@ -7,6 +7,7 @@ all prefixed `PARLEY_` and listed in docs/configuration.md.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Literal
 
@@ -14,6 +15,16 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_TENANT = "default"
+TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+"""What a tenant name may be: it is part of every Redis key of the tenant (no `:`, no leading `_`, no spaces)."""
+
+
+def check_tenant_name(name: str, where: str) -> str:
+    """`name` when it is a valid tenant name, else ValueError naming the setting it came from."""
+    if not TENANT_NAME.fullmatch(name):
+        raise ValueError(f"{where}: {name!r} is not a tenant name (1-64 of A-Z a-z 0-9 . _ -, starting with a "
+                         "letter or digit; names starting with '_' are reserved)")
+    return name
 
 
 class Settings(BaseSettings):
@@ -35,8 +46,20 @@ class Settings(BaseSettings):
     """RQ queue that holds chat turns."""
     max_queue_depth: int = Field(10_000, alias="PARLEY_MAX_QUEUE_DEPTH", ge=1)
     """Chat routes answer 429 once the turn queue holds this many jobs."""
-    max_turns_in_flight: int = Field(0, alias="PARLEY_MAX_TURNS_IN_FLIGHT", ge=0)
-    """Per tenant: chat routes answer 429 once this many of its turns are queued or running (0: no limit)."""
+    max_turns_in_flight: int = Field(1_000, alias="PARLEY_MAX_TURNS_IN_FLIGHT", ge=0)
+    """Per tenant: chat routes answer 429 once this many of its turns are queued or running (0: no limit).
+    Kept below PARLEY_MAX_QUEUE_DEPTH so one tenant cannot fill the queue for the others."""
+    tenant_concurrency: int = Field(32, alias="PARLEY_TENANT_CONCURRENCY", ge=0)
+    """Per tenant: most of its turns in the worker queue or running at once; the rest wait in the tenant's
+    own line (in order), so one tenant's backlog never queues ahead of another tenant's turns (0: no cap)."""
+    max_streams_per_tenant: int = Field(200, alias="PARLEY_MAX_STREAMS_PER_TENANT", ge=1)
+    """Per tenant and web process: open SSE streams (job events, chat streams) beyond this answer 429."""
+    max_agents_per_tenant: int = Field(1_000, alias="PARLEY_MAX_AGENTS_PER_TENANT", ge=1)
+    """Per tenant: agents it may hold; creating one more answers 409 `too_many_agents`."""
+    max_history_messages: int = Field(500, alias="PARLEY_MAX_HISTORY_MESSAGES", ge=1)
+    """Most messages one `/v1/chat/completions` request may bring (413 beyond)."""
+    max_history_chars: int = Field(400_000, alias="PARLEY_MAX_HISTORY_CHARS", ge=1)
+    """Most characters of text all messages of one `/v1/chat/completions` request may bring (413 beyond)."""
     rate_limit_turns: int = Field(0, alias="PARLEY_RATE_LIMIT_TURNS", ge=0)
     """Per API key: turns accepted per `PARLEY_RATE_WINDOW_S` before chat routes answer 429 (0: no limit)."""
     rate_window_s: int = Field(60, alias="PARLEY_RATE_WINDOW_S", ge=1)
@@ -77,6 +100,9 @@ class Settings(BaseSettings):
     """Longest one `http_get` fetch may take, redirects included, in seconds."""
     model_timeout_s: float = Field(60.0, alias="PARLEY_MODEL_TIMEOUT_S", gt=0)
     """Read timeout of one model request, in seconds."""
+    model_idle_timeout_s: float = Field(60.0, alias="PARLEY_MODEL_IDLE_TIMEOUT_S", gt=0)
+    """A model stream that sends no content (text, reasoning or tool call) for this long ends the attempt as
+    timed out, even while the server keeps the connection alive with empty bytes."""
     model_max_retries: int = Field(3, alias="PARLEY_MODEL_MAX_RETRIES", ge=0)
     """How often the OpenAI SDK retries 429, 5xx and connection errors (it honours Retry-After)."""
     model_stream_usage: bool = Field(True, alias="PARLEY_MODEL_STREAM_USAGE")
@@ -97,6 +123,10 @@ class Settings(BaseSettings):
     cors_origins: str = Field("*", alias="PARLEY_CORS_ORIGINS")
     """Comma-separated origins whose browser pages may call the API ('*': any; empty: none).
     Keys travel in the Authorization header, never in cookies, so '*' exposes no credentials."""
+    metrics_token: str | None = Field(None, alias="PARLEY_METRICS_TOKEN")
+    """When set, `/metrics` answers only requests with `Authorization: Bearer <this token>`."""
+    metrics_agent_labels: bool = Field(False, alias="PARLEY_METRICS_AGENT_LABELS")
+    """Label token metrics with agent and model names (tenants' data: off by default; bounded when on)."""
     log_level: str = Field("INFO", alias="PARLEY_LOG_LEVEL")
     rq_log_level: str = Field("WARNING", alias="PARLEY_RQ_LOG_LEVEL")
     """RQ's own log level in workers (INFO logs every job and every maintenance pass)."""
@@ -109,6 +139,11 @@ class Settings(BaseSettings):
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
         return value
+
+    @field_validator("compat_tenant")
+    @classmethod
+    def _compat_tenant_name(cls, value: str | None) -> str | None:
+        return None if value is None else check_tenant_name(value, "PARLEY_COMPAT_TENANT")
 
     @model_validator(mode="after")
     def _parse_keys(self) -> Settings:
@@ -134,8 +169,7 @@ class Settings(BaseSettings):
                 tenant, key = DEFAULT_TENANT, tenant
             if not tenant or not key:
                 raise ValueError(f"PARLEY_API_KEYS entry {entry!r} is not `tenant:key` or `key`")
-            if tenant.startswith("_"):
-                raise ValueError(f"PARLEY_API_KEYS: tenant names starting with '_' are reserved ({tenant!r})")
+            check_tenant_name(tenant, "PARLEY_API_KEYS")
             if mapping.get(key, tenant) != tenant:
                 raise ValueError(f"PARLEY_API_KEYS: one key is given to two tenants ({mapping[key]!r}, {tenant!r})")
             mapping[key] = tenant

@@ -119,3 +119,11 @@ def test_limit_counters() -> None:
     digest = hashlib.sha256(b"key-alice").hexdigest()
     assert keys.rate("alice", "key-alice") == f"parley:rate:alice:{digest}"
     assert "key-alice" not in keys.rate("alice", "key-alice")
+
+
+def test_hardening_keys() -> None:
+    assert keys.tenant_admitted("alice") == "parley:tenant-admitted:alice"
+    assert keys.tenant_line("alice") == "parley:tenant-line:alice"
+    assert keys.tool_runs("alice", "job_1") == "parley:tool-runs:alice:job_1"
+    assert keys.pending_notes("alice", "job_1") == "parley:pending-notes:alice:job_1"
+    assert keys.summary_report("alice", "s1") == "parley:summary-report:alice:s1"
