@@ -1,13 +1,17 @@
-"""Watches whether each running turn is still this worker's to run, from one thread per process."""
+"""Watches whether each running turn is still this worker's to run (and whether its model has gone
+quiet), from one thread per process."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
 
 import redis
+
+log = logging.getLogger("parley.worker.cancel_watch")
 
 
 class CancelWatch:
@@ -18,11 +22,16 @@ class CancelWatch:
     per turn: a worker holding a hundred turns would otherwise keep a hundred threads waking
     twice a second. Once the `with` block is left, `hang_up` is never called again (a late call
     could close a connection the model client has since given to another turn).
+
+    `on_check(now)`, when given, runs at every check first, whatever Redis says: the turn's own
+    local checks, such as hanging up on a model stream that has sent nothing for too long.
     """
 
-    def __init__(self, still_running: Callable[[], bool], hang_up: Callable[[], None], interval_s: float = 0.5):
+    def __init__(self, still_running: Callable[[], bool], hang_up: Callable[[], None], interval_s: float = 0.5,
+                 on_check: Callable[[float], None] | None = None) -> None:  # fmt: skip
         self.still_running = still_running
         self.hang_up = hang_up
+        self.on_check = on_check
         self.interval_s = interval_s
         self.fired = False
         self._lock = threading.Lock()
@@ -47,6 +56,11 @@ class CancelWatch:
             if self._closed or self.fired:
                 return
             self.due = now + self.interval_s
+            if self.on_check is not None:
+                try:
+                    self.on_check(now)
+                except Exception:  # the one thread serves every turn: a failing hook must not end it
+                    log.exception("a turn's watch check failed")
             try:
                 running = self.still_running()
             except redis.RedisError:

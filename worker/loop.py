@@ -23,10 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from parley.shared import events, telemetry
+from parley.shared.text import clean_json
 from parley.shared.tools import ToolContext, ToolRegistry, ToolResult
+from parley.shared.tools.runs import ToolRuns
 
 from .context import model_message
-from .providers import REASONING, ModelStream, Provider, ToolCall
+from .providers import REASONING, ModelError, ModelStream, Provider, ToolCall
 from .structured import REPAIR_PROMPT, InvalidAnswer, intent_of, parse_answer, response_format
 
 log = logging.getLogger("parley.worker.loop")
@@ -57,9 +59,10 @@ class Outcome:
 class AgentLoop:
     def __init__(self, *, provider: Provider, registry: ToolRegistry, agent: dict[str, Any], model: str,
                  tool_context: ToolContext, emit: Callable[[str], bool], is_stopped: Callable[[], bool],
-                 max_steps: int) -> None:  # fmt: skip
+                 max_steps: int, idle_timeout_s: float | None = None) -> None:  # fmt: skip
         """`emit` queues one event and says whether the turn is still ours; `is_stopped` says
-        whether a cancel or a newer attempt took the turn away."""
+        whether a cancel or a newer attempt took the turn away; a model step that sends no content
+        for `idle_timeout_s` is hung up on by `hang_up_if_idle` and ends in a timed-out ModelError."""
         self.provider = provider
         self.registry = registry
         self.agent = agent
@@ -68,6 +71,9 @@ class AgentLoop:
         self.emit = emit
         self.is_stopped = is_stopped
         self.max_steps = max_steps
+        self.idle_timeout_s = idle_timeout_s
+        self.runs = ToolRuns(tool_context.redis, tool_context.tenant, tool_context.job_id,
+                             tool_context.settings.retention_s)  # fmt: skip
         self.tools = registry.openai_tools(agent.get("tools") or []) if agent.get("tools") else []
         self.shape = agent.get("response_shape") or None
         self.current: ModelStream | None = None
@@ -80,6 +86,16 @@ class AgentLoop:
         stream = self.current
         if stream is not None:
             stream.close()
+
+    def hang_up_if_idle(self, now: float) -> None:
+        """Hang up on the model step streaming now when it has sent no content for `idle_timeout_s`
+        (called by the process's watcher thread: a server trickling SSE comments or empty chunks
+        never wakes the reading thread with anything it could time)."""
+        stream = self.current
+        if stream is not None and self.idle_timeout_s is not None and stream.idle_for(now) >= self.idle_timeout_s:
+            log.warning("turn %s: the model sent nothing for %.0f s; hanging up", self.tool_context.job_id,
+                        stream.idle_for(now))  # fmt: skip
+            stream.close(idle=True)
 
     def run(self, messages: list[dict[str, Any]]) -> Outcome:
         """Raises Stopped, InvalidAnswer (bad shape twice) and the provider's ModelError."""
@@ -147,15 +163,22 @@ class AgentLoop:
             except Exception:
                 if self.is_stopped():
                     raise Stopped from None
+                self._raise_if_idle(stream)
                 raise
             finally:
                 self.current = None
             if self.is_stopped():
                 raise Stopped
+            self._raise_if_idle(stream)
             for name, count in stream.usage.items():
                 if isinstance(count, int):
                     self.usage[name] = self.usage.get(name, 0) + count
             return "".join(pieces), list(stream.tool_calls)
+
+    def _raise_if_idle(self, stream: ModelStream) -> None:
+        """A step hung up on for idleness ends the attempt as a model timeout (a failed turn, not a retry)."""
+        if stream.idle:
+            raise ModelError(f"the model sent no content for {self.idle_timeout_s:g} s", timed_out=True)
 
     def _run_tools(self, calls: list[ToolCall]) -> list[ToolResult]:
         """Announce every call, run them at once, report every result, in the calls' order."""
@@ -163,26 +186,36 @@ class AgentLoop:
         for call in calls:
             self._send(events.encode("tool_execution", tool_name=call.name, args=_shown_args(call.arguments),
                                      call_id=call.id))  # fmt: skip
+        fields = [self.runs.field(call.name, call.arguments) for call in calls]  # in order: same n every attempt
+        replayed = self.runs.recorded(fields)
         with ThreadPoolExecutor(max_workers=min(len(calls), MAX_PARALLEL_TOOLS), thread_name_prefix="tool") as pool:
-            results = list(pool.map(lambda call: self._run_tool(call, allowed), calls))
+            runs = zip(calls, fields, replayed, strict=True)
+            results = list(pool.map(lambda run: self._run_tool(*run, allowed), runs))
         for call, result in zip(calls, results, strict=True):
-            telemetry.tool_call(call.name, result.ok)
+            telemetry.tool_call(call.name if call.name in allowed else "(unknown)", result.ok)
             self._send(events.encode("tool_result", tool_name=call.name, preview=result.preview, call_id=call.id,
                                      ok=result.ok))  # fmt: skip
         if self.is_stopped():
             raise Stopped
         return results
 
-    def _run_tool(self, call: ToolCall, allowed: set[str]) -> ToolResult:
+    def _run_tool(self, call: ToolCall, field: str, replayed: ToolResult | None, allowed: set[str]) -> ToolResult:
+        """The recorded result when an earlier attempt of the job ran this call, else the tool's, recorded."""
+        if replayed is not None:
+            log.info("turn %s: %s replayed from an earlier attempt, not run again", self.tool_context.job_id, field)
+            return replayed
         if call.name not in allowed:
             message = f"error: this agent has no tool named {call.name!r}; it may use: {', '.join(sorted(allowed))}"
-            return ToolResult(ok=False, content=message, preview=message[:300])
-        return self.registry.run(call.name, call.arguments, self.tool_context)
+            return ToolResult.of(False, message)
+        result = self.registry.run(call.name, call.arguments, self.tool_context)
+        self.runs.record(field, result)
+        return result
 
 
 def _shown_args(arguments: str) -> Any:
-    """The call's arguments as the client sees them: the JSON object, or the text when it is not JSON."""
+    """The call's arguments as the client sees them: the JSON object, or the text when it is not JSON.
+    A `"\\ud800"` escape inside the arguments' JSON becomes U+FFFD here, as it does for the tool."""
     try:
-        return json.loads(arguments)
+        return clean_json(json.loads(arguments))
     except json.JSONDecodeError:
         return arguments

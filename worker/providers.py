@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,19 +22,22 @@ import httpx2
 import openai
 
 from parley.shared.settings import Settings
+from parley.shared.text import clean
 
 
 class ModelError(Exception):
     """The model could not answer; `status` is its HTTP status when it gave one."""
 
     def __init__(self, message: str, status: int | None = None, timed_out: bool = False) -> None:
-        super().__init__(message)
+        super().__init__(clean(message))  # a model's error text reaches the job record and the stream
         self.status = status
         self.timed_out = timed_out
 
 
 TEXT = "text"
 REASONING = "reasoning"
+PROGRESS = "progress"
+"""A piece of a function call: content that `parts()` counts as activity but does not yield."""
 
 
 @dataclass(frozen=True)
@@ -52,14 +57,19 @@ class ModelStream:
     """One model step as it arrives; `close()` (from any thread) hangs up on the model.
 
     Iterating gives the answer's text pieces; `parts()` gives `(TEXT | REASONING, piece)` pairs.
-    `tool_calls` and `usage` are complete once the iteration has ended.
+    `tool_calls` and `usage` are complete once the iteration has ended. `last_content_at` is when
+    the model last sent content (text, reasoning or a piece of a call), for the idle timeout;
+    `close(idle=True)` marks the hang-up as one for idleness (`idle`), not a cancel.
     """
 
     def __init__(self, parts: Iterator[tuple[str, str]], close: Any = None, usage: dict[str, Any] | None = None,
                  tool_calls: list[ToolCall] | None = None) -> None:  # fmt: skip
         self._parts = parts
         self._close = close
+        self._lock = threading.Lock()
         self.closed = False
+        self.idle = False
+        self.last_content_at = time.monotonic()
         self.usage = usage if usage is not None else {}
         """Token counts as the model reported them (filled in as the stream ends), else empty."""
         self.tool_calls = tool_calls if tool_calls is not None else []
@@ -68,15 +78,32 @@ class ModelStream:
         for part in self._parts:
             if self.closed:
                 return
-            yield part
+            self.last_content_at = time.monotonic()
+            if part[0] != PROGRESS:
+                yield part
+        self.end()
 
     def __iter__(self) -> Iterator[str]:
         return (piece for kind, piece in self.parts() if kind == TEXT)
 
-    def close(self) -> None:
-        self.closed = True
-        if self._close is not None:
-            self._close()
+    def idle_for(self, now: float) -> float:
+        """Seconds since the model last sent content."""
+        return now - self.last_content_at
+
+    def close(self, idle: bool = False) -> None:
+        """Hang up, unless the step has ended (its connection may serve another request by then)."""
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            self.idle = idle
+            if self._close is not None:
+                self._close()
+
+    def end(self) -> None:
+        """The step is over (read to its end, or its connection given back): `close` does nothing from now on."""
+        with self._lock:
+            self.closed = True
 
 
 class Provider(Protocol):
@@ -130,9 +157,11 @@ class OpenAIProvider:
             raise _model_error(error) from error
         usage: dict[str, Any] = {}
         calls: list[ToolCall] = []
+        stream = ModelStream(_parts(response, usage, calls), lambda: _hang_up(response), usage, calls)
         try:
-            yield ModelStream(_parts(response, usage, calls), lambda: _hang_up(response), usage, calls)
+            yield stream
         finally:
+            stream.end()  # before the connection goes back to the pool, where a late hang-up would cut another's
             response.response.close()
 
 
@@ -170,38 +199,62 @@ def _hang_up(response: Any) -> None:
 
 
 def _parts(response: ChunkStream, usage: dict[str, Any], calls: list[ToolCall]) -> Iterator[tuple[str, str]]:
-    """Text and reasoning pieces as they come; the function calls, whose names and arguments
-    arrive in fragments keyed by `index`, are put together into `calls` at the end."""
+    """Text and reasoning pieces as they come (and a PROGRESS mark per piece of a call); the function
+    calls, whose names and arguments arrive in fragments keyed by `index`, are put together into
+    `calls` at the end. Every string is `clean`ed: a lone surrogate (`"\\ud800"` in the JSON) becomes
+    U+FFFD here, before it can reach Redis or a Lua script."""
     fragments: dict[int, dict[str, str]] = {}
     try:
         for chunk in response:
             if chunk.get("usage"):
-                usage.update(chunk["usage"])
+                usage.update(_clean_usage(chunk["usage"]))
             for choice in chunk.get("choices") or ():
                 delta = choice.get("delta") or {}
                 # Servers name streamed reasoning differently: `reasoning_content` (DeepSeek, vLLM) or `reasoning`.
                 reasoning = delta.get("reasoning_content") or delta.get("reasoning")
                 if isinstance(reasoning, str) and reasoning:
-                    yield REASONING, reasoning
+                    yield REASONING, clean(reasoning)
                 content = delta.get("content")
-                if content:
-                    yield TEXT, content
+                if isinstance(content, str) and content:
+                    yield TEXT, clean(content)
                 for fragment in delta.get("tool_calls") or ():
-                    _merge_call_fragment(fragments, fragment)
+                    if _merge_call_fragment(fragments, fragment):
+                        yield PROGRESS, ""
     except openai.APIError as error:
         raise _model_error(error) from error
-    except (httpx2.HTTPError, json.JSONDecodeError) as error:  # httpx2: the openai SDK's transport
+    except httpx2.TimeoutException as error:  # httpx2: the openai SDK's transport
+        raise ModelError("the model stopped sending mid-answer (read timed out)", timed_out=True) from error
+    except (httpx2.HTTPError, json.JSONDecodeError) as error:
         raise ModelError(f"the model's stream broke off: {error.__class__.__name__}") from error
-    calls.extend(ToolCall(id=f["id"] or f"call_{index}", name=f["name"], arguments=f["arguments"] or "{}")
+    calls.extend(ToolCall(id=clean(f["id"]) or f"call_{index}", name=clean(f["name"]),
+                          arguments=clean(f["arguments"]) or "{}")
                  for index, f in sorted(fragments.items()))  # fmt: skip
 
 
-def _merge_call_fragment(fragments: dict[int, dict[str, str]], fragment: dict[str, Any]) -> None:
-    call = fragments.setdefault(int(fragment.get("index") or 0), {"id": "", "name": "", "arguments": ""})
-    call["id"] = call["id"] or fragment.get("id") or ""
+def _clean_usage(usage: Any) -> dict[str, Any]:
+    """The usage object's entries with their names cleaned (they end up in the job's result)."""
+    if not isinstance(usage, dict):
+        return {}
+    return {clean(str(name)): count for name, count in usage.items() if isinstance(count, int | float)}
+
+
+def _merge_call_fragment(fragments: dict[int, dict[str, str]], fragment: Any) -> bool:
+    """Add one fragment of a call; whether it carried content (an id, a name or arguments)."""
+    if not isinstance(fragment, dict):
+        return False
+    try:
+        index = int(fragment.get("index") or 0)
+    except (TypeError, ValueError):
+        index = 0
+    call = fragments.setdefault(index, {"id": "", "name": "", "arguments": ""})
     function = fragment.get("function") or {}
-    call["name"] = call["name"] or function.get("name") or ""  # sent once, with the call's first fragment
-    call["arguments"] += function.get("arguments") or ""
+    if not isinstance(function, dict):
+        function = {}
+    call_id, name, arguments = fragment.get("id"), function.get("name"), function.get("arguments")
+    call["id"] = call["id"] or (call_id if isinstance(call_id, str) else "")
+    call["name"] = call["name"] or (name if isinstance(name, str) else "")  # sent once, with the first fragment
+    call["arguments"] += arguments if isinstance(arguments, str) else ""
+    return bool(call_id or name or arguments)
 
 
 def _model_error(error: openai.APIError) -> ModelError:

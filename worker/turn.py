@@ -63,7 +63,7 @@ def run_turn(tenant: str, job_id: str) -> str:
         return _commit(tenant, job_id, attempt, agent, record, Outcome(answer=CLOSING_MESSAGE), model)
     messages = build_messages(agent, history, record["message"], images)
     try:
-        outcome = _run_loop(tenant, job_id, attempt, agent, record["session_id"], messages, started)
+        outcome = _run_loop(tenant, job_id, attempt, agent, record, messages, started)
     except ModelError as error:
         telemetry.model_error(error.status, error.timed_out)
         code = "model_timeout" if error.timed_out else "model_failed"
@@ -98,13 +98,15 @@ def _remembered(tenant: str, record: dict[str, str], agent: dict[str, Any], mode
     return history, window.exchanges
 
 
-def _run_loop(tenant: str, job_id: str, attempt: int, agent: dict[str, Any], session_id: str,
+def _run_loop(tenant: str, job_id: str, attempt: int, agent: dict[str, Any], record: dict[str, str],
               messages: list[dict[str, Any]], started: float) -> Outcome | None:  # fmt: skip
-    """The agent loop with its events sent from a side thread and a watch for cancels; None
-    when the turn was canceled or superseded meanwhile.
+    """The agent loop with its events sent from a side thread and a watch for cancels and for a
+    model gone quiet; None when the turn was canceled or superseded meanwhile.
 
     A cancel hangs up on the model (the step streaming then ends at once); the events queued
-    before it are all sent before this returns, so the turn's last events follow them.
+    before it are all sent before this returns, so the turn's last events follow them. A model
+    step with no content for PARLEY_MODEL_IDLE_TIMEOUT_S is hung up on by the same watch and
+    ends the turn with a timed-out ModelError.
     """
     rt = runtime()
     holder: list[AgentLoop] = []
@@ -113,15 +115,21 @@ def _run_loop(tenant: str, job_id: str, attempt: int, agent: dict[str, Any], ses
         if holder:
             holder[0].hang_up()
 
-    with CancelWatch(lambda: rt.turns.is_running(tenant, job_id, attempt), hang_up) as watch, \
+    def hang_up_if_idle(now: float) -> None:
+        if holder:
+            holder[0].hang_up_if_idle(now)
+
+    with CancelWatch(lambda: rt.turns.is_running(tenant, job_id, attempt), hang_up,
+                     on_check=hang_up_if_idle) as watch, \
             Emitter(lambda batch: rt.turns.emit(tenant, job_id, attempt, batch), hang_up) as emitter:  # fmt: skip
         loop = AgentLoop(
             provider=rt.provider, registry=load_registry(rt.settings), agent=agent,
             model=agent.get("model") or rt.settings.default_model,
-            tool_context=ToolContext(tenant=tenant, session_id=session_id, job_id=job_id, redis=rt.clients.text,
-                                     settings=rt.settings),
+            tool_context=ToolContext(tenant=tenant, session_id=record["session_id"], job_id=job_id,
+                                     redis=rt.clients.text, settings=rt.settings,
+                                     memory="history" not in record),  # brought its own history: no notes
             emit=emitter.put, is_stopped=lambda: watch.fired or emitter.stopped,
-            max_steps=rt.settings.max_tool_steps,
+            max_steps=rt.settings.max_tool_steps, idle_timeout_s=rt.settings.model_idle_timeout_s,
         )  # fmt: skip
         holder.append(loop)
         try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..text import clean
+
 if TYPE_CHECKING:
     import redis
 
@@ -31,6 +33,9 @@ class ToolContext:
     redis: redis.Redis
     """The text client (`decode_responses=True`) the worker uses."""
     settings: Settings
+    memory: bool = True
+    """False for a turn without session memory (a `/v1/chat/completions` call that brought its own
+    history): it has no notes, and `remember` / `recall` refuse."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,8 @@ class ToolResult:
 
     @classmethod
     def of(cls, ok: bool, content: str) -> ToolResult:
+        """The result with lone surrogates replaced (`clean`): a tool's text reaches Redis and Lua scripts."""
+        content = clean(content)
         return cls(ok=ok, content=content, preview=preview(content))
 
 

@@ -16,6 +16,7 @@ from typing import Any, TypeVar, overload
 
 from pydantic import BaseModel, ValidationError
 
+from ..text import clean_json
 from .context import ToolContext, ToolError, ToolResult
 from .schema import Tool, build_tool
 
@@ -113,7 +114,8 @@ class ToolRegistry:
         cannot kill a thread: a tool that hangs is abandoned, it runs on in the background until
         it returns (its result is then dropped), and a daemon thread does not keep the process
         from exiting. Results that are not `str` are JSON-encoded; results longer than
-        `MAX_RESULT_CHARS` are cut.
+        `MAX_RESULT_CHARS` are cut. Lone surrogates, in the arguments the tool is given and in
+        the result, become U+FFFD (`parley.shared.text.clean`).
         """
         made = self._tools.get(name)
         if made is None:
@@ -157,7 +159,7 @@ def _parse_arguments(arguments: str | dict[str, Any]) -> dict[str, Any]:
             raise ToolError(f"the arguments are not valid JSON ({error})") from error
     if not isinstance(arguments, dict):
         raise ToolError("the arguments must be a JSON object of named parameters")
-    return arguments
+    return clean_json(arguments)  # type: ignore[no-any-return]  # `"\ud800"` in the JSON: U+FFFD for the tool
 
 
 def _validation_message(error: ValidationError) -> str:
