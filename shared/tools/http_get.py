@@ -14,8 +14,12 @@ is set:
 4. redirects are followed here, at most `MAX_REDIRECTS`, each hop checked as in 2;
 5. proxies from the environment are ignored (`trust_env=False`): a proxy would make the checks moot.
 
-The body is streamed and cut at PARLEY_HTTP_GET_MAX_BYTES (after content decoding, so a gzip bomb
-stops there too); the whole fetch, redirects included, must end within PARLEY_HTTP_GET_TIMEOUT_S.
+The body is read raw and decoded here, a layer at a time, each layer (`identity`, `gzip`, `x-gzip`,
+`deflate`; at most `MAX_CODINGS` of them stacked) asked for no more than PARLEY_HTTP_GET_MAX_BYTES
++ 1 bytes in all (`zlib`'s `max_length`), so a compression bomb, however it is stacked, never
+grows the worker by more than a few times that bound; the text is cut at PARLEY_HTTP_GET_MAX_BYTES.
+Other codings are refused. The whole fetch, redirects included, must end within
+PARLEY_HTTP_GET_TIMEOUT_S.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import codecs
 import ipaddress
 import socket
 import time
+import zlib
 from dataclasses import dataclass
 
 import httpx
@@ -35,6 +40,9 @@ from .registry import tool
 MAX_REDIRECTS = 5
 USER_AGENT = "Parley-http_get/0.1"
 ACCEPT = "text/html, text/plain;q=0.9, application/json;q=0.8, text/*;q=0.7"
+ACCEPT_ENCODING = "gzip, deflate"
+MAX_CODINGS = 3
+"""Most content codings stacked on one response (`gzip, gzip` is two); more is refused."""
 TEXT_TYPES = ("application/json", "application/xml", "application/javascript", "application/xhtml+xml")
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 
@@ -147,7 +155,7 @@ def _get(client: httpx.Client, url: httpx.URL, addresses: list[str], *, deadline
             break
         request = client.build_request(
             "GET", url.copy_with(host=address), headers={"Host": host_header, "User-Agent": USER_AGENT,
-                                                         "Accept": ACCEPT},
+                                                         "Accept": ACCEPT, "Accept-Encoding": ACCEPT_ENCODING},
             extensions=extensions, timeout=httpx.Timeout(remaining),
         )  # fmt: skip
         try:
@@ -175,14 +183,12 @@ def _read(response: httpx.Response, url: httpx.URL, *, deadline: float, timeout_
         return _Answer(response.status_code, content_type, b"", False, None, response.headers["location"])
     if content_type and not _is_text(content_type):
         raise ToolError(f"{url} answered HTTP {response.status_code} with {content_type}, which is not text")
+    decoder = Decoder(_codings(response, url), limit=max_bytes + 1)
     body = bytearray()
-    cut = False
     try:
-        for chunk in response.iter_bytes():
-            body += chunk
-            if len(body) > max_bytes:
-                del body[max_bytes:]
-                cut = True
+        for chunk in response.iter_raw():
+            body += decoder.decode(chunk)
+            if len(body) > max_bytes or decoder.full:
                 break
             if time.monotonic() > deadline:  # a server sending a trickle never trips the read timeout
                 raise ToolError(f"fetching {url} timed out after {timeout_s:g} s")
@@ -190,7 +196,95 @@ def _read(response: httpx.Response, url: httpx.URL, *, deadline: float, timeout_
         raise ToolError(f"fetching {url} timed out after {timeout_s:g} s") from error
     except httpx.HTTPError as error:
         raise ToolError(f"reading {url} failed: {error}") from error
+    except zlib.error as error:
+        raise ToolError(f"{url} sent a body that does not decompress: {error}") from error
+    cut = len(body) > max_bytes or decoder.full
+    del body[max_bytes:]
     return _Answer(response.status_code, content_type, bytes(body), cut, response.charset_encoding, None)
+
+
+def _codings(response: httpx.Response, url: httpx.URL) -> list[str]:
+    """The response's content codings in the order they were applied; ToolError for what is not decoded here."""
+    listed = [part.strip().lower() for value in response.headers.get_list("content-encoding")
+              for part in value.split(",")]  # fmt: skip
+    codings = [coding for coding in listed if coding and coding != "identity"]
+    unknown = sorted({coding for coding in codings if coding not in ("gzip", "x-gzip", "deflate")})
+    if unknown:
+        raise ToolError(f"{url} sent its body with Content-Encoding {', '.join(unknown)}, which http_get does not "
+                        "decode (it decodes gzip and deflate)")  # fmt: skip
+    if len(codings) > MAX_CODINGS:
+        raise ToolError(f"{url} sent its body compressed {len(codings)} times over; http_get decodes at most "
+                        f"{MAX_CODINGS} layers")  # fmt: skip
+    return codings
+
+
+class Decoder:
+    """Undoes stacked content codings chunk by chunk, no layer ever giving more than `limit` bytes in all.
+
+    httpx decodes a whole chunk at once, so 1 KB of `gzip, gzip` on the wire can become hundreds
+    of megabytes in one call; here every layer is a `zlib` decompressor asked for at most what is
+    left of `limit` (`max_length`), and once a layer has given `limit` bytes, `full` is set: what
+    it gave still goes through the layers after it, and no more input is decoded. Input a layer
+    has not consumed stays in its `unconsumed_tail`, no larger than what the layer before it gave.
+    """
+
+    def __init__(self, codings: list[str], limit: int) -> None:
+        self.limit = limit
+        self.full = False
+        self._layers = [_Layer(coding, limit) for coding in reversed(codings)]  # the last one applied comes off first
+
+    def decode(self, data: bytes) -> bytes:
+        """The decoded bytes `data` yields, within what is left of the limit."""
+        if self.full:
+            return b""
+        for layer in self._layers:
+            data = layer.decode(data) if data else b""
+            self.full = self.full or layer.full  # what a full layer gave still goes through the layers after it
+        return data
+
+
+class _Layer:
+    """One content coding: `zlib.decompressobj` bounded by what is left of `limit`."""
+
+    def __init__(self, coding: str, limit: int) -> None:
+        self.coding = coding
+        self.left = limit
+        self.full = False
+        self._zlib: zlib._Decompress | None = None
+        self._started = False
+
+    def decode(self, data: bytes) -> bytes:
+        out = bytearray()
+        while data and not self.full:
+            decompressor = self._decompressor(data)
+            piece = decompressor.decompress(data, self.left)
+            out += piece
+            self.left -= len(piece)
+            self.full = self.left <= 0
+            if decompressor.unconsumed_tail:  # stopped at max_length: the limit is reached
+                self.full = True
+            elif decompressor.eof and self.coding != "deflate":
+                data = decompressor.unused_data  # gzip may hold several members, one after another
+                self._zlib = None
+            else:
+                data = b""
+        return bytes(out)
+
+    def _decompressor(self, data: bytes) -> zlib._Decompress:
+        """The layer's decompressor; `deflate` is zlib-wrapped as the RFC says or, as some servers send it, raw."""
+        if self._zlib is None:
+            if self.coding == "deflate":
+                wbits = zlib.MAX_WBITS if self._started or _zlib_header(data) else -zlib.MAX_WBITS
+            else:
+                wbits = 16 + zlib.MAX_WBITS
+            self._zlib = zlib.decompressobj(wbits)
+            self._started = True
+        return self._zlib
+
+
+def _zlib_header(data: bytes) -> bool:
+    """Whether `data` starts with a zlib header (RFC 1950: deflate method, check bits a multiple of 31)."""
+    return len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
 
 
 def _render(url: httpx.URL, answer: _Answer, max_bytes: int) -> str:

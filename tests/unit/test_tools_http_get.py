@@ -250,7 +250,8 @@ def test_https_connects_to_the_checked_address_and_keeps_the_name_for_tls(
 
     def answer(request: httpx.Request) -> httpx.Response:
         sent.append(request)
-        return httpx.Response(200, headers={"Content-Type": "text/plain"}, content=b"secure")
+        # stream=, not content=: a response built with content= is read at once, and http_get reads raw bytes
+        return httpx.Response(200, headers={"Content-Type": "text/plain"}, stream=httpx.ByteStream(b"secure"))
 
     real_client, transport = httpx.Client, httpx.MockTransport(answer)
     monkeypatch.setattr(httpx, "Client", lambda **options: real_client(transport=transport, **options))
