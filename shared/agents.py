@@ -16,8 +16,9 @@ import yaml
 
 from . import keys
 from .clock import iso, now_ms
-from .errors import Conflict, InvalidInput, NotFound
+from .errors import Conflict, InvalidInput, NotFound, TooManyAgents
 from .models import AgentCreate, AgentPublic, AgentUpdate
+from .settings import Settings
 from .tools import unknown_tools
 
 STORED_FIELDS = (
@@ -26,9 +27,102 @@ STORED_FIELDS = (
     "context_budget",
 )  # fmt: skip
 
+DEFAULT_MAX_AGENTS: int = Settings.model_fields["max_agents_per_tenant"].default
+STALE_RETRIES = 5
+"""An update or delete reads the agent again this often when it changed between read and write."""
+
+_NAME_HOLDER = """
+-- The id holding `name` in the name index, unless that id's hash is gone (a name left behind by a
+-- write that stopped half-way before these scripts): such a name is free.
+local function name_holder(names_key, name, agent_key_prefix)
+    local holder = redis.call('HGET', names_key, name)
+    if holder and redis.call('EXISTS', agent_key_prefix .. holder) == 1 then
+        return holder
+    end
+    return false
+end
+"""
+
+CREATE_AGENT = (
+    _NAME_HOLDER
+    + """
+-- KEYS: 1 the tenant's name index (hash), 2 the agent's hash, 3 the tenant's agent index (zset)
+-- ARGV: 1 name, 2 agent id, 3 created_at ms, 4 most agents per tenant (0 = no limit),
+--       5 agent key prefix (keys.agent(tenant, '')), 6.. the hash as field, value pairs
+-- Returns 'created' | 'name_taken' | 'id_taken' | 'too_many'. Every check comes before the first
+-- write and nothing is decoded, so a refused or failing create writes nothing.
+if name_holder(KEYS[1], ARGV[1], ARGV[5]) then
+    return 'name_taken'
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+    return 'id_taken'
+end
+local limit = tonumber(ARGV[4])
+if limit > 0 and redis.call('ZCARD', KEYS[3]) >= limit then
+    return 'too_many'
+end
+redis.call('HSET', KEYS[2], unpack(ARGV, 6))
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 'created'
+"""
+)
+
+UPDATE_AGENT = (
+    _NAME_HOLDER
+    + """
+-- KEYS: 1 the tenant's name index, 2 the agent's hash
+-- ARGV: 1 agent id, 2 its name as read, 3 its new name, 4 stored `name` as read (JSON),
+--       5 stored `updated_at` as read (JSON), 6 agent key prefix, 7.. the new hash as field, value pairs
+-- Writes only if the agent is still as read (same name and updated_at).
+-- Returns 'updated' | 'stale' (changed or gone since read: read again) | 'name_taken'.
+local seen = redis.call('HMGET', KEYS[2], 'name', 'updated_at')
+if not seen[1] or seen[1] ~= ARGV[4] or (seen[2] or 'null') ~= ARGV[5] then
+    return 'stale'
+end
+if ARGV[3] ~= ARGV[2] then
+    local holder = name_holder(KEYS[1], ARGV[3], ARGV[6])
+    if holder and holder ~= ARGV[1] then
+        return 'name_taken'
+    end
+    if redis.call('HGET', KEYS[1], ARGV[2]) == ARGV[1] then
+        redis.call('HDEL', KEYS[1], ARGV[2])
+    end
+    redis.call('HSET', KEYS[1], ARGV[3], ARGV[1])
+end
+redis.call('HSET', KEYS[2], unpack(ARGV, 7))
+return 'updated'
+"""
+)
+
+DELETE_AGENT = """
+-- KEYS: 1 the tenant's name index, 2 the agent's hash, 3 the tenant's agent index
+-- ARGV: 1 agent id, 2 its name as read, 3 stored `name` as read (JSON)
+-- Returns 'deleted' | 'stale' (renamed or gone since read: read again).
+if redis.call('HGET', KEYS[2], 'name') ~= ARGV[3] then
+    return 'stale'
+end
+if redis.call('HGET', KEYS[1], ARGV[2]) == ARGV[1] then
+    redis.call('HDEL', KEYS[1], ARGV[2])
+end
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
+return 'deleted'
+"""
+
 
 def _encode(agent: dict[str, Any]) -> dict[str, str]:
-    return {name: json.dumps(agent.get(name)) for name in STORED_FIELDS}
+    return {name: _as_stored(agent.get(name)) for name in STORED_FIELDS}
+
+
+def _as_stored(value: Any) -> str:
+    """A field's value as the agent's hash holds it (JSON)."""
+    return json.dumps(value)
+
+
+def _flat(agent: dict[str, Any]) -> list[str]:
+    """The agent's hash as `field, value, ...` arguments of a script (no JSON for Lua to decode)."""
+    return [item for pair in _encode(agent).items() for item in pair]
 
 
 def _decode(raw: dict[str, str]) -> dict[str, Any]:
@@ -47,8 +141,13 @@ def public(agent: dict[str, Any], default_model: str) -> AgentPublic:
 class AgentStore:
     """Reads and writes agents; `tenant` scopes every call."""
 
-    def __init__(self, r: redis.Redis) -> None:
+    def __init__(self, r: redis.Redis, max_agents: int = DEFAULT_MAX_AGENTS) -> None:
         self.r = r
+        self.max_agents = max_agents
+        """Most agents a tenant may hold (PARLEY_MAX_AGENTS_PER_TENANT; 0: no limit)."""
+        self._create = r.register_script(CREATE_AGENT)
+        self._update = r.register_script(UPDATE_AGENT)
+        self._delete = r.register_script(DELETE_AGENT)
 
     def _load(self, scope: str, agent_id: str) -> dict[str, Any] | None:
         raw = self.r.hgetall(keys.agent(scope, agent_id))
@@ -101,46 +200,61 @@ class AgentStore:
         return None
 
     def create(self, tenant: str, spec: AgentCreate, *, agent_id: str | None = None, source: str = "api") -> dict:
+        """Store a new agent: name, hash and index in one script, refused whole (409) when the name (or a
+        given id) is taken or the tenant holds `max_agents` agents already."""
         _check_tools(spec.tools)
         agent = spec.model_dump()
         agent.update(id=agent_id or f"agent-{uuid.uuid4().hex[:12]}", created_at=now_ms(), updated_at=None,
                      source=source)  # fmt: skip
-        names = keys.agent_names(tenant)
-        if not self.r.hsetnx(names, agent["name"], agent["id"]):
+        outcome = self._create(
+            keys=[keys.agent_names(tenant), keys.agent(tenant, agent["id"]), keys.agents(tenant)],
+            args=[agent["name"], agent["id"], agent["created_at"], self.max_agents, keys.agent(tenant, ""),
+                  *_flat(agent)],
+        )  # fmt: skip
+        if outcome == "too_many":
+            raise TooManyAgents(f"this tenant has {self.max_agents} agents, the most it may hold: delete one first")
+        if outcome == "name_taken":
             raise Conflict(f"an agent named {agent['name']!r} already exists")
-        with self.r.pipeline() as pipe:
-            pipe.hset(keys.agent(tenant, agent["id"]), mapping=_encode(agent))
-            pipe.zadd(keys.agents(tenant), {agent["id"]: agent["created_at"]})
-            pipe.execute()
+        if outcome == "id_taken":
+            raise Conflict(f"an agent with id {agent['id']!r} already exists")
         return agent
 
     def update(self, tenant: str, id_or_name: str, change: AgentUpdate) -> dict[str, Any]:
-        agent = self._owned(tenant, id_or_name)
+        """Change some fields (a rename moves the name) in one script; it writes only if the agent is still
+        as read, else it is read again (a concurrent rename or delete never leaves a stale name)."""
         fields = change.model_dump(exclude_unset=True)
         if "name" in fields and (fields["name"] is None or not fields["name"].strip()):
             raise InvalidInput("name must not be blank")
         if fields.get("tools") is not None:
             _check_tools(fields["tools"])
-        names = keys.agent_names(tenant)
-        new_name = fields.get("name", agent["name"]).strip() if fields.get("name") else agent["name"]
-        if new_name != agent["name"]:
-            if not self.r.hsetnx(names, new_name, agent["id"]):
-                raise Conflict(f"an agent named {new_name!r} already exists")
-            self.r.hdel(names, agent["name"])
-        fields["name"] = new_name
         if "tools" in fields and fields["tools"] is None:
             fields["tools"] = []
-        agent.update(fields, updated_at=now_ms())
-        self.r.hset(keys.agent(tenant, agent["id"]), mapping=_encode(agent))
-        return agent
+        for _ in range(STALE_RETRIES):
+            agent = self._owned(tenant, id_or_name)
+            new_name = fields["name"].strip() if fields.get("name") else agent["name"]
+            changed = {**agent, **fields, "name": new_name, "updated_at": now_ms()}
+            outcome = self._update(
+                keys=[keys.agent_names(tenant), keys.agent(tenant, agent["id"])],
+                args=[agent["id"], agent["name"], new_name, _as_stored(agent["name"]),
+                      _as_stored(agent.get("updated_at")), keys.agent(tenant, ""), *_flat(changed)],
+            )  # fmt: skip
+            if outcome == "updated":
+                return changed
+            if outcome == "name_taken":
+                raise Conflict(f"an agent named {new_name!r} already exists")
+        raise Conflict("the agent kept changing while this request ran; try again")
 
     def delete(self, tenant: str, id_or_name: str) -> None:
-        agent = self._owned(tenant, id_or_name)
-        with self.r.pipeline() as pipe:
-            pipe.delete(keys.agent(tenant, agent["id"]))
-            pipe.zrem(keys.agents(tenant), agent["id"])
-            pipe.hdel(keys.agent_names(tenant), agent["name"])
-            pipe.execute()
+        """Remove hash, index entry and name in one script, with the name the agent holds when it runs."""
+        for _ in range(STALE_RETRIES):
+            agent = self._owned(tenant, id_or_name)
+            outcome = self._delete(
+                keys=[keys.agent_names(tenant), keys.agent(tenant, agent["id"]), keys.agents(tenant)],
+                args=[agent["id"], agent["name"], _as_stored(agent["name"])],
+            )  # fmt: skip
+            if outcome == "deleted":
+                return
+        raise Conflict("the agent kept changing while this request ran; try again")
 
     def _owned(self, tenant: str, id_or_name: str) -> dict[str, Any]:
         """The tenant's own agent; file agents are read-only (409), others' do not exist (404)."""

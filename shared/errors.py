@@ -27,6 +27,18 @@ class Conflict(ParleyError):
     status, code = 409, "conflict"
 
 
+class TooManyAgents(Conflict):
+    """The tenant holds PARLEY_MAX_AGENTS_PER_TENANT agents already: it must delete one first."""
+
+    code = "too_many_agents"
+
+
+class SummaryRunning(Conflict):
+    """A `POST /api/v1/sessions/{id}/summary` job of the session is queued or running already."""
+
+    code = "summary_running"
+
+
 class TooLarge(ParleyError):
     status, code = 413, "too_large"
 
