@@ -7,11 +7,14 @@ become 503 with Retry-After, so a client knows to come back, never a hang or a 5
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -21,9 +24,9 @@ from parley.shared.models import ErrorResponse
 log = logging.getLogger("parley.api")
 
 HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-              405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
-              422: "invalid_request", 429: "too_many_requests", 502: "model_failed", 503: "not_ready",
-              504: "timeout"}  # fmt: skip
+              405: "method_not_allowed", 408: "request_timeout", 409: "conflict", 413: "too_large",
+              415: "unsupported_media_type", 422: "invalid_request", 429: "too_many_requests",
+              502: "model_failed", 503: "not_ready", 504: "timeout"}  # fmt: skip
 
 
 def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -42,6 +45,17 @@ def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None,
                    **extra: Any) -> JSONResponse:  # fmt: skip
     return JSONResponse(error_body(code, message, **extra), status_code=status, headers=headers)
+
+
+@contextmanager
+def client_input(*prefix: str) -> Iterator[None]:
+    """Around a model a route builds from what the client sent: its ValidationError is the client's 422
+    (fields under `prefix`), like FastAPI's own body validation, never an unexpected 500."""
+    try:
+        yield
+    except ValidationError as error:
+        problems = [{**problem, "loc": (*prefix, *problem.get("loc", ()))} for problem in error.errors()]
+        raise RequestValidationError(problems) from None
 
 
 async def parley_error(request: Request, error: Exception) -> JSONResponse:

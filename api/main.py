@@ -15,7 +15,7 @@ from parley.shared.settings import Settings, get_settings
 
 from . import errors
 from .metrics import Reporter
-from .middleware import BodyLimitAndMetrics, RequestContext
+from .middleware import BodyGuard, HttpMetrics, RequestContext
 from .routes import agents, chat, compat, jobs, openai_compat, ops, sessions, tools, ui
 from .runtime import WebRuntime
 from .shutdown import on_stop_signal
@@ -58,7 +58,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Parley", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     errors.install(app)
 
-    app.add_middleware(BodyLimitAndMetrics, max_body_bytes=settings.max_body_bytes)
+    # Added innermost first: the request id, then metrics, then the body guard, all before routing and auth.
+    app.add_middleware(BodyGuard, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(HttpMetrics)
     app.add_middleware(RequestContext)
     origins = [origin.strip() for origin in settings.cors_origins.split(",") if origin.strip()]
     if origins:

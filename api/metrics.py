@@ -88,7 +88,9 @@ class DeploymentCollector(Collector):
             pipe.lindex(queue_key, 0)
             replies = pipe.execute()
         *hashes, streams, depth, head = replies[-(len(telemetry.METRICS) + 3):]
-        families = [_family(metric, fields) for metric, fields in zip(telemetry.METRICS, hashes, strict=True)]
+        agent_labels = self.rt.settings.metrics_agent_labels
+        families = [_family(metric, fields, _exposed(metric, agent_labels))
+                    for metric, fields in zip(telemetry.METRICS, hashes, strict=True)]  # fmt: skip
         families.append(_gauge("parley_queue_depth", "Turns waiting in the RQ queue", depth))
         families.append(_gauge("parley_queue_oldest_job_age_seconds",
                                "How long the turn at the head of the queue has waited (0: empty queue)",
@@ -128,12 +130,25 @@ def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
     return family
 
 
-def _family(metric: telemetry.Metric, fields: dict[str, str]) -> Metric:
+def _exposed(metric: telemetry.Metric, agent_labels: bool) -> tuple[str, ...]:
+    """The labels a scrape shows: token counts by direction only unless the operator asked for agent labels
+    (whatever Redis holds, e.g. counts written while the setting was on)."""
+    if metric is telemetry.TOKENS and not agent_labels:
+        return ("direction",)
+    return metric.labels
+
+
+def _family(metric: telemetry.Metric, fields: dict[str, str], labels: tuple[str, ...]) -> Metric:
+    """A metric's family with `labels` (a counter's series summed over the labels left out)."""
     series = telemetry.parse(metric, fields)
     if metric.kind == "counter":
-        counter = CounterMetricFamily(metric.name, metric.help, labels=metric.labels)
+        sums: dict[tuple[str, ...], float] = {}
         for one in series:
-            counter.add_metric([one.labels[name] for name in metric.labels], one.value)
+            shown = tuple(one.labels[name] for name in labels)
+            sums[shown] = sums.get(shown, 0.0) + one.value
+        counter = CounterMetricFamily(metric.name, metric.help, labels=labels)
+        for shown, total in sums.items():
+            counter.add_metric(list(shown), total)
         return counter
     histogram = HistogramMetricFamily(metric.name, metric.help, labels=metric.labels)
     for one in series:

@@ -14,6 +14,8 @@ from typing import Any
 
 TERMINAL_TYPE = "done"
 EVENT_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+MAX_PART = 2**64 - 1
+"""Each part of a Redis stream id is an unsigned 64-bit number."""
 
 
 def encode(event_type: str, **fields: Any) -> str:
@@ -27,8 +29,13 @@ def id_key(event_id: str) -> tuple[int, int]:
 
 
 def valid_id(event_id: str) -> bool:
-    """True for `<ms>-<seq>` in ASCII digits (str.isdigit would also take '²' from a header)."""
-    return EVENT_ID.fullmatch(event_id) is not None
+    """True for `<ms>-<seq>` in ASCII digits (str.isdigit would also take '²' from a header), each part an
+    unsigned 64-bit number, below the largest id (Redis refuses to read after that one: the stream could only
+    say "store unavailable", and its client would reconnect for ever)."""
+    if EVENT_ID.fullmatch(event_id) is None:
+        return False
+    ms, seq = id_key(event_id)
+    return ms <= MAX_PART and seq <= MAX_PART and (ms, seq) != (MAX_PART, MAX_PART)
 
 
 def parse_live(message: str) -> tuple[str, str]:

@@ -8,6 +8,7 @@ paging by `before` is one LRANGE, whatever the history's length.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import Any
 
@@ -20,6 +21,9 @@ from .models import MessagePublic, SessionPublic
 
 MESSAGE_ID_PREFIX = "msg_"
 MAX_PAGE = 1000
+_NUMBER = re.compile(r"[0-9]{1,18}")
+"""A cursor's time or a message's index: ASCII digits, small enough for Redis (a signed 64-bit number);
+`str.isdigit` would take '²' or '٣', and int() of thousands of digits raises."""
 
 
 def new_session_id() -> str:
@@ -87,7 +91,7 @@ class SessionStore:
         after_id: str | None = None
         if cursor:
             score, sep, after_id = cursor.partition(":")
-            if not sep or not score.isdigit() or not after_id:
+            if not sep or not _NUMBER.fullmatch(score) or not after_id:
                 raise InvalidInput("cursor is not one this API returned", field="cursor")
             top = score
         rows: list[tuple[str, float]] = []
@@ -137,7 +141,7 @@ class SessionStore:
             end = int(self.r.llen(key)) - 1  # type: ignore[arg-type]
         else:
             index = before.removeprefix(MESSAGE_ID_PREFIX)
-            if not before.startswith(MESSAGE_ID_PREFIX) or not (index.isascii() and index.isdigit()):
+            if not before.startswith(MESSAGE_ID_PREFIX) or not _NUMBER.fullmatch(index):
                 raise InvalidInput("before must be a message id such as msg_12", field="before")
             end = int(index) - 1
         start = max(0, end - limit + 1)

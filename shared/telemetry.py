@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import threading
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -55,6 +56,8 @@ FIRST_TOKEN = Metric("parley_time_to_first_token_seconds", "histogram",
                      "Time from a turn's start to the model's first answer text", buckets=_LATENCY_BUCKETS)  # fmt: skip
 TOKENS = Metric("parley_tokens", "counter", "Tokens sent to (in) and received from (out) the model, as it counted",
                 ("agent", "model", "direction"))  # fmt: skip
+"""Stored with agent and model "" unless PARLEY_METRICS_AGENT_LABELS is on (they are tenants' data), and
+exposed by direction only unless the scraped web has it on (api/metrics.py)."""
 MODEL_ERRORS = Metric("parley_model_errors", "counter",
                       "Model calls that failed, by HTTP status (or timeout / connection)", ("status",))  # fmt: skip
 TOOL_CALLS = Metric("parley_tool_calls", "counter", "Tool calls made by agents", ("tool", "outcome"))
@@ -62,6 +65,13 @@ JOBS = Metric("parley_jobs", "counter", "Turns that ended, by outcome", ("outcom
 HTTP_REQUESTS = Metric("parley_http_requests", "counter", "HTTP requests answered", ("method", "route", "status"))
 HTTP_SECONDS = Metric("parley_http_request_seconds", "histogram", "Time to answer (to the first byte for streams)",
                       ("method", "route"), buckets=_LATENCY_BUCKETS[:12])  # fmt: skip
+
+AGENT_LABEL_SETS = 100
+"""With PARLEY_METRICS_AGENT_LABELS on, the most label sets `parley_tokens` holds, deployment-wide: past it,
+new (agent, model) pairs count as ("other", "other") (enforced where Redis adds a field, so tenants creating
+agents or naming models cannot grow the hash or the scrape without bound)."""
+BOUNDED = {TOKENS.name: AGENT_LABEL_SETS}
+OTHER = "other"
 
 METRICS = (QUEUE_WAIT, TURN, FIRST_TOKEN, TOKENS, MODEL_ERRORS, TOOL_CALLS, JOBS, HTTP_REQUESTS, HTTP_SECONDS)
 """Every metric kept in Redis; their keys are the last KEYS of the recording scripts, in this order."""
@@ -131,22 +141,60 @@ def first_token(seconds: float) -> None:
     PENDING.observe(FIRST_TOKEN, (), seconds)
 
 
+_agent_labels: bool | None = None
+
+
+def configure(agent_labels: bool) -> None:
+    """Label token counts with agent and model names (PARLEY_METRICS_AGENT_LABELS; read from the settings
+    on first use when never called)."""
+    global _agent_labels
+    _agent_labels = agent_labels
+
+
+def agent_labels() -> bool:
+    if _agent_labels is None:
+        from .settings import get_settings
+
+        configure(get_settings().metrics_agent_labels)
+    return bool(_agent_labels)
+
+
 def tokens(agent: str, model: str, tokens_in: int | None, tokens_out: int | None) -> None:
-    """Token counts of one model call, as the model reported them (None: not reported)."""
+    """Token counts of one model call, as the model reported them (None: not reported); agent and model
+    only with PARLEY_METRICS_AGENT_LABELS on (names are tenants' data)."""
+    if not agent_labels():
+        agent = model = ""
     for direction, count in (("in", tokens_in), ("out", tokens_out)):
         if count:
             PENDING.add(TOKENS, labels_field((agent, model, direction)), int(count))
 
 
+_HTTP_STATUS = re.compile(r"[1-5][0-9]{2}")
+
+
 def model_error(status: int | str | None, timed_out: bool = False) -> None:
-    """A model call failed: its HTTP status, else `timeout` or `connection`."""
-    label = str(status) if status is not None else ("timeout" if timed_out else "connection")
+    """A model call failed: its HTTP status (`other` for anything that is not one), else `timeout` or
+    `connection`."""
+    if status is not None:
+        label = str(status) if _HTTP_STATUS.fullmatch(str(status)) else OTHER
+    else:
+        label = "timeout" if timed_out else "connection"
     PENDING.add(MODEL_ERRORS, labels_field((label,)), 1)
 
 
 def tool_call(tool: str, ok: bool) -> None:
-    """One tool call ended (ok: False when it raised or timed out)."""
-    PENDING.add(TOOL_CALLS, labels_field((tool, "ok" if ok else "error")), 1)
+    """One tool call ended (ok: False when it raised or timed out). A name no tool of this deployment has
+    (the model's invention, which a tenant's message can steer) counts as `other`."""
+    PENDING.add(TOOL_CALLS, labels_field((tool if _known_tool(tool) else OTHER, "ok" if ok else "error")), 1)
+
+
+def _known_tool(name: str) -> bool:
+    from .tools import default_registry  # here: the tools import much that telemetry's users need not
+
+    try:
+        return default_registry().get(name) is not None
+    except Exception:  # a registry that cannot load fails the process at start, never a metric
+        return False
 
 
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -163,12 +211,35 @@ def http_request(method: str, route: str, status: int, seconds: float) -> None:
 # --- writing --------------------------------------------------------------------------------
 
 
+_BOUNDED_ADD = """
+-- HINCRBY KEYS[1] ARGV[1] ARGV[2], into field ARGV[4] instead when ARGV[1] is new and the hash holds ARGV[3]
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
+    return redis.call('HINCRBY', KEYS[1], ARGV[4], ARGV[2])
+end
+return redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+"""
+
+
+def other_field(name: str, field: str) -> str:
+    """Where a bounded metric's new label set counts once the metric is full: its last label kept."""
+    try:
+        values = json.loads(field)
+        last = [str(values[-1])] if isinstance(values, list) and values else []
+    except ValueError:
+        last = []
+    others = [OTHER] * (len(METRICS[_INDEX[name] - 1].labels) - len(last))
+    return labels_field((*others, *last))
+
+
 def write(pipe: Any, deltas: list[Delta]) -> None:
-    """Queue the deltas' writes on a pipeline (a histogram's `sum` is a float, the rest count)."""
+    """Queue the deltas' writes on a pipeline (a histogram's `sum` is a float, the rest count; a bounded
+    metric's new label set goes to its `other` field once the metric holds its most)."""
     for name, field, amount in deltas:
         key = METRICS[_INDEX[name] - 1].key
         if field.endswith("|sum"):
             pipe.hincrbyfloat(key, field, amount)
+        elif name in BOUNDED:
+            pipe.eval(_BOUNDED_ADD, 1, key, field, int(amount), BOUNDED[name], other_field(name, field))
         else:
             pipe.hincrby(key, field, int(amount))
 
@@ -179,8 +250,9 @@ def script_keys() -> list[str]:
 
 
 def script_arg(deltas: list[Delta]) -> str:
-    """The pending deltas as the recording scripts' last ARGV."""
-    return json.dumps([[_INDEX[name], field, amount if field.endswith("|sum") else int(amount)]
+    """The pending deltas as the recording scripts' last ARGV (a bounded metric's with its `other` field)."""
+    return json.dumps([[_INDEX[name], field, amount if field.endswith("|sum") else int(amount),
+                        *([other_field(name, field)] if name in BOUNDED else [])]
                        for name, field, amount in deltas])  # fmt: skip
 
 
@@ -195,8 +267,12 @@ _LUA_RECORD = f"""
 -- Extra ARGV after the step's own: the deltas JSON [[metric index, field, amount], ...].
 local metric_base = #KEYS - {len(METRICS)}
 local job_key = KEYS[metric_base]
-local function add(index, field, amount)
+local bounded = {{{", ".join(f"[{_INDEX[name]}] = {cap}" for name, cap in BOUNDED.items())}}}
+local function add(index, field, amount, other)
     local key = KEYS[metric_base + index]
+    if other and redis.call('HEXISTS', key, field) == 0 and redis.call('HLEN', key) >= bounded[index] then
+        field = other
+    end
     if string.sub(field, -4) == '|sum' then
         redis.call('HINCRBYFLOAT', key, field, amount)
     else
@@ -213,7 +289,7 @@ local function observe(index, buckets, labels, seconds)
     add(index, labels .. '|sum', seconds)
 end
 for _, delta in ipairs(cjson.decode(ARGV[#ARGV])) do
-    add(delta[1], delta[2], delta[3])
+    add(delta[1], delta[2], delta[3], delta[4])
 end
 """
 

@@ -11,7 +11,7 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from parley.shared.agents import public
 from parley.shared.errors import NotFound
@@ -19,7 +19,7 @@ from parley.shared.models import AgentCreate, ChatRequest
 
 from .. import chatting
 from ..deps import ApiKey, CompatTenant, Runtime
-from ..errors import documented
+from ..errors import client_input, documented
 
 router = APIRouter(
     prefix="/agents", tags=["seed article (compatibility)"], responses=documented(401, 404, 409, 422, 503)
@@ -32,7 +32,7 @@ class CompatAgentCreate(BaseModel):
     first_message: str = ""
     response_shape: dict[str, Any] | str | None = None
     instructions: str = ""
-    name: str | None = None
+    name: str | None = Field(None, description="Defaults to the agent's id; when given, not blank.")
 
 
 class CompatConversationCreate(BaseModel):
@@ -41,7 +41,14 @@ class CompatConversationCreate(BaseModel):
 
 class CompatUserMessage(BaseModel):
     conversation_id: str
-    message: str = Field(..., min_length=1)
+    message: str = Field(..., min_length=1, description="Not blank.")
+
+    @field_validator("message")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("message must not be blank")
+        return value
 
 
 def _agent_view(agent: dict[str, Any], conversations: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -55,8 +62,10 @@ def _agent_view(agent: dict[str, Any], conversations: list[dict[str, Any]] | Non
 def create_agent(body: CompatAgentCreate, rt: Runtime, tenant: CompatTenant) -> dict[str, Any]:
     """Create an agent (named after its id unless a name is given)."""
     agent_id = f"agent-{uuid.uuid4().hex[:12]}"
-    spec = AgentCreate(name=body.name or agent_id, context=body.context, first_message=body.first_message,
-                       response_shape=body.response_shape, instructions=body.instructions)  # fmt: skip
+    with client_input():  # the /api/v1 rules for every field: 422, like FastAPI's own validation
+        spec = AgentCreate(name=agent_id if body.name is None else body.name, context=body.context,
+                           first_message=body.first_message, response_shape=body.response_shape,
+                           instructions=body.instructions)  # fmt: skip
     return _agent_view(rt.agents.create(tenant, spec, agent_id=agent_id))
 
 
@@ -74,7 +83,8 @@ async def chat_agent(body: CompatUserMessage, rt: Runtime, tenant: CompatTenant,
     """One exchange in an existing conversation (404 for an unknown one)."""
     if rt.sessions.bound_agent(tenant, body.conversation_id) is None:
         raise NotFound("Conversation not found. Please create conversation first.")
-    request = ChatRequest(message=body.message, session_id=body.conversation_id)
+    with client_input():
+        request = ChatRequest(message=body.message, session_id=body.conversation_id)
     accepted = await chatting.accept(rt, tenant, request, None, key)
     result = await chatting.wait_for_result(rt, tenant, accepted)
     return {"conversation_id": body.conversation_id, "response": result.response}

@@ -11,6 +11,7 @@ ignored and refused.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
@@ -20,12 +21,12 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from parley.shared.errors import InvalidInput
+from parley.shared.errors import InvalidInput, TooLarge
 from parley.shared.models import SESSION_ID_PATTERN, ChatRequest
 
 from .. import chatting
 from ..deps import ApiKey, Runtime, Tenant
-from ..errors import documented
+from ..errors import client_input, documented
 from ..streams import SSE_HEADERS, job_events
 
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"],
@@ -66,6 +67,26 @@ def _text(message: ChatMessageIn) -> str:
     return "".join(str(part.get("text", "")) for part in parts if part.get("type") == "text")
 
 
+def _check_history(body: ChatCompletionRequest, max_messages: int, max_chars: int) -> None:
+    """413 for a conversation over PARLEY_MAX_HISTORY_MESSAGES messages or PARLEY_MAX_HISTORY_CHARS
+    characters of text in all, before anything is stored or queued."""
+    if len(body.messages) > max_messages:
+        raise TooLarge(f"the request brings {len(body.messages)} messages; at most {max_messages} are taken",
+                       field="messages")  # fmt: skip
+    if sum(len(_text(message)) for message in body.messages) > max_chars:
+        raise TooLarge(f"the messages' text is over {max_chars} characters in all", field="messages")
+
+
+def _session_id(body: ChatCompletionRequest, header: str | None) -> str | None:
+    """`X-Parley-Session` (checked by FastAPI), else `user`, which must then be a session id (422)."""
+    if header is not None or body.user is None:
+        return header
+    if not re.fullmatch(SESSION_ID_PATTERN, body.user):
+        raise InvalidInput("user names the session here: it must be a session id (1-128 of A-Z a-z 0-9 . _ : @ -, "
+                           "starting with a letter or digit)", field="user")  # fmt: skip
+    return body.user
+
+
 def _turn(body: ChatCompletionRequest, session_id: str | None) -> tuple[ChatRequest, list[dict[str, str]] | None]:
     """The chat request and, without a session, the conversation the request brings."""
     refused = [name for name in REFUSED if (body.model_extra or {}).get(name) not in (None, [], 1)]
@@ -74,7 +95,8 @@ def _turn(body: ChatCompletionRequest, session_id: str | None) -> tuple[ChatRequ
     last = body.messages[-1]
     if last.role != "user" or not _text(last).strip():
         raise InvalidInput("the last message must be a user message with text", field="messages")
-    request = ChatRequest(message=_text(last), agent=body.model, session_id=session_id)
+    with client_input():
+        request = ChatRequest(message=_text(last), agent=body.model, session_id=session_id)
     if session_id is not None:
         return request, None
     role = {"developer": "system"}
@@ -100,9 +122,8 @@ async def chat_completions(
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> JSONResponse | StreamingResponse:  # fmt: skip
     """Chat with an agent in OpenAI's format (`model` = the agent's name or id)."""
-    session_id = x_parley_session or body.user
-    if session_id is not None:
-        ChatRequest(message="x", session_id=session_id)  # the same session id rules as /api/v1 (422 otherwise)
+    _check_history(body, rt.settings.max_history_messages, rt.settings.max_history_chars)
+    session_id = _session_id(body, x_parley_session)
     request, history = _turn(body, session_id)
     accepted = await chatting.accept(rt, tenant, request, idempotency_key, key, history=history)
     completion_id, created = _completion_id(accepted.job_id), int(time.time())

@@ -1,14 +1,19 @@
-"""Operations: `/healthz`, `/readyz`, `/metrics` (public, no key)."""
+"""Operations: `/healthz`, `/readyz` (public), `/metrics` (public unless PARLEY_METRICS_TOKEN is set)."""
 
 from __future__ import annotations
+
+import hmac
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
+from parley.shared.errors import Unauthorized
+
 from .. import metrics
-from ..deps import Runtime
+from ..deps import Credentials, Runtime
+from ..errors import documented
 
 router = APIRouter(tags=["operations"])
 
@@ -30,8 +35,19 @@ def readyz(rt: Runtime) -> JSONResponse:
     return JSONResponse({"status": "ready"})
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
-async def get_metrics(rt: Runtime) -> PlainTextResponse:
-    """Prometheus text format: the whole deployment's metrics (docs/observability.md lists them)."""
+def check_metrics_token(expected: str | None, credentials: Credentials) -> None:
+    """With PARLEY_METRICS_TOKEN set, 401 unless the request sends it as a Bearer token (constant time)."""
+    if expected is None:
+        return
+    sent = credentials.credentials if credentials else ""
+    if not hmac.compare_digest(sent.encode(), expected.encode()):
+        raise Unauthorized("/metrics needs `Authorization: Bearer <PARLEY_METRICS_TOKEN>`")
+
+
+@router.get("/metrics", response_class=PlainTextResponse, responses=documented(401))
+async def get_metrics(rt: Runtime, credentials: Credentials) -> PlainTextResponse:
+    """Prometheus text format: the whole deployment's metrics (docs/observability.md lists them); with
+    PARLEY_METRICS_TOKEN set, only for `Authorization: Bearer <that token>`."""
+    check_metrics_token(rt.settings.metrics_token, credentials)
     body, content_type = await run_in_threadpool(metrics.render, rt, rt.hub.stream_count)
     return PlainTextResponse(body, media_type=content_type)

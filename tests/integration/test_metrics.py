@@ -83,9 +83,10 @@ def test_metrics_of_web_and_worker_reach_every_web(stack) -> None:
     assert value(after, "parley_time_to_first_token_seconds_count") == 4
     assert 0 < value(after, "parley_time_to_first_token_seconds_sum") < value(after, "parley_turn_seconds_sum",
                                                                               outcome="finished")  # fmt: skip
-    assert value(after, "parley_tokens_total", agent="Chef", model=MODEL, direction="in") == sum(
+    # By direction only: agent and model names are tenants' data (PARLEY_METRICS_AGENT_LABELS is off).
+    assert value(after, "parley_tokens_total", direction="in") == sum(
         usage["prompt_tokens"] for usage in usages) > 0  # fmt: skip
-    assert value(after, "parley_tokens_total", agent="Chef", model=MODEL, direction="out") == sum(
+    assert value(after, "parley_tokens_total", direction="out") == sum(
         usage["completion_tokens"] for usage in usages) > 0  # fmt: skip
     assert value(after, "parley_model_errors_total", status="500") == 1
 

@@ -29,10 +29,13 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 @pytest.fixture(autouse=True)
 def no_pending() -> Iterator[None]:
-    """The buffer is per process: each test starts and ends with it empty."""
+    """The buffer is per process: each test starts and ends with it empty. Token counts carry agent labels
+    here (PARLEY_METRICS_AGENT_LABELS on); tests/unit/test_hardening_edge_metrics.py covers the default."""
     telemetry.PENDING.take()
+    telemetry.configure(agent_labels=True)
     yield
     telemetry.PENDING.take()
+    telemetry.configure(agent_labels=False)
 
 
 def accept(turns: TurnStore, agent: dict[str, Any], session_id: str = "s1") -> str:
@@ -191,9 +194,9 @@ def test_failed_and_canceled_turns_are_counted_by_outcome(turns: TurnStore, clie
 def test_pending_deltas_ride_on_the_turns_own_writes(turns: TurnStore, clients: RedisClients, chef: dict) -> None:
     job_id = accept(turns, chef)
     dequeue(turns, job_id)
-    telemetry.tool_call("before-start", ok=True)
+    telemetry.tool_call("calculator", ok=True)
     _, attempt, _ = turns.start(T, job_id)
-    assert clients.text.hgetall(telemetry.TOOL_CALLS.key) == {'["before-start","ok"]': "1"}
+    assert clients.text.hgetall(telemetry.TOOL_CALLS.key) == {'["calculator","ok"]': "1"}
 
     telemetry.first_token(0.02)
     assert turns.emit(T, job_id, attempt, [events.encode("delta", content="a")])
@@ -233,7 +236,7 @@ def test_scrape_renders_everything_and_writes_this_webs_share(turns: TurnStore, 
     assert set(clients.text.hkeys(keys.web_streams())) == {"other-web", metrics.WEB_ID}
     assert value(samples, "parley_http_requests_total", method="POST", route="/api/v1/chat", status="200") == 1
     assert value(samples, "parley_http_request_seconds_bucket", method="POST", route="/api/v1/chat", le="0.05") == 1
-    assert value(samples, "parley_tokens_total", agent="Chef", model="m", direction="out") == 7
+    assert value(samples, "parley_tokens_total", direction="out") == 7  # this web shows no agent labels
     assert value(samples, "parley_queue_depth") == 0
     assert value(samples, "parley_queue_oldest_job_age_seconds") == 0
     assert not telemetry.PENDING
@@ -260,8 +263,8 @@ def test_scrape_without_redis_says_so(clients: RedisClients, server: fakeredis.F
 
 def test_reporter_writes_deltas_and_stream_count(clients: RedisClients, settings: Settings) -> None:
     rt = SimpleNamespace(clients=clients, settings=settings)
-    telemetry.tool_call("t", ok=False)
+    telemetry.tool_call("calculator", ok=False)
     metrics.report(rt, 4)  # type: ignore[arg-type]
     count, expires = clients.text.hget(keys.web_streams(), metrics.WEB_ID).split()  # type: ignore[union-attr]
     assert count == "4" and int(expires) > now_ms()
-    assert json.loads(next(iter(clients.text.hkeys(telemetry.TOOL_CALLS.key)))) == ["t", "error"]
+    assert json.loads(next(iter(clients.text.hkeys(telemetry.TOOL_CALLS.key)))) == ["calculator", "error"]
