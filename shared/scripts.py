@@ -10,6 +10,16 @@ ACCEPT_TURN, so the order comes from Redis). Only the lane's head is ever in RQ'
 others wait as `deferred` RQ jobs. FINISH_TURN removes a turn from its lane and pushes the new
 head onto RQ's queue in the same step, so turns of a session run one at a time, in order,
 across any number of workers, with no window in which a crash could stall the lane.
+
+A tenant's *line* sits between the lanes and RQ's queue: at most PARLEY_TENANT_CONCURRENCY of a
+tenant's turns are *admitted* (in RQ's queue or running, counted in `keys.tenant_admitted`); a lane
+head that becomes ready beyond that waits, still a `deferred` RQ job, in the tenant's line, and
+moves to RQ's queue when one of the tenant's admitted turns ends. So one tenant's backlog queues in
+its own line, never in front of another tenant's turns. The job hash's `place` field says what a
+turn holds ('admitted', 'line', or nothing), so each ending releases exactly that.
+
+Whole or not at all: Redis keeps what a script wrote before it failed. So every script decodes
+and checks all of its arguments before its first write, and a bad argument changes nothing.
 """
 
 from __future__ import annotations
@@ -45,6 +55,79 @@ local function ensure_session(session_key, sessions_key, agent_sessions_key, mes
 end
 """
 
+_DECODE = """
+-- Decode a JSON argument that must be an array of strings (what = its name, for the error), or
+-- an object of strings when as_map is true. Raises before anything is written: see the module doc.
+local function decode_strings(text, what, as_map)
+    local ok, value = pcall(cjson.decode, text)
+    if not ok or type(value) ~= 'table' then
+        error('bad argument: ' .. what .. ' is not valid JSON')
+    end
+    for name, item in pairs(value) do
+        if type(item) ~= 'string' or (as_map and type(name) ~= 'string') then
+            error('bad argument: ' .. what .. ' holds something other than strings')
+        end
+    end
+    return value
+end
+"""
+
+_TENANT_LINE = """
+-- The tenant's cap: at most `cap` (PARLEY_TENANT_CONCURRENCY, 0 = no cap) of its turns are
+-- admitted (in RQ's queue or running); ready turns beyond wait in the tenant's line, in order.
+-- A turn's job hash field `place` records what it holds: 'admitted', 'line', or nothing.
+local function under_cap(admitted_key, cap)
+    return cap == 0 or tonumber(redis.call('GET', admitted_key) or '0') < cap
+end
+
+local function admit(admitted_key, queue_key, job_key, rq_job_key, job_id, enqueued_at)
+    redis.call('HSET', rq_job_key, 'status', 'queued', 'enqueued_at', enqueued_at)
+    redis.call('RPUSH', queue_key, job_id)
+    redis.call('HSET', job_key, 'place', 'admitted')
+    redis.call('INCR', admitted_key)
+end
+
+-- A lane head is ready to run: to RQ's queue when the tenant has a free place and nobody waits
+-- in its line (so the line keeps its order), else to the end of the line.
+local function make_ready(admitted_key, line_key, queue_key, job_key, rq_job_key, job_id, cap, enqueued_at)
+    if redis.call('LLEN', line_key) == 0 and under_cap(admitted_key, cap) then
+        admit(admitted_key, queue_key, job_key, rq_job_key, job_id, enqueued_at)
+    else
+        redis.call('RPUSH', line_key, job_id)
+        redis.call('HSET', job_key, 'place', 'line')
+    end
+end
+
+-- Move turns from the front of the tenant's line to RQ's queue while the tenant has free places.
+local function fill_from_line(admitted_key, line_key, queue_key, job_prefix, rq_prefix, cap, enqueued_at)
+    while under_cap(admitted_key, cap) do
+        local job_id = redis.call('LPOP', line_key)
+        if not job_id then
+            return
+        end
+        local job_key = job_prefix .. job_id
+        if redis.call('HGET', job_key, 'place') == 'line' then  -- else a stale entry: dropped
+            admit(admitted_key, queue_key, job_key, rq_prefix .. job_id, job_id, enqueued_at)
+        end
+    end
+end
+
+-- A turn ended: give back what it holds (a place among the admitted, or its spot in the line).
+local function release_place(admitted_key, line_key, job_key, job_id)
+    local place = redis.call('HGET', job_key, 'place')
+    if place == 'admitted' then
+        if redis.call('DECR', admitted_key) < 0 then
+            redis.call('SET', admitted_key, 0)
+        end
+    elseif place == 'line' then
+        redis.call('LREM', line_key, 1, job_id)
+    end
+    if place then
+        redis.call('HDEL', job_key, 'place')
+    end
+end
+"""
+
 CREATE_SESSION = (
     _ENSURE_SESSION
     + """
@@ -60,20 +143,24 @@ return {bound, created}
 ACCEPT_TURN = (
     _EMIT
     + _ENSURE_SESSION
+    + _DECODE
+    + _TENANT_LINE
     + """
 -- KEYS: 1 session, 2 sessions, 3 agent_sessions, 4 messages, 5 lane, 6 job, 7 events, 8 live channel,
 --       9 idempotency key, 10 RQ job hash, 11 RQ queue, 12 tenant's in-flight counter,
---       13 API key's rate counter
+--       13 API key's rate counter, 14 tenant's admitted counter, 15 tenant's line
 -- ARGV: 1 job_id, 2 session_id, 3 agent_id, 4 now_ms, 5 metadata_json, 6 first_message_json,
 --       7 job fields (JSON object of strings), 8 `session` event JSON, 9 `status: queued` event JSON,
 --       10 retention_ms, 11 idempotency value ('' = no key), 12 idempotency ttl_ms,
 --       13 max queue depth, 14 RQ enqueued_at text, 15 max turns in flight per tenant (0 = no limit),
 --       16 turns per key per rate window (0 = no limit), 17 rate window ms,
 --       18 '1' to create the session if missing, '0' for a turn that brings its own history
---          (no session is created, so nothing is committed: OpenAI-style stateless calls)
+--          (no session is created, so nothing is committed: OpenAI-style stateless calls),
+--       19 the tenant's cap of admitted turns (0 = no cap), 20 the tenant's job key prefix,
+--       21 RQ job key prefix
 -- Returns {'accepted', job_id} | {'existing', idempotency value} | {'queue_full', ''} |
 --         {'busy', ''} | {'rate_limited', ms until the window ends} | {'conflict', bound agent id}.
--- Nothing is written unless the answer is 'accepted'.
+-- Nothing is written unless the answer is 'accepted' (a bad argument raises before any write).
 -- Run twice with the same job id (a client retry after a dropped connection), it accepts once.
 if redis.call('EXISTS', KEYS[6]) == 1 then
     return {'accepted', ARGV[1]}
@@ -97,10 +184,15 @@ local bound = redis.call('HGET', KEYS[1], 'agent_id')
 if bound and bound ~= ARGV[3] then
     return {'conflict', bound}
 end
+local fields = decode_strings(ARGV[7], 'job fields', true)
+local cap = tonumber(ARGV[19])
+if not cap then
+    error('bad argument: the tenant cap is not a number')
+end
+-- Every check passed: from here on, only writes.
 if ARGV[18] == '1' then
     ensure_session(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
 end
-local fields = cjson.decode(ARGV[7])
 for name, value in pairs(fields) do
     redis.call('HSET', KEYS[6], name, value)
 end
@@ -110,9 +202,9 @@ emit(KEYS[7], KEYS[8], ARGV[9], ARGV[10])
 redis.call('PERSIST', KEYS[10])
 redis.call('RPUSH', KEYS[5], ARGV[1])
 if redis.call('LINDEX', KEYS[5], 0) == ARGV[1] then
-    redis.call('HSET', KEYS[10], 'status', 'queued', 'enqueued_at', ARGV[14])
-    redis.call('RPUSH', KEYS[11], ARGV[1])
+    make_ready(KEYS[14], KEYS[15], KEYS[11], KEYS[6], KEYS[10], ARGV[1], cap, ARGV[14])
 end
+fill_from_line(KEYS[14], KEYS[15], KEYS[11], ARGV[20], ARGV[21], cap, ARGV[14])  -- after a raised cap
 if ARGV[11] ~= '' then
     redis.call('SET', KEYS[9], ARGV[11], 'PX', ARGV[12])
 end
@@ -169,17 +261,25 @@ return emit(KEYS[2], KEYS[3], ARGV[2], ARGV[3])
 
 FINISH_TURN = (
     _EMIT
+    + _DECODE
+    + _TENANT_LINE
     + """
 -- KEYS: 1 job, 2 events, 3 live channel, 4 lane, 5 messages, 6 session, 7 RQ queue, 8 RQ job hash,
---       9 tenant's in-flight counter, 10 the session's images
+--       9 tenant's in-flight counter, 10 the session's images, 11 tenant's admitted counter,
+--       12 tenant's line, 13 the turn's tool runs, 14 the turn's pending notes, 15 the session's notes
 -- ARGV: 1 job_id, 2 final status (finished|failed|canceled), 3 now_ms, 4 attempt ('' = whichever),
 --       5 result JSON, 6 error text, 7 error code, 8 messages (JSON array of message JSON strings),
 --       9 events (JSON array of event JSON strings), 10 retention_ms, 11 RQ job key prefix,
 --       12 RQ enqueued_at text, 13 the turn's images (JSON object ref -> data URI; '' = none),
---       14 the messages' tokens (added to the session's unsummarised `tokens`)
--- Ends a turn exactly once: records the outcome, commits its messages and images (only when
--- finished), emits its last events (ending with `done`), leaves the lane and queues the lane's next turn.
+--       14 the messages' tokens (added to the session's unsummarised `tokens`),
+--       15 the tenant's cap of admitted turns (0 = no cap), 16 the tenant's job key prefix,
+--       17 how many notes a session keeps
+-- Ends a turn exactly once: records the outcome, commits its messages, images and pending notes
+-- (only when finished), emits its last events (ending with `done`), gives back its place (admitted
+-- or in the tenant's line), leaves the lane, makes the lane's next turn ready and admits turns
+-- from the tenant's line while the tenant has free places. Its tool runs expire with the job.
 -- Returns 1 when this call ended the turn, 0 when it had already ended (or another attempt runs).
+-- A bad argument raises before any write: the turn stays as it was, and may be ended again.
 local state = redis.call('HMGET', KEYS[1], 'status', 'attempt')
 local status, attempt = state[1], state[2]
 if not status or status == 'finished' or status == 'failed' or status == 'canceled' then
@@ -189,41 +289,66 @@ if ARGV[4] ~= '' and (status ~= 'started' or attempt ~= ARGV[4]) then
     return 0
 end
 local final = ARGV[2]
+if final ~= 'finished' and final ~= 'failed' and final ~= 'canceled' then
+    error('bad argument: unknown final status')
+end
+local messages = decode_strings(ARGV[8], 'messages')
+local payloads = decode_strings(ARGV[9], 'events')
+local images = {}
+if ARGV[13] ~= '' then
+    images = decode_strings(ARGV[13], 'images', true)
+end
+local tokens, cap, max_notes = tonumber(ARGV[14]) or 0, tonumber(ARGV[15]), tonumber(ARGV[17])
+if not cap or not max_notes then
+    error('bad argument: the tenant cap and the notes kept must be numbers')
+end
+-- Every check passed: from here on, only writes.
 if final == 'finished' and redis.call('EXISTS', KEYS[6]) == 1 then
-    for _, message in ipairs(cjson.decode(ARGV[8])) do
+    for _, message in ipairs(messages) do
         redis.call('RPUSH', KEYS[5], message)
     end
-    if ARGV[13] ~= '' then
-        for ref, uri in pairs(cjson.decode(ARGV[13])) do
-            redis.call('HSETNX', KEYS[10], ref, uri)  -- stored once, however many turns send it
-        end
+    for ref, uri in pairs(images) do
+        redis.call('HSETNX', KEYS[10], ref, uri)  -- stored once, however many turns send it
     end
     redis.call('HINCRBY', KEYS[6], 'exchanges', 1)
-    redis.call('HINCRBY', KEYS[6], 'tokens', tonumber(ARGV[14]) or 0)
+    redis.call('HINCRBY', KEYS[6], 'tokens', tokens)
+    local notes = redis.call('LRANGE', KEYS[14], -max_notes, -1)  -- older ones would be trimmed anyway
+    if #notes > 0 then
+        for _, note in ipairs(notes) do
+            redis.call('RPUSH', KEYS[15], note)
+        end
+        redis.call('LTRIM', KEYS[15], -max_notes, -1)
+    end
 end
+redis.call('DEL', KEYS[14])  -- a turn that did not finish in a session keeps none of its notes
+redis.call('PEXPIRE', KEYS[13], ARGV[10])
 redis.call('HSET', KEYS[1], 'status', final, 'ended_at', ARGV[3], 'result', ARGV[5],
            'error', ARGV[6], 'error_code', ARGV[7])
 redis.call('PEXPIRE', KEYS[1], ARGV[10])  -- kept as long as its events: retention counts from the end
-for _, payload in ipairs(cjson.decode(ARGV[9])) do
+for _, payload in ipairs(payloads) do
     emit(KEYS[2], KEYS[3], payload, ARGV[10])
 end
 if final == 'canceled' and status == 'queued' then
-    -- Not started yet: take it out of RQ's queue so no worker picks it up.
+    -- Not started yet (in RQ's queue, in the tenant's line or deferred in its lane): no worker
+    -- may pick it up, and nothing else will ever end RQ's record of it, so it expires.
     redis.call('LREM', KEYS[7], 0, ARGV[1])
     redis.call('HSET', KEYS[8], 'status', 'canceled')
+    redis.call('PEXPIRE', KEYS[8], ARGV[10])
 end
+release_place(KEYS[11], KEYS[12], KEYS[1], ARGV[1])
 if redis.call('DECR', KEYS[9]) < 0 then
     redis.call('SET', KEYS[9], 0)
 end
 redis.call('LREM', KEYS[4], 1, ARGV[1])
 local head = redis.call('LINDEX', KEYS[4], 0)
 if head then
-    local head_key = ARGV[11] .. head
-    if redis.call('HGET', head_key, 'status') == 'deferred' then
-        redis.call('HSET', head_key, 'status', 'queued', 'enqueued_at', ARGV[12])
-        redis.call('RPUSH', KEYS[7], head)
+    local head_key, head_rq_key = ARGV[16] .. head, ARGV[11] .. head
+    -- Only a head that holds nothing yet: it may already be admitted or in the line.
+    if redis.call('HGET', head_rq_key, 'status') == 'deferred' and not redis.call('HGET', head_key, 'place') then
+        make_ready(KEYS[11], KEYS[12], KEYS[7], head_key, head_rq_key, head, cap, ARGV[12])
     end
 end
+fill_from_line(KEYS[11], KEYS[12], KEYS[7], ARGV[16], ARGV[11], cap, ARGV[12])
 return 1
 """
 )

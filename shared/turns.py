@@ -2,19 +2,20 @@
 
 Each step is one Lua script from `scripts.py` (see there for why). A turn is also an RQ job with
 the same id: RQ delivers it to a worker, heartbeats it and retries it when its worker dies; this
-module owns what RQ does not: the session lane (order), the job record the API shows, the event
-stream, and the single atomic commit.
+module owns what RQ does not: the session lane (order), the tenant line (fairness between
+tenants), the job record the API shows, the event stream, and the single atomic commit.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from rq import Callback, Queue, Retry
 from rq.job import Job, JobStatus
 from rq.utils import utcformat
@@ -26,6 +27,7 @@ from .models import FINAL_STATUSES, ChatResponse, JobPublic
 from .redis_client import RedisClients
 from .sessions import first_message_json, new_session_id
 from .settings import Settings
+from .tools.notes import MAX_NOTES
 
 TURN_FUNCTION = "parley.worker.turn.run_turn"
 """The RQ job function, named by path: `shared` never imports `worker`."""
@@ -122,23 +124,21 @@ class TurnStore:
                                       agent_name=agent["name"], job_id=job_id)  # fmt: skip
         queued_event = events.encode("status", message="queued")
         idem_key = keys.idempotency(tenant, idempotency_key) if idempotency_key else keys.idempotency(tenant, "-")
-        outcome, detail = self._accept(
-            keys=[
-                keys.session(tenant, session_id), keys.sessions(tenant), keys.agent_sessions(tenant, agent["id"]),
-                keys.messages(tenant, session_id), keys.lane(tenant, session_id), keys.job(tenant, job_id),
-                keys.events(tenant, job_id), keys.live_channel(tenant, job_id), idem_key,
-                keys.rq_job(job_id), keys.rq_queue(self.settings.queue_name), keys.inflight(tenant),
-                keys.rate(tenant, api_key),
-            ],
-            args=[
-                job_id, session_id, agent["id"], created, "{}", first_message_json(agent, created),
-                json.dumps(fields), session_event, queued_event, self.retention_ms,
-                f"{job_id} {request_hash}" if idempotency_key else "", self.settings.idempotency_ttl_s * 1000,
-                self.settings.max_queue_depth, _rq_now(), self.settings.max_turns_in_flight,
-                self.settings.rate_limit_turns, self.settings.rate_window_s * 1000,
-                "0" if history is not None else "1",
-            ],
-        )  # fmt: skip
+        outcome, detail = self._run_accept(rq_job, [
+            keys.session(tenant, session_id), keys.sessions(tenant), keys.agent_sessions(tenant, agent["id"]),
+            keys.messages(tenant, session_id), keys.lane(tenant, session_id), keys.job(tenant, job_id),
+            keys.events(tenant, job_id), keys.live_channel(tenant, job_id), idem_key,
+            keys.rq_job(job_id), keys.rq_queue(self.settings.queue_name), keys.inflight(tenant),
+            keys.rate(tenant, api_key), keys.tenant_admitted(tenant), keys.tenant_line(tenant),
+        ], [
+            job_id, session_id, agent["id"], created, "{}", first_message_json(agent, created),
+            json.dumps(fields), session_event, queued_event, self.retention_ms,
+            f"{job_id} {request_hash}" if idempotency_key else "", self.settings.idempotency_ttl_s * 1000,
+            self.settings.max_queue_depth, _rq_now(), self.settings.max_turns_in_flight,
+            self.settings.rate_limit_turns, self.settings.rate_window_s * 1000,
+            "0" if history is not None else "1", self.settings.tenant_concurrency, keys.job(tenant, ""),
+            Job.redis_job_namespace_prefix,
+        ])  # fmt: skip
         if outcome == "accepted":
             return Accepted(job_id, session_id, agent["id"], replayed=False)
         rq_job.delete()
@@ -152,6 +152,16 @@ class TurnStore:
             raise TooManyRequests("this API key sent too many turns; wait for the window to end",
                                   retry_after_s=max(1, -(-int(detail) // 1000)))  # fmt: skip
         raise Conflict(f"session {session_id!r} belongs to another agent ({detail})")
+
+    def _run_accept(self, rq_job: Job, script_keys: list[str], args: list[Any]) -> list[str]:
+        """ACCEPT_TURN. A script error wrote nothing (it checks everything before its first write),
+        so the RQ job saved for it goes too; a timeout may hide an accepted turn, so it stays (and expires)."""
+        try:
+            return self._accept(keys=script_keys, args=args)  # type: ignore[no-any-return]
+        except ResponseError:
+            with suppress(RedisError):
+                rq_job.delete()
+            raise
 
     def cancel(self, tenant: str, job_id: str) -> bool:
         """End a queued or running turn as canceled. False when it had already ended."""
@@ -225,7 +235,8 @@ class TurnStore:
                result: dict[str, Any] | None = None, error: str = "", error_code: str = "",
                messages: list[str] | None = None, session_id: str | None = None,
                images: dict[str, str] | None = None, tokens: int = 0) -> bool:  # fmt: skip
-        """End the turn once (see FINISH_TURN). False when it had already ended.
+        """End the turn once (see FINISH_TURN): commit, give back its place, ready what waits behind it.
+        False when it had already ended.
 
         `session_id` saves a read when the caller has the job record (the worker's commit);
         `images` (ref -> data URI) and `tokens` are committed with `messages`."""
@@ -239,7 +250,8 @@ class TurnStore:
                 keys.job(tenant, job_id), keys.events(tenant, job_id), keys.live_channel(tenant, job_id),
                 keys.lane(tenant, session_id), keys.messages(tenant, session_id), keys.session(tenant, session_id),
                 keys.rq_queue(self.settings.queue_name), keys.rq_job(job_id), keys.inflight(tenant),
-                keys.session_images(tenant, session_id),
+                keys.session_images(tenant, session_id), keys.tenant_admitted(tenant), keys.tenant_line(tenant),
+                keys.tool_runs(tenant, job_id), keys.pending_notes(tenant, job_id), keys.notes(tenant, session_id),
                 keys.job(tenant, job_id), *telemetry.script_keys(),
             ],
             args=[
@@ -247,6 +259,7 @@ class TurnStore:
                 json.dumps(result) if result is not None else "", error, error_code,
                 json.dumps(messages or []), json.dumps(events_out), self.retention_ms,
                 Job.redis_job_namespace_prefix, _rq_now(), json.dumps(images) if images else "", tokens,
+                self.settings.tenant_concurrency, keys.job(tenant, ""), MAX_NOTES,
                 status, ended_ms, telemetry.script_arg(telemetry.PENDING.take()),
             ],
         )  # fmt: skip
