@@ -21,7 +21,11 @@ Control API (JSON over HTTP, see the handlers below):
   ``drop_after_chunks``, ``tool_calls`` (a list of ``{"name", "arguments"}``: the answer
   calls these functions, streamed as OpenAI streams them, arguments split over chunks;
   ``reply`` then is the text before the calls, default none) and ``reasoning`` (text
-  streamed first as ``delta.reasoning_content``, as reasoning models do).
+  streamed first as ``delta.reasoning_content``, as reasoning models do), ``keepalive_ms`` (a
+  stream that, after its opening role chunk, sends only ``: keep-alive`` SSE comment lines
+  every ``keepalive_ms`` ms, never any content, until the client leaves: an idle model).
+  Text holding a lone UTF-16 surrogate is sent as JSON's ``"\\ud800"`` escape, as Python's
+  ``json.dumps`` writes it.
 * ``POST /_control/options`` / ``GET /_control/options``  default options at runtime.
 * ``POST /_control/reset``  clear script, recorded requests, counters; restore options.
 * ``GET /_control/requests``  every chat request: ``{"body", "status", "headers"}``.
@@ -140,6 +144,8 @@ class Step:
     tool_calls: tuple[tuple[str, str], ...] | None = None
     """(name, arguments JSON text) of each function the answer calls."""
     reasoning: str | None = None
+    keepalive_ms: float | None = None
+    """Send only SSE comment lines, this often, after the role chunk: a stream that never sends content."""
 
     @classmethod
     def parse(cls, raw: Any) -> Step:
@@ -156,8 +162,11 @@ class Step:
                 clean[name] = _count(value, name, 400)
                 if value > 599:
                     raise ControlError(f"status must be 4xx or 5xx, got {value}")
-            elif name in ("retry_after", "retry_after_ms", "delay_ms", "chunk_delay_ms", "first_chunk_delay_ms"):
+            elif name in ("retry_after", "retry_after_ms", "delay_ms", "chunk_delay_ms", "first_chunk_delay_ms",
+                          "keepalive_ms"):
                 clean[name] = _non_negative(value, name)
+                if name == "keepalive_ms" and not value:
+                    raise ControlError("keepalive_ms must be above 0")
             elif name == "chunks":
                 clean[name] = _count(value, name, 1)
             elif name == "drop_after_chunks":
@@ -262,7 +271,12 @@ def _words(messages: list[Any]) -> int:
 
 
 def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact JSON in UTF-8; with ASCII escapes when some text holds a lone surrogate (UTF-8 cannot)."""
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(obj, separators=(",", ":")).encode()
 
 
 def _error_body(status: int, message: str) -> dict[str, Any]:
@@ -445,6 +459,9 @@ class _Exchange:
         try:
             event = self._event({"role": "assistant", "content": ""}, None, with_usage)
             await send({"type": "http.response.body", "body": event, "more_body": True})
+            if step.keepalive_ms is not None:
+                await self._keep_alive(step.keepalive_ms / 1000)
+                return
             before, after = self._extra_deltas()
             for delta in before:
                 await send({"type": "http.response.body", "body": self._event(delta, None, with_usage),
@@ -480,6 +497,14 @@ class _Exchange:
             await send({"type": "http.response.body", "body": tail + b"data: [DONE]\n\n"})
         finally:
             self.state.open_streams -= 1
+
+
+    async def _keep_alive(self, every_s: float) -> None:
+        """SSE comment lines and nothing else, until the client leaves or the server shuts down."""
+        while not self.state.closing.is_set():
+            await self.send({"type": "http.response.body", "body": b": keep-alive\n\n", "more_body": True})
+            await self._sleep(every_s)
+        await self.send({"type": "http.response.body", "body": b""})
 
 
 class _ChatCompletions:

@@ -7,6 +7,7 @@ for the wrong reasons.  Using the real SDK (not hand-written requests) is the po
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -244,3 +245,27 @@ def test_openai_provider_puts_streamed_calls_together(base_url: str, control: ht
     assert calls == [("call_0", "calculator", '{"expression": "6*7"}')]
     sent = control.get("/_control/requests").json()[-1]["body"]
     assert sent["tools"] == tools
+
+
+def test_keepalive_stream_sends_only_comments_after_the_role_chunk(base_url: str, control: httpx.Client) -> None:
+    script(control, {"keepalive_ms": 20})
+    lines: list[str] = []
+    body = {"model": "m", "messages": USER_ONLY, "stream": True}
+    with httpx.Client(timeout=5) as http, http.stream("POST", f"{base_url}/v1/chat/completions", json=body) as reply:
+        for line in reply.iter_lines():
+            lines.append(line)
+            if lines.count(": keep-alive") == 5:
+                break
+    data = [line for line in lines if line.startswith("data:")]
+    assert len(data) == 1 and '"content":""' in data[0]
+    assert set(lines) - set(data) <= {": keep-alive", ""}
+    assert control.post("/_control/script", json={"keepalive_ms": 0}).status_code == 400
+
+
+def test_a_lone_surrogate_in_a_reply_travels_as_a_json_escape(base_url: str, control: httpx.Client) -> None:
+    control.post("/_control/script", content=json.dumps({"reply": "a \ud800 b"}),
+                 headers={"Content-Type": "application/json"}).raise_for_status()  # fmt: skip
+    body = {"model": "m", "messages": USER_ONLY, "stream": True}
+    with httpx.Client(timeout=5) as http:
+        text = http.post(f"{base_url}/v1/chat/completions", json=body).text
+    assert '"content":" \\ud800"' in text
