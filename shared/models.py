@@ -6,12 +6,18 @@ They double as the OpenAPI schema at /docs, so each carries an example.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .shapes import check_json, check_shape
 
 NAME_MAX = 100
 TEXT_MAX = 100_000
+TOOLS_MAX = 128
+TOOL_NAME_MAX = 200
+METADATA_MAX_BYTES = 16 * 1024
+JSON_MAX_DEPTH = 32
 SESSION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 IMAGE_PATTERN = re.compile(r"^data:image/(png|jpeg|gif|webp);base64,([A-Za-z0-9+/=\s]+)$")
 MAX_IMAGES = 5
@@ -19,6 +25,17 @@ MAX_IMAGES = 5
 JobStatusName = Literal["queued", "started", "finished", "failed", "canceled"]
 """A turn's status: `queued`, `started`, then one of the final three."""
 FINAL_STATUSES = ("finished", "failed", "canceled")
+
+
+def _check_metadata(value: dict[str, Any]) -> dict[str, Any]:
+    return check_json(value, max_depth=JSON_MAX_DEPTH, max_bytes=METADATA_MAX_BYTES, what="metadata")
+
+
+ResponseShape = Annotated[dict[str, Any] | str | None, AfterValidator(check_shape)]
+"""A response shape as the API takes it: data within bounds, checked by shared/shapes.py (a ValueError → 422)."""
+ToolNames = Annotated[list[Annotated[str, Field(max_length=TOOL_NAME_MAX)]], Field(max_length=TOOLS_MAX)]
+Metadata = Annotated[dict[str, Any], AfterValidator(_check_metadata)]
+"""Free-form session metadata: at most METADATA_MAX_BYTES as JSON, JSON_MAX_DEPTH levels deep."""
 
 
 class AgentBase(BaseModel):
@@ -30,8 +47,10 @@ class AgentBase(BaseModel):
     context: str = Field("", max_length=TEXT_MAX, description="The system prompt.")
     first_message: str = Field("", max_length=TEXT_MAX, description="Opening line, the first assistant message.")
     instructions: str = Field("", max_length=TEXT_MAX, description="How to run the conversation.")
-    response_shape: dict[str, Any] | str | None = Field(None, description="Shape every answer should follow.")
-    tools: list[str] = Field(default_factory=list, description="Names of registered tools.")
+    response_shape: ResponseShape = Field(None, description=(
+        "Shape every answer should follow: a JSON Schema, an object of field descriptions, or words. Data only: "
+        "at most 64 KiB and 32 levels, `$ref` inside the shape only, patterns in RE2 syntax."))  # fmt: skip
+    tools: ToolNames = Field(default_factory=list, description="Names of registered tools.")
     temperature: float | None = Field(None, ge=0, le=2)
     max_tokens: int | None = Field(None, ge=1, le=1_000_000)
     max_turns: int | None = Field(None, ge=1, description="Exchanges after which the agent closes politely.")
@@ -79,8 +98,8 @@ class AgentUpdate(BaseModel):
     context: str | None = Field(None, max_length=TEXT_MAX)
     first_message: str | None = Field(None, max_length=TEXT_MAX)
     instructions: str | None = Field(None, max_length=TEXT_MAX)
-    response_shape: dict[str, Any] | str | None = None
-    tools: list[str] | None = None
+    response_shape: ResponseShape = None
+    tools: ToolNames | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     max_tokens: int | None = Field(None, ge=1, le=1_000_000)
     max_turns: int | None = Field(None, ge=1)
@@ -101,6 +120,8 @@ class AgentPublic(AgentBase):
     id: str
     name: str
     model: str  # type: ignore[assignment]
+    response_shape: dict[str, Any] | str | None = None  # type: ignore[assignment]  # what was stored is served back
+    tools: list[str] = Field(default_factory=list)  # type: ignore[assignment]
     created_at: str
     updated_at: str | None = None
     source: Literal["api", "file"] = "api"
@@ -114,7 +135,7 @@ class SessionCreate(BaseModel):
 
     agent: str | None = Field(None, description="Agent id or name; the tenant's first agent when omitted.")
     session_id: str | None = Field(None, pattern=SESSION_ID_PATTERN)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: Metadata = Field(default_factory=dict, description="Free-form JSON: at most 16 KiB, 32 levels.")
 
 
 class SessionPublic(BaseModel):

@@ -7,16 +7,21 @@ must be in the answer), or a description in words (any JSON object will do). JSO
 the provider's structured-output mode (`response_format: json_schema`); the others ask for a
 JSON object. Either way the instructions carry the shape too (worker/context.py), and the answer
 is checked here, because not every OpenAI-compatible server enforces `response_format`.
+
+The answer is parsed and checked by shared/shapes.py, which treats the shape as data: bounded
+answers, regular expressions in RE2, no reference ever fetched, a work budget per check.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import jsonschema
+from parley.shared.shapes import SCHEMA_KEYS, AnswerError, is_json_schema, load_answer, validate_answer
 
-SCHEMA_KEYS = ("$schema", "properties")
+MISSING_SHOWN = 10
+"""Missing fields named in the reason (it goes to the model and into the turn's events)."""
+
+__all__ = ["SCHEMA_KEYS", "InvalidAnswer", "intent_of", "is_json_schema", "parse_answer", "response_format"]
 REPAIR_PROMPT = (
     "Your previous answer does not fit the required shape: {reason}. "
     "Answer again with only the JSON, in exactly the shape given in the instructions."
@@ -25,10 +30,6 @@ REPAIR_PROMPT = (
 
 class InvalidAnswer(Exception):
     """The model's answer is not JSON in the agent's shape; the message says why, for the model and for people."""
-
-
-def is_json_schema(shape: Any) -> bool:
-    return isinstance(shape, dict) and (shape.get("type") == "object" or any(key in shape for key in SCHEMA_KEYS))
 
 
 def response_format(shape: Any) -> dict[str, Any] | None:
@@ -50,25 +51,23 @@ def _strip_fence(text: str) -> str:
 
 
 def parse_answer(shape: Any, text: str) -> Any:
-    """The answer as JSON, checked against the shape; raises InvalidAnswer."""
+    """The answer as JSON, checked against the shape; raises InvalidAnswer (and nothing else, whatever
+    the shape or the text holds)."""
     try:
-        answer = json.loads(_strip_fence(text))
-    except json.JSONDecodeError as error:
-        raise InvalidAnswer(f"it is not valid JSON ({error.msg} at line {error.lineno} column {error.colno})") from None
+        answer = load_answer(_strip_fence(text))
+        if is_json_schema(shape):
+            validate_answer(shape, answer)
+    except AnswerError as error:
+        raise InvalidAnswer(str(error)) from None
     if is_json_schema(shape):
-        try:
-            jsonschema.validate(answer, shape)
-        except jsonschema.ValidationError as error:
-            where = "/".join(str(part) for part in error.absolute_path) or "the top level"
-            raise InvalidAnswer(f"at {where}: {error.message}") from None
-        except jsonschema.SchemaError as error:
-            raise InvalidAnswer(f"the agent's response_shape is not a valid JSON Schema: {error.message}") from None
-    elif isinstance(shape, dict):
+        return answer
+    if isinstance(shape, dict):
         if not isinstance(answer, dict):
             raise InvalidAnswer("it is not a JSON object")
         missing = [name for name in shape if name not in answer]
         if missing:
-            raise InvalidAnswer(f"it lacks the field(s) {', '.join(missing)}")
+            shown = ", ".join(missing[:MISSING_SHOWN]) + (", ..." if len(missing) > MISSING_SHOWN else "")
+            raise InvalidAnswer(f"it lacks the field(s) {shown}")
     return answer
 
 
