@@ -22,12 +22,16 @@ import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
 import redis
+from rq.job import JobStatus
+from rq.utils import utcformat
 
 from . import keys
+from .errors import SummaryRunning, TooManyRequests
 from .tokens import MESSAGE_OVERHEAD_TOKENS, count_message, count_text
 
 TOKENS_FIELD = "tokens"
@@ -294,10 +298,94 @@ def write_summary(r: Any, tenant: str, session_id: str, *, expected_upto: int, s
     return False
 
 
-def enqueue_report(queue: Any, settings: Any, tenant: str, session_id: str, job_id: str) -> None:
-    """Queue the job behind `POST /api/v1/sessions/{id}/summary` on the turns' queue (web side)."""
-    queue.enqueue_call(
-        REPORT_FUNCTION, args=(tenant, session_id, job_id), job_id=job_id,
+ADMIT_REPORT = """
+-- KEYS: 1 RQ queue, 2 tenant's in-flight counter, 3 API key's rate counter, 4 the session's report lock,
+--       5 the report's RQ job hash
+-- ARGV: 1 max queue depth, 2 max turns in flight per tenant (0 = no limit),
+--       3 turns per key per rate window (0 = no limit), 4 rate window ms, 5 job id, 6 lock ttl ms,
+--       7 RQ enqueued_at text
+-- The chat routes' limits (ACCEPT_TURN's checks, the in-flight counter only read), then one report per
+-- session at a time. Returns {'admitted', ''} | {'queue_full', ''} | {'busy', ''} |
+-- {'rate_limited', ms until the window ends} | {'running', ''}. Nothing is written unless admitted;
+-- then the lock, the key's rate count and the job's place in RQ's queue are written together.
+if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[1]) then
+    return {'queue_full', ''}
+end
+if tonumber(ARGV[2]) > 0 and tonumber(redis.call('GET', KEYS[2]) or '0') >= tonumber(ARGV[2]) then
+    return {'busy', ''}
+end
+if tonumber(ARGV[3]) > 0 and tonumber(redis.call('GET', KEYS[3]) or '0') >= tonumber(ARGV[3]) then
+    return {'rate_limited', tostring(redis.call('PTTL', KEYS[3]))}
+end
+if redis.call('EXISTS', KEYS[4]) == 1 then
+    return {'running', ''}
+end
+redis.call('SET', KEYS[4], ARGV[5], 'PX', ARGV[6])
+if tonumber(ARGV[3]) > 0 and redis.call('INCR', KEYS[3]) == 1 then
+    redis.call('PEXPIRE', KEYS[3], ARGV[4])  -- the window starts with its first turn
+end
+redis.call('PERSIST', KEYS[5])
+redis.call('HSET', KEYS[5], 'status', 'queued', 'enqueued_at', ARGV[7])
+redis.call('RPUSH', KEYS[1], ARGV[5])
+return {'admitted', ''}
+"""
+
+RELEASE_REPORT = """
+-- KEYS: 1 the session's report lock; ARGV: 1 the job id that took it. Returns 1 when released.
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+REPORT_LOCK_SLACK_S = 60
+"""The report lock outlives the job's timeout by this much, so a dead job's lock expires by itself."""
+UNADMITTED_REPORT_TTL_S = 3600
+"""Lifetime of a report's RQ job saved by a web process that died before ADMIT_REPORT ran."""
+
+
+def report_lock_ms(settings: Any) -> int:
+    """How long a report holds its session's lock at most (released sooner, when the job ends)."""
+    return int((settings.summary_timeout_s + REPORT_LOCK_SLACK_S) * 1000)
+
+
+def admit_report(queue: Any, settings: Any, tenant: str, session_id: str, job_id: str, api_key: str) -> None:
+    """Queue the job behind `POST /api/v1/sessions/{id}/summary` (web side), within the chat routes' limits
+    and one per session at a time. Raises TooManyRequests (queue full, tenant busy, key over its rate) or
+    SummaryRunning; then nothing is queued, counted or locked."""
+    job = queue.create_job(
+        REPORT_FUNCTION, args=(tenant, session_id, job_id), job_id=job_id, status=JobStatus.DEFERRED,
         timeout=int(settings.summary_timeout_s) + 1, result_ttl=600, failure_ttl=settings.retention_s,
         description=f"summary of {tenant}/{session_id}",
     )  # fmt: skip
+    with queue.connection.pipeline() as pipe:
+        job.save(pipeline=pipe)
+        pipe.expire(keys.rq_job(job_id), UNADMITTED_REPORT_TTL_S)  # until ADMIT_REPORT keeps it (PERSIST)
+        pipe.execute()
+    outcome, detail = queue.connection.register_script(ADMIT_REPORT)(
+        keys=[keys.rq_queue(settings.queue_name), keys.inflight(tenant), keys.rate(tenant, api_key),
+              keys.summary_report(tenant, session_id), keys.rq_job(job_id)],
+        args=[settings.max_queue_depth, settings.max_turns_in_flight, settings.rate_limit_turns,
+              settings.rate_window_s * 1000, job_id, report_lock_ms(settings), utcformat(datetime.now(UTC))],
+    )  # fmt: skip
+    outcome, detail = _text(outcome), _text(detail)
+    if outcome == "admitted":
+        return
+    job.delete()
+    if outcome == "queue_full":
+        raise TooManyRequests("the turn queue is full; try again shortly", retry_after_s=2)
+    if outcome == "busy":
+        raise TooManyRequests("too many of this tenant's turns are in flight; try again shortly", retry_after_s=1)
+    if outcome == "rate_limited":
+        raise TooManyRequests("this API key sent too many turns; wait for the window to end",
+                              retry_after_s=max(1, -(-int(detail) // 1000)))  # fmt: skip
+    raise SummaryRunning("a summary of this session is already being made; wait for it, then ask again")
+
+
+def release_report(r: Any, tenant: str, session_id: str, job_id: str) -> bool:
+    """Free the session for the next report, if job `job_id` still holds it (the job's end, worker side)."""
+    return bool(r.register_script(RELEASE_REPORT)(keys=[keys.summary_report(tenant, session_id)], args=[job_id]))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

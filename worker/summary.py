@@ -149,6 +149,8 @@ def summarise_session(tenant: str, session_id: str, job_id: str) -> str:
         outcome = [events.encode("error", message=f"the summary failed: {error.__class__.__name__}",
                                  code="summary_failed")]  # fmt: skip
         result = "failed"
+    finally:  # before `done`: a client that asks again once answered is not refused as still running
+        _release_report(rt, tenant, session_id, job_id)
     _emit(rt, tenant, job_id, [*outcome, events.encode("done")])
     return result
 
@@ -219,6 +221,15 @@ def _emit(rt: Runtime, tenant: str, job_id: str, payloads: list[str]) -> None:
     for payload in payloads:
         emit(keys=[keys.events(tenant, job_id), keys.live_channel(tenant, job_id)],
              args=[payload, rt.settings.retention_s * 1000])  # fmt: skip
+
+
+def _release_report(rt: Runtime, tenant: str, session_id: str, job_id: str) -> None:
+    """Free the session's report lock (admit_report took it); if Redis fails, it expires by itself."""
+    try:
+        memory.release_report(rt.clients.text, tenant, session_id, job_id)
+    except redis.RedisError:
+        log.warning("could not release the summary lock of %s/%s; it expires by itself", tenant, session_id,
+                    exc_info=True)  # fmt: skip
 
 
 def _release(r: Any, lock: str, token: str) -> None:

@@ -14,7 +14,7 @@ from parley.shared.sessions import MAX_PAGE, MESSAGE_ID_PREFIX
 from parley.shared.turns import new_job_id
 
 from .. import chatting
-from ..deps import Runtime, Tenant
+from ..deps import ApiKey, Runtime, Tenant
 from ..errors import documented
 
 router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"], responses=documented(401, 404, 422, 503, 409))
@@ -72,16 +72,17 @@ def list_messages(
     return MessagePage(data=data, next_before=data[0].id if older else None)
 
 
-@router.post("/{session_id}/summary", response_model=SessionSummary, responses=documented(502, 504))
-async def summarise_session(session_id: str, rt: Runtime, tenant: Tenant) -> SessionSummary:
+@router.post("/{session_id}/summary", response_model=SessionSummary, responses=documented(429, 502, 504))
+async def summarise_session(session_id: str, rt: Runtime, tenant: Tenant, api_key: ApiKey) -> SessionSummary:
     """Summarise the conversation as the agent's instructions and response shape say (the seed's goal check).
 
-    A worker runs it as a job; this waits for it up to PARLEY_SUMMARY_TIMEOUT_S (504 with the job id beyond)."""
+    A worker runs it as a job; this waits for it up to PARLEY_SUMMARY_TIMEOUT_S (504 with the job id beyond).
+    It counts as a turn against the chat routes' limits (429), and one runs per session at a time (409)."""
     agent_id = await run_in_threadpool(rt.sessions.bound_agent, tenant, session_id)
     if agent_id is None:
         raise NotFound(f"session {session_id!r} not found")
     job_id = new_job_id()
-    await run_in_threadpool(memory.enqueue_report, rt.turns.queue, rt.settings, tenant, session_id, job_id)
+    await run_in_threadpool(memory.admit_report, rt.turns.queue, rt.settings, tenant, session_id, job_id, api_key)
     seen = await chatting.last_events(rt, tenant, job_id, rt.settings.summary_timeout_s,
                                       too_long="the summary is taking too long",
                                       stopping="this server is shutting down; ask again")  # fmt: skip

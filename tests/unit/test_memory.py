@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from parley.shared import keys, memory
+from parley.shared.errors import SummaryRunning
 from parley.shared.sessions import message_json
 from parley.shared.stores import Stores
 from parley.worker import summary as summary_job
@@ -287,6 +288,29 @@ def test_a_model_failure_leaves_the_old_summary_and_frees_the_lock(worker_rt) ->
     assert summary_job.roll_summary(TENANT, SESSION, "sum_1") == "model_failed"
     assert r.hmget(keys.session(TENANT, SESSION), "summary", "summary_upto") == ["old", "3"]
     assert r.exists(keys.summary_lock(TENANT, SESSION)) == 0
+
+
+def test_a_report_is_admitted_once_per_session_and_its_end_frees_the_session(worker_rt) -> None:
+    r, queue, settings = worker_rt.clients.text, worker_rt.turns.queue, worker_rt.settings
+    build_session(r, 2)
+    memory.admit_report(queue, settings, TENANT, SESSION, "job_1", "key-1")
+    assert r.lrange(keys.rq_queue(settings.queue_name), 0, -1) == ["job_1"]
+    assert r.hget(keys.rq_job("job_1"), "status") == "queued" and r.ttl(keys.rq_job("job_1")) == -1
+    assert r.get(keys.summary_report(TENANT, SESSION)) == "job_1"
+    with pytest.raises(SummaryRunning):
+        memory.admit_report(queue, settings, TENANT, SESSION, "job_2", "key-1")
+    assert r.lrange(keys.rq_queue(settings.queue_name), 0, -1) == ["job_1"]
+    assert r.exists(keys.rq_job("job_2")) == 0  # the refused job's RQ hash is gone too
+    memory.admit_report(queue, settings, TENANT, "other", "job_3", "key-1")  # another session is not held
+
+    assert not memory.release_report(r, TENANT, SESSION, "job_2")  # only its holder frees it
+    worker_rt.provider.answers.append("They talked.")
+    assert summary_job.summarise_session(TENANT, SESSION, "job_1") == "finished"
+    assert r.exists(keys.summary_report(TENANT, SESSION)) == 0
+    worker_rt.provider.answers.append(RuntimeError("boom"))
+    memory.admit_report(queue, settings, TENANT, SESSION, "job_4", "key-1")
+    assert summary_job.summarise_session(TENANT, SESSION, "job_4") == "failed"
+    assert r.exists(keys.summary_report(TENANT, SESSION)) == 0  # a failed report frees it as well
 
 
 def test_parse_summary_takes_fenced_json_in_the_shape_and_refuses_the_rest() -> None:
