@@ -26,7 +26,7 @@ class Stores:
         return {
             "settings": settings,
             "clients": clients,
-            "agents": AgentStore(clients.text),
+            "agents": AgentStore(clients.text, max_agents=settings.max_agents_per_tenant),
             "sessions": SessionStore(clients.text),
             "turns": TurnStore(clients, settings),
         }
