@@ -189,8 +189,8 @@ class AgentLoop:
         fields = [self.runs.field(call.name, call.arguments) for call in calls]  # in order: same n every attempt
         replayed = self.runs.recorded(fields)
         with ThreadPoolExecutor(max_workers=min(len(calls), MAX_PARALLEL_TOOLS), thread_name_prefix="tool") as pool:
-            runs = zip(calls, fields, replayed, strict=True)
-            results = list(pool.map(lambda run: self._run_tool(*run, allowed), runs))
+            results = list(pool.map(lambda call, field, recorded: self._run_tool(call, field, recorded, allowed),
+                                    calls, fields, replayed))  # fmt: skip
         for call, result in zip(calls, results, strict=True):
             telemetry.tool_call(call.name if call.name in allowed else "(unknown)", result.ok)
             self._send(events.encode("tool_result", tool_name=call.name, preview=result.preview, call_id=call.id,

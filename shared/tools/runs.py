@@ -28,12 +28,13 @@ log = logging.getLogger("parley.tools")
 
 def canonical_arguments(arguments: str | dict[str, Any]) -> str:
     """The arguments as canonical JSON (sorted keys, no spaces), or the text as is when it is not JSON."""
+    value: Any = arguments
     if isinstance(arguments, str):
         try:
-            arguments = json.loads(arguments) if arguments.strip() else {}
+            value = json.loads(arguments) if arguments.strip() else {}
         except ValueError:
             return arguments
-    return json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 class ToolRuns:
