@@ -21,7 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from parley.shared import events, keys
-from parley.shared.errors import NotReady
+from parley.shared.errors import NotReady, TooManyRequests
 from parley.shared.settings import Settings
 
 log = logging.getLogger("parley.api.hub")
@@ -90,6 +90,61 @@ class Subscriber:
 
 READ_CONNECTIONS = 64
 """Redis connections one web process reads event backlogs over, at most (pub/sub has its own)."""
+STREAMS_RETRY_AFTER_S = 2
+
+
+class TenantStreams:
+    """How many SSE streams each tenant has open on this web process, each tenant at most `limit`
+    (PARLEY_MAX_STREAMS_PER_TENANT), so one tenant cannot hold all of a process's streams.
+
+    Used from the event loop only (routes and responses), so plain counts need no lock."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open: dict[str, int] = {}
+
+    def take(self, tenant: str) -> StreamPlace:
+        """One of the tenant's places; TooManyRequests (429, before any stream starts) when none is free."""
+        count = self.open.get(tenant, 0)
+        if count >= self.limit:
+            raise TooManyRequests(f"this tenant already has {self.limit} event streams open on this server; "
+                                  f"close one or try again shortly", retry_after_s=STREAMS_RETRY_AFTER_S)  # fmt: skip
+        self.open[tenant] = count + 1
+        return StreamPlace(self, tenant)
+
+    def give_back(self, tenant: str) -> None:
+        count = self.open.get(tenant, 0) - 1
+        if count > 0:
+            self.open[tenant] = count
+        else:
+            self.open.pop(tenant, None)
+
+
+class StreamPlace:
+    """One open stream's place. As a context manager it is given back when the block ends, unless
+    it was handed to the response (`hand_over`), which then gives it back when it ends."""
+
+    __slots__ = ("_streams", "_tenant", "_held", "_handed")
+
+    def __init__(self, streams: TenantStreams, tenant: str) -> None:
+        self._streams, self._tenant = streams, tenant
+        self._held, self._handed = True, False
+
+    def hand_over(self) -> None:
+        self._handed = True
+
+    def release(self) -> None:
+        """Give the place back; only the first call counts."""
+        if self._held:
+            self._held = False
+            self._streams.give_back(self._tenant)
+
+    def __enter__(self) -> StreamPlace:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self._handed:  # no response took it (the turn was refused, or the route raised)
+            self.release()
 
 
 class EventHub:
@@ -109,6 +164,7 @@ class EventHub:
             health_check_interval=0,
         )  # fmt: skip
         self.subscribers: dict[str, set[Subscriber]] = {}
+        self.tenant_streams = TenantStreams(settings.max_streams_per_tenant)
         self.confirmed: dict[str, asyncio.Event] = {}
         self.pubsub: aredis.client.PubSub | None = None
         self.connected = asyncio.Event()

@@ -10,20 +10,27 @@ The races, and who wins them (see also hub.py):
 - The client goes away: Starlette cancels the generator; leaving `subscription` unsubscribes.
 - This web process gets SIGTERM: every stream ends with a `retry:` hint and a comment, so
   clients reconnect (with `Last-Event-ID`) to another web while this one drains and exits.
+
+Each stream holds one of its tenant's places on this process (PARLEY_MAX_STREAMS_PER_TENANT):
+taken before anything starts (past the limit: 429 JSON with Retry-After, and no turn queued),
+given back when the response ends, whatever ends it (`done`, the client gone, a drain, Redis
+gone), even when its body never started.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from redis.exceptions import RedisError
 from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from parley.shared import events, keys
 from parley.shared.errors import NotReady
 
-from .hub import DRAIN, RESYNC, EventHub
+from .hub import DRAIN, RESYNC, EventHub, StreamPlace
 
 log = logging.getLogger("parley.api.streams")
 
@@ -89,8 +96,34 @@ async def sse_body(source: AsyncIterator[tuple[str, str]]) -> AsyncIterator[str]
         yield SHUTTING_DOWN
 
 
-def sse_response(source: AsyncIterator[tuple[str, str]], job_id: str, session_id: str) -> StreamingResponse:
+def stream_place(hub: EventHub, tenant: str) -> StreamPlace:
+    """Take one of the tenant's stream places on this process, before the turn is queued or the stream
+    starts: raises TooManyRequests (429 with Retry-After) when the tenant has none free. Use it as
+    `with stream_place(...) as place:` around the route's work, ending in `PlacedStreamingResponse(place, ...)`
+    (or `sse_response`): the place is given back if the block raises, else when the response ends."""
+    return hub.tenant_streams.take(tenant)
+
+
+class PlacedStreamingResponse(StreamingResponse):
+    """A StreamingResponse that holds a stream place and gives it back when the response ends, however
+    it ends. Released here rather than in the body generator: a generator that never started (the
+    client went away first) never runs its `finally`."""
+
+    def __init__(self, place: StreamPlace, content: AsyncIterator[str], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        place.hand_over()
+        self.place = place
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.place.release()
+
+
+def sse_response(place: StreamPlace, source: AsyncIterator[tuple[str, str]], job_id: str,
+                 session_id: str) -> StreamingResponse:  # fmt: skip
     """The stream, with the job and session named in headers too: a client whose connection drops
     before the first event can still resume from `/api/v1/jobs/{job_id}/events`."""
     headers = {**SSE_HEADERS, "X-Parley-Job": job_id, "X-Parley-Session": session_id}
-    return StreamingResponse(sse_body(source), media_type="text/event-stream", headers=headers)
+    return PlacedStreamingResponse(place, sse_body(source), media_type="text/event-stream", headers=headers)

@@ -33,6 +33,9 @@ from . import sysinfo
 
 API_KEY = "key-bench"
 TENANT = "bench"
+BENCH_LIMITS = {"PARLEY_TENANT_CONCURRENCY": "0", "PARLEY_MAX_TURNS_IN_FLIGHT": "0",
+                "PARLEY_MAX_STREAMS_PER_TENANT": "1000000"}
+"""No per-tenant cap on admitted turns, turns in flight or open streams (see `Stack.env`)."""
 
 
 class Stack:
@@ -91,6 +94,9 @@ class Stack:
             "OPENAI_API_KEY": "x",
             "PARLEY_API_KEYS": f"{TENANT}:{API_KEY}",
             "PARLEY_LOG_LEVEL": "WARNING",
+            # One tenant runs every benchmark: the per-tenant limits that keep tenants fair would
+            # only cap it (200+ turns in flight, 10 000 idle streams on one web).
+            **BENCH_LIMITS,
         }
 
     def set_workers(self, count: int, model_base_url: str | None = None, purpose: str = "") -> None:

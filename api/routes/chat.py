@@ -12,7 +12,7 @@ from parley.shared.models import ChatRequest, ChatResponse, JobAccepted
 from .. import chatting
 from ..deps import ApiKey, Runtime, Tenant
 from ..errors import documented
-from ..streams import job_events, sse_response
+from ..streams import job_events, sse_response, stream_place
 
 router = APIRouter(
     prefix="/api/v1/chat", tags=["chat"], responses=documented(400, 401, 404, 409, 413, 422, 429, 502, 503, 504)
@@ -39,9 +39,10 @@ async def chat(body: ChatRequest, rt: Runtime, tenant: Tenant, key: ApiKey,
 async def chat_stream(body: ChatRequest, rt: Runtime, tenant: Tenant, key: ApiKey,
                       idempotency_key: IdempotencyKey = None) -> StreamingResponse:  # fmt: skip
     """Send a message and receive the turn's events as Server-Sent Events."""
-    accepted = await chatting.accept(rt, tenant, body, idempotency_key, key)
-    return sse_response(job_events(rt.hub, tenant, accepted.job_id, None, rt.settings.sse_ping_s),
-                        accepted.job_id, accepted.session_id)  # fmt: skip
+    with stream_place(rt.hub, tenant) as place:  # a tenant past its stream limit gets 429, and nothing is queued
+        accepted = await chatting.accept(rt, tenant, body, idempotency_key, key)
+        return sse_response(place, job_events(rt.hub, tenant, accepted.job_id, None, rt.settings.sse_ping_s),
+                            accepted.job_id, accepted.session_id)  # fmt: skip
 
 
 @router.post("/jobs", status_code=202, response_model=JobAccepted)

@@ -15,7 +15,7 @@ from parley.shared.models import JobPublic
 from ..deps import Runtime, Tenant
 from ..errors import documented
 from ..runtime import WebRuntime
-from ..streams import job_events, sse_response
+from ..streams import job_events, sse_response, stream_place
 from .chat import SSE_DOC
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], responses=documented(401, 404, 422, 503))
@@ -34,7 +34,7 @@ def get_job(job_id: str, rt: Runtime, tenant: Tenant) -> JobPublic:
     return rt.turns.public(job_id, _record(rt, tenant, job_id))
 
 
-@router.get("/{job_id}/events", response_class=StreamingResponse, responses=SSE_DOC)
+@router.get("/{job_id}/events", response_class=StreamingResponse, responses={**SSE_DOC, **documented(429)})
 async def job_event_stream(
     job_id: str,
     rt: Runtime,
@@ -45,8 +45,9 @@ async def job_event_stream(
     if last_event_id is not None and not events.valid_id(last_event_id):
         raise InvalidInput("Last-Event-ID is not an event id of this API", field="Last-Event-ID")
     record = await run_in_threadpool(_record, rt, tenant, job_id)
-    return sse_response(job_events(rt.hub, tenant, job_id, last_event_id, rt.settings.sse_ping_s),
-                        job_id, record["session_id"])  # fmt: skip
+    with stream_place(rt.hub, tenant) as place:  # a tenant past its stream limit gets 429
+        return sse_response(place, job_events(rt.hub, tenant, job_id, last_event_id, rt.settings.sse_ping_s),
+                            job_id, record["session_id"])  # fmt: skip
 
 
 @router.post("/{job_id}/cancel", status_code=202)

@@ -1,0 +1,120 @@
+"""Fair between tenants (issue 11): one tenant's backlog waits in its own line, not in front of
+another tenant's turns; each tenant has its own limit of open streams per web; and a turn script
+given what Redis cannot decode writes nothing (real Redis, whose cjson refuses lone surrogates)."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+import httpx
+import pytest
+import redis
+
+from parley.local.redis_server import RedisServer
+from parley.shared import events, keys
+from parley.shared.redis_client import RedisClients
+from parley.shared.settings import Settings
+from parley.shared.turns import TurnStore
+from tests.integration.helpers import client, create_agent, wait_job
+
+
+def _started(http: httpx.Client, job_id: str) -> datetime:
+    job = wait_job(http, job_id)
+    assert job["status"] == "finished", job
+    return datetime.fromisoformat(job["started_at"].replace("Z", "+00:00"))
+
+
+def test_a_tenant_past_its_cap_does_not_hold_up_another(stack) -> None:
+    env = {"PARLEY_TENANT_CONCURRENCY": "2"}
+    stack.start_web(env=env)
+    stack.start_workers(env={**env, "PARLEY_WORKER_CONCURRENCY": "2"})
+    stack.model_server.control("options", {"first_chunk_delay_ms": 1500})
+    r = stack.redis()
+    with client(stack.web_url, "key-alice") as alice, client(stack.web_url, "key-bob") as bob:
+        create_agent(alice)
+        create_agent(bob)
+        alice_jobs = [alice.post("/api/v1/chat/jobs", json={"message": f"alice {i}", "session_id": f"a{i}"})
+                      .json()["job_id"] for i in range(8)]  # fmt: skip
+        assert r.llen(keys.tenant_line("alice")) >= 4  # past its 2 places, alice's turns wait in her line
+        bob_job = bob.post("/api/v1/chat/jobs", json={"message": "bob's one", "session_id": "b"}).json()["job_id"]
+        bob_started = _started(bob, bob_job)
+        alice_started = [_started(alice, job_id) for job_id in alice_jobs]
+    assert bob_started < min(alice_started[2:]), (bob_started, alice_started)
+    for tenant in ("alice", "bob"):
+        assert int(r.get(keys.tenant_admitted(tenant)) or 0) == 0
+        assert r.llen(keys.tenant_line(tenant)) == 0
+        assert int(r.get(keys.inflight(tenant)) or 0) == 0
+
+
+def _open(http: httpx.Client, path: str, **kwargs) -> httpx.Response:
+    return http.send(http.build_request("GET", path, **kwargs), stream=True)
+
+
+def test_streams_per_tenant_per_web(stack) -> None:
+    stack.start_web(env={"PARLEY_MAX_STREAMS_PER_TENANT": "2"})  # no worker: the turns stay queued, streams open
+    r = stack.redis()
+    with client(stack.web_url, "key-alice") as alice, client(stack.web_url, "key-bob") as bob:
+        create_agent(alice)
+        create_agent(bob)
+        job = alice.post("/api/v1/chat/jobs", json={"message": "hi", "session_id": "s"}).json()["job_id"]
+        bob_job = bob.post("/api/v1/chat/jobs", json={"message": "hi", "session_id": "s"}).json()["job_id"]
+        held = [_open(alice, f"/api/v1/jobs/{job}/events") for _ in range(2)]
+        try:
+            assert [response.status_code for response in held] == [200, 200]
+            refused = alice.get(f"/api/v1/jobs/{job}/events")
+            assert refused.status_code == 429
+            assert refused.headers["retry-after"].isdigit()
+            assert refused.json()["error"]["code"] == "too_many_requests"
+            # A chat stream past the limit is refused before its turn is queued.
+            in_flight = r.get(keys.inflight("alice"))
+            refused = alice.post("/api/v1/chat/stream", json={"message": "one more", "session_id": "new"})
+            assert refused.status_code == 429
+            assert r.get(keys.inflight("alice")) == in_flight
+            assert r.exists(keys.session("alice", "new")) == 0
+            # Bob is not limited by alice's streams.
+            with bob.stream("GET", f"/api/v1/jobs/{bob_job}/events") as bobs:
+                assert bobs.status_code == 200
+            # Closing one of alice's streams frees its place.
+            held.pop().close()
+            deadline = time.monotonic() + 10
+            while True:
+                again = _open(alice, f"/api/v1/jobs/{job}/events")
+                if again.status_code == 200 or time.monotonic() > deadline:
+                    break
+                again.close()
+                time.sleep(0.1)
+            held.append(again)
+            assert again.status_code == 200
+        finally:
+            for response in held:
+                response.close()
+
+
+def test_finish_given_a_lone_surrogate_writes_nothing_on_real_redis(redis_server: RedisServer,
+                                                                     monkeypatch) -> None:  # fmt: skip
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    text = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    raw = redis.Redis.from_url(redis_server.url)
+    try:
+        raw.flushall()
+        turns = TurnStore(RedisClients(text=text, raw=raw), Settings())  # type: ignore[call-arg]
+        chef = {"id": "agent-chef", "name": "Chef", "first_message": "Hello"}
+        job_id = turns.accept(tenant="acme", agent=chef, session_id="s", message="hi", images=[],
+                              idempotency_key=None, request_hash="h").job_id  # fmt: skip
+        raw.lrem(keys.rq_queue(turns.settings.queue_name), 0, job_id)
+        _, attempt, _ = turns.start("acme", job_id)
+        before = {key: (raw.type(key), raw.dump(key)) for key in raw.keys("*")}
+        with pytest.raises(redis.ResponseError) as raised:
+            turns.finish("acme", job_id, status="finished", attempt=attempt, result={"response": "ok"},
+                         messages=['{"role": "assistant", "content": "ok"}'],
+                         events_out=[events.encode("response", content="ok\udc80"), events.encode("done")])  # fmt: skip
+        after = {key: (raw.type(key), raw.dump(key)) for key in raw.keys("*")}
+        assert after == before  # no message committed, no status, no event, lane and counters as they were
+        assert "bad argument" in str(raised.value)
+        assert turns.finish("acme", job_id, status="failed", attempt=None, error="x", error_code="turn_failed",
+                            events_out=[events.encode("done")]) is True  # fmt: skip
+        assert raw.get(keys.inflight("acme")) == b"0"
+    finally:
+        text.close()
+        raw.close()
