@@ -269,7 +269,8 @@ def test_a_before_that_does_not_parse_is_invalid_input(sessions: SessionStore, b
 
 def test_the_largest_before_is_read_not_refused(sessions: SessionStore) -> None:
     sessions.r.hset("parley:session:t:s", mapping={"agent_id": "a", "created_at": 1})
-    sessions.r.rpush("parley:messages:t:s", json.dumps({"role": "user", "content": "x", "created_at": 1000, "job_id": None}))
+    message = {"role": "user", "content": "x", "created_at": 1000, "job_id": None}
+    sessions.r.rpush("parley:messages:t:s", json.dumps(message))
     assert sessions.messages("t", "s", limit=10, before="msg_" + "9" * 18) == []  # the 10 before it: none
     assert [m.id for m in sessions.messages("t", "s", limit=10, before="msg_1")] == ["msg_0"]
 

@@ -70,9 +70,10 @@ def test_opted_in_a_scrape_shows_agent_and_model(clients: RedisClients,
 
 
 def test_agent_labels_follow_the_setting_when_never_configured(monkeypatch: pytest.MonkeyPatch,
-                                                               make_settings: Callable[..., Settings]) -> None:  # fmt: skip
+                                                               make_settings: Callable[..., Settings]) -> None:
     monkeypatch.setattr(telemetry, "_agent_labels", None)
-    monkeypatch.setattr("parley.shared.settings.get_settings", lambda: make_settings(PARLEY_METRICS_AGENT_LABELS="1"))
+    opted_in = make_settings(PARLEY_METRICS_AGENT_LABELS="1")
+    monkeypatch.setattr("parley.shared.settings.get_settings", lambda: opted_in)
     assert telemetry.agent_labels() is True
 
 
