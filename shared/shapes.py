@@ -453,7 +453,11 @@ def _compiled(shape_json: str) -> Any:
 
 
 def _cut(message: str) -> str:
-    return message if len(message) <= MESSAGE_MAX_CHARS else message[: MESSAGE_MAX_CHARS - 3] + "..."
+    """`message` cut in its middle: jsonschema quotes the value first and says what is wrong at the end."""
+    if len(message) <= MESSAGE_MAX_CHARS:
+        return message
+    half = (MESSAGE_MAX_CHARS - 5) // 2
+    return f"{message[:half]} ... {message[-half:]}"
 
 
 def validator_for(shape: dict[str, Any]) -> Any:
