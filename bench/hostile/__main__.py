@@ -80,7 +80,7 @@ def _sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-async def _ordinary(base_url: str, key: str, tenant: str, turns: int, latencies: list[float],
+async def _ordinary(base_url: str, key: str, tenant: str, turns: int, latencies: list[tuple[int, float]],
                     outcomes: Counter[str]) -> None:  # fmt: skip
     """One tenant's sequential turns in its session; each answered turn's wall time from request to answer."""
     async with httpx.AsyncClient(base_url=base_url, headers={"Authorization": f"Bearer {key}"},
@@ -94,7 +94,7 @@ async def _ordinary(base_url: str, key: str, tenant: str, turns: int, latencies:
                 outcomes[f"exception:{type(error).__name__}"] += 1
                 continue
             if response.status_code == 200:
-                latencies.append(time.perf_counter() - began)
+                latencies.append((index, time.perf_counter() - began))
             outcomes[str(response.status_code)] += 1
 
 
@@ -123,7 +123,7 @@ async def _hostile_slot(base_url: str, key: str, agent: str, message: str, slot:
 
 async def _phase(stack: HostileStack, args: argparse.Namespace, hostile: bool) -> dict[str, Any]:
     """One warm-up turn per tenant on the fresh worker (not measured), then the measured turns."""
-    latencies: list[float] = []
+    latencies: list[tuple[int, float]] = []
     outcomes: Counter[str] = Counter()
     record: list[dict[str, Any]] = []
     stop = asyncio.Event()
@@ -153,9 +153,18 @@ async def _phase(stack: HostileStack, args: argparse.Namespace, hostile: bool) -
     return {
         "ordinary_turns": args.tenants * args.turns, "answered": len(latencies), "outcomes": dict(outcomes),
         "cut_after_s": args.phase_timeout_s if pending else None, "elapsed_s": round(elapsed, 2),
-        "latency_ms": {k: round(v, 1) for k, v in summary_ms(latencies).items()},
+        "latency_ms": {k: round(v, 1) for k, v in summary_ms([s for _, s in latencies]).items()},
+        "by_round_ms": _by_round(latencies),
         "hostile_turns": _hostile_report(record) if hostile else None,
     }  # fmt: skip
+
+
+def _by_round(latencies: list[tuple[int, float]]) -> list[dict[str, float]]:
+    """p50 and max of each round (every tenant's n-th turn): shows whether the slow turns are the first ones."""
+    rounds = sorted({index for index, _ in latencies})
+    figures = [summary_ms([s for i, s in latencies if i == index]) for index in rounds]
+    pairs = zip(rounds, figures, strict=True)
+    return [{"round": index, "p50": round(f["p50"], 1), "max": round(f["max"], 1)} for index, f in pairs]
 
 
 def _hostile_report(record: list[dict[str, Any]]) -> dict[str, Any]:
