@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .shapes import check_json, check_shape
+from .shapes import check_json, check_shape, json_depth
 
 NAME_MAX = 100
 TEXT_MAX = 100_000
@@ -18,6 +18,8 @@ TOOLS_MAX = 128
 TOOL_NAME_MAX = 200
 METADATA_MAX_BYTES = 16 * 1024
 JSON_MAX_DEPTH = 32
+SERVABLE_DEPTH = 100
+"""Deeper than this, pydantic cannot serialize a value (its limit is a little over 250 levels)."""
 SESSION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 IMAGE_PATTERN = re.compile(r"^data:image/(png|jpeg|gif|webp);base64,([A-Za-z0-9+/=\s]+)$")
 MAX_IMAGES = 5
@@ -125,6 +127,15 @@ class AgentPublic(AgentBase):
     created_at: str
     updated_at: str | None = None
     source: Literal["api", "file"] = "api"
+
+    @field_validator("response_shape", mode="before")
+    @classmethod
+    def _servable_shape(cls, value: Any) -> Any:
+        """A shape stored before the limits and nested too deep to serialize is named instead, so that
+        every list of the tenant's agents does not fail on it."""
+        if isinstance(value, dict | list) and json_depth(value, SERVABLE_DEPTH) > SERVABLE_DEPTH:
+            return f"(a response_shape nested deeper than {SERVABLE_DEPTH} levels, stored before the limits)"
+        return value
 
 
 class SessionCreate(BaseModel):

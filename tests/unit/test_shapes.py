@@ -21,6 +21,7 @@ import pytest
 from pydantic import ValidationError
 
 from parley.shared import shapes
+from parley.shared.agents import AgentStore, public
 from parley.shared.models import AgentCreate, AgentUpdate, SessionCreate
 from parley.worker.structured import InvalidAnswer, parse_answer
 
@@ -339,3 +340,15 @@ def test_tools_are_bounded() -> None:
         AgentCreate(name="a", tools=["calculator"] * 129)
     with pytest.raises(ValidationError, match="at most 200 characters"):
         AgentUpdate(tools=["x" * 201])
+
+
+def test_a_deep_shape_stored_before_the_limits_does_not_break_the_agent_list(agents: AgentStore) -> None:
+    """Item 6: such a shape used to make every `GET /api/v1/agents` of its tenant a 500 (pydantic cannot
+    serialize ~250 levels); now the agent is listed with the shape named instead."""
+    legacy = AgentCreate.model_construct(**{**AgentCreate(name="Old").model_dump(), "response_shape": nested(300)})
+    agents.create("alice", legacy)
+    agents.create("alice", AgentCreate(name="New", response_shape=schema(a={"type": "string"})))
+    shown = [json.loads(public(agent, "m").model_dump_json()) for agent in agents.visible("alice")]
+    assert [agent["name"] for agent in shown] == ["Old", "New"]
+    assert "deeper than" in shown[0]["response_shape"]
+    assert shown[1]["response_shape"] == schema(a={"type": "string"})
