@@ -52,7 +52,7 @@ class ChatCompletionRequest(BaseModel):
         extra="allow",
         json_schema_extra={"examples": [{"model": "Chef", "messages": [{"role": "user", "content": "Hello!"}]}]},
     )
-    model: str = Field(..., description="The agent's name or id.")
+    model: str = Field(..., min_length=1, description="The agent's name or id.")
     messages: list[ChatMessageIn] = Field(..., min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None

@@ -302,6 +302,13 @@ def test_v1_user_that_is_not_a_session_id_is_422(user: str) -> None:
         openai_compat._session_id(_completion(1, user=user), None)
 
 
+def test_v1_model_must_name_an_agent() -> None:
+    """An empty `model` would fall back to the tenant's first agent: refused instead."""
+    request = {"model": "", "messages": [{"role": "user", "content": "x"}]}
+    with pytest.raises(ValueError):
+        openai_compat.ChatCompletionRequest.model_validate(request)
+
+
 def test_v1_session_header_wins_over_user() -> None:
     assert openai_compat._session_id(_completion(1, user="bad id!"), "good") == "good"
     assert openai_compat._session_id(_completion(1, user="ana@example.com"), None) == "ana@example.com"
