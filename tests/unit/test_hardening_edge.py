@@ -111,6 +111,12 @@ def test_a_declared_length_past_the_limit_is_413_before_any_read() -> None:
     assert client.status == 413 and client.received == 0 and app.calls == 0
 
 
+def test_a_declared_length_of_thousands_of_digits_is_413() -> None:
+    client = Client([b"{}"])
+    run(BodyGuard(Echo(), LIMIT), client, [(b"content-length", b"9" * 5000)])
+    assert client.status == 413
+
+
 def test_a_body_at_the_limit_passes_whole() -> None:
     app, client = Echo(), Client([b"a" * 1000] * 4 + [b"b" * 96])
     run(BodyGuard(app, LIMIT), client)
