@@ -262,7 +262,7 @@ def _lua_buckets(metric: Metric) -> str:
 
 _LUA_RECORD = f"""
 -- Telemetry (shared/telemetry.py). The step's own script runs first as `step()`, unchanged;
--- then the deltas in the last ARGV are applied and the step's outcome is recorded.
+-- then the deltas in the last ARGV (decoded before the step) are applied and the step's outcome is recorded.
 -- Extra KEYS after the step's own: the job hash, then the metric hashes in METRICS order.
 -- Extra ARGV after the step's own: the deltas JSON [[metric index, field, amount], ...].
 local metric_base = #KEYS - {len(METRICS)}
@@ -288,14 +288,16 @@ local function observe(index, buckets, labels, seconds)
     add(index, labels .. '|' .. le, 1)
     add(index, labels .. '|sum', seconds)
 end
-for _, delta in ipairs(cjson.decode(ARGV[#ARGV])) do
+for _, delta in ipairs(deltas) do
     add(delta[1], delta[2], delta[3], delta[4])
 end
 """
 
 
 def _wrap(script: str, record: str) -> str:
-    return f"local function step()\n{script}\nend\nlocal result = step()\n{_LUA_RECORD}\n{record}\nreturn result\n"
+    # The deltas are decoded before the step writes anything: a script that fails half-way keeps its writes.
+    decode = "local deltas = cjson.decode(ARGV[#ARGV])\n"
+    return f"{decode}local function step()\n{script}\nend\nlocal result = step()\n{_LUA_RECORD}\n{record}\nreturn result\n"
 
 
 def recording_start(script: str) -> str:

@@ -15,7 +15,7 @@ import pytest
 import redis
 from rq.job import Job, JobStatus
 
-from parley.shared import events, keys
+from parley.shared import events, keys, telemetry
 from parley.shared.redis_client import RedisClients
 from parley.shared.sessions import message_json
 from parley.shared.settings import Settings
@@ -110,6 +110,19 @@ def test_finish_with_an_undecodable_argument_writes_nothing(turns: TurnStore, cl
     assert event_types(clients, job_id)[-1] == "done"
     assert clients.text.get(keys.inflight(T)) == "1"
     assert len(queued(turns)) == 1
+
+
+def test_finish_with_undecodable_telemetry_deltas_writes_nothing(turns: TurnStore, clients: RedisClients,
+                                                                  chef: dict) -> None:  # fmt: skip
+    """The recording wrapper decodes its deltas before the step writes (they ride in the last ARGV)."""
+    job_id = accept(turns, chef).job_id
+    attempt = run(turns, job_id)
+    before = snapshot(clients.raw)
+    telemetry.PENDING.add(telemetry.JOBS, '["x' + SURROGATE + '"]', 1)
+    with pytest.raises((redis.ResponseError, UnicodeEncodeError)):  # Redis's cjson, or fakeredis's stand-in
+        finish(turns, job_id, attempt)
+    assert snapshot(clients.raw) == before
+    telemetry.PENDING.take()
 
 
 def test_accept_with_an_undecodable_message_creates_nothing(turns: TurnStore, clients: RedisClients,
