@@ -27,7 +27,7 @@ from parley.shared.models import SESSION_ID_PATTERN, ChatRequest
 from .. import chatting
 from ..deps import ApiKey, Runtime, Tenant
 from ..errors import client_input, documented
-from ..streams import SSE_HEADERS, job_events
+from ..streams import SSE_HEADERS, PlacedStreamingResponse, job_events, stream_place
 
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"],
                    responses=documented(400, 401, 404, 409, 413, 422, 429, 502, 503, 504))  # fmt: skip
@@ -125,13 +125,16 @@ async def chat_completions(
     _check_history(body, rt.settings.max_history_messages, rt.settings.max_history_chars)
     session_id = _session_id(body, x_parley_session)
     request, history = _turn(body, session_id)
+    if body.stream:
+        with stream_place(rt.hub, tenant) as place:  # a tenant past its stream limit gets 429, and nothing is queued
+            accepted = await chatting.accept(rt, tenant, request, idempotency_key, key, history=history)
+            completion_id, created = _completion_id(accepted.job_id), int(time.time())
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            chunks = _chunks(rt, tenant, accepted.job_id, completion_id, created, body.model, include_usage)
+            headers = {**SSE_HEADERS, "X-Parley-Job": accepted.job_id, "X-Parley-Session": accepted.session_id}
+            return PlacedStreamingResponse(place, chunks, media_type="text/event-stream", headers=headers)
     accepted = await chatting.accept(rt, tenant, request, idempotency_key, key, history=history)
     completion_id, created = _completion_id(accepted.job_id), int(time.time())
-    if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        chunks = _chunks(rt, tenant, accepted.job_id, completion_id, created, body.model, include_usage)
-        headers = {**SSE_HEADERS, "X-Parley-Job": accepted.job_id, "X-Parley-Session": accepted.session_id}
-        return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
     result = await chatting.wait_for_result(rt, tenant, accepted)
     return JSONResponse({
         "id": completion_id, "object": "chat.completion", "created": created, "model": body.model,

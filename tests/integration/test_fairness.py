@@ -72,6 +72,12 @@ def test_streams_per_tenant_per_web(stack) -> None:
             assert refused.status_code == 429
             assert r.get(keys.inflight("alice")) == in_flight
             assert r.exists(keys.session("alice", "new")) == 0
+            # So is a streamed OpenAI-format completion.
+            refused = alice.post("/v1/chat/completions", headers={"X-Parley-Session": "newer"}, json={
+                "model": "Chef", "stream": True, "messages": [{"role": "user", "content": "one more"}]})  # fmt: skip
+            assert refused.status_code == 429
+            assert r.get(keys.inflight("alice")) == in_flight
+            assert r.exists(keys.session("alice", "newer")) == 0
             # Bob is not limited by alice's streams.
             with bob.stream("GET", f"/api/v1/jobs/{bob_job}/events") as bobs:
                 assert bobs.status_code == 200
