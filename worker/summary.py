@@ -19,6 +19,7 @@ import redis
 from parley.shared import events, keys, memory, scripts
 from parley.shared.tokens import MESSAGE_OVERHEAD_TOKENS, count_text
 
+from .cancel_watch import CancelWatch
 from .context import instructions_text
 from .providers import ModelError
 from .runtime import Runtime, runtime
@@ -209,9 +210,25 @@ def transcript(messages: list[dict[str, Any]]) -> str:
 
 
 def _ask(rt: Runtime, model: str, messages: list[dict[str, str]], answer_format: dict[str, Any] | None = None) -> str:
+    """The model's whole answer; ModelError (timed out) when it sends nothing for PARLEY_MODEL_IDLE_TIMEOUT_S,
+    checked by the process's watcher thread as a turn's steps are (worker/cancel_watch.py)."""
+    idle_after = rt.settings.model_idle_timeout_s
     with rt.provider.stream(model=model, messages=messages, temperature=None, max_tokens=None,
                             response_format=answer_format) as stream:  # fmt: skip
-        return "".join(stream)
+
+        def hang_up_if_idle(now: float) -> None:
+            if stream.idle_for(now) >= idle_after:
+                stream.close(idle=True)
+
+        try:
+            with CancelWatch(lambda: True, lambda: None, on_check=hang_up_if_idle):
+                text = "".join(stream)
+        except ModelError:
+            if not stream.idle:
+                raise
+        if stream.idle:  # hanging up ends the read quietly or as a broken stream
+            raise ModelError(f"the model sent no content for {idle_after:g} s", timed_out=True)
+        return text
 
 
 def _emit(rt: Runtime, tenant: str, job_id: str, payloads: list[str]) -> None:

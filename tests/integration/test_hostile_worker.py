@@ -173,3 +173,17 @@ def test_a_turn_without_a_session_has_no_notes(stack) -> None:
         told = model_requests(stack)[-1]["body"]["messages"][-1]
         assert told["role"] == "tool" and "no memory between turns" in told["content"]
         assert stack.redis().keys("parley:*notes*") == []
+
+
+def test_a_summary_whose_model_only_trickles_keep_alives_answers_504(stack) -> None:
+    stack.start_web()
+    stack.start_workers(env={"PARLEY_MODEL_IDLE_TIMEOUT_S": "1.5"})
+    with client(stack.web_url, stack.api_key, timeout=30) as http:
+        create_agent(http)
+        assert http.post("/api/v1/chat", json={"message": "hello", "session_id": "sum"}).status_code == 200
+        _script(stack, {"keepalive_ms": 100})
+        response = http.post("/api/v1/sessions/sum/summary")
+        assert response.status_code == 504, response.text
+        assert "no content for 1.5 s" in response.json()["error"]["message"]
+        assert stack.model_server.control("stats")["open_streams"] == 0  # the worker hung up
+        assert http.post("/api/v1/sessions/sum/summary").status_code == 200  # its lock was released
