@@ -13,6 +13,7 @@ from typing import Any
 
 import redis
 import yaml
+from pydantic import ValidationError
 
 from . import keys
 from .clock import iso, now_ms
@@ -277,7 +278,10 @@ class AgentStore:
         for position, entry in enumerate(data):
             entry = dict(entry)
             agent_id = entry.pop("id", None) or f"agent-{_slug(entry.get('name', str(position)))}"
-            spec = AgentCreate.model_validate(entry)
+            try:
+                spec = AgentCreate.model_validate(entry)
+            except ValidationError as error:  # the operator's file: say which entry, then stop the process
+                raise ValueError(f"{path}: agent {position} ({entry.get('name')!r}) is not valid: {error}") from None
             _check_tools(spec.tools)
             agent = spec.model_dump()
             agent.update(id=agent_id, created_at=position, updated_at=None, source="file")

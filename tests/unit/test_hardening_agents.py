@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import fakeredis
@@ -240,3 +241,11 @@ def test_a_name_left_behind_by_a_half_write_is_free(agents: AgentStore, clients:
     renamed = agents.update("alice", "Ghost", AgentUpdate(name="Spook"))
     assert agents.get("alice", "Spook")["id"] == renamed["id"]
     assert_whole(clients.text, "alice")
+
+
+def test_an_invalid_file_agent_names_its_file_and_entry(tmp_path: Path) -> None:
+    """PARLEY_AGENTS_FILE is the operator's: a shape the API would refuse stops the process with a clear message."""
+    path = tmp_path / "agents.yaml"
+    path.write_text("- name: Fine\n- name: Bad\n  response_shape: {properties: {a: {pattern: '(?=a)'}}}\n")
+    with pytest.raises(ValueError, match=r"agents\.yaml: agent 1 \('Bad'\) is not valid"):
+        AgentStore(fakeredis.FakeRedis(decode_responses=True)).load_file(str(path))
