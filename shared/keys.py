@@ -22,10 +22,10 @@ session id, `{j}` a job id. Tenant names never contain `:` nor start with `_` (s
 | `parley:notes:{t}:{s}` | list | notes the agent keeps in the session (`remember` tool), oldest first |
 | `parley:images:{t}:{s}` | hash | the session's images: `img_<sha256>` ref -> data URI, each stored once |
 | `parley:summary-lock:{t}:{s}` | string | id of the session's running rolling-summary job (one at a time; expires) |
-| `parley:tenant-admitted:{t}` | string | the tenant's turns in RQ's queue or running (counted against PARLEY_TENANT_CONCURRENCY) |
-| `parley:tenant-line:{t}` | list | the tenant's ready turns (lane heads) waiting for a free place under that cap, in order |
-| `parley:tool-runs:{t}:{j}` | hash | a turn's tool runs: `<name>:<sha256 of arguments>:<n>` -> recorded result, replayed on retry |
-| `parley:pending-notes:{t}:{j}` | list | notes a running turn's `remember` wrote; committed to the session's notes with the turn |
+| `parley:tenant-admitted:{t}` | string | the tenant's turns in RQ's queue or running (PARLEY_TENANT_CONCURRENCY) |
+| `parley:tenant-line:{t}` | list | the tenant's ready turns (lane heads) waiting, in order, for a place under that cap |
+| `parley:tool-runs:{t}:{j}` | hash | a turn's tool runs: `<name>:<sha256 of args>:<n>` -> result, replayed on retry |
+| `parley:pending-notes:{t}:{j}` | list | notes a running turn's `remember` wrote; committed with the turn |
 | `parley:summary-report:{t}:{s}` | string | the session's running `POST .../summary` job (one at a time; expires) |
 | `parley:metric:{name}` | hash | a deployment-wide counter or histogram: labels (and bucket) -> count |
 | `parley:web-streams` | hash | web process id -> `"<open SSE streams> <expiry ms>"`, summed at scrape |

@@ -297,7 +297,8 @@ end
 def _wrap(script: str, record: str) -> str:
     # The deltas are decoded before the step writes anything: a script that fails half-way keeps its writes.
     decode = "local deltas = cjson.decode(ARGV[#ARGV])\n"
-    return f"{decode}local function step()\n{script}\nend\nlocal result = step()\n{_LUA_RECORD}\n{record}\nreturn result\n"
+    step = f"local function step()\n{script}\nend\nlocal result = step()\n"
+    return f"{decode}{step}{_LUA_RECORD}\n{record}\nreturn result\n"
 
 
 def recording_start(script: str) -> str:
