@@ -23,7 +23,7 @@ session id, `{j}` a job id. Tenant names never contain `:` nor start with `_` (s
 | `parley:images:{t}:{s}` | hash | the session's images: `img_<sha256>` ref -> data URI, each stored once |
 | `parley:summary-lock:{t}:{s}` | string | id of the session's running rolling-summary job (one at a time; expires) |
 | `parley:tenant-admitted:{t}` | string | the tenant's turns in RQ's queue or running (PARLEY_TENANT_CONCURRENCY) |
-| `parley:tenant-line:{t}` | list | the tenant's ready turns (lane heads) waiting, in order, for a place under that cap |
+| `parley:tenant-line:{t}` | list | the tenant's ready turns (lane heads) waiting, in order, for a place |
 | `parley:tool-runs:{t}:{j}` | hash | a turn's tool runs: `<name>:<sha256 of args>:<n>` -> result, replayed on retry |
 | `parley:pending-notes:{t}:{j}` | list | notes a running turn's `remember` wrote; committed with the turn |
 | `parley:summary-report:{t}:{s}` | string | the session's running `POST .../summary` job (one at a time; expires) |
