@@ -304,6 +304,8 @@ def test_random_lives_keep_order_cap_and_counts(capped: TurnStore, clients: Redi
     started: dict[str, int] = {}
     ran: dict[tuple[str, str], list[str]] = {}
     open_ids: set[str] = set()
+    made: dict[str, int] = {}
+    """Job ids are random: choices go by the order the jobs were made in, so every run is the same run."""
     longest_line = 0
     for step in range(400):
         choice = rng.random()
@@ -311,6 +313,7 @@ def test_random_lives_keep_order_cap_and_counts(capped: TurnStore, clients: Redi
             tenant, session = rng.choice([T, OTHER]), f"s{rng.randrange(4)}"
             job_id = accept(capped, chef, session_id=session, tenant=tenant).job_id
             tenant_of[job_id] = tenant
+            made[job_id] = len(made)
             order.setdefault((tenant, session), []).append(job_id)
             open_ids.add(job_id)
         elif choice < 0.6 and queued(capped):
@@ -320,7 +323,7 @@ def test_random_lives_keep_order_cap_and_counts(capped: TurnStore, clients: Redi
             record = capped.job(tenant_of[job_id], job_id) or {}
             ran.setdefault((tenant_of[job_id], record["session_id"]), []).append(job_id)
         elif choice < 0.85 and started:
-            job_id = rng.choice(sorted(started))
+            job_id = rng.choice(sorted(started, key=made.__getitem__))
             attempt = started.pop(job_id)
             if rng.random() < 0.7:
                 assert finish(capped, job_id, attempt, tenant=tenant_of[job_id]) is True
@@ -328,7 +331,7 @@ def test_random_lives_keep_order_cap_and_counts(capped: TurnStore, clients: Redi
                 assert fail(capped, job_id, tenant=tenant_of[job_id]) is True
             open_ids.discard(job_id)
         elif open_ids:
-            job_id = rng.choice(sorted(open_ids))
+            job_id = rng.choice(sorted(open_ids, key=made.__getitem__))
             assert capped.cancel(tenant_of[job_id], job_id) is True
             started.pop(job_id, None)
             open_ids.discard(job_id)
