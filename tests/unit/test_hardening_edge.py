@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials
+from starlette.types import Message, Receive, Scope, Send
 
 from parley.api import middleware
 from parley.api.middleware import BodyGuard
@@ -26,8 +27,6 @@ from parley.shared.sessions import SessionStore
 
 LIMIT = 4096
 
-Message = dict[str, Any]
-
 
 class Echo:
     """An app that reads the body as FastAPI does (until `more_body` is false) and answers 200 with it."""
@@ -36,7 +35,7 @@ class Echo:
         self.bodies: list[bytes] = []
         self.calls = 0
 
-    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Message], Any]) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.calls += 1
         body = b""
         while True:
@@ -168,7 +167,7 @@ def test_a_body_without_lone_surrogates_passes_byte_for_byte() -> None:
 def test_the_content_length_the_app_sees_is_the_bodys() -> None:
     seen: dict[str, Any] = {}
 
-    async def app(scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Message], Any]) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         seen["headers"] = dict(scope["headers"])
         seen["body"] = (await receive())["body"]
         await send({"type": "http.response.start", "status": 200, "headers": []})
@@ -227,7 +226,7 @@ def test_other_content_types_pass_untouched() -> None:
 def test_after_the_body_receive_passes_through_for_disconnects() -> None:
     seen: list[Message] = []
 
-    async def app(scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Message], Any]) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         seen.append(await receive())
         seen.append(await receive())
         await send({"type": "http.response.start", "status": 204, "headers": []})
@@ -283,7 +282,8 @@ def test_the_largest_before_is_read_not_refused(sessions: SessionStore) -> None:
 
 def _completion(count: int, text: str = "hi", **extra: Any) -> openai_compat.ChatCompletionRequest:
     return openai_compat.ChatCompletionRequest.model_validate(
-        {"model": "Chef", "messages": [{"role": "user", "content": text}] * count, **extra})
+        {"model": "Chef", "messages": [{"role": "user", "content": text}] * count, **extra}
+    )
 
 
 def test_v1_history_over_the_message_bound_is_413() -> None:

@@ -4,7 +4,7 @@ back whatever ends the response, even one whose body never started."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
 import pytest
@@ -23,12 +23,12 @@ async def _body(started: list[bool]) -> AsyncIterator[str]:
     yield "id: 1\ndata: {}\n\n"
 
 
-async def _receive_nothing() -> dict[str, Any]:
+async def _receive_nothing() -> MutableMapping[str, Any]:
     await asyncio.sleep(3600)
     return {"type": "http.disconnect"}
 
 
-async def _send_ok(message: dict[str, Any]) -> None:
+async def _send_ok(message: MutableMapping[str, Any]) -> None:
     return None
 
 
@@ -66,7 +66,7 @@ def test_a_response_whose_body_never_started_gives_its_place_back() -> None:
     streams = TenantStreams(limit=1)
     started: list[bool] = []
 
-    async def send_fails(message: dict[str, Any]) -> None:
+    async def send_fails(message: MutableMapping[str, Any]) -> None:
         raise OSError("the client went away before the headers")
 
     with streams.take("alice") as place:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -94,14 +94,19 @@ def test_a_model_error_message_has_no_lone_surrogate(provider: OpenAIProvider, c
 # --------------------------------------------------------------------------- the idle timeout
 
 
-def make_loop(clients: RedisClients, settings: Settings, provider: Any, *, tools: list[Any] = (),
+def _keep(sent: list[str], payload: str) -> bool:
+    sent.append(payload)
+    return True
+
+
+def make_loop(clients: RedisClients, settings: Settings, provider: Any, *, tools: Sequence[Any] = (),
               job_id: str = "job_1", idle_timeout_s: float | None = None,
               sent: list[str] | None = None) -> AgentLoop:  # fmt: skip
     registry = ToolRegistry(getattr(fn, TOOL_ATTRIBUTE) for fn in tools)
     ctx = ToolContext(tenant="alice", session_id="s1", job_id=job_id, redis=clients.text, settings=settings)
     out = sent if sent is not None else []
     return AgentLoop(provider=provider, registry=registry, agent={"name": "a", "tools": registry.names()},
-                     model="m", tool_context=ctx, emit=lambda payload: out.append(payload) or True,
+                     model="m", tool_context=ctx, emit=lambda payload: _keep(out, payload),
                      is_stopped=lambda: False, max_steps=4, idle_timeout_s=idle_timeout_s)  # fmt: skip
 
 
