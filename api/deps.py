@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from parley.shared import logs
-from parley.shared.errors import Unauthorized
+from parley.shared import keys, logs
+from parley.shared.errors import TooManyRequests, Unauthorized
 
 from .runtime import WebRuntime
 
@@ -35,9 +35,25 @@ def tenant_for_key(rt: WebRuntime, key: str | None) -> str:
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
+async def check_request_rate(rt: WebRuntime, tenant: str) -> None:
+    """429 once the tenant sent PARLEY_TENANT_REQUESTS_PER_S requests in the current second, counted in
+    Redis so the limit holds across every web process and every key of the tenant (one round trip)."""
+    limit = rt.settings.tenant_requests_per_s
+    if not limit:
+        return
+    key = keys.request_rate(tenant)
+    async with rt.hub.redis.pipeline(transaction=True) as pipe:
+        pipe.set(key, 0, px=1000, nx=True)  # the window starts with its first request
+        pipe.incr(key)
+        _, count = await pipe.execute()
+    if count > limit:
+        raise TooManyRequests(f"this tenant sent more than {limit} requests this second; slow down", retry_after_s=1)
+
+
 async def get_tenant(rt: Runtime, credentials: Credentials) -> str:
     tenant = tenant_for_key(rt, credentials.credentials if credentials else None)
     logs.bind(tenant=tenant)  # async dependency: runs in the request's task, so the route's logs carry it
+    await check_request_rate(rt, tenant)
     return tenant
 
 
@@ -51,6 +67,7 @@ async def get_compat_tenant(rt: Runtime, credentials: Credentials) -> str:
     else:
         tenant = tenant_for_key(rt, credentials.credentials if credentials else None)
     logs.bind(tenant=tenant)
+    await check_request_rate(rt, tenant)
     return tenant
 
 

@@ -22,6 +22,7 @@ session id, `{j}` a job id. Tenant names never contain `:` nor start with `_` (s
 | `parley:notes:{t}:{s}` | list | notes the agent keeps in the session (`remember` tool), oldest first |
 | `parley:images:{t}:{s}` | hash | the session's images: `img_<sha256>` ref -> data URI, each stored once |
 | `parley:summary-lock:{t}:{s}` | string | id of the session's running rolling-summary job (one at a time; expires) |
+| `parley:request-rate:{t}` | string | the tenant's requests in the current second (expires with it) |
 | `parley:tenant-admitted:{t}` | string | the tenant's turns in RQ's queue or running (PARLEY_TENANT_CONCURRENCY) |
 | `parley:tenant-line:{t}` | list | the tenant's ready turns (lane heads) waiting, in order, for a place |
 | `parley:tool-runs:{t}:{j}` | hash | a turn's tool runs: `<name>:<sha256 of args>:<n>` -> result, replayed on retry |
@@ -128,6 +129,11 @@ def session_images(tenant: str, session_id: str) -> str:
 def summary_lock(tenant: str, session_id: str) -> str:
     """Held by the session's queued or running rolling-summary job, so only one runs at a time."""
     return f"{PREFIX}:summary-lock:{tenant}:{session_id}"
+
+
+def request_rate(tenant: str) -> str:
+    """The tenant's authenticated requests in the current one-second window (PARLEY_TENANT_REQUESTS_PER_S)."""
+    return f"{PREFIX}:request-rate:{tenant}"
 
 
 def tenant_admitted(tenant: str) -> str:

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     max_turns_in_flight: int = Field(1_000, alias="PARLEY_MAX_TURNS_IN_FLIGHT", ge=0)
     """Per tenant: chat routes answer 429 once this many of its turns are queued or running (0: no limit).
     Kept below PARLEY_MAX_QUEUE_DEPTH so one tenant cannot fill the queue for the others."""
+    tenant_requests_per_s: int = Field(0, alias="PARLEY_TENANT_REQUESTS_PER_S", ge=0)
+    """Per tenant: authenticated requests (any route, all keys of the tenant, all web processes) per second
+    before the API answers 429; 0: no limit."""
     tenant_concurrency: int = Field(32, alias="PARLEY_TENANT_CONCURRENCY", ge=0)
     """Per tenant: most of its turns in the worker queue or running at once; the rest wait in the tenant's
     own line (in order), so one tenant's backlog never queues ahead of another tenant's turns (0: no cap)."""

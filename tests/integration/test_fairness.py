@@ -124,3 +124,22 @@ def test_finish_given_a_lone_surrogate_writes_nothing_on_real_redis(redis_server
     finally:
         text.close()
         raw.close()
+
+
+def test_request_rate_per_tenant_across_two_webs_and_keys(stack) -> None:
+    stack.api_keys["alice2"] = "key-alice-2"
+    stack.env["PARLEY_API_KEYS"] += ",alice:key-alice-2"
+    stack.start_web(2, env={"PARLEY_TENANT_REQUESTS_PER_S": "5"})
+    with client(stack.web_urls[0], "key-alice") as one, client(stack.web_urls[1], "key-alice-2") as two, \
+            client(stack.web_urls[0], "key-bob") as bob:  # fmt: skip
+        codes = []
+        deadline = time.monotonic() + 10
+        while 429 not in codes and time.monotonic() < deadline:
+            window = [(one if i % 2 else two).get("/api/v1/agents") for i in range(8)]  # two webs, two keys
+            codes = [response.status_code for response in window]
+        refused = next(response for response in window if response.status_code == 429)
+        assert refused.headers["retry-after"] == "1"
+        assert refused.json()["error"]["code"] == "too_many_requests"
+        assert bob.get("/api/v1/agents").status_code == 200  # bob is not limited by alice
+        time.sleep(1.1)
+        assert one.get("/api/v1/agents").status_code == 200  # the next second has room again

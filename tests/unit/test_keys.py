@@ -122,6 +122,7 @@ def test_limit_counters() -> None:
 
 
 def test_hardening_keys() -> None:
+    assert keys.request_rate("alice") == "parley:request-rate:alice"
     assert keys.tenant_admitted("alice") == "parley:tenant-admitted:alice"
     assert keys.tenant_line("alice") == "parley:tenant-line:alice"
     assert keys.tool_runs("alice", "job_1") == "parley:tool-runs:alice:job_1"
