@@ -13,6 +13,7 @@ import redis
 
 from parley.shared import keys
 from parley.shared.settings import Settings
+from tests.harness import wait_until
 from tests.integration.helpers import client, create_agent, wait_job
 
 QUEUE = keys.rq_queue(Settings.model_fields["queue_name"].default)
@@ -115,6 +116,8 @@ def test_one_summary_per_session_at_a_time(stack) -> None:
         stack.model_server.control("script", {"delay_ms": 3000, "reply": "The first summary."})
         first = _admitted(pool, http, r, "alice", "s1")
         lock_ms = r.pttl(keys.summary_report("alice", "s1"))
+        # s1's job holds the scripted (slow) answer before s2's job can ask the model
+        wait_until(lambda: stack.model_server.control("stats")["requests"] >= 1, timeout=10)
         assert TIMEOUT_S * 1000 < lock_ms <= (TIMEOUT_S + 60) * 1000  # expires by itself if its job dies
         _refused(http, r, "s1", 409, "summary_running")
         assert http.post("/api/v1/sessions/s2/summary").status_code == 200  # another session is not held
