@@ -7,8 +7,11 @@ offers stays true, because each turn goes through rq's own steps: `prepare_execu
 execution record, the StartedJobRegistry entry, the worker's execution index), `perform_job`
 (rq's success and failure handling, callbacks, retries) and rq's registries, so `rq info` and
 rq-dashboard show every running turn. rq 3.0 ships only one-job-at-a-time workers; this class
-uses their public, overridable parts (`work`, `execute_job`, `request_stop`, `set_state`,
-`heartbeat`, `Execution.heartbeat`, `Queue.dequeue_any`, `enqueue_job`).
+overrides their overridable methods (`work`, `execute_job`, `request_stop`, `set_state`,
+`get_heartbeat_ttl`), calls their methods (`bootstrap`, `prepare_execution`, `perform_job`,
+`heartbeat`, `Execution.heartbeat`, `Queue.dequeue_any`, `enqueue_job`, ...), and also relies on
+four private parts of rq's worker, to check on every rq upgrade: `_install_signal_handlers`,
+`_stop_requested`, `_shutdown_requested_date` and `_ordered_queues`.
 
 Liveness: one side thread beats every running turn of the process in one pipeline every third
 of `PARLEY_HEARTBEAT_TTL_S`, and entries live only that TTL; maintenance runs every
@@ -53,14 +56,16 @@ An idle worker blocks for rq's full dequeue timeout and is woken by the signal i
 
 
 class TurnWorker(SimpleWorker):
-    heartbeat_ttl_s: int = 20
-    drain_grace_s: float = 25.0
-    """After SIGTERM, how long running turns may take to finish before they are handed back."""
-    concurrency: int = 1
-    """How many turns this process runs at once."""
     death_penalty_class = SharedTimerDeathPenalty  # rq's default (SIGALRM) works on the main thread only
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, concurrency: int = 1, heartbeat_ttl_s: int = 20, drain_grace_s: float = 25.0,
+                 **kwargs: Any) -> None:  # fmt: skip
+        """rq's `SimpleWorker` arguments, and: `concurrency`, how many turns this process runs at once;
+        `heartbeat_ttl_s`, how long a running turn's registry entry lives without a beat;
+        `drain_grace_s`, after SIGTERM, how long running turns may take before they are handed back."""
+        self.concurrency = concurrency
+        self.heartbeat_ttl_s = heartbeat_ttl_s
+        self.drain_grace_s = drain_grace_s
         super().__init__(*args, **kwargs)
         self._running: dict[str, tuple[Job, Queue, Execution]] = {}
         """Execution id -> what it runs, for every turn on a thread of this process."""
@@ -74,10 +79,6 @@ class TurnWorker(SimpleWorker):
         self._left = False
 
     # -- what this worker runs ------------------------------------------------------------
-
-    @property
-    def running_count(self) -> int:
-        return len(self._running)
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return self.heartbeat_ttl_s

@@ -19,7 +19,7 @@ from rq.worker_pool import WorkerPool
 
 import parley.worker.turn  # noqa: F401 - imported before the fork, shared by every worker
 from parley.shared.settings import get_settings
-from parley.worker.runtime import runtime
+from parley.worker.runtime import Runtime, RuntimeJob
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,9 +29,11 @@ def main(argv: list[str] | None = None) -> None:
     settings = get_settings()
     logging.basicConfig(level=logging.WARNING)
     connection = redis.Redis.from_url(settings.redis_url)
-    runtime()  # settings, Redis pools and the model client, built before the fork as the turn code would
+    # settings, Redis pools, the model client and tools, built before the fork as Parley's worker builds them;
+    # every job gets them as `rt` through the job class, as in `python -m parley.worker`
+    job_class = RuntimeJob.bound_to(Runtime.build(settings))
     pool = WorkerPool([settings.queue_name], connection=connection, num_workers=args.workers,
-                      worker_class=SimpleWorker)  # fmt: skip
+                      worker_class=SimpleWorker, job_class=job_class)  # fmt: skip
     pool.start(logging_level="WARNING")
 
 

@@ -17,7 +17,7 @@ from parley.shared.redis_client import connect
 from parley.shared.sessions import message_json
 from parley.shared.settings import Settings
 from parley.shared.stores import Stores
-from parley.worker import summary as summary_job
+from parley.worker.memory import window as memory_window
 from tests.integration.helpers import client, create_agent, model_requests
 
 SHAPE = {"recipes": "list of strings", "summary": "string"}
@@ -137,8 +137,8 @@ def test_a_long_session_is_rolled_into_a_summary_by_the_worker(stack, monkeypatc
     rt = _worker_runtime(stack, monkeypatch)
     stored_agent = rt.agents.get_by_id("alice", agent["id"])
     stack.model_server.control("script", {"reply": "The user asked about dishes 0 to many; eggs and salt."})
-    assert summary_job.maybe_schedule_summary(rt, "alice", "long", stored_agent)
-    assert not summary_job.maybe_schedule_summary(rt, "alice", "long", stored_agent)  # one at a time
+    assert memory_window.maybe_schedule_summary(rt, "alice", "long", stored_agent)
+    assert not memory_window.maybe_schedule_summary(rt, "alice", "long", stored_agent)  # one at a time
 
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not r.hget(keys.session("alice", "long"), "summary"):

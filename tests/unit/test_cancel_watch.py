@@ -7,7 +7,7 @@ import time
 
 import redis
 
-from parley.worker.cancel_watch import CancelWatch
+from parley.worker.turn.cancel_watch import CancelWatch
 
 
 def _wait(predicate, timeout: float = 5.0) -> bool:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from parley.worker.context import CLOSING_MESSAGE, build_messages, exchanges_so_far, instructions_text
-from parley.worker.demo import demo_answer
+from parley.worker.providers.demo import demo_answer
+from parley.worker.turn.context import CLOSING_MESSAGE, build_messages, exchanges_so_far, instructions_text
 
 SHAPE_SENTENCE = "Answer with RFC 8259 compliant JSON in this shape, without deviation: "
 
@@ -139,8 +139,8 @@ def test_demo_answer_counts_every_earlier_message() -> None:
 
 
 def test_demo_provider_streams_the_demo_answer_word_by_word(make_settings: Any) -> None:
-    from parley.worker.demo import DemoProvider
     from parley.worker.providers import make_provider
+    from parley.worker.providers.demo import DemoProvider
 
     settings = make_settings(PARLEY_DEMO_CHUNK_DELAY_MS="0")
     provider = make_provider(settings)

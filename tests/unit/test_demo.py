@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from parley.worker.demo import DemoProvider, fill_shape, plan_tool_call
+from parley.worker.providers.demo import DemoProvider, fill_shape, plan_tool_call
 
 ALL = {"calculator", "current_time", "remember", "recall", "http_get"}
 

@@ -7,7 +7,7 @@ import threading
 import pytest
 import redis
 
-from parley.worker.emitter import Emitter
+from parley.worker.turn.emitter import Emitter
 
 
 def test_every_event_is_sent_once_in_order() -> None:

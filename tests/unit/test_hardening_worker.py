@@ -22,9 +22,10 @@ from parley.shared.settings import Settings
 from parley.shared.text import REPLACEMENT
 from parley.shared.tools import ToolContext, ToolRegistry, tool
 from parley.shared.tools.registry import TOOL_ATTRIBUTE
-from parley.worker.cancel_watch import CancelWatch
-from parley.worker.loop import AgentLoop, Stopped
-from parley.worker.providers import REASONING, TEXT, ModelError, ModelStream, OpenAIProvider, ToolCall
+from parley.worker.providers.base import REASONING, TEXT, ModelError, ModelStream, ToolCall
+from parley.worker.providers.openai import OpenAIProvider
+from parley.worker.turn.cancel_watch import CancelWatch
+from parley.worker.turn.loop import AgentLoop, Stopped
 from tests.model_server import serve_in_thread
 
 LONE = "\ud800"

@@ -15,8 +15,9 @@ from parley.shared import keys, memory
 from parley.shared.errors import SummaryRunning
 from parley.shared.sessions import message_json
 from parley.shared.stores import Stores
-from parley.worker import summary as summary_job
-from parley.worker.providers import TEXT, ModelError, ModelStream
+from parley.worker.memory import summary as summary_job
+from parley.worker.memory import window as memory_window
+from parley.worker.providers.base import TEXT, ModelError, ModelStream
 
 MODEL = "test-model"  # no tiktoken encoding: the estimate, bytes / 4
 TENANT, SESSION = "acme", "s1"
@@ -227,7 +228,6 @@ def worker_rt(clients, make_settings, monkeypatch: pytest.MonkeyPatch) -> Any:
 
     rt = Rt(**Stores.parts(settings, clients))
     rt.provider = FakeProvider([])
-    monkeypatch.setattr(summary_job, "runtime", lambda: rt)
     clients.text.hset(keys.agent(TENANT, "agent-1"), mapping={
         "id": json.dumps("agent-1"), "name": json.dumps("Chef"), "context": json.dumps("You are a chef."),
         "first_message": json.dumps("Hello! I am the first message."), "model": json.dumps(None),
@@ -239,15 +239,15 @@ def test_a_long_session_is_rolled_into_a_summary_and_the_next_window_is_summary_
     r = worker_rt.clients.text
     build_session(r, 60)
     agent = worker_rt.agents.get_by_id(TENANT, "agent-1")
-    assert summary_job.maybe_schedule_summary(worker_rt, TENANT, SESSION, agent)
-    assert not summary_job.maybe_schedule_summary(worker_rt, TENANT, SESSION, agent)  # one at a time
+    assert memory_window.maybe_schedule_summary(worker_rt, TENANT, SESSION, agent)
+    assert not memory_window.maybe_schedule_summary(worker_rt, TENANT, SESSION, agent)  # one at a time
     queued = worker_rt.turns.queue.jobs
     assert len(queued) == 1 and queued[0].func_name == memory.SUMMARY_FUNCTION
     token = queued[0].args[2]
     assert r.get(keys.summary_lock(TENANT, SESSION)) == token
 
     worker_rt.provider.answers.append("The user and the assistant exchanged many words.")
-    assert summary_job.roll_summary(TENANT, SESSION, token) == "written"
+    assert summary_job.roll_summary(TENANT, SESSION, token, rt=worker_rt) == "written"
     assert r.exists(keys.summary_lock(TENANT, SESSION)) == 0
     sent = worker_rt.provider.requests[0]
     assert sent[0]["role"] == "system" and "running summary" in sent[0]["content"]
@@ -261,7 +261,7 @@ def test_a_long_session_is_rolled_into_a_summary_and_the_next_window_is_summary_
     window = memory.read_window(r, TENANT, SESSION, budget_tokens=budget, model=MODEL)
     assert window.summary == "The user and the assistant exchanged many words."
     assert window.start_index == upto and window.messages[-1]["content"].startswith("assistant 59:")
-    assert not summary_job.maybe_schedule_summary(worker_rt, TENANT, SESSION, agent)  # fits again
+    assert not memory_window.maybe_schedule_summary(worker_rt, TENANT, SESSION, agent)  # fits again
 
     # The next run folds on from the boundary and sends the old summary along.
     build_more = [message_json(role, f"{role} {t}: " + "word " * 10, job_id="j", created_at=1,
@@ -270,9 +270,10 @@ def test_a_long_session_is_rolled_into_a_summary_and_the_next_window_is_summary_
                   for t in range(60, 90) for role in ("user", "assistant")]  # fmt: skip
     r.rpush(keys.messages(TENANT, SESSION), *build_more)
     r.hincrby(keys.session(TENANT, SESSION), "tokens", 30 * turn_tokens())
-    assert summary_job.maybe_schedule_summary(worker_rt, TENANT, SESSION, agent)
+    assert memory_window.maybe_schedule_summary(worker_rt, TENANT, SESSION, agent)
     worker_rt.provider.answers.append("Even more words.")
-    assert summary_job.roll_summary(TENANT, SESSION, r.get(keys.summary_lock(TENANT, SESSION))) == "written"
+    token = r.get(keys.summary_lock(TENANT, SESSION))
+    assert summary_job.roll_summary(TENANT, SESSION, token, rt=worker_rt) == "written"
     second = worker_rt.provider.requests[1][1]["content"]
     assert "Summary so far:\nThe user and the assistant exchanged many words." in second
     assert f"user {int(fields['summary_upto']) // 2}:" in second and "user 0:" not in second
@@ -285,7 +286,7 @@ def test_a_model_failure_leaves_the_old_summary_and_frees_the_lock(worker_rt) ->
     r.hset(keys.session(TENANT, SESSION), mapping={"summary": "old", "summary_upto": 3})
     r.set(keys.summary_lock(TENANT, SESSION), "sum_1")
     worker_rt.provider.answers.append(ModelError("the model answered 500", status=500))
-    assert summary_job.roll_summary(TENANT, SESSION, "sum_1") == "model_failed"
+    assert summary_job.roll_summary(TENANT, SESSION, "sum_1", rt=worker_rt) == "model_failed"
     assert r.hmget(keys.session(TENANT, SESSION), "summary", "summary_upto") == ["old", "3"]
     assert r.exists(keys.summary_lock(TENANT, SESSION)) == 0
 
@@ -305,11 +306,11 @@ def test_a_report_is_admitted_once_per_session_and_its_end_frees_the_session(wor
 
     assert not memory.release_report(r, TENANT, SESSION, "job_2")  # only its holder frees it
     worker_rt.provider.answers.append("They talked.")
-    assert summary_job.summarise_session(TENANT, SESSION, "job_1") == "finished"
+    assert summary_job.summarise_session(TENANT, SESSION, "job_1", rt=worker_rt) == "finished"
     assert r.exists(keys.summary_report(TENANT, SESSION)) == 0
     worker_rt.provider.answers.append(RuntimeError("boom"))
     memory.admit_report(queue, settings, TENANT, SESSION, "job_4", "key-1")
-    assert summary_job.summarise_session(TENANT, SESSION, "job_4") == "failed"
+    assert summary_job.summarise_session(TENANT, SESSION, "job_4", rt=worker_rt) == "failed"
     assert r.exists(keys.summary_report(TENANT, SESSION)) == 0  # a failed report frees it as well
 
 

@@ -230,7 +230,8 @@ def test_tool_calls_and_reasoning_stream_as_openai_streams_them(base_url: str, c
 
 
 def test_openai_provider_puts_streamed_calls_together(base_url: str, control: httpx.Client, make_settings: Any) -> None:
-    from parley.worker.providers import REASONING, TEXT, OpenAIProvider
+    from parley.worker.providers.base import REASONING, TEXT
+    from parley.worker.providers.openai import OpenAIProvider
 
     script(control, {"reasoning": "hmm", "reply": "Checking.",
                      "tool_calls": [{"name": "calculator", "arguments": {"expression": "6*7"}}]})  # fmt: skip

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from parley.shared import shapes
 from parley.shared.agents import AgentStore, public
 from parley.shared.models import AgentCreate, AgentUpdate, SessionCreate
-from parley.worker.structured import InvalidAnswer, parse_answer
+from parley.worker.turn.structured import InvalidAnswer, parse_answer
 
 EVIL = "^(a+)+$"
 """Nested quantifiers: Python's `re` backtracks 2**n times on n a's and a mismatch; RE2 takes linear time."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from parley.worker.structured import InvalidAnswer, intent_of, is_json_schema, parse_answer, response_format
+from parley.worker.turn.structured import InvalidAnswer, intent_of, is_json_schema, parse_answer, response_format
 
 SCHEMA = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
 

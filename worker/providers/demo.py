@@ -18,7 +18,7 @@ from typing import Any
 
 from parley.shared.settings import Settings
 
-from .providers import TEXT, ModelStream, ToolCall
+from .base import TEXT, ModelStream, ToolCall
 
 LABEL = "[demo model, offline]"
 CITY_ZONES = {
@@ -31,7 +31,7 @@ CITY_ZONES = {
 }  # fmt: skip
 """Cities the demo knows by name; any IANA zone ("Europe/Lisbon") works as it is."""
 SHAPE_MARKER = "without deviation: "
-"""Where the agent's response shape starts in its instructions (worker/context.py writes it)."""
+"""Where the agent's response shape starts in its instructions (worker/turn/context.py writes it)."""
 
 _ASKS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^\s*(?:calc|calculate|compute)\s*:?\s*(?P<arg>.+?)\s*$", re.I | re.S), "calculator"),

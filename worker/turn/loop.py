@@ -27,8 +27,8 @@ from parley.shared.text import clean_json
 from parley.shared.tools import ToolContext, ToolRegistry, ToolResult
 from parley.shared.tools.runs import ToolRuns
 
+from ..providers.base import REASONING, ModelError, ModelStream, Provider, ToolCall
 from .context import model_message
-from .providers import REASONING, ModelError, ModelStream, Provider, ToolCall
 from .structured import REPAIR_PROMPT, InvalidAnswer, intent_of, parse_answer, response_format
 
 log = logging.getLogger("parley.worker.loop")

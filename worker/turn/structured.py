@@ -5,7 +5,7 @@ A shape is either a JSON Schema (an object with `type: object`, `properties` or 
 seed-style description object (`{"answer": "string", "recipes": "list of strings"}`: every key
 must be in the answer), or a description in words (any JSON object will do). JSON Schemas go to
 the provider's structured-output mode (`response_format: json_schema`); the others ask for a
-JSON object. Either way the instructions carry the shape too (worker/context.py), and the answer
+JSON object. Either way the instructions carry the shape too (context.py), and the answer
 is checked here, because not every OpenAI-compatible server enforces `response_format`.
 
 The answer is parsed and checked by shared/shapes.py, which treats the shape as data: bounded

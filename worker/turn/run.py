@@ -1,11 +1,13 @@
-"""The RQ job that runs one chat turn, and the callback that ends a turn RQ gives up on.
+"""The RQ job that runs one chat turn, and the callback that ends a turn RQ gives up on (RQ finds
+both at `parley.worker.turn`, see __init__.py; both get the worker's runtime as `rt`, see
+worker/runtime.py).
 
-A turn: mark it started (counting the attempt), rebuild the context from Redis, run the agent
-loop (worker/loop.py: the model's answer streamed as `delta` events, its tool calls run and fed
-back), then commit the user message, the tool steps and the answer, the job's result and its
-last events in one atomic step. Nothing reaches the history before that step, so a worker that
-dies mid-turn, even between two tool steps, leaves nothing half-written; RQ runs the turn again
-elsewhere.
+A turn: mark it started (counting the attempt), rebuild the context from Redis (what the session
+remembers: worker/memory/window.py), run the agent loop (loop.py: the model's answer streamed as
+`delta` events, its tool calls run and fed back), then commit the user message, the tool steps and
+the answer, the job's result and its last events in one atomic step. Nothing reaches the history
+before that step, so a worker that dies mid-turn, even between two tool steps, leaves nothing
+half-written; RQ runs the turn again elsewhere.
 """
 
 from __future__ import annotations
@@ -15,31 +17,28 @@ import logging
 import time
 from typing import Any
 
-from parley.shared import events, logs, memory, telemetry
+from parley.shared import events, logs, telemetry
 from parley.shared import images as session_images
 from parley.shared.clock import now_ms
 from parley.shared.sessions import message_json
 from parley.shared.tokens import count_message
-from parley.shared.tools import ToolContext, load_registry
+from parley.shared.tools import ToolContext
 
+from ..memory.window import maybe_schedule_summary, remembered
+from ..providers.base import ModelError
+from ..runtime import Runtime
 from .cancel_watch import CancelWatch
 from .context import CLOSING_MESSAGE, build_messages, exchanges_so_far
 from .emitter import Emitter
 from .loop import AgentLoop, Outcome, Stopped
-from .providers import ModelError
-from .runtime import runtime
 from .structured import InvalidAnswer
-from .summary import maybe_schedule_summary
 
 log = logging.getLogger("parley.worker.turn")
 
-SUMMARY_INTRO = "Summary of the earlier conversation (its older messages are not shown):\n"
-
 
 @logs.turn_context
-def run_turn(tenant: str, job_id: str) -> str:
+def run_turn(tenant: str, job_id: str, *, rt: Runtime) -> str:
     """Run one turn; returns how it ended (RQ keeps that as the job's result)."""
-    rt = runtime()
     state, attempt, record = rt.turns.start(tenant, job_id)
     started = time.monotonic()
     if state != "started":
@@ -48,57 +47,36 @@ def run_turn(tenant: str, job_id: str) -> str:
     logs.bind(session_id=record.get("session_id"))
     agent = rt.agents.get_by_id(tenant, record["agent_id"])
     if agent is None:
-        return _fail(tenant, job_id, attempt, "the session's agent no longer exists", "agent_missing")
+        return _fail(rt, tenant, job_id, attempt, "the session's agent no longer exists", "agent_missing")
     model = agent.get("model") or rt.settings.default_model
     images = json.loads(record.get("images") or "[]")
     if "history" in record:  # a turn that brought its own conversation (no session memory)
         history = json.loads(record["history"])
         exchanges = exchanges_so_far(history)
     else:
-        history, exchanges = _remembered(tenant, record, agent, model, images)
+        history, exchanges = remembered(rt, tenant, record, agent, model, images)
 
     if agent.get("max_turns") and exchanges >= agent["max_turns"]:
         if not rt.turns.emit(tenant, job_id, attempt, [events.encode("delta", content=CLOSING_MESSAGE)]):
             return "stopped"
-        return _commit(tenant, job_id, attempt, agent, record, Outcome(answer=CLOSING_MESSAGE), model)
+        return _commit(rt, tenant, job_id, attempt, agent, record, Outcome(answer=CLOSING_MESSAGE), model)
     messages = build_messages(agent, history, record["message"], images)
     try:
-        outcome = _run_loop(tenant, job_id, attempt, agent, record, messages, started)
+        outcome = _run_loop(rt, tenant, job_id, attempt, agent, record, messages, started)
     except ModelError as error:
         telemetry.model_error(error.status, error.timed_out)
         code = "model_timeout" if error.timed_out else "model_failed"
-        return _fail(tenant, job_id, attempt, str(error), code)
+        return _fail(rt, tenant, job_id, attempt, str(error), code)
     except InvalidAnswer as error:
-        return _fail(tenant, job_id, attempt, f"the model's answer did not fit the agent's response shape "
+        return _fail(rt, tenant, job_id, attempt, f"the model's answer did not fit the agent's response shape "
                                               f"twice: {error}", "invalid_answer")  # fmt: skip
     if outcome is None:
         log.info("turn %s attempt %s stopped: canceled or superseded", job_id, attempt)
         return "stopped"
-    return _commit(tenant, job_id, attempt, agent, record, outcome, model)
+    return _commit(rt, tenant, job_id, attempt, agent, record, outcome, model)
 
 
-def _remembered(tenant: str, record: dict[str, str], agent: dict[str, Any], model: str,
-                images: list[str]) -> tuple[list[dict[str, Any]], int]:  # fmt: skip
-    """What the session remembers that fits the agent's context budget (shared/memory.py): the
-    first message, the rolling summary, the newest whole turns, their images resolved in one
-    read; and how many exchanges the session has had. Reads O(window), never the whole history."""
-    rt = runtime()
-    r, session_id = rt.clients.text, record["session_id"]
-    new_message = {"role": "user", "content": record["message"], "images": images}
-    budget = memory.history_budget(agent, rt.settings.context_tokens, model) - count_message(new_message, model)
-    window = memory.read_window(r, tenant, session_id, budget_tokens=max(budget, 0), model=model)
-    history = [window.first] if window.first else []
-    if window.summary:
-        history.append({"role": "system", "content": SUMMARY_INTRO + window.summary})
-    history.extend(window.messages)
-    found = session_images.lookup(r, tenant, session_id, [ref for m in history for ref in m.get("images") or ()])
-    for message in history:
-        if message.get("images"):
-            message["images"] = session_images.with_uris(message["images"], found)
-    return history, window.exchanges
-
-
-def _run_loop(tenant: str, job_id: str, attempt: int, agent: dict[str, Any], record: dict[str, str],
+def _run_loop(rt: Runtime, tenant: str, job_id: str, attempt: int, agent: dict[str, Any], record: dict[str, str],
               messages: list[dict[str, Any]], started: float) -> Outcome | None:  # fmt: skip
     """The agent loop with its events sent from a side thread and a watch for cancels and for a
     model gone quiet; None when the turn was canceled or superseded meanwhile.
@@ -108,7 +86,6 @@ def _run_loop(tenant: str, job_id: str, attempt: int, agent: dict[str, Any], rec
     step with no content for PARLEY_MODEL_IDLE_TIMEOUT_S is hung up on by the same watch and
     ends the turn with a timed-out ModelError.
     """
-    rt = runtime()
     holder: list[AgentLoop] = []
 
     def hang_up() -> None:
@@ -123,7 +100,7 @@ def _run_loop(tenant: str, job_id: str, attempt: int, agent: dict[str, Any], rec
                      on_check=hang_up_if_idle) as watch, \
             Emitter(lambda batch: rt.turns.emit(tenant, job_id, attempt, batch), hang_up) as emitter:  # fmt: skip
         loop = AgentLoop(
-            provider=rt.provider, registry=load_registry(rt.settings), agent=agent,
+            provider=rt.provider, registry=rt.tools, agent=agent,
             model=agent.get("model") or rt.settings.default_model,
             tool_context=ToolContext(tenant=tenant, session_id=record["session_id"], job_id=job_id,
                                      redis=rt.clients.text, settings=rt.settings,
@@ -143,11 +120,10 @@ def _run_loop(tenant: str, job_id: str, attempt: int, agent: dict[str, Any], rec
             telemetry.tokens(agent["name"], loop.model, usage.get("prompt_tokens"), usage.get("completion_tokens"))
 
 
-def _commit(tenant: str, job_id: str, attempt: int, agent: dict[str, Any], record: dict[str, str],
+def _commit(rt: Runtime, tenant: str, job_id: str, attempt: int, agent: dict[str, Any], record: dict[str, str],
             outcome: Outcome, model: str) -> str:  # fmt: skip
     """Commit the turn (user message, tool steps, answer, images, token counts) and end it; then,
     for a session, schedule a rolling summary when its history nears the budget."""
-    rt = runtime()
     session_id = record["session_id"]
     now = now_ms()
     usage = outcome.usage or None
@@ -176,16 +152,16 @@ def _commit(tenant: str, job_id: str, attempt: int, agent: dict[str, Any], recor
     return "finished" if done else "stopped"
 
 
-def _fail(tenant: str, job_id: str, attempt: int | None, error: str, code: str) -> str:
+def _fail(rt: Runtime, tenant: str, job_id: str, attempt: int | None, error: str, code: str) -> str:
     log.warning("turn %s failed: %s", job_id, error)
-    runtime().turns.finish(
+    rt.turns.finish(
         tenant, job_id, status="failed", attempt=attempt, error=error, error_code=code,
         events_out=[events.encode("error", message=error, code=code), events.encode("done")],
     )  # fmt: skip
     return "failed"
 
 
-def on_turn_failure(job: Any, connection: Any, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+def on_turn_failure(job: Any, connection: Any, exc_type: Any, exc_value: Any, traceback: Any, *, rt: Runtime) -> None:
     """RQ's failure callback: end the turn `failed` once RQ will not run it again.
 
     RQ calls this before it decides to retry (for a job that raised, and for one whose worker
@@ -199,4 +175,4 @@ def on_turn_failure(job: Any, connection: Any, exc_type: Any, exc_value: Any, tr
     reason = "the worker running this turn stopped" if exc_type is not None and "Abandoned" in getattr(
         exc_type, "__name__", ""
     ) else f"the turn failed: {exc_value!r}"
-    _fail(tenant, job_id, None, reason, "turn_failed")
+    _fail(rt, tenant, job_id, None, reason, "turn_failed")

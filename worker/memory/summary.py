@@ -1,0 +1,221 @@
+"""Summary jobs: the rolling summary that keeps a long session within its context budget, and the
+summary a client asks for with `POST /api/v1/sessions/{id}/summary`.
+
+Both run as RQ jobs on the turns' queue, beside the turns, so no worker needs a second queue; RQ
+finds them at `parley.worker.summary` (see there) and they get the worker's runtime as `rt`
+(worker/runtime.py). The rolling summary never touches a turn: it is scheduled after a turn
+committed (`maybe_schedule_summary`, window.py), at most one per session at a time (a lock key),
+reads O(window) of the history, and writes its result only if no other summary was written
+meanwhile. A model failure leaves the old summary (logged); the next turn schedules another try.
+docs/memory.md has the policy.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+
+from parley.shared import events, keys, memory, scripts
+from parley.shared.tokens import MESSAGE_OVERHEAD_TOKENS, count_text
+
+from ..providers.base import ModelError
+from ..runtime import Runtime
+from ..turn.cancel_watch import CancelWatch
+from ..turn.context import instructions_text
+from ..turn.structured import InvalidAnswer, parse_answer, response_format
+from .window import agent_model
+
+log = logging.getLogger("parley.worker.summary")
+
+SUMMARY_WORDS_MIN, SUMMARY_WORDS_MAX = 80, 800
+ROLLING_PROMPT = (
+    "You maintain the running summary of a long conversation between a user and an AI assistant, so the "
+    "assistant can go on with the conversation once the older messages are gone. Fold the new messages into "
+    "the summary so far. Keep every fact, name, number, preference, decision and open question the assistant "
+    "may need later, and who said what; drop pleasantries. Write plain text, at most {words} words, and "
+    "nothing but the summary."
+)
+
+
+def roll_summary(tenant: str, session_id: str, token: str, *, rt: Runtime) -> str:
+    """RQ job: fold the session's oldest unsummarised turns into its rolling summary.
+
+    Returns what happened (RQ keeps it as the result): written | nothing_to_fold | superseded |
+    model_failed | missing."""
+    try:
+        return _roll(rt, tenant, session_id)
+    except ModelError as error:
+        log.warning("session %s/%s: the summary model failed (%s); the old summary stays", tenant, session_id, error)
+        return "model_failed"
+    finally:
+        _release(rt.clients.text, keys.summary_lock(tenant, session_id), token)
+
+
+def _roll(rt: Runtime, tenant: str, session_id: str) -> str:
+    r = rt.clients.text
+    agent_id = rt.sessions.bound_agent(tenant, session_id)
+    agent = rt.agents.get_by_id(tenant, agent_id) if agent_id else None
+    if agent is None:
+        return "missing"
+    model = agent_model(rt, agent)
+    budget = memory.history_budget(agent, rt.settings.context_tokens, model)
+    snap = memory.snapshot(r, tenant, session_id, model)
+    fold = memory.plan_fold(r, tenant, session_id, snap, budget, model)
+    if fold is None:
+        return "nothing_to_fold"
+    words = max(SUMMARY_WORDS_MIN, min(SUMMARY_WORDS_MAX, budget // 8))
+    prompt = [
+        {"role": "system", "content": ROLLING_PROMPT.format(words=words)},
+        {"role": "user", "content": f"Summary so far:\n{snap.summary or '(none yet)'}\n\n"
+                                    f"New messages, oldest first:\n{transcript(fold.messages)}"},
+    ]  # fmt: skip
+    summary = _ask(rt, model, prompt).strip()
+    if not summary:
+        raise ModelError("the model answered with an empty summary")
+    written = memory.write_summary(
+        r, tenant, session_id, expected_upto=snap.summary_upto, summary=summary,
+        summary_tokens=count_text(summary, model) + MESSAGE_OVERHEAD_TOKENS, upto=fold.cut,
+        tokens_then=snap.tokens, kept_tokens=fold.kept_tokens,
+    )  # fmt: skip
+    if not written:
+        log.info("session %s/%s: summary not written (another was, or the session went)", tenant, session_id)
+        return "superseded"
+    if fold.skipped:
+        log.info("session %s/%s: %d old messages beyond one run's reach left out of the summary",
+                 tenant, session_id, fold.skipped)  # fmt: skip
+    log.info("session %s/%s: summary now covers messages < %d (%d folded)", tenant, session_id, fold.cut,
+             len(fold.messages))  # fmt: skip
+    return "written"
+
+
+def summarise_session(tenant: str, session_id: str, job_id: str, *, rt: Runtime) -> str:
+    """RQ job behind `POST /api/v1/sessions/{id}/summary`: the whole conversation (rolling summary
+    plus the window's tail) summarised as the agent's instructions and response shape say.
+
+    Answers through the job's event stream, as a turn does: `response` (with `structured`, the
+    parsed JSON object) or `error`, then `done`; the web process waits on it as `/chat` waits."""
+    try:
+        structured, text = _report(rt, tenant, session_id)
+        outcome = [events.encode("response", content=text, structured=structured, session_id=session_id)]
+        result = "finished"
+    except ModelError as error:
+        code = "model_timeout" if error.timed_out else "model_failed"
+        log.warning("summary %s of %s/%s failed: %s", job_id, tenant, session_id, error)
+        outcome, result = [events.encode("error", message=str(error), code=code)], "failed"
+    except Exception as error:  # the waiting request gets an answer, never a hang
+        log.error("summary %s of %s/%s failed", job_id, tenant, session_id, exc_info=True)
+        outcome = [events.encode("error", message=f"the summary failed: {error.__class__.__name__}",
+                                 code="summary_failed")]  # fmt: skip
+        result = "failed"
+    finally:  # before `done`: a client that asks again once answered is not refused as still running
+        _release_report(rt, tenant, session_id, job_id)
+    _emit(rt, tenant, job_id, [*outcome, events.encode("done")])
+    return result
+
+
+def _report(rt: Runtime, tenant: str, session_id: str) -> tuple[dict[str, Any], str]:
+    agent_id = rt.sessions.bound_agent(tenant, session_id)
+    agent = rt.agents.get_by_id(tenant, agent_id) if agent_id else None
+    if agent is None:
+        raise ModelError("the session or its agent no longer exists")
+    model = agent_model(rt, agent)
+    budget = memory.history_budget(agent, rt.settings.context_tokens, model)
+    window = memory.read_window(rt.clients.text, tenant, session_id, budget_tokens=budget, model=model)
+    conversation = ([window.first] if window.first else []) + window.messages
+    earlier = f"Summary of its earlier part:\n{window.summary}\n\n" if window.summary else ""
+    shaped = bool(agent.get("response_shape"))
+    ask = ("Summarise this conversation following your instructions, in the JSON shape they give."
+           if shaped else "Summarise this conversation in a few short paragraphs.")  # fmt: skip
+    prompt: list[dict[str, str]] = []
+    if agent.get("context"):
+        prompt.append({"role": "system", "content": agent["context"]})
+    if instructions_text(agent):
+        prompt.append({"role": "system", "content": instructions_text(agent)})
+    prompt.append({"role": "user", "content": f"{ask}\n\n{earlier}The conversation:\n{transcript(conversation)}"})
+    text = _ask(rt, model, prompt, response_format(agent.get("response_shape"))).strip()
+    if not shaped:
+        return {"text": text}, text
+    return parse_summary(agent["response_shape"], text), text
+
+
+def parse_summary(shape: Any, text: str) -> dict[str, Any]:
+    """The summary as the JSON object the agent's response shape asks for (checked as a turn's
+    answer is, worker/turn/structured.py); ModelError when it is not one."""
+    try:
+        value = parse_answer(shape, text)
+    except InvalidAnswer as error:
+        raise ModelError(f"the model's summary does not fit the agent's response shape: {error}") from None
+    if not isinstance(value, dict):
+        raise ModelError("the model's summary is not a JSON object in the agent's response shape")
+    return value
+
+
+def transcript(messages: list[dict[str, Any]]) -> str:
+    """Stored messages as plain lines (`user: ...`), tool calls and images named, for a summary prompt."""
+    lines = []
+    for message in messages:
+        role, text = message.get("role", "?"), message.get("content") or ""
+        if role == "tool":
+            role = f"tool {message.get('name') or ''} result".replace("  ", " ")
+        for call in message.get("tool_calls") or ():
+            function = call.get("function") or {}
+            text += f" [called {function.get('name')}({function.get('arguments') or ''})]"
+        if message.get("images"):
+            text += f" [{len(message['images'])} image(s)]"
+        lines.append(f"{role}: {text.strip()}")
+    return "\n".join(lines)
+
+
+def _ask(rt: Runtime, model: str, messages: list[dict[str, str]], answer_format: dict[str, Any] | None = None) -> str:
+    """The model's whole answer; ModelError (timed out) when it sends nothing for PARLEY_MODEL_IDLE_TIMEOUT_S,
+    checked by the process's watcher thread as a turn's steps are (worker/turn/cancel_watch.py)."""
+    idle_after = rt.settings.model_idle_timeout_s
+    with rt.provider.stream(model=model, messages=messages, temperature=None, max_tokens=None,
+                            response_format=answer_format) as stream:  # fmt: skip
+
+        def hang_up_if_idle(now: float) -> None:
+            if stream.idle_for(now) >= idle_after:
+                stream.close(idle=True)
+
+        try:
+            with CancelWatch(lambda: True, lambda: None, on_check=hang_up_if_idle):
+                text = "".join(stream)
+        except ModelError:
+            if not stream.idle:
+                raise
+        if stream.idle:  # hanging up ends the read quietly or as a broken stream
+            raise ModelError(f"the model sent no content for {idle_after:g} s", timed_out=True)
+        return text
+
+
+def _emit(rt: Runtime, tenant: str, job_id: str, payloads: list[str]) -> None:
+    """Append events to the job's stream and publish them live, as a turn's events go (the turn's
+    emit snippet without its attempt fence: a summary job has no attempts to fence)."""
+    emit = rt.clients.text.register_script(scripts._EMIT + "return emit(KEYS[1], KEYS[2], ARGV[1], ARGV[2])")
+    for payload in payloads:
+        emit(keys=[keys.events(tenant, job_id), keys.live_channel(tenant, job_id)],
+             args=[payload, rt.settings.retention_s * 1000])  # fmt: skip
+
+
+def _release_report(rt: Runtime, tenant: str, session_id: str, job_id: str) -> None:
+    """Free the session's report lock (admit_report took it); if Redis fails, it expires by itself."""
+    try:
+        memory.release_report(rt.clients.text, tenant, session_id, job_id)
+    except redis.RedisError:
+        log.warning("could not release the summary lock of %s/%s; it expires by itself", tenant, session_id,
+                    exc_info=True)  # fmt: skip
+
+
+def _release(r: Any, lock: str, token: str) -> None:
+    """Delete the lock if this job still holds it."""
+    with r.pipeline(transaction=True) as pipe:
+        try:
+            pipe.watch(lock)
+            if pipe.get(lock) == token:
+                pipe.multi()
+                pipe.delete(lock)
+                pipe.execute()
+        except redis.RedisError:
+            log.warning("could not release %s; it expires by itself", lock, exc_info=True)
