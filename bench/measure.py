@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from parley.worker.context import build_messages
+from parley.worker.turn.context import build_messages
 
 from . import sysinfo
 from .timed_model import parse_first_chunk_time
@@ -137,7 +137,7 @@ def provider_latency(model_base_url: str, n: int, warmup: int) -> dict[str, Any]
     from unittest import mock
 
     from parley.shared.settings import Settings
-    from parley.worker.providers import OpenAIProvider
+    from parley.worker.providers.openai import OpenAIProvider
 
     settings = Settings(OPENAI_BASE_URL=model_base_url, OPENAI_API_KEY="x", PARLEY_LLM="openai",
                         REDIS_URL="redis://127.0.0.1:1/0")  # type: ignore[call-arg]  # fmt: skip
