@@ -1,5 +1,5 @@
 """Watches whether each running turn is still this worker's to run (and whether its model has gone
-quiet), from one thread per process."""
+quiet), from one thread per process. The summary jobs use it for the second check alone."""
 
 from __future__ import annotations
 

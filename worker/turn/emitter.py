@@ -1,5 +1,7 @@
-"""Sends a turn's `delta` events from a side thread, every batch of waiting events in one Redis
-round trip, so reading the model's stream never waits on Redis between chunks.
+"""Sends the events a turn's agent loop emits (`delta`, `thinking`, `llm_thought`, `tool_execution`,
+`tool_result`, `status`) from a side thread, every batch of waiting events in one Redis pipeline,
+so reading the model's stream never waits on Redis between chunks. The turn's last events
+(`response` or `error`, then `done`) go out with its commit, not through here.
 
 A fast model sends its chunks in bursts; one round trip per chunk made Redis latency the pace of
 the whole turn (docs/benchmarks.md). Order is kept: one thread sends, batches go out in order,
