@@ -8,6 +8,7 @@ becomes a prompt error a client can act on, not a hang.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
@@ -22,6 +23,19 @@ class RedisClients:
     raw: redis.Redis
 
 
+def retry_options() -> dict[str, Any]:
+    """One immediate retry of a command (or a whole pipeline) whose connection dropped: after a Redis
+    restart every pooled connection is stale once.
+
+    The retry sends the command again although its first send may have run (the reply is what was lost),
+    so what it retries must be safe to run twice. What holds: reads are; so are the turn scripts of
+    scripts.py (ACCEPT, START, EMIT and FINISH: scripts.py, "Run twice"). NOT safe: plain increments
+    (telemetry deltas, and api/hub.py's per-tenant request rate, may count twice: a count, not state), and
+    CREATE_SESSION, whose second run answers "not created" (409) for the session its first run created.
+    The scripts of agents.py, memory.py and tools/ are not covered by this note."""
+    return {"retry": Retry(NoBackoff(), 1), "retry_on_error": [redis.ConnectionError]}
+
+
 def connect(settings: Settings, *, socket_timeout_s: float | None = None) -> RedisClients:
     """Clients for `settings.redis_url`; `socket_timeout_s` overrides the command timeout."""
     timeout = settings.redis_timeout_s if socket_timeout_s is None else socket_timeout_s
@@ -29,10 +43,7 @@ def connect(settings: Settings, *, socket_timeout_s: float | None = None) -> Red
         socket_connect_timeout=settings.redis_timeout_s,
         socket_timeout=timeout,
         health_check_interval=1,  # an idle pooled connection is checked first: a Redis restart costs no request
-        # One immediate retry on a dropped connection: after a Redis restart every pooled
-        # connection is stale once. Scripts that write are safe to run twice (see scripts.py).
-        retry=Retry(NoBackoff(), 1),
-        retry_on_error=[redis.ConnectionError],
+        **retry_options(),
     )
     text = redis.Redis.from_url(settings.redis_url, decode_responses=True, **options)  # type: ignore[arg-type]
     raw = redis.Redis.from_url(settings.redis_url, decode_responses=False, **options)  # type: ignore[arg-type]

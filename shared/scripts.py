@@ -20,6 +20,18 @@ turn holds ('admitted', 'line', or nothing), so each ending releases exactly tha
 
 Whole or not at all: Redis keeps what a script wrote before it failed. So every script decodes
 and checks all of its arguments before its first write, and a bad argument changes nothing.
+
+Run twice: the Redis client retries a command once when its connection drops (redis_client.py),
+and the first run may have happened before the reply was lost. So a script run a second time with
+the same arguments must change nothing and answer as the first run did:
+- ACCEPT_TURN: the job id is the call's name; a job that exists answers 'accepted' again.
+- START_TURN, FINISH_TURN: the caller names each call (a fresh `call id`); the job hash keeps the id
+  of the call that started or ended the turn (`start_call`, `finish_call`), and `first_run_only`
+  puts the check in front of the whole script, telemetry wrapper included, so a second run of that
+  call gives the first run's answer and writes nothing, telemetry neither.
+- EMIT_TURN_EVENT: each event carries its call id and its index in that call; the job hash keeps the
+  last one written (`emitted`), so a batch sent again writes only the events the first send did not.
+- CREATE_SESSION is NOT: its second run finds the session and answers "not created" (see there).
 """
 
 from __future__ import annotations
@@ -134,6 +146,8 @@ CREATE_SESSION = (
 -- KEYS: session, sessions, agent_sessions, messages
 -- ARGV: session_id, agent_id, now_ms, metadata_json, first_message_json
 -- Returns {bound agent id, created (0|1)}.
+-- Not safe to run twice: a second run (the client's retry after a lost reply) answers created 0 for
+-- the session the first run created. It writes nothing more, but its caller then answers 409.
 local bound, created = ensure_session(KEYS[1], KEYS[2], KEYS[3], KEYS[4],
                                       ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 return {bound, created}
@@ -216,11 +230,19 @@ return {'accepted', ARGV[1]}
 """
 )
 
+START_TURN_REPLAY = """
+-- START_TURN's call ran already (its reply was lost and the client sent it again): the same answer.
+local started = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'start_call')
+if started[1] == 'started' and started[3] == ARGV[3] then
+    return {'started', tonumber(started[2]), redis.call('HGETALL', KEYS[1])}
+end
+"""
+
 START_TURN = (
     _EMIT
     + """
 -- KEYS: 1 job, 2 events, 3 live channel
--- ARGV: 1 now_ms, 2 retention_ms
+-- ARGV: 1 now_ms, 2 retention_ms, 3 call id (names this call: START_TURN_REPLAY answers its retry)
 -- Marks the turn started and counts the attempt. The attempt number fences later writes: a
 -- worker presumed dead whose turn was retried elsewhere can no longer emit or commit.
 -- Returns {'started', attempt, the job hash as a flat list} (saving the worker a read) |
@@ -233,7 +255,7 @@ if status == 'finished' or status == 'failed' or status == 'canceled' then
     return {'final', 0}
 end
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
-redis.call('HSET', KEYS[1], 'status', 'started')
+redis.call('HSET', KEYS[1], 'status', 'started', 'start_call', ARGV[3])
 if attempt == 1 then
     redis.call('HSET', KEYS[1], 'started_at', ARGV[1])
     emit(KEYS[2], KEYS[3], cjson.encode({type = 'status', message = 'started'}), ARGV[2])
@@ -248,16 +270,34 @@ EMIT_TURN_EVENT = (
     _EMIT
     + """
 -- KEYS: 1 job, 2 events, 3 live channel
--- ARGV: 1 attempt, 2 event JSON, 3 retention_ms
--- Emits only while this attempt is the running one. Returns the event id, or false when the
--- turn was canceled, finished or taken over by a newer attempt (the worker then stops).
-local state = redis.call('HMGET', KEYS[1], 'status', 'attempt')
+-- ARGV: 1 attempt, 2 event JSON, 3 retention_ms, 4 call id (one per batch of events),
+--       5 the event's index in its call (1, 2, ...)
+-- Emits only while this attempt is the running one. Returns the event id, 1 when this call already
+-- wrote this event (a batch sent again after a lost reply: nothing is written twice), or false when
+-- the turn was canceled, finished or taken over by a newer attempt (the worker then stops).
+local state = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'emitted')
 if state[1] ~= 'started' or state[2] ~= ARGV[1] then
     return false
 end
+local index = tonumber(ARGV[5])
+if not index then
+    error('bad argument: the event index is not a number')
+end
+local call, written = string.match(state[3] or '', '^(%S+) (%d+)$')
+if call == ARGV[4] and tonumber(written) >= index then
+    return 1
+end
+redis.call('HSET', KEYS[1], 'emitted', ARGV[4] .. ' ' .. index)
 return emit(KEYS[2], KEYS[3], ARGV[2], ARGV[3])
 """
 )
+
+FINISH_TURN_REPLAY = """
+-- FINISH_TURN's call ran already and ended the turn (its reply was lost and the client sent it again).
+if redis.call('HGET', KEYS[1], 'finish_call') == ARGV[18] then
+    return 1
+end
+"""
 
 FINISH_TURN = (
     _EMIT
@@ -273,7 +313,7 @@ FINISH_TURN = (
 --       12 RQ enqueued_at text, 13 the turn's images (JSON object ref -> data URI; '' = none),
 --       14 the messages' tokens (added to the session's unsummarised `tokens`),
 --       15 the tenant's cap of admitted turns (0 = no cap), 16 the tenant's job key prefix,
---       17 how many notes a session keeps
+--       17 how many notes a session keeps, 18 call id (names this call: FINISH_TURN_REPLAY answers its retry)
 -- Ends a turn exactly once: records the outcome, commits its messages, images and pending notes
 -- (only when finished), emits its last events (ending with `done`), gives back its place (admitted
 -- or in the tenant's line), leaves the lane, makes the lane's next turn ready and admits turns
@@ -323,7 +363,7 @@ end
 redis.call('DEL', KEYS[14])  -- a turn that did not finish in a session keeps none of its notes
 redis.call('PEXPIRE', KEYS[13], ARGV[10])
 redis.call('HSET', KEYS[1], 'status', final, 'ended_at', ARGV[3], 'result', ARGV[5],
-           'error', ARGV[6], 'error_code', ARGV[7])
+           'error', ARGV[6], 'error_code', ARGV[7], 'finish_call', ARGV[18])
 redis.call('PEXPIRE', KEYS[1], ARGV[10])  -- kept as long as its events: retention counts from the end
 for _, payload in ipairs(payloads) do
     emit(KEYS[2], KEYS[3], payload, ARGV[10])
@@ -352,3 +392,9 @@ fill_from_line(KEYS[11], KEYS[12], KEYS[7], ARGV[16], ARGV[11], cap, ARGV[12])
 return 1
 """
 )
+
+
+def first_run_only(replay: str, script: str) -> str:
+    """`script` behind `replay`, a Lua block that returns the first run's answer when this call already
+    ran. In front of the whole script (a telemetry wrapper included), so a second run writes nothing."""
+    return f"{replay}\nlocal function first_run()\n{script}\nend\nreturn first_run()\n"

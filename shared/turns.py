@@ -51,6 +51,12 @@ def new_job_id() -> str:
     return f"job_{uuid.uuid4().hex}"
 
 
+def new_call_id() -> str:
+    """Names one call of START_TURN, EMIT_TURN_EVENT or FINISH_TURN, so the same call run again by the
+    client's retry (after a lost reply) is known and writes nothing twice (scripts.py, "Run twice")."""
+    return uuid.uuid4().hex
+
+
 def _rq_now() -> str:
     return utcformat(datetime.now(UTC))
 
@@ -62,10 +68,13 @@ class TurnStore:
         self.settings = settings
         self.queue = Queue(settings.queue_name, connection=clients.raw)
         self._accept = self.r.register_script(scripts.ACCEPT_TURN)
-        # Start and finish also record telemetry in the same step (telemetry.py says how).
-        self._start = self.r.register_script(telemetry.recording_start(scripts.START_TURN))
+        # Start and finish also record telemetry in the same step (telemetry.py says how); a second run
+        # of the same call is answered before that (scripts.first_run_only), so it records nothing again.
+        start = scripts.first_run_only(scripts.START_TURN_REPLAY, telemetry.recording_start(scripts.START_TURN))
+        finish = scripts.first_run_only(scripts.FINISH_TURN_REPLAY, telemetry.recording_finish(scripts.FINISH_TURN))
+        self._start = self.r.register_script(start)
         self._emit = self.r.register_script(scripts.EMIT_TURN_EVENT)
-        self._finish = self.r.register_script(telemetry.recording_finish(scripts.FINISH_TURN))
+        self._finish = self.r.register_script(finish)
 
     @property
     def retention_ms(self) -> int:
@@ -201,7 +210,7 @@ class TurnStore:
         state, attempt, *rest = self._start(
             keys=[job_key, keys.events(tenant, job_id), keys.live_channel(tenant, job_id),
                   job_key, *telemetry.script_keys()],
-            args=[now_ms(), self.retention_ms, telemetry.script_arg(telemetry.PENDING.take())],
+            args=[now_ms(), self.retention_ms, new_call_id(), telemetry.script_arg(telemetry.PENDING.take())],
         )  # fmt: skip
         flat = rest[0] if rest else []
         return state, int(attempt), dict(zip(flat[::2], flat[1::2], strict=True))
@@ -215,18 +224,22 @@ class TurnStore:
         """Emit events of a running attempt, in order, in one round trip; False means stop:
         the turn was canceled, ended or superseded (and events from then on were dropped)."""
         job_keys = [keys.job(tenant, job_id), keys.events(tenant, job_id), keys.live_channel(tenant, job_id)]
+        call = new_call_id()
         try:
-            return self._emit_batch(job_keys, attempt, payloads)
+            return self._emit_batch(job_keys, attempt, payloads, call)
         except NoScriptError:  # Redis restarted or its scripts were flushed: load it, send again
             self.r.script_load(scripts.EMIT_TURN_EVENT)
-            return self._emit_batch(job_keys, attempt, payloads)
+            return self._emit_batch(job_keys, attempt, payloads, call)
 
-    def _emit_batch(self, job_keys: list[str], attempt: int, payloads: list[str]) -> bool:
+    def _emit_batch(self, job_keys: list[str], attempt: int, payloads: list[str], call: str) -> bool:
         # EVALSHA straight on the pipeline: a Script object on a pipeline costs a SCRIPT EXISTS round
-        # trip at every execute. A NOSCRIPT reply writes nothing, so sending the batch again is safe.
+        # trip at every execute. Sending the batch again (after a NOSCRIPT reply, or the client's retry
+        # after a lost reply) writes only the events the first send did not: each names its call and index.
+        # The telemetry deltas riding along are plain increments: a retried pipeline may count them twice.
         with self.r.pipeline(transaction=False) as pipe:
-            for payload in payloads:
-                pipe.evalsha(self._emit.sha, len(job_keys), *job_keys, attempt, payload, self.retention_ms)
+            for index, payload in enumerate(payloads, start=1):
+                pipe.evalsha(self._emit.sha, len(job_keys), *job_keys, attempt, payload, self.retention_ms,
+                             call, index)  # fmt: skip
             telemetry.write(pipe, telemetry.PENDING.take())  # rides along: no round trip of its own
             event_ids = pipe.execute()[: len(payloads)]
         return all(event_ids)
@@ -259,7 +272,7 @@ class TurnStore:
                 json.dumps(result) if result is not None else "", error, error_code,
                 json.dumps(messages or []), json.dumps(events_out), self.retention_ms,
                 Job.redis_job_namespace_prefix, _rq_now(), json.dumps(images) if images else "", tokens,
-                self.settings.tenant_concurrency, keys.job(tenant, ""), MAX_NOTES,
+                self.settings.tenant_concurrency, keys.job(tenant, ""), MAX_NOTES, new_call_id(),
                 status, ended_ms, telemetry.script_arg(telemetry.PENDING.take()),
             ],
         )  # fmt: skip
