@@ -1,4 +1,5 @@
-"""FastAPI dependencies as `Annotated` aliases: the runtime, and the caller's tenant."""
+"""FastAPI dependencies as `Annotated` aliases: the runtime, the caller's tenant (its request rate
+checked) for `/api/v1` and for the seed routes, and the caller's API key."""
 
 from __future__ import annotations
 

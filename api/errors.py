@@ -34,10 +34,6 @@ def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorResponse, "description": HTTP_CODES.get(status, "error")} for status in statuses}
 
 
-API_ERRORS = documented(401, 404, 422, 503)
-"""What any `/api/v1/` route may answer besides its success."""
-
-
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, **extra}}
 

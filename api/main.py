@@ -1,4 +1,5 @@
-"""The FastAPI app: `uvicorn parley.api.main:app`."""
+"""The FastAPI app: `uvicorn parley.api.main:app`: Parley's own routes (`routes/`) and the protocol
+adapters (`adapters/`), on one runtime (`runtime.py`), one error mapping (`errors.py`) and the middleware."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ from parley.shared.logs import configure_logging
 from parley.shared.settings import Settings, get_settings
 
 from . import errors
+from .adapters.openai import routes as openai_routes
+from .adapters.seed import routes as seed_routes
 from .metrics import Reporter
 from .middleware import BodyGuard, HttpMetrics, RequestContext
-from .routes import agents, chat, compat, jobs, openai_compat, ops, sessions, tools, ui
+from .routes import agents, chat, jobs, ops, sessions, tools, ui
 from .runtime import WebRuntime
 from .shutdown import on_stop_signal
 
@@ -70,7 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["Retry-After", "X-Request-ID"], max_age=600,
         )  # fmt: skip
 
-    for module in (ops, agents, sessions, chat, jobs, compat, openai_compat, tools, ui):
+    for module in (ops, agents, sessions, chat, jobs, seed_routes, openai_routes, tools, ui):
         app.include_router(module.router)
     return app
 

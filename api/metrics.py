@@ -4,7 +4,7 @@ Every value is deployment-wide (shared/telemetry.py explains the Redis layout), 
 answers the same and a scrape of one web is enough. A scrape is two round trips at most: one
 pipeline that writes this web's pending deltas and its stream count, then reads every metric
 hash, the stream counts and the queue; and, when the queue holds a job, one read of that
-job's enqueue time.
+job's enqueue time (plus one HDEL when a dead web's stream count has expired).
 
 `Reporter` keeps this web's share current between scrapes: once a second it writes the
 HTTP deltas it buffered and its count of open SSE streams (with an expiry, so a web that died

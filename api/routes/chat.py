@@ -9,9 +9,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from parley.shared.models import ChatRequest, ChatResponse, JobAccepted
 
-from .. import chatting
 from ..deps import ApiKey, Runtime, Tenant
 from ..errors import documented
+from ..service import turns
 from ..streams import job_events, sse_response, stream_place
 
 router = APIRouter(
@@ -31,8 +31,8 @@ SSE_DOC: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream
 async def chat(body: ChatRequest, rt: Runtime, tenant: Tenant, key: ApiKey,
                idempotency_key: IdempotencyKey = None) -> ChatResponse:  # fmt: skip
     """Send a message and wait for the answer (504 with `job_id` if it takes too long)."""
-    accepted = await chatting.accept(rt, tenant, body, idempotency_key, key)
-    return await chatting.wait_for_result(rt, tenant, accepted)
+    accepted = await turns.accept(rt, tenant, body, idempotency_key, key)
+    return await turns.wait_for_result(rt, tenant, accepted)
 
 
 @router.post("/stream", response_class=StreamingResponse, responses=SSE_DOC)
@@ -40,7 +40,7 @@ async def chat_stream(body: ChatRequest, rt: Runtime, tenant: Tenant, key: ApiKe
                       idempotency_key: IdempotencyKey = None) -> StreamingResponse:  # fmt: skip
     """Send a message and receive the turn's events as Server-Sent Events."""
     with stream_place(rt.hub, tenant) as place:  # a tenant past its stream limit gets 429, and nothing is queued
-        accepted = await chatting.accept(rt, tenant, body, idempotency_key, key)
+        accepted = await turns.accept(rt, tenant, body, idempotency_key, key)
         return sse_response(place, job_events(rt.hub, tenant, accepted.job_id, None, rt.settings.sse_ping_s),
                             accepted.job_id, accepted.session_id)  # fmt: skip
 
@@ -49,7 +49,7 @@ async def chat_stream(body: ChatRequest, rt: Runtime, tenant: Tenant, key: ApiKe
 async def chat_job(body: ChatRequest, rt: Runtime, tenant: Tenant, key: ApiKey,
                    idempotency_key: IdempotencyKey = None) -> JSONResponse:  # fmt: skip
     """Queue a turn and return at once; poll `status_url` or stream `events_url`."""
-    accepted = await chatting.accept(rt, tenant, body, idempotency_key, key)
+    accepted = await turns.accept(rt, tenant, body, idempotency_key, key)
     payload = JobAccepted(
         job_id=accepted.job_id, session_id=accepted.session_id, agent_id=accepted.agent_id,
         status=accepted.status,  # type: ignore[arg-type]

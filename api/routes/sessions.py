@@ -7,15 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from starlette.concurrency import run_in_threadpool
 
-from parley.shared import memory
-from parley.shared.errors import ModelFailed, NotFound, TimedOut
 from parley.shared.models import MessagePage, SessionCreate, SessionPage, SessionPublic, SessionSummary
 from parley.shared.sessions import MAX_PAGE, MESSAGE_ID_PREFIX
-from parley.shared.turns import new_job_id
 
-from .. import chatting
 from ..deps import ApiKey, Runtime, Tenant
 from ..errors import documented
+from ..service import sessions
 
 router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"], responses=documented(401, 404, 422, 503, 409))
 
@@ -23,11 +20,7 @@ router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"], responses=docum
 @router.post("", status_code=201, response_model=SessionPublic)
 def create_session(body: SessionCreate, rt: Runtime, tenant: Tenant) -> SessionPublic:
     """Start a conversation with an agent (its first message becomes message 0)."""
-    agent = rt.agents.get(tenant, body.agent) if body.agent else rt.agents.first(tenant)
-    if agent is None:
-        raise NotFound("no agent exists yet: create one with POST /api/v1/agents")
-    session_id = rt.sessions.create(tenant, agent, body.session_id, body.metadata)
-    return rt.sessions.get(tenant, session_id, {agent["id"]: agent["name"]})
+    return sessions.start(rt, tenant, body.agent or None, body.session_id, body.metadata)
 
 
 @router.get("", response_model=SessionPage)
@@ -78,17 +71,4 @@ async def summarise_session(session_id: str, rt: Runtime, tenant: Tenant, api_ke
 
     A worker runs it as a job; this waits for it up to PARLEY_SUMMARY_TIMEOUT_S (504 with the job id beyond).
     It counts as a turn against the chat routes' limits (429), and one runs per session at a time (409)."""
-    agent_id = await run_in_threadpool(rt.sessions.bound_agent, tenant, session_id)
-    if agent_id is None:
-        raise NotFound(f"session {session_id!r} not found")
-    job_id = new_job_id()
-    await run_in_threadpool(memory.admit_report, rt.turns.queue, rt.settings, tenant, session_id, job_id, api_key)
-    seen = await chatting.last_events(rt, tenant, job_id, rt.settings.summary_timeout_s,
-                                      too_long="the summary is taking too long",
-                                      stopping="this server is shutting down; ask again")  # fmt: skip
-    response, error = seen.get("response"), seen.get("error", {})
-    if response is not None:
-        return SessionSummary(session_id=session_id, agent_id=agent_id, summary=response["structured"], job_id=job_id)
-    if error.get("code") == "model_timeout":
-        raise TimedOut(error.get("message") or "the model timed out", job_id=job_id)
-    raise ModelFailed(error.get("message") or "the summary failed", job_id=job_id)
+    return await sessions.summarise(rt, tenant, session_id, api_key)

@@ -18,8 +18,8 @@ from fastapi.security import HTTPAuthorizationCredentials
 from starlette.types import Message, Receive, Scope, Send
 
 from parley.api import middleware
+from parley.api.adapters.openai import translate as openai_compat
 from parley.api.middleware import BodyGuard
-from parley.api.routes import openai_compat
 from parley.api.routes.ops import check_metrics_token
 from parley.shared import events
 from parley.shared.errors import InvalidInput, TooLarge, Unauthorized

@@ -1,5 +1,9 @@
-"""Accepting a chat turn and waiting for its end: what the three chat routes (and the seed's
-`/agents/chat-agent`) share."""
+"""A chat turn, whatever protocol asked for it: accept it (checks, agent, idempotency, queue) and
+follow its events to the answer or the error that fits how it ended.
+
+`/api/v1/chat` (waited for, streamed, queued), the OpenAI-compatible `/v1/chat/completions` and the
+seed's `/agents/chat-agent` all go through here; the summary follows its job with `last_events` too.
+"""
 
 from __future__ import annotations
 
@@ -24,8 +28,8 @@ from parley.shared.errors import (
 from parley.shared.models import ChatRequest, ChatResponse
 from parley.shared.turns import Accepted
 
-from .runtime import WebRuntime
-from .streams import Draining, job_events
+from ..runtime import WebRuntime
+from ..streams import Draining, job_events
 
 
 def _resolve_agent(rt: WebRuntime, tenant: str, body: ChatRequest) -> dict[str, Any]:
@@ -56,6 +60,7 @@ def _check_sizes(rt: WebRuntime, body: ChatRequest) -> None:
 
 
 def request_hash(body: ChatRequest, history: list[dict[str, str]] | None = None) -> str:
+    """What an Idempotency-Key is bound to: the same key with another request is a conflict."""
     request = {**body.model_dump(), "history": history}
     return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
 

@@ -1,36 +1,22 @@
-"""OpenAI-compatible `/v1/chat/completions` and `/v1/models`: any OpenAI client talks to an agent
-by changing only its base URL, key and model name (the agent's name or id).
-
-With a session (`X-Parley-Session` header, else the `user` field) the agent answers from that
-session's memory in Redis and only the request's last user message is new; without one, the
-request's messages are the whole conversation and nothing is stored. Either way the turn goes
-through the same queue and workers as `/api/v1/chat`. docs/openai.md lists the fields honoured,
-ignored and refused.
+"""OpenAI's chat completions, translated: a `ChatCompletionRequest` becomes Parley's `ChatRequest` (plus
+the conversation it brings, without a session), and the turn's answer or events become a
+`chat.completion` or `chat.completion.chunk`s. No I/O here: `routes.py` calls the turn service.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, Header
-from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import run_in_threadpool
 
 from parley.shared.errors import InvalidInput, TooLarge
-from parley.shared.models import SESSION_ID_PATTERN, ChatRequest
+from parley.shared.models import SESSION_ID_PATTERN, ChatRequest, ChatResponse
+from parley.shared.settings import Settings
 
-from .. import chatting
-from ..deps import ApiKey, Runtime, Tenant
-from ..errors import client_input, documented
-from ..streams import SSE_HEADERS, PlacedStreamingResponse, job_events, stream_place
-
-router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"],
-                   responses=documented(400, 401, 404, 409, 413, 422, 429, 502, 503, 504))  # fmt: skip
+from ...errors import client_input
 
 REFUSED = ("n", "tools", "functions", "tool_choice", "function_call", "response_format", "logprobs", "top_logprobs")
 """Fields whose meaning Parley cannot honour: refused (422) rather than silently dropped, when set."""
@@ -104,7 +90,15 @@ def _turn(body: ChatCompletionRequest, session_id: str | None) -> tuple[ChatRequ
     return request, history
 
 
-def _completion_id(job_id: str) -> str:
+def read(body: ChatCompletionRequest, session_header: str | None,
+         settings: Settings) -> tuple[ChatRequest, list[dict[str, str]] | None]:  # fmt: skip
+    """The turn a request asks for: the chat request and, without a session, the conversation it brings.
+    413 past the history limits, 422 for what Parley cannot honour; nothing is stored or queued yet."""
+    _check_history(body, settings.max_history_messages, settings.max_history_chars)
+    return _turn(body, _session_id(body, session_header))
+
+
+def completion_id(job_id: str) -> str:
     return "chatcmpl-" + job_id.removeprefix("job_")
 
 
@@ -115,47 +109,29 @@ def _usage(usage: dict[str, Any] | None) -> dict[str, int]:
             "total_tokens": int(usage.get("total_tokens", prompt + completion))}  # fmt: skip
 
 
-@router.post("/chat/completions", response_model=None)
-async def chat_completions(
-    body: ChatCompletionRequest, rt: Runtime, tenant: Tenant, key: ApiKey,
-    x_parley_session: Annotated[str | None, Header(alias="X-Parley-Session", pattern=SESSION_ID_PATTERN)] = None,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
-) -> JSONResponse | StreamingResponse:  # fmt: skip
-    """Chat with an agent in OpenAI's format (`model` = the agent's name or id)."""
-    _check_history(body, rt.settings.max_history_messages, rt.settings.max_history_chars)
-    session_id = _session_id(body, x_parley_session)
-    request, history = _turn(body, session_id)
-    if body.stream:
-        with stream_place(rt.hub, tenant) as place:  # a tenant past its stream limit gets 429, and nothing is queued
-            accepted = await chatting.accept(rt, tenant, request, idempotency_key, key, history=history)
-            completion_id, created = _completion_id(accepted.job_id), int(time.time())
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            chunks = _chunks(rt, tenant, accepted.job_id, completion_id, created, body.model, include_usage)
-            headers = {**SSE_HEADERS, "X-Parley-Job": accepted.job_id, "X-Parley-Session": accepted.session_id}
-            return PlacedStreamingResponse(place, chunks, media_type="text/event-stream", headers=headers)
-    accepted = await chatting.accept(rt, tenant, request, idempotency_key, key, history=history)
-    completion_id, created = _completion_id(accepted.job_id), int(time.time())
-    result = await chatting.wait_for_result(rt, tenant, accepted)
-    return JSONResponse({
-        "id": completion_id, "object": "chat.completion", "created": created, "model": body.model,
+def completion(result: ChatResponse, model: str, created: int) -> dict[str, Any]:
+    """The waited-for answer as a `chat.completion`."""
+    return {
+        "id": completion_id(result.job_id), "object": "chat.completion", "created": created, "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": result.response},
                      "finish_reason": "stop", "logprobs": None}],
         "usage": _usage(result.usage), "system_fingerprint": None,
-    }, headers={"X-Parley-Session": result.session_id, "X-Parley-Job": accepted.job_id})  # fmt: skip
+    }  # fmt: skip
 
 
-async def _chunks(rt: Any, tenant: str, job_id: str, completion_id: str, created: int, model: str,
-                  include_usage: bool) -> AsyncIterator[str]:  # fmt: skip
-    """The turn's events as `chat.completion.chunk`s, then `[DONE]`."""
+async def chunks(events: AsyncIterator[tuple[str, str]], job_id: str, created: int, model: str,
+                 include_usage: bool) -> AsyncIterator[str]:  # fmt: skip
+    """The turn's events (`job_events`; a ping is an empty payload) as `chat.completion.chunk`s, then `[DONE]`."""
+    chunk_id = completion_id(job_id)
 
     def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
-        payload = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
+        payload = {"id": chunk_id, "object": "chat.completion.chunk", "created": created, "model": model,
                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra}
         return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"  # fmt: skip
 
     yield chunk({"role": "assistant", "content": ""})
     sent_text = False
-    async for _, payload in job_events(rt.hub, tenant, job_id, None, rt.settings.sse_ping_s, stop_on_drain=False):
+    async for _, payload in events:
         if not payload:
             yield ": ping\n\n"
             continue
@@ -174,7 +150,7 @@ async def _chunks(rt: Any, tenant: str, job_id: str, completion_id: str, created
         elif kind == "response":
             yield chunk({}, "stop")
             if include_usage:
-                usage_chunk = {"id": completion_id, "object": "chat.completion.chunk", "created": created,
+                usage_chunk = {"id": chunk_id, "object": "chat.completion.chunk", "created": created,
                                "model": model, "choices": [], "usage": _usage(event.get("usage"))}  # fmt: skip
                 yield f"data: {json.dumps(usage_chunk)}\n\n"
         elif kind == "error":
@@ -186,10 +162,8 @@ def _error_chunk(message: str, code: str) -> str:
     return f"data: {json.dumps({'error': {'message': message, 'type': 'server_error', 'code': code}})}\n\n"
 
 
-@router.get("/models")
-async def list_models(rt: Runtime, tenant: Tenant) -> dict[str, Any]:
-    """The agents this key can see, as OpenAI models (`id` is the agent's name)."""
-    agents = await run_in_threadpool(rt.agents.visible, tenant)
+def models(agents: list[dict[str, Any]]) -> dict[str, Any]:
+    """Agents as OpenAI's model list (`id` is the agent's name)."""
     return {"object": "list", "data": [
         {"id": agent["name"], "object": "model", "created": int(agent["created_at"]) // 1000,
          "owned_by": "parley", "parley_agent_id": agent["id"]} for agent in agents
