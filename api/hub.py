@@ -97,10 +97,14 @@ class TenantStreams:
     """How many SSE streams each tenant has open on this web process, each tenant at most `limit`
     (PARLEY_MAX_STREAMS_PER_TENANT), so one tenant cannot hold all of a process's streams.
 
-    Used from the event loop only (routes and responses), so plain counts need no lock."""
+    Used from the event loop only (routes and responses), so plain counts need no lock.
 
-    def __init__(self, limit: int) -> None:
+    `send_timeout_s` (PARLEY_SSE_SEND_TIMEOUT_S) bounds one send of a stream that holds a place: a
+    client that stops reading must not hold its place (and subscription) until TCP gives up."""
+
+    def __init__(self, limit: int, send_timeout_s: float = 30.0) -> None:
         self.limit = limit
+        self.send_timeout_s = send_timeout_s
         self.open: dict[str, int] = {}
 
     def take(self, tenant: str) -> StreamPlace:
@@ -129,6 +133,11 @@ class StreamPlace:
     def __init__(self, streams: TenantStreams, tenant: str) -> None:
         self._streams, self._tenant = streams, tenant
         self._held, self._handed = True, False
+
+    @property
+    def send_timeout_s(self) -> float:
+        """How long one send of the stream holding this place may block (PARLEY_SSE_SEND_TIMEOUT_S)."""
+        return self._streams.send_timeout_s
 
     def hand_over(self) -> None:
         self._handed = True
@@ -164,7 +173,7 @@ class EventHub:
             health_check_interval=0,
         )  # fmt: skip
         self.subscribers: dict[str, set[Subscriber]] = {}
-        self.tenant_streams = TenantStreams(settings.max_streams_per_tenant)
+        self.tenant_streams = TenantStreams(settings.max_streams_per_tenant, settings.sse_send_timeout_s)
         self.confirmed: dict[str, asyncio.Event] = {}
         self.pubsub: aredis.client.PubSub | None = None
         self.connected = asyncio.Event()

@@ -10,22 +10,27 @@ The races, and who wins them (see also hub.py):
 - The client goes away: Starlette cancels the generator; leaving `subscription` unsubscribes.
 - This web process gets SIGTERM: every stream ends with a `retry:` hint and a comment, so
   clients reconnect (with `Last-Event-ID`) to another web while this one drains and exits.
+- The client stops reading but keeps its connection: once the connection's buffers are full,
+  uvicorn's `send` waits for them to drain. One send blocked for PARLEY_SSE_SEND_TIMEOUT_S ends
+  the stream (its subscription and place given back at once); the client resumes with `Last-Event-ID`.
 
 Each stream holds one of its tenant's places on this process (PARLEY_MAX_STREAMS_PER_TENANT):
 taken before anything starts (past the limit: 429 JSON with Retry-After, and no turn queued),
 given back when the response ends, whatever ends it (`done`, the client gone, a drain, Redis
-gone), even when its body never started.
+gone, a send timed out), even when its body never started.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
+from contextlib import suppress
 from typing import Any
 
 from redis.exceptions import RedisError
 from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from parley.shared import events, keys
 from parley.shared.errors import NotReady
@@ -47,6 +52,17 @@ def sse_frame(event_id: str, payload: str) -> str:
 
 class Draining(Exception):
     """This web process is stopping; the stream should end so its client reconnects elsewhere."""
+
+
+class SendTimedOut(Exception):
+    """One send of a stream waited PARLEY_SSE_SEND_TIMEOUT_S: its client reads nothing."""
+
+
+async def _close(iterator: object) -> None:
+    """Close an async generator now (its `finally` blocks run: a subscription is left at once)."""
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 async def job_events(hub: EventHub, tenant: str, job_id: str, after: str | None, ping_s: float,
@@ -94,6 +110,8 @@ async def sse_body(source: AsyncIterator[tuple[str, str]]) -> AsyncIterator[str]
         yield STORE_UNAVAILABLE
     except Draining:
         yield SHUTTING_DOWN
+    finally:  # closed early (a send timed out): the source leaves its subscription now, not when collected
+        await _close(source)
 
 
 def stream_place(hub: EventHub, tenant: str) -> StreamPlace:
@@ -107,7 +125,13 @@ def stream_place(hub: EventHub, tenant: str) -> StreamPlace:
 class PlacedStreamingResponse(StreamingResponse):
     """A StreamingResponse that holds a stream place and gives it back when the response ends, however
     it ends. Released here rather than in the body generator: a generator that never started (the
-    client went away first) never runs its `finally`."""
+    client went away first) never runs its `finally`.
+
+    Each send may block at most the place's `send_timeout_s` (PARLEY_SSE_SEND_TIMEOUT_S): uvicorn's
+    `send` waits while the connection's buffers are full, so a client that stops reading would hold
+    the stream until TCP gives up. Past the bound the response ends: its body is closed (its
+    subscription left), its place given back, and uvicorn closes the connection (logging that the
+    response was not completed); the client resumes with `Last-Event-ID`."""
 
     def __init__(self, place: StreamPlace, content: AsyncIterator[str], **kwargs: Any) -> None:
         super().__init__(content, **kwargs)
@@ -115,8 +139,22 @@ class PlacedStreamingResponse(StreamingResponse):
         self.place = place
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        timeout_s = self.place.send_timeout_s
+
+        async def bounded_send(message: Message) -> None:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await send(message)
+            except TimeoutError:
+                raise SendTimedOut from None
+
         try:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive, bounded_send)
+        except SendTimedOut:
+            log.warning("stream ended: its client read nothing for %s s", timeout_s)
+            self.place.release()
+            with suppress(Exception):  # the body's own cleanup failing must not hide the ending
+                await _close(self.body_iterator)
         finally:
             self.place.release()
 

@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     """How often an idle worker looks for abandoned turns, in seconds."""
     sse_ping_s: float = Field(15.0, alias="PARLEY_SSE_PING_S", gt=0)
     """Idle SSE streams get a `: ping` comment this often, in seconds."""
+    sse_send_timeout_s: float = Field(30.0, alias="PARLEY_SSE_SEND_TIMEOUT_S", gt=0)
+    """A stream whose client read nothing for this long (one send still blocked) ends, giving back its place."""
     max_message_chars: int = Field(32_000, alias="PARLEY_MAX_MESSAGE_CHARS", ge=1)
     max_image_bytes: int = Field(5 * 1024 * 1024, alias="PARLEY_MAX_IMAGE_BYTES", ge=1)
     """Largest decoded size of one image, in bytes."""

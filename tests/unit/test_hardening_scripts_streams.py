@@ -76,3 +76,36 @@ def test_a_response_whose_body_never_started_gives_its_place_back() -> None:
     assert started == []
     assert streams.open == {}
     streams.take("alice")  # the place is free again
+
+
+@pytest.mark.parametrize("spec_version", ["2.3", "2.4"])  # uvicorn says 2.3: Starlette's task-group path
+def test_a_send_blocked_past_the_timeout_ends_the_stream_and_closes_its_body(spec_version: str) -> None:
+    """A client that reads nothing: uvicorn's send waits for ever. The response ends after the bound,
+    its place is given back and its body generator closed (its `finally` runs: a subscription is left)."""
+    streams = TenantStreams(limit=1, send_timeout_s=0.2)
+    closed: list[bool] = []
+    sends: list[str] = []
+
+    async def endless() -> AsyncIterator[str]:
+        try:
+            while True:
+                yield "id: 1\ndata: {}\n\n"
+        finally:
+            closed.append(True)
+
+    async def send_blocks_on_the_body(message: MutableMapping[str, Any]) -> None:
+        sends.append(message["type"])
+        if message["type"] == "http.response.body" and len(sends) > 3:
+            await asyncio.sleep(3600)  # the connection's buffers are full
+
+    with streams.take("alice") as place:
+        response = PlacedStreamingResponse(place, endless(), media_type="text/event-stream")
+    scope = {**SCOPE, "asgi": {"spec_version": spec_version}}
+
+    async def run() -> None:
+        async with asyncio.timeout(5):
+            await response(scope, _receive_nothing, send_blocks_on_the_body)
+
+    asyncio.run(run())
+    assert streams.open == {} and closed == [True]
+    streams.take("alice")  # the place is free again
