@@ -1,4 +1,4 @@
-"""worker/emitter.py: batches in order, stops when the turn is no longer ours, surfaces Redis errors."""
+"""worker/turn/emitter.py: batches in order, stops when the turn is no longer ours, surfaces Redis errors."""
 
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ def run(turns: TurnStore, job_id: str, tenant: str = T) -> int:
 
 
 def finish(turns: TurnStore, job_id: str, attempt: int | None, tenant: str = T, **overrides: Any) -> bool:
-    """Finish a turn as worker/turn.py's _commit does (each argument can be replaced)."""
+    """Finish a turn as worker/turn/run.py's _commit does (each argument can be replaced)."""
     arguments: dict[str, Any] = {
         "status": "finished", "attempt": attempt, "result": {"response": "ok"},
         "messages": [message_json("user", "hi", job_id=job_id, created_at=1),
@@ -59,7 +59,7 @@ def finish(turns: TurnStore, job_id: str, attempt: int | None, tenant: str = T, 
 
 
 def fail(turns: TurnStore, job_id: str, tenant: str = T) -> bool:
-    """RQ's failure callback (worker/turn.py on_turn_failure): ends the turn whatever attempt runs."""
+    """RQ's failure callback (worker/turn/run.py on_turn_failure): ends the turn whatever attempt runs."""
     return turns.finish(tenant, job_id, status="failed", attempt=None, error="the worker stopped",
                         error_code="turn_failed", events_out=[events.encode("done")])  # fmt: skip
 

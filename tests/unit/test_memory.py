@@ -1,4 +1,4 @@
-"""shared/memory.py and worker/summary.py on fakeredis: a long session's window is summary + the newest
+"""shared/memory.py and worker/memory/ on fakeredis: a long session's window is summary + the newest
 whole turns within the budget, read in O(window) whatever the history's length; the summariser
 folds the oldest turns, keeps about half the budget, and writes only over the summary it read."""
 

@@ -81,7 +81,7 @@ def snapshot(r: redis.Redis) -> dict[bytes, Any]:
 
 def finish_ok(turns: TurnStore, job_id: str, attempt: int | None, answer: str = "an answer",
               session_id: str = "s1") -> bool:  # fmt: skip
-    """Finish a turn the way worker/turn.py's _commit does."""
+    """Finish a turn the way worker/turn/run.py's _commit does."""
     record = turns.job(T, job_id) or {}
     messages = [
         message_json("user", record.get("message", "?"), job_id=job_id, created_at=1),
