@@ -71,3 +71,16 @@ class NotReady(ParleyError):
 
 class TimedOut(ParleyError):
     status, code = 504, "timeout"
+
+
+def limit_refusal(outcome: str, detail: str) -> TooManyRequests | None:
+    """The 429 for a refusal of scripts.LIMITS (`queue_full`, `busy`, `rate_limited` with the ms left in the
+    key's window), or None for any other outcome."""
+    if outcome == "queue_full":
+        return TooManyRequests("the turn queue is full; try again shortly", retry_after_s=2)
+    if outcome == "busy":
+        return TooManyRequests("too many of this tenant's turns are in flight; try again shortly", retry_after_s=1)
+    if outcome == "rate_limited":
+        return TooManyRequests("this API key sent too many turns; wait for the window to end",
+                               retry_after_s=max(1, -(-int(detail) // 1000)))  # fmt: skip
+    return None

@@ -30,8 +30,8 @@ import redis
 from rq.job import JobStatus
 from rq.utils import utcformat
 
-from . import keys
-from .errors import SummaryRunning, TooManyRequests
+from . import keys, scripts
+from .errors import SummaryRunning, limit_refusal
 from .tokens import MESSAGE_OVERHEAD_TOKENS, count_message, count_text
 
 TOKENS_FIELD = "tokens"
@@ -298,32 +298,25 @@ def write_summary(r: Any, tenant: str, session_id: str, *, expected_upto: int, s
     return False
 
 
-ADMIT_REPORT = """
+ADMIT_REPORT = scripts.LIMITS + """
 -- KEYS: 1 RQ queue, 2 tenant's in-flight counter, 3 API key's rate counter, 4 the session's report lock,
 --       5 the report's RQ job hash
 -- ARGV: 1 max queue depth, 2 max turns in flight per tenant (0 = no limit),
 --       3 turns per key per rate window (0 = no limit), 4 rate window ms, 5 job id, 6 lock ttl ms,
 --       7 RQ enqueued_at text
--- The chat routes' limits (ACCEPT_TURN's checks, the in-flight counter only read), then one report per
+-- The chat routes' limits (scripts.LIMITS, the in-flight counter only read), then one report per
 -- session at a time. Returns {'admitted', ''} | {'queue_full', ''} | {'busy', ''} |
 -- {'rate_limited', ms until the window ends} | {'running', ''}. Nothing is written unless admitted;
 -- then the lock, the key's rate count and the job's place in RQ's queue are written together.
-if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[1]) then
-    return {'queue_full', ''}
-end
-if tonumber(ARGV[2]) > 0 and tonumber(redis.call('GET', KEYS[2]) or '0') >= tonumber(ARGV[2]) then
-    return {'busy', ''}
-end
-if tonumber(ARGV[3]) > 0 and tonumber(redis.call('GET', KEYS[3]) or '0') >= tonumber(ARGV[3]) then
-    return {'rate_limited', tostring(redis.call('PTTL', KEYS[3]))}
+local refused = over_limits(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3])
+if refused then
+    return refused
 end
 if redis.call('EXISTS', KEYS[4]) == 1 then
     return {'running', ''}
 end
 redis.call('SET', KEYS[4], ARGV[5], 'PX', ARGV[6])
-if tonumber(ARGV[3]) > 0 and redis.call('INCR', KEYS[3]) == 1 then
-    redis.call('PEXPIRE', KEYS[3], ARGV[4])  -- the window starts with its first turn
-end
+count_rate(KEYS[3], ARGV[3], ARGV[4])
 redis.call('PERSIST', KEYS[5])
 redis.call('HSET', KEYS[5], 'status', 'queued', 'enqueued_at', ARGV[7])
 redis.call('RPUSH', KEYS[1], ARGV[5])
@@ -372,13 +365,9 @@ def admit_report(queue: Any, settings: Any, tenant: str, session_id: str, job_id
     if outcome == "admitted":
         return
     job.delete()
-    if outcome == "queue_full":
-        raise TooManyRequests("the turn queue is full; try again shortly", retry_after_s=2)
-    if outcome == "busy":
-        raise TooManyRequests("too many of this tenant's turns are in flight; try again shortly", retry_after_s=1)
-    if outcome == "rate_limited":
-        raise TooManyRequests("this API key sent too many turns; wait for the window to end",
-                              retry_after_s=max(1, -(-int(detail) // 1000)))  # fmt: skip
+    refused = limit_refusal(outcome, detail)
+    if refused:
+        raise refused
     raise SummaryRunning("a summary of this session is already being made; wait for it, then ask again")
 
 

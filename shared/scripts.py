@@ -140,6 +140,31 @@ local function release_place(admitted_key, line_key, job_key, job_id)
 end
 """
 
+LIMITS = """
+-- The chat routes' limits, checked before anything is written (ACCEPT_TURN and the summary's
+-- ADMIT_REPORT in memory.py): the whole queue's depth, the tenant's turns in flight, the API key's
+-- rate. Returns nil when all allow, else {'queue_full', ''} | {'busy', ''} |
+-- {'rate_limited', ms until the key's window ends}.
+local function over_limits(queue, inflight, rate, max_depth, max_inflight, max_rate)
+    if redis.call('LLEN', queue) >= tonumber(max_depth) then
+        return {'queue_full', ''}
+    end
+    if tonumber(max_inflight) > 0 and tonumber(redis.call('GET', inflight) or '0') >= tonumber(max_inflight) then
+        return {'busy', ''}
+    end
+    if tonumber(max_rate) > 0 and tonumber(redis.call('GET', rate) or '0') >= tonumber(max_rate) then
+        return {'rate_limited', tostring(redis.call('PTTL', rate))}
+    end
+    return nil
+end
+-- Count one admitted request against the key's rate window, which starts with its first one.
+local function count_rate(rate, max_rate, window_ms)
+    if tonumber(max_rate) > 0 and redis.call('INCR', rate) == 1 then
+        redis.call('PEXPIRE', rate, window_ms)
+    end
+end
+"""
+
 CREATE_SESSION = (
     _ENSURE_SESSION
     + """
@@ -156,6 +181,7 @@ return {bound, created}
 
 ACCEPT_TURN = (
     _EMIT
+    + LIMITS
     + _ENSURE_SESSION
     + _DECODE
     + _TENANT_LINE
@@ -185,14 +211,9 @@ if ARGV[11] ~= '' then
         return {'existing', existing}
     end
 end
-if redis.call('LLEN', KEYS[11]) >= tonumber(ARGV[13]) then
-    return {'queue_full', ''}
-end
-if tonumber(ARGV[15]) > 0 and tonumber(redis.call('GET', KEYS[12]) or '0') >= tonumber(ARGV[15]) then
-    return {'busy', ''}
-end
-if tonumber(ARGV[16]) > 0 and tonumber(redis.call('GET', KEYS[13]) or '0') >= tonumber(ARGV[16]) then
-    return {'rate_limited', tostring(redis.call('PTTL', KEYS[13]))}
+local refused = over_limits(KEYS[11], KEYS[12], KEYS[13], ARGV[13], ARGV[15], ARGV[16])
+if refused then
+    return refused
 end
 local bound = redis.call('HGET', KEYS[1], 'agent_id')
 if bound and bound ~= ARGV[3] then
@@ -223,9 +244,7 @@ if ARGV[11] ~= '' then
     redis.call('SET', KEYS[9], ARGV[11], 'PX', ARGV[12])
 end
 redis.call('INCR', KEYS[12])
-if tonumber(ARGV[16]) > 0 and redis.call('INCR', KEYS[13]) == 1 then
-    redis.call('PEXPIRE', KEYS[13], ARGV[17])  -- the window starts with its first turn
-end
+count_rate(KEYS[13], ARGV[16], ARGV[17])
 return {'accepted', ARGV[1]}
 """
 )

@@ -22,7 +22,7 @@ from rq.utils import utcformat
 
 from . import events, keys, scripts, telemetry
 from .clock import iso, now_ms
-from .errors import Conflict, TooManyRequests
+from .errors import Conflict, limit_refusal
 from .models import FINAL_STATUSES, ChatResponse, JobPublic
 from .redis_client import RedisClients
 from .sessions import first_message_json, new_session_id
@@ -153,13 +153,9 @@ class TurnStore:
         rq_job.delete()
         if outcome == "existing":
             return self._replayed(tenant, detail, request_hash)
-        if outcome == "queue_full":
-            raise TooManyRequests("the turn queue is full; try again shortly", retry_after_s=2)
-        if outcome == "busy":
-            raise TooManyRequests("too many of this tenant's turns are in flight; try again shortly", retry_after_s=1)
-        if outcome == "rate_limited":
-            raise TooManyRequests("this API key sent too many turns; wait for the window to end",
-                                  retry_after_s=max(1, -(-int(detail) // 1000)))  # fmt: skip
+        refused = limit_refusal(outcome, detail)
+        if refused:
+            raise refused
         raise Conflict(f"session {session_id!r} belongs to another agent ({detail})")
 
     def _run_accept(self, rq_job: Job, script_keys: list[str], args: list[Any]) -> list[str]:
