@@ -177,14 +177,12 @@ class EventHub:
         self.confirmed: dict[str, asyncio.Event] = {}
         self.pubsub: aredis.client.PubSub | None = None
         self.connected = asyncio.Event()
-        self.draining = False
         self._commands = asyncio.Lock()
         """Serialises SUBSCRIBE/UNSUBSCRIBE, so a channel left and joined at once ends subscribed."""
         self._task: asyncio.Task[None] | None = None
 
     def drain(self) -> None:
         """This process is stopping: tell every open stream to end so its client reconnects elsewhere."""
-        self.draining = True
         for group in self.subscribers.values():
             for subscriber in group:
                 subscriber.drain()

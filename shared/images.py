@@ -87,13 +87,6 @@ def lookup(r: Any, tenant: str, session_id: str, refs: list[str]) -> dict[str, s
     return {ref: uri for ref, uri in zip(wanted, found, strict=True) if uri}
 
 
-def resolve(r: Any, tenant: str, session_id: str, refs: list[str]) -> list[str]:
-    """The data URIs of `refs`, in order, in one HMGET; refs with no stored image are dropped.
-
-    A value that is already a data URI (messages stored before refs existed) passes through."""
-    return with_uris(refs, lookup(r, tenant, session_id, refs))
-
-
 def with_uris(refs: list[str], found: dict[str, str]) -> list[str]:
     """`refs` with each ref replaced by its URI from `found` (missing ones dropped, URIs kept)."""
     return [uri for uri in (found.get(ref) if is_ref(ref) else ref for ref in refs) if uri]

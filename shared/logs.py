@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar
 if TYPE_CHECKING:
     from .settings import Settings
 
-CONTEXT_FIELDS = ("request_id", "tenant", "session_id", "job_id")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 _context: ContextVar[dict[str, str] | None] = ContextVar("parley_log_context", default=None)

@@ -33,7 +33,6 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_ignore_empty=True, extra="ignore")
 
     redis_url: str = Field("redis://localhost:6379/0", alias="REDIS_URL")
-    port: int = Field(8000, alias="PORT")
     api_keys: str = Field("", alias="PARLEY_API_KEYS")
     openai_api_key: str | None = Field(None, alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(None, alias="OPENAI_BASE_URL")

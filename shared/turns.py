@@ -23,7 +23,7 @@ from rq.utils import utcformat
 from . import events, keys, scripts, telemetry
 from .clock import iso, now_ms
 from .errors import Conflict, limit_refusal
-from .models import FINAL_STATUSES, ChatResponse, JobPublic
+from .models import ChatResponse, JobPublic
 from .redis_client import RedisClients
 from .sessions import first_message_json, new_session_id
 from .settings import Settings
@@ -193,10 +193,6 @@ class TurnStore:
             started_at=iso(record.get("started_at")), ended_at=iso(record.get("ended_at")),
             result=ChatResponse.model_validate(result) if result else None, error=record.get("error") or None,
         )  # fmt: skip
-
-    @staticmethod
-    def is_final(record: dict[str, str]) -> bool:
-        return record.get("status") in FINAL_STATUSES
 
     # --- worker side ----------------------------------------------------------------------
 

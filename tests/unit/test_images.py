@@ -97,13 +97,13 @@ def test_an_image_is_stored_once_however_often_it_is_sent(clients) -> None:
     assert keys.session_images("acme", "s1") == "parley:images:acme:s1"
 
 
-def test_resolve_keeps_order_drops_missing_passes_data_uris_in_one_hmget(clients) -> None:
+def test_lookup_and_with_uris_keep_order_drop_missing_pass_data_uris_in_one_hmget(clients) -> None:
     refs = images.store(clients.text, "acme", "s1", [PNG, GIF])
     r = Counting(clients.text)
-    resolved = images.resolve(r, "acme", "s1", [refs[1], "img_" + "0" * 64, JPEG, refs[0], refs[1]])
-    assert resolved == [GIF, JPEG, PNG, GIF]
+    wanted = [refs[1], "img_" + "0" * 64, JPEG, refs[0], refs[1]]
+    assert images.with_uris(wanted, images.lookup(r, "acme", "s1", wanted)) == [GIF, JPEG, PNG, GIF]
     assert r.calls == Counter({"hmget": 1})
-    assert images.resolve(r, "acme", "s1", [JPEG]) == [JPEG]
+    assert images.with_uris([JPEG], images.lookup(r, "acme", "s1", [JPEG])) == [JPEG]
     assert r.calls["hmget"] == 1  # no ref: no read
 
 
