@@ -46,10 +46,6 @@ SHUTTING_DOWN = "retry: 500\n: this server is shutting down; reconnect with Last
 """A `retry:` line sets EventSource's reconnection delay (ms); no event is dispatched."""
 
 
-def sse_frame(event_id: str, payload: str) -> str:
-    return f"id: {event_id}\ndata: {payload}\n\n"
-
-
 class Draining(Exception):
     """This web process is stopping; the stream should end so its client reconnects elsewhere."""
 
@@ -104,7 +100,7 @@ async def sse_body(source: AsyncIterator[tuple[str, str]]) -> AsyncIterator[str]
     client resumes with `Last-Event-ID` (on any web) once Redis is back."""
     try:
         async for event_id, payload in source:
-            yield sse_frame(event_id, payload) if event_id else PING
+            yield events.sse_frame(event_id, payload) if event_id else PING
     except (RedisError, NotReady) as error:
         log.warning("stream ended: Redis unavailable (%s)", error)
         yield STORE_UNAVAILABLE

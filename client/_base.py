@@ -14,7 +14,7 @@ from urllib.parse import quote
 import httpx
 
 from .errors import ConnectionError, retry_after_seconds
-from .models import Event, event_id_key
+from .models import Event, EventType, event_id_key
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
@@ -183,10 +183,10 @@ class ResumeState:
                 return False
         if event.id:
             self.last_event_id = event.id
-        if self.job_id is None and event.type == "session" and event.job_id:
+        if self.job_id is None and event.type == EventType.SESSION and event.job_id:
             self.job_id = event.job_id
         self.failures = 0
-        self.done = event.type == "done"
+        self.done = event.type == EventType.DONE
         return True
 
     def failed(self, error: BaseException | None) -> float:

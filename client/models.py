@@ -7,16 +7,18 @@ What the service has no model for is defined here: `AgentFields` (the keyword ar
 
 Events are one model, not a union: `Event(id, type, data)` where `data` is the event's whole JSON
 object (with its `type`), plus properties for the common fields. New event types the service may
-add later arrive as `Event`s too, so a client written today never breaks on them.
+add later arrive as `Event`s too, so a client written today never breaks on them. `EventType`, the
+enumeration of the types this version knows, and the parsing of an event's JSON are the service's own
+(`parley.shared.events`), so the SDK and the service cannot disagree on them.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Any, Literal, TypedDict
+from typing import Any, TypedDict
 
 from pydantic import BaseModel, ConfigDict
 
+from parley.shared.events import BadEvent, EventType, decode
 from parley.shared.models import (
     FINAL_STATUSES,
     AgentCreate,
@@ -99,13 +101,6 @@ class CancelResult(BaseModel):
     canceled: bool
 
 
-EventType = Literal[
-    "session", "status", "thinking", "delta", "llm_thought", "tool_execution", "tool_result", "response", "error",
-    "done",
-]
-"""The event types the contract names (an `Event.type` may be any string)."""
-
-
 class Event(BaseModel):
     """One event of a turn's stream: `id` (its SSE id, `<ms>-<seq>`), `type`, and `data`, the whole JSON
     object the API sent (including `type`)."""
@@ -120,11 +115,9 @@ class Event(BaseModel):
     def from_sse(cls, sse: ServerSentEvent) -> Event:
         """The event of one SSE message; StreamError when its data is not a JSON object with a `type`."""
         try:
-            data = json.loads(sse.data)
-        except json.JSONDecodeError:
-            raise StreamError(f"event {sse.id!r} is not JSON: {sse.data[:200]!r}") from None
-        if not isinstance(data, dict) or not isinstance(data.get("type"), str):
-            raise StreamError(f"event {sse.id!r} is not a JSON object with a type: {sse.data[:200]!r}")
+            data = decode(sse.data)
+        except BadEvent as error:
+            raise StreamError(f"event {sse.id!r} is {error}: {sse.data[:200]!r}") from None
         return cls(id=sse.id, type=data["type"], data=data)
 
     def _field(self, name: str, *types: str) -> Any:
@@ -133,19 +126,19 @@ class Event(BaseModel):
     @property
     def content(self) -> str | None:
         """The text of a `delta` (a piece) or a `response` (the whole answer); None for other types."""
-        value = self._field("content", "delta", "response")
+        value = self._field("content", EventType.DELTA, EventType.RESPONSE)
         return value if isinstance(value, str) else None
 
     @property
     def message(self) -> str | None:
         """The message of a `status` (`queued`, `started`, `retrying`), `thinking` or `error` event."""
-        value = self._field("message", "status", "thinking", "error")
+        value = self._field("message", EventType.STATUS, EventType.THINKING, EventType.ERROR)
         return value if isinstance(value, str) else None
 
     @property
     def code(self) -> str | None:
-        """The code of an `error` event (`canceled`, `model_failed`, ...)."""
-        value = self._field("code", "error")
+        """The code of an `error` event: one of `parley.shared.events.ErrorCode` (`canceled`, `model_failed`, ...)."""
+        value = self._field("code", EventType.ERROR)
         return value if isinstance(value, str) else None
 
     @property

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .events import ErrorCode
+
 
 class ParleyError(Exception):
     """Base of every error a client may be shown. `status` and `code` follow the contract."""
@@ -84,3 +86,18 @@ def limit_refusal(outcome: str, detail: str) -> TooManyRequests | None:
         return TooManyRequests("this API key sent too many turns; wait for the window to end",
                                retry_after_s=max(1, -(-int(detail) // 1000)))  # fmt: skip
     return None
+
+
+TURN_ERRORS: dict[str, type[ParleyError]] = {
+    ErrorCode.CANCELED: Conflict,
+    ErrorCode.MODEL_TIMEOUT: TimedOut,
+    ErrorCode.INVALID_ANSWER: InvalidAnswer,
+}
+"""The error a request waiting on a turn (or a summary) gets from the `code` of the job's `error` event; any
+other code (`model_failed`, `turn_failed`, `agent_missing`, `summary_failed`, none) is ModelFailed (502)."""
+
+
+def turn_error(code: str | None, message: str, **extra: object) -> ParleyError:
+    """The error for an `error` event's `code` and `message` (a canceled turn says so in its own words)."""
+    cls = TURN_ERRORS.get(code or "", ModelFailed)
+    return cls("the turn was canceled" if code == ErrorCode.CANCELED else message, **extra)

@@ -1,25 +1,103 @@
-"""A turn's events: how they are written, ordered and read back.
+"""A turn's events: their types, how they are written, ordered and read back. The one owner of the
+event wire format: the worker and the web build events with `encode` and read them with `decode`,
+the web frames them with `sse_frame`, and the SDK takes its `EventType` and `decode` from here.
 
 Each event is one JSON object with a `type` (the contract's table). It lives in the job's Redis
 stream; the stream entry id (`<ms>-<seq>`) is its SSE id, so ids increase within a job and a
 client's `Last-Event-ID` says exactly where to resume. Live copies go out on the job's pub/sub
 channel as `"<id> <json>"`.
+
+Pure Python on purpose (no server dependency): the SDK imports this module.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from enum import StrEnum
 from typing import Any
 
-TERMINAL_TYPE = "done"
+
+class EventType(StrEnum):
+    """Every event type a turn's stream carries; each member's docstring names its fields (the contract's
+    table, then Parley's extras). A member equals its string (`EventType.DELTA == "delta"`).
+
+    Besides `encode`'s callers, shared/scripts.py's Lua (START_TURN) writes `status` events itself
+    (`started`; `retrying` with `attempt`), and the web UI (api/ui/app/*.js) keeps its own list."""
+
+    SESSION = "session"
+    """`session_id, agent_id, agent_name, job_id`: always first."""
+    STATUS = "status"
+    """`message` (`queued`, `started`, `retrying` with `attempt`, `repairing` with `reason`)."""
+    THINKING = "thinking"
+    """`message`: the model's reasoning, where the model gives it."""
+    DELTA = "delta"
+    """`content`: a piece of the answer as the model streams it (those after a `retrying` replace those before)."""
+    LLM_THOUGHT = "llm_thought"
+    """`thought, turn`: the model's text between tool calls."""
+    TOOL_EXECUTION = "tool_execution"
+    """`tool_name, args`, plus `call_id`: a tool is called."""
+    TOOL_RESULT = "tool_result"
+    """`tool_name, preview`, plus `call_id, ok`: a tool returned."""
+    RESPONSE = "response"
+    """`content, intent, session_id`, plus `usage`, `structured` (the summary: only `content, structured,
+    session_id`): the final answer."""
+    ERROR = "error"
+    """`message`, plus `code` (an ErrorCode): the turn failed or was canceled."""
+    DONE = "done"
+    """No field: always last; then the stream closes."""
+
+
+class ErrorCode(StrEnum):
+    """The `code` of an `error` event (also the job record's `error_code`). shared/errors.TURN_ERRORS maps
+    each to the HTTP error a waiting request gets; the SDK's `Event.code` is one of these."""
+
+    CANCELED = "canceled"
+    MODEL_TIMEOUT = "model_timeout"
+    MODEL_FAILED = "model_failed"
+    INVALID_ANSWER = "invalid_answer"
+    TURN_FAILED = "turn_failed"
+    """The turn's run failed outside the model: its worker stopped, or an unexpected exception."""
+    AGENT_MISSING = "agent_missing"
+    """The session's agent was deleted before the turn ran."""
+    SUMMARY_FAILED = "summary_failed"
+    """A session summary failed other than by its model."""
+
+
+TERMINAL_TYPE = EventType.DONE
 EVENT_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 MAX_PART = 2**64 - 1
 """Each part of a Redis stream id is an unsigned 64-bit number."""
 
 
-def encode(event_type: str, **fields: Any) -> str:
-    return json.dumps({"type": event_type, **fields}, separators=(",", ":"), ensure_ascii=False)
+class BadEvent(ValueError):
+    """An event's data that is not a JSON object with a string `type` (`not_json` when it is not JSON at all)."""
+
+    def __init__(self, message: str, not_json: bool) -> None:
+        super().__init__(message)
+        self.not_json = not_json
+
+
+def encode(event_type: EventType, **fields: Any) -> str:
+    """The event's JSON, compact, as stored and sent. An unknown type is a ValueError: every type is in EventType."""
+    return json.dumps({"type": EventType(event_type).value, **fields}, separators=(",", ":"), ensure_ascii=False)
+
+
+def decode(payload: str) -> dict[str, Any]:
+    """An event's JSON as a dict: BadEvent unless it is a JSON object with a string `type`. Its type may be one
+    EventType does not know (a newer server's): readers skip what they do not know."""
+    try:
+        event = json.loads(payload)
+    except json.JSONDecodeError:
+        raise BadEvent("not JSON", not_json=True) from None
+    if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+        raise BadEvent("not a JSON object with a type", not_json=False)
+    return event
+
+
+def sse_frame(event_id: str, payload: str) -> str:
+    """One event as the contract's SSE message: its `id: ` line and one `data: ` line with the whole JSON."""
+    return f"id: {event_id}\ndata: {payload}\n\n"
 
 
 def id_key(event_id: str) -> tuple[int, int]:
@@ -50,4 +128,4 @@ def from_entries(entries: list[tuple[str, dict[str, str]]]) -> list[tuple[str, s
 
 
 def is_terminal(payload: str) -> bool:
-    return json.loads(payload).get("type") == TERMINAL_TYPE
+    return decode(payload)["type"] == TERMINAL_TYPE

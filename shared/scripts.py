@@ -257,6 +257,8 @@ if started[1] == 'started' and started[3] == ARGV[3] then
 end
 """
 
+# START_TURN writes the only events not built by events.encode: `status` (events.EventType.STATUS) `started`,
+# and `retrying` with its `attempt`, as Lua literals (cjson.encode).
 START_TURN = (
     _EMIT
     + """

@@ -23,6 +23,7 @@ from rq.utils import utcformat
 from . import events, keys, scripts, telemetry
 from .clock import iso, now_ms
 from .errors import Conflict, limit_refusal
+from .events import ErrorCode, EventType
 from .models import ChatResponse, JobPublic
 from .redis_client import RedisClients
 from .sessions import first_message_json, new_session_id
@@ -129,9 +130,9 @@ class TurnStore:
         }  # fmt: skip
         if history is not None:
             fields["history"] = json.dumps(history)
-        session_event = events.encode("session", session_id=session_id, agent_id=agent["id"],
+        session_event = events.encode(EventType.SESSION, session_id=session_id, agent_id=agent["id"],
                                       agent_name=agent["name"], job_id=job_id)  # fmt: skip
-        queued_event = events.encode("status", message="queued")
+        queued_event = events.encode(EventType.STATUS, message="queued")
         idem_key = keys.idempotency(tenant, idempotency_key) if idempotency_key else keys.idempotency(tenant, "-")
         outcome, detail = self._run_accept(rq_job, [
             keys.session(tenant, session_id), keys.sessions(tenant), keys.agent_sessions(tenant, agent["id"]),
@@ -171,8 +172,9 @@ class TurnStore:
     def cancel(self, tenant: str, job_id: str) -> bool:
         """End a queued or running turn as canceled. False when it had already ended."""
         return self.finish(
-            tenant, job_id, status="canceled", attempt=None, error="canceled", error_code="canceled",
-            events_out=[events.encode("error", message="canceled", code="canceled"), events.encode("done")],
+            tenant, job_id, status="canceled", attempt=None, error="canceled", error_code=ErrorCode.CANCELED,
+            events_out=[events.encode(EventType.ERROR, message="canceled", code=ErrorCode.CANCELED),
+                        events.encode(EventType.DONE)],
         )  # fmt: skip
 
     def queue_depth(self) -> int:

@@ -8,7 +8,8 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from parley.shared import memory
-from parley.shared.errors import ModelFailed, NotFound, TimedOut
+from parley.shared.errors import NotFound, turn_error
+from parley.shared.events import EventType
 from parley.shared.models import SessionPublic, SessionSummary
 from parley.shared.turns import new_job_id
 
@@ -44,9 +45,7 @@ async def summarise(rt: WebRuntime, tenant: str, session_id: str, api_key: str) 
     seen = await last_events(rt, tenant, job_id, rt.settings.summary_timeout_s,
                              too_long="the summary is taking too long",
                              stopping="this server is shutting down; ask again")  # fmt: skip
-    response, error = seen.get("response"), seen.get("error", {})
+    response, error = seen.get(EventType.RESPONSE), seen.get(EventType.ERROR, {})
     if response is not None:
         return SessionSummary(session_id=session_id, agent_id=agent_id, summary=response["structured"], job_id=job_id)
-    if error.get("code") == "model_timeout":
-        raise TimedOut(error.get("message") or "the model timed out", job_id=job_id)
-    raise ModelFailed(error.get("message") or "the summary failed", job_id=job_id)
+    raise turn_error(error.get("code"), error.get("message") or "the summary failed", job_id=job_id)

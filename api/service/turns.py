@@ -14,17 +14,9 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from parley.shared import images, logs
-from parley.shared.errors import (
-    Conflict,
-    InvalidAnswer,
-    InvalidInput,
-    ModelFailed,
-    NotFound,
-    NotReady,
-    TimedOut,
-    TooLarge,
-)
+from parley.shared import events, images, logs
+from parley.shared.errors import Conflict, InvalidInput, NotFound, NotReady, TimedOut, TooLarge, turn_error
+from parley.shared.events import EventType
 from parley.shared.models import ChatRequest, ChatResponse
 from parley.shared.turns import Accepted
 
@@ -99,7 +91,7 @@ async def last_events(rt: WebRuntime, tenant: str, job_id: str, timeout_s: float
         async with asyncio.timeout(timeout_s):
             async for _, payload in job_events(rt.hub, tenant, job_id, None, ping_s=rt.settings.sse_ping_s):
                 if payload:
-                    event = json.loads(payload)
+                    event = events.decode(payload)
                     seen[event["type"]] = event
     except TimeoutError:
         raise TimedOut(too_long, job_id=job_id, **error_extra) from None
@@ -118,17 +110,11 @@ async def wait_for_result(rt: WebRuntime, tenant: str, accepted: Accepted) -> Ch
                              too_long="the turn is taking too long; poll its job",
                              stopping="this server is shutting down; the turn goes on: poll its job",
                              status_url=f"/api/v1/jobs/{accepted.job_id}")  # fmt: skip
-    session, response, error = seen.get("session"), seen.get("response"), seen.get("error", {})
+    session, response = seen.get(EventType.SESSION), seen.get(EventType.RESPONSE)
+    error = seen.get(EventType.ERROR, {})
     if session is not None and response is not None:
         return ChatResponse(response=response["content"], agent_id=session["agent_id"],
                             agent_name=session["agent_name"], session_id=session["session_id"],
                             job_id=accepted.job_id, usage=response.get("usage"),
                             structured=response.get("structured"))  # fmt: skip
-    message = error.get("message") or "the turn failed"
-    if error.get("code") == "canceled":
-        raise Conflict("the turn was canceled", job_id=accepted.job_id)
-    if error.get("code") == "model_timeout":
-        raise TimedOut(message, job_id=accepted.job_id)
-    if error.get("code") == "invalid_answer":
-        raise InvalidAnswer(message, job_id=accepted.job_id)
-    raise ModelFailed(message, job_id=accepted.job_id)
+    raise turn_error(error.get("code"), error.get("message") or "the turn failed", job_id=accepted.job_id)

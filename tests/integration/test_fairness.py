@@ -13,6 +13,7 @@ import redis
 
 from parley.local.redis_server import RedisServer
 from parley.shared import events, keys
+from parley.shared.events import EventType
 from parley.shared.redis_client import RedisClients
 from parley.shared.settings import Settings
 from parley.shared.turns import TurnStore
@@ -114,12 +115,13 @@ def test_finish_given_a_lone_surrogate_writes_nothing_on_real_redis(redis_server
         with pytest.raises(redis.ResponseError) as raised:
             turns.finish("acme", job_id, status="finished", attempt=attempt, result={"response": "ok"},
                          messages=['{"role": "assistant", "content": "ok"}'],
-                         events_out=[events.encode("response", content="ok\udc80"), events.encode("done")])  # fmt: skip
+                         events_out=[events.encode(EventType.RESPONSE, content="ok\udc80"),
+                                     events.encode(EventType.DONE)])  # fmt: skip
         after = {key: (raw.type(key), raw.dump(key)) for key in raw.keys("*")}
         assert after == before  # no message committed, no status, no event, lane and counters as they were
         assert "bad argument" in str(raised.value)
         assert turns.finish("acme", job_id, status="failed", attempt=None, error="x", error_code="turn_failed",
-                            events_out=[events.encode("done")]) is True  # fmt: skip
+                            events_out=[events.encode(EventType.DONE)]) is True  # fmt: skip
         assert raw.get(keys.inflight("acme")) == b"0"
     finally:
         text.close()

@@ -9,6 +9,7 @@ import json
 import pytest
 
 from parley.shared import events
+from parley.shared.events import EventType
 
 
 def test_id_key_orders_sequence_numerically() -> None:
@@ -51,7 +52,7 @@ def test_valid_id_refuses_what_id_key_cannot_read(event_id: str) -> None:
 
 
 def test_parse_live_splits_at_the_first_space() -> None:
-    payload = events.encode("delta", content="two words and more")
+    payload = events.encode(EventType.DELTA, content="two words and more")
     assert events.parse_live(f"1-2 {payload}") == ("1-2", payload)
     assert json.loads(events.parse_live(f"1-2 {payload}")[1])["content"] == "two words and more"
 
@@ -61,13 +62,13 @@ def test_parse_live_without_payload() -> None:
 
 
 def test_encode_is_compact_json_with_type_first() -> None:
-    text = events.encode("status", message="queued")
+    text = events.encode(EventType.STATUS, message="queued")
     assert text == '{"type":"status","message":"queued"}'
-    assert events.encode("delta", content="héllo") == '{"type":"delta","content":"héllo"}'
+    assert events.encode(EventType.DELTA, content="héllo") == '{"type":"delta","content":"héllo"}'
 
 
 def test_from_entries_and_is_terminal() -> None:
-    done, delta = events.encode("done"), events.encode("delta", content="x")
+    done, delta = events.encode(EventType.DONE), events.encode(EventType.DELTA, content="x")
     assert events.from_entries([("1-0", {"e": delta}), ("1-1", {"e": done})]) == [("1-0", delta), ("1-1", done)]
     assert events.is_terminal(done)
     assert not events.is_terminal(delta)

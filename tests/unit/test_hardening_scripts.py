@@ -16,6 +16,7 @@ import redis
 from rq.job import Job, JobStatus
 
 from parley.shared import events, keys, telemetry
+from parley.shared.events import EventType
 from parley.shared.redis_client import RedisClients
 from parley.shared.sessions import message_json
 from parley.shared.settings import Settings
@@ -53,7 +54,7 @@ def finish(turns: TurnStore, job_id: str, attempt: int | None, tenant: str = T, 
         "status": "finished", "attempt": attempt, "result": {"response": "ok"},
         "messages": [message_json("user", "hi", job_id=job_id, created_at=1),
                      message_json("assistant", "ok", job_id=job_id, created_at=2)],
-        "events_out": [events.encode("response", content="ok"), events.encode("done")],
+        "events_out": [events.encode(EventType.RESPONSE, content="ok"), events.encode(EventType.DONE)],
     }  # fmt: skip
     return turns.finish(tenant, job_id, **{**arguments, **overrides})
 
@@ -61,7 +62,7 @@ def finish(turns: TurnStore, job_id: str, attempt: int | None, tenant: str = T, 
 def fail(turns: TurnStore, job_id: str, tenant: str = T) -> bool:
     """RQ's failure callback (worker/turn/run.py on_turn_failure): ends the turn whatever attempt runs."""
     return turns.finish(tenant, job_id, status="failed", attempt=None, error="the worker stopped",
-                        error_code="turn_failed", events_out=[events.encode("done")])  # fmt: skip
+                        error_code="turn_failed", events_out=[events.encode(EventType.DONE)])  # fmt: skip
 
 
 def queued(turns: TurnStore) -> list[str]:
@@ -90,7 +91,7 @@ def capped(clients: RedisClients, make_settings: Callable[..., Settings]) -> Tur
 
 
 @pytest.mark.parametrize("bad", [
-    {"events_out": [events.encode("response", content="ok" + SURROGATE), events.encode("done")]},
+    {"events_out": [events.encode(EventType.RESPONSE, content="ok" + SURROGATE), events.encode(EventType.DONE)]},
     {"messages": ['{"role": "assistant", "content": "ok' + SURROGATE + '"}']},
     {"images": {"img_1": "data:image/png;base64," + SURROGATE}},
     {"events_out": [{"type": "done"}]},  # an event that is not a JSON string

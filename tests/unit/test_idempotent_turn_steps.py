@@ -20,6 +20,7 @@ from fakeredis._clients._sync import FakeBaseConnection, FakeRedisConnection
 
 from parley.shared import events, keys, scripts, telemetry
 from parley.shared import turns as turns_module
+from parley.shared.events import EventType
 from parley.shared.redis_client import RedisClients, retry_options
 from parley.shared.settings import Settings
 from parley.shared.turns import TurnStore
@@ -139,7 +140,7 @@ def test_a_retried_emit_batch_writes_each_event_once(
 ) -> None:
     accepted = accept(store, chef)
     store.start(T, accepted.job_id)
-    batch = [events.encode("delta", content=str(i)) for i in range(5)]
+    batch = [events.encode(EventType.DELTA, content=str(i)) for i in range(5)]
     assert twice(lost, lambda: store.emit(T, accepted.job_id, 1, batch)) is True
     deltas = [e["content"] for e in event_list(retrying, accepted.job_id) if e["type"] == "delta"]
     assert deltas == ["0", "1", "2", "3", "4"]
@@ -153,7 +154,7 @@ def test_a_batch_sent_again_after_a_partial_first_send_writes_only_the_rest(
     accepted = accept(store, chef)
     store.start(T, accepted.job_id)
     monkeypatch.setattr(turns_module, "new_call_id", lambda: "batch-1")
-    batch = [events.encode("delta", content=str(i)) for i in range(5)]
+    batch = [events.encode(EventType.DELTA, content=str(i)) for i in range(5)]
     assert store.emit(T, accepted.job_id, 1, batch[:2]) is True  # what reached Redis before the drop
     assert store.emit(T, accepted.job_id, 1, batch) is True
     after = snapshot(retrying.raw)
@@ -172,7 +173,8 @@ def test_a_retried_emit_still_stops_at_the_fence(
     accepted = accept(store, chef)
     store.start(T, accepted.job_id)
     store.cancel(T, accepted.job_id)
-    assert twice(lost, lambda: store.emit(T, accepted.job_id, 1, [events.encode("delta", content="x")])) is False
+    delta = events.encode(EventType.DELTA, content="x")
+    assert twice(lost, lambda: store.emit(T, accepted.job_id, 1, [delta])) is False
     assert not [e for e in event_list(retrying, accepted.job_id) if e["type"] == "delta"]
 
 
@@ -180,9 +182,10 @@ def test_an_emit_with_a_bad_index_writes_nothing(store: TurnStore, retrying: Red
     accepted = accept(store, chef)
     store.start(T, accepted.job_id)
     job_keys = [keys.job(T, accepted.job_id), keys.events(T, accepted.job_id), keys.live_channel(T, accepted.job_id)]
+    delta = events.encode(EventType.DELTA, content="x")
     before = snapshot(retrying.raw)
     with pytest.raises(redis.ResponseError, match="index"):
-        retrying.text.evalsha(store._emit.sha, 3, *job_keys, 1, events.encode("delta", content="x"), 1000, "c", "x")
+        retrying.text.evalsha(store._emit.sha, 3, *job_keys, 1, delta, 1000, "c", "x")
     assert snapshot(retrying.raw) == before
 
 

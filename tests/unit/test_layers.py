@@ -1,6 +1,7 @@
 """The import rule that keeps the processes apart, checked on the source: `api` and `worker` build on
 `shared` and never import each other, `shared` imports neither, and the SDK (`client`, and `cli` on
-top of it) reaches into the server only for the API schema (`parley.shared.models`).
+top of it) reaches into the server only for the API schema (`parley.shared.models`) and the event
+types (`parley.shared.events`, which stays pure Python: it imports nothing but the standard library).
 
 Every import statement counts, also those inside functions (a lazy import is still a dependency).
 """
@@ -8,6 +9,7 @@ Every import statement counts, also those inside functions (a lazy import is sti
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,8 +24,9 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "client": ("parley.api", "parley.worker", "parley.cli", "parley.local"),
     "cli": ("parley.api", "parley.worker", "parley.local"),
 }
-SDK_MAY_IMPORT_FROM_SHARED = ("parley.shared.models",)
-"""The one server module the SDK imports: the API's request and response models."""
+SDK_MAY_IMPORT_FROM_SHARED = ("parley.shared.models", "parley.shared.events")
+"""The server modules the SDK imports: the API's request and response models, and the event types and
+event parsing (one owner of the event wire format)."""
 
 
 def module_package(path: Path, package: str) -> list[str]:
@@ -86,3 +89,12 @@ def test_the_checker_sees_relative_and_lazy_imports() -> None:
     names = imported_modules(code, module_package(ROOT / "api" / "routes" / "x.py", "api"))
     assert {"parley.worker", "parley.worker.turn", "parley.api.routes.chat", "parley.worker.loop"} <= set(names)
     assert within("parley.worker.loop", FORBIDDEN["api"]) and not within("parley.client", FORBIDDEN["client"])
+
+
+def test_the_events_module_the_sdk_shares_imports_only_the_standard_library() -> None:
+    """`parley.shared.events` ships with the SDK: any import outside the standard library (Redis, a server
+    module) would pull the server into every client."""
+    path = ROOT / "shared" / "events.py"
+    names = imported_modules(path.read_text(encoding="utf-8"), module_package(path, "shared"))
+    outside = [name for name in names if name.partition(".")[0] not in sys.stdlib_module_names]
+    assert outside == []

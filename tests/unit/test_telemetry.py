@@ -19,6 +19,7 @@ from rq.utils import utcformat
 from parley.api import metrics
 from parley.shared import events, keys, telemetry
 from parley.shared.clock import now_ms
+from parley.shared.events import EventType
 from parley.shared.redis_client import RedisClients
 from parley.shared.settings import Settings
 from parley.shared.turns import TurnStore
@@ -48,7 +49,7 @@ def dequeue(turns: TurnStore, job_id: str) -> None:
 
 
 def finish(turns: TurnStore, job_id: str, attempt: int | None, status: str = "finished") -> bool:
-    return turns.finish(T, job_id, status=status, attempt=attempt, events_out=[events.encode("done")])
+    return turns.finish(T, job_id, status=status, attempt=attempt, events_out=[events.encode(EventType.DONE)])
 
 
 def scrape(clients: RedisClients, settings: Settings, stream_count: int = 0) -> Samples:
@@ -199,7 +200,7 @@ def test_pending_deltas_ride_on_the_turns_own_writes(turns: TurnStore, clients: 
     assert clients.text.hgetall(telemetry.TOOL_CALLS.key) == {'["calculator","ok"]': "1"}
 
     telemetry.first_token(0.02)
-    assert turns.emit(T, job_id, attempt, [events.encode("delta", content="a")])
+    assert turns.emit(T, job_id, attempt, [events.encode(EventType.DELTA, content="a")])
     assert clients.text.hget(telemetry.FIRST_TOKEN.key, "[]|0.025") == "1"
 
     telemetry.tokens("Chef", "m", 10, 3)
@@ -213,10 +214,10 @@ def test_emit_still_says_when_the_turn_is_no_longer_ours(turns: TurnStore, chef:
     dequeue(turns, job_id)
     _, attempt, _ = turns.start(T, job_id)
     telemetry.tool_call("x", ok=True)  # its reply is not an event id
-    assert turns.emit(T, job_id, attempt, [events.encode("delta", content="a")])
+    assert turns.emit(T, job_id, attempt, [events.encode(EventType.DELTA, content="a")])
     assert turns.cancel(T, job_id)
     telemetry.tool_call("x", ok=True)
-    assert not turns.emit(T, job_id, attempt, [events.encode("delta", content="b")])
+    assert not turns.emit(T, job_id, attempt, [events.encode(EventType.DELTA, content="b")])
 
 
 # --- /metrics ------------------------------------------------------------------------------------

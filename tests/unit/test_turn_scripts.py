@@ -20,6 +20,7 @@ from rq.job import Job, JobStatus
 from parley.shared import events, keys
 from parley.shared.agents import AgentStore, public
 from parley.shared.errors import Conflict, InvalidInput, NotFound, TooManyRequests
+from parley.shared.events import EventType
 from parley.shared.models import AgentCreate, AgentUpdate
 from parley.shared.redis_client import RedisClients
 from parley.shared.sessions import SessionStore, message_json
@@ -91,8 +92,8 @@ def finish_ok(turns: TurnStore, job_id: str, attempt: int | None, answer: str = 
               "job_id": job_id}  # fmt: skip
     return turns.finish(
         T, job_id, status="finished", attempt=attempt, result=result, messages=messages,
-        events_out=[events.encode("response", content=answer, intent=None, session_id=session_id),
-                    events.encode("done")],
+        events_out=[events.encode(EventType.RESPONSE, content=answer, intent=None, session_id=session_id),
+                    events.encode(EventType.DONE)],
     )  # fmt: skip
 
 
@@ -226,7 +227,7 @@ def test_finish_commits_messages_and_queues_the_next_turn(turns: TurnStore, clie
     first, second = accept(turns, chef, message="one"), accept(turns, chef, message="two")
     take_from_queue(turns, first.job_id)
     assert turns.start(T, first.job_id)[:2] == ("started", 1)
-    assert turns.emit(T, first.job_id, 1, [events.encode("delta", content="an ")])
+    assert turns.emit(T, first.job_id, 1, [events.encode(EventType.DELTA, content="an ")])
     assert finish_ok(turns, first.job_id, attempt=1, answer="an answer")
 
     messages = stored_messages(clients)
@@ -265,7 +266,8 @@ def test_failed_turn_commits_nothing_and_frees_the_lane(turns: TurnStore, client
     take_from_queue(turns, first.job_id)
     turns.start(T, first.job_id)
     assert turns.finish(T, first.job_id, status="failed", attempt=1, error="boom", error_code="model_failed",
-                        events_out=[events.encode("error", message="boom"), events.encode("done")])  # fmt: skip
+                        events_out=[events.encode(EventType.ERROR, message="boom"),
+                                    events.encode(EventType.DONE)])  # fmt: skip
     assert len(stored_messages(clients)) == 1
     assert clients.text.hget(keys.session(T, "s1"), "exchanges") == "0"
     record = turns.job(T, first.job_id)
@@ -286,11 +288,11 @@ def test_a_superseded_attempt_can_neither_emit_nor_commit(turns: TurnStore, clie
     assert event_list(clients, accepted.job_id)[-1] == {"type": "status", "message": "retrying", "attempt": 2}
     before = snapshot(clients.raw)
 
-    assert turns.emit(T, accepted.job_id, 1, [events.encode("delta", content="stale")]) is False
+    assert turns.emit(T, accepted.job_id, 1, [events.encode(EventType.DELTA, content="stale")]) is False
     assert finish_ok(turns, accepted.job_id, attempt=1, answer="stale") is False
     assert snapshot(clients.raw) == before  # no event, no message, no status change
 
-    assert turns.emit(T, accepted.job_id, 2, [events.encode("delta", content="fresh")]) is True
+    assert turns.emit(T, accepted.job_id, 2, [events.encode(EventType.DELTA, content="fresh")]) is True
     assert finish_ok(turns, accepted.job_id, attempt=2, answer="fresh") is True
     assert [m["content"] for m in stored_messages(clients)][-1] == "fresh"
     assert "stale" not in json.dumps(event_list(clients, accepted.job_id))
@@ -298,7 +300,7 @@ def test_a_superseded_attempt_can_neither_emit_nor_commit(turns: TurnStore, clie
 
 def test_a_queued_turn_cannot_emit_or_be_finished_by_an_attempt(turns: TurnStore, chef: dict) -> None:
     accepted = accept(turns, chef)
-    assert turns.emit(T, accepted.job_id, 0, [events.encode("delta", content="x")]) is False
+    assert turns.emit(T, accepted.job_id, 0, [events.encode(EventType.DELTA, content="x")]) is False
     assert finish_ok(turns, accepted.job_id, attempt=0) is False
     assert turns.job(T, accepted.job_id)["status"] == "queued"  # type: ignore[index]
 
@@ -336,7 +338,7 @@ def test_cancel_a_running_turn_stops_its_worker(turns: TurnStore, clients: Redis
     take_from_queue(turns, accepted.job_id)
     turns.start(T, accepted.job_id)
     assert turns.cancel(T, accepted.job_id) is True
-    assert turns.emit(T, accepted.job_id, 1, [events.encode("delta", content="late")]) is False
+    assert turns.emit(T, accepted.job_id, 1, [events.encode(EventType.DELTA, content="late")]) is False
     assert finish_ok(turns, accepted.job_id, attempt=1) is False
     assert len(stored_messages(clients)) == 1
     assert event_types(clients, accepted.job_id)[-2:] == ["error", "done"]
@@ -680,7 +682,7 @@ def test_emit_sends_a_batch_in_order_and_stops_at_the_fence(
 ) -> None:
     accepted = accept(turns, chef)
     turns.start(T, accepted.job_id)
-    batch = [events.encode("delta", content=str(i)) for i in range(5)]
+    batch = [events.encode(EventType.DELTA, content=str(i)) for i in range(5)]
     assert turns.emit(T, accepted.job_id, 1, batch) is True
     deltas = [e["content"] for e in event_list(clients, accepted.job_id) if e["type"] == "delta"]
     assert deltas == ["0", "1", "2", "3", "4"]
@@ -695,6 +697,6 @@ def test_emit_loads_its_script_again_after_a_flush(turns: TurnStore, clients: Re
     accepted = accept(turns, chef)
     turns.start(T, accepted.job_id)
     clients.text.script_flush()
-    assert turns.emit(T, accepted.job_id, 1, [events.encode("delta", content="a")]) is True
-    assert turns.emit(T, accepted.job_id, 1, [events.encode("delta", content="b")]) is True
+    assert turns.emit(T, accepted.job_id, 1, [events.encode(EventType.DELTA, content="a")]) is True
+    assert turns.emit(T, accepted.job_id, 1, [events.encode(EventType.DELTA, content="b")]) is True
     assert [e["content"] for e in event_list(clients, accepted.job_id) if e["type"] == "delta"] == ["a", "b"]

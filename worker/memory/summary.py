@@ -18,6 +18,7 @@ from typing import Any
 import redis
 
 from parley.shared import events, keys, memory, scripts
+from parley.shared.events import ErrorCode, EventType
 from parley.shared.tokens import MESSAGE_OVERHEAD_TOKENS, count_text
 
 from ..providers.base import ModelError
@@ -98,20 +99,20 @@ def summarise_session(tenant: str, session_id: str, job_id: str, *, rt: Runtime)
     parsed JSON object) or `error`, then `done`; the web process waits on it as `/chat` waits."""
     try:
         structured, text = _report(rt, tenant, session_id)
-        outcome = [events.encode("response", content=text, structured=structured, session_id=session_id)]
+        outcome = [events.encode(EventType.RESPONSE, content=text, structured=structured, session_id=session_id)]
         result = "finished"
     except ModelError as error:
-        code = "model_timeout" if error.timed_out else "model_failed"
+        code = ErrorCode.MODEL_TIMEOUT if error.timed_out else ErrorCode.MODEL_FAILED
         log.warning("summary %s of %s/%s failed: %s", job_id, tenant, session_id, error)
-        outcome, result = [events.encode("error", message=str(error), code=code)], "failed"
+        outcome, result = [events.encode(EventType.ERROR, message=str(error), code=code)], "failed"
     except Exception as error:  # the waiting request gets an answer, never a hang
         log.error("summary %s of %s/%s failed", job_id, tenant, session_id, exc_info=True)
-        outcome = [events.encode("error", message=f"the summary failed: {error.__class__.__name__}",
-                                 code="summary_failed")]  # fmt: skip
+        outcome = [events.encode(EventType.ERROR, message=f"the summary failed: {error.__class__.__name__}",
+                                 code=ErrorCode.SUMMARY_FAILED)]  # fmt: skip
         result = "failed"
     finally:  # before `done`: a client that asks again once answered is not refused as still running
         _release_report(rt, tenant, session_id, job_id)
-    _emit(rt, tenant, job_id, [*outcome, events.encode("done")])
+    _emit(rt, tenant, job_id, [*outcome, events.encode(EventType.DONE)])
     return result
 
 

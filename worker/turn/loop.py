@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from parley.shared import events, telemetry
+from parley.shared.events import EventType
 from parley.shared.text import clean_json
 from parley.shared.tools import ToolContext, ToolRegistry, ToolResult
 from parley.shared.tools.runs import ToolRuns
@@ -106,7 +107,7 @@ class AgentLoop:
                 return self._answer(messages, text, transcript)
             said = {"role": "assistant", "content": text, "tool_calls": [call.as_message_part() for call in calls]}
             if text:
-                self._send(events.encode("llm_thought", thought=text, turn=step))
+                self._send(events.encode(EventType.LLM_THOUGHT, thought=text, turn=step))
             results = self._run_tools(calls)
             messages.append(said)
             transcript.append(said)
@@ -116,7 +117,7 @@ class AgentLoop:
                 transcript.append(heard)
         answer = STEP_LIMIT_ANSWER.format(steps=self.max_steps)
         log.info("turn %s reached the step limit (%d)", self.tool_context.job_id, self.max_steps)
-        self._send(events.encode("delta", content=answer))
+        self._send(events.encode(EventType.DELTA, content=answer))
         return Outcome(answer=answer, usage=self.usage, transcript=transcript)
 
     def _answer(self, messages: list[dict[str, Any]], text: str, transcript: list[dict[str, Any]]) -> Outcome:
@@ -128,7 +129,7 @@ class AgentLoop:
         except InvalidAnswer as error:
             log.info("turn %s: answer does not fit the shape (%s); asking once for a repair",
                      self.tool_context.job_id, error)  # fmt: skip
-            self._send(events.encode("status", message="repairing", reason=str(error)))
+            self._send(events.encode(EventType.STATUS, message="repairing", reason=str(error)))
             repair = [*messages, {"role": "assistant", "content": text},
                       {"role": "user", "content": REPAIR_PROMPT.format(reason=error)}]  # fmt: skip
             text, _ = self._model_step(repair, tools=[])
@@ -152,12 +153,12 @@ class AgentLoop:
             try:
                 for kind, piece in stream.parts():
                     if kind == REASONING:
-                        self._send(events.encode("thinking", message=piece))
+                        self._send(events.encode(EventType.THINKING, message=piece))
                     else:
                         if self.first_text_at is None:
                             self.first_text_at = time.monotonic()
                         pieces.append(piece)
-                        self._send(events.encode("delta", content=piece))
+                        self._send(events.encode(EventType.DELTA, content=piece))
             except Stopped:
                 raise
             except Exception:
@@ -184,7 +185,7 @@ class AgentLoop:
         """Announce every call, run them at once, report every result, in the calls' order."""
         allowed = set(self.agent.get("tools") or [])
         for call in calls:
-            self._send(events.encode("tool_execution", tool_name=call.name, args=_shown_args(call.arguments),
+            self._send(events.encode(EventType.TOOL_EXECUTION, tool_name=call.name, args=_shown_args(call.arguments),
                                      call_id=call.id))  # fmt: skip
         fields = [self.runs.field(call.name, call.arguments) for call in calls]  # in order: same n every attempt
         replayed = self.runs.recorded(fields)
@@ -193,8 +194,8 @@ class AgentLoop:
                                     calls, fields, replayed))  # fmt: skip
         for call, result in zip(calls, results, strict=True):
             telemetry.tool_call(call.name if call.name in allowed else "(unknown)", result.ok)
-            self._send(events.encode("tool_result", tool_name=call.name, preview=result.preview, call_id=call.id,
-                                     ok=result.ok))  # fmt: skip
+            self._send(events.encode(EventType.TOOL_RESULT, tool_name=call.name, preview=result.preview,
+                                     call_id=call.id, ok=result.ok))  # fmt: skip
         if self.is_stopped():
             raise Stopped
         return results

@@ -20,6 +20,7 @@ from typing import Any
 from parley.shared import events, logs, telemetry
 from parley.shared import images as session_images
 from parley.shared.clock import now_ms
+from parley.shared.events import ErrorCode, EventType
 from parley.shared.sessions import message_json
 from parley.shared.tokens import count_message
 from parley.shared.tools import ToolContext
@@ -47,7 +48,7 @@ def run_turn(tenant: str, job_id: str, *, rt: Runtime) -> str:
     logs.bind(session_id=record.get("session_id"))
     agent = rt.agents.get_by_id(tenant, record["agent_id"])
     if agent is None:
-        return _fail(rt, tenant, job_id, attempt, "the session's agent no longer exists", "agent_missing")
+        return _fail(rt, tenant, job_id, attempt, "the session's agent no longer exists", ErrorCode.AGENT_MISSING)
     model = agent.get("model") or rt.settings.default_model
     images = json.loads(record.get("images") or "[]")
     if "history" in record:  # a turn that brought its own conversation (no session memory)
@@ -57,7 +58,7 @@ def run_turn(tenant: str, job_id: str, *, rt: Runtime) -> str:
         history, exchanges = remembered(rt, tenant, record, agent, model, images)
 
     if agent.get("max_turns") and exchanges >= agent["max_turns"]:
-        if not rt.turns.emit(tenant, job_id, attempt, [events.encode("delta", content=CLOSING_MESSAGE)]):
+        if not rt.turns.emit(tenant, job_id, attempt, [events.encode(EventType.DELTA, content=CLOSING_MESSAGE)]):
             return "stopped"
         return _commit(rt, tenant, job_id, attempt, agent, record, Outcome(answer=CLOSING_MESSAGE), model)
     messages = build_messages(agent, history, record["message"], images)
@@ -65,11 +66,11 @@ def run_turn(tenant: str, job_id: str, *, rt: Runtime) -> str:
         outcome = _run_loop(rt, tenant, job_id, attempt, agent, record, messages, started)
     except ModelError as error:
         telemetry.model_error(error.status, error.timed_out)
-        code = "model_timeout" if error.timed_out else "model_failed"
+        code = ErrorCode.MODEL_TIMEOUT if error.timed_out else ErrorCode.MODEL_FAILED
         return _fail(rt, tenant, job_id, attempt, str(error), code)
     except InvalidAnswer as error:
         return _fail(rt, tenant, job_id, attempt, f"the model's answer did not fit the agent's response shape "
-                                              f"twice: {error}", "invalid_answer")  # fmt: skip
+                                              f"twice: {error}", ErrorCode.INVALID_ANSWER)  # fmt: skip
     if outcome is None:
         log.info("turn %s attempt %s stopped: canceled or superseded", job_id, attempt)
         return "stopped"
@@ -145,18 +146,18 @@ def _commit(rt: Runtime, tenant: str, job_id: str, attempt: int, agent: dict[str
     done = rt.turns.finish(
         tenant, job_id, status="finished", attempt=attempt, result=result, messages=messages, session_id=session_id,
         images=dict(zip(refs, uris, strict=True)), tokens=sum(tokens),
-        events_out=[events.encode("response", **response), events.encode("done")],
+        events_out=[events.encode(EventType.RESPONSE, **response), events.encode(EventType.DONE)],
     )  # fmt: skip
     if done and "history" not in record:
         maybe_schedule_summary(rt, tenant, session_id, agent)
     return "finished" if done else "stopped"
 
 
-def _fail(rt: Runtime, tenant: str, job_id: str, attempt: int | None, error: str, code: str) -> str:
+def _fail(rt: Runtime, tenant: str, job_id: str, attempt: int | None, error: str, code: ErrorCode) -> str:
     log.warning("turn %s failed: %s", job_id, error)
     rt.turns.finish(
         tenant, job_id, status="failed", attempt=attempt, error=error, error_code=code,
-        events_out=[events.encode("error", message=error, code=code), events.encode("done")],
+        events_out=[events.encode(EventType.ERROR, message=error, code=code), events.encode(EventType.DONE)],
     )  # fmt: skip
     return "failed"
 
@@ -175,4 +176,4 @@ def on_turn_failure(job: Any, connection: Any, exc_type: Any, exc_value: Any, tr
     reason = "the worker running this turn stopped" if exc_type is not None and "Abandoned" in getattr(
         exc_type, "__name__", ""
     ) else f"the turn failed: {exc_value!r}"
-    _fail(rt, tenant, job_id, None, reason, "turn_failed")
+    _fail(rt, tenant, job_id, None, reason, ErrorCode.TURN_FAILED)

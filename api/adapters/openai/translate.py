@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from parley.shared.errors import InvalidInput, TooLarge
+from parley.shared.events import ErrorCode, EventType, decode
 from parley.shared.models import SESSION_ID_PATTERN, ChatRequest, ChatResponse
 from parley.shared.settings import Settings
 
@@ -135,26 +136,26 @@ async def chunks(events: AsyncIterator[tuple[str, str]], job_id: str, created: i
         if not payload:
             yield ": ping\n\n"
             continue
-        event = json.loads(payload)
+        event = decode(payload)
         kind = event["type"]
-        if kind == "delta":
+        if kind == EventType.DELTA:
             sent_text = True
             yield chunk({"content": event["content"]})
-        elif kind == "status" and event.get("message") in ("retrying", "repairing") and sent_text:
+        elif kind == EventType.STATUS and event.get("message") in ("retrying", "repairing") and sent_text:
             # OpenAI's format cannot take back text already sent: say so rather than send it twice.
             yield _error_chunk("the answer was interrupted (its worker stopped or its shape was repaired); "
                                "retry the request", "interrupted")  # fmt: skip
             break
-        elif kind == "llm_thought" and sent_text:
+        elif kind == EventType.LLM_THOUGHT and sent_text:
             yield chunk({"content": "\n\n"})  # the thought streamed so far is not the answer: set it apart
-        elif kind == "response":
+        elif kind == EventType.RESPONSE:
             yield chunk({}, "stop")
             if include_usage:
                 usage_chunk = {"id": chunk_id, "object": "chat.completion.chunk", "created": created,
                                "model": model, "choices": [], "usage": _usage(event.get("usage"))}  # fmt: skip
                 yield f"data: {json.dumps(usage_chunk)}\n\n"
-        elif kind == "error":
-            yield _error_chunk(event.get("message", "the turn failed"), event.get("code", "turn_failed"))
+        elif kind == EventType.ERROR:
+            yield _error_chunk(event.get("message", "the turn failed"), event.get("code", ErrorCode.TURN_FAILED))
     yield "data: [DONE]\n\n"
 
 
