@@ -113,7 +113,8 @@ lint: $(VENV)/.installed-lint
 	 if $(PY) -m mypy --version >/dev/null 2>&1; then \
 	  rm -rf $(MYPY_TREE) && mkdir -p $(MYPY_TREE)/parley && \
 	  for d in $(PARLEY_DIRS); do if [ -d $$d ]; then ln -s "$(CURDIR)/$$d" $(MYPY_TREE)/parley/$$d; fi; done; \
-	  pkgs=$$(for d in $(PARLEY_DIRS); do if [ -d $$d ]; then printf -- '-p parley.%s ' $$d; fi; done); \
+	  ln -s "$(CURDIR)/shared/tools" $(MYPY_TREE)/parley/tools; \
+	  pkgs="$$(for d in $(PARLEY_DIRS); do if [ -d $$d ]; then printf -- '-p parley.%s ' $$d; fi; done)-p parley.tools "; \
 	  echo "mypy $$pkgs-p tests"; \
 	  MYPYPATH=$(MYPY_TREE) $(PY) -m mypy $$pkgs -p tests || status=1; \
 	 else echo "mypy is not installed (pip install mypy): skipped"; fi; \

@@ -9,8 +9,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from parley.shared import keys, logs
+from parley.shared import logs
 from parley.shared.errors import TooManyRequests, Unauthorized
+from parley.shared.store import keys
 
 from .runtime import WebRuntime
 

@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from parley.shared.errors import ParleyError, TooManyRequests, Unauthorized
-from parley.shared.models import ErrorResponse
+from parley.shared.schema import ErrorResponse
 
 log = logging.getLogger("parley.api")
 

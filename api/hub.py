@@ -20,9 +20,10 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from parley.shared import events, keys
+from parley.shared import events
 from parley.shared.errors import NotReady, TooManyRequests
 from parley.shared.settings import Settings
+from parley.shared.store import keys
 
 log = logging.getLogger("parley.api.hub")
 

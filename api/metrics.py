@@ -28,8 +28,9 @@ from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 from rq.utils import utcparse
 
-from parley.shared import keys, telemetry
+from parley.shared import telemetry
 from parley.shared.clock import now_ms
+from parley.shared.store import keys
 
 if TYPE_CHECKING:
     from .runtime import WebRuntime

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from parley.shared.redis_client import connect
 from parley.shared.settings import Settings
-from parley.shared.stores import Stores
+from parley.shared.store.connection import connect
+from parley.shared.store.stores import Stores
 
 from .hub import EventHub
 

@@ -32,8 +32,9 @@ from redis.exceptions import RedisError
 from starlette.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
-from parley.shared import events, keys
+from parley.shared import events
 from parley.shared.errors import NotReady
+from parley.shared.store import keys
 
 from .hub import DRAIN, RESYNC, EventHub, StreamPlace
 

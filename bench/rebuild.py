@@ -6,7 +6,7 @@ from a 100,000-message session (the target: the long one within 1.5x the short o
 
 What runs: a fresh Redis (parley.local.redis_server.RedisServer: `redis-server` from PATH, AOF on),
 two sessions written straight into it as committed turns leave them (first message, then
-user/assistant turns, each message with its `tokens`), and `parley.shared.memory.read_window`
+user/assistant turns, each message with its `tokens`), and `parley.shared.store.memory.read_window`
 called on each, alternately, with the default budget (PARLEY_CONTEXT_TOKENS, 16,000) for
 `gpt-4o-mini`. Messages are sized so that 100 of them already overflow the budget (a user message
 of about 60 tokens, an answer of about 400), so both windows hold the same number of turns: what
@@ -30,8 +30,8 @@ from typing import Any
 import redis
 
 from parley.local.redis_server import RedisServer
-from parley.shared import keys, memory
-from parley.shared.sessions import message_json
+from parley.shared.store import keys, memory
+from parley.shared.store.sessions import message_json
 from parley.shared.tokens import count_message
 
 from . import sysinfo

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 if TYPE_CHECKING:
-    from parley.shared.models import JobPublic
+    from parley.shared.schema import JobPublic
 
 
 class ParleyError(Exception):

@@ -1,6 +1,6 @@
 """Typed models of what the API takes and returns.
 
-The response models are the service's own (`parley.shared.models`), so there is one definition
+The response models are the service's own (`parley.shared.schema`), so there is one definition
 of each shape; the short names (`Agent`, `Session`, `Message`, `Job`) are aliases of them.
 What the service has no model for is defined here: `AgentFields` (the keyword arguments of
 `agents.create`/`agents.update`), `CancelResult` and `Event`.
@@ -19,7 +19,7 @@ from typing import Any, TypedDict
 from pydantic import BaseModel, ConfigDict
 
 from parley.shared.events import BadEvent, EventType, decode
-from parley.shared.models import (
+from parley.shared.schema import (
     FINAL_STATUSES,
     AgentCreate,
     AgentPublic,

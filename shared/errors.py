@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .events import ErrorCode
+from parley.shared.events import ErrorCode
 
 
 class ParleyError(Exception):

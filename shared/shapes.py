@@ -4,7 +4,7 @@ An agent's `response_shape` (and a few other free-form JSON fields) comes from a
 applies it to model answers on workers it shares with every other tenant. So:
 
 * `check_json` bounds any free-form JSON value: nesting depth (walked without recursion), serialized
-  size, finite numbers only. The models (shared/models.py) use it for shapes and session metadata.
+  size, finite numbers only. The models (shared/schema.py) use it for shapes and session metadata.
 * `check_shape` is the door for shapes (agent create/update, file agents, the seed route): bounded like
   any JSON; for a JSON Schema, every `$ref`/`$dynamicRef`/`$recursiveRef` a local fragment (`#...`), no
   nested `$id` that would move references out of the shape, `$schema` a dialect jsonschema knows, every
@@ -41,7 +41,7 @@ from jsonschema import _keywords, _legacy_keywords, _utils, exceptions, validato
 from jsonschema.exceptions import ValidationError, best_match
 from jsonschema_specifications import REGISTRY as SPECIFICATIONS
 
-from .text import clean, clean_json
+from parley.shared.text import clean, clean_json
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from . import keys
+from parley.shared.store import keys
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ def configure(agent_labels: bool) -> None:
 
 def agent_labels() -> bool:
     if _agent_labels is None:
-        from .settings import get_settings
+        from parley.shared.settings import get_settings
 
         configure(get_settings().metrics_agent_labels)
     return bool(_agent_labels)
@@ -189,7 +189,7 @@ def tool_call(tool: str, ok: bool) -> None:
 
 
 def _known_tool(name: str) -> bool:
-    from .tools import default_registry  # here: the tools import much that telemetry's users need not
+    from parley.tools import default_registry  # here: the tools import much that telemetry's users need not
 
     try:
         return default_registry().get(name) is not None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from parley.shared.tools import ToolContext, tool
+from parley.tools import ToolContext, tool
 
 
 @tool

@@ -18,10 +18,10 @@ from typing import Any, ClassVar
 
 from rq.job import Job
 
-from parley.shared.redis_client import RedisClients, connect
 from parley.shared.settings import Settings
-from parley.shared.stores import Stores
-from parley.shared.tools import ToolRegistry, load_registry
+from parley.shared.store.connection import RedisClients, connect
+from parley.shared.store.stores import Stores
+from parley.tools import ToolRegistry, load_registry
 
 from .providers import Provider, make_provider
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
-from parley.shared.agents import public
-from parley.shared.models import AgentCreate, AgentPublic, AgentUpdate
+from parley.shared.schema import AgentCreate, AgentPublic, AgentUpdate
+from parley.shared.store.agents import public
 
 from ..deps import Runtime, Tenant
 from ..errors import documented

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from parley.shared.models import ChatRequest, ChatResponse, JobAccepted
+from parley.shared.schema import ChatRequest, ChatResponse, JobAccepted
 
 from ..deps import ApiKey, Runtime, Tenant
 from ..errors import documented

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from parley.shared import events
 from parley.shared.errors import InvalidInput, NotFound
-from parley.shared.models import JobPublic
+from parley.shared.schema import JobPublic
 
 from ..deps import Runtime, Tenant
 from ..errors import documented

@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from starlette.concurrency import run_in_threadpool
 
-from parley.shared.models import MessagePage, SessionCreate, SessionPage, SessionPublic, SessionSummary
-from parley.shared.sessions import MAX_PAGE, MESSAGE_ID_PREFIX
+from parley.shared.schema import MessagePage, SessionCreate, SessionPage, SessionPublic, SessionSummary
+from parley.shared.store.sessions import MAX_PAGE, MESSAGE_ID_PREFIX
 
 from ..deps import ApiKey, Runtime, Tenant
 from ..errors import documented

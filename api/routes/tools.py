@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI
 from pydantic import BaseModel, Field
 
-from parley.shared.tools import load_registry
+from parley.tools import load_registry
 
 from ..deps import Runtime, get_tenant
 from ..errors import documented

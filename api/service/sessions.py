@@ -7,11 +7,11 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from parley.shared import memory
 from parley.shared.errors import NotFound, turn_error
 from parley.shared.events import EventType
-from parley.shared.models import SessionPublic, SessionSummary
-from parley.shared.turns import new_job_id
+from parley.shared.schema import SessionPublic, SessionSummary
+from parley.shared.store import memory
+from parley.shared.store.turns import new_job_id
 
 from ..runtime import WebRuntime
 from .turns import last_events

@@ -14,11 +14,12 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from parley.shared import events, images, logs
+from parley.shared import events, logs
 from parley.shared.errors import Conflict, InvalidInput, NotFound, NotReady, TimedOut, TooLarge, turn_error
 from parley.shared.events import EventType
-from parley.shared.models import ChatRequest, ChatResponse
-from parley.shared.turns import Accepted
+from parley.shared.schema import ChatRequest, ChatResponse
+from parley.shared.store import images
+from parley.shared.store.turns import Accepted
 
 from ..runtime import WebRuntime
 from ..streams import Draining, job_events

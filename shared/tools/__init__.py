@@ -8,8 +8,8 @@ entry-point group or modules named in PARLEY_TOOL_MODULES (docs/tools.md).
 
 from __future__ import annotations
 
-from .context import PREVIEW_CHARS, ToolContext, ToolError, ToolResult
-from .loading import (
+from parley.tools.context import PREVIEW_CHARS, ToolContext, ToolError, ToolResult
+from parley.tools.loading import (
     BUILTIN_MODULES,
     ENTRY_POINT_GROUP,
     ToolLoadError,
@@ -18,8 +18,8 @@ from .loading import (
     load_registry,
     unknown_tools,
 )
-from .registry import MAX_RESULT_CHARS, ToolRegistry, tool
-from .schema import Tool
+from parley.tools.registry import MAX_RESULT_CHARS, ToolRegistry, tool
+from parley.tools.schema import Tool
 
 __all__ = [
     "BUILTIN_MODULES",

@@ -13,8 +13,8 @@ import decimal
 import math
 from fractions import Fraction
 
-from .context import ToolError
-from .registry import tool
+from parley.tools.context import ToolError
+from parley.tools.registry import tool
 
 MAX_EXPRESSION_CHARS = 1_000
 MAX_BITS = 10_000

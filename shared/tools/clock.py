@@ -10,8 +10,8 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .context import ToolError
-from .registry import tool
+from parley.tools.context import ToolError
+from parley.tools.registry import tool
 
 
 @tool(timeout_s=5)

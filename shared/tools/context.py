@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..text import clean
+from parley.shared.text import clean
 
 if TYPE_CHECKING:
     import redis
 
-    from ..settings import Settings
+    from parley.shared.settings import Settings
 
 PREVIEW_CHARS = 300
 """Longest `ToolResult.preview` (the `tool_result` event's `preview`), in characters."""

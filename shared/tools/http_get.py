@@ -33,9 +33,9 @@ from dataclasses import dataclass
 
 import httpx
 
-from .context import ToolContext, ToolError
-from .html_text import html_to_text
-from .registry import tool
+from parley.tools.context import ToolContext, ToolError
+from parley.tools.html_text import html_to_text
+from parley.tools.registry import tool
 
 MAX_REDIRECTS = 5
 USER_AGENT = "Parley-http_get/0.1"

@@ -11,17 +11,17 @@ import importlib.metadata
 from functools import lru_cache
 from types import ModuleType
 
-from ..settings import Settings, get_settings
-from .registry import TOOL_ATTRIBUTE, ToolRegistry, tools_of_module
-from .schema import Tool
+from parley.shared.settings import Settings, get_settings
+from parley.tools.registry import TOOL_ATTRIBUTE, ToolRegistry, tools_of_module
+from parley.tools.schema import Tool
 
 ENTRY_POINT_GROUP = "parley.tools"
 
 BUILTIN_MODULES = (
-    "parley.shared.tools.calculator",
-    "parley.shared.tools.clock",
-    "parley.shared.tools.http_get",
-    "parley.shared.tools.notes",
+    "parley.tools.calculator",
+    "parley.tools.clock",
+    "parley.tools.http_get",
+    "parley.tools.notes",
 )
 
 

@@ -12,9 +12,9 @@ refuse, telling the model so.
 
 from __future__ import annotations
 
-from .. import keys
-from .context import ToolContext, ToolError
-from .registry import tool
+from parley.shared.store import keys
+from parley.tools.context import ToolContext, ToolError
+from parley.tools.registry import tool
 
 MAX_NOTES = 100
 MAX_NOTE_CHARS = 2_000

@@ -16,9 +16,9 @@ from typing import Any, TypeVar, overload
 
 from pydantic import BaseModel, ValidationError
 
-from ..text import clean_json
-from .context import ToolContext, ToolError, ToolResult
-from .schema import Tool, build_tool
+from parley.shared.text import clean_json
+from parley.tools.context import ToolContext, ToolError, ToolResult
+from parley.tools.schema import Tool, build_tool
 
 log = logging.getLogger("parley.tools")
 

@@ -1,5 +1,5 @@
 """deploy/Dockerfile, checked without a Docker daemon: hadolint finds nothing, the build is multi-stage
-and ends as a non-root user, every package directory pyproject.toml installs is copied and not
+and ends as a non-root user, every package directory setup.py installs is copied and not
 excluded by .dockerignore, and the entry point runs the Procfile's process types with `exec`."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import runpy
 import shutil
 import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
 
@@ -76,10 +76,11 @@ def test_multi_stage_and_non_root() -> None:
 
 
 def test_build_context_has_what_the_build_copies() -> None:
-    packages = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
-    copied = {args.split()[0] for op, args in instructions(DOCKERFILE.read_text())
-              if op == "COPY" and not args.startswith("--from")}  # fmt: skip
-    assert set(packages.values()) <= copied, "every package directory pyproject.toml installs is copied"
+    packages = runpy.run_path(str(REPO_ROOT / "setup.py"), run_name="setup")["PACKAGE_DIR"]
+    copied = {origin for op, args in instructions(DOCKERFILE.read_text())
+              if op == "COPY" and not args.startswith("--from") for origin in args.split()[:-1]}  # fmt: skip
+    top_level = {directory.split("/")[0] for directory in packages.values()}
+    assert top_level | {"setup.py", "pyproject.toml"} <= copied, "every package directory setup.py installs is copied"
     patterns = dockerignore()
     for source in copied:
         assert (REPO_ROOT / source).exists(), source
@@ -140,7 +141,7 @@ def build_context(destination: Path) -> list[str]:
 
 def test_the_build_stage_installs_from_the_context_alone(tmp_path: Path) -> None:
     """The build stage's `pip install /src`, without Docker: a wheel built from only the files the
-    Dockerfile copies out of the build context holds every package pyproject.toml names."""
+    Dockerfile copies out of the build context holds every package setup.py finds."""
     context, source, wheels = tmp_path / "context", tmp_path / "src", tmp_path / "wheels"
     sent = build_context(context)
     assert "deploy/healthcheck.py" in sent and not any(name.startswith("tests/") for name in sent)
@@ -161,6 +162,7 @@ def test_the_build_stage_installs_from_the_context_alone(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr[-3000:]
     (wheel,) = wheels.glob("parley-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    packages = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    packages = runpy.run_path(str(REPO_ROOT / "setup.py"), run_name="setup")["PACKAGES"]
+    assert "parley.tools" in packages and "parley.shared.store" in packages
     for package in packages:
         assert f"{package.replace('.', '/')}/__init__.py" in names, package

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from parley.api.routes.ops import router as ops_router
-from parley.shared import keys
 from parley.shared.settings import Settings
+from parley.shared.store import keys
 
 from .validators import (
     K8S_BASE,

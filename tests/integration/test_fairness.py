@@ -12,11 +12,12 @@ import pytest
 import redis
 
 from parley.local.redis_server import RedisServer
-from parley.shared import events, keys
+from parley.shared import events
 from parley.shared.events import EventType
-from parley.shared.redis_client import RedisClients
 from parley.shared.settings import Settings
-from parley.shared.turns import TurnStore
+from parley.shared.store import keys
+from parley.shared.store.connection import RedisClients
+from parley.shared.store.turns import TurnStore
 from tests.integration.helpers import client, create_agent, wait_job
 
 

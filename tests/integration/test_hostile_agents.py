@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import redis
 
-from parley.shared import keys
+from parley.shared.store import keys
 from tests.integration.helpers import client, create_agent
 
 

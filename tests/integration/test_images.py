@@ -7,8 +7,8 @@ import base64
 
 import pytest
 
-from parley.shared import images, keys
-from parley.shared.sessions import message_json
+from parley.shared.store import images, keys
+from parley.shared.store.sessions import message_json
 from tests.integration.helpers import client, create_agent
 
 MAX_IMAGE_BYTES = 1000

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from parley.shared import keys
+from parley.shared.store import keys
 from tests.harness import wait_until
 from tests.integration.helpers import client, create_agent, messages, model_requests
 

@@ -14,7 +14,7 @@ import socket
 import time
 from urllib.parse import urlsplit
 
-from parley.shared import keys
+from parley.shared.store import keys
 from tests.integration.helpers import client, create_agent, wait_job
 from tests.sse_client import collect
 

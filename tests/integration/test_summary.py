@@ -12,11 +12,11 @@ import httpx
 import pytest
 import redis
 
-from parley.shared import keys, memory
-from parley.shared.redis_client import connect
-from parley.shared.sessions import message_json
 from parley.shared.settings import Settings
-from parley.shared.stores import Stores
+from parley.shared.store import keys, memory
+from parley.shared.store.connection import connect
+from parley.shared.store.sessions import message_json
+from parley.shared.store.stores import Stores
 from parley.worker.memory import window as memory_window
 from tests.integration.helpers import client, create_agent, model_requests
 

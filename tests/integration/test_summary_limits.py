@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import redis
 
-from parley.shared import keys
 from parley.shared.settings import Settings
+from parley.shared.store import keys
 from tests.harness import wait_until
 from tests.integration.helpers import client, create_agent, wait_job
 

@@ -12,7 +12,7 @@ from tests.integration.helpers import client
 BUILTINS = ["calculator", "current_time", "http_get", "recall", "remember"]
 
 DEPLOYMENT_TOOLS = '''
-from parley.shared.tools import tool
+from parley.tools import tool
 
 
 @tool

@@ -14,11 +14,11 @@ from typing import Any
 import fakeredis
 import pytest
 
-from parley.shared.agents import AgentStore
-from parley.shared.redis_client import RedisClients
-from parley.shared.sessions import SessionStore
 from parley.shared.settings import Settings
-from parley.shared.turns import TurnStore
+from parley.shared.store.agents import AgentStore
+from parley.shared.store.connection import RedisClients
+from parley.shared.store.sessions import SessionStore
+from parley.shared.store.turns import TurnStore
 
 SETTINGS_ENV = {field.alias.upper() for field in Settings.model_fields.values() if field.alias}
 """Every environment variable Settings reads (pydantic-settings matches them case-insensitively)."""

@@ -18,9 +18,9 @@ from parley.api.adapters.seed import routes as seed_routes
 from parley.api.adapters.seed.translate import CompatUserMessage
 from parley.api.routes import agents, chat, jobs, sessions
 from parley.shared.errors import NotFound
-from parley.shared.models import ChatRequest
+from parley.shared.schema import ChatRequest
 from parley.shared.settings import Settings
-from parley.shared.turns import Accepted
+from parley.shared.store.turns import Accepted
 
 AGENT = {"id": "agent-1", "name": "Chef"}
 

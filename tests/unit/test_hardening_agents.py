@@ -15,11 +15,11 @@ import fakeredis
 import pytest
 import redis
 
-from parley.shared import keys
-from parley.shared.agents import AgentStore
 from parley.shared.errors import Conflict, NotFound, TooManyAgents
-from parley.shared.models import AgentCreate, AgentUpdate
-from parley.shared.redis_client import RedisClients
+from parley.shared.schema import AgentCreate, AgentUpdate
+from parley.shared.store import keys
+from parley.shared.store.agents import AgentStore
+from parley.shared.store.connection import RedisClients
 
 
 def _spec(name: str, **fields: Any) -> AgentCreate:

@@ -23,7 +23,7 @@ from parley.api.middleware import BodyGuard
 from parley.api.routes.ops import check_metrics_token
 from parley.shared import events
 from parley.shared.errors import InvalidInput, TooLarge, Unauthorized
-from parley.shared.sessions import SessionStore
+from parley.shared.store.sessions import SessionStore
 
 LIMIT = 4096
 
@@ -322,7 +322,7 @@ def test_v1_session_header_wins_over_user() -> None:
 
 def test_a_route_model_built_from_client_input_is_422_not_500() -> None:
     from parley.api.errors import client_input
-    from parley.shared.models import ChatRequest
+    from parley.shared.schema import ChatRequest
 
     with pytest.raises(RequestValidationError):
         with client_input():

@@ -19,8 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from parley.api import metrics
 from parley.api.middleware import BodyGuard, HttpMetrics
 from parley.shared import telemetry
-from parley.shared.redis_client import RedisClients
 from parley.shared.settings import Settings
+from parley.shared.store.connection import RedisClients
 
 
 @pytest.fixture(autouse=True)

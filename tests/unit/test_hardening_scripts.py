@@ -15,13 +15,14 @@ import pytest
 import redis
 from rq.job import Job, JobStatus
 
-from parley.shared import events, keys, telemetry
+from parley.shared import events, telemetry
 from parley.shared.events import EventType
-from parley.shared.redis_client import RedisClients
-from parley.shared.sessions import message_json
 from parley.shared.settings import Settings
-from parley.shared.tools.notes import MAX_NOTES
-from parley.shared.turns import Accepted, TurnStore
+from parley.shared.store import keys
+from parley.shared.store.connection import RedisClients
+from parley.shared.store.sessions import message_json
+from parley.shared.store.turns import Accepted, TurnStore
+from parley.tools.notes import MAX_NOTES
 from tests.unit.test_turn_scripts import event_types, snapshot, stored_messages
 
 T, OTHER = "acme", "globex"

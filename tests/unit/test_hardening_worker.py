@@ -16,12 +16,12 @@ from typing import Any
 import httpx
 import pytest
 
-from parley.shared import keys
-from parley.shared.redis_client import RedisClients
 from parley.shared.settings import Settings
+from parley.shared.store import keys
+from parley.shared.store.connection import RedisClients
 from parley.shared.text import REPLACEMENT
-from parley.shared.tools import ToolContext, ToolRegistry, tool
-from parley.shared.tools.registry import TOOL_ATTRIBUTE
+from parley.tools import ToolContext, ToolRegistry, tool
+from parley.tools.registry import TOOL_ATTRIBUTE
 from parley.worker.providers.base import REASONING, TEXT, ModelError, ModelStream, ToolCall
 from parley.worker.providers.openai import OpenAIProvider
 from parley.worker.turn.cancel_watch import CancelWatch

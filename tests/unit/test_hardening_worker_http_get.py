@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from parley.shared.tools import ToolError
-from parley.shared.tools.http_get import fetch_text
+from parley.tools import ToolError
+from parley.tools.http_get import fetch_text
 
 MAX_BYTES = 100_000
 TEXT = b"plain words, " * 2000

@@ -1,6 +1,6 @@
 """The turn steps run twice by the Redis client's retry change nothing the second time.
 
-redis_client.py retries a command (or a whole pipeline) once when its connection drops. If the
+shared/store/connection.py retries a command (or a whole pipeline) once when its connection drops. If the
 drop loses the *reply*, the first run already happened and the retry runs the same script again
 with the same arguments. Here the reply is really lost: the fake connection reads it, then drops
 and raises ConnectionError, and redis-py's retry (the production policy, `retry_options()`) sends
@@ -18,12 +18,13 @@ import pytest
 import redis
 from fakeredis._clients._sync import FakeBaseConnection, FakeRedisConnection
 
-from parley.shared import events, keys, scripts, telemetry
-from parley.shared import turns as turns_module
+from parley.shared import events, telemetry
 from parley.shared.events import EventType
-from parley.shared.redis_client import RedisClients, retry_options
 from parley.shared.settings import Settings
-from parley.shared.turns import TurnStore
+from parley.shared.store import keys, scripts
+from parley.shared.store import turns as turns_module
+from parley.shared.store.connection import RedisClients, retry_options
+from parley.shared.store.turns import TurnStore
 
 from .test_turn_scripts import T, accept, event_list, finish_ok, snapshot
 

@@ -1,4 +1,4 @@
-"""shared/images.py and its use by SessionStore: images are checked by their bytes, stored once per
+"""shared/store/images.py and its use by SessionStore: images are checked by their bytes, stored once per
 session by content hash, resolved with one HMGET per page, and deleted with their session."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from parley.shared import images, keys
-from parley.shared.sessions import SessionStore, message_json
+from parley.shared.store import images, keys
+from parley.shared.store.sessions import SessionStore, message_json
 
 
 def uri(kind: str, data: bytes) -> str:

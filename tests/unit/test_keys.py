@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from parley.shared import keys
+from parley.shared.store import keys
 
 SHA_OF_ABC = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
 

@@ -1,6 +1,6 @@
 """The import rule that keeps the processes apart, checked on the source: `api` and `worker` build on
 `shared` and never import each other, `shared` imports neither, and the SDK (`client`, and `cli` on
-top of it) reaches into the server only for the API schema (`parley.shared.models`) and the event
+top of it) reaches into the server only for the API schema (`parley.shared.schema`) and the event
 types (`parley.shared.events`, which stays pure Python: it imports nothing but the standard library).
 
 Every import statement counts, also those inside functions (a lazy import is still a dependency).
@@ -24,7 +24,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "client": ("parley.api", "parley.worker", "parley.cli", "parley.local"),
     "cli": ("parley.api", "parley.worker", "parley.local"),
 }
-SDK_MAY_IMPORT_FROM_SHARED = ("parley.shared.models", "parley.shared.events")
+SDK_MAY_IMPORT_FROM_SHARED = ("parley.shared.schema", "parley.shared.events")
 """The server modules the SDK imports: the API's request and response models, and the event types and
 event parsing (one owner of the event wire format)."""
 

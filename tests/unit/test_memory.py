@@ -1,4 +1,4 @@
-"""shared/memory.py and worker/memory/ on fakeredis: a long session's window is summary + the newest
+"""shared/store/memory.py and worker/memory/ on fakeredis: a long session's window is summary + the newest
 whole turns within the budget, read in O(window) whatever the history's length; the summariser
 folds the oldest turns, keeps about half the budget, and writes only over the summary it read."""
 
@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from parley.shared import keys, memory
 from parley.shared.errors import SummaryRunning
-from parley.shared.sessions import message_json
-from parley.shared.stores import Stores
+from parley.shared.store import keys, memory
+from parley.shared.store.sessions import message_json
+from parley.shared.store.stores import Stores
 from parley.worker.memory import summary as summary_job
 from parley.worker.memory import window as memory_window
 from parley.worker.providers.base import TEXT, ModelError, ModelStream

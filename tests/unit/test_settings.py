@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from parley.shared import keys
 from parley.shared.settings import DEFAULT_TENANT, Settings
+from parley.shared.store import keys
 
 MakeSettings = Callable[..., Settings]
 

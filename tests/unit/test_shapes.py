@@ -21,8 +21,8 @@ import pytest
 from pydantic import ValidationError
 
 from parley.shared import shapes
-from parley.shared.agents import AgentStore, public
-from parley.shared.models import AgentCreate, AgentUpdate, SessionCreate
+from parley.shared.schema import AgentCreate, AgentUpdate, SessionCreate
+from parley.shared.store.agents import AgentStore, public
 from parley.worker.turn.structured import InvalidAnswer, parse_answer
 
 EVIL = "^(a+)+$"

@@ -17,12 +17,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from rq.utils import utcformat
 
 from parley.api import metrics
-from parley.shared import events, keys, telemetry
+from parley.shared import events, telemetry
 from parley.shared.clock import now_ms
 from parley.shared.events import EventType
-from parley.shared.redis_client import RedisClients
 from parley.shared.settings import Settings
-from parley.shared.turns import TurnStore
+from parley.shared.store import keys
+from parley.shared.store.connection import RedisClients
+from parley.shared.store.turns import TurnStore
 
 T = "acme"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from parley.shared.tools import ToolError
-from parley.shared.tools.calculator import MAX_BITS, calculator
+from parley.tools import ToolError
+from parley.tools.calculator import MAX_BITS, calculator
 
 
 @pytest.mark.parametrize(

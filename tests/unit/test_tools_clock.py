@@ -6,8 +6,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from parley.shared.tools import ToolError
-from parley.shared.tools.clock import current_time
+from parley.tools import ToolError
+from parley.tools.clock import current_time
 
 
 def test_utc_by_default() -> None:

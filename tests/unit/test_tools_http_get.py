@@ -17,12 +17,12 @@ from typing import Any
 import httpx
 import pytest
 
-from parley.shared.redis_client import RedisClients
 from parley.shared.settings import Settings
-from parley.shared.tools import ToolContext, ToolRegistry
-from parley.shared.tools import http_get as module
-from parley.shared.tools.http_get import forbidden_reason
-from parley.shared.tools.registry import TOOL_ATTRIBUTE
+from parley.shared.store.connection import RedisClients
+from parley.tools import ToolContext, ToolRegistry
+from parley.tools import http_get as module
+from parley.tools.http_get import forbidden_reason
+from parley.tools.registry import TOOL_ATTRIBUTE
 
 PAGE = b"""<!doctype html><html><head><title>Menu</title><style>body { color: red }</style>
 <script>alert("no")</script></head><body><h1>Today&#39;s menu</h1><p>Tomato   and

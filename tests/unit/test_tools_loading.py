@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from parley.shared.settings import Settings
-from parley.shared.tools import ToolLoadError, clear_cache, load_registry, unknown_tools
+from parley.tools import ToolLoadError, clear_cache, load_registry, unknown_tools
 
 BUILTINS = ["calculator", "current_time", "http_get", "recall", "remember"]
 
 TOOLS_MODULE = '''
-from parley.shared.tools import tool
+from parley.tools import tool
 
 @tool
 def shout(text: str) -> str:
@@ -76,7 +76,7 @@ def test_tool_modules_setting(make_settings: Callable[..., Settings], tmp_path: 
 def test_entry_points_name_modules_or_functions(settings: Settings, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     write_modules(tmp_path, tooltest_ep_module=TOOLS_MODULE, tooltest_ep_function='''
-        from parley.shared.tools import tool
+        from parley.tools import tool
 
         @tool
         def reverse(text: str) -> str:
@@ -127,7 +127,7 @@ def test_bad_entry_points_fail_at_load_naming_them(settings: Settings, tmp_path:
         ("tooltest_broken", "PARLEY_TOOL_MODULES module 'tooltest_broken' failed to import: ZeroDivisionError"),
         ("tooltest_absent", "PARLEY_TOOL_MODULES module 'tooltest_absent' failed to import: ModuleNotFoundError"),
         ("tooltest_plain", "PARLEY_TOOL_MODULES module 'tooltest_plain' defines no @tool function"),
-        ("tooltest_clash", "two tools are named 'calculator': one in parley.shared.tools.calculator, one in "
+        ("tooltest_clash", "two tools are named 'calculator': one in parley.tools.calculator, one in "
                            "tooltest_clash"),
     ],
 )
@@ -136,7 +136,7 @@ def test_bad_tool_modules_fail_at_load_naming_them(make_settings: Callable[..., 
                                                    message: str) -> None:  # fmt: skip
     write_modules(tmp_path, tooltest_broken="x = 1 / 0\n", tooltest_plain="def helper() -> None:\n    pass\n",
                   tooltest_clash='''
-                      from parley.shared.tools import tool
+                      from parley.tools import tool
 
                       @tool
                       def calculator(expression: str) -> str:
@@ -153,6 +153,6 @@ def test_unknown_tools_uses_the_process_registry(monkeypatch: pytest.MonkeyPatch
     write_modules(tmp_path, tooltest_textual=TOOLS_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
     configured = make_settings(PARLEY_TOOL_MODULES="tooltest_textual")
-    monkeypatch.setattr("parley.shared.tools.loading.get_settings", lambda: configured)
+    monkeypatch.setattr("parley.tools.loading.get_settings", lambda: configured)
     assert unknown_tools(["calculator", "shout", "web_search", "helper"]) == ["web_search", "helper"]
     assert unknown_tools([]) == []

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from parley.shared import keys
-from parley.shared.redis_client import RedisClients
-from parley.shared.sessions import SessionStore
 from parley.shared.settings import Settings
-from parley.shared.tools import ToolContext, ToolError
-from parley.shared.tools.notes import MAX_NOTE_CHARS, MAX_NOTES, recall, remember
+from parley.shared.store import keys
+from parley.shared.store.connection import RedisClients
+from parley.shared.store.sessions import SessionStore
+from parley.tools import ToolContext, ToolError
+from parley.tools.notes import MAX_NOTE_CHARS, MAX_NOTES, recall, remember
 
 
 def context(clients: RedisClients, settings: Settings, tenant: str = "alice", session_id: str = "s1") -> ToolContext:

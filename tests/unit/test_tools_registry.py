@@ -9,10 +9,10 @@ from collections.abc import Callable, Iterator
 import pytest
 from pydantic import BaseModel
 
-from parley.shared.redis_client import RedisClients
 from parley.shared.settings import Settings
-from parley.shared.tools import MAX_RESULT_CHARS, PREVIEW_CHARS, Tool, ToolContext, ToolError, ToolRegistry, tool
-from parley.shared.tools.registry import TOOL_ATTRIBUTE
+from parley.shared.store.connection import RedisClients
+from parley.tools import MAX_RESULT_CHARS, PREVIEW_CHARS, Tool, ToolContext, ToolError, ToolRegistry, tool
+from parley.tools.registry import TOOL_ATTRIBUTE
 
 
 def made(fn: object) -> Tool:

@@ -7,9 +7,9 @@ from typing import Any, Literal
 import pytest
 from pydantic import BaseModel, Field
 
-from parley.shared.tools import Tool, ToolContext, tool
-from parley.shared.tools.registry import TOOL_ATTRIBUTE
-from parley.shared.tools.schema import parse_docstring
+from parley.tools import Tool, ToolContext, tool
+from parley.tools.registry import TOOL_ATTRIBUTE
+from parley.tools.schema import parse_docstring
 
 
 def made(fn: object) -> Tool:

@@ -1,4 +1,4 @@
-"""The turn lifecycle scripts (shared/scripts.py via TurnStore), and the session and agent stores,
+"""The turn lifecycle scripts (shared/store/scripts.py via TurnStore), and the session and agent stores,
 on fakeredis with its Lua runtime (`fakeredis[lua]`).
 
 `text` and `raw` are two clients of ONE fake server, as in production; RQ's own view of a job is
@@ -17,15 +17,16 @@ import redis
 from pydantic import ValidationError
 from rq.job import Job, JobStatus
 
-from parley.shared import events, keys
-from parley.shared.agents import AgentStore, public
+from parley.shared import events
 from parley.shared.errors import Conflict, InvalidInput, NotFound, TooManyRequests
 from parley.shared.events import EventType
-from parley.shared.models import AgentCreate, AgentUpdate
-from parley.shared.redis_client import RedisClients
-from parley.shared.sessions import SessionStore, message_json
+from parley.shared.schema import AgentCreate, AgentUpdate
 from parley.shared.settings import Settings
-from parley.shared.turns import TURN_FUNCTION, Accepted, TurnStore
+from parley.shared.store import keys
+from parley.shared.store.agents import AgentStore, public
+from parley.shared.store.connection import RedisClients
+from parley.shared.store.sessions import SessionStore, message_json
+from parley.shared.store.turns import TURN_FUNCTION, Accepted, TurnStore
 
 T = "acme"
 

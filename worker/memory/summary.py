@@ -17,8 +17,9 @@ from typing import Any
 
 import redis
 
-from parley.shared import events, keys, memory, scripts
+from parley.shared import events
 from parley.shared.events import ErrorCode, EventType
+from parley.shared.store import keys, memory, scripts
 from parley.shared.tokens import MESSAGE_OVERHEAD_TOKENS, count_text
 
 from ..providers.base import ModelError

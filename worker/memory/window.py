@@ -2,7 +2,7 @@
 context budget: first message, rolling summary, newest whole turns), and, once the turn has
 committed, queueing the rolling summary when the history beyond the summary nears the budget.
 
-Neither calls a model; the summary jobs that do are in summary.py. The policy is shared/memory.py's
+Neither calls a model; the summary jobs that do are in summary.py. The policy is shared/store/memory.py's
 (docs/memory.md).
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 
 import redis
 
-from parley.shared import images as session_images
-from parley.shared import keys, memory
+from parley.shared.store import images as session_images
+from parley.shared.store import keys, memory
 from parley.shared.tokens import MESSAGE_OVERHEAD_TOKENS, count_message, count_text
 
 from ..runtime import Runtime
@@ -33,7 +33,7 @@ def agent_model(rt: Runtime, agent: dict[str, Any]) -> str:
 
 def remembered(rt: Runtime, tenant: str, record: dict[str, str], agent: dict[str, Any], model: str,
                images: list[str]) -> tuple[list[dict[str, Any]], int]:  # fmt: skip
-    """What the session remembers that fits the agent's context budget (shared/memory.py): the
+    """What the session remembers that fits the agent's context budget (shared/store/memory.py): the
     first message, the rolling summary, the newest whole turns, their images resolved in one
     read; and how many exchanges the session has had. Reads O(window), never the whole history."""
     r, session_id = rt.clients.text, record["session_id"]

@@ -24,9 +24,9 @@ from typing import Any
 
 from parley.shared import events, telemetry
 from parley.shared.events import EventType
+from parley.shared.store.tool_runs import ToolRuns
 from parley.shared.text import clean_json
-from parley.shared.tools import ToolContext, ToolRegistry, ToolResult
-from parley.shared.tools.runs import ToolRuns
+from parley.tools import ToolContext, ToolRegistry, ToolResult
 
 from ..providers.base import REASONING, ModelError, ModelStream, Provider, ToolCall
 from .context import model_message

@@ -18,12 +18,12 @@ import time
 from typing import Any
 
 from parley.shared import events, logs, telemetry
-from parley.shared import images as session_images
 from parley.shared.clock import now_ms
 from parley.shared.events import ErrorCode, EventType
-from parley.shared.sessions import message_json
+from parley.shared.store import images as session_images
+from parley.shared.store.sessions import message_json
 from parley.shared.tokens import count_message
-from parley.shared.tools import ToolContext
+from parley.tools import ToolContext
 
 from ..memory.window import maybe_schedule_summary, remembered
 from ..providers.base import ModelError

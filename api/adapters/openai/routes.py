@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from parley.shared.models import SESSION_ID_PATTERN
+from parley.shared.schema import SESSION_ID_PATTERN
 
 from ...deps import ApiKey, Runtime, Tenant
 from ...errors import documented

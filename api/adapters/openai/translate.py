@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from parley.shared.errors import InvalidInput, TooLarge
 from parley.shared.events import ErrorCode, EventType, decode
-from parley.shared.models import SESSION_ID_PATTERN, ChatRequest, ChatResponse
+from parley.shared.schema import SESSION_ID_PATTERN, ChatRequest, ChatResponse
 from parley.shared.settings import Settings
 
 from ...errors import client_input

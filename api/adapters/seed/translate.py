@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from parley.shared.agents import public
-from parley.shared.models import AgentCreate, ChatRequest, MessagePublic, SessionPublic
+from parley.shared.schema import AgentCreate, ChatRequest, MessagePublic, SessionPublic
+from parley.shared.store.agents import public
 
 from ...errors import client_input
 

@@ -13,7 +13,7 @@ import binascii
 import hashlib
 from typing import Any
 
-from . import keys
+from parley.shared.store import keys
 
 REF_PREFIX = "img_"
 MAGIC: dict[str, tuple[bytes, ...]] = {

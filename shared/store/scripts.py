@@ -21,7 +21,7 @@ turn holds ('admitted', 'line', or nothing), so each ending releases exactly tha
 Whole or not at all: Redis keeps what a script wrote before it failed. So every script decodes
 and checks all of its arguments before its first write, and a bad argument changes nothing.
 
-Run twice: the Redis client retries a command once when its connection drops (redis_client.py),
+Run twice: the Redis client retries a command once when its connection drops (connection.py),
 and the first run may have happened before the reply was lost. So a script run a second time with
 the same arguments must change nothing and answer as the first run did:
 - ACCEPT_TURN: the job id is the call's name; a job that exists answers 'accepted' again.

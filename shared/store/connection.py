@@ -14,7 +14,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .settings import Settings
+from parley.shared.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,9 @@ import redis
 from rq.job import JobStatus
 from rq.utils import utcformat
 
-from . import keys, scripts
-from .errors import SummaryRunning, limit_refusal
-from .tokens import MESSAGE_OVERHEAD_TOKENS, count_message, count_text
+from parley.shared.errors import SummaryRunning, limit_refusal
+from parley.shared.store import keys, scripts
+from parley.shared.tokens import MESSAGE_OVERHEAD_TOKENS, count_message, count_text
 
 TOKENS_FIELD = "tokens"
 SUMMARY_FIELD = "summary"

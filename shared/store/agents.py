@@ -15,12 +15,12 @@ import redis
 import yaml
 from pydantic import ValidationError
 
-from . import keys
-from .clock import iso, now_ms
-from .errors import Conflict, InvalidInput, NotFound, TooManyAgents
-from .models import AgentCreate, AgentPublic, AgentUpdate
-from .settings import Settings
-from .tools import unknown_tools
+from parley.shared.clock import iso, now_ms
+from parley.shared.errors import Conflict, InvalidInput, NotFound, TooManyAgents
+from parley.shared.schema import AgentCreate, AgentPublic, AgentUpdate
+from parley.shared.settings import Settings
+from parley.shared.store import keys
+from parley.tools import unknown_tools
 
 STORED_FIELDS = (
     "id", "name", "description", "type", "model", "context", "first_message", "instructions",

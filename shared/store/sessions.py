@@ -14,10 +14,10 @@ from typing import Any
 
 import redis
 
-from . import images, keys, scripts
-from .clock import iso, now_ms
-from .errors import Conflict, InvalidInput, NotFound
-from .models import MessagePublic, SessionPublic
+from parley.shared.clock import iso, now_ms
+from parley.shared.errors import Conflict, InvalidInput, NotFound
+from parley.shared.schema import MessagePublic, SessionPublic
+from parley.shared.store import images, keys, scripts
 
 MESSAGE_ID_PREFIX = "msg_"
 MAX_PAGE = 1000

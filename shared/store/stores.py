@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .agents import AgentStore
-from .redis_client import RedisClients
-from .sessions import SessionStore
-from .settings import Settings
-from .turns import TurnStore
+from parley.shared.settings import Settings
+from parley.shared.store.agents import AgentStore
+from parley.shared.store.connection import RedisClients
+from parley.shared.store.sessions import SessionStore
+from parley.shared.store.turns import TurnStore
 
 
 @dataclass

@@ -20,15 +20,16 @@ from rq import Callback, Queue, Retry
 from rq.job import Job, JobStatus
 from rq.utils import utcformat
 
-from . import events, keys, scripts, telemetry
-from .clock import iso, now_ms
-from .errors import Conflict, limit_refusal
-from .events import ErrorCode, EventType
-from .models import ChatResponse, JobPublic
-from .redis_client import RedisClients
-from .sessions import first_message_json, new_session_id
-from .settings import Settings
-from .tools.notes import MAX_NOTES
+from parley.shared import events, telemetry
+from parley.shared.clock import iso, now_ms
+from parley.shared.errors import Conflict, limit_refusal
+from parley.shared.events import ErrorCode, EventType
+from parley.shared.schema import ChatResponse, JobPublic
+from parley.shared.settings import Settings
+from parley.shared.store import keys, scripts
+from parley.shared.store.connection import RedisClients
+from parley.shared.store.sessions import first_message_json, new_session_id
+from parley.tools.notes import MAX_NOTES
 
 TURN_FUNCTION = "parley.worker.turn.run_turn"
 """The RQ job function, named by path: `shared` never imports `worker`."""

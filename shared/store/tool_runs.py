@@ -17,8 +17,8 @@ import threading
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from .. import keys
-from .context import ToolResult
+from parley.shared.store import keys
+from parley.tools.context import ToolResult
 
 if TYPE_CHECKING:
     import redis

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .shapes import check_json, check_shape, json_depth
+from parley.shared.shapes import check_json, check_shape, json_depth
 
 NAME_MAX = 100
 TEXT_MAX = 100_000
