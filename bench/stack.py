@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from parley.local.redis_server import RedisServer, die_with_parent_preexec  # noqa: F401 (via bench shim)
+from parley.local.redis_server import RedisServer
 from tests.harness import (
     REPO_ROOT,
     ModelServer,

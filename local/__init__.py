@@ -3,11 +3,14 @@
 * ``python -m parley.local`` runs the whole service on one machine: Redis (an
   existing one from ``REDIS_URL`` or a private one it starts), the ``web`` and
   ``worker`` processes exactly as the repository's ``Procfile`` declares them.
-* :mod:`parley.local.redis_server` finds and runs a Redis-compatible server; the
-  integration tests use it too.
+* :mod:`parley.local.processes` is the one process supervisor (own process group,
+  output to a log file or prefixed, readiness, SIGTERM then SIGKILL); the test
+  harness and the benchmarks run their processes with it too.
+* :mod:`parley.local.redis_server` finds and runs a Redis-compatible server
+  (tests/redis_server.py adds what only tests do to it).
 
-This module only holds the Procfile helpers shared by the launcher and the test
-harness, so that both run exactly what a deployment runs.
+This module only holds the Procfile helpers shared by the launcher, the test
+harness and the benchmarks, so that all run exactly what a deployment runs.
 """
 
 from __future__ import annotations

@@ -24,12 +24,9 @@ import os
 import secrets
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from types import FrameType
 from typing import IO
@@ -41,12 +38,8 @@ from parley.local import (
     procfile_argv,
     read_procfile,
 )
-from parley.local.redis_server import (
-    RedisServer,
-    RedisServerError,
-    die_with_parent_preexec,
-    redis_answers,
-)
+from parley.local.processes import Process, ProcessError, http_status, stop_all
+from parley.local.redis_server import RedisServer, RedisServerError, redis_answers
 from parley.shared.settings import Settings
 
 DATA_DIR_NAME = ".parley-data"
@@ -210,70 +203,13 @@ def lock_data_dir(data_dir: Path) -> IO[str]:
     return fh
 
 
-class Child:
-    """One process of a Procfile type, in its own session, its output prefixed."""
-
-    def __init__(self, name: str, command: str, env: dict[str, str]) -> None:
-        self.name = name
-        self.command = command
-        self.argv = procfile_argv(command)
-        self.process = subprocess.Popen(
-            self.argv,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # we forward Ctrl-C ourselves, once
-            preexec_fn=die_with_parent_preexec(),  # noqa: PLW1509 - spawned before any thread
-        )
-        self.pump: threading.Thread | None = None
-
-    def start_pump(self, width: int) -> None:
-        self.pump = threading.Thread(target=self._pump, args=(width,), name=f"pump-{self.name}", daemon=True)
-        self.pump.start()
-
-    def _pump(self, width: int) -> None:
-        assert self.process.stdout is not None
-        prefix = f"{self.name:<{width}} | "
-        with self.process.stdout:
-            for raw in iter(self.process.stdout.readline, b""):
-                line = raw.decode("utf-8", errors="replace").rstrip("\n")
-                try:
-                    _say(prefix + line)
-                except (BrokenPipeError, ValueError):
-                    pass
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def poll(self) -> int | None:
-        return self.process.poll()
-
-    def flush_output(self, timeout_s: float = 2.0) -> None:
-        if self.pump is not None:
-            self.pump.join(timeout_s)
-
-    def signal(self, sig: signal.Signals) -> None:
-        if self.process.poll() is None:
-            try:
-                self.process.send_signal(sig)
-            except ProcessLookupError:
-                pass
-
-    def kill_group(self) -> None:
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
 class Launcher:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.data_dir = Path(args.data_dir).resolve()
         self.redis: RedisServer | None = None
-        self.children: list[Child] = []
+        self.children: list[Process] = []
+        self.commands: dict[str, str] = {}  # name -> the Procfile command it runs, for messages
         self.force = False
 
     # -- start ----------------------------------------------------------------------
@@ -312,16 +248,19 @@ class Launcher:
         for name, command, extra in plan:
             child_env = {**env, **extra}
             _say(f"parley.local: starting {name}: {command}")
+            child = Process(name, procfile_argv(command), child_env, tag="parley.local")
             try:
-                self.children.append(Child(name, command, child_env))
-            except OSError as exc:
-                raise StartupFailed(f"could not run {name} ({describe(procfile_argv(command))}): {exc}") from exc
+                child.start()
+            except ProcessError as exc:
+                raise StartupFailed(f"could not run {name} ({describe(child.argv)}): {exc.__cause__ or exc}") from exc
+            self.children.append(child)
+            self.commands[name] = command
         # Output pumps are threads: started only once every child is forked.
         width = max(len(c.name) for c in self.children)
         for child in self.children:
-            child.start_pump(width)
+            child.pump(f"{child.name:<{width}} | ", _say)
 
-    def dead_child(self) -> Child | None:
+    def dead_child(self) -> Process | None:
         for child in self.children:
             if child.poll() is not None:
                 return child
@@ -338,21 +277,14 @@ class Launcher:
                 raise StartupFailed(
                     f"{dead.name} exited with code {dead.poll()} during start-up "
                     f"(its output is above, lines prefixed '{dead.name}').\n"
-                    f"  command: {dead.command}\n"
+                    f"  command: {self.commands[dead.name]}\n"
                     "  If it could not import parley.*, install the project first: "
                     "pip install -e '.[local]' (or: make run)"
                 )
-            try:
-                with urllib.request.urlopen(url, timeout=2.0) as response:
-                    if response.status == 200:
-                        return
-                    last = f"HTTP {response.status}"
-            except urllib.error.HTTPError as exc:
-                last = f"HTTP {exc.code}"
-                exc.close()
-            except (urllib.error.URLError, OSError) as exc:
-                reason = getattr(exc, "reason", exc)
-                last = str(reason)
+            status, detail = http_status(url, timeout=2.0)
+            if status == 200:
+                return
+            last = f"HTTP {status}" if status is not None else detail
             if time.monotonic() >= deadline:
                 raise StartupFailed(
                     f"the web process did not become ready: GET {url} gave no 200 within "
@@ -363,25 +295,16 @@ class Launcher:
     # -- stop -----------------------------------------------------------------------
 
     def stop(self) -> None:
-        alive = [c for c in self.children if c.poll() is None]
+        alive = [c for c in self.children if c.alive]
         if alive:
             _say(f"parley.local: stopping {', '.join(c.name for c in alive)}")
-        for child in alive:
-            child.signal(signal.SIGTERM)
-        deadline = time.monotonic() + self.args.stop_timeout
-        while time.monotonic() < deadline and not self.force:
-            if all(c.poll() is not None for c in self.children):
-                break
-            time.sleep(0.1)
-        for child in self.children:
-            if child.poll() is None:
-                _say(f"parley.local: {child.name} did not stop in time; killing it", stream=sys.stderr)
-            child.kill_group()  # also reaps leftovers such as job work-horses
-            try:
-                child.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-            child.flush_output(1.0)
+        try:
+            stuck = stop_all(self.children, self.args.stop_timeout, give_up=lambda: self.force)
+        except ProcessError as exc:
+            _error(str(exc))
+        else:
+            for child in stuck:
+                _say(f"parley.local: {child.name} did not stop in time; killed it", stream=sys.stderr)
         if self.redis is not None:
             _say("parley.local: stopping Redis (data is kept in the data dir)")
             try:

