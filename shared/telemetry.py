@@ -11,11 +11,12 @@ mode (a shared directory) cannot add them up. Each counter or histogram is one R
 
 How deltas reach Redis without a round trip of their own:
 - A turn's life (queue wait, turn time and outcome) is recorded inside the Lua scripts that
-  start and finish the turn (`recording_start` / `recording_finish` wrap them), so it is counted
-  exactly once, in the same atomic step, only when that step really started or ended the turn.
+  start and finish the turn (start_turn.lua and finish_turn.lua in shared/store/scripts/, through
+  lib_telemetry.lua, whose tables are made from METRICS), so it is counted exactly once, in the same
+  atomic step, only when that step really started or ended the turn.
 - Everything else (`first_token`, `tokens`, `model_error`, `tool_call`, `http_request`) goes
   into this process's buffer; the next write the process makes anyway carries it: the emit
-  pipeline of a turn's events, or the start/finish scripts (as their last ARGV). The web also
+  pipeline of a turn's events, or the start/finish scripts (`deltas`, their last ARGV). The web also
   flushes its buffer every second and at each scrape (api/metrics.py).
 A write that fails loses its deltas; a metric is never worth a failed turn.
 """
@@ -74,7 +75,8 @@ BOUNDED = {TOKENS.name: AGENT_LABEL_SETS}
 OTHER = "other"
 
 METRICS = (QUEUE_WAIT, TURN, FIRST_TOKEN, TOKENS, MODEL_ERRORS, TOOL_CALLS, JOBS, HTTP_REQUESTS, HTTP_SECONDS)
-"""Every metric kept in Redis; their keys are the last KEYS of the recording scripts, in this order."""
+"""Every metric kept in Redis; their keys are the last KEYS of the recording scripts (`metrics`), in this order,
+and a delta names its metric by its position here (from 1)."""
 _INDEX = {metric.name: position for position, metric in enumerate(METRICS, start=1)}
 
 
@@ -211,15 +213,6 @@ def http_request(method: str, route: str, status: int, seconds: float) -> None:
 # --- writing --------------------------------------------------------------------------------
 
 
-_BOUNDED_ADD = """
--- HINCRBY KEYS[1] ARGV[1] ARGV[2], into field ARGV[4] instead when ARGV[1] is new and the hash holds ARGV[3]
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
-    return redis.call('HINCRBY', KEYS[1], ARGV[4], ARGV[2])
-end
-return redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
-"""
-
-
 def other_field(name: str, field: str) -> str:
     """Where a bounded metric's new label set counts once the metric is full: its last label kept."""
     try:
@@ -239,96 +232,28 @@ def write(pipe: Any, deltas: list[Delta]) -> None:
         if field.endswith("|sum"):
             pipe.hincrbyfloat(key, field, amount)
         elif name in BOUNDED:
-            pipe.eval(_BOUNDED_ADD, 1, key, field, int(amount), BOUNDED[name], other_field(name, field))
+            pipe.eval(_add_bounded(), 1, key, field, int(amount), BOUNDED[name], other_field(name, field))
         else:
             pipe.hincrby(key, field, int(amount))
 
 
-def script_keys() -> list[str]:
-    """The KEYS a recording script takes after its own: every metric's hash, in METRICS order."""
-    return [metric.key for metric in METRICS]
+def _add_bounded() -> str:
+    """The ADD_BOUNDED script (imported here: the scripts package reads METRICS from this module)."""
+    from parley.shared.store.scripts import ADD_BOUNDED
+
+    return ADD_BOUNDED
+
+
+def script_keys() -> tuple[str, ...]:
+    """A recording script's `metrics` KEYS (its last): every metric's hash, in METRICS order."""
+    return tuple(metric.key for metric in METRICS)
 
 
 def script_arg(deltas: list[Delta]) -> str:
-    """The pending deltas as the recording scripts' last ARGV (a bounded metric's with its `other` field)."""
+    """The pending deltas as the recording scripts' `deltas` ARGV (a bounded metric's with its `other` field)."""
     return json.dumps([[_INDEX[name], field, amount if field.endswith("|sum") else int(amount),
                         *([other_field(name, field)] if name in BOUNDED else [])]
                        for name, field, amount in deltas])  # fmt: skip
-
-
-def _lua_buckets(metric: Metric) -> str:
-    return "{" + ", ".join(f"{{{bound!r}, '{le_text(bound)}'}}" for bound in metric.buckets) + "}"
-
-
-_LUA_RECORD = f"""
--- Telemetry (shared/telemetry.py). The step's own script runs first as `step()`, unchanged;
--- then the deltas in the last ARGV (decoded before the step) are applied and the step's outcome is recorded.
--- Extra KEYS after the step's own: the job hash, then the metric hashes in METRICS order.
--- Extra ARGV after the step's own: the deltas JSON [[metric index, field, amount], ...].
-local metric_base = #KEYS - {len(METRICS)}
-local job_key = KEYS[metric_base]
-local bounded = {{{", ".join(f"[{_INDEX[name]}] = {cap}" for name, cap in BOUNDED.items())}}}
-local function add(index, field, amount, other)
-    local key = KEYS[metric_base + index]
-    if other and redis.call('HEXISTS', key, field) == 0 and redis.call('HLEN', key) >= bounded[index] then
-        field = other
-    end
-    if string.sub(field, -4) == '|sum' then
-        redis.call('HINCRBYFLOAT', key, field, amount)
-    else
-        redis.call('HINCRBY', key, field, amount)
-    end
-end
-local function observe(index, buckets, labels, seconds)
-    if seconds < 0 then seconds = 0 end
-    local le = '+Inf'
-    for _, bucket in ipairs(buckets) do
-        if seconds <= bucket[1] then le = bucket[2] break end
-    end
-    add(index, labels .. '|' .. le, 1)
-    add(index, labels .. '|sum', seconds)
-end
-for _, delta in ipairs(deltas) do
-    add(delta[1], delta[2], delta[3], delta[4])
-end
-"""
-
-
-def _wrap(script: str, record: str) -> str:
-    # The deltas are decoded before the step writes anything: a script that fails half-way keeps its writes.
-    decode = "local deltas = cjson.decode(ARGV[#ARGV])\n"
-    step = f"local function step()\n{script}\nend\nlocal result = step()\n"
-    return f"{decode}{step}{_LUA_RECORD}\n{record}\nreturn result\n"
-
-
-def recording_start(script: str) -> str:
-    """START_TURN that also records the queue wait of a turn's first start."""
-    return _wrap(script, f"""
-if result[1] == 'started' and tonumber(result[2]) == 1 then
-    local times = redis.call('HMGET', job_key, 'enqueued_at', 'started_at')
-    if times[1] and times[2] then
-        observe({_INDEX[QUEUE_WAIT.name]}, {_lua_buckets(QUEUE_WAIT)}, '[]',
-                (tonumber(times[2]) - tonumber(times[1])) / 1000)
-    end
-end
-""")
-
-
-def recording_finish(script: str) -> str:
-    """FINISH_TURN that also counts the turn's outcome and its time since acceptance, when it ended here.
-
-    Its ARGV ends with: final status, now_ms, deltas."""
-    return _wrap(script, f"""
-if result == 1 then
-    local outcome, ended = ARGV[#ARGV - 2], tonumber(ARGV[#ARGV - 1])
-    local labels = '["' .. outcome .. '"]'
-    add({_INDEX[JOBS.name]}, labels, 1)
-    local enqueued = redis.call('HGET', job_key, 'enqueued_at')
-    if enqueued then
-        observe({_INDEX[TURN.name]}, {_lua_buckets(TURN)}, labels, (ended - tonumber(enqueued)) / 1000)
-    end
-end
-""")
 
 
 # --- reading (for /metrics) -----------------------------------------------------------------

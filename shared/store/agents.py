@@ -19,7 +19,7 @@ from parley.shared.clock import iso, now_ms
 from parley.shared.errors import Conflict, InvalidInput, NotFound, TooManyAgents
 from parley.shared.schema import AgentCreate, AgentPublic, AgentUpdate
 from parley.shared.settings import Settings
-from parley.shared.store import keys
+from parley.shared.store import keys, scripts
 from parley.tools import unknown_tools
 
 STORED_FIELDS = (
@@ -31,86 +31,6 @@ STORED_FIELDS = (
 DEFAULT_MAX_AGENTS: int = Settings.model_fields["max_agents_per_tenant"].default
 STALE_RETRIES = 5
 """An update or delete reads the agent again this often when it changed between read and write."""
-
-_NAME_HOLDER = """
--- The id holding `name` in the name index, unless that id's hash is gone (a name left behind by a
--- write that stopped half-way before these scripts): such a name is free.
-local function name_holder(names_key, name, agent_key_prefix)
-    local holder = redis.call('HGET', names_key, name)
-    if holder and redis.call('EXISTS', agent_key_prefix .. holder) == 1 then
-        return holder
-    end
-    return false
-end
-"""
-
-CREATE_AGENT = (
-    _NAME_HOLDER
-    + """
--- KEYS: 1 the tenant's name index (hash), 2 the agent's hash, 3 the tenant's agent index (zset)
--- ARGV: 1 name, 2 agent id, 3 created_at ms, 4 most agents per tenant (0 = no limit),
---       5 agent key prefix (keys.agent(tenant, '')), 6.. the hash as field, value pairs
--- Returns 'created' | 'name_taken' | 'id_taken' | 'too_many'. Every check comes before the first
--- write and nothing is decoded, so a refused or failing create writes nothing.
-if name_holder(KEYS[1], ARGV[1], ARGV[5]) then
-    return 'name_taken'
-end
-if redis.call('EXISTS', KEYS[2]) == 1 then
-    return 'id_taken'
-end
-local limit = tonumber(ARGV[4])
-if limit > 0 and redis.call('ZCARD', KEYS[3]) >= limit then
-    return 'too_many'
-end
-redis.call('HSET', KEYS[2], unpack(ARGV, 6))
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return 'created'
-"""
-)
-
-UPDATE_AGENT = (
-    _NAME_HOLDER
-    + """
--- KEYS: 1 the tenant's name index, 2 the agent's hash
--- ARGV: 1 agent id, 2 its name as read, 3 its new name, 4 stored `name` as read (JSON),
---       5 stored `updated_at` as read (JSON), 6 agent key prefix, 7.. the new hash as field, value pairs
--- Writes only if the agent is still as read (same name and updated_at).
--- Returns 'updated' | 'stale' (changed or gone since read: read again) | 'name_taken'.
-local seen = redis.call('HMGET', KEYS[2], 'name', 'updated_at')
-if not seen[1] or seen[1] ~= ARGV[4] or (seen[2] or 'null') ~= ARGV[5] then
-    return 'stale'
-end
-if ARGV[3] ~= ARGV[2] then
-    local holder = name_holder(KEYS[1], ARGV[3], ARGV[6])
-    if holder and holder ~= ARGV[1] then
-        return 'name_taken'
-    end
-    if redis.call('HGET', KEYS[1], ARGV[2]) == ARGV[1] then
-        redis.call('HDEL', KEYS[1], ARGV[2])
-    end
-    redis.call('HSET', KEYS[1], ARGV[3], ARGV[1])
-end
-redis.call('HSET', KEYS[2], unpack(ARGV, 7))
-return 'updated'
-"""
-)
-
-DELETE_AGENT = """
--- KEYS: 1 the tenant's name index, 2 the agent's hash, 3 the tenant's agent index
--- ARGV: 1 agent id, 2 its name as read, 3 stored `name` as read (JSON)
--- Returns 'deleted' | 'stale' (renamed or gone since read: read again).
-if redis.call('HGET', KEYS[2], 'name') ~= ARGV[3] then
-    return 'stale'
-end
-if redis.call('HGET', KEYS[1], ARGV[2]) == ARGV[1] then
-    redis.call('HDEL', KEYS[1], ARGV[2])
-end
-redis.call('DEL', KEYS[2])
-redis.call('ZREM', KEYS[3], ARGV[1])
-return 'deleted'
-"""
-
 
 def _encode(agent: dict[str, Any]) -> dict[str, str]:
     return {name: _as_stored(agent.get(name)) for name in STORED_FIELDS}
@@ -146,9 +66,9 @@ class AgentStore:
         self.r = r
         self.max_agents = max_agents
         """Most agents a tenant may hold (PARLEY_MAX_AGENTS_PER_TENANT; 0: no limit)."""
-        self._create = r.register_script(CREATE_AGENT)
-        self._update = r.register_script(UPDATE_AGENT)
-        self._delete = r.register_script(DELETE_AGENT)
+        self._create = r.register_script(scripts.CREATE_AGENT)
+        self._update = r.register_script(scripts.UPDATE_AGENT)
+        self._delete = r.register_script(scripts.DELETE_AGENT)
 
     def _load(self, scope: str, agent_id: str) -> dict[str, Any] | None:
         raw = self.r.hgetall(keys.agent(scope, agent_id))

@@ -29,11 +29,11 @@ def retry_options() -> dict[str, Any]:
 
     The retry sends the command again although its first send may have run (the reply is what was lost),
     so what it retries must be safe to run twice. What holds: reads are; so are the turn scripts of
-    scripts.py (ACCEPT, START, EMIT and FINISH: scripts.py, "Run twice"). NOT safe: plain increments
+    scripts/ (ACCEPT, START, EMIT and FINISH: scripts/__init__.py, "Run twice"). NOT safe: plain increments
     (telemetry deltas, and api/deps.py's per-tenant request rate on the hub's client, which retries the
     same way, may count twice: a count, not state), and CREATE_SESSION, whose second run answers "not
-    created" (409) for the session its first run created. The scripts of agents.py, memory.py and tools/
-    are not covered by this note."""
+    created" (409) for the session its first run created. The other scripts (agents', the summary report's,
+    telemetry's ADD_BOUNDED) and those of tools/ are not covered by this note."""
     return {"retry": Retry(NoBackoff(), 1), "retry_on_error": [redis.ConnectionError]}
 
 

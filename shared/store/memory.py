@@ -32,6 +32,7 @@ from rq.utils import utcformat
 
 from parley.shared.errors import SummaryRunning, limit_refusal
 from parley.shared.store import keys, scripts
+from parley.shared.store.scripts.calls import AdmitReportCall
 from parley.shared.tokens import MESSAGE_OVERHEAD_TOKENS, count_message, count_text
 
 TOKENS_FIELD = "tokens"
@@ -298,43 +299,10 @@ def write_summary(r: Any, tenant: str, session_id: str, *, expected_upto: int, s
     return False
 
 
-ADMIT_REPORT = scripts.LIMITS + """
--- KEYS: 1 RQ queue, 2 tenant's in-flight counter, 3 API key's rate counter, 4 the session's report lock,
---       5 the report's RQ job hash
--- ARGV: 1 max queue depth, 2 max turns in flight per tenant (0 = no limit),
---       3 turns per key per rate window (0 = no limit), 4 rate window ms, 5 job id, 6 lock ttl ms,
---       7 RQ enqueued_at text
--- The chat routes' limits (scripts.LIMITS, the in-flight counter only read), then one report per
--- session at a time. Returns {'admitted', ''} | {'queue_full', ''} | {'busy', ''} |
--- {'rate_limited', ms until the window ends} | {'running', ''}. Nothing is written unless admitted;
--- then the lock, the key's rate count and the job's place in RQ's queue are written together.
-local refused = over_limits(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3])
-if refused then
-    return refused
-end
-if redis.call('EXISTS', KEYS[4]) == 1 then
-    return {'running', ''}
-end
-redis.call('SET', KEYS[4], ARGV[5], 'PX', ARGV[6])
-count_rate(KEYS[3], ARGV[3], ARGV[4])
-redis.call('PERSIST', KEYS[5])
-redis.call('HSET', KEYS[5], 'status', 'queued', 'enqueued_at', ARGV[7])
-redis.call('RPUSH', KEYS[1], ARGV[5])
-return {'admitted', ''}
-"""
-
-RELEASE_REPORT = """
--- KEYS: 1 the session's report lock; ARGV: 1 the job id that took it. Returns 1 when released.
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-    return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
 REPORT_LOCK_SLACK_S = 60
 """The report lock outlives the job's timeout by this much, so a dead job's lock expires by itself."""
 UNADMITTED_REPORT_TTL_S = 3600
-"""Lifetime of a report's RQ job saved by a web process that died before ADMIT_REPORT ran."""
+"""Lifetime of a report's RQ job saved by a web process that died before ADMIT_REPORT ran (admit_report.lua)."""
 
 
 def report_lock_ms(settings: Any) -> int:
@@ -355,12 +323,14 @@ def admit_report(queue: Any, settings: Any, tenant: str, session_id: str, job_id
         job.save(pipeline=pipe)
         pipe.expire(keys.rq_job(job_id), UNADMITTED_REPORT_TTL_S)  # until ADMIT_REPORT keeps it (PERSIST)
         pipe.execute()
-    outcome, detail = queue.connection.register_script(ADMIT_REPORT)(
-        keys=[keys.rq_queue(settings.queue_name), keys.inflight(tenant), keys.rate(tenant, api_key),
-              keys.summary_report(tenant, session_id), keys.rq_job(job_id)],
-        args=[settings.max_queue_depth, settings.max_turns_in_flight, settings.rate_limit_turns,
-              settings.rate_window_s * 1000, job_id, report_lock_ms(settings), utcformat(datetime.now(UTC))],
+    call = AdmitReportCall(
+        rq_queue=keys.rq_queue(settings.queue_name), inflight=keys.inflight(tenant), rate=keys.rate(tenant, api_key),
+        summary_report=keys.summary_report(tenant, session_id), rq_job=keys.rq_job(job_id),
+        max_queue_depth=settings.max_queue_depth, max_inflight=settings.max_turns_in_flight,
+        max_rate=settings.rate_limit_turns, rate_window_ms=settings.rate_window_s * 1000, job_id=job_id,
+        lock_ttl_ms=report_lock_ms(settings), enqueued_at=utcformat(datetime.now(UTC)),
     )  # fmt: skip
+    outcome, detail = queue.connection.register_script(scripts.ADMIT_REPORT)(keys=call.keys(), args=call.args())
     outcome, detail = _text(outcome), _text(detail)
     if outcome == "admitted":
         return
@@ -373,7 +343,8 @@ def admit_report(queue: Any, settings: Any, tenant: str, session_id: str, job_id
 
 def release_report(r: Any, tenant: str, session_id: str, job_id: str) -> bool:
     """Free the session for the next report, if job `job_id` still holds it (the job's end, worker side)."""
-    return bool(r.register_script(RELEASE_REPORT)(keys=[keys.summary_report(tenant, session_id)], args=[job_id]))
+    release = r.register_script(scripts.RELEASE_REPORT)
+    return bool(release(keys=[keys.summary_report(tenant, session_id)], args=[job_id]))
 
 
 def _text(value: Any) -> str:

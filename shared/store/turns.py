@@ -1,6 +1,7 @@
 """A turn's life in Redis: accepted by `web`, started, streamed and finished by a `worker`.
 
-Each step is one Lua script from `scripts.py` (see there for why). A turn is also an RQ job with
+Each step is one Lua script of `scripts/` (its __init__ says why; each .lua file's header says its KEYS
+and ARGV, which the builders of `scripts/calls.py` name). A turn is also an RQ job with
 the same id: RQ delivers it to a worker, heartbeats it and retries it when its worker dies; this
 module owns what RQ does not: the session lane (order), the tenant line (fairness between
 tenants), the job record the API shows, the event stream, and the single atomic commit.
@@ -28,6 +29,7 @@ from parley.shared.schema import ChatResponse, JobPublic
 from parley.shared.settings import Settings
 from parley.shared.store import keys, scripts
 from parley.shared.store.connection import RedisClients
+from parley.shared.store.scripts.calls import AcceptTurnCall, EmitTurnEventCall, FinishTurnCall, StartTurnCall
 from parley.shared.store.sessions import first_message_json, new_session_id
 from parley.tools.notes import MAX_NOTES
 
@@ -55,7 +57,7 @@ def new_job_id() -> str:
 
 def new_call_id() -> str:
     """Names one call of START_TURN, EMIT_TURN_EVENT or FINISH_TURN, so the same call run again by the
-    client's retry (after a lost reply) is known and writes nothing twice (scripts.py, "Run twice")."""
+    client's retry (after a lost reply) is known and writes nothing twice (scripts/__init__.py, "Run twice")."""
     return uuid.uuid4().hex
 
 
@@ -70,13 +72,11 @@ class TurnStore:
         self.settings = settings
         self.queue = Queue(settings.queue_name, connection=clients.raw)
         self._accept = self.r.register_script(scripts.ACCEPT_TURN)
-        # Start and finish also record telemetry in the same step (telemetry.py says how); a second run
-        # of the same call is answered before that (scripts.first_run_only), so it records nothing again.
-        start = scripts.first_run_only(scripts.START_TURN_REPLAY, telemetry.recording_start(scripts.START_TURN))
-        finish = scripts.first_run_only(scripts.FINISH_TURN_REPLAY, telemetry.recording_finish(scripts.FINISH_TURN))
-        self._start = self.r.register_script(start)
+        # Start and finish also record telemetry in the same step (their .lua files say how); a second run
+        # of the same call is answered before that, so it records nothing again.
+        self._start = self.r.register_script(scripts.START_TURN)
         self._emit = self.r.register_script(scripts.EMIT_TURN_EVENT)
-        self._finish = self.r.register_script(finish)
+        self._finish = self.r.register_script(scripts.FINISH_TURN)
 
     @property
     def retention_ms(self) -> int:
@@ -135,21 +135,24 @@ class TurnStore:
                                       agent_name=agent["name"], job_id=job_id)  # fmt: skip
         queued_event = events.encode(EventType.STATUS, message="queued")
         idem_key = keys.idempotency(tenant, idempotency_key) if idempotency_key else keys.idempotency(tenant, "-")
-        outcome, detail = self._run_accept(rq_job, [
-            keys.session(tenant, session_id), keys.sessions(tenant), keys.agent_sessions(tenant, agent["id"]),
-            keys.messages(tenant, session_id), keys.lane(tenant, session_id), keys.job(tenant, job_id),
-            keys.events(tenant, job_id), keys.live_channel(tenant, job_id), idem_key,
-            keys.rq_job(job_id), keys.rq_queue(self.settings.queue_name), keys.inflight(tenant),
-            keys.rate(tenant, api_key), keys.tenant_admitted(tenant), keys.tenant_line(tenant),
-        ], [
-            job_id, session_id, agent["id"], created, "{}", first_message_json(agent, created),
-            json.dumps(fields), session_event, queued_event, self.retention_ms,
-            f"{job_id} {request_hash}" if idempotency_key else "", self.settings.idempotency_ttl_s * 1000,
-            self.settings.max_queue_depth, _rq_now(), self.settings.max_turns_in_flight,
-            self.settings.rate_limit_turns, self.settings.rate_window_s * 1000,
-            "0" if history is not None else "1", self.settings.tenant_concurrency, keys.job(tenant, ""),
-            Job.redis_job_namespace_prefix,
-        ])  # fmt: skip
+        outcome, detail = self._run_accept(rq_job, AcceptTurnCall(
+            session=keys.session(tenant, session_id), sessions=keys.sessions(tenant),
+            agent_sessions=keys.agent_sessions(tenant, agent["id"]), messages=keys.messages(tenant, session_id),
+            lane=keys.lane(tenant, session_id), job=keys.job(tenant, job_id), events=keys.events(tenant, job_id),
+            live_channel=keys.live_channel(tenant, job_id), idempotency=idem_key, rq_job=keys.rq_job(job_id),
+            rq_queue=keys.rq_queue(self.settings.queue_name), inflight=keys.inflight(tenant),
+            rate=keys.rate(tenant, api_key), tenant_admitted=keys.tenant_admitted(tenant),
+            tenant_line=keys.tenant_line(tenant),
+            job_id=job_id, session_id=session_id, agent_id=agent["id"], now_ms=created, metadata="{}",
+            first_message=first_message_json(agent, created), job_fields=json.dumps(fields),
+            session_event=session_event, queued_event=queued_event, retention_ms=self.retention_ms,
+            idempotency_value=f"{job_id} {request_hash}" if idempotency_key else "",
+            idempotency_ttl_ms=self.settings.idempotency_ttl_s * 1000, max_queue_depth=self.settings.max_queue_depth,
+            enqueued_at=_rq_now(), max_inflight=self.settings.max_turns_in_flight,
+            max_rate=self.settings.rate_limit_turns, rate_window_ms=self.settings.rate_window_s * 1000,
+            create_session="0" if history is not None else "1", tenant_cap=self.settings.tenant_concurrency,
+            job_prefix=keys.job(tenant, ""), rq_prefix=Job.redis_job_namespace_prefix,
+        ))  # fmt: skip
         if outcome == "accepted":
             return Accepted(job_id, session_id, agent["id"], replayed=False)
         rq_job.delete()
@@ -160,11 +163,11 @@ class TurnStore:
             raise refused
         raise Conflict(f"session {session_id!r} belongs to another agent ({detail})")
 
-    def _run_accept(self, rq_job: Job, script_keys: list[str], args: list[Any]) -> list[str]:
+    def _run_accept(self, rq_job: Job, call: AcceptTurnCall) -> list[str]:
         """ACCEPT_TURN. A script error wrote nothing (it checks everything before its first write),
         so the RQ job saved for it goes too; a timeout may hide an accepted turn, so it stays (and expires)."""
         try:
-            return self._accept(keys=script_keys, args=args)  # type: ignore[no-any-return]
+            return self._accept(keys=call.keys(), args=call.args())  # type: ignore[no-any-return]
         except ResponseError:
             with suppress(RedisError):
                 rq_job.delete()
@@ -201,12 +204,13 @@ class TurnStore:
 
     def start(self, tenant: str, job_id: str) -> tuple[str, int, dict[str, str]]:
         """('started', attempt, job record) when this worker may run the turn, else ('final'|'missing', 0, {})."""
-        job_key = keys.job(tenant, job_id)
-        state, attempt, *rest = self._start(
-            keys=[job_key, keys.events(tenant, job_id), keys.live_channel(tenant, job_id),
-                  job_key, *telemetry.script_keys()],
-            args=[now_ms(), self.retention_ms, new_call_id(), telemetry.script_arg(telemetry.PENDING.take())],
+        call = StartTurnCall(
+            job=keys.job(tenant, job_id), events=keys.events(tenant, job_id),
+            live_channel=keys.live_channel(tenant, job_id), metrics=telemetry.script_keys(),
+            now_ms=now_ms(), retention_ms=self.retention_ms, call_id=new_call_id(),
+            deltas=telemetry.script_arg(telemetry.PENDING.take()),
         )  # fmt: skip
+        state, attempt, *rest = self._start(keys=call.keys(), args=call.args())
         flat = rest[0] if rest else []
         return state, int(attempt), dict(zip(flat[::2], flat[1::2], strict=True))
 
@@ -218,25 +222,30 @@ class TurnStore:
     def emit(self, tenant: str, job_id: str, attempt: int, payloads: list[str]) -> bool:
         """Emit events of a running attempt, in order, in one round trip; False means stop:
         the turn was canceled, ended or superseded (and events from then on were dropped)."""
-        job_keys = [keys.job(tenant, job_id), keys.events(tenant, job_id), keys.live_channel(tenant, job_id)]
-        call = new_call_id()
+        call_id = new_call_id()
+        calls = [
+            EmitTurnEventCall(job=keys.job(tenant, job_id), events=keys.events(tenant, job_id),
+                              live_channel=keys.live_channel(tenant, job_id), attempt=attempt, event=payload,
+                              retention_ms=self.retention_ms, call_id=call_id, index=index)
+            for index, payload in enumerate(payloads, start=1)
+        ]  # fmt: skip
         try:
-            return self._emit_batch(job_keys, attempt, payloads, call)
+            return self._emit_batch(calls)
         except NoScriptError:  # Redis restarted or its scripts were flushed: load it, send again
             self.r.script_load(scripts.EMIT_TURN_EVENT)
-            return self._emit_batch(job_keys, attempt, payloads, call)
+            return self._emit_batch(calls)
 
-    def _emit_batch(self, job_keys: list[str], attempt: int, payloads: list[str], call: str) -> bool:
+    def _emit_batch(self, calls: list[EmitTurnEventCall]) -> bool:
         # EVALSHA straight on the pipeline: a Script object on a pipeline costs a SCRIPT EXISTS round
         # trip at every execute. Sending the batch again (after a NOSCRIPT reply, or the client's retry
         # after a lost reply) writes only the events the first send did not: each names its call and index.
         # The telemetry deltas riding along are plain increments: a retried pipeline may count them twice.
         with self.r.pipeline(transaction=False) as pipe:
-            for index, payload in enumerate(payloads, start=1):
-                pipe.evalsha(self._emit.sha, len(job_keys), *job_keys, attempt, payload, self.retention_ms,
-                             call, index)  # fmt: skip
+            for call in calls:
+                script_keys = call.keys()
+                pipe.evalsha(self._emit.sha, len(script_keys), *script_keys, *call.args())
             telemetry.write(pipe, telemetry.PENDING.take())  # rides along: no round trip of its own
-            event_ids = pipe.execute()[: len(payloads)]
+            event_ids = pipe.execute()[: len(calls)]
         return all(event_ids)
 
     def finish(self, tenant: str, job_id: str, *, status: str, attempt: int | None, events_out: list[str],
@@ -252,23 +261,21 @@ class TurnStore:
             session_id = self.r.hget(keys.job(tenant, job_id), "session_id")
             if session_id is None:
                 return False
-        ended_ms = now_ms()
-        ended = self._finish(
-            keys=[
-                keys.job(tenant, job_id), keys.events(tenant, job_id), keys.live_channel(tenant, job_id),
-                keys.lane(tenant, session_id), keys.messages(tenant, session_id), keys.session(tenant, session_id),
-                keys.rq_queue(self.settings.queue_name), keys.rq_job(job_id), keys.inflight(tenant),
-                keys.session_images(tenant, session_id), keys.tenant_admitted(tenant), keys.tenant_line(tenant),
-                keys.tool_runs(tenant, job_id), keys.pending_notes(tenant, job_id), keys.notes(tenant, session_id),
-                keys.job(tenant, job_id), *telemetry.script_keys(),
-            ],
-            args=[
-                job_id, status, ended_ms, "" if attempt is None else attempt,
-                json.dumps(result) if result is not None else "", error, error_code,
-                json.dumps(messages or []), json.dumps(events_out), self.retention_ms,
-                Job.redis_job_namespace_prefix, _rq_now(), json.dumps(images) if images else "", tokens,
-                self.settings.tenant_concurrency, keys.job(tenant, ""), MAX_NOTES, new_call_id(),
-                status, ended_ms, telemetry.script_arg(telemetry.PENDING.take()),
-            ],
+        call = FinishTurnCall(
+            job=keys.job(tenant, job_id), events=keys.events(tenant, job_id),
+            live_channel=keys.live_channel(tenant, job_id), lane=keys.lane(tenant, session_id),
+            messages=keys.messages(tenant, session_id), session=keys.session(tenant, session_id),
+            rq_queue=keys.rq_queue(self.settings.queue_name), rq_job=keys.rq_job(job_id),
+            inflight=keys.inflight(tenant), session_images=keys.session_images(tenant, session_id),
+            tenant_admitted=keys.tenant_admitted(tenant), tenant_line=keys.tenant_line(tenant),
+            tool_runs=keys.tool_runs(tenant, job_id), pending_notes=keys.pending_notes(tenant, job_id),
+            notes=keys.notes(tenant, session_id), metrics=telemetry.script_keys(),
+            job_id=job_id, status=status, now_ms=now_ms(), attempt="" if attempt is None else attempt,
+            result=json.dumps(result) if result is not None else "", error=error, error_code=error_code,
+            new_messages=json.dumps(messages or []), last_events=json.dumps(events_out),
+            retention_ms=self.retention_ms, rq_prefix=Job.redis_job_namespace_prefix, enqueued_at=_rq_now(),
+            images=json.dumps(images) if images else "", tokens=tokens, tenant_cap=self.settings.tenant_concurrency,
+            job_prefix=keys.job(tenant, ""), max_notes=MAX_NOTES, call_id=new_call_id(),
+            deltas=telemetry.script_arg(telemetry.PENDING.take()),
         )  # fmt: skip
-        return bool(ended)
+        return bool(self._finish(keys=call.keys(), args=call.args()))

@@ -67,7 +67,8 @@ def test_the_producers_emit_every_type_but_none_outside_it() -> None:
     """Lua's `type = '...'` literals (START_TURN's statuses) count as emitted too."""
     names = {emitted_type(call) for package in PRODUCERS for _, call in encode_calls(package)}
     emitted = {EventType[name] for name in names if name is not None and name in EventType.__members__}
-    lua = set(re.findall(r"type = '([a-z_]+)'", (ROOT / "shared" / "store" / "scripts.py").read_text(encoding="utf-8")))
+    lua_files = (ROOT / "shared" / "store" / "scripts").glob("*.lua")
+    lua = {found for path in lua_files for found in re.findall(r"type = '([a-z_]+)'", path.read_text(encoding="utf-8"))}
     assert lua and lua <= set(EventType)
     assert emitted | lua == set(EventType)
 

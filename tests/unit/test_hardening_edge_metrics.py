@@ -21,6 +21,7 @@ from parley.api.middleware import BodyGuard, HttpMetrics
 from parley.shared import telemetry
 from parley.shared.settings import Settings
 from parley.shared.store.connection import RedisClients
+from parley.shared.store.turns import TurnStore
 
 
 @pytest.fixture(autouse=True)
@@ -91,15 +92,14 @@ def test_opted_in_label_sets_are_bounded_on_the_pipeline_path(clients: RedisClie
     assert clients.text.hget(telemetry.TOKENS.key, '["agent-7","m","in"]') == "5"
 
 
-def test_opted_in_label_sets_are_bounded_on_the_turn_script_path(clients: RedisClients) -> None:
+def test_opted_in_label_sets_are_bounded_on_the_turn_script_path(clients: RedisClients, turns: TurnStore) -> None:
     telemetry.configure(agent_labels=True)
     full = {telemetry.labels_field((f"a{n}", "m", "in")): 1 for n in range(telemetry.AGENT_LABEL_SETS)}
     clients.text.hset(telemetry.TOKENS.key, mapping=full)
-    script = clients.text.register_script(telemetry.recording_finish("return 0"))
     telemetry.tokens("a3", "m", 2, None)
     telemetry.tokens("brand-new", "m", 7, 1)
-    script(keys=["parley:job:t:j", *telemetry.script_keys()],
-           args=["finished", 0, telemetry.script_arg(telemetry.PENDING.take())])  # fmt: skip
+    # FINISH_TURN of a job that is gone ends nothing, but still writes the deltas it carries (finish_turn.lua).
+    assert turns.finish("t", "job_gone", status="finished", attempt=None, events_out=[], session_id="s") is False
     stored = clients.text.hgetall(telemetry.TOKENS.key)
     assert stored['["a3","m","in"]'] == "3"
     assert stored['["other","other","in"]'] == "7" and stored['["other","other","out"]'] == "1"

@@ -116,7 +116,7 @@ def test_finish_with_an_undecodable_argument_writes_nothing(turns: TurnStore, cl
 
 def test_finish_with_undecodable_telemetry_deltas_writes_nothing(turns: TurnStore, clients: RedisClients,
                                                                   chef: dict) -> None:  # fmt: skip
-    """The recording wrapper decodes its deltas before the step writes (they ride in the last ARGV)."""
+    """finish_turn.lua decodes its deltas (its last ARGV) before the step writes."""
     job_id = accept(turns, chef).job_id
     attempt = run(turns, job_id)
     before = snapshot(clients.raw)

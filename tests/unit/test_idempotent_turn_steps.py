@@ -21,7 +21,7 @@ from fakeredis._clients._sync import FakeBaseConnection, FakeRedisConnection
 from parley.shared import events, telemetry
 from parley.shared.events import EventType
 from parley.shared.settings import Settings
-from parley.shared.store import keys, scripts
+from parley.shared.store import keys
 from parley.shared.store import turns as turns_module
 from parley.shared.store.connection import RedisClients, retry_options
 from parley.shared.store.turns import TurnStore
@@ -226,9 +226,25 @@ def test_a_second_run_of_the_same_finish_call_changes_nothing(
     assert finish_ok(store, accepted.job_id, 1) is False
 
 
-def test_first_run_only_answers_before_the_script_runs(retrying: RedisClients) -> None:
-    script = scripts.first_run_only("if ARGV[1] == 'seen' then return 'replayed' end",
-                                    "redis.call('INCR', KEYS[1])\nreturn 'ran'")  # fmt: skip
-    assert retrying.text.eval(script, 1, "k", "new") == "ran"
-    assert retrying.text.eval(script, 1, "k", "seen") == "replayed"
-    assert retrying.text.get("k") == "1"
+def test_a_second_run_of_the_same_call_writes_none_of_its_deltas(
+    store: TurnStore, retrying: RedisClients, chef: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """start_turn.lua and finish_turn.lua answer a call that already ran before their step and before their
+    metrics: run again with the same arguments, deltas included, it writes nothing, metrics neither."""
+    accepted = accept(store, chef)
+
+    def carrying_deltas(step: Callable[[], Any]) -> Any:
+        telemetry.PENDING.add(telemetry.TOOL_CALLS, telemetry.labels_field(("calculator", "ok")), 1)
+        return step()
+
+    monkeypatch.setattr(turns_module, "new_call_id", lambda: "start-1")
+    first = carrying_deltas(lambda: store.start(T, accepted.job_id))
+    after_one = snapshot(retrying.raw)
+    assert carrying_deltas(lambda: store.start(T, accepted.job_id)) == first
+    assert snapshot(retrying.raw) == after_one
+    monkeypatch.setattr(turns_module, "new_call_id", lambda: "finish-1")
+    assert carrying_deltas(lambda: finish_ok(store, accepted.job_id, 1)) is True
+    after_one = snapshot(retrying.raw)
+    assert carrying_deltas(lambda: finish_ok(store, accepted.job_id, 1)) is True
+    assert snapshot(retrying.raw) == after_one
+    assert retrying.text.hgetall(telemetry.TOOL_CALLS.key) == {'["calculator","ok"]': "2"}  # one per first run

@@ -1,4 +1,4 @@
-"""The turn lifecycle scripts (shared/store/scripts.py via TurnStore), and the session and agent stores,
+"""The turn lifecycle scripts (shared/store/scripts/*.lua via TurnStore), and the session and agent stores,
 on fakeredis with its Lua runtime (`fakeredis[lua]`).
 
 `text` and `raw` are two clients of ONE fake server, as in production; RQ's own view of a job is

@@ -1,0 +1,189 @@
+"""Named builders for the scripts with wide positional interfaces: one frozen dataclass per script whose
+fields are its KEYS then its ARGV, named and ordered as the script's header says (`-- KEYS:` and `-- ARGV:`
+in the .lua file; tests/unit/test_script_headers.py fails when they drift). A caller names every value;
+`keys()` and `args()` give them back in the script's positions.
+
+A field made with `key()` is a Redis key, with `arg()` an argument; `rest=True` marks the last one as
+variadic (`4.. metrics` in a header): a tuple whose items take that position and every later one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+Value = str | int | float
+
+
+def key(*, rest: bool = False) -> Any:
+    return field(metadata={"kind": "key", "rest": rest})
+
+
+def arg(*, rest: bool = False) -> Any:
+    return field(metadata={"kind": "arg", "rest": rest})
+
+
+@dataclass(frozen=True)
+class ScriptCall:
+    """A call of the script `SCRIPT` (shared/store/scripts/<SCRIPT>.lua)."""
+
+    SCRIPT: ClassVar[str]
+
+    @classmethod
+    def header(cls, kind: str) -> list[str]:
+        """The header's items for `kind` ('key' or 'arg'), as this builder orders them: '1 job', '4.. metrics'."""
+        named = [item for item in fields(cls) if item.metadata["kind"] == kind]
+        return [f"{position}{'..' if item.metadata['rest'] else ''} {item.name}"
+                for position, item in enumerate(named, start=1)]  # fmt: skip
+
+    def _values(self, kind: str) -> list[Any]:
+        out: list[Any] = []
+        for item in fields(self):
+            if item.metadata["kind"] == kind:
+                value = getattr(self, item.name)
+                out.extend(value) if item.metadata["rest"] else out.append(value)
+        return out
+
+    def keys(self) -> list[str]:
+        return self._values("key")
+
+    def args(self) -> list[Value]:
+        return self._values("arg")
+
+
+@dataclass(frozen=True)
+class AcceptTurnCall(ScriptCall):
+    """ACCEPT_TURN (accept_turn.lua): what each value holds is said there."""
+
+    SCRIPT: ClassVar[str] = "accept_turn"
+    session: str = key()
+    sessions: str = key()
+    agent_sessions: str = key()
+    messages: str = key()
+    lane: str = key()
+    job: str = key()
+    events: str = key()
+    live_channel: str = key()
+    idempotency: str = key()
+    rq_job: str = key()
+    rq_queue: str = key()
+    inflight: str = key()
+    rate: str = key()
+    tenant_admitted: str = key()
+    tenant_line: str = key()
+    job_id: str = arg()
+    session_id: str = arg()
+    agent_id: str = arg()
+    now_ms: int = arg()
+    metadata: str = arg()
+    first_message: str = arg()
+    job_fields: str = arg()
+    session_event: str = arg()
+    queued_event: str = arg()
+    retention_ms: int = arg()
+    idempotency_value: str = arg()
+    idempotency_ttl_ms: int = arg()
+    max_queue_depth: int = arg()
+    enqueued_at: str = arg()
+    max_inflight: int = arg()
+    max_rate: int = arg()
+    rate_window_ms: int = arg()
+    create_session: str = arg()
+    tenant_cap: int = arg()
+    job_prefix: str = arg()
+    rq_prefix: str = arg()
+
+
+@dataclass(frozen=True)
+class StartTurnCall(ScriptCall):
+    """START_TURN (start_turn.lua)."""
+
+    SCRIPT: ClassVar[str] = "start_turn"
+    job: str = key()
+    events: str = key()
+    live_channel: str = key()
+    metrics: tuple[str, ...] = key(rest=True)
+    now_ms: int = arg()
+    retention_ms: int = arg()
+    call_id: str = arg()
+    deltas: str = arg()
+
+
+@dataclass(frozen=True)
+class EmitTurnEventCall(ScriptCall):
+    """EMIT_TURN_EVENT (emit_turn_event.lua): one event of a batch."""
+
+    SCRIPT: ClassVar[str] = "emit_turn_event"
+    job: str = key()
+    events: str = key()
+    live_channel: str = key()
+    attempt: int = arg()
+    event: str = arg()
+    retention_ms: int = arg()
+    call_id: str = arg()
+    index: int = arg()
+
+
+@dataclass(frozen=True)
+class FinishTurnCall(ScriptCall):
+    """FINISH_TURN (finish_turn.lua)."""
+
+    SCRIPT: ClassVar[str] = "finish_turn"
+    job: str = key()
+    events: str = key()
+    live_channel: str = key()
+    lane: str = key()
+    messages: str = key()
+    session: str = key()
+    rq_queue: str = key()
+    rq_job: str = key()
+    inflight: str = key()
+    session_images: str = key()
+    tenant_admitted: str = key()
+    tenant_line: str = key()
+    tool_runs: str = key()
+    pending_notes: str = key()
+    notes: str = key()
+    metrics: tuple[str, ...] = key(rest=True)
+    job_id: str = arg()
+    status: str = arg()
+    now_ms: int = arg()
+    attempt: int | str = arg()
+    result: str = arg()
+    error: str = arg()
+    error_code: str = arg()
+    new_messages: str = arg()
+    last_events: str = arg()
+    retention_ms: int = arg()
+    rq_prefix: str = arg()
+    enqueued_at: str = arg()
+    images: str = arg()
+    tokens: int = arg()
+    tenant_cap: int = arg()
+    job_prefix: str = arg()
+    max_notes: int = arg()
+    call_id: str = arg()
+    deltas: str = arg()
+
+
+@dataclass(frozen=True)
+class AdmitReportCall(ScriptCall):
+    """ADMIT_REPORT (admit_report.lua)."""
+
+    SCRIPT: ClassVar[str] = "admit_report"
+    rq_queue: str = key()
+    inflight: str = key()
+    rate: str = key()
+    summary_report: str = key()
+    rq_job: str = key()
+    max_queue_depth: int = arg()
+    max_inflight: int = arg()
+    max_rate: int = arg()
+    rate_window_ms: int = arg()
+    job_id: str = arg()
+    lock_ttl_ms: int = arg()
+    enqueued_at: str = arg()
+
+
+BUILDERS: tuple[type[ScriptCall], ...] = (AcceptTurnCall, StartTurnCall, EmitTurnEventCall, FinishTurnCall,
+                                          AdmitReportCall)  # fmt: skip
