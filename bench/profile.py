@@ -8,7 +8,7 @@ the CPU goes to).  The collapsed stacks are kept in
 /tmp/parley-bench-profiles/ (``--profile-dir``) and summarised here as the functions with the most
 samples, inclusive (the function or anything it calls) and self (the leaf frame).
 
-    python -m bench.profile /tmp/parley-bench-profiles/concurrent-cpu-web.txt   # summarise one file
+    python -m bench profile /tmp/parley-bench-profiles/concurrent-cpu-web.txt   # summarise one file
 """
 
 from __future__ import annotations
@@ -116,16 +116,6 @@ def thread_share(path: Path) -> dict[str, float]:
     return {name: round(100.0 * n / total, 1) for name, n in counts.items()}
 
 
-def format_summary(title: str, summary: dict[str, Any], top: int = 15) -> str:
-    lines = [f"{title}: {summary['samples']} samples", "  focus: Parley's functions and key library calls, inclusive %"]
-    lines += [f"    {pct:5.1f}  {name}" for name, pct in summary["focus"][:top]]
-    lines.append("  inclusive %  (function or what it calls)")
-    lines += [f"    {pct:5.1f}  {name}" for name, pct in summary["inclusive"][:top]]
-    lines.append("  self %  (leaf frame)")
-    lines += [f"    {pct:5.1f}  {name}" for name, pct in summary["self"][:top]]
-    return "\n".join(lines)
-
-
 def record(pid: int, out: Path, seconds: float, idle: bool, rate: int = 250) -> subprocess.Popen[bytes]:
     spy = py_spy()
     if spy is None:
@@ -213,17 +203,16 @@ def profile_stack(stack: Any, args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Summarise py-spy collapsed stacks (--format raw).")
-    parser.add_argument("files", nargs="+", type=Path)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="+", type=Path, help="py-spy collapsed stacks (--format raw)")
     parser.add_argument("--top", type=int, default=20)
     parser.add_argument("--all-threads", action="store_true")
-    args = parser.parse_args(argv)
-    for path in args.files:
-        print(format_summary(str(path), summarise(read_collapsed(path, not args.all_threads), args.top), args.top))
-        print(f"  by thread: {thread_share(path)}")
-        print()
+    parser.add_argument("--output", type=Path, default=None, help="also write the summaries as JSON here")
 
 
-if __name__ == "__main__":
-    main()
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Summarise each file: the top functions (inclusive, self, focus) and the share by thread."""
+    summaries = [{"file": str(path), "top": args.top,
+                  "summary": summarise(read_collapsed(path, not args.all_threads), args.top),
+                  "by_thread": thread_share(path)} for path in args.files]  # fmt: skip
+    return {"command": args.command, "options": args.options, "summaries": summaries}

@@ -1,8 +1,8 @@
-"""``python -m bench.rebuild``: how long rebuilding a turn's context takes from a 100-message and
+"""``python -m bench rebuild``: how long rebuilding a turn's context takes from a 100-message and
 from a 100,000-message session (the target: the long one within 1.5x the short one's p50).
 
-    python -m bench.rebuild                    # a fresh redis-server on a free port, 2,000 rebuilds each
-    python -m bench.rebuild --redis-url redis://127.0.0.1:6379/15 --rebuilds 500   # a server you run
+    python -m bench rebuild                    # a fresh redis-server on a free port, 2,000 rebuilds each
+    python -m bench rebuild --redis-url redis://127.0.0.1:6379/15 --rebuilds 500   # a server you run
 
 What runs: a fresh Redis (parley.local.redis_server.RedisServer: `redis-server` from PATH, AOF on),
 two sessions written straight into it as committed turns leave them (first message, then
@@ -113,31 +113,17 @@ def full_history(r: redis.Redis, sessions: dict[int, str], repeats: int) -> dict
     }
 
 
-def report(title: str, figures: dict[int, dict[str, Any]], old: dict[int, float]) -> float:
-    small, large = figures[SIZES[0]], figures[SIZES[1]]
-    ratio = large["p50_ms"] / small["p50_ms"]
-    print(f"\n### {title}\n")
-    print("| history | window (messages / tokens) | read_window p50 | p99 | mean | whole history read (old way) |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
-    for size, row in figures.items():
-        print(f"| {row['history_messages']:,} | {row['window_messages']} / {row['window_tokens']:,} | "
-              f"{row['p50_ms']:.3f} ms | {row['p99_ms']:.3f} ms | {row['mean_ms']:.3f} ms | "
-              f"{old[size]:.1f} ms |")  # fmt: skip
-    verdict = "met" if ratio <= 1.5 else "MISSED"
-    print(f"\np50 ratio 100,000 / 100 messages: **{ratio:.2f}** (target <= 1.5: {verdict}); "
-          f"p99 ratio {large['p99_ms'] / small['p99_ms']:.2f}")  # fmt: skip
-    return ratio
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.rebuild", description=__doc__.split("\n", 1)[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redis-url", default=None,
                         help="use this Redis (its bench keys are overwritten); default: start one")  # fmt: skip
     parser.add_argument("--rebuilds", type=int, default=2_000, help="timed rebuilds per session (2000)")
     parser.add_argument("--warmup", type=int, default=100, help="untimed rebuilds per session first (100)")
     parser.add_argument("--full-reads", type=int, default=3, help="whole-history reads of the long session (3)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--output", type=Path, default=None, help="also write the results as JSON here")
 
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Both variants (with and without stored token counts); ``ok`` when every p50 ratio is within 1.5."""
     server: RedisServer | None = None
     try:
         if args.redis_url:
@@ -148,13 +134,12 @@ def main(argv: list[str] | None = None) -> int:
             url = server.url
         r = redis.Redis.from_url(url, decode_responses=True)
         info = r.info("server")
-        print("## Context rebuild: 100 vs 100,000 messages (`python -m bench.rebuild`)\n")
-        print(f"machine: {sysinfo.cpu_model()}, {sysinfo.usable_cores()} cores usable; "
-              f"Redis {info['redis_version']} on 127.0.0.1; commit {sysinfo.git_state()['commit']}; "
-              f"budget {BUDGET:,} tokens, model {MODEL}; {args.rebuilds} timed rebuilds per session "
-              f"after {args.warmup} untimed, alternating sessions; load average before: "
-              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")  # fmt: skip
-        ratios = {}
+        results: dict[str, Any] = {
+            "command": args.command, "options": args.options, "cpu_model": sysinfo.cpu_model(),
+            "cores": sysinfo.usable_cores(), "redis_version": info["redis_version"],
+            "commit": sysinfo.git_state()["commit"], "budget": BUDGET, "model": MODEL, "rebuilds": args.rebuilds,
+            "warmup": args.warmup, "load_average_before": list(os.getloadavg()), "variants": [],
+        }  # fmt: skip
         variants = ((True, "Messages with their stored `tokens` (as turns commit them)"),
                     (False, "Messages stored before token counts (counted with tiktoken on read)"))
         for with_tokens, title in variants:
@@ -162,14 +147,17 @@ def main(argv: list[str] | None = None) -> int:
             for size, session_id in sessions.items():
                 build(r, session_id, size, with_tokens=with_tokens)
             figures = measure(r, sessions, args.rebuilds, args.warmup)
-            ratios[with_tokens] = report(title, figures, full_history(r, sessions, args.full_reads))
+            old = full_history(r, sessions, args.full_reads)
+            small, large = figures[SIZES[0]], figures[SIZES[1]]
+            results["variants"].append({
+                "title": title, "figures": [figures[size] for size in SIZES],
+                "whole_history_ms": [old[size] for size in SIZES],
+                "p50_ratio": large["p50_ms"] / small["p50_ms"], "p99_ratio": large["p99_ms"] / small["p99_ms"],
+            })  # fmt: skip
             r.delete(*[key(TENANT, s) for s in sessions.values() for key in (keys.messages, keys.session)])
         r.close()
-        return 0 if max(ratios.values()) <= 1.5 else 1
+        results["ok"] = max(v["p50_ratio"] for v in results["variants"]) <= 1.5
+        return results
     finally:
         if server is not None:
             server.stop()
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

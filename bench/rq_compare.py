@@ -1,12 +1,13 @@
 """RQ's forking ``Worker`` against ``SimpleWorker`` (and Parley's ``TurnWorker``): cost per job.
 
-Each worker class runs in its own fresh process (``python -m bench.rq_compare``) so a fork
+Each worker class runs in its own fresh process (``python -m bench rq-compare --worker ...``) so a fork
 copies only what a worker process really holds.  The process enqueues ``--jobs`` no-op jobs on
 its own queue, then times ``worker.work(burst=True)``, which dequeues and runs them all and
 returns when the queue is empty.  Time per job = that time / jobs: everything RQ does around a
 job (dequeue, bookkeeping in Redis, and for ``Worker`` the fork and wait of a work horse).
 
-    python -m bench.rq_compare --redis-url redis://127.0.0.1:6379/0 --worker simple --jobs 500
+    python -m bench rq-compare --redis-url redis://127.0.0.1:6379/0 --worker simple --jobs 500   # one class, once
+    python -m bench rq-compare --jobs 500      # every class, 3 interleaved rounds, on a fresh Redis (as in `turn`)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import logging
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -86,17 +88,19 @@ def compare(redis_url: str, jobs: int, rounds: int = 3, timeout_s: float = 120.0
     """
     runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in WORKER_CLASSES}
     errors: dict[str, str] = {}
-    for _ in range(rounds):
-        for kind in WORKER_CLASSES:
-            completed = subprocess.run(
-                [sys.executable, "-m", "bench.rq_compare", "--redis-url", redis_url, "--worker", kind,
-                 "--jobs", str(jobs)],
-                cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout_s, check=False,
-            )  # fmt: skip
-            if completed.returncode != 0:
-                errors[kind] = (completed.stderr.strip().splitlines() or ["failed"])[-1]
-                continue
-            runs[kind].append(json.loads(completed.stdout.strip().splitlines()[-1]))
+    with tempfile.TemporaryDirectory(prefix="parley-rq-compare-") as scratch:
+        for index in range(rounds):
+            for kind in WORKER_CLASSES:
+                output = Path(scratch) / f"{kind}-{index}.json"
+                completed = subprocess.run(
+                    [sys.executable, "-m", "bench", "rq-compare", "--redis-url", redis_url, "--worker", kind,
+                     "--jobs", str(jobs), "--output", str(output)],
+                    cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout_s, check=False,
+                )  # fmt: skip
+                if completed.returncode != 0 or not output.exists():
+                    errors[kind] = (completed.stderr.strip().splitlines() or ["failed"])[-1]
+                    continue
+                runs[kind].append(json.loads(output.read_text(encoding="utf-8"))["rq_workers"][0])
     results = []
     for kind in WORKER_CLASSES:
         if not runs[kind]:
@@ -115,18 +119,34 @@ def compare(redis_url: str, jobs: int, rounds: int = 3, timeout_s: float = 120.0
     return results
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--redis-url", required=True)
-    parser.add_argument("--worker", choices=WORKER_CLASSES, required=True)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--redis-url", default=None, help="the Redis to use (default: start a fresh one)")
+    parser.add_argument("--worker", choices=WORKER_CLASSES, default=None,
+                        help="run this class once, in this process (default: every class, each in a subprocess)")
     parser.add_argument("--jobs", type=int, default=500)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    # Through the package, so the job function is `bench.rq_compare.noop`, not `__main__.noop`.
-    from bench.rq_compare import run_one as run
-
-    print(json.dumps(run(args.redis_url, args.worker, args.jobs)))
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds without --worker (3)")
+    parser.add_argument("--output", type=Path, default=None, help="also write the results as JSON here")
 
 
-if __name__ == "__main__":
-    main()
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """``rq_workers``: one row (``--worker``) or the comparison's rows, as ``python -m bench turn`` records them."""
+    results: dict[str, Any] = {"command": args.command, "options": args.options}
+    if args.worker:
+        logging.basicConfig(level=logging.WARNING)
+        if not args.redis_url:
+            raise SystemExit("bench rq-compare: --worker needs --redis-url")
+        results["rq_workers"] = [run_one(args.redis_url, args.worker, args.jobs)]
+        return results
+    from parley.local.redis_server import RedisServer
+
+    server = None
+    try:
+        url = args.redis_url
+        if not url:
+            server = RedisServer(dir=Path(tempfile.mkdtemp(prefix="parley-rq-compare-")), die_with_parent=True)
+            url = server.start().url
+        results["rq_workers"] = compare(url, args.jobs, rounds=args.rounds)
+    finally:
+        if server is not None:
+            server.stop()
+    return results

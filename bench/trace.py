@@ -15,6 +15,8 @@ MONITOR slows Redis a little, so these timings are a little longer than the unob
 
 from __future__ import annotations
 
+import argparse
+import json
 import statistics
 import threading
 import time
@@ -25,6 +27,7 @@ from typing import Any
 import redis
 
 from . import measure
+from .stack import API_KEY, Stack
 
 PHASES = [
     ("client -> web's first Redis command (HTTP, routing, auth, thread pool)", "sent", "web_first"),
@@ -250,14 +253,31 @@ def analyse(records: list[dict[str, Any]], windows: list[dict[str, Any]], owners
     }
 
 
-def _demo() -> None:  # pragma: no cover - manual use against a running stack
-    import json
-    import sys
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("info", nargs="?", type=Path, default=None,
+                        help="JSON {base, redis, pids} of a running stack (default: start one, with 1 worker)")
+    parser.add_argument("--turns", type=int, default=20, help="turns traced (20)")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs (path printed)")
+    parser.add_argument("--output", type=Path, default=None, help="also write the results as JSON here")
 
-    info = json.loads(Path(sys.argv[1]).read_text())
-    result = trace_turns(info["base"], {"Authorization": "Bearer key-bench"}, info["redis"], info["pids"])
-    print(json.dumps(result, indent=1))
 
-
-if __name__ == "__main__":  # pragma: no cover
-    _demo()
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Trace ``--turns`` turns against the stack in ``info``, or against a fresh one (as ``turn`` does)."""
+    results: dict[str, Any] = {"command": args.command, "options": args.options}
+    if args.info is not None:
+        info = json.loads(args.info.read_text(encoding="utf-8"))
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        results["trace"] = trace_turns(info["base"], headers, info["redis"], info["pids"], turns=args.turns)
+        return results
+    stack = Stack(keep_logs=args.keep_logs)
+    try:
+        stack.start()
+        stack.model.control("options", {"chunk_delay_ms": 0, "first_chunk_delay_ms": 0, "chunks": 8})
+        stack.set_workers(1, purpose="trace")
+        with measure.sync_client() as client:
+            measure.create_agent(client, stack.base_url, stack.headers)
+        results["trace"] = trace_turns(stack.base_url, stack.headers, stack.redis_url, stack.processes(),
+                                       turns=args.turns)  # fmt: skip
+    finally:
+        stack.close()
+    return results

@@ -21,6 +21,7 @@ import redis
 import yaml
 
 from parley.local import parse_procfile, procfile_argv
+from parley.local.processes import Process
 from tests.harness import ServiceProcess, child_env, free_port, procfile
 from tests.redis_server import RedisServer, redis_answers
 
@@ -124,6 +125,38 @@ def test_service_process_kill_restart_terminate(tmp_path: Path) -> None:
         assert not proc.alive
         log = proc.read_log()
         assert "start #1" in log and "start #2" in log
+    finally:
+        proc.kill()
+
+
+def _gone(pid: int) -> bool:
+    """True when ``pid`` no longer runs (absent, or a zombie nobody has reaped yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+def test_process_pumps_prefixed_lines_and_terminate_kills_the_whole_group() -> None:
+    """parley.local's supervisor: output copied line by line after a prefix; a child that ignores SIGTERM
+    is SIGKILLed after the timeout, and so is what it started (its process group)."""
+    script = "trap '' TERM; sleep 600 & echo \"grandchild $!\"; echo second line; wait"
+    lines: list[str] = []
+    proc = Process("stubborn", ["/bin/bash", "-c", script], child_env())
+    proc.start()
+    proc.pump("stubborn | ", lines.append)
+    try:
+        deadline = time.monotonic() + 10
+        while len(lines) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert lines[1] == "stubborn | second line", lines
+        grandchild = int(lines[0].removeprefix("stubborn | grandchild "))
+        assert not _gone(grandchild)
+        assert proc.terminate(timeout=1) == -signal.SIGKILL
+        deadline = time.monotonic() + 5
+        while not _gone(grandchild) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _gone(grandchild), "the child's own child outlived terminate()"
     finally:
         proc.kill()
 

@@ -1,4 +1,4 @@
-"""``python -m bench.hostile``: does one hostile tenant slow the other tenants of a worker down?
+"""``python -m bench hostile``: does one hostile tenant slow the other tenants of a worker down?
 
 Issue 11's "done when": a worker running a hostile tenant's turn and 20 other tenants' turns at once finishes
 the others at their normal latency. This starts Redis, bench/hostile/model.py (the model, and a compression
@@ -18,7 +18,7 @@ The figures: the ordinary turns' latency (p50/p90/p99/max), their errors, the ho
 times, and the worker's peak RSS, per phase. Written to bench/hostile/results.json; docs/benchmarks.md
 ("Hostile tenant") discusses them.
 
-    python -m bench.hostile [--turns 10] [--regex-chars 26] [--quick]
+    python -m bench hostile [--turns 10] [--regex-chars 26] [--quick]
 """
 
 from __future__ import annotations
@@ -26,20 +26,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import sys
 import time
+import urllib.request
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import httpx
 
 from .. import sysinfo
 from ..measure import AGENT, summary_ms
-from .stack import HostileStack
+from ..stack import Stack
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
 HOSTILE = "hostile"
@@ -52,8 +51,7 @@ REGEX_AGENT = {
 FETCH_AGENT = {"name": "fetcher", "context": "Fetch what you are asked.", "first_message": "Hi.", "tools": ["http_get"]}
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.hostile", description=__doc__.split("\n", 1)[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tenants", type=int, default=20, help="ordinary tenants (20)")
     parser.add_argument("--turns", type=int, default=10, help="sequential turns per ordinary tenant (10)")
     parser.add_argument("--answer-ms", type=float, default=200.0, help="the model's time per ordinary answer (200)")
@@ -66,18 +64,43 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="5 tenants, 3 turns each: a smoke run")
     parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs (path printed)")
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
-    args = parser.parse_args(argv)
+
+
+def finish_arguments(args: argparse.Namespace) -> None:
     if args.quick:
         args.tenants, args.turns = 5, 3
-    return args
 
 
 def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _sigterm(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+def make_stack(args: argparse.Namespace) -> Stack:
+    """Redis, bench/hostile/model.py, one web; ``--tenants`` ordinary tenants and the hostile one, each its key."""
+    ordinary = [f"tenant{i:02d}" for i in range(1, args.tenants + 1)]
+    env = {
+        # The bomb is served from 127.0.0.1: http_get may reach it (the older and the newer setting).
+        "PARLEY_HTTP_GET_ALLOW_PRIVATE": "true", "PARLEY_PRIVATE_NETWORKS_ALLOWED": "127.0.0.1/32",
+    }  # fmt: skip
+    return Stack(keys={name: f"key-{name}" for name in [*ordinary, HOSTILE]}, env=env, model="hostile",
+                 model_args=["--answer-ms", str(args.answer_ms), "--bomb-mib", str(args.bomb_mib)],
+                 keep_logs=args.keep_logs)  # fmt: skip
+
+
+def ordinary_tenants(stack: Stack) -> list[str]:
+    return [tenant for tenant in stack.keys if tenant != HOSTILE]
+
+
+def stop_worker(stack: Stack, worker: Any) -> float | None:
+    """Stop the phase's worker; its peak RSS (VmHWM) in MiB."""
+    stack.stop(worker, timeout=5)
+    kb = stack.peak_rss_kb.get(worker.name)
+    return round(kb / 1024, 1) if kb is not None else None
+
+
+def model_counts(stack: Stack) -> dict[str, Any]:
+    with urllib.request.urlopen(stack.model_url + "/_control/counts", timeout=10) as response:
+        return json.loads(response.read())  # type: ignore[no-any-return]
 
 
 async def _ordinary(base_url: str, key: str, tenant: str, turns: int, latencies: list[tuple[int, float]],
@@ -121,7 +144,7 @@ async def _hostile_slot(base_url: str, key: str, agent: str, message: str, slot:
             record.append({"slot": slot, "outcome": outcome, "s": round(time.perf_counter() - began, 3)})
 
 
-async def _phase(stack: HostileStack, args: argparse.Namespace, hostile: bool) -> dict[str, Any]:
+async def _phase(stack: Stack, args: argparse.Namespace, hostile: bool) -> dict[str, Any]:
     """One warm-up turn per tenant on the fresh worker (not measured), then the measured turns."""
     latencies: list[tuple[int, float]] = []
     outcomes: Counter[str] = Counter()
@@ -129,7 +152,7 @@ async def _phase(stack: HostileStack, args: argparse.Namespace, hostile: bool) -
     stop = asyncio.Event()
     slots: list[asyncio.Task[None]] = []
     warm: Counter[str] = Counter()
-    await asyncio.gather(*(_ordinary(stack.base_url, stack.keys[t], t, 1, [], warm) for t in stack.ordinary))
+    await asyncio.gather(*(_ordinary(stack.base_url, stack.keys[t], t, 1, [], warm) for t in ordinary_tenants(stack)))
     if hostile:
         key = stack.keys[HOSTILE]
         regex = f"HOSTILE-REGEX {args.regex_chars}"
@@ -141,7 +164,7 @@ async def _phase(stack: HostileStack, args: argparse.Namespace, hostile: bool) -
         await asyncio.sleep(0.3)  # its turns are in the worker before the others start
     began = time.perf_counter()
     tenants = [asyncio.create_task(_ordinary(stack.base_url, stack.keys[t], t, args.turns, latencies, outcomes))
-               for t in stack.ordinary]  # fmt: skip
+               for t in ordinary_tenants(stack)]  # fmt: skip
     done, pending = await asyncio.wait(tenants, timeout=args.phase_timeout_s)
     elapsed = time.perf_counter() - began
     for task in pending:
@@ -180,68 +203,41 @@ def _hostile_report(record: list[dict[str, Any]]) -> dict[str, Any]:
     return by_slot
 
 
-def _setup(stack: HostileStack) -> None:
+def _setup(stack: Stack) -> None:
     with httpx.Client(base_url=stack.base_url, timeout=30) as http:
-        for tenant in stack.ordinary:
+        for tenant in ordinary_tenants(stack):
             http.post("/api/v1/agents", json=AGENT, headers=stack.auth(tenant)).raise_for_status()
         for agent in (REGEX_AGENT, FETCH_AGENT):
             response = http.post("/api/v1/agents", json=agent, headers=stack.auth(HOSTILE))
             if response.status_code != 201:
-                raise SystemExit(f"bench.hostile: the hostile agent {agent['name']!r} was refused: {response.text}")
+                raise SystemExit(f"bench hostile: the hostile agent {agent['name']!r} was refused: {response.text}")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "python -m bench.hostile" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else ""),
-        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "command": args.command, "options": args.options,
         "code": sysinfo.git_state(), "machine_busy_before": sysinfo.machine_busy(2.0), "phases": {},
     }  # fmt: skip
-    stack = HostileStack(args.tenants, HOSTILE, answer_ms=args.answer_ms, bomb_mib=args.bomb_mib,
-                         keep_logs=args.keep_logs)  # fmt: skip
+    stack = make_stack(args)
     try:
-        say(f"bench.hostile: starting Redis, the model and a web (logs in {stack.log_dir})")
+        say(f"bench hostile: starting Redis, the model and a web (logs in {stack.log_dir})")
         stack.start()
-        results["machine"] = sysinfo.machine(stack.redis_version, stack.redis_binary)
+        assert stack.redis is not None
+        results["machine"] = sysinfo.machine(stack.redis_version, str(stack.redis.binary))
         _setup(stack)
         for phase in ("quiet", "hostile"):
             if args.only not in (None, phase):
                 continue
-            stack.start_worker(phase)
-            say(f"bench.hostile: phase {phase}: {args.tenants} tenants x {args.turns} turns"
+            (worker,) = stack.start_workers(1, name=f"worker.{phase}")  # fresh: each phase's peak RSS its own
+            say(f"bench hostile: phase {phase}: {args.tenants} tenants x {args.turns} turns"
                 + (f", hostile: {args.regex_turns} regex + {args.fetch_turns} fetch turns at once" if phase == "hostile"
                    else ""))  # fmt: skip
             figures = asyncio.run(_phase(stack, args, hostile=phase == "hostile"))
-            figures["worker_peak_rss_mib"] = stack.stop_worker()
-            figures["model_counts"] = stack.model_counts()
+            figures["worker_peak_rss_mib"] = stop_worker(stack, worker)
+            figures["model_counts"] = model_counts(stack)
             results["phases"][phase] = figures
-            say(f"bench.hostile: {phase}: {json.dumps(figures['latency_ms'])}")
+            say(f"bench hostile: {phase}: {json.dumps(figures['latency_ms'])}")
     finally:
         stack.close()
     return results
-
-
-def report(results: dict[str, Any]) -> str:
-    lines = ["| phase | ordinary turns answered | p50 ms | p90 ms | p99 ms | max ms | worker peak RSS MiB "
-             "| hostile turns |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
-    for name, phase in results["phases"].items():
-        lat = phase["latency_ms"]
-        hostile = phase.get("hostile_turns") or {}
-        shown = "; ".join(f"{kind}: {info['turns']} {info['outcomes']}" for kind, info in hostile.items()) or "-"
-        lines.append(f"| {name} | {phase['answered']}/{phase['ordinary_turns']} | {lat.get('p50', '-')} | "
-                     f"{lat.get('p90', '-')} | {lat.get('p99', '-')} | {lat.get('max', '-')} | "
-                     f"{phase['worker_peak_rss_mib']} | {shown} |")  # fmt: skip
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _sigterm)
-    results = run(args)
-    args.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(report(results))
-    say(f"bench.hostile: results in {args.output}")
-
-
-if __name__ == "__main__":
-    main()

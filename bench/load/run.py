@@ -1,4 +1,4 @@
-"""`python -m bench.load`: many turns in flight against a slow model, a drain under that load, rq's
+"""`python -m bench load`: many turns in flight against a slow model, a drain under that load, rq's
 WorkerPool for comparison, and idle SSE streams on one web process. Prints a markdown report and
 writes every figure to bench/load_results.json. docs/benchmarks.md ("Load") explains each phase.
 """
@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import signal
 import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import httpx
@@ -22,17 +20,15 @@ import redis
 
 from .. import sysinfo
 from ..measure import AGENT, CpuMeter
-from ..stack import API_KEY
+from ..stack import API_KEY, Stack, raise_fd_limit
 from . import clients, probe
-from .stack import LoadStack, raise_fd_limit
 
 QUEUE = "parley-turns"
 """PARLEY_QUEUE's default, which the benchmark does not change."""
 DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "load_results.json"
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.split("\n", 1)[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--webs", type=int, default=2, help="web processes serving the turns")
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("--concurrency", type=int, default=100, help="PARLEY_WORKER_CONCURRENCY of each worker")
@@ -54,22 +50,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small counts: a smoke run of every phase")
     parser.add_argument("--keep-logs", action="store_true")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
-    args = parser.parse_args(argv)
+
+
+def finish_arguments(args: argparse.Namespace) -> None:
     if args.quick:
         args.clients, args.rounds, args.concurrency = 20, 1, 10
         args.pool_workers, args.idle_streams, args.idle_hold_s, args.sse_ping_s = 4, 300, 6.0, 5.0
-    return args
 
 
 def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _sigterm(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
-def _group_pids(stack: LoadStack, procs: list[Any]) -> dict[str, int]:
+def _group_pids(stack: Stack, procs: list[Any]) -> dict[str, int]:
     return {proc.name: stack.pid(proc) for proc in procs}
 
 
@@ -78,10 +71,10 @@ def _stagger_s(args: argparse.Namespace) -> float:
     return 0.0 if args.burst else args.model_ms / 1000 / 2
 
 
-def _service_pids(stack: LoadStack) -> dict[str, int]:
+def _service_pids(stack: Stack) -> dict[str, int]:
     found = {"model-server": stack.pid(stack.model)}
-    if stack.base.redis is not None and stack.base.redis.pid:
-        found["redis"] = stack.base.redis.pid
+    if stack.redis is not None and stack.redis.pid:
+        found["redis"] = stack.redis.pid
     return found
 
 
@@ -94,7 +87,7 @@ def _cpu_report(cpu: CpuMeter, elapsed_s: float, turns: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def load_phase(stack: LoadStack, args: argparse.Namespace, first_chunk_s: float) -> dict[str, Any]:
+def load_phase(stack: Stack, args: argparse.Namespace, first_chunk_s: float) -> dict[str, Any]:
     """`clients` streamed turns at once, `rounds` each, on `workers` processes of `concurrency` turns."""
     workers = stack.start_workers(args.workers, {"PARLEY_WORKER_CONCURRENCY": str(args.concurrency)})
     urls = [str(web.url) for web in stack.webs]
@@ -120,7 +113,7 @@ def load_phase(stack: LoadStack, args: argparse.Namespace, first_chunk_s: float)
     }  # fmt: skip
 
 
-def drain_phase(stack: LoadStack, args: argparse.Namespace, first_chunk_s: float) -> dict[str, Any]:
+def drain_phase(stack: Stack, args: argparse.Namespace, first_chunk_s: float) -> dict[str, Any]:
     """The same load; while every client has a turn in flight, new workers start and every old one gets SIGTERM."""
     extra = {"PARLEY_WORKER_CONCURRENCY": str(args.concurrency), "PARLEY_DRAIN_GRACE_S": str(args.drain_grace_s)}
     old = stack.start_workers(args.workers, extra)
@@ -163,7 +156,7 @@ def drain_phase(stack: LoadStack, args: argparse.Namespace, first_chunk_s: float
             "rq_failed_registry": failed_registry}  # fmt: skip
 
 
-def pool_phase(stack: LoadStack, args: argparse.Namespace, first_chunk_s: float) -> dict[str, Any]:
+def pool_phase(stack: Stack, args: argparse.Namespace, first_chunk_s: float) -> dict[str, Any]:
     """rq's WorkerPool of one-at-a-time SimpleWorkers, every worker holding one turn."""
     pool = stack.start_pool(args.pool_workers)
     pool_pid = stack.pid(pool)
@@ -177,7 +170,7 @@ def pool_phase(stack: LoadStack, args: argparse.Namespace, first_chunk_s: float)
             "peak_model_calls_at_once": gauge.peak, "memory": memory.result()}  # fmt: skip
 
 
-def idle_phase(stack: LoadStack, args: argparse.Namespace) -> dict[str, Any]:
+def idle_phase(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     """`idle_streams` SSE streams of queued turns (no worker runs: they stay open, with pings) on one web."""
     web = stack.start_web({"PARLEY_SSE_PING_S": str(args.sse_ping_s), "PARLEY_MAX_QUEUE_DEPTH": "100000"})
     others = [str(w.url) for w in stack.webs if w is not web]
@@ -252,19 +245,18 @@ def _pubsub_connections(redis_url: str) -> list[dict[str, int]]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "python -m bench.load" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else ""),
-        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "command": args.command, "options": args.options,
         "code": sysinfo.git_state(), "fd_limit": raise_fd_limit(), "machine_busy_before": sysinfo.machine_busy(2.0),
     }  # fmt: skip
-    stack = LoadStack(keep_logs=args.keep_logs)
+    stack = Stack(keep_logs=args.keep_logs)
     began = time.perf_counter()
     try:
-        say(f"bench.load: starting Redis, the model server and {args.webs} web(s) (logs in {stack.log_dir})")
+        say(f"bench load: starting Redis, the model server and {args.webs} web(s) (logs in {stack.log_dir})")
         stack.start()
         for _ in range(args.webs - 1):
             stack.start_web()
-        assert stack.base.redis is not None
-        results["machine"] = sysinfo.machine(stack.base.redis_version, str(stack.base.redis.binary))
+        assert stack.redis is not None
+        results["machine"] = sysinfo.machine(stack.redis_version, str(stack.redis.binary))
         step_ms = args.model_ms / args.chunks
         model_options = {"first_chunk_delay_ms": step_ms, "chunk_delay_ms": step_ms, "chunks": args.chunks}
         stack.model.control("options", model_options)
@@ -274,50 +266,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             http.post(f"{stack.webs[0].url}/api/v1/agents", json=AGENT).raise_for_status()
 
         if not args.skip_load:
-            say(f"bench.load: 1/5 the model alone, {args.clients} streams at once")
+            say(f"bench load: 1/5 the model alone, {args.clients} streams at once")
             results["model_direct"] = asyncio.run(clients.model_streams(stack.model.base_url, args.clients, 60))
-            say(f"bench.load: 2/5 {args.clients} clients x {args.rounds} streamed turns, {args.workers} workers "
+            say(f"bench load: 2/5 {args.clients} clients x {args.rounds} streamed turns, {args.workers} workers "
                 f"x {args.concurrency} turns")  # fmt: skip
             results["load"] = load_phase(stack, args, first_chunk_s)
             for proc in list(stack.workers):
                 stack.stop(proc)
 
         if not args.skip_drain:
-            say(f"bench.load: 3/5 drain: SIGTERM to every worker with {args.clients} turns in flight")
+            say(f"bench load: 3/5 drain: SIGTERM to every worker with {args.clients} turns in flight")
             results["drain"] = drain_phase(stack, args, first_chunk_s)
             for proc in list(stack.workers):
                 stack.stop(proc)
 
         if args.pool_workers:
-            say(f"bench.load: 4/5 rq WorkerPool of {args.pool_workers} SimpleWorkers, one turn each")
+            say(f"bench load: 4/5 rq WorkerPool of {args.pool_workers} SimpleWorkers, one turn each")
             results["pool"] = pool_phase(stack, args, first_chunk_s)
 
         if args.idle_streams:
-            say(f"bench.load: 5/5 {args.idle_streams} idle SSE streams on one web process")
+            say(f"bench load: 5/5 {args.idle_streams} idle SSE streams on one web process")
             results["idle"] = idle_phase(stack, args)
     finally:
         stack.close()
         results["duration_s"] = round(time.perf_counter() - began, 1)
     return results
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _sigterm)
-    try:
-        results = run(args)
-    except KeyboardInterrupt:
-        say("bench.load: interrupted; every process it started has been stopped")
-        return 130
-    from .report import markdown, targets
-
-    results["targets"] = targets(results)
-    print(markdown(results))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    say(f"bench.load: results written to {args.output}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
