@@ -76,8 +76,8 @@ class TimedOut(ParleyError):
 
 
 def limit_refusal(outcome: str, detail: str) -> TooManyRequests | None:
-    """The 429 for a refusal of scripts.LIMITS (`queue_full`, `busy`, `rate_limited` with the ms left in the
-    key's window), or None for any other outcome."""
+    """The 429 for a refusal of the limits snippet (shared/store/scripts/lib_limits.lua: `queue_full`, `busy`,
+    `rate_limited` with the ms left in the key's window), or None for any other outcome."""
     if outcome == "queue_full":
         return TooManyRequests("the turn queue is full; try again shortly", retry_after_s=2)
     if outcome == "busy":

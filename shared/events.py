@@ -22,7 +22,7 @@ class EventType(StrEnum):
     """Every event type a turn's stream carries; each member's docstring names its fields (the contract's
     table, then Parley's extras). A member equals its string (`EventType.DELTA == "delta"`).
 
-    Besides `encode`'s callers, shared/store/scripts.py's Lua (START_TURN) writes `status` events itself
+    Besides `encode`'s callers, shared/store/scripts/start_turn.lua writes `status` events itself
     (`started`; `retrying` with `attempt`), and the web UI (api/ui/app/*.js) keeps its own list."""
 
     SESSION = "session"

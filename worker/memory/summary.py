@@ -193,9 +193,9 @@ def _ask(rt: Runtime, model: str, messages: list[dict[str, str]], answer_format:
 
 
 def _emit(rt: Runtime, tenant: str, job_id: str, payloads: list[str]) -> None:
-    """Append events to the job's stream and publish them live, as a turn's events go (the turn's
-    emit snippet without its attempt fence: a summary job has no attempts to fence)."""
-    emit = rt.clients.text.register_script(scripts._EMIT + "return emit(KEYS[1], KEYS[2], ARGV[1], ARGV[2])")
+    """Append events to the job's stream and publish them live, as a turn's events go (EMIT_EVENT: without
+    a turn's attempt fence, since a summary job has no attempts to fence)."""
+    emit = rt.clients.text.register_script(scripts.EMIT_EVENT)
     for payload in payloads:
         emit(keys=[keys.events(tenant, job_id), keys.live_channel(tenant, job_id)],
              args=[payload, rt.settings.retention_s * 1000])  # fmt: skip

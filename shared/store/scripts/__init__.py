@@ -115,6 +115,3 @@ ADD_BOUNDED = load("add_bounded")
 RUNNABLE = ("accept_turn", "start_turn", "emit_turn_event", "finish_turn", "create_session", "admit_report",
             "release_report", "emit_event", "create_agent", "update_agent", "delete_agent", "add_bounded")  # fmt: skip
 """Every runnable script of this package (the rest, lib_*.lua, are snippets)."""
-
-_EMIT = snippet("emit")
-"""lib_emit.lua alone: worker/memory/summary.py builds its own emit from it (EMIT_EVENT is that script)."""
