@@ -27,8 +27,6 @@ from parley.shared.store import keys
 
 log = logging.getLogger("parley.api.hub")
 
-HUB_CHANNEL = f"{keys.PREFIX}:hub"
-"""Always subscribed, so the connection stays in pub/sub mode even with no stream open."""
 SUBSCRIBER_BUFFER = 1000
 _KEEPALIVE = {
     option: value
@@ -210,7 +208,7 @@ class EventHub:
         while True:
             pubsub = self.listen_redis.pubsub()
             try:
-                await pubsub.subscribe(HUB_CHANNEL, *self.subscribers)
+                await pubsub.subscribe(keys.hub_channel(), *self.subscribers)
                 self.pubsub = pubsub
                 self.connected.set()
                 delay_s = 0.1

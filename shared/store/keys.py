@@ -169,3 +169,9 @@ def metric(name: str) -> str:
 def web_streams() -> str:
     """Each web process's count of open SSE streams, with the time it stops counting."""
     return f"{PREFIX}:web-streams"
+
+
+def hub_channel() -> str:
+    """A pub/sub channel nothing publishes on: each web's event hub stays subscribed to it, so its one
+    pub/sub connection stays in subscribe mode while no stream is open."""
+    return f"{PREFIX}:hub"

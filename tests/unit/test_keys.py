@@ -4,7 +4,9 @@ silently orphans it. Also: tenants never share a key, and Idempotency-Keys are s
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -128,3 +130,20 @@ def test_hardening_keys() -> None:
     assert keys.tool_runs("alice", "job_1") == "parley:tool-runs:alice:job_1"
     assert keys.pending_notes("alice", "job_1") == "parley:pending-notes:alice:job_1"
     assert keys.summary_report("alice", "s1") == "parley:summary-report:alice:s1"
+
+
+def test_hub_channel() -> None:
+    assert keys.hub_channel() == "parley:hub"
+
+
+def test_no_key_is_spelled_outside_keys_py() -> None:
+    """`keys.py` is the one place a key name is built: a `parley:<kind>` or `rq:<kind>` literal anywhere else
+    in the product (Python or Lua) is a second author of a key's format."""
+    root = Path(__file__).resolve().parents[2]
+    literal = re.compile(r"""["'](?:parley|rq):\S|\{(?:keys\.)?PREFIX\}""")
+    sources = [path for room in ("api", "worker", "shared", "client", "cli", "local")
+               for pattern in ("*.py", "*.lua") for path in (root / room).rglob(pattern)]  # fmt: skip
+    assert any(path.name == "keys.py" for path in sources)
+    offences = [f"{path.relative_to(root)}: {match.group()}" for path in sources if path.name != "keys.py"
+                for match in literal.finditer(path.read_text(encoding="utf-8"))]  # fmt: skip
+    assert offences == []
