@@ -139,17 +139,18 @@ def build_context(destination: Path) -> list[str]:
     return sent
 
 
-def test_the_build_stage_installs_from_the_context_alone(tmp_path: Path) -> None:
-    """The build stage's `pip install /src`, without Docker: a wheel built from only the files the
-    Dockerfile copies out of the build context holds every package setup.py finds."""
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The build stage's `pip install "/src[server]"`, without Docker: a wheel built from only the files
+    the Dockerfile copies out of the build context."""
+    tmp_path = tmp_path_factory.mktemp("image-build")
     context, source, wheels = tmp_path / "context", tmp_path / "src", tmp_path / "wheels"
     sent = build_context(context)
     assert "deploy/healthcheck.py" in sent and not any(name.startswith("tests/") for name in sent)
     source.mkdir()
-    steps = instructions(DOCKERFILE.read_text())
-    froms = [index for index, (op, _) in enumerate(steps) if op == "FROM"]
-    assert steps[froms[0]][1].endswith(" AS build") and ("WORKDIR", "/src") in steps[froms[0]:froms[1]]
-    for op, args in steps[froms[0]:froms[1]]:
+    steps = build_stage()
+    assert steps[0][1].endswith(" AS build") and ("WORKDIR", "/src") in steps
+    for op, args in steps:
         if op == "COPY":
             *origins, target = args.split()
             if target.startswith("./"):  # into WORKDIR /src
@@ -160,9 +161,56 @@ def test_the_build_stage_installs_from_the_context_alone(tmp_path: Path) -> None
                              "--wheel-dir", str(wheels), str(source)], capture_output=True, text=True, timeout=300,
                             check=False)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    (wheel,) = wheels.glob("parley-*.whl")
+    (built,) = wheels.glob("parley-*.whl")
+    return built
+
+
+def build_stage() -> list[tuple[str, str]]:
+    """The instructions of the first stage (FROM ... AS build up to the next FROM)."""
+    steps = instructions(DOCKERFILE.read_text())
+    froms = [index for index, (op, _) in enumerate(steps) if op == "FROM"]
+    return steps[froms[0] : froms[1]]
+
+
+def test_the_build_stage_installs_from_the_context_alone(wheel: Path) -> None:
+    """The wheel built from the build context holds every package setup.py finds."""
     names = zipfile.ZipFile(wheel).namelist()
     packages = runpy.run_path(str(REPO_ROOT / "setup.py"), run_name="setup")["PACKAGES"]
     assert "parley.tools" in packages and "parley.shared.store" in packages
     for package in packages:
         assert f"{package.replace('.', '/')}/__init__.py" in names, package
+
+
+def requirements(wheel: Path) -> list[tuple[str, str]]:
+    """(distribution, marker) for each Requires-Dist of the wheel's metadata; marker "" for the base install."""
+    with zipfile.ZipFile(wheel) as archive:
+        (metadata,) = [name for name in archive.namelist() if name.endswith(".dist-info/METADATA")]
+        lines = archive.read(metadata).decode().splitlines()
+    found = []
+    for line in lines:
+        if line.startswith("Requires-Dist:"):
+            requirement, _, marker = line.removeprefix("Requires-Dist:").partition(";")
+            name = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)
+            assert name, line
+            found.append((re.sub(r"[-_.]+", "-", name.group(1)).lower(), marker.strip().replace("'", '"')))
+    return found
+
+
+def test_the_wheel_brings_the_server_only_with_its_extra(wheel: Path) -> None:
+    """`pip install parley` (the SDK and CLI) pulls none of the service's dependencies; `parley[server]`,
+    which the image installs, pulls them all (tests/unit/test_packaging.py checks pyproject.toml)."""
+    from tests.unit.test_packaging import SERVER_DISTRIBUTIONS
+
+    listed = requirements(wheel)
+    base = {name for name, marker in listed if not marker}
+    server = {name for name, marker in listed if marker == 'extra == "server"'}
+    assert base and base & set(SERVER_DISTRIBUTIONS) == set(), "server dependencies in the base install"
+    assert server == set(SERVER_DISTRIBUTIONS)
+    assert ("parley", 'extra == "test"') in listed and ("parley", 'extra == "local"') in listed, "parley[server]"
+
+
+def test_the_image_installs_the_server() -> None:
+    """The build stage installs the `server` extra, and checks the web and the worker import."""
+    runs = " ".join(args for op, args in build_stage() if op == "RUN")
+    assert re.search(r"pip install [^&]*\"/src\[server\]\"", runs), runs
+    assert "import parley.api.main, parley.worker.rq_worker" in runs
