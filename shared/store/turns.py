@@ -220,33 +220,30 @@ class TurnStore:
         return status == "started" and current == str(attempt)
 
     def emit(self, tenant: str, job_id: str, attempt: int, payloads: list[str]) -> bool:
-        """Emit events of a running attempt, in order, in one round trip; False means stop:
-        the turn was canceled, ended or superseded (and events from then on were dropped)."""
-        call_id = new_call_id()
-        calls = [
-            EmitTurnEventCall(job=keys.job(tenant, job_id), events=keys.events(tenant, job_id),
-                              live_channel=keys.live_channel(tenant, job_id), attempt=attempt, event=payload,
-                              retention_ms=self.retention_ms, call_id=call_id, index=index)
-            for index, payload in enumerate(payloads, start=1)
-        ]  # fmt: skip
+        """Emit events of a running attempt, in order, in one round trip and one script run; False means
+        stop: the turn was canceled, ended or superseded (and the batch was dropped)."""
+        if not payloads:
+            return True  # nothing to write (and nothing learnt: the next batch finds out)
+        call = EmitTurnEventCall(job=keys.job(tenant, job_id), events=keys.events(tenant, job_id),
+                                 live_channel=keys.live_channel(tenant, job_id), attempt=attempt,
+                                 retention_ms=self.retention_ms, call_id=new_call_id(), payloads=tuple(payloads))
         try:
-            return self._emit_batch(calls)
+            return self._emit_batch(call)
         except NoScriptError:  # Redis restarted or its scripts were flushed: load it, send again
             self.r.script_load(scripts.EMIT_TURN_EVENT)
-            return self._emit_batch(calls)
+            return self._emit_batch(call)
 
-    def _emit_batch(self, calls: list[EmitTurnEventCall]) -> bool:
+    def _emit_batch(self, call: EmitTurnEventCall) -> bool:
         # EVALSHA straight on the pipeline: a Script object on a pipeline costs a SCRIPT EXISTS round
-        # trip at every execute. Sending the batch again (after a NOSCRIPT reply, or the client's retry
-        # after a lost reply) writes only the events the first send did not: each names its call and index.
+        # trip at every execute. Sending the call again (after a NOSCRIPT reply, or the client's retry
+        # after a lost reply) writes nothing twice: the script names its call in the job hash.
         # The telemetry deltas riding along are plain increments: a retried pipeline may count them twice.
         with self.r.pipeline(transaction=False) as pipe:
-            for call in calls:
-                script_keys = call.keys()
-                pipe.evalsha(self._emit.sha, len(script_keys), *script_keys, *call.args())
+            script_keys = call.keys()
+            pipe.evalsha(self._emit.sha, len(script_keys), *script_keys, *call.args())
             telemetry.write(pipe, telemetry.PENDING.take())  # rides along: no round trip of its own
-            event_ids = pipe.execute()[: len(calls)]
-        return all(event_ids)
+            written = pipe.execute()[0]
+        return bool(written)
 
     def finish(self, tenant: str, job_id: str, *, status: str, attempt: int | None, events_out: list[str],
                result: dict[str, Any] | None = None, error: str = "", error_code: str = "",

@@ -41,8 +41,8 @@ the same arguments must change nothing and answer as the first run did:
   of the call that started or ended the turn (`start_call`, `finish_call`), and the script checks it
   first, before the step and its telemetry, so a second run of that call gives the first run's
   answer and writes nothing, metrics neither.
-- EMIT_TURN_EVENT: each event carries its call id and its index in that call; the job hash keeps the
-  last one written (`emitted`), so a batch sent again writes only the events the first send did not.
+- EMIT_TURN_EVENT: a whole batch of events is one run, named by its call id; the job hash keeps the
+  last call written (`emitted`), so the same batch sent again writes nothing.
 - CREATE_SESSION is NOT: its second run finds the session and answers "not created" (see there).
 The scripts of agents, the summary report and telemetry's ADD_BOUNDED are not covered by this note.
 """

@@ -111,17 +111,16 @@ class StartTurnCall(ScriptCall):
 
 @dataclass(frozen=True)
 class EmitTurnEventCall(ScriptCall):
-    """EMIT_TURN_EVENT (emit_turn_event.lua): one event of a batch."""
+    """EMIT_TURN_EVENT (emit_turn_event.lua): one batch of events."""
 
     SCRIPT: ClassVar[str] = "emit_turn_event"
     job: str = key()
     events: str = key()
     live_channel: str = key()
     attempt: int = arg()
-    event: str = arg()
     retention_ms: int = arg()
     call_id: str = arg()
-    index: int = arg()
+    payloads: tuple[str, ...] = arg(rest=True)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,14 @@
--- Append one event to a job's stream, keep the stream for ttl_ms, and publish it live as
--- "<entry id> <json>". The stream entry id is the SSE event id.
-local function emit(stream, channel, payload, ttl_ms)
+-- Append one event to a job's stream and publish it live as "<entry id> <json>". The stream entry id is
+-- the SSE event id. `append` leaves the stream's lifetime to its caller (a batch sets it once);
+-- `emit` also keeps the stream for ttl_ms.
+local function append(stream, channel, payload)
     local id = redis.call('XADD', stream, '*', 'e', payload)
-    redis.call('PEXPIRE', stream, ttl_ms)
     redis.call('PUBLISH', channel, id .. ' ' .. payload)
+    return id
+end
+
+local function emit(stream, channel, payload, ttl_ms)
+    local id = append(stream, channel, payload)
+    redis.call('PEXPIRE', stream, ttl_ms)
     return id
 end
