@@ -207,8 +207,8 @@ class TurnStore:
         call = StartTurnCall(
             job=keys.job(tenant, job_id), events=keys.events(tenant, job_id),
             live_channel=keys.live_channel(tenant, job_id), metrics=telemetry.script_keys(),
-            now_ms=now_ms(), retention_ms=self.retention_ms, call_id=new_call_id(),
-            deltas=telemetry.script_arg(telemetry.PENDING.take()),
+            now_ms=now_ms(), stream_ttl_ms=self.retention_ms + self.settings.turn_timeout_s * 1000,
+            call_id=new_call_id(), deltas=telemetry.script_arg(telemetry.PENDING.take()),
         )  # fmt: skip
         state, attempt, *rest = self._start(keys=call.keys(), args=call.args())
         flat = rest[0] if rest else []
@@ -226,7 +226,7 @@ class TurnStore:
             return True  # nothing to write (and nothing learnt: the next batch finds out)
         call = EmitTurnEventCall(job=keys.job(tenant, job_id), events=keys.events(tenant, job_id),
                                  live_channel=keys.live_channel(tenant, job_id), attempt=attempt,
-                                 retention_ms=self.retention_ms, call_id=new_call_id(), payloads=tuple(payloads))
+                                 call_id=new_call_id(), payloads=tuple(payloads))
         try:
             return self._emit_batch(call)
         except NoScriptError:  # Redis restarted or its scripts were flushed: load it, send again

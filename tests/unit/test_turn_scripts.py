@@ -692,6 +692,24 @@ def test_emit_sends_a_batch_in_order_and_stops_at_the_fence(
     assert [e["content"] for e in event_list(clients, accepted.job_id) if e["type"] == "delta"] == deltas
 
 
+def test_the_stream_outlives_the_longest_attempt_without_emit_extending_it(
+    turns: TurnStore, clients: RedisClients, chef: dict
+) -> None:
+    """START_TURN gives the events stream the retention plus the turn timeout, so a batch of events
+    need not extend it (EMIT writes no PEXPIRE); FINISH_TURN's last events give it the retention."""
+    accepted = accept(turns, chef)
+    stream = keys.events(T, accepted.job_id)
+    retention_ms, timeout_ms = turns.settings.retention_s * 1000, turns.settings.turn_timeout_s * 1000
+    assert clients.text.pttl(stream) <= retention_ms
+    turns.start(T, accepted.job_id)
+    assert clients.text.pttl(stream) > retention_ms + timeout_ms - 5_000
+    clients.text.pexpire(stream, 1_000_000)
+    assert turns.emit(T, accepted.job_id, 1, [events.encode(EventType.DELTA, content="a")]) is True
+    assert 990_000 < clients.text.pttl(stream) <= 1_000_000  # left as it was
+    finish_ok(turns, accepted.job_id, 1)
+    assert retention_ms - 5_000 < clients.text.pttl(stream) <= retention_ms
+
+
 def test_emit_loads_its_script_again_after_a_flush(turns: TurnStore, clients: RedisClients, chef: dict) -> None:
     """Deltas go out as EVALSHA (no SCRIPT EXISTS per batch); a Redis that lost its scripts gets
     the script loaded again and the batch sent again, once."""

@@ -104,7 +104,7 @@ class StartTurnCall(ScriptCall):
     live_channel: str = key()
     metrics: tuple[str, ...] = key(rest=True)
     now_ms: int = arg()
-    retention_ms: int = arg()
+    stream_ttl_ms: int = arg()
     call_id: str = arg()
     deltas: str = arg()
 
@@ -118,7 +118,6 @@ class EmitTurnEventCall(ScriptCall):
     events: str = key()
     live_channel: str = key()
     attempt: int = arg()
-    retention_ms: int = arg()
     call_id: str = arg()
     payloads: tuple[str, ...] = arg(rest=True)
 

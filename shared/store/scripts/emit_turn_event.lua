@@ -2,8 +2,9 @@
 -- each, in order, in one step.
 -- uses: emit
 -- KEYS: 1 job, 2 events, 3 live_channel
--- ARGV: 1 attempt, 2 retention_ms, 3 call_id, 4.. payloads
--- KEYS are keys.<name>; call_id: one per batch; payloads: the batch's event JSONs, in order.
+-- ARGV: 1 attempt, 2 call_id, 3.. payloads
+-- KEYS are keys.<name>; call_id: one per batch; payloads: the batch's event JSONs, in order. The stream's
+-- lifetime is not touched: START_TURN gave it the retention plus the longest the attempt may run.
 -- Emits only while this attempt is the running one. Returns 1 when the batch is written (now, or by an
 -- earlier run of this call whose reply was lost: the job hash's `emitted` names the last call written, and
 -- the script is atomic, so a batch is written whole or not at all and never twice), or false when the turn
@@ -12,12 +13,11 @@ local state = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'emitted')
 if state[1] ~= 'started' or state[2] ~= ARGV[1] then
     return false
 end
-if state[3] == ARGV[3] then
+if state[3] == ARGV[2] then
     return 1
 end
-for position = 4, #ARGV do
+for position = 3, #ARGV do
     append(KEYS[2], KEYS[3], ARGV[position])
 end
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-redis.call('HSET', KEYS[1], 'emitted', ARGV[3])
+redis.call('HSET', KEYS[1], 'emitted', ARGV[2])
 return 1

@@ -1,5 +1,5 @@
 -- Append one event to a job's stream and publish it live as "<entry id> <json>". The stream entry id is
--- the SSE event id. `append` leaves the stream's lifetime to its caller (a batch sets it once);
+-- the SSE event id. `append` leaves the stream's lifetime as it is (EMIT_TURN_EVENT: START_TURN set it);
 -- `emit` also keeps the stream for ttl_ms.
 local function append(stream, channel, payload)
     local id = redis.call('XADD', stream, '*', 'e', payload)

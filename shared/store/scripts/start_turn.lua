@@ -3,8 +3,9 @@
 -- longer emit or commit.
 -- uses: emit, telemetry
 -- KEYS: 1 job, 2 events, 3 live_channel, 4.. metrics
--- ARGV: 1 now_ms, 2 retention_ms, 3 call_id, 4 deltas
--- KEYS are keys.<name>; metrics: the metric hashes (lib_telemetry.lua). call_id names this call (a fresh
+-- ARGV: 1 now_ms, 2 stream_ttl_ms, 3 call_id, 4 deltas
+-- KEYS are keys.<name>; metrics: the metric hashes (lib_telemetry.lua). stream_ttl_ms: the events stream's
+-- lifetime from here, the retention plus the longest the attempt may run, so EMIT need not extend it. call_id names this call (a fresh
 -- one per call: its retry is answered first, below); deltas: the process's buffered metric deltas.
 -- Returns {'started', attempt, the job hash as a flat list} (saving the worker a read) |
 --         {'final', 0} (already finished, failed or canceled) | {'missing', 0}.
