@@ -19,7 +19,8 @@
 -- In three parts, in this order:
 -- 1. Run twice: this call ran already and ended the turn (its reply was lost and the client sent it
 --    again): the same answer, and nothing is written, telemetry neither.
-if redis.call('HGET', KEYS[1], 'finish_call') == ARGV[18] then
+local state = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'finish_call')  -- read once, for both parts
+if state[3] == ARGV[18] then
     return 1
 end
 local metrics = {unpack(KEYS, 16)}
@@ -27,7 +28,6 @@ local deltas = cjson.decode(ARGV[19])  -- before the step writes: bad deltas wri
 
 -- 2. The step.
 local function finish()
-    local state = redis.call('HMGET', KEYS[1], 'status', 'attempt')
     local status, attempt = state[1], state[2]
     if not status or status == 'finished' or status == 'failed' or status == 'canceled' then
         return 0

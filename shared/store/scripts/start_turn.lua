@@ -21,7 +21,7 @@ local deltas = cjson.decode(ARGV[4])  -- before the step writes: bad deltas writ
 
 -- 2. The step. Its `status` events are the only ones not built by events.encode (Lua literals).
 local function start()
-    local status = redis.call('HGET', KEYS[1], 'status')
+    local status = started[1]  -- read once, in part 1
     if not status then
         return {'missing', 0}
     end
