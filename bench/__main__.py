@@ -4,6 +4,7 @@
     python -m bench load [--quick]       many turns in flight, a drain under load, rq's WorkerPool, idle streams
     python -m bench hostile [--quick]    one hostile tenant against 20 others on one worker
     python -m bench rebuild              a turn's context rebuilt from 100 vs 100,000 messages
+    python -m bench redis-ceiling        turns/s one Redis (one core) carries with Parley's real mix (--quick)
     python -m bench rq-compare           RQ's Worker vs SimpleWorker vs TurnWorker, cost per no-op job
     python -m bench trace                the anatomy of a turn, from Redis MONITOR
     python -m bench profile FILE...      summarise py-spy collapsed stacks
@@ -23,13 +24,13 @@ from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
 
-from . import profile, rebuild, report, rq_compare, trace, turn
+from . import ceiling, profile, rebuild, report, rq_compare, trace, turn
 from .hostile import run as hostile
 from .load import run as load
 
 SUBCOMMANDS: dict[str, ModuleType] = {
-    "turn": turn, "load": load, "hostile": hostile, "rebuild": rebuild, "rq-compare": rq_compare,
-    "trace": trace, "profile": profile,
+    "turn": turn, "load": load, "hostile": hostile, "rebuild": rebuild, "redis-ceiling": ceiling,
+    "rq-compare": rq_compare, "trace": trace, "profile": profile,
 }  # fmt: skip
 DEFAULT = "turn"
 HELP = {
@@ -37,6 +38,7 @@ HELP = {
     "load": "many turns in flight, a drain under load, rq's WorkerPool, idle streams",
     "hostile": "one hostile tenant against 20 others on one worker",
     "rebuild": "a turn's context rebuilt from 100 vs 100,000 messages",
+    "redis-ceiling": "turns/s one Redis (one core) carries with Parley's real command mix",
     "rq-compare": "RQ's Worker vs SimpleWorker vs TurnWorker, cost per no-op job",
     "trace": "the anatomy of a turn, from Redis MONITOR",
     "profile": "summarise py-spy collapsed stacks",

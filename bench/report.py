@@ -7,6 +7,7 @@ the benchmark has any), prints the markdown and writes the JSON.  The sections p
 * ``load``: :func:`load_markdown` and :func:`load_targets`;
 * ``hostile``: :func:`hostile_markdown`;
 * ``rebuild``: :func:`rebuild_markdown`;
+* ``redis-ceiling``: :func:`ceiling_markdown`;
 * ``rq-compare``, ``trace``, ``profile``: the turn report's own sections, on their own.
 """
 
@@ -445,6 +446,96 @@ def rebuild_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# -- redis-ceiling (`python -m bench redis-ceiling`) ---------------------------------------------
+
+
+def _ceiling_header(results: dict[str, Any]) -> list[str]:
+    m = results.get("machine", {})
+    code = results.get("code") or {}
+    modified = code.get("modified_files") or []
+    changes = f" plus uncommitted changes in {len(modified)} tracked files" if modified else ""
+    return [
+        "## One Redis's ceiling (`python -m bench redis-ceiling`)", "",
+        f"- Machine: {m.get('cpu_model')}, {m.get('cores')} cores usable, Linux {m.get('kernel')}; Python "
+        f"{m.get('python')}; Redis server {m.get('redis_server')} (AOF on, `appendfsync everysec`)",
+        f"- Command: `{results.get('command')}`; code: commit {code.get('commit')}{changes}",
+        f"- Run at {results.get('started_at')}, took {results.get('duration_s')} s; the machine was "
+        f"{results.get('machine_busy_before', 0):.0%} busy just before. Redis and the client processes share "
+        "the cores.", "",
+    ]  # fmt: skip
+
+
+def _ceiling_phases(phases: list[dict[str, Any]]) -> list[str]:
+    out = ["| phase | turns/s | Redis main thread busy | Redis CPU ms per turn (main thread / process) | "
+           "**implied ceiling, turns/s** | commands per turn (EVALSHA) | clients' CPU ms per turn | machine busy |",
+           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for phase in phases:
+        commands = phase["commands"]
+        out.append(f"| {phase['phase']} | {phase['turns_per_s']} ({phase['turns']} in {phase['seconds']:.0f} s) | "
+                   f"{phase['redis_main_busy']:.0%} | {phase['redis_main_cpu_ms_per_turn']} / "
+                   f"{phase['redis_process_cpu_ms_per_turn']} | **{phase['implied_ceiling_turns_per_s']}** | "
+                   f"{commands['per_turn']} ({commands['evalsha_per_turn']}) | {phase['clients_cpu_ms_per_turn']} | "
+                   f"{phase['machine_busy']:.0%} |")  # fmt: skip
+    out.append("")
+    for phase in phases:
+        out.append(f"- **{phase['phase']}**: {phase['title']}; errors: {phase['errors'] or 'none'}, failed turns: "
+                   f"{phase.get('turn_errors') or 'none'}; AOF rewrites "
+                   f"{phase['aof_rewrites']}; Redis memory at the end {phase['redis_used_memory_mib']} MiB.")
+    return [*out, ""]
+
+
+def _ceiling_latency(phase: dict[str, Any]) -> list[str]:
+    out = [f"#### Latency of each call at that load, client side, phase `{phase['phase']}` (ms)", "",
+           "| call | n | p50 | p90 | p99 | max |", "| --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for kind, s in phase["latency_ms"].items():
+        if s.get("n"):
+            out.append(f"| {kind} | {s['n']} | {s['p50']:.2f} | {s['p90']:.2f} | {s['p99']:.2f} | {s['max']:.1f} |")
+    return [*out, ""]
+
+
+def _ceiling_commands(phase: dict[str, Any], top: int = 16) -> list[str]:
+    out = [f"#### Where Redis's time goes, phase `{phase['phase']}` (INFO commandstats; a script's inner commands "
+           "are in their own rows and in EVALSHA's time)", "",
+           "| command | calls per turn | usec per turn | usec per call |", "| --- | ---: | ---: | ---: |"]  # fmt: skip
+    for name, row in list(phase["command_time"].items())[:top]:
+        out.append(f"| {name} | {row['calls_per_turn']} | {row['usec_per_turn']} | {row['usec_per_call']} |")
+    return [*out, ""]
+
+
+def _ceiling_profile(profile: dict[str, Any] | None) -> list[str]:
+    if not profile:
+        return []
+    out = [f"### Each step of a turn inside Redis ({profile['turns']} turns one after the other, each step "
+           f"between two `INFO cpu commandstats`; {profile['info_bracket_cpu_usec']} usec of an empty bracket "
+           "taken off)", "",
+           "| step | calls per turn | commands per call | execution usec per call | Redis CPU usec per call | "
+           "**Redis CPU usec per turn** | commands of one call |",
+           "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
+    for row in profile["steps"]:
+        commands = ", ".join(f"{name} {n:g}" for name, n in row["commands"].items())
+        out.append(f"| {row['step']} | {row['calls_per_turn']} | {row['commands_per_call']} | "
+                   f"{row['exec_usec_per_call']} | {row['redis_cpu_usec_per_call']} | "
+                   f"**{row['redis_cpu_usec_per_turn']}** | {commands} |")  # fmt: skip
+    out += ["", f"Per turn: {profile['commands_per_turn']} commands, {profile['redis_cpu_usec_per_turn']} usec of "
+                "Redis CPU (Parley's own steps: no rq worker, the stream read after the commit, so no live "
+                "subscriber while the deltas are published). Each call here runs alone, so it pays a whole turn of "
+                "Redis's event loop (its read, reply and AOF write): read the CPU columns as shares, the load "
+                "phases for the cost per turn."]  # fmt: skip
+    return [*out, ""]
+
+
+def ceiling_markdown(results: dict[str, Any]) -> str:
+    """``python -m bench redis-ceiling``: the phases' ceilings, latencies, commands, and the step profile."""
+    phases = results.get("phases") or []
+    lines = [*_ceiling_header(results), *_ceiling_phases(phases)]
+    for phase in phases:
+        lines += _ceiling_latency(phase)
+    if phases:
+        lines += _ceiling_commands(phases[0])
+    lines += _ceiling_profile(results.get("profile"))
+    return "\n".join(lines)
+
+
 # -- profile, trace, rq-compare on their own -----------------------------------------------------
 
 
@@ -476,7 +567,7 @@ def rq_markdown(results: dict[str, Any]) -> str:
 
 _MARKDOWN: dict[str, Callable[[dict[str, Any]], str]] = {
     "turn": markdown, "load": load_markdown, "hostile": hostile_markdown, "rebuild": rebuild_markdown,
-    "rq-compare": rq_markdown, "trace": trace_markdown, "profile": profile_text,
+    "redis-ceiling": ceiling_markdown, "rq-compare": rq_markdown, "trace": trace_markdown, "profile": profile_text,
 }  # fmt: skip
 _TARGETS: dict[str, Callable[[dict[str, Any]], list[dict[str, Any]]]] = {"turn": targets, "load": load_targets}
 
