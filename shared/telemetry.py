@@ -77,7 +77,8 @@ OTHER = "other"
 METRICS = (QUEUE_WAIT, TURN, FIRST_TOKEN, TOKENS, MODEL_ERRORS, TOOL_CALLS, JOBS, HTTP_REQUESTS, HTTP_SECONDS)
 """Every metric kept in Redis; their keys are the last KEYS of the recording scripts (`metrics`), in this order,
 and a delta names its metric by its position here (from 1)."""
-_INDEX = {metric.name: position for position, metric in enumerate(METRICS, start=1)}
+INDEX = {metric.name: position for position, metric in enumerate(METRICS, start=1)}
+"""Each metric's position (from 1) among a recording script's metric KEYS, as its deltas name it."""
 
 
 def le_text(bound: float) -> str:
@@ -220,7 +221,7 @@ def other_field(name: str, field: str) -> str:
         last = [str(values[-1])] if isinstance(values, list) and values else []
     except ValueError:
         last = []
-    others = [OTHER] * (len(METRICS[_INDEX[name] - 1].labels) - len(last))
+    others = [OTHER] * (len(METRICS[INDEX[name] - 1].labels) - len(last))
     return labels_field((*others, *last))
 
 
@@ -228,7 +229,7 @@ def write(pipe: Any, deltas: list[Delta]) -> None:
     """Queue the deltas' writes on a pipeline (a histogram's `sum` is a float, the rest count; a bounded
     metric's new label set goes to its `other` field once the metric holds its most)."""
     for name, field, amount in deltas:
-        key = METRICS[_INDEX[name] - 1].key
+        key = METRICS[INDEX[name] - 1].key
         if field.endswith("|sum"):
             pipe.hincrbyfloat(key, field, amount)
         elif name in BOUNDED:
@@ -251,7 +252,7 @@ def script_keys() -> tuple[str, ...]:
 
 def script_arg(deltas: list[Delta]) -> str:
     """The pending deltas as the recording scripts' `deltas` ARGV (a bounded metric's with its `other` field)."""
-    return json.dumps([[_INDEX[name], field, amount if field.endswith("|sum") else int(amount),
+    return json.dumps([[INDEX[name], field, amount if field.endswith("|sum") else int(amount),
                         *([other_field(name, field)] if name in BOUNDED else [])]
                        for name, field, amount in deltas])  # fmt: skip
 

@@ -71,7 +71,7 @@ def uses(text: str) -> list[str]:
 def telemetry_tables() -> str:
     """Lua tables lib_telemetry.lua reads, from telemetry.METRICS: each metric's index (its position among
     a recording script's metric KEYS), each histogram's bucket bounds, and each bounded metric's cap."""
-    index = {metric.name: position for position, metric in enumerate(telemetry.METRICS, start=1)}
+    index = telemetry.INDEX
     names = ", ".join(f"{name} = {position}" for name, position in index.items())
     buckets = ", ".join(f"[{index[metric.name]}] = {_lua_buckets(metric.buckets)}"
                         for metric in telemetry.METRICS if metric.buckets)  # fmt: skip
