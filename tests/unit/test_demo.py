@@ -3,6 +3,7 @@ the agent's shape, so the offline quick start shows the whole agent loop."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -37,9 +38,13 @@ def test_shapes_are_filled() -> None:
 
 
 def _step(provider: DemoProvider, messages: list[dict[str, Any]], **kwargs: Any) -> tuple[str, list[Any]]:
-    with provider.stream(model="demo", messages=messages, temperature=None, max_tokens=None, **kwargs) as stream:
-        text = "".join(stream)
-    return text, stream.tool_calls
+    async def read() -> tuple[str, list[Any]]:
+        async with provider.stream(model="demo", messages=messages, temperature=None, max_tokens=None,
+                                   **kwargs) as stream:  # fmt: skip
+            text = "".join([piece async for piece in stream])
+        return text, stream.tool_calls
+
+    return asyncio.run(read())
 
 
 def test_a_step_calls_then_answers_from_the_result(make_settings: Any) -> None:

@@ -7,6 +7,7 @@ for the wrong reasons.  Using the real SDK (not hand-written requests) is the po
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
@@ -237,9 +238,15 @@ def test_openai_provider_puts_streamed_calls_together(base_url: str, control: ht
                      "tool_calls": [{"name": "calculator", "arguments": {"expression": "6*7"}}]})  # fmt: skip
     provider = OpenAIProvider(make_settings(OPENAI_BASE_URL=f"{base_url}/v1", OPENAI_API_KEY="x"))
     tools = [{"type": "function", "function": {"name": "calculator", "parameters": {"type": "object"}}}]
-    with provider.stream(model="m", messages=[{"role": "user", "content": "hi"}], temperature=None,
-                         max_tokens=None, tools=tools) as stream:  # fmt: skip
-        parts = list(stream.parts())
+
+    async def read() -> tuple[list[tuple[str, str]], Any]:
+        async with provider.stream(model="m", messages=[{"role": "user", "content": "hi"}], temperature=None,
+                                   max_tokens=None, tools=tools) as stream:  # fmt: skip
+            parts = [part async for part in stream.parts()]
+        await provider.aclose()
+        return parts, stream
+
+    parts, stream = asyncio.run(read())
     assert "".join(p for kind, p in parts if kind == REASONING) == "hmm"
     assert "".join(p for kind, p in parts if kind == TEXT) == "Checking."
     calls = [(c.id, c.name, c.arguments) for c in stream.tool_calls]

@@ -1,12 +1,14 @@
 """What every model provider gives the turn: one model step streamed as a `ModelStream` (its
 reasoning and answer text as they arrive, then the function calls it asks for), `ModelError` when
-the model cannot answer, and the `Provider` protocol the providers (openai.py, demo.py) follow."""
+the model cannot answer, and the `Provider` protocol the providers (openai.py, demo.py) follow.
+
+Everything here runs on the worker's one event loop: a step is read with `async for`, and
+cancelling the task that reads it is how a turn hangs up on the model."""
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -42,62 +44,51 @@ class ToolCall:
 
 
 class ModelStream:
-    """One model step as it arrives; `close()` (from any thread) hangs up on the model.
+    """One model step as it arrives.
 
-    Iterating gives the answer's text pieces; `parts()` gives `(TEXT | REASONING, piece)` pairs.
-    `tool_calls` and `usage` are complete once the iteration has ended. `last_content_at` is when
-    the model last sent content (text, reasoning or a piece of a call), for the idle timeout;
-    `close(idle=True)` marks the hang-up as one for idleness (`idle`), not a cancel.
+    `async for piece in stream` gives the answer's text pieces; `parts()` gives `(TEXT | REASONING,
+    piece)` pairs. `tool_calls` and `usage` are complete once the iteration has ended. The caller
+    keeps the idle timeout: it sets `on_activity` before iterating, and that is called for every
+    piece of content the model sends, a fragment of a function call (never yielded) included, so
+    a model that is busy writing a long call is not taken for an idle one.
     """
 
-    def __init__(self, parts: Iterator[tuple[str, str]], close: Any = None, usage: dict[str, Any] | None = None,
+    def __init__(self, parts: AsyncIterator[tuple[str, str]], usage: dict[str, Any] | None = None,
                  tool_calls: list[ToolCall] | None = None) -> None:  # fmt: skip
         self._parts = parts
-        self._close = close
-        self._lock = threading.Lock()
-        self.closed = False
-        self.idle = False
-        self.last_content_at = time.monotonic()
+        self.on_activity: Callable[[], None] | None = None
         self.usage = usage if usage is not None else {}
         """Token counts as the model reported them (filled in as the stream ends), else empty."""
         self.tool_calls = tool_calls if tool_calls is not None else []
 
-    def parts(self) -> Iterator[tuple[str, str]]:
-        for part in self._parts:
-            if self.closed:
-                return
-            self.last_content_at = time.monotonic()
+    async def parts(self) -> AsyncIterator[tuple[str, str]]:
+        """`(TEXT | REASONING, piece)` as the model sends them; PROGRESS marks only count as activity."""
+        async for part in self._parts:
+            if self.on_activity is not None:
+                self.on_activity()
             if part[0] != PROGRESS:
                 yield part
-        self.end()
 
-    def __iter__(self) -> Iterator[str]:
-        return (piece for kind, piece in self.parts() if kind == TEXT)
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._texts()
 
-    def idle_for(self, now: float) -> float:
-        """Seconds since the model last sent content."""
-        return now - self.last_content_at
-
-    def close(self, idle: bool = False) -> None:
-        """Hang up, unless the step has ended (its connection may serve another request by then)."""
-        with self._lock:
-            if self.closed:
-                return
-            self.closed = True
-            self.idle = idle
-            if self._close is not None:
-                self._close()
-
-    def end(self) -> None:
-        """The step is over (read to its end, or its connection given back): `close` does nothing from now on."""
-        with self._lock:
-            self.closed = True
+    async def _texts(self) -> AsyncIterator[str]:
+        async for kind, piece in self.parts():
+            if kind == TEXT:
+                yield piece
 
 
 class Provider(Protocol):
     def stream(self, *, model: str, messages: list[dict[str, Any]], temperature: float | None,
                max_tokens: int | None, tools: list[dict[str, Any]] | None = None,
-               response_format: dict[str, Any] | None = None) -> Any:  # fmt: skip
-        """A context manager yielding a `ModelStream`; leaving it closes the connection.
+               response_format: dict[str, Any] | None = None
+               ) -> AbstractAsyncContextManager[ModelStream]:  # fmt: skip
+        """`async with provider.stream(...) as stream`: leaving it (normally, by an exception, or by the
+        task being cancelled mid-read) closes the model's HTTP response at once.
 
         `tools` are OpenAI function tools the model may call; `response_format` asks for JSON."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close the provider's HTTP client (the worker calls it on exit)."""
+        ...

@@ -9,11 +9,11 @@ result on the next step, and answers JSON in the agent's response shape when ask
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from parley.shared.settings import Settings
@@ -145,15 +145,16 @@ def fill_shape(shape: Any, text: str) -> Any:
 
 
 class DemoProvider:
-    """Offline answers, labelled as such, streamed a word at a time."""
+    """Offline answers, labelled as such, streamed a word at a time (pausing with `asyncio.sleep`, so a
+    worker's other turns go on meanwhile)."""
 
     def __init__(self, settings: Settings) -> None:
         self.delay_s = settings.demo_chunk_delay_ms / 1000
 
-    @contextmanager
-    def stream(self, *, model: str, messages: list[dict[str, Any]], temperature: float | None,
+    @asynccontextmanager
+    async def stream(self, *, model: str, messages: list[dict[str, Any]], temperature: float | None,
                max_tokens: int | None, tools: list[dict[str, Any]] | None = None,
-               response_format: dict[str, Any] | None = None) -> Iterator[ModelStream]:  # fmt: skip
+               response_format: dict[str, Any] | None = None) -> AsyncIterator[ModelStream]:  # fmt: skip
         available = {tool["function"]["name"] for tool in tools or ()}
         results = _tool_results(messages)
         call = None if results else plan_tool_call(_text(messages[-1]["content"]), available)
@@ -170,11 +171,14 @@ class DemoProvider:
                  "total_tokens": prompt + len(answer.split())}  # fmt: skip
         yield ModelStream(self._words(answer), usage=usage, tool_calls=calls)
 
-    def _words(self, text: str) -> Iterator[tuple[str, str]]:
+    async def aclose(self) -> None:
+        """Nothing to close: the demo holds no connection."""
+
+    async def _words(self, text: str) -> AsyncIterator[tuple[str, str]]:
         if not text:
             return
         words = text.split(" ")
         for index, word in enumerate(words):
             if self.delay_s:
-                time.sleep(self.delay_s)
+                await asyncio.sleep(self.delay_s)
             yield TEXT, word if index == len(words) - 1 else word + " "

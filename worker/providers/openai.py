@@ -1,12 +1,12 @@
-"""The `openai` provider: OpenAI or any OpenAI-compatible server, through the official SDK, which
-retries 429, 5xx and connection errors with backoff and honours Retry-After."""
+"""The `openai` provider: OpenAI or any OpenAI-compatible server, through the official SDK's async
+client, which retries 429, 5xx and connection errors with backoff and honours Retry-After."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx2
@@ -17,30 +17,61 @@ from parley.shared.text import clean
 
 from .base import PROGRESS, REASONING, TEXT, ModelError, ModelStream, ToolCall
 
+DEFAULT_LIMITS = openai.DEFAULT_CONNECTION_LIMITS
+"""The SDK's own pool limits (1000 connections, 100 kept alive), raised when a worker runs more turns."""
+
 
 class OpenAIProvider:
     """Streams through the OpenAI SDK's generic `post`, which keeps what matters of the SDK (auth,
     retries of 429/5xx/connection errors honouring Retry-After, timeouts, typed errors) and
     skips what costs: the typed request transform (~0.14 ms per message, growing with the
     history) and a pydantic model per chunk. `ChunkStream` also reads each answer to its end,
-    so the connection is reused (openai 3.x's sync `Stream` stops at `[DONE]` and the
-    connection is dropped). docs/benchmarks.md has the figures.
+    so the connection is reused (the SDK's `AsyncStream` drains the body after `[DONE]` only on
+    HTTP/1.1, and parses every event into a model). docs/benchmarks.md has the figures.
+
+    One client (one connection pool) serves every turn of the worker; it belongs to the event
+    loop that first uses it, and `aclose()` closes it.
     """
 
     def __init__(self, settings: Settings) -> None:
-        self.client = openai.OpenAI(
+        self.client = openai.AsyncOpenAI(
             api_key=settings.openai_api_key or "not-needed",
             base_url=settings.openai_base_url,
             max_retries=settings.model_max_retries,
             timeout=openai.Timeout(settings.model_timeout_s, connect=10.0),
+            http_client=openai.DefaultAsyncHttpxClient(limits=pool_limits(settings.worker_concurrency)),
         )
         self.stream_usage = settings.model_stream_usage
         self.response_format = settings.model_response_format
 
-    @contextmanager
-    def stream(self, *, model: str, messages: list[dict[str, Any]], temperature: float | None,
-               max_tokens: int | None, tools: list[dict[str, Any]] | None = None,
-               response_format: dict[str, Any] | None = None) -> Iterator[ModelStream]:  # fmt: skip
+    @asynccontextmanager
+    async def stream(self, *, model: str, messages: list[dict[str, Any]], temperature: float | None,
+                     max_tokens: int | None, tools: list[dict[str, Any]] | None = None,
+                     response_format: dict[str, Any] | None = None) -> AsyncIterator[ModelStream]:  # fmt: skip
+        body = self._body(model, messages, temperature, max_tokens, tools, response_format)
+        try:
+            response = await self.client.post(
+                "/chat/completions", body=body, cast_to=object, stream=True, stream_cls=ChunkStream
+            )
+        except openai.APIError as error:
+            raise _model_error(error) from error
+        usage: dict[str, Any] = {}
+        calls: list[ToolCall] = []
+        parts = _parts(response, usage, calls)
+        try:
+            yield ModelStream(parts, usage, calls)
+        finally:
+            # Closing a response not read to its end drops its connection (httpcore shields that from a
+            # second cancel): the model sees the hang-up. The generator goes first (unless another task
+            # is mid-read in it), so nothing reads the closed response later.
+            with contextlib.suppress(RuntimeError):
+                await parts.aclose()
+            await response.response.aclose()
+
+    def _body(self, model: str, messages: list[dict[str, Any]], temperature: float | None,
+              max_tokens: int | None, tools: list[dict[str, Any]] | None,
+              response_format: dict[str, Any] | None) -> dict[str, Any]:  # fmt: skip
+        """The request body; `response_format` and `stream_options` only when the settings allow them."""
         body: dict[str, Any] = {"model": model, "messages": messages, "stream": True}
         if tools:
             body["tools"] = tools
@@ -52,27 +83,27 @@ class OpenAIProvider:
             body["temperature"] = temperature
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
-        try:
-            response = self.client.post(
-                "/chat/completions", body=body, cast_to=object, stream=True, stream_cls=ChunkStream
-            )
-        except openai.APIError as error:
-            raise _model_error(error) from error
-        usage: dict[str, Any] = {}
-        calls: list[ToolCall] = []
-        stream = ModelStream(_parts(response, usage, calls), lambda: _hang_up(response), usage, calls)
-        try:
-            yield stream
-        finally:
-            stream.end()  # before the connection goes back to the pool, where a late hang-up would cut another's
-            response.response.close()
+        return body
+
+    async def aclose(self) -> None:
+        """Close the connection pool (the worker calls it on exit)."""
+        await self.client.close()
 
 
-class ChunkStream(openai.Stream[dict]):  # type: ignore[type-arg]
+def pool_limits(concurrency: int) -> httpx2.Limits:
+    """Room for every turn a worker runs at once to stream, and to keep its connection for the next step."""
+    default_max = DEFAULT_LIMITS.max_connections or 0
+    default_keep = DEFAULT_LIMITS.max_keepalive_connections or 0
+    return httpx2.Limits(max_connections=max(default_max, concurrency),
+                         max_keepalive_connections=max(default_keep, concurrency),
+                         keepalive_expiry=DEFAULT_LIMITS.keepalive_expiry)  # fmt: skip
+
+
+class ChunkStream(openai.AsyncStream[dict]):  # type: ignore[type-arg]
     """The streamed chunks as plain dicts, read to the end of the body."""
 
-    def __iter__(self) -> Iterator[dict]:  # type: ignore[override, type-arg]
-        for line in self.response.iter_lines():
+    async def __aiter__(self) -> AsyncIterator[dict]:  # type: ignore[override, type-arg]
+        async for line in self.response.aiter_lines():
             if not line.startswith("data:"):
                 continue
             data = line[5:].strip()
@@ -86,29 +117,15 @@ class ChunkStream(openai.Stream[dict]):  # type: ignore[type-arg]
             yield chunk
 
 
-def _hang_up(response: Any) -> None:
-    """Close the model's connection from another thread, waking a read blocked on it.
-
-    Closing the response alone waits for the reading thread; shutting the socket down does not.
-    """
-    stream = getattr(response, "response", None)
-    network = stream.extensions.get("network_stream") if stream is not None else None
-    sock = network.get_extra_info("socket") if network is not None else None
-    if sock is not None:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-
-def _parts(response: ChunkStream, usage: dict[str, Any], calls: list[ToolCall]) -> Iterator[tuple[str, str]]:
+async def _parts(response: ChunkStream, usage: dict[str, Any], calls: list[ToolCall]
+                 ) -> AsyncGenerator[tuple[str, str], None]:  # fmt: skip
     """Text and reasoning pieces as they come (and a PROGRESS mark per piece of a call); the function
     calls, whose names and arguments arrive in fragments keyed by `index`, are put together into
     `calls` at the end. Every string is `clean`ed: a lone surrogate (`"\\ud800"` in the JSON) becomes
     U+FFFD here, before it can reach Redis or a Lua script."""
     fragments: dict[int, dict[str, str]] = {}
     try:
-        for chunk in response:
+        async for chunk in response:
             if chunk.get("usage"):
                 usage.update(_clean_usage(chunk["usage"]))
             for choice in chunk.get("choices") or ():
