@@ -247,3 +247,20 @@ def test_an_answer_read_to_its_end_leaves_its_connection_for_the_next(server: Mo
     assert answers == ["echo: hello there model"] * 3
     assert pooled == 1 and idle  # one connection served all three answers and waits for the next
     assert server.control("stats")["disconnects"] == 0
+
+
+def test_many_steps_stream_at_once_and_all_keep_their_connections(server: ModelServer, make_provider: Make) -> None:
+    server.control("options", {"chunk_delay_ms": 50})  # the reset of the next test restores the default
+    provider = make_provider(server.base_url, PARLEY_WORKER_CONCURRENCY="150")
+    many = 120  # above the SDK's default of 100 connections kept alive
+
+    async def step() -> tuple[list[str], float, int]:
+        started = time.monotonic()
+        results = await asyncio.gather(*(read_all(provider) for _ in range(many)))
+        took = time.monotonic() - started
+        return ["".join(p for _, p in parts) for parts, _, _ in results], took, len(connections(provider))
+
+    answers, took, pooled = run(provider, step)
+    assert answers == ["echo: hello there model"] * many
+    assert took < many * 0.15 / 4, took  # one after another they would take about many * 0.15 s
+    assert pooled == many  # every connection stays for the next step of its turn
