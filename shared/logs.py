@@ -12,7 +12,7 @@ import functools
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
@@ -40,16 +40,16 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def turn_context(func: Callable[P, R]) -> Callable[P, R]:
-    """For a job function called as `(tenant, job_id, ...)`: what it logs carries both ids, and
-    nothing logged after it returns does (a worker's next job must not show this one's ids)."""
+def turn_context(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """For a job coroutine called as `(tenant, job_id, ...)`: what it logs carries both ids, and
+    nothing logged after it returns does (the worker's next job in the same task must not show this one's)."""
 
     @functools.wraps(func)
-    def with_context(*args: P.args, **kwargs: P.kwargs) -> R:
+    async def with_context(*args: P.args, **kwargs: P.kwargs) -> R:
         tenant, job_id = args[0], args[1]
         token = _context.set({"tenant": str(tenant), "job_id": str(job_id)})
         try:
-            return func(*args, **kwargs)
+            return await func(*args, **kwargs)
         finally:
             _context.reset(token)
 

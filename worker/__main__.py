@@ -1,26 +1,24 @@
-"""`python -m parley.worker`: one RQ worker process running up to `PARLEY_WORKER_CONCURRENCY` turns at once.
+"""`python -m parley.worker`: one worker process running up to `PARLEY_WORKER_CONCURRENCY` turns at once,
+as tasks on one event loop (engine.py; uvloop where installed).
 
 The process's parts are built here, once, and passed in: the runtime (worker/runtime.py) to the
-job class every job runs through, the settings to `TurnWorker`'s constructor.
-
-If Redis goes away while a turn runs, rq's failure handling itself cannot reach Redis and
-`work()` raises. The process then waits for Redis and starts a fresh worker instead of exiting:
-the interrupted turn is found abandoned by maintenance and retried (see docs/architecture.md).
+job class every job runs through, the settings to the engine and rq's side of it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
-import time
+from collections.abc import Callable
 
-import redis
 from rq import Queue
 
 from parley.shared.logs import configure_logging
 from parley.shared.settings import Settings, get_settings
 
-from .rq_worker import TurnWorker
+from .engine import Engine
+from .rq_side import RqSide
 from .runtime import Runtime, RuntimeJob
 
 log = logging.getLogger("parley.worker")
@@ -31,45 +29,48 @@ def main() -> int:
     configure_logging(settings)
     rt = Runtime.build(settings)  # a tool module that does not import stops the worker here, not mid-turn
     log.info("tools: %s", ", ".join(rt.tools.names()))
-    while True:
-        try:
-            if settings.agents_file:
-                count = rt.agents.load_file(settings.agents_file)
-                log.info("loaded %d agents from %s", count, settings.agents_file)
-            worker = make_worker(rt, settings)
-            worker.work(logging_level=settings.rq_log_level, with_scheduler=False)
-            return 0
-        except (redis.ConnectionError, redis.TimeoutError) as error:
-            log.warning("lost Redis (%s); starting a new worker once it answers", error)
-            _wait_for_redis(rt.clients.raw)
+    if settings.agents_file:
+        count = rt.agents.load_file(settings.agents_file)
+        log.info("loaded %d agents from %s", count, settings.agents_file)
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(_serve(rt, settings))
+    return 0
 
 
-def make_worker(rt: Runtime, settings: Settings) -> TurnWorker:
-    """A worker on the turns' queue whose every job gets `rt`: the job class bound to it is the
+async def _serve(rt: Runtime, settings: Settings) -> None:
+    try:
+        await make_engine(rt, settings).run(logging_level=settings.rq_log_level)
+    finally:
+        await rt.provider.aclose()
+        await rt.aio.aclose()
+        rt.threads.shutdown(wait=False, cancel_futures=True)
+
+
+def make_engine(rt: Runtime, settings: Settings, *, burst: bool = False) -> Engine:
+    """An engine on the turns' queue whose every job gets `rt`: the job class bound to it is the
     worker's and its queue's, so abandoned jobs that rq's registry cleanup fails get it too."""
     job_class = RuntimeJob.bound_to(rt)
-    return TurnWorker(
+    side = RqSide(
         [Queue(settings.queue_name, connection=rt.clients.raw, job_class=job_class)],
         connection=rt.clients.raw,
         job_class=job_class,
-        concurrency=settings.worker_concurrency,
         heartbeat_ttl_s=settings.heartbeat_ttl_s,
-        drain_grace_s=settings.drain_grace_s,
-        worker_ttl=settings.maintenance_interval_s + 15,  # rq waits in BLPOP for worker_ttl - 15 s
+        worker_ttl=settings.maintenance_interval_s + 15,
         maintenance_interval=settings.maintenance_interval_s,
         job_monitoring_interval=settings.heartbeat_ttl_s,
     )
+    return Engine(side, concurrency=settings.worker_concurrency, drain_grace_s=settings.drain_grace_s,
+                  turns=getattr(rt, "worker_turns", None), threads=getattr(rt, "threads", None),
+                  burst=burst)  # fmt: skip
 
 
-def _wait_for_redis(client: redis.Redis, max_delay_s: float = 5.0) -> None:
-    delay_s = 0.2
-    while True:
-        try:
-            client.ping()
-            return
-        except (redis.ConnectionError, redis.TimeoutError):
-            time.sleep(delay_s)
-            delay_s = min(delay_s * 2, max_delay_s)
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop where it is installed (cheaper I/O per turn), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop  # type: ignore[no-any-return]
 
 
 if __name__ == "__main__":

@@ -13,47 +13,57 @@ their functions with this worker's runtime.
 from __future__ import annotations
 
 import functools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import redis.asyncio as aredis
 from rq.job import Job
 
 from parley.shared.settings import Settings
-from parley.shared.store.connection import RedisClients, connect
+from parley.shared.store.connection import RedisClients, connect, connect_async
 from parley.shared.store.stores import Stores
+from parley.shared.store.worker_turns import WorkerTurns
 from parley.tools import ToolRegistry, load_registry
 
 from .providers import Provider, make_provider
 
-REDIS_CONNECTIONS_PER_TURN = 3
-"""A running turn may hold up to three pooled connections at once: its own thread's, its emitter's
-and its cancel watch's; the heartbeat, maintenance and dequeue need a few more for the process."""
+SYNC_THREADS = 32
+"""The bounded pool where a turn's blocking work runs (sync tools, the sync reads of its context and
+memory, shape checks), beside the event loop: at most this many at once, whatever the concurrency."""
+ASYNC_CONNECTIONS = 64
+"""The event loop's Redis connections: a turn holds one only for a round trip, so a thousand turns share them."""
 
 
 @dataclass
 class Runtime(Stores):
     provider: Provider
     tools: ToolRegistry
+    aio: aredis.Redis
+    """The event loop's client (a turn's start, events, commit, and the watch)."""
+    worker_turns: WorkerTurns
+    threads: ThreadPoolExecutor
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
         """The worker's parts, built once per process. Loads the tools first: a tool module that
         does not import stops the worker at start, not mid-turn."""
         tools = load_registry(settings)
-        # Workers wait on BLPOP for up to the dequeue timeout: give their sockets room for it.
+        # The dequeue waits on BLMOVE for up to its timeout: give the sync sockets room for it.
         clients = connect(settings, socket_timeout_s=settings.maintenance_interval_s + 30)
-        size_pools(clients, settings)
-        return cls(**Stores.parts(settings, clients), provider=make_provider(settings), tools=tools)
+        size_pools(clients)
+        parts = Stores.parts(settings, clients)
+        aio = connect_async(settings, max_connections=ASYNC_CONNECTIONS)
+        return cls(**parts, provider=make_provider(settings), tools=tools, aio=aio,
+                   worker_turns=WorkerTurns(parts["turns"], aio),
+                   threads=ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="sync"))  # fmt: skip
 
 
-def size_pools(clients: RedisClients, settings: Settings) -> None:
-    """Give each pool room for every turn the worker runs at once.
-
-    redis-py 8 caps a pool at 100 connections and raises `MaxConnectionsError` past that (it does
-    not wait), so a worker running 100 turns could fail turns for want of a connection. A pool
-    opens connections only as they are needed, so the cap costs nothing while it is not reached.
-    """
-    limit = REDIS_CONNECTIONS_PER_TURN * settings.worker_concurrency + 10
+def size_pools(clients: RedisClients) -> None:
+    """Give each sync pool room for every thread that may use it at once: the pool's threads, rq's
+    dequeue and bookkeeping threads, rq's pub/sub thread. redis-py 8 raises `MaxConnectionsError`
+    past a pool's cap rather than wait; a pool opens connections only as they are needed."""
+    limit = SYNC_THREADS + 10
     for client in (clients.text, clients.raw):
         client.connection_pool.max_connections = max(client.connection_pool.max_connections, limit)
 

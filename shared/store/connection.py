@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+import redis.asyncio as aredis
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -49,3 +51,16 @@ def connect(settings: Settings, *, socket_timeout_s: float | None = None) -> Red
     text = redis.Redis.from_url(settings.redis_url, decode_responses=True, **options)  # type: ignore[arg-type]
     raw = redis.Redis.from_url(settings.redis_url, decode_responses=False, **options)  # type: ignore[arg-type]
     return RedisClients(text=text, raw=raw)
+
+
+def connect_async(settings: Settings, *, max_connections: int) -> aredis.Redis:
+    """An asyncio client (replies decoded to str) for `settings.redis_url`, with the same timeouts and
+    retry as `connect`'s. Its pool holds at most `max_connections`; a command past that waits for one
+    (at most the command timeout) instead of failing: a worker running a thousand turns shares a few
+    dozen connections, since each holds one only for a round trip."""
+    return aredis.Redis.from_pool(aredis.BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=max_connections, timeout=settings.redis_timeout_s,
+        decode_responses=True, socket_connect_timeout=settings.redis_timeout_s,
+        socket_timeout=settings.redis_timeout_s, health_check_interval=1,
+        retry=AsyncRetry(NoBackoff(), 1), retry_on_error=[redis.ConnectionError],
+    ))  # fmt: skip

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import RedisError, ResponseError
 from rq import Callback, Queue, Retry
 from rq.job import Job, JobStatus
 from rq.utils import utcformat
@@ -29,7 +29,7 @@ from parley.shared.schema import ChatResponse, JobPublic
 from parley.shared.settings import Settings
 from parley.shared.store import keys, scripts
 from parley.shared.store.connection import RedisClients
-from parley.shared.store.scripts.calls import AcceptTurnCall, EmitTurnEventCall, FinishTurnCall, StartTurnCall
+from parley.shared.store.scripts.calls import AcceptTurnCall, FinishTurnCall
 from parley.shared.store.sessions import first_message_json, new_session_id
 from parley.tools.notes import MAX_NOTES
 
@@ -72,10 +72,6 @@ class TurnStore:
         self.settings = settings
         self.queue = Queue(settings.queue_name, connection=clients.raw)
         self._accept = self.r.register_script(scripts.ACCEPT_TURN)
-        # Start and finish also record telemetry in the same step (their .lua files say how); a second run
-        # of the same call is answered before that, so it records nothing again.
-        self._start = self.r.register_script(scripts.START_TURN)
-        self._emit = self.r.register_script(scripts.EMIT_TURN_EVENT)
         self._finish = self.r.register_script(scripts.FINISH_TURN)
 
     @property
@@ -200,65 +196,31 @@ class TurnStore:
             result=ChatResponse.model_validate(result) if result else None, error=record.get("error") or None,
         )  # fmt: skip
 
-    # --- worker side ----------------------------------------------------------------------
-
-    def start(self, tenant: str, job_id: str) -> tuple[str, int, dict[str, str]]:
-        """('started', attempt, job record) when this worker may run the turn, else ('final'|'missing', 0, {})."""
-        call = StartTurnCall(
-            job=keys.job(tenant, job_id), events=keys.events(tenant, job_id),
-            live_channel=keys.live_channel(tenant, job_id), metrics=telemetry.script_keys(),
-            now_ms=now_ms(), stream_ttl_ms=self.retention_ms + self.settings.turn_timeout_s * 1000,
-            call_id=new_call_id(), deltas=telemetry.script_arg(telemetry.PENDING.take()),
-        )  # fmt: skip
-        state, attempt, *rest = self._start(keys=call.keys(), args=call.args())
-        flat = rest[0] if rest else []
-        return state, int(attempt), dict(zip(flat[::2], flat[1::2], strict=True))
-
-    def is_running(self, tenant: str, job_id: str, attempt: int) -> bool:
-        """True while `attempt` is the turn's running attempt (not canceled, ended or superseded)."""
-        status, current = self.r.hmget(keys.job(tenant, job_id), "status", "attempt")  # type: ignore[misc]
-        return status == "started" and current == str(attempt)
-
-    def emit(self, tenant: str, job_id: str, attempt: int, payloads: list[str]) -> bool:
-        """Emit events of a running attempt, in order, in one round trip and one script run; False means
-        stop: the turn was canceled, ended or superseded (and the batch was dropped)."""
-        if not payloads:
-            return True  # nothing to write (and nothing learnt: the next batch finds out)
-        call = EmitTurnEventCall(job=keys.job(tenant, job_id), events=keys.events(tenant, job_id),
-                                 live_channel=keys.live_channel(tenant, job_id), attempt=attempt,
-                                 call_id=new_call_id(), payloads=tuple(payloads))
-        try:
-            return self._emit_batch(call)
-        except NoScriptError:  # Redis restarted or its scripts were flushed: load it, send again
-            self.r.script_load(scripts.EMIT_TURN_EVENT)
-            return self._emit_batch(call)
-
-    def _emit_batch(self, call: EmitTurnEventCall) -> bool:
-        # EVALSHA straight on the pipeline: a Script object on a pipeline costs a SCRIPT EXISTS round
-        # trip at every execute. Sending the call again (after a NOSCRIPT reply, or the client's retry
-        # after a lost reply) writes nothing twice: the script names its call in the job hash.
-        # The telemetry deltas riding along are plain increments: a retried pipeline may count them twice.
-        with self.r.pipeline(transaction=False) as pipe:
-            script_keys = call.keys()
-            pipe.evalsha(self._emit.sha, len(script_keys), *script_keys, *call.args())
-            telemetry.write(pipe, telemetry.PENDING.take())  # rides along: no round trip of its own
-            written = pipe.execute()[0]
-        return bool(written)
-
     def finish(self, tenant: str, job_id: str, *, status: str, attempt: int | None, events_out: list[str],
                result: dict[str, Any] | None = None, error: str = "", error_code: str = "",
                messages: list[str] | None = None, session_id: str | None = None,
                images: dict[str, str] | None = None, tokens: int = 0) -> bool:  # fmt: skip
         """End the turn once (see FINISH_TURN): commit, give back its place, ready what waits behind it.
-        False when it had already ended.
+        False when it had already ended. The web's cancel and rq's failure callback call this; a
+        worker's turn ends through WorkerTurns.finish (worker_turns.py), with the same call.
 
-        `session_id` saves a read when the caller has the job record (the worker's commit);
-        `images` (ref -> data URI) and `tokens` are committed with `messages`."""
+        `session_id` saves a read when the caller has the job record; `images` (ref -> data URI) and
+        `tokens` are committed with `messages`."""
         if session_id is None:
             session_id = self.r.hget(keys.job(tenant, job_id), "session_id")
             if session_id is None:
                 return False
-        call = FinishTurnCall(
+        call = self.finish_call(tenant, job_id, session_id, status=status, attempt=attempt, events_out=events_out,
+                                result=result, error=error, error_code=error_code, messages=messages, images=images,
+                                tokens=tokens)  # fmt: skip
+        return bool(self._finish(keys=call.keys(), args=call.args()))
+
+    def finish_call(self, tenant: str, job_id: str, session_id: str, *, status: str, attempt: int | None,
+                    events_out: list[str], result: dict[str, Any] | None = None, error: str = "",
+                    error_code: str = "", messages: list[str] | None = None, images: dict[str, str] | None = None,
+                    tokens: int = 0) -> FinishTurnCall:  # fmt: skip
+        """FINISH_TURN's call for these values (`finish` says what they are); takes the pending telemetry."""
+        return FinishTurnCall(
             job=keys.job(tenant, job_id), events=keys.events(tenant, job_id),
             live_channel=keys.live_channel(tenant, job_id), lane=keys.lane(tenant, session_id),
             messages=keys.messages(tenant, session_id), session=keys.session(tenant, session_id),
@@ -275,4 +237,3 @@ class TurnStore:
             job_prefix=keys.job(tenant, ""), max_notes=MAX_NOTES, call_id=new_call_id(),
             deltas=telemetry.script_arg(telemetry.PENDING.take()),
         )  # fmt: skip
-        return bool(self._finish(keys=call.keys(), args=call.args()))

@@ -7,11 +7,13 @@ PARLEY_TOOL_MODULES), so a module merely imported somewhere offers nothing to ag
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
+import inspect
 import json
 import logging
-import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import Executor
 from typing import Any, TypeVar, overload
 
 from pydantic import BaseModel, ValidationError
@@ -104,18 +106,20 @@ class ToolRegistry:
             specs.append({"type": "function", "function": _spec(made)})
         return specs
 
-    def run(self, name: str, arguments: str | dict[str, Any], ctx: ToolContext) -> ToolResult:
+    async def run(self, name: str, arguments: str | dict[str, Any], ctx: ToolContext,
+                  threads: Executor | None = None) -> ToolResult:  # fmt: skip
         """Run one call of the model; never raises for the tool's problems.
 
         An unknown tool, arguments that are not a JSON object or fail validation, a tool that
         raises, and a tool that runs past its timeout (the tool's `timeout_s`, else
         `PARLEY_TOOL_TIMEOUT_S`) all come back as `ok=False` with an `error: ...` text the model
-        can act on. The call runs in its own daemon thread so the timeout can be kept. Python
-        cannot kill a thread: a tool that hangs is abandoned, it runs on in the background until
-        it returns (its result is then dropped), and a daemon thread does not keep the process
-        from exiting. Results that are not `str` are JSON-encoded; results longer than
-        `MAX_RESULT_CHARS` are cut. Lone surrogates, in the arguments the tool is given and in
-        the result, become U+FFFD (`parley.shared.text.clean`).
+        can act on. An `async def` tool runs on the caller's event loop and is cancelled at its
+        timeout; a plain function runs in `threads` (the worker's bounded pool; None: the loop's
+        default executor), with the caller's context variables (log fields). Python cannot kill a
+        thread: a sync tool past its timeout is abandoned, it runs on until it returns (its result
+        is then dropped) and holds its pool thread meanwhile. Results that are not `str` are
+        JSON-encoded; results longer than `MAX_RESULT_CHARS` are cut. Lone surrogates, in the
+        arguments the tool is given and in the result, become U+FFFD (`parley.shared.text.clean`).
         """
         made = self._tools.get(name)
         if made is None:
@@ -129,8 +133,9 @@ class ToolRegistry:
             return _failed(f"invalid arguments for {name}: {_validation_message(error)}")
         timeout_s = made.timeout_s if made.timeout_s is not None else ctx.settings.tool_timeout_s
         try:
-            value = _call_with_timeout(made, validated, ctx, timeout_s)
-        except _TimedOut:
+            async with asyncio.timeout(timeout_s):
+                value = await _call(made, validated, ctx, threads)
+        except TimeoutError:
             log.warning("tool %s timed out after %ss (job %s): abandoned", name, timeout_s, ctx.job_id)
             return _failed(f"{name} timed out after {timeout_s:g} s")
         except ToolError as error:
@@ -170,33 +175,17 @@ def _validation_message(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-class _TimedOut(Exception):
-    pass
-
-
-def _call_with_timeout(made: Tool, arguments: BaseModel, ctx: ToolContext, timeout_s: float) -> Any:
-    """`made.call(...)` in a daemon thread (with the caller's context variables, e.g. log fields)."""
-    outcome: dict[str, Any] = {}
-    finished = threading.Event()
+async def _call(made: Tool, arguments: BaseModel, ctx: ToolContext, threads: Executor | None) -> Any:
+    """The tool's value: awaited when it is a coroutine function, else from a pool thread."""
+    if inspect.iscoroutinefunction(made.fn):
+        return await made.call(arguments, ctx)
     context = contextvars.copy_context()
-
-    def target() -> None:
-        try:
-            outcome["value"] = context.run(made.call, arguments, ctx)
-        except BaseException as error:  # reported to the model, whatever it is
-            outcome["error"] = error
-        finally:
-            finished.set()
-
-    threading.Thread(target=target, name=f"tool-{made.name}-{ctx.job_id}", daemon=True).start()
-    if not finished.wait(timeout_s):
-        raise _TimedOut
-    if "error" in outcome:
-        error = outcome["error"]
-        if not isinstance(error, Exception):  # SystemExit, KeyboardInterrupt inside a tool: still its failure
-            raise RuntimeError(f"{type(error).__name__} {error}".strip())
-        raise error
-    return outcome["value"]
+    try:
+        return await asyncio.get_running_loop().run_in_executor(threads, context.run, made.call, arguments, ctx)
+    except BaseException as error:
+        if isinstance(error, Exception | asyncio.CancelledError):
+            raise
+        raise RuntimeError(f"{type(error).__name__} {error}".strip()) from None  # SystemExit inside a tool
 
 
 def _as_text(value: Any) -> str:

@@ -19,6 +19,7 @@ from parley.shared.store.agents import AgentStore
 from parley.shared.store.connection import RedisClients
 from parley.shared.store.sessions import SessionStore
 from parley.shared.store.turns import TurnStore
+from parley.shared.store.worker_turns import WorkerTurns
 
 SETTINGS_ENV = {field.alias.upper() for field in Settings.model_fields.values() if field.alias}
 """Every environment variable Settings reads (pydantic-settings matches them case-insensitively)."""
@@ -68,6 +69,12 @@ def clients(server: fakeredis.FakeServer) -> Iterator[RedisClients]:
 @pytest.fixture
 def turns(clients: RedisClients, settings: Settings) -> TurnStore:
     return TurnStore(clients, settings)
+
+
+@pytest.fixture
+def worker_turns(server: fakeredis.FakeServer, turns: TurnStore) -> WorkerTurns:
+    """The worker's side of `turns` (async: `asyncio.run(worker_turns.start(...))`), on the same fake Redis."""
+    return WorkerTurns(turns, fakeredis.FakeAsyncRedis(server=server, decode_responses=True))
 
 
 @pytest.fixture

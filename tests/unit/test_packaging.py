@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVER_DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
     "fastapi": ("fastapi", "starlette"),
     "uvicorn": ("uvicorn",),
+    "uvloop": ("uvloop",),
     "pydantic-settings": ("pydantic_settings",),
     "python-dotenv": ("dotenv",),
     "redis": ("redis",),

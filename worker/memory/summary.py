@@ -12,6 +12,8 @@ docs/memory.md has the policy.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from typing import Any
 
@@ -24,8 +26,8 @@ from parley.shared.tokens import MESSAGE_OVERHEAD_TOKENS, count_text
 
 from ..providers.base import ModelError
 from ..runtime import Runtime
-from ..turn.cancel_watch import CancelWatch
 from ..turn.context import instructions_text
+from ..turn.loop import in_thread
 from ..turn.structured import InvalidAnswer, parse_answer, response_format
 from .window import agent_model
 
@@ -41,21 +43,22 @@ ROLLING_PROMPT = (
 )
 
 
-def roll_summary(tenant: str, session_id: str, token: str, *, rt: Runtime) -> str:
+async def roll_summary(tenant: str, session_id: str, token: str, *, rt: Runtime) -> str:
     """RQ job: fold the session's oldest unsummarised turns into its rolling summary.
 
     Returns what happened (RQ keeps it as the result): written | nothing_to_fold | superseded |
-    model_failed | missing."""
+    model_failed | missing. Its Redis reads and writes are sync: they run in the worker's pool."""
     try:
-        return _roll(rt, tenant, session_id)
+        return await _roll(rt, tenant, session_id)
     except ModelError as error:
         log.warning("session %s/%s: the summary model failed (%s); the old summary stays", tenant, session_id, error)
         return "model_failed"
     finally:
-        _release(rt.clients.text, keys.summary_lock(tenant, session_id), token)
+        await in_thread(rt.threads, _release, rt.clients.text, keys.summary_lock(tenant, session_id), token)
 
 
-def _roll(rt: Runtime, tenant: str, session_id: str) -> str:
+def _plan(rt: Runtime, tenant: str, session_id: str) -> tuple[str, memory.Snapshot, memory.Fold, int] | str:
+    """What to fold (model, snapshot, fold, budget), or why there is nothing: missing | nothing_to_fold."""
     r = rt.clients.text
     agent_id = rt.sessions.bound_agent(tenant, session_id)
     agent = rt.agents.get_by_id(tenant, agent_id) if agent_id else None
@@ -67,20 +70,29 @@ def _roll(rt: Runtime, tenant: str, session_id: str) -> str:
     fold = memory.plan_fold(r, tenant, session_id, snap, budget, model)
     if fold is None:
         return "nothing_to_fold"
+    return model, snap, fold, budget
+
+
+async def _roll(rt: Runtime, tenant: str, session_id: str) -> str:
+    r = rt.clients.text
+    plan = await in_thread(rt.threads, _plan, rt, tenant, session_id)
+    if isinstance(plan, str):
+        return plan
+    model, snap, fold, budget = plan
     words = max(SUMMARY_WORDS_MIN, min(SUMMARY_WORDS_MAX, budget // 8))
     prompt = [
         {"role": "system", "content": ROLLING_PROMPT.format(words=words)},
         {"role": "user", "content": f"Summary so far:\n{snap.summary or '(none yet)'}\n\n"
                                     f"New messages, oldest first:\n{transcript(fold.messages)}"},
     ]  # fmt: skip
-    summary = _ask(rt, model, prompt).strip()
+    summary = (await _ask(rt, model, prompt)).strip()
     if not summary:
         raise ModelError("the model answered with an empty summary")
-    written = memory.write_summary(
-        r, tenant, session_id, expected_upto=snap.summary_upto, summary=summary,
+    written = await in_thread(rt.threads, functools.partial(
+        memory.write_summary, r, tenant, session_id, expected_upto=snap.summary_upto, summary=summary,
         summary_tokens=count_text(summary, model) + MESSAGE_OVERHEAD_TOKENS, upto=fold.cut,
         tokens_then=snap.tokens, kept_tokens=fold.kept_tokens,
-    )  # fmt: skip
+    ))  # fmt: skip
     if not written:
         log.info("session %s/%s: summary not written (another was, or the session went)", tenant, session_id)
         return "superseded"
@@ -92,14 +104,14 @@ def _roll(rt: Runtime, tenant: str, session_id: str) -> str:
     return "written"
 
 
-def summarise_session(tenant: str, session_id: str, job_id: str, *, rt: Runtime) -> str:
+async def summarise_session(tenant: str, session_id: str, job_id: str, *, rt: Runtime) -> str:
     """RQ job behind `POST /api/v1/sessions/{id}/summary`: the whole conversation (rolling summary
     plus the window's tail) summarised as the agent's instructions and response shape say.
 
     Answers through the job's event stream, as a turn does: `response` (with `structured`, the
     parsed JSON object) or `error`, then `done`; the web process waits on it as `/chat` waits."""
     try:
-        structured, text = _report(rt, tenant, session_id)
+        structured, text = await _report(rt, tenant, session_id)
         outcome = [events.encode(EventType.RESPONSE, content=text, structured=structured, session_id=session_id)]
         result = "finished"
     except ModelError as error:
@@ -112,19 +124,24 @@ def summarise_session(tenant: str, session_id: str, job_id: str, *, rt: Runtime)
                                  code=ErrorCode.SUMMARY_FAILED)]  # fmt: skip
         result = "failed"
     finally:  # before `done`: a client that asks again once answered is not refused as still running
-        _release_report(rt, tenant, session_id, job_id)
-    _emit(rt, tenant, job_id, [*outcome, events.encode(EventType.DONE)])
+        await in_thread(rt.threads, _release_report, rt, tenant, session_id, job_id)
+    await _emit(rt, tenant, job_id, [*outcome, events.encode(EventType.DONE)])
     return result
 
 
-def _report(rt: Runtime, tenant: str, session_id: str) -> tuple[dict[str, Any], str]:
+def _report_context(rt: Runtime, tenant: str, session_id: str) -> tuple[dict[str, Any], str, memory.Window]:
+    """The session's agent, its model and its window (sync reads: run in the worker's pool)."""
     agent_id = rt.sessions.bound_agent(tenant, session_id)
     agent = rt.agents.get_by_id(tenant, agent_id) if agent_id else None
     if agent is None:
         raise ModelError("the session or its agent no longer exists")
     model = agent_model(rt, agent)
     budget = memory.history_budget(agent, rt.settings.context_tokens, model)
-    window = memory.read_window(rt.clients.text, tenant, session_id, budget_tokens=budget, model=model)
+    return agent, model, memory.read_window(rt.clients.text, tenant, session_id, budget_tokens=budget, model=model)
+
+
+async def _report(rt: Runtime, tenant: str, session_id: str) -> tuple[dict[str, Any], str]:
+    agent, model, window = await in_thread(rt.threads, _report_context, rt, tenant, session_id)
     conversation = ([window.first] if window.first else []) + window.messages
     earlier = f"Summary of its earlier part:\n{window.summary}\n\n" if window.summary else ""
     shaped = bool(agent.get("response_shape"))
@@ -136,7 +153,7 @@ def _report(rt: Runtime, tenant: str, session_id: str) -> tuple[dict[str, Any], 
     if instructions_text(agent):
         prompt.append({"role": "system", "content": instructions_text(agent)})
     prompt.append({"role": "user", "content": f"{ask}\n\n{earlier}The conversation:\n{transcript(conversation)}"})
-    text = _ask(rt, model, prompt, response_format(agent.get("response_shape"))).strip()
+    text = (await _ask(rt, model, prompt, response_format(agent.get("response_shape")))).strip()
     if not shaped:
         return {"text": text}, text
     return parse_summary(agent["response_shape"], text), text
@@ -170,35 +187,34 @@ def transcript(messages: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _ask(rt: Runtime, model: str, messages: list[dict[str, str]], answer_format: dict[str, Any] | None = None) -> str:
-    """The model's whole answer; ModelError (timed out) when it sends nothing for PARLEY_MODEL_IDLE_TIMEOUT_S,
-    checked by the process's watcher thread as a turn's steps are (worker/turn/cancel_watch.py)."""
+async def _ask(rt: Runtime, model: str, messages: list[dict[str, str]],
+               answer_format: dict[str, Any] | None = None) -> str:  # fmt: skip
+    """The model's whole answer; ModelError (timed out) when it sends nothing for PARLEY_MODEL_IDLE_TIMEOUT_S
+    (a deadline pushed back by every piece of content, as a turn's steps have)."""
     idle_after = rt.settings.model_idle_timeout_s
-    with rt.provider.stream(model=model, messages=messages, temperature=None, max_tokens=None,
-                            response_format=answer_format) as stream:  # fmt: skip
-
-        def hang_up_if_idle(now: float) -> None:
-            if stream.idle_for(now) >= idle_after:
-                stream.close(idle=True)
-
-        try:
-            with CancelWatch(lambda: True, lambda: None, on_check=hang_up_if_idle):
-                text = "".join(stream)
-        except ModelError:
-            if not stream.idle:
-                raise
-        if stream.idle:  # hanging up ends the read quietly or as a broken stream
-            raise ModelError(f"the model sent no content for {idle_after:g} s", timed_out=True)
-        return text
+    loop = asyncio.get_running_loop()
+    idle = asyncio.timeout(idle_after)
+    pieces: list[str] = []
+    try:
+        async with idle, rt.provider.stream(model=model, messages=messages, temperature=None, max_tokens=None,
+                                            response_format=answer_format) as stream:  # fmt: skip
+            stream.on_activity = lambda: idle.reschedule(loop.time() + idle_after)
+            async for piece in stream:
+                pieces.append(piece)
+    except TimeoutError:
+        if not idle.expired():
+            raise
+        raise ModelError(f"the model sent no content for {idle_after:g} s", timed_out=True) from None
+    return "".join(pieces)
 
 
-def _emit(rt: Runtime, tenant: str, job_id: str, payloads: list[str]) -> None:
+async def _emit(rt: Runtime, tenant: str, job_id: str, payloads: list[str]) -> None:
     """Append events to the job's stream and publish them live, as a turn's events go (EMIT_EVENT: without
     a turn's attempt fence, since a summary job has no attempts to fence)."""
-    emit = rt.clients.text.register_script(scripts.EMIT_EVENT)
+    emit = rt.aio.register_script(scripts.EMIT_EVENT)
     for payload in payloads:
-        emit(keys=[keys.events(tenant, job_id), keys.live_channel(tenant, job_id)],
-             args=[payload, rt.settings.retention_s * 1000])  # fmt: skip
+        await emit(keys=[keys.events(tenant, job_id), keys.live_channel(tenant, job_id)],
+                   args=[payload, rt.settings.retention_s * 1000])  # fmt: skip
 
 
 def _release_report(rt: Runtime, tenant: str, session_id: str, job_id: str) -> None:

@@ -22,114 +22,116 @@ from parley.shared.clock import now_ms
 from parley.shared.events import ErrorCode, EventType
 from parley.shared.store import images as session_images
 from parley.shared.store.sessions import message_json
+from parley.shared.store.worker_turns import Attempt
 from parley.shared.tokens import count_message
 from parley.tools import ToolContext
 
 from ..memory.window import maybe_schedule_summary, remembered
 from ..providers.base import ModelError
 from ..runtime import Runtime
-from .cancel_watch import CancelWatch
 from .context import CLOSING_MESSAGE, build_messages, exchanges_so_far
-from .emitter import Emitter
-from .loop import AgentLoop, Outcome, Stopped
+from .control import CURRENT
+from .loop import AgentLoop, Outcome, Stopped, in_thread
+from .outbox import Outbox
 from .structured import InvalidAnswer
 
 log = logging.getLogger("parley.worker.turn")
 
 
 @logs.turn_context
-def run_turn(tenant: str, job_id: str, *, rt: Runtime) -> str:
+async def run_turn(tenant: str, job_id: str, *, rt: Runtime) -> str:
     """Run one turn; returns how it ended (RQ keeps that as the job's result)."""
-    state, attempt, record = rt.turns.start(tenant, job_id)
+    state, attempt, record = await rt.worker_turns.start(tenant, job_id)
     started = time.monotonic()
     if state != "started":
         log.info("turn %s not run: %s", job_id, state)
         return state
+    turn = Attempt(tenant, job_id, attempt)
+    control = CURRENT.get()
+    if control is not None:
+        control.attempt = turn  # from here the engine's watch stops the turn when it is canceled or taken over
     logs.bind(session_id=record.get("session_id"))
-    agent = rt.agents.get_by_id(tenant, record["agent_id"])
+    agent, history, exchanges = await in_thread(rt.threads, _context, rt, tenant, record)
     if agent is None:
-        return _fail(rt, tenant, job_id, attempt, "the session's agent no longer exists", ErrorCode.AGENT_MISSING)
+        return await _fail(rt, turn, record, "the session's agent no longer exists", ErrorCode.AGENT_MISSING)
     model = agent.get("model") or rt.settings.default_model
-    images = json.loads(record.get("images") or "[]")
-    if "history" in record:  # a turn that brought its own conversation (no session memory)
-        history = json.loads(record["history"])
-        exchanges = exchanges_so_far(history)
-    else:
-        history, exchanges = remembered(rt, tenant, record, agent, model, images)
-
     if agent.get("max_turns") and exchanges >= agent["max_turns"]:
-        if not rt.turns.emit(tenant, job_id, attempt, [events.encode(EventType.DELTA, content=CLOSING_MESSAGE)]):
+        if not await rt.worker_turns.emit(turn, [events.encode(EventType.DELTA, content=CLOSING_MESSAGE)]):
             return "stopped"
-        return _commit(rt, tenant, job_id, attempt, agent, record, Outcome(answer=CLOSING_MESSAGE), model)
+        return await _commit(rt, turn, agent, record, Outcome(answer=CLOSING_MESSAGE), model)
+    images = json.loads(record.get("images") or "[]")
     messages = build_messages(agent, history, record["message"], images)
     try:
-        outcome = _run_loop(rt, tenant, job_id, attempt, agent, record, messages, started)
+        outcome = await _run_loop(rt, turn, agent, record, messages, started)
     except ModelError as error:
         telemetry.model_error(error.status, error.timed_out)
         code = ErrorCode.MODEL_TIMEOUT if error.timed_out else ErrorCode.MODEL_FAILED
-        return _fail(rt, tenant, job_id, attempt, str(error), code)
+        return await _fail(rt, turn, record, str(error), code)
     except InvalidAnswer as error:
-        return _fail(rt, tenant, job_id, attempt, f"the model's answer did not fit the agent's response shape "
-                                              f"twice: {error}", ErrorCode.INVALID_ANSWER)  # fmt: skip
+        return await _fail(rt, turn, record, f"the model's answer did not fit the agent's response shape "
+                                             f"twice: {error}", ErrorCode.INVALID_ANSWER)  # fmt: skip
     if outcome is None:
         log.info("turn %s attempt %s stopped: canceled or superseded", job_id, attempt)
         return "stopped"
-    return _commit(rt, tenant, job_id, attempt, agent, record, outcome, model)
+    return await _commit(rt, turn, agent, record, outcome, model)
 
 
-def _run_loop(rt: Runtime, tenant: str, job_id: str, attempt: int, agent: dict[str, Any], record: dict[str, str],
-              messages: list[dict[str, Any]], started: float) -> Outcome | None:  # fmt: skip
-    """The agent loop with its events sent from a side thread and a watch for cancels and for a
-    model gone quiet; None when the turn was canceled or superseded meanwhile.
-
-    A cancel hangs up on the model (the step streaming then ends at once); the events queued
-    before it are all sent before this returns, so the turn's last events follow them. A model
-    step with no content for PARLEY_MODEL_IDLE_TIMEOUT_S is hung up on by the same watch and
-    ends the turn with a timed-out ModelError.
-    """
-    holder: list[AgentLoop] = []
-
-    def hang_up() -> None:
-        if holder:
-            holder[0].hang_up()
-
-    def hang_up_if_idle(now: float) -> None:
-        if holder:
-            holder[0].hang_up_if_idle(now)
-
-    with CancelWatch(lambda: rt.turns.is_running(tenant, job_id, attempt), hang_up,
-                     on_check=hang_up_if_idle) as watch, \
-            Emitter(lambda batch: rt.turns.emit(tenant, job_id, attempt, batch), hang_up) as emitter:  # fmt: skip
-        loop = AgentLoop(
-            provider=rt.provider, registry=rt.tools, agent=agent,
-            model=agent.get("model") or rt.settings.default_model,
-            tool_context=ToolContext(tenant=tenant, session_id=record["session_id"], job_id=job_id,
-                                     redis=rt.clients.text, settings=rt.settings,
-                                     memory="history" not in record),  # brought its own history: no notes
-            emit=emitter.put, is_stopped=lambda: watch.fired or emitter.stopped,
-            max_steps=rt.settings.max_tool_steps, idle_timeout_s=rt.settings.model_idle_timeout_s,
-        )  # fmt: skip
-        holder.append(loop)
-        try:
-            return loop.run(messages)
-        except Stopped:
-            return None
-        finally:
-            if loop.first_text_at is not None:
-                telemetry.first_token(loop.first_text_at - started)
-            usage = loop.usage
-            telemetry.tokens(agent["name"], loop.model, usage.get("prompt_tokens"), usage.get("completion_tokens"))
+def _context(rt: Runtime, tenant: str, record: dict[str, str]) -> tuple[dict[str, Any] | None, list[Any], int]:
+    """The agent, the history the turn remembers and the session's exchanges so far (sync reads: run in
+    the worker's pool)."""
+    agent = rt.agents.get_by_id(tenant, record["agent_id"])
+    if agent is None:
+        return None, [], 0
+    if "history" in record:  # a turn that brought its own conversation (no session memory)
+        history = json.loads(record["history"])
+        return agent, history, exchanges_so_far(history)
+    model = agent.get("model") or rt.settings.default_model
+    history, exchanges = remembered(rt, tenant, record, agent, model, json.loads(record.get("images") or "[]"))
+    return agent, history, exchanges
 
 
-def _commit(rt: Runtime, tenant: str, job_id: str, attempt: int, agent: dict[str, Any], record: dict[str, str],
-            outcome: Outcome, model: str) -> str:  # fmt: skip
+async def _run_loop(rt: Runtime, turn: Attempt, agent: dict[str, Any], record: dict[str, str],
+                    messages: list[dict[str, Any]], started: float) -> Outcome | None:  # fmt: skip
+    """The agent loop with its events sent through an outbox; None when the turn was found canceled or
+    superseded by an emit. (Found so by the engine's watch instead, the task is cancelled.) Every event
+    queued is sent before this returns, so the turn's last events follow them."""
+    control = CURRENT.get()
+
+    def stop(error: BaseException | None) -> None:
+        if control is not None:
+            control.stop(error or Stopped())
+
+    outbox = Outbox(lambda batch: rt.worker_turns.emit(turn, batch), stop)
+    loop = AgentLoop(
+        provider=rt.provider, registry=rt.tools, agent=agent, model=agent.get("model") or rt.settings.default_model,
+        tool_context=ToolContext(tenant=turn.tenant, session_id=record["session_id"], job_id=turn.job_id,
+                                 redis=rt.clients.text, settings=rt.settings,
+                                 memory="history" not in record),  # brought its own history: no notes
+        emit=outbox.put, threads=rt.threads, max_steps=rt.settings.max_tool_steps,
+        idle_timeout_s=rt.settings.model_idle_timeout_s,
+    )  # fmt: skip
+    try:
+        outcome = await loop.run(messages)
+    except Stopped:
+        return None
+    finally:
+        if loop.first_text_at is not None:
+            telemetry.first_token(loop.first_text_at - started)
+        usage = loop.usage
+        telemetry.tokens(agent["name"], loop.model, usage.get("prompt_tokens"), usage.get("completion_tokens"))
+    await outbox.sent()
+    return None if outbox.stopped else outcome
+
+
+async def _commit(rt: Runtime, turn: Attempt, agent: dict[str, Any], record: dict[str, str], outcome: Outcome,
+                  model: str) -> str:  # fmt: skip
     """Commit the turn (user message, tool steps, answer, images, token counts) and end it; then,
     for a session, schedule a rolling summary when its history nears the budget."""
     session_id = record["session_id"]
     now = now_ms()
     usage = outcome.usage or None
     result: dict[str, Any] = {"response": outcome.answer, "agent_id": agent["id"], "agent_name": agent["name"],
-                              "session_id": session_id, "job_id": job_id, "usage": usage}  # fmt: skip
+                              "session_id": session_id, "job_id": turn.job_id, "usage": usage}  # fmt: skip
     response: dict[str, Any] = {"content": outcome.answer, "intent": outcome.intent, "session_id": session_id,
                                 "usage": usage}  # fmt: skip
     if outcome.structured is not None:
@@ -142,24 +144,37 @@ def _commit(rt: Runtime, tenant: str, job_id: str, attempt: int, agent: dict[str
         {"role": "assistant", "content": outcome.answer, "created_at": now},
     ]
     tokens = [count_message(message, model) for message in stored]
-    messages = [message_json(job_id=job_id, tokens=n, **message) for message, n in zip(stored, tokens, strict=True)]
-    done = rt.turns.finish(
-        tenant, job_id, status="finished", attempt=attempt, result=result, messages=messages, session_id=session_id,
+    messages = [message_json(job_id=turn.job_id, tokens=n, **message)
+                for message, n in zip(stored, tokens, strict=True)]  # fmt: skip
+    done = await _finish(
+        rt, turn, session_id, status="finished", result=result, messages=messages,
         images=dict(zip(refs, uris, strict=True)), tokens=sum(tokens),
         events_out=[events.encode(EventType.RESPONSE, **response), events.encode(EventType.DONE)],
     )  # fmt: skip
     if done and "history" not in record:
-        maybe_schedule_summary(rt, tenant, session_id, agent)
+        await in_thread(rt.threads, maybe_schedule_summary, rt, turn.tenant, session_id, agent)
     return "finished" if done else "stopped"
 
 
-def _fail(rt: Runtime, tenant: str, job_id: str, attempt: int | None, error: str, code: ErrorCode) -> str:
-    log.warning("turn %s failed: %s", job_id, error)
-    rt.turns.finish(
-        tenant, job_id, status="failed", attempt=attempt, error=error, error_code=code,
-        events_out=[events.encode(EventType.ERROR, message=error, code=code), events.encode(EventType.DONE)],
-    )  # fmt: skip
+async def _fail(rt: Runtime, turn: Attempt, record: dict[str, str], error: str, code: ErrorCode) -> str:
+    log.warning("turn %s failed: %s", turn.job_id, error)
+    await _finish(rt, turn, record["session_id"], status="failed", **failure(error, code))
     return "failed"
+
+
+async def _finish(rt: Runtime, turn: Attempt, session_id: str, **values: Any) -> bool:
+    """FINISH_TURN for this attempt; from here the engine no longer stops the task (the commit ends the
+    attempt itself, and its reply must be read)."""
+    control = CURRENT.get()
+    if control is not None:
+        control.committing = True
+    return await rt.worker_turns.finish(turn, session_id, **values)
+
+
+def failure(error: str, code: ErrorCode) -> dict[str, Any]:
+    """FINISH_TURN's values for a turn that failed with `error`."""
+    return {"error": error, "error_code": code,
+            "events_out": [events.encode(EventType.ERROR, message=error, code=code), events.encode(EventType.DONE)]}
 
 
 def on_turn_failure(job: Any, connection: Any, exc_type: Any, exc_value: Any, traceback: Any, *, rt: Runtime) -> None:
@@ -176,4 +191,5 @@ def on_turn_failure(job: Any, connection: Any, exc_type: Any, exc_value: Any, tr
     reason = "the worker running this turn stopped" if exc_type is not None and "Abandoned" in getattr(
         exc_type, "__name__", ""
     ) else f"the turn failed: {exc_value!r}"
-    _fail(rt, tenant, job_id, None, reason, ErrorCode.TURN_FAILED)
+    log.warning("turn %s failed: %s", job_id, reason)
+    rt.turns.finish(tenant, job_id, status="failed", attempt=None, **failure(reason, ErrorCode.TURN_FAILED))

@@ -1,0 +1,100 @@
+"""A turn's life in Redis as a worker lives it, on the worker's event loop (`redis.asyncio`): start
+the turn, emit its events, ask whether its attempts still run, finish it. The scripts and their
+calls are turns.py's and scripts/': this module only runs them without blocking the loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aredis
+from redis.exceptions import NoScriptError
+
+from parley.shared import telemetry
+from parley.shared.clock import now_ms
+from parley.shared.store import keys, scripts
+from parley.shared.store.scripts.calls import EmitTurnEventCall, StartTurnCall
+from parley.shared.store.turns import TurnStore, new_call_id
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt of one turn, as the worker running it names it."""
+
+    tenant: str
+    job_id: str
+    attempt: int
+
+
+class WorkerTurns:
+    def __init__(self, store: TurnStore, aio: aredis.Redis) -> None:
+        """`store` builds the calls (and keeps the settings); `aio` runs them."""
+        self.store = store
+        self.aio = aio
+        # START and FINISH also record telemetry in the same step (their .lua files say how); a second run
+        # of the same call is answered before that, so it records nothing again.
+        self._start = aio.register_script(scripts.START_TURN)
+        self._emit = aio.register_script(scripts.EMIT_TURN_EVENT)
+        self._finish = aio.register_script(scripts.FINISH_TURN)
+
+    async def start(self, tenant: str, job_id: str) -> tuple[str, int, dict[str, str]]:
+        """('started', attempt, job record) when this worker may run the turn, else ('final'|'missing', 0, {})."""
+        settings = self.store.settings
+        call = StartTurnCall(
+            job=keys.job(tenant, job_id), events=keys.events(tenant, job_id),
+            live_channel=keys.live_channel(tenant, job_id), metrics=telemetry.script_keys(),
+            now_ms=now_ms(), stream_ttl_ms=self.store.retention_ms + settings.turn_timeout_s * 1000,
+            call_id=new_call_id(), deltas=telemetry.script_arg(telemetry.PENDING.take()),
+        )  # fmt: skip
+        state, attempt, *rest = await self._start(keys=call.keys(), args=call.args())
+        flat = rest[0] if rest else []
+        return state, int(attempt), dict(zip(flat[::2], flat[1::2], strict=True))
+
+    async def emit(self, turn: Attempt, payloads: list[str]) -> bool:
+        """Emit events of a running attempt, in order, in one round trip and one script run; False means
+        stop: the turn was canceled, ended or superseded (and the batch was dropped)."""
+        if not payloads:
+            return True  # nothing to write (and nothing learnt: the next batch finds out)
+        call = EmitTurnEventCall(job=keys.job(turn.tenant, turn.job_id), events=keys.events(turn.tenant, turn.job_id),
+                                 live_channel=keys.live_channel(turn.tenant, turn.job_id), attempt=turn.attempt,
+                                 call_id=new_call_id(), payloads=tuple(payloads))  # fmt: skip
+        try:
+            return await self._emit_batch(call)
+        except NoScriptError:  # Redis restarted or its scripts were flushed: load it, send again
+            await self.aio.script_load(scripts.EMIT_TURN_EVENT)
+            return await self._emit_batch(call)
+
+    async def _emit_batch(self, call: EmitTurnEventCall) -> bool:
+        # EVALSHA straight on the pipeline: a Script object on a pipeline costs a SCRIPT EXISTS round
+        # trip at every execute. Sending the call again (after a NOSCRIPT reply, or the client's retry
+        # after a lost reply) writes nothing twice: the script names its call in the job hash.
+        # The telemetry deltas riding along are plain increments: a retried pipeline may count them twice.
+        deltas = telemetry.PENDING.take()
+        if not deltas:
+            script_keys = call.keys()
+            return bool(await self.aio.evalsha(self._emit.sha, len(script_keys), *script_keys, *call.args()))
+        async with self.aio.pipeline(transaction=False) as pipe:
+            script_keys = call.keys()
+            pipe.evalsha(self._emit.sha, len(script_keys), *script_keys, *call.args())
+            telemetry.write(pipe, deltas)  # rides along: no round trip of its own
+            written = (await pipe.execute())[0]
+        return bool(written)
+
+    async def running(self, attempts: list[Attempt]) -> list[bool]:
+        """For each attempt, whether it is still its turn's running attempt (not canceled, ended or
+        superseded): one round trip for all of them."""
+        if not attempts:
+            return []
+        async with self.aio.pipeline(transaction=False) as pipe:
+            for turn in attempts:
+                pipe.hmget(keys.job(turn.tenant, turn.job_id), "status", "attempt")
+            replies = await pipe.execute()
+        return [status == "started" and current == str(turn.attempt)
+                for (status, current), turn in zip(replies, attempts, strict=True)]  # fmt: skip
+
+    async def finish(self, turn: Attempt, session_id: str, **values: Any) -> bool:
+        """End the attempt's turn once (TurnStore.finish says what `values` may hold). False when it had
+        already ended or was taken over."""
+        call = self.store.finish_call(turn.tenant, turn.job_id, session_id, attempt=turn.attempt, **values)
+        return bool(await self._finish(keys=call.keys(), args=call.args()))
