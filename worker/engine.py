@@ -15,8 +15,9 @@ A job function that is a coroutine function is awaited on the loop; any other ru
 Each job runs under `asyncio.timeout(job.timeout)` (past it: rq's JobTimeoutException, so rq retries
 or fails it as any rq worker would) with a `JobControl` (turn/control.py) through which the engine's
 *watch* stops a turn that was canceled or taken over: every `WATCH_INTERVAL_S`, one round trip asks
-Redis about every running turn of the process, and a turn no longer its attempt's is cancelled (its
-model connection closed) and ends `stopped`.
+Redis about every running turn of the process that Redis has not vouched for meanwhile (each emit's
+fence does, so a turn streaming its answer costs the watch nothing), and a turn no longer its
+attempt's is cancelled (its model connection closed) and ends `stopped`.
 
 Liveness: heartbeat entries live `PARLEY_HEARTBEAT_TTL_S`; maintenance runs every
 `PARLEY_MAINTENANCE_INTERVAL_S`; a job whose worker died is retried (or failed) by rq's abandoned-job
@@ -262,8 +263,10 @@ class Engine:
         assert self.turns is not None
         while True:
             await asyncio.sleep(WATCH_INTERVAL_S)
+            quiet_since = asyncio.get_running_loop().time() - WATCH_INTERVAL_S
             watched = [control for _held, control in self.running.values()
-                       if control.attempt is not None and not control.committing and control.reason is None]
+                       if control.attempt is not None and not control.committing and control.reason is None
+                       and control.confirmed_at <= quiet_since]  # fmt: skip
             if not watched:
                 continue
             attempts: list[Attempt] = [control.attempt for control in watched]  # type: ignore[misc]

@@ -22,11 +22,23 @@ class JobControl:
     task: asyncio.Task[object]
     attempt: Attempt | None = None
     """Set once the turn started: the attempt the engine's watch checks in Redis."""
+    confirmed_at: float = 0.0
+    """When Redis last said (loop time) that `attempt` still runs: at its start and at every emit, whose
+    fence says so. The watch asks only about turns not confirmed for a while: a turn streaming its
+    answer is checked by its own emits, for free."""
     committing: bool = False
     """Set while the turn's last step (its commit) runs: it is no longer stopped from outside, since the
     commit itself ends the attempt (the watch would find it ended and cancel the commit's reply)."""
     reason: BaseException | None = None
     """Why the task was cancelled by `stop`: the `Stopped` or Redis error the engine reports instead."""
+
+    def started(self, attempt: Attempt) -> None:
+        """The turn started as `attempt`: from here the engine's watch stops it when it is canceled or taken over."""
+        self.attempt = attempt
+        self.confirm()
+
+    def confirm(self) -> None:
+        self.confirmed_at = asyncio.get_running_loop().time()
 
     def stop(self, reason: BaseException) -> None:
         """Cancel the job's task for `reason`, unless it is committing or already stopped."""

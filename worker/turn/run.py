@@ -49,7 +49,7 @@ async def run_turn(tenant: str, job_id: str, *, rt: Runtime) -> str:
     turn = Attempt(tenant, job_id, attempt)
     control = CURRENT.get()
     if control is not None:
-        control.attempt = turn  # from here the engine's watch stops the turn when it is canceled or taken over
+        control.started(turn)
     logs.bind(session_id=record.get("session_id"))
     agent, history, exchanges = await in_thread(rt.threads, _context, rt, tenant, record)
     if agent is None:
@@ -101,7 +101,13 @@ async def _run_loop(rt: Runtime, turn: Attempt, agent: dict[str, Any], record: d
         if control is not None:
             control.stop(error or Stopped())
 
-    outbox = Outbox(lambda batch: rt.worker_turns.emit(turn, batch), stop)
+    async def send(batch: list[str]) -> bool:
+        ours = await rt.worker_turns.emit(turn, batch)
+        if ours and control is not None:
+            control.confirm()  # the emit's fence said the attempt still runs: the watch need not ask
+        return ours
+
+    outbox = Outbox(send, stop)
     loop = AgentLoop(
         provider=rt.provider, registry=rt.tools, agent=agent, model=agent.get("model") or rt.settings.default_model,
         tool_context=ToolContext(tenant=turn.tenant, session_id=record["session_id"], job_id=turn.job_id,
