@@ -236,8 +236,8 @@ def test_a_full_worker_still_fails_a_dead_workers_turn_within_a_minute(stack) ->
         assert http.post(f"/api/v1/jobs/{held}/cancel").status_code == 202
 
 
-def test_a_turn_past_its_timeout_ends_on_its_thread_and_the_others_go_on(stack) -> None:
-    """rq's job timeout works on turn threads (one shared timer thread, not SIGALRM)."""
+def test_a_turn_past_its_timeout_ends_and_the_others_go_on(stack) -> None:
+    """rq's job timeout holds for turns run as tasks (an asyncio timeout raising rq's JobTimeoutException)."""
     stack.start_web(env={"PARLEY_TURN_TIMEOUT_S": "5", "PARLEY_TURN_RETRIES": "0"})
     stack.start_workers(env={"PARLEY_WORKER_CONCURRENCY": "4"})
     stack.model_server.control("script", [{"reply": " ".join(["slow"] * 40), "chunk_delay_ms": 400}])
