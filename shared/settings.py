@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     drain_grace_s: float = Field(25.0, alias="PARLEY_DRAIN_GRACE_S", gt=0)
     """After SIGTERM, how long a worker lets its running turn finish before handing it back."""
     worker_concurrency: int = Field(50, alias="PARLEY_WORKER_CONCURRENCY", ge=1, le=1000)
-    """How many turns one worker process runs at once (each on a thread; a turn mostly waits on the model)."""
+    """How many turns one worker process runs at once (tasks on its event loop; a turn mostly waits on the model)."""
     maintenance_interval_s: int = Field(10, alias="PARLEY_MAINTENANCE_INTERVAL_S", ge=1)
     """How often an idle worker looks for abandoned turns, in seconds."""
     sse_ping_s: float = Field(15.0, alias="PARLEY_SSE_PING_S", gt=0)

@@ -213,4 +213,4 @@ def test_the_image_installs_the_server() -> None:
     """The build stage installs the `server` extra, and checks the web and the worker import."""
     runs = " ".join(args for op, args in build_stage() if op == "RUN")
     assert re.search(r"pip install [^&]*\"/src\[server\]\"", runs), runs
-    assert "import parley.api.main, parley.worker.rq_worker" in runs
+    assert "import parley.api.main, parley.worker.engine" in runs
