@@ -15,16 +15,24 @@ is gone (its answer is `--deltas` ready-made chunks) and nothing waits between c
   ACCEPT_TURN) in a thread pool, then the job's events followed to `done` through the real event hub
   (api/hub.py `EventHub`, api/streams.py `job_events`: SUBSCRIBE, XRANGE, live PUBLISHes, UNSUBSCRIBE);
   a slot keeps its session for `--session-turns` turns, then starts a new one;
-* the worker's half: in the `real` and `batched` phases rq's own worker class (worker/rq_worker.py
-  `TurnWorker`, on the process's main thread, with rq's dequeue, execution records, registries, results and
-  heartbeats) runs each turn as a job whose function is :func:`worker_turn`: START_TURN
-  (`TurnStore.start`), the agent's read (`AgentStore.get_by_id`), the context window
-  (worker/memory/window.py `remembered`), the deltas through `TurnStore.emit` in batches of `--batch`
-  (1: each delta its own batch, as the emitter sends a model streaming 20 chunks over 5 s), the cancel
-  watch's checks (`TurnStore.is_running`, `--watch-checks` per turn: one every 0.5 s of a 5 s answer), and
-  the commit (worker/turn/run.py `_commit`: FINISH_TURN, then the summary check). In the `parley` phase
-  no rq worker runs: threads take job ids off RQ's queue with BLPOP and run the same function, so that
-  phase is Parley's own Redis work alone.
+* the worker's half, on one asyncio event loop per process as in `worker` (issue 13): in the `real` and
+  `batched` phases the real engine (worker/engine.py `Engine` over worker/rq_side.py `RqSide`, built as
+  worker/__main__.py's `make_engine` builds it, with the bench's job class: rq's dequeue, execution records,
+  registries, results and heartbeats) runs each turn as a task whose function is :func:`worker_turn`:
+  START_TURN (`WorkerTurns.start`), the agent's read (`AgentStore.get_by_id`) and the context window
+  (worker/memory/window.py `remembered`) in one hop to the worker's thread pool, the deltas through
+  `WorkerTurns.emit` in batches of `--batch` (1: each delta its own batch, as the outbox sends a model
+  streaming 20 chunks over 5 s), and the commit (worker/turn/run.py `_commit`: FINISH_TURN, then the summary
+  check). In the `parley` phase no rq runs: tasks take job ids off RQ's queue with BLPOP and run the same
+  function, so that phase is Parley's own Redis work alone.
+* the watch: as the engine's, ONE pipelined round trip per process asks Redis about every turn it runs
+  (`WorkerTurns.running`), not one per turn. The engine asks every 0.5 s; the bench's model answers at
+  once, so the bench's watch (:class:`Watch`, standing in for the engine's) is paced by the turns instead of
+  the clock: each turn is asked about `--watch-checks` times (10: every 0.5 s of a 5 s answer), and each
+  round trip asks about all the turns the process runs at that moment.
+
+Until issue 13 the worker's half was the threaded `TurnWorker` (a thread per turn, the sync `TurnStore`,
+one cancel-watch round trip per turn every 0.5 s); the figures of docs/scaling.md were measured with it.
 
 Measured over `--seconds` after `--warmup`: turns completed (each seen to `done` by its web half), Redis CPU
 (INFO cpu: `used_cpu_*_main_thread`, the one thread that bounds Redis, and the whole process), the implied
@@ -43,7 +51,6 @@ import json
 import multiprocessing
 import os
 import queue
-import signal
 import statistics
 import sys
 import tempfile
@@ -94,17 +101,17 @@ class Phase:
     name: str
     title: str
     rq: bool
-    """rq's TurnWorker runs the turns (else threads BLPOP RQ's queue: Parley's own work alone)."""
+    """The engine runs the turns, with rq (else tasks BLPOP RQ's queue: Parley's own work alone)."""
     batch: int
     """Deltas per EMIT pipeline."""
 
 
 PHASES = {
-    "real": Phase("real", "the real mix: web half, rq's TurnWorker, each delta its own EMIT batch (a model "
-                          "streaming 20 chunks over 5 s)", rq=True, batch=1),
-    "parley": Phase("parley", "Parley's own work alone: as `real` without rq's worker (threads BLPOP RQ's queue)",
+    "real": Phase("real", "the real mix: web half, the worker's engine with rq, each delta its own EMIT batch (a "
+                          "model streaming 20 chunks over 5 s)", rq=True, batch=1),
+    "parley": Phase("parley", "Parley's own work alone: as `real` without rq (tasks BLPOP RQ's queue)",
                     rq=False, batch=1),
-    "batched": Phase("batched", "as `real`, the deltas 5 to an EMIT batch (a faster model: the emitter finds "
+    "batched": Phase("batched", "as `real`, the deltas 5 to an EMIT batch (a faster model: the outbox finds "
                                 "several queued)", rq=True, batch=5),
 }  # fmt: skip
 
@@ -118,7 +125,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds first (5)")
     parser.add_argument("--deltas", type=int, default=20, help="`delta` events per turn (20)")
     parser.add_argument("--watch-checks", type=int, default=10,
-                        help="cancel-watch checks per turn (10: every 0.5 s of a 5 s answer)")  # fmt: skip
+                        help="times the watch asks about each turn (10: every 0.5 s of a 5 s answer), each time "
+                             "in one round trip for every turn of the process")  # fmt: skip
     parser.add_argument("--session-turns", type=int, default=5, help="turns per session before a new one (5)")
     parser.add_argument("--profile-turns", type=int, default=150, help="turns of the step profile (150; 0: skip)")
     parser.add_argument("--nice", type=int, default=5, help="niceness of the client processes (5: Redis first)")
@@ -144,8 +152,8 @@ def say(text: str) -> None:
 
 
 def spread(total: int, slots: int) -> list[int]:
-    """`total` spread as evenly as can be over `slots` (earlier slots get the remainder): how many cancel-watch
-    checks follow each EMIT batch."""
+    """`total` spread as evenly as can be over `slots` (earlier slots get the remainder): how many of a turn's
+    watch checks each EMIT batch owes."""
     if slots <= 0:
         return []
     base, extra = divmod(max(total, 0), slots)
@@ -235,26 +243,85 @@ class Recorder:
             self.samples.setdefault(kind, []).append((time.perf_counter() - started) * 1000)
 
 
-def _bench_runtime(config: dict[str, Any], meter: Any) -> Any:
-    """The stores over the phase's Redis, as a worker builds them (worker/runtime.py), plus the phase's knobs."""
+class Watch:
+    """The engine's watch (worker/engine.py `_watch`) as the bench runs it: one pipelined round trip
+    (`WorkerTurns.running`) asks about every turn the process runs at that moment.
+
+    The engine asks every `WATCH_INTERVAL_S`, so a 5 s answer is asked about 10 times; the bench's turns take
+    milliseconds, so the clock would hardly ever find one running. Instead each turn owes its `--watch-checks`
+    (spread over its EMIT batches) and a round trip pays one for every turn it asks about. With `inline` (the
+    step profile) the turn asks itself, right away; otherwise :meth:`run`, a task of the worker's loop, asks,
+    as the engine's watch does, beside the turns."""
+
+    KIND = "worker: watch (one round trip, every running turn)"
+
+    def __init__(self, turns: Any, meter: Any, *, inline: bool) -> None:
+        self.turns = turns
+        self.meter = meter
+        self.inline = inline
+        self.running: dict[str, Any] = {}
+        """Job id -> the Attempt of every turn between its START and its commit (the engine's watch skips commits)."""
+        self.owed = 0
+        self._due = asyncio.Event()
+
+    def begin(self, turn: Any) -> None:
+        self.running[turn.job_id] = turn
+
+    def end(self, turn: Any) -> None:
+        self.running.pop(turn.job_id, None)
+
+    async def owe(self, checks: int) -> None:
+        """A running turn owes `checks` more checks."""
+        self.owed += checks
+        if self.inline:
+            await self._ask_while_owed()
+        elif self.owed > 0:
+            self._due.set()
+
+    async def run(self) -> None:
+        """Ask whenever checks are owed (until cancelled)."""
+        while True:
+            await self._due.wait()
+            self._due.clear()
+            await self._ask_while_owed()
+
+    async def _ask_while_owed(self) -> None:
+        while self.owed > 0 and self.running:
+            attempts = list(self.running.values())
+            self.owed -= len(attempts)
+            try:
+                await self.meter.arun(self.KIND, functools.partial(self.turns.running, attempts))
+            except redis.RedisError:
+                pass  # as the engine: asked again next time; the turns' own writes are fenced
+
+
+def _bench_runtime(config: dict[str, Any], meter: Any, *, inline_watch: bool = False) -> Any:
+    """The worker's runtime over the phase's Redis, built as a worker builds it (worker/runtime.py
+    `Runtime.build`), plus the phase's knobs and the bench's watch."""
     os.environ.update(config["env"])
     from parley.shared.settings import Settings
-    from parley.shared.store.connection import connect
-    from parley.shared.store.stores import Stores
-    from parley.worker.runtime import size_pools
+    from parley.worker.runtime import SYNC_THREADS, Runtime
 
     settings = Settings()  # type: ignore[call-arg]
-    clients = connect(settings, socket_timeout_s=settings.maintenance_interval_s + 30)
-    size_pools(clients, settings)
-    rt = SimpleNamespace(**Stores.parts(settings, clients))
+    rt = Runtime.build(settings)
+    # The web's half shares these sync clients here (a web process has its own): room for its pool too.
+    for client in (rt.clients.text, rt.clients.raw):
+        pool = client.connection_pool
+        pool.max_connections = max(pool.max_connections, SYNC_THREADS + _web_threads(config) + 10)
     rt.meter = meter
     rt.deltas = [_delta(index) for index in range(config["deltas"])]
     rt.batch = config["batch"]
     rt.watch_checks = config["watch_checks"]
+    rt.watch = Watch(rt.worker_turns, meter, inline=inline_watch)
     from parley.shared.tokens import count_message
 
     count_message({"role": "user", "content": "warm"}, settings.default_model)  # the encoding loads before a turn
     return rt
+
+
+def _web_threads(config: dict[str, Any]) -> int:
+    """The web half's thread pool (FastAPI's holds 40)."""
+    return min(config["in_flight"], 40)
 
 
 def _delta(index: int) -> str:
@@ -264,34 +331,48 @@ def _delta(index: int) -> str:
     return events.encode(EventType.DELTA, content=f"word{index:02d} ")
 
 
-def worker_turn(tenant: str, job_id: str, *, rt: Any) -> str:
-    """A worker's turn with the model taken out: every Redis call run_turn makes, through the same functions
-    (worker/turn/run.py), the deltas sent as the emitter sends them and the cancel watch's checks."""
-    from parley.shared import telemetry
+def _read_context(rt: Any, tenant: str, record: dict[str, str]) -> tuple[dict[str, Any], str]:
+    """worker/turn/run.py `_context`'s reads, the agent then the window, each metered; run in the worker's pool
+    as one hop, as a turn makes it."""
     from parley.worker.memory.window import remembered
-    from parley.worker.turn.loop import Outcome
-    from parley.worker.turn.run import _commit
 
     meter = rt.meter
-    state, attempt, record = meter.run("worker: START_TURN", rt.turns.start, tenant, job_id)
-    if state != "started":
-        return str(state)
     agent = meter.run("worker: read agent", rt.agents.get_by_id, tenant, record["agent_id"])
     model = agent.get("model") or rt.settings.default_model
     images = json.loads(record.get("images") or "[]")
     meter.run("worker: read window (remembered)", remembered, rt, tenant, record, agent, model, images)
-    sent = batches(rt.deltas, rt.batch)
-    for batch, checks in zip(sent, spread(rt.watch_checks, len(sent)), strict=True):
-        if not meter.run("worker: EMIT_TURN_EVENT batch", rt.turns.emit, tenant, job_id, attempt, batch):
-            return "stopped"
-        for _ in range(checks):
-            meter.run("worker: cancel-watch check", rt.turns.is_running, tenant, job_id, attempt)
+    return agent, model
+
+
+async def worker_turn(tenant: str, job_id: str, *, rt: Any) -> str:
+    """A worker's turn with the model taken out: every Redis call run_turn makes, through the same functions
+    (worker/turn/run.py), the deltas sent as the outbox sends them, and the watch's checks owed."""
+    from parley.shared import telemetry
+    from parley.shared.store.worker_turns import Attempt
+    from parley.worker.turn.loop import Outcome, in_thread
+    from parley.worker.turn.run import _commit
+
+    meter, call = rt.meter, functools.partial
+    state, attempt, record = await meter.arun("worker: START_TURN", call(rt.worker_turns.start, tenant, job_id))
+    if state != "started":
+        return str(state)
+    turn = Attempt(tenant, job_id, attempt)
+    agent, model = await in_thread(rt.threads, _read_context, rt, tenant, record)
+    rt.watch.begin(turn)
+    try:
+        sent = batches(rt.deltas, rt.batch)
+        for batch, checks in zip(sent, spread(rt.watch_checks, len(sent)), strict=True):
+            if not await meter.arun("worker: EMIT_TURN_EVENT batch", call(rt.worker_turns.emit, turn, batch)):
+                return "stopped"
+            await rt.watch.owe(checks)
+    finally:
+        rt.watch.end(turn)
     telemetry.first_token(0.25)
     telemetry.tokens(agent["name"], model, 60, 40)
     answer = "".join(json.loads(payload)["content"] for payload in rt.deltas)
     outcome = Outcome(answer=answer, usage={"prompt_tokens": 60, "completion_tokens": 40})
-    return str(meter.run("worker: commit (FINISH_TURN, summary check)", _commit, rt, tenant, job_id, attempt,
-                         agent, record, outcome, model))  # fmt: skip
+    return str(await meter.arun("worker: commit (FINISH_TURN, summary check)",
+                                call(_commit, rt, turn, agent, record, outcome, model)))  # fmt: skip
 
 
 def _message(slot: int, turn: int) -> str:
@@ -308,7 +389,7 @@ async def _web_half(rt: Any, config: dict[str, Any], flag: Any, finished: Any, i
     from parley.shared.schema import ChatRequest
 
     loop = asyncio.get_running_loop()
-    loop.set_default_executor(ThreadPoolExecutor(max_workers=min(config["in_flight"], 40)))  # FastAPI's pool: 40
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=_web_threads(config)))
     hub = EventHub(rt.settings)
     await hub.start()
     await asyncio.wait_for(hub.connected.wait(), 10)
@@ -362,48 +443,81 @@ def _bench_job_class(rt: Any) -> type:
     return BenchJob.bound_to(rt)
 
 
-def _rq_worker(rt: Any, config: dict[str, Any]) -> Any:
-    """worker/__main__.py's make_worker, with the bench's job class."""
+def _engine(rt: Any, config: dict[str, Any]) -> Any:
+    """worker/__main__.py's make_engine, with the bench's job class and the bench's watch instead of the
+    engine's (`turns=None`: see :class:`Watch`)."""
     from rq import Queue
 
-    from parley.worker.rq_worker import TurnWorker
+    from parley.worker.engine import Engine
+    from parley.worker.rq_side import RqSide
 
     job_class = _bench_job_class(rt)
     settings = rt.settings
-    return TurnWorker(
+    side = RqSide(
         [Queue(settings.queue_name, connection=rt.clients.raw, job_class=job_class)],
-        connection=rt.clients.raw, job_class=job_class, concurrency=config["in_flight"],
-        heartbeat_ttl_s=settings.heartbeat_ttl_s, drain_grace_s=settings.drain_grace_s,
+        connection=rt.clients.raw, job_class=job_class, heartbeat_ttl_s=settings.heartbeat_ttl_s,
         worker_ttl=settings.maintenance_interval_s + 15, maintenance_interval=settings.maintenance_interval_s,
         job_monitoring_interval=settings.heartbeat_ttl_s,
     )  # fmt: skip
+    return Engine(side, concurrency=config["in_flight"], drain_grace_s=settings.drain_grace_s, turns=None,
+                  threads=rt.threads)  # fmt: skip
 
 
-def _queue_takers(rt: Any, config: dict[str, Any], stop: threading.Event) -> list[threading.Thread]:
-    """The `parley` phase's stand-in for rq's worker: threads taking job ids off RQ's queue (BLPOP, 1 s)."""
+async def _queue_takers(rt: Any, config: dict[str, Any], stop: threading.Event) -> None:
+    """The `parley` phase's stand-in for rq: `in_flight` tasks taking job ids off RQ's queue (BLPOP, 1 s) on
+    a client of their own (a BLPOP holds its connection), each running the turn it took."""
     from parley.shared.store import keys
+    from parley.shared.store.connection import connect_async
 
     queue_key = keys.rq_queue(rt.settings.queue_name)
+    takers = connect_async(rt.settings, max_connections=config["in_flight"])
 
-    def take() -> None:
+    async def take() -> None:
         while not stop.is_set():
-            found = rt.clients.text.blpop([queue_key], timeout=1)
+            found = await takers.blpop([queue_key], timeout=1)
             if found:
-                worker_turn(TENANT, found[1], rt=rt)
+                await worker_turn(TENANT, found[1], rt=rt)
 
-    threads = [threading.Thread(target=take, name=f"taker-{n}", daemon=True) for n in range(config["in_flight"])]
-    for thread in threads:
-        thread.start()
-    return threads
+    try:
+        await asyncio.gather(*(take() for _ in range(config["in_flight"])))
+    finally:
+        await takers.aclose()
+
+
+async def _worker_half(rt: Any, config: dict[str, Any], stop: threading.Event) -> None:
+    """The worker process's loop: the engine (or the BLPOP tasks) and the bench's watch, until `stop`, set when
+    the web half is done; the engine then drains as on SIGTERM (`request_stop`)."""
+    side = [asyncio.create_task(rt.watch.run(), name="watch")]
+    try:
+        if config["rq"]:
+            engine = _engine(rt, config)
+            side.append(asyncio.create_task(_on_stop(stop, engine.request_stop), name="stop"))
+            await engine.run(logging_level="WARNING")
+        else:
+            await _queue_takers(rt, config, stop)
+    finally:
+        for task in side:
+            task.cancel()
+        await asyncio.gather(*side, return_exceptions=True)
+        await rt.provider.aclose()
+        await rt.aio.aclose()
+        rt.threads.shutdown(wait=False, cancel_futures=True)
+
+
+async def _on_stop(stop: threading.Event, then: Callable[[], None]) -> None:
+    while not stop.is_set():
+        await asyncio.sleep(0.1)
+    then()
 
 
 def client_main(index: int, config: dict[str, Any], flag: Any, finished: Any, results: Any) -> None:
-    """One client process: the web half on an asyncio loop in a thread, the worker half on the main thread
-    (rq's TurnWorker needs it for its signals) or on BLPOP threads."""
+    """One client process: the web half on an asyncio loop in a thread, the worker half on another on the main
+    thread (the engine's signal handlers need it), uvloop's as in `worker`."""
+    from parley.worker.__main__ import _loop_factory
+
     os.nice(config["nice"])
     recorder = Recorder(flag)
     rt = _bench_runtime(config, recorder)
-    worker = _rq_worker(rt, config) if config["rq"] else None
     stop = threading.Event()
     web_error: list[str] = []
     errors: dict[str, int] = {}
@@ -415,9 +529,7 @@ def client_main(index: int, config: dict[str, Any], flag: Any, finished: Any, re
             web_error.append(repr(error))
             traceback.print_exc()
         finally:
-            stop.set()
-            if worker is not None:
-                os.kill(os.getpid(), signal.SIGTERM)  # TurnWorker drains its running turns and returns
+            stop.set()  # the worker half drains its running turns and returns
 
     results.put(("ready", index, None))
     while flag.value == WAIT:
@@ -425,11 +537,8 @@ def client_main(index: int, config: dict[str, Any], flag: Any, finished: Any, re
     web_thread = threading.Thread(target=web, name="web", daemon=True)
     web_thread.start()
     try:
-        if worker is not None:
-            worker.work(logging_level="WARNING", with_scheduler=False)
-        else:
-            for thread in _queue_takers(rt, config, stop):
-                thread.join()
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(_worker_half(rt, config, stop))
     except Exception as error:  # noqa: BLE001 - reported to the parent
         web_error.append(f"worker: {error!r}")
         traceback.print_exc()
@@ -687,11 +796,14 @@ async def _profile_turns(rt: Any, profiler: Profiler, turns: int, session_turns:
                                     API_KEY, None)  # fmt: skip
             session_id = accepted.session_id
             rt.clients.text.lrem(keys.rq_queue(rt.settings.queue_name), 0, accepted.job_id)  # not a step: no worker
-            worker_turn(TENANT, accepted.job_id, rt=rt)
+            await worker_turn(TENANT, accepted.job_id, rt=rt)
             await profiler.arun("web: stream to `done` (SUBSCRIBE, XRANGE, UNSUBSCRIBE)",
                                 functools.partial(follow, accepted.job_id))  # fmt: skip
     finally:
         await hub.stop()
+        await rt.provider.aclose()
+        await rt.aio.aclose()
+        rt.threads.shutdown(wait=False, cancel_futures=True)
 
 
 def run_profile(args: argparse.Namespace, root: Path) -> dict[str, Any]:
@@ -705,7 +817,7 @@ def run_profile(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         saved = dict(os.environ)
         try:
             profiler = Profiler(client)
-            rt = _bench_runtime(config, profiler)
+            rt = _bench_runtime(config, profiler, inline_watch=True)
             asyncio.run(_profile_turns(rt, profiler, args.profile_turns, args.session_turns))
         finally:
             os.environ.clear()
