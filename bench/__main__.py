@@ -5,7 +5,7 @@
     python -m bench hostile [--quick]    one hostile tenant against 20 others on one worker
     python -m bench rebuild              a turn's context rebuilt from 100 vs 100,000 messages
     python -m bench redis-ceiling        turns/s one Redis (one core) carries with Parley's real mix (--quick)
-    python -m bench rq-compare           RQ's Worker vs SimpleWorker vs TurnWorker, cost per no-op job
+    python -m bench rq-compare           RQ's Worker vs SimpleWorker vs the worker's engine, cost per no-op job
     python -m bench trace                the anatomy of a turn, from Redis MONITOR
     python -m bench profile FILE...      summarise py-spy collapsed stacks
 
@@ -39,7 +39,7 @@ HELP = {
     "hostile": "one hostile tenant against 20 others on one worker",
     "rebuild": "a turn's context rebuilt from 100 vs 100,000 messages",
     "redis-ceiling": "turns/s one Redis (one core) carries with Parley's real command mix",
-    "rq-compare": "RQ's Worker vs SimpleWorker vs TurnWorker, cost per no-op job",
+    "rq-compare": "RQ's Worker vs SimpleWorker vs the worker's engine, cost per no-op job",
     "trace": "the anatomy of a turn, from Redis MONITOR",
     "profile": "summarise py-spy collapsed stacks",
 }

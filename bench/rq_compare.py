@@ -1,10 +1,16 @@
-"""RQ's forking ``Worker`` against ``SimpleWorker`` (and Parley's ``TurnWorker``): cost per job.
+"""RQ's forking ``Worker`` against ``SimpleWorker`` (and Parley's worker ``engine``): cost per job.
 
 Each worker class runs in its own fresh process (``python -m bench rq-compare --worker ...``) so a fork
 copies only what a worker process really holds.  The process enqueues ``--jobs`` no-op jobs on
-its own queue, then times ``worker.work(burst=True)``, which dequeues and runs them all and
-returns when the queue is empty.  Time per job = that time / jobs: everything RQ does around a
-job (dequeue, bookkeeping in Redis, and for ``Worker`` the fork and wait of a work horse).
+its own queue, then times the worker in burst mode, which dequeues and runs them all and returns when
+the queue is empty: ``worker.work(burst=True)`` for rq's classes; for ``engine``, worker/engine.py's
+``Engine`` over worker/rq_side.py's ``RqSide`` (as worker/__main__.py's ``make_engine`` builds it, at
+``PARLEY_WORKER_CONCURRENCY``'s default) with ``burst=True``, on an event loop as in ``worker`` (uvloop).
+Time per job = that time / jobs: everything RQ does around a job (dequeue, bookkeeping in Redis, and
+for ``Worker`` the fork and wait of a work horse; for ``engine`` its dequeue thread, its rq bookkeeping
+thread and the hop to its pool, where a sync job function runs). The engine's time ends with its last
+job's end: its burst mode then still waits out one empty dequeue (``DEQUEUE_WAIT_S``) before it leaves,
+which is no job's cost. (Until issue 13 the third class was the threaded ``TurnWorker``.)
 
     python -m bench rq-compare --redis-url redis://127.0.0.1:6379/0 --worker simple --jobs 500   # one class, once
     python -m bench rq-compare --jobs 500      # every class, 3 interleaved rounds, on a fresh Redis (as in `turn`)
@@ -24,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-WORKER_CLASSES = ("fork", "simple", "turn")
+WORKER_CLASSES = ("fork", "simple", "engine")
 
 
 def noop() -> None:
@@ -36,13 +42,9 @@ def _worker_class(kind: str) -> type:
         from rq import Worker
 
         return Worker
-    if kind == "simple":
-        from rq import SimpleWorker
+    from rq import SimpleWorker
 
-        return SimpleWorker
-    from parley.worker.rq_worker import TurnWorker
-
-    return TurnWorker
+    return SimpleWorker
 
 
 def run_one(redis_url: str, kind: str, jobs: int) -> dict[str, Any]:
@@ -55,16 +57,50 @@ def run_one(redis_url: str, kind: str, jobs: int) -> dict[str, Any]:
     started = time.perf_counter()
     queue.enqueue_many([Queue.prepare_data(noop, result_ttl=60) for _ in range(jobs)])
     enqueue_s = time.perf_counter() - started
-    worker = _worker_class(kind)([queue], connection=connection)
-    started = time.perf_counter()
-    worker.work(burst=True, logging_level="WARNING")
-    work_s = time.perf_counter() - started
+    if kind == "engine":
+        name, work_s = _run_engine(queue, connection)
+    else:
+        worker = _worker_class(kind)([queue], connection=connection)
+        name = f"{type(worker).__module__}.{type(worker).__name__}"
+        started = time.perf_counter()
+        worker.work(burst=True, logging_level="WARNING")
+        work_s = time.perf_counter() - started
     finished = FinishedJobRegistry(queue=queue).count
     return {
-        "worker": kind, "class": f"{type(worker).__module__}.{type(worker).__name__}", "jobs": jobs,
-        "finished": finished, "work_s": work_s, "per_job_ms": work_s / jobs * 1000,
-        "enqueue_per_job_ms": enqueue_s / jobs * 1000,
+        "worker": kind, "class": name, "jobs": jobs, "finished": finished, "work_s": work_s,
+        "per_job_ms": work_s / jobs * 1000, "enqueue_per_job_ms": enqueue_s / jobs * 1000,
     }  # fmt: skip
+
+
+def _run_engine(queue: Any, connection: Any) -> tuple[str, float]:
+    """The engine in burst mode over `queue`: its class name and the seconds from its start to its last job's end."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from parley.shared.settings import Settings
+    from parley.worker.__main__ import _loop_factory
+    from parley.worker.engine import Engine
+    from parley.worker.rq_side import RqSide
+    from parley.worker.runtime import SYNC_THREADS
+
+    ended: list[float] = []
+
+    class TimedSide(RqSide):
+        def end(self, *args: Any, **kwargs: Any) -> None:
+            super().end(*args, **kwargs)
+            ended.append(time.perf_counter())
+
+    side = TimedSide([queue], connection=connection)
+    threads = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="sync")
+    fields = Settings.model_fields
+    engine = Engine(side, concurrency=fields["worker_concurrency"].default, threads=threads, burst=True,
+                    drain_grace_s=fields["drain_grace_s"].default)  # fmt: skip
+    started = time.perf_counter()
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(engine.run(logging_level="WARNING"))
+    threads.shutdown()
+    last = max(ended) if ended else time.perf_counter()
+    return f"{type(engine).__module__}.{type(engine).__name__}", last - started
 
 
 def thread_cycle_ms(cycles: int = 500) -> float:

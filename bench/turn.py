@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         # 4. RQ worker classes, against the same Redis.
         if not args.skip_rq:
-            say(f"bench: 5/5 RQ Worker (fork) vs SimpleWorker vs TurnWorker, {args.rq_jobs} no-op jobs each")
+            say(f"bench: 5/5 RQ Worker (fork) vs SimpleWorker vs the engine, {args.rq_jobs} no-op jobs each")
             results["rq_workers"] = rq_compare(stack.redis.url, args.rq_jobs)
 
         if args.profile:
