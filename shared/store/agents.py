@@ -46,7 +46,7 @@ def _flat(agent: dict[str, Any]) -> list[str]:
     return [item for pair in _encode(agent).items() for item in pair]
 
 
-def _decode(raw: dict[str, str]) -> dict[str, Any]:
+def decode_agent(raw: dict[str, str]) -> dict[str, Any]:
     return {name: json.loads(value) for name, value in raw.items()}
 
 
@@ -72,7 +72,7 @@ class AgentStore:
 
     def _load(self, scope: str, agent_id: str) -> dict[str, Any] | None:
         raw = self.r.hgetall(keys.agent(scope, agent_id))
-        return _decode(raw) if raw else None  # type: ignore[arg-type]
+        return decode_agent(raw) if raw else None  # type: ignore[arg-type]
 
     def _find_in(self, scope: str, id_or_name: str) -> dict[str, Any] | None:
         agent = self._load(scope, id_or_name)
@@ -98,7 +98,7 @@ class AgentStore:
             pipe.hgetall(keys.agent(keys.FILE_SCOPE, agent_id))
             own, filed = pipe.execute()
         raw = own or filed
-        return _decode(raw) if raw else None
+        return decode_agent(raw) if raw else None
 
     def visible(self, tenant: str) -> list[dict[str, Any]]:
         """File agents first, then the tenant's, each in creation order."""
@@ -109,7 +109,7 @@ class AgentStore:
                 for agent_id in ids:  # type: ignore[union-attr]
                     pipe.hgetall(keys.agent(scope, agent_id))
                 rows = pipe.execute()
-            result.extend(_decode(row) for row in rows if row)
+            result.extend(decode_agent(row) for row in rows if row)
         return result
 
     def first(self, tenant: str) -> dict[str, Any] | None:

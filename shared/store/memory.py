@@ -147,9 +147,18 @@ def snapshot(r: Any, tenant: str, session_id: str, model: str) -> Snapshot:
     with r.pipeline(transaction=True) as pipe:
         pipe.llen(messages_key)
         pipe.lindex(messages_key, 0)
-        pipe.hmget(keys.session(tenant, session_id), SUMMARY_FIELD, SUMMARY_UPTO_FIELD, SUMMARY_TOKENS_FIELD,
-                   TOKENS_FIELD, "exchanges")  # fmt: skip
-        total, raw_first, (summary, upto, summary_tokens, tokens, exchanges) = pipe.execute()
+        pipe.hmget(keys.session(tenant, session_id), *SNAPSHOT_FIELDS)
+        total, raw_first, fields = pipe.execute()
+    return snapshot_of(total, raw_first, fields, model)
+
+
+SNAPSHOT_FIELDS = (SUMMARY_FIELD, SUMMARY_UPTO_FIELD, SUMMARY_TOKENS_FIELD, TOKENS_FIELD, "exchanges")
+"""The session hash fields a snapshot reads, in this order (READ_CONTEXT reads the same, in the same order)."""
+
+
+def snapshot_of(total: int, raw_first: str | None, fields: list[str | None], model: str) -> Snapshot:
+    """A snapshot from what was read: the history's length, message 0 and the SNAPSHOT_FIELDS' values."""
+    summary, upto, summary_tokens, tokens, exchanges = fields
     first = json.loads(raw_first) if raw_first else None
     summary = summary or ""
     return Snapshot(
@@ -159,11 +168,29 @@ def snapshot(r: Any, tenant: str, session_id: str, model: str) -> Snapshot:
     )  # fmt: skip
 
 
-def backwards(r: Any, tenant: str, session_id: str, end: int, boundary: int) -> Iterator[tuple[int, dict[str, Any]]]:
+@dataclass(frozen=True)
+class Prefetched:
+    """A session's memory as a turn read it in one step (READ_CONTEXT): the snapshot, and its newest
+    stored messages as JSON, from index `tail_start` to the end."""
+
+    snapshot: Snapshot
+    tail_start: int
+    tail: list[str]
+
+
+def backwards(r: Any, tenant: str, session_id: str, end: int, boundary: int,
+              known: tuple[int, list[str]] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:  # fmt: skip
     """(index, message) from index `end - 1` down to `boundary`, newest first, read by LRANGEs of
-    growing size (FIRST_CHUNK, twice that, ...): a reader that stops early read little more than it used."""
+    growing size (FIRST_CHUNK, twice that, ...): a reader that stops early read little more than it used.
+    `known`, (start, messages from `start` to `end`) already read, is given first and not read again."""
     key = keys.messages(tenant, session_id)
     chunk = FIRST_CHUNK
+    if known is not None:
+        start, raw = known
+        for offset in range(len(raw) - 1, max(boundary, start) - start - 1, -1):
+            yield start + offset, json.loads(raw[offset])
+        end = max(boundary, start)
+        chunk = min(max(2 * len(raw), FIRST_CHUNK), MAX_CHUNK)
     while end > boundary:
         start = max(boundary, end - chunk)
         raw = r.lrange(key, start, end - 1)
@@ -194,16 +221,19 @@ def newest_turns(items: Iterator[tuple[int, dict[str, Any]]], budget: int, bound
     return kept, fit_start, fit_tokens
 
 
-def read_window(r: Any, tenant: str, session_id: str, *, budget_tokens: int, model: str) -> Window:
+def read_window(r: Any, tenant: str, session_id: str, *, budget_tokens: int, model: str,
+                prefetched: Prefetched | None = None) -> Window:  # fmt: skip
     """The context of a session's next turn, reading O(window) of Redis, never O(history).
 
     One MULTI (LLEN, LINDEX 0, the summary fields), then the tail in growing LRANGE chunks until
     the budget is used or the summary's boundary is reached; never below `summary_upto`.
-    `budget_tokens` is for first message + summary + tail (see history_budget)."""
-    snap = snapshot(r, tenant, session_id, model)
+    `budget_tokens` is for first message + summary + tail (see history_budget). With `prefetched`
+    (a turn's READ_CONTEXT), its snapshot and tail are used and only older messages are read, if needed."""
+    snap = prefetched.snapshot if prefetched is not None else snapshot(r, tenant, session_id, model)
     first_tokens = message_tokens(snap.first, model) if snap.first else 0
     room = budget_tokens - first_tokens - snap.summary_tokens
-    messages, start, used = newest_turns(backwards(r, tenant, session_id, snap.total, snap.boundary),
+    known = (prefetched.tail_start, prefetched.tail) if prefetched is not None else None
+    messages, start, used = newest_turns(backwards(r, tenant, session_id, snap.total, snap.boundary, known),
                                          room, snap.boundary, model)  # fmt: skip
     return Window(first=snap.first, summary=snap.summary, messages=messages,
                   start_index=start if messages else snap.total, total=snap.total, exchanges=snap.exchanges,

@@ -13,7 +13,8 @@ from redis.exceptions import NoScriptError
 
 from parley.shared import telemetry
 from parley.shared.clock import now_ms
-from parley.shared.store import keys, scripts
+from parley.shared.store import keys, memory, scripts
+from parley.shared.store.agents import decode_agent
 from parley.shared.store.scripts.calls import EmitTurnEventCall, StartTurnCall
 from parley.shared.store.turns import TurnStore, new_call_id
 
@@ -27,6 +28,22 @@ class Attempt:
     attempt: int
 
 
+@dataclass(frozen=True)
+class ContextRead:
+    """What READ_CONTEXT read for a turn: its agent (None: gone) and its session's memory, raw."""
+
+    agent: dict[str, Any] | None
+    total: int
+    first: str | None
+    fields: list[str | None]
+    tail: list[str]
+
+    def prefetched(self, model: str) -> memory.Prefetched:
+        """The session's memory for `model`'s token counts, as `memory.read_window` takes it."""
+        return memory.Prefetched(snapshot=memory.snapshot_of(self.total, self.first, self.fields, model),
+                                 tail_start=self.total - len(self.tail), tail=self.tail)  # fmt: skip
+
+
 class WorkerTurns:
     def __init__(self, store: TurnStore, aio: aredis.Redis) -> None:
         """`store` builds the calls (and keeps the settings); `aio` runs them."""
@@ -37,6 +54,7 @@ class WorkerTurns:
         self._start = aio.register_script(scripts.START_TURN)
         self._emit = aio.register_script(scripts.EMIT_TURN_EVENT)
         self._finish = aio.register_script(scripts.FINISH_TURN)
+        self._read_context = aio.register_script(scripts.READ_CONTEXT)
 
     async def start(self, tenant: str, job_id: str) -> tuple[str, int, dict[str, str]]:
         """('started', attempt, job record) when this worker may run the turn, else ('final'|'missing', 0, {})."""
@@ -50,6 +68,15 @@ class WorkerTurns:
         state, attempt, *rest = await self._start(keys=call.keys(), args=call.args())
         flat = rest[0] if rest else []
         return state, int(attempt), dict(zip(flat[::2], flat[1::2], strict=True))
+
+    async def read_context(self, tenant: str, agent_id: str, session_id: str) -> ContextRead:
+        """The turn's agent and its session's memory snapshot with its newest messages, in one round trip
+        (most turns need no other read before the model call)."""
+        script_keys = [keys.agent(tenant, agent_id), keys.agent(keys.FILE_SCOPE, agent_id),
+                       keys.messages(tenant, session_id), keys.session(tenant, session_id)]  # fmt: skip
+        agent, total, first, fields, tail = await self._read_context(keys=script_keys, args=[memory.FIRST_CHUNK])
+        decoded = decode_agent(dict(zip(agent[::2], agent[1::2], strict=True))) if agent else None
+        return ContextRead(agent=decoded, total=int(total), first=first or None, fields=list(fields), tail=list(tail))
 
     async def emit(self, turn: Attempt, payloads: list[str]) -> bool:
         """Emit events of a running attempt, in order, in one round trip and one script run; False means

@@ -51,7 +51,7 @@ async def run_turn(tenant: str, job_id: str, *, rt: Runtime) -> str:
     if control is not None:
         control.started(turn)
     logs.bind(session_id=record.get("session_id"))
-    agent, history, exchanges = await in_thread(rt.threads, _context, rt, tenant, record)
+    agent, history, exchanges = await _context(rt, tenant, record)
     if agent is None:
         return await _fail(rt, turn, record, "the session's agent no longer exists", ErrorCode.AGENT_MISSING)
     model = agent.get("model") or rt.settings.default_model
@@ -76,17 +76,21 @@ async def run_turn(tenant: str, job_id: str, *, rt: Runtime) -> str:
     return await _commit(rt, turn, agent, record, outcome, model)
 
 
-def _context(rt: Runtime, tenant: str, record: dict[str, str]) -> tuple[dict[str, Any] | None, list[Any], int]:
-    """The agent, the history the turn remembers and the session's exchanges so far (sync reads: run in
-    the worker's pool)."""
-    agent = rt.agents.get_by_id(tenant, record["agent_id"])
+async def _context(rt: Runtime, tenant: str, record: dict[str, str]) -> tuple[dict[str, Any] | None, list[Any], int]:
+    """The agent, the history the turn remembers and the session's exchanges so far: one READ_CONTEXT,
+    then the window built from it in the worker's pool (token counts; older messages or images read
+    there when the window needs them)."""
+    read = await rt.worker_turns.read_context(tenant, record["agent_id"], record["session_id"])
+    agent = read.agent
     if agent is None:
         return None, [], 0
     if "history" in record:  # a turn that brought its own conversation (no session memory)
         history = json.loads(record["history"])
         return agent, history, exchanges_so_far(history)
     model = agent.get("model") or rt.settings.default_model
-    history, exchanges = remembered(rt, tenant, record, agent, model, json.loads(record.get("images") or "[]"))
+    images = json.loads(record.get("images") or "[]")
+    history, exchanges = await in_thread(rt.threads, remembered, rt, tenant, record, agent, model, images,
+                                         read.prefetched(model))  # fmt: skip
     return agent, history, exchanges
 
 

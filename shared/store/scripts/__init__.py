@@ -103,6 +103,7 @@ ACCEPT_TURN = load("accept_turn")
 START_TURN = load("start_turn")
 EMIT_TURN_EVENT = load("emit_turn_event")
 FINISH_TURN = load("finish_turn")
+READ_CONTEXT = load("read_context")
 CREATE_SESSION = load("create_session")
 ADMIT_REPORT = load("admit_report")
 RELEASE_REPORT = load("release_report")
@@ -112,6 +113,7 @@ UPDATE_AGENT = load("update_agent")
 DELETE_AGENT = load("delete_agent")
 ADD_BOUNDED = load("add_bounded")
 
-RUNNABLE = ("accept_turn", "start_turn", "emit_turn_event", "finish_turn", "create_session", "admit_report",
-            "release_report", "emit_event", "create_agent", "update_agent", "delete_agent", "add_bounded")  # fmt: skip
+RUNNABLE = ("accept_turn", "start_turn", "emit_turn_event", "finish_turn", "read_context", "create_session",
+            "admit_report", "release_report", "emit_event", "create_agent", "update_agent", "delete_agent",
+            "add_bounded")  # fmt: skip
 """Every runnable script of this package (the rest, lib_*.lua, are snippets)."""
