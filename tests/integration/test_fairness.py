@@ -4,12 +4,14 @@ given what Redis cannot decode writes nothing (real Redis, whose cjson refuses l
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import datetime
 
 import httpx
 import pytest
 import redis
+import redis.asyncio
 
 from parley.local.redis_server import RedisServer
 from parley.shared import events
@@ -18,6 +20,7 @@ from parley.shared.settings import Settings
 from parley.shared.store import keys
 from parley.shared.store.connection import RedisClients
 from parley.shared.store.turns import TurnStore
+from parley.shared.store.worker_turns import WorkerTurns
 from tests.integration.helpers import client, create_agent, wait_job
 
 
@@ -99,6 +102,15 @@ def test_streams_per_tenant_per_web(stack) -> None:
                 response.close()
 
 
+async def _start(turns: TurnStore, url: str, job_id: str) -> tuple[str, int, dict[str, str]]:
+    """The worker's START_TURN of `job_id`, as a worker runs it (on its own event loop's client)."""
+    aio = redis.asyncio.Redis.from_url(url, decode_responses=True)
+    try:
+        return await WorkerTurns(turns, aio).start("acme", job_id)
+    finally:
+        await aio.aclose()
+
+
 def test_finish_given_a_lone_surrogate_writes_nothing_on_real_redis(redis_server: RedisServer,
                                                                      monkeypatch) -> None:  # fmt: skip
     monkeypatch.setenv("REDIS_URL", redis_server.url)
@@ -111,7 +123,7 @@ def test_finish_given_a_lone_surrogate_writes_nothing_on_real_redis(redis_server
         job_id = turns.accept(tenant="acme", agent=chef, session_id="s", message="hi", images=[],
                               idempotency_key=None, request_hash="h").job_id  # fmt: skip
         raw.lrem(keys.rq_queue(turns.settings.queue_name), 0, job_id)
-        _, attempt, _ = turns.start("acme", job_id)
+        _, attempt, _ = asyncio.run(_start(turns, redis_server.url, job_id))
         before = {key: (raw.type(key), raw.dump(key)) for key in raw.keys("*")}
         with pytest.raises(redis.ResponseError) as raised:
             turns.finish("acme", job_id, status="finished", attempt=attempt, result={"response": "ok"},
