@@ -128,11 +128,14 @@ def model_latency(client: httpx.Client, model_base_url: str, n: int, warmup: int
 
 
 def provider_latency(model_base_url: str, n: int, warmup: int) -> dict[str, Any]:
-    """The worker's own model call, in this process: Parley's OpenAIProvider (the OpenAI SDK).
+    """The worker's own model call, in this process: Parley's OpenAIProvider (the OpenAI SDK's async
+    client), read as a turn reads it (`async with provider.stream(...)`, `async for`), the calls one after
+    the other on one event loop, as they would share the worker's loop and its connection pool.
 
     Same messages and server as `model_latency`; the difference to the plain-httpx stream is
     what the SDK adds per turn.  Also counts the TCP connections the calls open.
     """
+    import asyncio
     import socket
     from unittest import mock
 
@@ -141,24 +144,36 @@ def provider_latency(model_base_url: str, n: int, warmup: int) -> dict[str, Any]
 
     settings = Settings(OPENAI_BASE_URL=model_base_url, OPENAI_API_KEY="x", PARLEY_LLM="openai",
                         REDIS_URL="redis://127.0.0.1:1/0")  # type: ignore[call-arg]  # fmt: skip
-    provider = OpenAIProvider(settings)
     opened = [0]
-    real_connect = socket.create_connection
+    real_connect = socket.socket.connect
 
-    def counting_connect(*args: Any, **kwargs: Any) -> socket.socket:
-        opened[0] += 1
-        return real_connect(*args, **kwargs)
+    def counting_connect(sock: socket.socket, address: Any) -> None:
+        opened[0] += 1  # the event loop's connect, as the blocking one, goes through socket.connect
+        real_connect(sock, address)
 
-    def call(index: int) -> None:
-        with provider.stream(model=MODEL, messages=direct_messages(index), temperature=None, max_tokens=None) as stream:
-            if not "".join(stream).startswith("echo: benchmark"):
+    async def call(provider: OpenAIProvider, index: int) -> None:
+        async with provider.stream(model=MODEL, messages=direct_messages(index), temperature=None,
+                                   max_tokens=None) as stream:  # fmt: skip
+            if not "".join([piece async for piece in stream]).startswith("echo: benchmark"):
                 raise RuntimeError("unexpected answer from the model server")
 
-    with mock.patch("socket.create_connection", counting_connect):
-        result: dict[str, Any] = summary_ms(_sequential(call, n, warmup))
+    async def run_all() -> list[float]:
+        provider = OpenAIProvider(settings)  # its pool belongs to this loop
+        latencies = []
+        try:
+            for index in range(warmup + n):
+                started = time.perf_counter()
+                await call(provider, index)
+                if index >= warmup:
+                    latencies.append(time.perf_counter() - started)
+        finally:
+            await provider.aclose()
+        return latencies
+
+    with mock.patch.object(socket.socket, "connect", counting_connect):
+        result: dict[str, Any] = summary_ms(asyncio.run(run_all()))
     result["tcp_connections_opened"] = opened[0]
     result["calls"] = n + warmup
-    provider.client.close()
     return result
 
 
