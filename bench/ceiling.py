@@ -19,17 +19,18 @@ is gone (its answer is `--deltas` ready-made chunks) and nothing waits between c
   `batched` phases the real engine (worker/engine.py `Engine` over worker/rq_side.py `RqSide`, built as
   worker/__main__.py's `make_engine` builds it, with the bench's job class: rq's dequeue, execution records,
   registries, results and heartbeats) runs each turn as a task whose function is :func:`worker_turn`:
-  START_TURN (`WorkerTurns.start`), the agent's read (`AgentStore.get_by_id`) and the context window
-  (worker/memory/window.py `remembered`) in one hop to the worker's thread pool, the deltas through
-  `WorkerTurns.emit` in batches of `--batch` (1: each delta its own batch, as the outbox sends a model
-  streaming 20 chunks over 5 s), and the commit (worker/turn/run.py `_commit`: FINISH_TURN, then the summary
-  check). In the `parley` phase no rq runs: tasks take job ids off RQ's queue with BLPOP and run the same
-  function, so that phase is Parley's own Redis work alone.
-* the watch: as the engine's, ONE pipelined round trip per process asks Redis about every turn it runs
-  (`WorkerTurns.running`), not one per turn. The engine asks every 0.5 s; the bench's model answers at
-  once, so the bench's watch (:class:`Watch`, standing in for the engine's) is paced by the turns instead of
-  the clock: each turn is asked about `--watch-checks` times (10: every 0.5 s of a 5 s answer), and each
-  round trip asks about all the turns the process runs at that moment.
+  START_TURN (`WorkerTurns.start`), READ_CONTEXT (`WorkerTurns.read_context`: the agent and the session's
+  memory), the context window built from it in the worker's thread pool (worker/memory/window.py
+  `remembered`), the deltas through `WorkerTurns.emit` in batches of `--batch` (1: each delta its own batch,
+  as the outbox sends a model streaming 20 chunks over 5 s), and the commit (worker/turn/run.py `_commit`:
+  FINISH_TURN, then the summary check). In the `parley` phase no rq runs: tasks take job ids off RQ's queue
+  with BLPOP and run the same function, so that phase is Parley's own Redis work alone.
+* the watch: as the engine's, ONE pipelined round trip per process (`WorkerTurns.running`) asks Redis about
+  every turn due a check, not one per turn. The engine ticks every 0.5 s and a turn is due only when none
+  of its emits vouched for it since the last tick; the bench's model answers at once, so the bench's watch
+  (:class:`Watch`, standing in for the engine's) is paced by the turns instead of the clock: each turn is
+  due the checks the engine's rule gives a `--watch-checks`-tick answer (10: 5 s) with its EMIT batches
+  evenly spread (:func:`unvouched_checks`: none with 20 batches, 6 with 4).
 
 Until issue 13 the worker's half was the threaded `TurnWorker` (a thread per turn, the sync `TurnStore`,
 one cancel-watch round trip per turn every 0.5 s); the figures of docs/scaling.md were measured with it.
@@ -125,8 +126,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds first (5)")
     parser.add_argument("--deltas", type=int, default=20, help="`delta` events per turn (20)")
     parser.add_argument("--watch-checks", type=int, default=10,
-                        help="times the watch asks about each turn (10: every 0.5 s of a 5 s answer), each time "
-                             "in one round trip for every turn of the process")  # fmt: skip
+                        help="the watch's ticks during a turn (10: a 5 s answer, a tick every 0.5 s); a tick asks "
+                             "about the turn only if no EMIT came since the last (the engine's rule)")  # fmt: skip
     parser.add_argument("--session-turns", type=int, default=5, help="turns per session before a new one (5)")
     parser.add_argument("--profile-turns", type=int, default=150, help="turns of the step profile (150; 0: skip)")
     parser.add_argument("--nice", type=int, default=5, help="niceness of the client processes (5: Redis first)")
@@ -151,13 +152,19 @@ def say(text: str) -> None:
 # -- the figures' arithmetic (pure) ------------------------------------------------------------
 
 
-def spread(total: int, slots: int) -> list[int]:
-    """`total` spread as evenly as can be over `slots` (earlier slots get the remainder): how many of a turn's
-    watch checks each EMIT batch owes."""
-    if slots <= 0:
-        return []
-    base, extra = divmod(max(total, 0), slots)
-    return [base + (1 if index < extra else 0) for index in range(slots)]
+def unvouched_checks(ticks: int, sends: int) -> list[int]:
+    """The engine's watch over one turn lasting `ticks` watch intervals, whose `sends` EMIT batches are evenly
+    spread over it (the last at its end): at each tick it asks about the turn only when no EMIT came within
+    the interval before (an emit's fence vouches that the attempt still runs; so does START, at time 0).
+    Returns `sends + 1` counts: the asks due before each batch, then those due after the last."""
+    due = [0] * (sends + 1)
+    for tick in range(max(ticks, 0)):  # tick `tick` comes at (tick + 1) intervals and looks back one
+        # batch i goes at (i + 1) * ticks / sends intervals; in whole numbers, times `sends`:
+        sent_by = [(i + 1) * ticks <= (tick + 1) * sends for i in range(sends)]
+        vouched = any(tick * sends < (i + 1) * ticks <= (tick + 1) * sends for i in range(sends))
+        if not vouched:
+            due[sum(sent_by)] += 1
+    return due
 
 
 def batches(items: list[str], size: int) -> list[list[str]]:
@@ -245,54 +252,65 @@ class Recorder:
 
 class Watch:
     """The engine's watch (worker/engine.py `_watch`) as the bench runs it: one pipelined round trip
-    (`WorkerTurns.running`) asks about every turn the process runs at that moment.
+    (`WorkerTurns.running`) asks about every turn of the process that is due a check.
 
-    The engine asks every `WATCH_INTERVAL_S`, so a 5 s answer is asked about 10 times; the bench's turns take
-    milliseconds, so the clock would hardly ever find one running. Instead each turn owes its `--watch-checks`
-    (spread over its EMIT batches) and a round trip pays one for every turn it asks about. With `inline` (the
-    step profile) the turn asks itself, right away; otherwise :meth:`run`, a task of the worker's loop, asks,
-    as the engine's watch does, beside the turns."""
+    The engine ticks every `WATCH_INTERVAL_S` and asks only about turns no emit has vouched for since the
+    last tick; the bench's turns take milliseconds, so its clock would hardly ever find one due. Instead each
+    turn owes the asks :func:`unvouched_checks` finds for a 5 s answer (`--watch-checks` ticks, its EMIT
+    batches evenly spread), and one round trip pays one ask of every turn owing one. With `inline` (the step
+    profile) a turn asks at once, alone; otherwise :meth:`run`, a task on the worker's loop, asks beside the
+    turns, as the engine's watch does. Asks a turn owed are still paid after its commit if the task lagged:
+    the engine would have made them while the turn streamed."""
 
-    KIND = "worker: watch (one round trip, every running turn)"
+    KIND = "worker: watch (one round trip, every turn due a check)"
 
     def __init__(self, turns: Any, meter: Any, *, inline: bool) -> None:
         self.turns = turns
         self.meter = meter
         self.inline = inline
-        self.running: dict[str, Any] = {}
-        """Job id -> the Attempt of every turn between its START and its commit (the engine's watch skips commits)."""
-        self.owed = 0
+        self.owing: dict[str, list[Any]] = {}
+        """Job id -> [its Attempt, asks it still owes], from its START until it has ended and owes none."""
+        self._ended: set[str] = set()
         self._due = asyncio.Event()
 
     def begin(self, turn: Any) -> None:
-        self.running[turn.job_id] = turn
+        self.owing[turn.job_id] = [turn, 0]
 
     def end(self, turn: Any) -> None:
-        self.running.pop(turn.job_id, None)
+        self._ended.add(turn.job_id)
+        self._forget_paid()
 
-    async def owe(self, checks: int) -> None:
-        """A running turn owes `checks` more checks."""
-        self.owed += checks
+    async def owe(self, turn: Any, asks: int) -> None:
+        """`turn` is due `asks` more checks."""
+        if asks <= 0:
+            return
+        self.owing[turn.job_id][1] += asks
         if self.inline:
             await self._ask_while_owed()
-        elif self.owed > 0:
+        else:
             self._due.set()
 
     async def run(self) -> None:
-        """Ask whenever checks are owed (until cancelled)."""
+        """Ask whenever checks are due (until cancelled)."""
         while True:
             await self._due.wait()
             self._due.clear()
             await self._ask_while_owed()
 
     async def _ask_while_owed(self) -> None:
-        while self.owed > 0 and self.running:
-            attempts = list(self.running.values())
-            self.owed -= len(attempts)
+        while due := [entry for entry in self.owing.values() if entry[1] > 0]:
+            for entry in due:
+                entry[1] -= 1
+            self._forget_paid()
             try:
-                await self.meter.arun(self.KIND, functools.partial(self.turns.running, attempts))
+                await self.meter.arun(self.KIND, functools.partial(self.turns.running, [entry[0] for entry in due]))
             except redis.RedisError:
                 pass  # as the engine: asked again next time; the turns' own writes are fenced
+
+    def _forget_paid(self) -> None:
+        for job_id in [job_id for job_id in self._ended if self.owing.get(job_id, [None, 0])[1] <= 0]:
+            self._ended.discard(job_id)
+            self.owing.pop(job_id, None)
 
 
 def _bench_runtime(config: dict[str, Any], meter: Any, *, inline_watch: bool = False) -> Any:
@@ -331,16 +349,21 @@ def _delta(index: int) -> str:
     return events.encode(EventType.DELTA, content=f"word{index:02d} ")
 
 
-def _read_context(rt: Any, tenant: str, record: dict[str, str]) -> tuple[dict[str, Any], str]:
-    """worker/turn/run.py `_context`'s reads, the agent then the window, each metered; run in the worker's pool
-    as one hop, as a turn makes it."""
+async def _read_context(rt: Any, tenant: str, record: dict[str, str]) -> tuple[dict[str, Any], str]:
+    """worker/turn/run.py `_context`'s reads, each metered: READ_CONTEXT on the loop (the agent and the
+    session's memory), then the window built from it in the worker's pool (older messages read there only
+    when the budget takes more)."""
     from parley.worker.memory.window import remembered
+    from parley.worker.turn.loop import in_thread
 
     meter = rt.meter
-    agent = meter.run("worker: read agent", rt.agents.get_by_id, tenant, record["agent_id"])
+    read = await meter.arun("worker: READ_CONTEXT (agent, memory)", functools.partial(
+        rt.worker_turns.read_context, tenant, record["agent_id"], record["session_id"]))  # fmt: skip
+    agent = read.agent
     model = agent.get("model") or rt.settings.default_model
     images = json.loads(record.get("images") or "[]")
-    meter.run("worker: read window (remembered)", remembered, rt, tenant, record, agent, model, images)
+    await in_thread(rt.threads, meter.run, "worker: window (remembered, from READ_CONTEXT)", remembered, rt, tenant,
+                    record, agent, model, images, read.prefetched(model))  # fmt: skip
     return agent, model
 
 
@@ -349,7 +372,7 @@ async def worker_turn(tenant: str, job_id: str, *, rt: Any) -> str:
     (worker/turn/run.py), the deltas sent as the outbox sends them, and the watch's checks owed."""
     from parley.shared import telemetry
     from parley.shared.store.worker_turns import Attempt
-    from parley.worker.turn.loop import Outcome, in_thread
+    from parley.worker.turn.loop import Outcome
     from parley.worker.turn.run import _commit
 
     meter, call = rt.meter, functools.partial
@@ -357,14 +380,16 @@ async def worker_turn(tenant: str, job_id: str, *, rt: Any) -> str:
     if state != "started":
         return str(state)
     turn = Attempt(tenant, job_id, attempt)
-    agent, model = await in_thread(rt.threads, _read_context, rt, tenant, record)
     rt.watch.begin(turn)
     try:
+        agent, model = await _read_context(rt, tenant, record)
         sent = batches(rt.deltas, rt.batch)
-        for batch, checks in zip(sent, spread(rt.watch_checks, len(sent)), strict=True):
+        due = unvouched_checks(rt.watch_checks, len(sent))
+        for batch, asks in zip(sent, due, strict=False):
+            await rt.watch.owe(turn, asks)
             if not await meter.arun("worker: EMIT_TURN_EVENT batch", call(rt.worker_turns.emit, turn, batch)):
                 return "stopped"
-            await rt.watch.owe(checks)
+        await rt.watch.owe(turn, due[-1])
     finally:
         rt.watch.end(turn)
     telemetry.first_token(0.25)
