@@ -7,10 +7,12 @@ read with RQ's classes.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Callable
 from typing import Any
 
+import fakeredis
 import pytest
 import redis
 from rq.job import Job, JobStatus
@@ -22,6 +24,7 @@ from parley.shared.store import keys
 from parley.shared.store.connection import RedisClients
 from parley.shared.store.sessions import message_json
 from parley.shared.store.turns import Accepted, TurnStore
+from parley.shared.store.worker_turns import Attempt, WorkerTurns
 from parley.tools.notes import MAX_NOTES
 from tests.unit.test_turn_scripts import event_types, snapshot, stored_messages
 
@@ -41,23 +44,25 @@ def dequeue(turns: TurnStore, job_id: str) -> None:
     assert turns.raw.lrem(keys.rq_queue(turns.settings.queue_name), 0, job_id) == 1
 
 
-def run(turns: TurnStore, job_id: str, tenant: str = T) -> int:
-    """A worker takes the turn from RQ's queue and starts it; returns the attempt."""
-    dequeue(turns, job_id)
-    state, attempt, _ = turns.start(tenant, job_id)
+def run(worker: WorkerTurns, job_id: str, tenant: str = T) -> int:
+    """A worker takes the turn from RQ's queue and starts it (WorkerTurns.start); returns the attempt."""
+    dequeue(worker.store, job_id)
+    state, attempt, _ = asyncio.run(worker.start(tenant, job_id))
     assert state == "started"
     return attempt
 
 
-def finish(turns: TurnStore, job_id: str, attempt: int | None, tenant: str = T, **overrides: Any) -> bool:
-    """Finish a turn as worker/turn/run.py's _commit does (each argument can be replaced)."""
+def finish(worker: WorkerTurns, job_id: str, attempt: int, tenant: str = T, **overrides: Any) -> bool:
+    """Finish a turn as worker/turn/run.py's _commit does, with the session id of the job record START_TURN
+    handed it (each argument can be replaced)."""
+    session_id = (worker.store.job(tenant, job_id) or {})["session_id"]
     arguments: dict[str, Any] = {
-        "status": "finished", "attempt": attempt, "result": {"response": "ok"},
+        "status": "finished", "result": {"response": "ok"},
         "messages": [message_json("user", "hi", job_id=job_id, created_at=1),
                      message_json("assistant", "ok", job_id=job_id, created_at=2)],
         "events_out": [events.encode(EventType.RESPONSE, content="ok"), events.encode(EventType.DONE)],
     }  # fmt: skip
-    return turns.finish(tenant, job_id, **{**arguments, **overrides})
+    return asyncio.run(worker.finish(Attempt(tenant, job_id, attempt), session_id, **{**arguments, **overrides}))
 
 
 def fail(turns: TurnStore, job_id: str, tenant: str = T) -> bool:
@@ -88,6 +93,12 @@ def capped(clients: RedisClients, make_settings: Callable[..., Settings]) -> Tur
     return TurnStore(clients, make_settings(PARLEY_TENANT_CONCURRENCY="2"))
 
 
+@pytest.fixture
+def worker(server: fakeredis.FakeServer, capped: TurnStore) -> WorkerTurns:
+    """The worker's side of `capped`, on the same fake Redis."""
+    return WorkerTurns(capped, fakeredis.FakeAsyncRedis(server=server, decode_responses=True))
+
+
 # --- whole or not at all -------------------------------------------------------------------------
 
 
@@ -97,15 +108,16 @@ def capped(clients: RedisClients, make_settings: Callable[..., Settings]) -> Tur
     {"images": {"img_1": "data:image/png;base64," + SURROGATE}},
     {"events_out": [{"type": "done"}]},  # an event that is not a JSON string
 ], ids=["surrogate-in-event", "surrogate-in-message", "surrogate-in-image", "event-not-a-string"])  # fmt: skip
-def test_finish_with_an_undecodable_argument_writes_nothing(turns: TurnStore, clients: RedisClients, chef: dict,
+def test_finish_with_an_undecodable_argument_writes_nothing(turns: TurnStore, worker_turns: WorkerTurns,
+                                                            clients: RedisClients, chef: dict,
                                                             bad: dict[str, Any]) -> None:  # fmt: skip
     job_id = accept(turns, chef).job_id
     accept(turns, chef)  # a second turn waits in the lane: ending the first would queue it
-    attempt = run(turns, job_id)
+    attempt = run(worker_turns, job_id)
     clients.text.rpush(keys.pending_notes(T, job_id), "a pending note")
     before = snapshot(clients.raw)
     with pytest.raises(redis.ResponseError, match="bad argument"):
-        finish(turns, job_id, attempt, **bad)
+        finish(worker_turns, job_id, attempt, **bad)
     assert snapshot(clients.raw) == before
     # Not wedged: the failure callback can still end the turn, and the lane moves on.
     assert fail(turns, job_id) is True
@@ -114,15 +126,16 @@ def test_finish_with_an_undecodable_argument_writes_nothing(turns: TurnStore, cl
     assert len(queued(turns)) == 1
 
 
-def test_finish_with_undecodable_telemetry_deltas_writes_nothing(turns: TurnStore, clients: RedisClients,
-                                                                  chef: dict) -> None:  # fmt: skip
+def test_finish_with_undecodable_telemetry_deltas_writes_nothing(turns: TurnStore, worker_turns: WorkerTurns,
+                                                                 clients: RedisClients,
+                                                                 chef: dict) -> None:  # fmt: skip
     """finish_turn.lua decodes its deltas (its last ARGV) before the step writes."""
     job_id = accept(turns, chef).job_id
-    attempt = run(turns, job_id)
+    attempt = run(worker_turns, job_id)
     before = snapshot(clients.raw)
     telemetry.PENDING.add(telemetry.JOBS, '["x' + SURROGATE + '"]', 1)
     with pytest.raises((redis.ResponseError, UnicodeEncodeError)):  # Redis's cjson, or fakeredis's stand-in
-        finish(turns, job_id, attempt)
+        finish(worker_turns, job_id, attempt)
     assert snapshot(clients.raw) == before
     telemetry.PENDING.take()
 
@@ -157,14 +170,15 @@ def test_a_canceled_turn_deferred_in_its_lane_leaves_an_expiring_rq_job(turns: T
 
 
 @pytest.mark.parametrize("ending", ["finished", "failed", "canceled"])
-def test_every_ending_gives_tool_runs_a_lifetime_and_drops_pending_notes(turns: TurnStore, clients: RedisClients,
-                                                                         chef: dict, ending: str) -> None:  # fmt: skip
+def test_every_ending_gives_tool_runs_a_lifetime_and_drops_pending_notes(turns: TurnStore, worker_turns: WorkerTurns,
+                                                                         clients: RedisClients, chef: dict,
+                                                                         ending: str) -> None:  # fmt: skip
     job_id = accept(turns, chef).job_id
-    attempt = run(turns, job_id)
+    attempt = run(worker_turns, job_id)
     clients.text.hset(keys.tool_runs(T, job_id), "remember:abc:0", "noted")
     clients.text.rpush(keys.pending_notes(T, job_id), "likes basil")
     if ending == "finished":
-        assert finish(turns, job_id, attempt) is True
+        assert finish(worker_turns, job_id, attempt) is True
     elif ending == "failed":
         assert fail(turns, job_id) is True
     else:
@@ -175,23 +189,25 @@ def test_every_ending_gives_tool_runs_a_lifetime_and_drops_pending_notes(turns: 
     assert clients.text.lrange(keys.notes(T, "s1"), 0, -1) == kept
 
 
-def test_finished_turn_commits_its_pending_notes_keeping_the_newest(turns: TurnStore, clients: RedisClients,
+def test_finished_turn_commits_its_pending_notes_keeping_the_newest(turns: TurnStore, worker_turns: WorkerTurns,
+                                                                    clients: RedisClients,
                                                                     chef: dict) -> None:  # fmt: skip
     clients.text.rpush(keys.notes(T, "s1"), *[f"old {i}" for i in range(MAX_NOTES)])
     job_id = accept(turns, chef).job_id
-    attempt = run(turns, job_id)
+    attempt = run(worker_turns, job_id)
     clients.text.rpush(keys.pending_notes(T, job_id), "new 1", "new 2")
-    assert finish(turns, job_id, attempt) is True
+    assert finish(worker_turns, job_id, attempt) is True
     notes = clients.text.lrange(keys.notes(T, "s1"), 0, -1)
     assert len(notes) == MAX_NOTES
     assert notes[:1] == ["old 2"] and notes[-2:] == ["new 1", "new 2"]
 
 
-def test_a_turn_without_session_memory_commits_no_notes(turns: TurnStore, clients: RedisClients, chef: dict) -> None:
+def test_a_turn_without_session_memory_commits_no_notes(turns: TurnStore, worker_turns: WorkerTurns,
+                                                        clients: RedisClients, chef: dict) -> None:  # fmt: skip
     job_id = accept(turns, chef, session_id="v1", history=[{"role": "user", "content": "hi"}]).job_id
-    attempt = run(turns, job_id)
+    attempt = run(worker_turns, job_id)
     clients.text.rpush(keys.pending_notes(T, job_id), "stateless")
-    assert finish(turns, job_id, attempt) is True
+    assert finish(worker_turns, job_id, attempt) is True
     assert clients.text.exists(keys.notes(T, "v1"), keys.pending_notes(T, job_id)) == 0
     assert stored_messages(clients, "v1") == []
 
@@ -199,8 +215,8 @@ def test_a_turn_without_session_memory_commits_no_notes(turns: TurnStore, client
 # --- the tenant line ----------------------------------------------------------------------------
 
 
-def test_past_its_cap_a_tenants_ready_turns_wait_in_its_line(capped: TurnStore, clients: RedisClients,
-                                                             chef: dict) -> None:  # fmt: skip
+def test_past_its_cap_a_tenants_ready_turns_wait_in_its_line(capped: TurnStore, worker: WorkerTurns,
+                                                             clients: RedisClients, chef: dict) -> None:  # fmt: skip
     a, b, c = (accept(capped, chef, session_id=f"s{i}").job_id for i in range(3))
     assert queued(capped) == [a, b]
     assert line(clients) == [c]
@@ -209,35 +225,36 @@ def test_past_its_cap_a_tenants_ready_turns_wait_in_its_line(capped: TurnStore, 
     other = accept(capped, chef, tenant=OTHER).job_id
     assert queued(capped) == [a, b, other]  # not behind the first tenant's line
     # A running turn ends: its place goes to the head of the line.
-    finish(capped, a, run(capped, a))
+    finish(worker, a, run(worker, a))
     assert queued(capped) == [b, other, c]
     assert rq_status(clients, c) == JobStatus.QUEUED
     assert (line(clients), admitted(clients)) == ([], 2)
 
 
-def test_a_lane_head_made_ready_at_the_cap_joins_the_end_of_the_line(capped: TurnStore, clients: RedisClients,
+def test_a_lane_head_made_ready_at_the_cap_joins_the_end_of_the_line(capped: TurnStore, worker: WorkerTurns,
+                                                                     clients: RedisClients,
                                                                      chef: dict) -> None:  # fmt: skip
     first = accept(capped, chef, session_id="s1").job_id
     second = accept(capped, chef, session_id="s1").job_id  # behind `first` in its lane: not ready
     others = [accept(capped, chef, session_id=f"o{i}").job_id for i in range(2)]
     assert queued(capped) == [first, others[0]]
     assert line(clients) == [others[1]]
-    finish(capped, first, run(capped, first))
+    finish(worker, first, run(worker, first))
     # `second` became ready as a place freed: the line's older turn takes the place, `second` waits behind.
     assert queued(capped) == [others[0], others[1]]
     assert line(clients) == [second]
     assert rq_status(clients, second) == JobStatus.DEFERRED
 
 
-def test_cancel_in_the_line_frees_its_spot_and_no_place(capped: TurnStore, clients: RedisClients,
+def test_cancel_in_the_line_frees_its_spot_and_no_place(capped: TurnStore, worker: WorkerTurns, clients: RedisClients,
                                                         chef: dict) -> None:  # fmt: skip
     a, b, c = (accept(capped, chef, session_id=f"s{i}").job_id for i in range(3))
     assert capped.cancel(T, c) is True
     assert (line(clients), admitted(clients), queued(capped)) == ([], 2, [a, b])
     assert rq_status(clients, c) == JobStatus.CANCELED
     assert 0 < clients.raw.pttl(keys.rq_job(c)) <= capped.retention_ms
-    finish(capped, a, run(capped, a))
-    run(capped, b)
+    finish(worker, a, run(worker, a))
+    run(worker, b)
     fail(capped, b)
     assert (line(clients), admitted(clients), queued(capped)) == ([], 0, [])
 
@@ -259,20 +276,21 @@ def test_cancel_of_a_turn_deferred_in_its_lane_holds_nothing(capped: TurnStore, 
     assert (queued(capped), line(clients), admitted(clients)) == ([head], [], 1)
 
 
-def test_a_retried_or_handed_back_turn_keeps_its_place(capped: TurnStore, clients: RedisClients,
+def test_a_retried_or_handed_back_turn_keeps_its_place(capped: TurnStore, worker: WorkerTurns, clients: RedisClients,
                                                        chef: dict) -> None:  # fmt: skip
     a, b, c = (accept(capped, chef, session_id=f"s{i}").job_id for i in range(3))
-    run(capped, a)
+    run(worker, a)
     # RQ's retry (and the worker's drain hand-back) queue the started job again themselves.
     capped.queue.enqueue_job(Job.fetch(a, connection=clients.raw), at_front=True)
     assert (queued(capped), line(clients), admitted(clients)) == ([a, b], [c], 2)
-    assert finish(capped, a, run(capped, a)) is True  # attempt 2 commits
+    assert finish(worker, a, run(worker, a)) is True  # attempt 2 commits
     assert (queued(capped), line(clients), admitted(clients)) == ([b, c], [], 2)
 
 
-def test_a_failure_callback_ending_frees_the_place(capped: TurnStore, clients: RedisClients, chef: dict) -> None:
+def test_a_failure_callback_ending_frees_the_place(capped: TurnStore, worker: WorkerTurns,
+                                                   clients: RedisClients, chef: dict) -> None:  # fmt: skip
     a, b, c = (accept(capped, chef, session_id=f"s{i}").job_id for i in range(3))
-    run(capped, a)
+    run(worker, a)
     assert fail(capped, a) is True
     assert fail(capped, a) is False  # ended once, released once
     assert (queued(capped), line(clients), admitted(clients)) == ([b, c], [], 2)
@@ -296,7 +314,8 @@ def test_a_raised_cap_admits_the_line_at_the_next_accept(capped: TurnStore, clie
     assert (line(clients), admitted(clients)) == ([], 5)
 
 
-def test_random_lives_keep_order_cap_and_counts(capped: TurnStore, clients: RedisClients, chef: dict) -> None:
+def test_random_lives_keep_order_cap_and_counts(capped: TurnStore, worker: WorkerTurns,
+                                                clients: RedisClients, chef: dict) -> None:  # fmt: skip
     """Many turns of two tenants over a few sessions, started, finished, failed and canceled in a
     random order: a session's turns run one at a time in order, a tenant never has more than its cap
     admitted, and once all ended every counter and line is back to zero."""
@@ -320,7 +339,7 @@ def test_random_lives_keep_order_cap_and_counts(capped: TurnStore, clients: Redi
             open_ids.add(job_id)
         elif choice < 0.6 and queued(capped):
             job_id = rng.choice(queued(capped))
-            attempt = run(capped, job_id, tenant_of[job_id])
+            attempt = run(worker, job_id, tenant_of[job_id])
             started[job_id] = attempt
             record = capped.job(tenant_of[job_id], job_id) or {}
             ran.setdefault((tenant_of[job_id], record["session_id"]), []).append(job_id)
@@ -328,7 +347,7 @@ def test_random_lives_keep_order_cap_and_counts(capped: TurnStore, clients: Redi
             job_id = rng.choice(sorted(started, key=made.__getitem__))
             attempt = started.pop(job_id)
             if rng.random() < 0.7:
-                assert finish(capped, job_id, attempt, tenant=tenant_of[job_id]) is True
+                assert finish(worker, job_id, attempt, tenant=tenant_of[job_id]) is True
             else:
                 assert fail(capped, job_id, tenant=tenant_of[job_id]) is True
             open_ids.discard(job_id)

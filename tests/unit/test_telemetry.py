@@ -5,6 +5,7 @@ renders from it, read back with prometheus_client's own parser."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,6 +25,7 @@ from parley.shared.settings import Settings
 from parley.shared.store import keys
 from parley.shared.store.connection import RedisClients
 from parley.shared.store.turns import TurnStore
+from parley.shared.store.worker_turns import Attempt, WorkerTurns
 
 T = "acme"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -49,8 +51,20 @@ def dequeue(turns: TurnStore, job_id: str) -> None:
     assert turns.raw.lrem(keys.rq_queue(turns.settings.queue_name), 0, job_id) == 1
 
 
-def finish(turns: TurnStore, job_id: str, attempt: int | None, status: str = "finished") -> bool:
-    return turns.finish(T, job_id, status=status, attempt=attempt, events_out=[events.encode(EventType.DONE)])
+def start(worker: WorkerTurns, job_id: str) -> tuple[str, int, dict[str, str]]:
+    """START_TURN as a worker runs it (WorkerTurns.start)."""
+    return asyncio.run(worker.start(T, job_id))
+
+
+def emit(worker: WorkerTurns, job_id: str, attempt: int, payload: str) -> bool:
+    """One event of a running attempt, as a worker's outbox sends it (WorkerTurns.emit)."""
+    return asyncio.run(worker.emit(Attempt(T, job_id, attempt), [payload]))
+
+
+def finish(worker: WorkerTurns, job_id: str, attempt: int, status: str = "finished") -> bool:
+    """A worker's FINISH_TURN of its attempt (WorkerTurns.finish), in session s1 as `accept` makes it."""
+    return asyncio.run(worker.finish(Attempt(T, job_id, attempt), "s1", status=status,
+                                     events_out=[events.encode(EventType.DONE)]))  # fmt: skip
 
 
 def scrape(clients: RedisClients, settings: Settings, stream_count: int = 0) -> Samples:
@@ -153,26 +167,27 @@ def test_histogram_reads_back_cumulative(clients: RedisClients) -> None:
 # --- the turn's life, counted in its own scripts ---------------------------------------------------
 
 
-def test_start_records_the_queue_wait_of_the_first_attempt_only(turns: TurnStore, clients: RedisClients,
-                                                                chef: dict) -> None:  # fmt: skip
+def test_start_records_the_queue_wait_of_the_first_attempt_only(turns: TurnStore, worker_turns: WorkerTurns,
+                                                                clients: RedisClients, chef: dict) -> None:  # fmt: skip
     job_id = accept(turns, chef)
     clients.text.hset(keys.job(T, job_id), "enqueued_at", now_ms() - 1500)  # accepted 1.5 s ago
     dequeue(turns, job_id)
-    assert turns.start(T, job_id)[:2] == ("started", 1)
-    assert turns.start(T, job_id)[:2] == ("started", 2)  # a retry: not a new wait
+    assert start(worker_turns, job_id)[:2] == ("started", 1)
+    assert start(worker_turns, job_id)[:2] == ("started", 2)  # a retry: not a new wait
     wait = clients.text.hgetall(telemetry.QUEUE_WAIT.key)
     assert wait["[]|2.5"] == "1" and sum(int(v) for f, v in wait.items() if not f.endswith("|sum")) == 1
     assert 1.5 <= float(wait["[]|sum"]) < 2.5
-    assert turns.start(T, "job_unknown")[0] == "missing"
+    assert start(worker_turns, "job_unknown")[0] == "missing"
     assert clients.text.hgetall(telemetry.QUEUE_WAIT.key) == wait
 
 
-def test_finish_counts_the_outcome_once(turns: TurnStore, clients: RedisClients, chef: dict) -> None:
+def test_finish_counts_the_outcome_once(turns: TurnStore, worker_turns: WorkerTurns, clients: RedisClients,
+                                        chef: dict) -> None:  # fmt: skip
     job_id = accept(turns, chef)
     dequeue(turns, job_id)
-    _, attempt, _ = turns.start(T, job_id)
-    assert finish(turns, job_id, attempt)
-    assert not finish(turns, job_id, attempt)  # already ended: not counted again
+    _, attempt, _ = start(worker_turns, job_id)
+    assert finish(worker_turns, job_id, attempt)
+    assert not finish(worker_turns, job_id, attempt)  # already ended: not counted again
     assert not turns.cancel(T, job_id)
     assert clients.text.hgetall(telemetry.JOBS.key) == {'["finished"]': "1"}
     turn = clients.text.hgetall(telemetry.TURN.key)
@@ -180,12 +195,12 @@ def test_finish_counts_the_outcome_once(turns: TurnStore, clients: RedisClients,
     assert float(turn['["finished"]|sum']) >= 0
 
 
-def test_failed_and_canceled_turns_are_counted_by_outcome(turns: TurnStore, clients: RedisClients,
-                                                          chef: dict) -> None:  # fmt: skip
+def test_failed_and_canceled_turns_are_counted_by_outcome(turns: TurnStore, worker_turns: WorkerTurns,
+                                                          clients: RedisClients, chef: dict) -> None:  # fmt: skip
     failed, canceled = accept(turns, chef, "s1"), accept(turns, chef, "s2")
     dequeue(turns, failed)
-    _, attempt, _ = turns.start(T, failed)
-    assert finish(turns, failed, attempt, status="failed")
+    _, attempt, _ = start(worker_turns, failed)
+    assert finish(worker_turns, failed, attempt, status="failed")
     assert turns.cancel(T, canceled)  # still queued
     assert clients.text.hgetall(telemetry.JOBS.key) == {'["failed"]': "1", '["canceled"]': "1"}
     samples = scrape(clients, turns.settings)
@@ -193,32 +208,34 @@ def test_failed_and_canceled_turns_are_counted_by_outcome(turns: TurnStore, clie
     assert value(samples, "parley_turn_seconds_count", outcome="canceled") == 1
 
 
-def test_pending_deltas_ride_on_the_turns_own_writes(turns: TurnStore, clients: RedisClients, chef: dict) -> None:
+def test_pending_deltas_ride_on_the_turns_own_writes(turns: TurnStore, worker_turns: WorkerTurns,
+                                                     clients: RedisClients, chef: dict) -> None:  # fmt: skip
     job_id = accept(turns, chef)
     dequeue(turns, job_id)
     telemetry.tool_call("calculator", ok=True)
-    _, attempt, _ = turns.start(T, job_id)
+    _, attempt, _ = start(worker_turns, job_id)
     assert clients.text.hgetall(telemetry.TOOL_CALLS.key) == {'["calculator","ok"]': "1"}
 
     telemetry.first_token(0.02)
-    assert turns.emit(T, job_id, attempt, [events.encode(EventType.DELTA, content="a")])
+    assert emit(worker_turns, job_id, attempt, events.encode(EventType.DELTA, content="a"))
     assert clients.text.hget(telemetry.FIRST_TOKEN.key, "[]|0.025") == "1"
 
     telemetry.tokens("Chef", "m", 10, 3)
-    assert finish(turns, job_id, attempt)
+    assert finish(worker_turns, job_id, attempt)
     assert clients.text.hgetall(telemetry.TOKENS.key) == {'["Chef","m","in"]': "10", '["Chef","m","out"]': "3"}
     assert not telemetry.PENDING
 
 
-def test_emit_still_says_when_the_turn_is_no_longer_ours(turns: TurnStore, chef: dict) -> None:
+def test_emit_still_says_when_the_turn_is_no_longer_ours(turns: TurnStore, worker_turns: WorkerTurns,
+                                                         chef: dict) -> None:  # fmt: skip
     job_id = accept(turns, chef)
     dequeue(turns, job_id)
-    _, attempt, _ = turns.start(T, job_id)
+    _, attempt, _ = start(worker_turns, job_id)
     telemetry.tool_call("x", ok=True)  # its reply is not an event id
-    assert turns.emit(T, job_id, attempt, [events.encode(EventType.DELTA, content="a")])
+    assert emit(worker_turns, job_id, attempt, events.encode(EventType.DELTA, content="a"))
     assert turns.cancel(T, job_id)
     telemetry.tool_call("x", ok=True)
-    assert not turns.emit(T, job_id, attempt, [events.encode(EventType.DELTA, content="b")])
+    assert not emit(worker_turns, job_id, attempt, events.encode(EventType.DELTA, content="b"))
 
 
 # --- /metrics ------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""The turn lifecycle scripts (shared/store/scripts/*.lua via TurnStore), and the session and agent stores,
-on fakeredis with its Lua runtime (`fakeredis[lua]`).
+"""The turn lifecycle scripts (shared/store/scripts/*.lua via TurnStore, and via WorkerTurns for a worker's
+start, emit and finish), and the session and agent stores, on fakeredis with its Lua runtime (`fakeredis[lua]`).
 
 `text` and `raw` are two clients of ONE fake server, as in production; RQ's own view of a job is
 checked with RQ's classes (Job.fetch, Queue.job_ids), not by reading its hash by hand.
@@ -7,6 +7,7 @@ checked with RQ's classes (Job.fetch, Queue.job_ids), not by reading its hash by
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,7 @@ import redis
 from pydantic import ValidationError
 from rq.job import Job, JobStatus
 
-from parley.shared import events
+from parley.shared import events, telemetry
 from parley.shared.errors import Conflict, InvalidInput, NotFound, TooManyRequests
 from parley.shared.events import EventType
 from parley.shared.schema import AgentCreate, AgentUpdate
@@ -27,6 +28,7 @@ from parley.shared.store.agents import AgentStore, public
 from parley.shared.store.connection import RedisClients
 from parley.shared.store.sessions import SessionStore, message_json
 from parley.shared.store.turns import TURN_FUNCTION, Accepted, TurnStore
+from parley.shared.store.worker_turns import Attempt, WorkerTurns
 
 T = "acme"
 
@@ -81,21 +83,41 @@ def snapshot(r: redis.Redis) -> dict[bytes, Any]:
     return out
 
 
-def finish_ok(turns: TurnStore, job_id: str, attempt: int | None, answer: str = "an answer",
+def start(worker: WorkerTurns, job_id: str, tenant: str = T) -> tuple[str, int, dict[str, str]]:
+    """START_TURN as a worker runs it (WorkerTurns.start), on an event loop of its own."""
+    return asyncio.run(worker.start(tenant, job_id))
+
+
+def emit(worker: WorkerTurns, job_id: str, attempt: int, payloads: list[str], tenant: str = T) -> bool:
+    """A batch of events of one attempt, as a worker's outbox sends it (WorkerTurns.emit)."""
+    return asyncio.run(worker.emit(Attempt(tenant, job_id, attempt), payloads))
+
+
+def running(worker: WorkerTurns, job_id: str, attempt: int, tenant: str = T) -> bool:
+    """Whether the attempt still runs, as the engine's watch asks (WorkerTurns.running)."""
+    return asyncio.run(worker.running([Attempt(tenant, job_id, attempt)])) == [True]
+
+
+def finish_ok(worker: WorkerTurns, job_id: str, attempt: int | None, answer: str = "an answer",
               session_id: str = "s1") -> bool:  # fmt: skip
-    """Finish a turn the way worker/turn/run.py's _commit does."""
-    record = turns.job(T, job_id) or {}
+    """Finish a turn the way worker/turn/run.py's _commit does (WorkerTurns.finish, with the session id of
+    the job record START_TURN handed it). `attempt=None` ends it whatever attempt runs, through
+    TurnStore.finish, as rq's failure callback does."""
+    record = worker.store.job(T, job_id) or {}
     messages = [
         message_json("user", record.get("message", "?"), job_id=job_id, created_at=1),
         message_json("assistant", answer, job_id=job_id, created_at=2),
     ]
     result = {"response": answer, "agent_id": "agent-chef", "agent_name": "Chef", "session_id": session_id,
               "job_id": job_id}  # fmt: skip
-    return turns.finish(
-        T, job_id, status="finished", attempt=attempt, result=result, messages=messages,
+    values: dict[str, Any] = dict(
+        status="finished", result=result, messages=messages,
         events_out=[events.encode(EventType.RESPONSE, content=answer, intent=None, session_id=session_id),
                     events.encode(EventType.DONE)],
     )  # fmt: skip
+    if attempt is None:
+        return worker.store.finish(T, job_id, attempt=None, **values)
+    return asyncio.run(worker.finish(Attempt(T, job_id, attempt), session_id, **values))
 
 
 def stored_messages(clients: RedisClients, session_id: str = "s1") -> list[dict[str, Any]]:
@@ -207,29 +229,30 @@ def test_same_session_id_in_two_tenants_is_two_sessions(turns: TurnStore, client
 # --- start, emit, finish ----------------------------------------------------------------------
 
 
-def test_start_counts_attempts_and_emits_started(turns: TurnStore, clients: RedisClients, chef: dict) -> None:
+def test_start_counts_attempts_and_emits_started(turns: TurnStore, worker_turns: WorkerTurns, clients: RedisClients,
+                                                 chef: dict) -> None:  # fmt: skip
     accepted = accept(turns, chef)
-    assert turns.start(T, accepted.job_id)[:2] == ("started", 1)
+    assert start(worker_turns, accepted.job_id)[:2] == ("started", 1)
     record = turns.job(T, accepted.job_id)
     assert record["status"] == "started" and record["attempt"] == "1"  # type: ignore[index]
     assert record["started_at"].isdigit()  # type: ignore[index]
     assert event_list(clients, accepted.job_id)[-1] == {"type": "status", "message": "started"}
 
 
-def test_start_of_unknown_or_ended_turns(turns: TurnStore, chef: dict) -> None:
-    assert turns.start(T, "job_nope") == ("missing", 0, {})
+def test_start_of_unknown_or_ended_turns(turns: TurnStore, worker_turns: WorkerTurns, chef: dict) -> None:
+    assert start(worker_turns, "job_nope") == ("missing", 0, {})
     accepted = accept(turns, chef)
     turns.cancel(T, accepted.job_id)
-    assert turns.start(T, accepted.job_id) == ("final", 0, {})
+    assert start(worker_turns, accepted.job_id) == ("final", 0, {})
 
 
-def test_finish_commits_messages_and_queues_the_next_turn(turns: TurnStore, clients: RedisClients,
-                                                          chef: dict) -> None:  # fmt: skip
+def test_finish_commits_messages_and_queues_the_next_turn(turns: TurnStore, worker_turns: WorkerTurns,
+                                                          clients: RedisClients, chef: dict) -> None:  # fmt: skip
     first, second = accept(turns, chef, message="one"), accept(turns, chef, message="two")
     take_from_queue(turns, first.job_id)
-    assert turns.start(T, first.job_id)[:2] == ("started", 1)
-    assert turns.emit(T, first.job_id, 1, [events.encode(EventType.DELTA, content="an ")])
-    assert finish_ok(turns, first.job_id, attempt=1, answer="an answer")
+    assert start(worker_turns, first.job_id)[:2] == ("started", 1)
+    assert emit(worker_turns, first.job_id, 1, [events.encode(EventType.DELTA, content="an ")])
+    assert finish_ok(worker_turns, first.job_id, attempt=1, answer="an answer")
 
     messages = stored_messages(clients)
     assert [(m["role"], m["content"]) for m in messages] == [
@@ -248,27 +271,28 @@ def test_finish_commits_messages_and_queues_the_next_turn(turns: TurnStore, clie
     assert turns.queue.job_ids == [second.job_id]
 
 
-def test_finish_is_at_most_once(turns: TurnStore, clients: RedisClients, chef: dict) -> None:
+def test_finish_is_at_most_once(turns: TurnStore, worker_turns: WorkerTurns, clients: RedisClients, chef: dict) -> None:
     accepted = accept(turns, chef)
     take_from_queue(turns, accepted.job_id)
-    turns.start(T, accepted.job_id)
-    assert finish_ok(turns, accepted.job_id, attempt=1) is True
+    start(worker_turns, accepted.job_id)
+    assert finish_ok(worker_turns, accepted.job_id, attempt=1) is True
     before = snapshot(clients.raw)
-    assert finish_ok(turns, accepted.job_id, attempt=1) is False
-    assert finish_ok(turns, accepted.job_id, attempt=None) is False
+    assert finish_ok(worker_turns, accepted.job_id, attempt=1) is False
+    assert finish_ok(worker_turns, accepted.job_id, attempt=None) is False
     assert turns.cancel(T, accepted.job_id) is False
     assert snapshot(clients.raw) == before
     assert len(stored_messages(clients)) == 3
 
 
-def test_failed_turn_commits_nothing_and_frees_the_lane(turns: TurnStore, clients: RedisClients,
-                                                        chef: dict) -> None:  # fmt: skip
+def test_failed_turn_commits_nothing_and_frees_the_lane(turns: TurnStore, worker_turns: WorkerTurns,
+                                                        clients: RedisClients, chef: dict) -> None:  # fmt: skip
     first, second = accept(turns, chef), accept(turns, chef)
     take_from_queue(turns, first.job_id)
-    turns.start(T, first.job_id)
-    assert turns.finish(T, first.job_id, status="failed", attempt=1, error="boom", error_code="model_failed",
-                        events_out=[events.encode(EventType.ERROR, message="boom"),
-                                    events.encode(EventType.DONE)])  # fmt: skip
+    start(worker_turns, first.job_id)
+    assert asyncio.run(worker_turns.finish(  # as worker/turn/run.py's _fail does
+        Attempt(T, first.job_id, 1), "s1", status="failed", error="boom", error_code="model_failed",
+        events_out=[events.encode(EventType.ERROR, message="boom"), events.encode(EventType.DONE)],
+    ))  # fmt: skip
     assert len(stored_messages(clients)) == 1
     assert clients.text.hget(keys.session(T, "s1"), "exchanges") == "0"
     record = turns.job(T, first.job_id)
@@ -276,33 +300,37 @@ def test_failed_turn_commits_nothing_and_frees_the_lane(turns: TurnStore, client
     assert turns.queue.job_ids == [second.job_id]
 
 
-def test_finish_of_an_unknown_job_is_false(turns: TurnStore) -> None:
-    assert finish_ok(turns, "job_nope", attempt=None) is False
+def test_finish_of_an_unknown_job_is_false(turns: TurnStore, worker_turns: WorkerTurns, clients: RedisClients) -> None:
+    assert finish_ok(worker_turns, "job_nope", attempt=None) is False
+    assert finish_ok(worker_turns, "job_nope", attempt=1) is False  # a worker's finish names its session: still no
+    assert clients.text.dbsize() == 0
 
 
-def test_a_superseded_attempt_can_neither_emit_nor_commit(turns: TurnStore, clients: RedisClients,
-                                                          chef: dict) -> None:  # fmt: skip
+def test_a_superseded_attempt_can_neither_emit_nor_commit(turns: TurnStore, worker_turns: WorkerTurns,
+                                                          clients: RedisClients, chef: dict) -> None:  # fmt: skip
     accepted = accept(turns, chef)
     take_from_queue(turns, accepted.job_id)
-    assert turns.start(T, accepted.job_id)[:2] == ("started", 1)
-    assert turns.start(T, accepted.job_id)[:2] == ("started", 2)  # RQ retried it: the first worker is presumed dead
+    assert start(worker_turns, accepted.job_id)[:2] == ("started", 1)
+    assert start(worker_turns, accepted.job_id)[:2] == ("started", 2)  # RQ retried it: the first worker presumed dead
     assert event_list(clients, accepted.job_id)[-1] == {"type": "status", "message": "retrying", "attempt": 2}
+    assert (running(worker_turns, accepted.job_id, 1), running(worker_turns, accepted.job_id, 2)) == (False, True)
     before = snapshot(clients.raw)
 
-    assert turns.emit(T, accepted.job_id, 1, [events.encode(EventType.DELTA, content="stale")]) is False
-    assert finish_ok(turns, accepted.job_id, attempt=1, answer="stale") is False
+    assert emit(worker_turns, accepted.job_id, 1, [events.encode(EventType.DELTA, content="stale")]) is False
+    assert finish_ok(worker_turns, accepted.job_id, attempt=1, answer="stale") is False
     assert snapshot(clients.raw) == before  # no event, no message, no status change
 
-    assert turns.emit(T, accepted.job_id, 2, [events.encode(EventType.DELTA, content="fresh")]) is True
-    assert finish_ok(turns, accepted.job_id, attempt=2, answer="fresh") is True
+    assert emit(worker_turns, accepted.job_id, 2, [events.encode(EventType.DELTA, content="fresh")]) is True
+    assert finish_ok(worker_turns, accepted.job_id, attempt=2, answer="fresh") is True
     assert [m["content"] for m in stored_messages(clients)][-1] == "fresh"
     assert "stale" not in json.dumps(event_list(clients, accepted.job_id))
 
 
-def test_a_queued_turn_cannot_emit_or_be_finished_by_an_attempt(turns: TurnStore, chef: dict) -> None:
+def test_a_queued_turn_cannot_emit_or_be_finished_by_an_attempt(turns: TurnStore, worker_turns: WorkerTurns,
+                                                                 chef: dict) -> None:  # fmt: skip
     accepted = accept(turns, chef)
-    assert turns.emit(T, accepted.job_id, 0, [events.encode(EventType.DELTA, content="x")]) is False
-    assert finish_ok(turns, accepted.job_id, attempt=0) is False
+    assert emit(worker_turns, accepted.job_id, 0, [events.encode(EventType.DELTA, content="x")]) is False
+    assert finish_ok(worker_turns, accepted.job_id, attempt=0) is False
     assert turns.job(T, accepted.job_id)["status"] == "queued"  # type: ignore[index]
 
 
@@ -334,22 +362,25 @@ def test_cancel_a_deferred_turn_leaves_the_head_alone(turns: TurnStore, clients:
     assert clients.text.lrange(keys.lane(T, "s1"), 0, -1) == [first.job_id]
 
 
-def test_cancel_a_running_turn_stops_its_worker(turns: TurnStore, clients: RedisClients, chef: dict) -> None:
+def test_cancel_a_running_turn_stops_its_worker(turns: TurnStore, worker_turns: WorkerTurns, clients: RedisClients,
+                                                chef: dict) -> None:  # fmt: skip
     accepted = accept(turns, chef)
     take_from_queue(turns, accepted.job_id)
-    turns.start(T, accepted.job_id)
+    start(worker_turns, accepted.job_id)
+    assert running(worker_turns, accepted.job_id, 1)
     assert turns.cancel(T, accepted.job_id) is True
-    assert turns.emit(T, accepted.job_id, 1, [events.encode(EventType.DELTA, content="late")]) is False
-    assert finish_ok(turns, accepted.job_id, attempt=1) is False
+    assert not running(worker_turns, accepted.job_id, 1)  # the engine's watch stops the turn's task
+    assert emit(worker_turns, accepted.job_id, 1, [events.encode(EventType.DELTA, content="late")]) is False
+    assert finish_ok(worker_turns, accepted.job_id, attempt=1) is False
     assert len(stored_messages(clients)) == 1
     assert event_types(clients, accepted.job_id)[-2:] == ["error", "done"]
 
 
-def test_cancel_a_finished_turn_is_false(turns: TurnStore, chef: dict) -> None:
+def test_cancel_a_finished_turn_is_false(turns: TurnStore, worker_turns: WorkerTurns, chef: dict) -> None:
     accepted = accept(turns, chef)
     take_from_queue(turns, accepted.job_id)
-    turns.start(T, accepted.job_id)
-    finish_ok(turns, accepted.job_id, attempt=1)
+    start(worker_turns, accepted.job_id)
+    finish_ok(worker_turns, accepted.job_id, attempt=1)
     assert turns.cancel(T, accepted.job_id) is False
     assert turns.job(T, accepted.job_id)["status"] == "finished"  # type: ignore[index]
 
@@ -669,31 +700,31 @@ def test_agent_update_with_null_keeps_the_agent_showable(agents: AgentStore, fie
     public(agents.get("alice", made["id"]), "gpt-test")  # must not raise
 
 
-def test_start_returns_the_job_record_it_wrote(turns: TurnStore, chef: dict) -> None:
+def test_start_returns_the_job_record_it_wrote(turns: TurnStore, worker_turns: WorkerTurns, chef: dict) -> None:
     """START_TURN hands the worker the job record, saving a read: it must be the stored one."""
     accepted = accept(turns, chef)
-    state, attempt, record = turns.start(T, accepted.job_id)
+    state, attempt, record = start(worker_turns, accepted.job_id)
     assert (state, attempt) == ("started", 1)
     assert record == turns.job(T, accepted.job_id)
     assert record["agent_id"] == chef["id"] and record["status"] == "started"
 
 
 def test_emit_sends_a_batch_in_order_and_stops_at_the_fence(
-    turns: TurnStore, clients: RedisClients, chef: dict
+    turns: TurnStore, worker_turns: WorkerTurns, clients: RedisClients, chef: dict
 ) -> None:
     accepted = accept(turns, chef)
-    turns.start(T, accepted.job_id)
+    start(worker_turns, accepted.job_id)
     batch = [events.encode(EventType.DELTA, content=str(i)) for i in range(5)]
-    assert turns.emit(T, accepted.job_id, 1, batch) is True
+    assert emit(worker_turns, accepted.job_id, 1, batch) is True
     deltas = [e["content"] for e in event_list(clients, accepted.job_id) if e["type"] == "delta"]
     assert deltas == ["0", "1", "2", "3", "4"]
     turns.cancel(T, accepted.job_id)
-    assert turns.emit(T, accepted.job_id, 1, batch) is False
+    assert emit(worker_turns, accepted.job_id, 1, batch) is False
     assert [e["content"] for e in event_list(clients, accepted.job_id) if e["type"] == "delta"] == deltas
 
 
 def test_the_stream_outlives_the_longest_attempt_without_emit_extending_it(
-    turns: TurnStore, clients: RedisClients, chef: dict
+    turns: TurnStore, worker_turns: WorkerTurns, clients: RedisClients, chef: dict
 ) -> None:
     """START_TURN gives the events stream the retention plus the turn timeout, so a batch of events
     need not extend it (EMIT writes no PEXPIRE); FINISH_TURN's last events give it the retention."""
@@ -701,21 +732,38 @@ def test_the_stream_outlives_the_longest_attempt_without_emit_extending_it(
     stream = keys.events(T, accepted.job_id)
     retention_ms, timeout_ms = turns.settings.retention_s * 1000, turns.settings.turn_timeout_s * 1000
     assert clients.text.pttl(stream) <= retention_ms
-    turns.start(T, accepted.job_id)
+    start(worker_turns, accepted.job_id)
     assert clients.text.pttl(stream) > retention_ms + timeout_ms - 5_000
     clients.text.pexpire(stream, 1_000_000)
-    assert turns.emit(T, accepted.job_id, 1, [events.encode(EventType.DELTA, content="a")]) is True
+    assert emit(worker_turns, accepted.job_id, 1, [events.encode(EventType.DELTA, content="a")]) is True
     assert 990_000 < clients.text.pttl(stream) <= 1_000_000  # left as it was
-    finish_ok(turns, accepted.job_id, 1)
+    finish_ok(worker_turns, accepted.job_id, 1)
     assert retention_ms - 5_000 < clients.text.pttl(stream) <= retention_ms
 
 
-def test_emit_loads_its_script_again_after_a_flush(turns: TurnStore, clients: RedisClients, chef: dict) -> None:
+def test_emit_loads_its_script_again_after_a_flush(turns: TurnStore, worker_turns: WorkerTurns, clients: RedisClients,
+                                                   chef: dict) -> None:  # fmt: skip
     """Deltas go out as EVALSHA (no SCRIPT EXISTS per batch); a Redis that lost its scripts gets
     the script loaded again and the batch sent again, once."""
     accepted = accept(turns, chef)
-    turns.start(T, accepted.job_id)
+    start(worker_turns, accepted.job_id)
     clients.text.script_flush()
-    assert turns.emit(T, accepted.job_id, 1, [events.encode(EventType.DELTA, content="a")]) is True
-    assert turns.emit(T, accepted.job_id, 1, [events.encode(EventType.DELTA, content="b")]) is True
+    assert emit(worker_turns, accepted.job_id, 1, [events.encode(EventType.DELTA, content="a")]) is True
+    assert emit(worker_turns, accepted.job_id, 1, [events.encode(EventType.DELTA, content="b")]) is True
     assert [e["content"] for e in event_list(clients, accepted.job_id) if e["type"] == "delta"] == ["a", "b"]
+
+
+def test_emit_with_telemetry_riding_along_loads_its_script_again_after_a_flush(
+    turns: TurnStore, worker_turns: WorkerTurns, clients: RedisClients, chef: dict
+) -> None:
+    """With telemetry deltas pending, the batch goes out in a pipeline with them: a Redis that lost its
+    scripts still gets the script loaded again and the batch written once, the deltas counted once."""
+    accepted = accept(turns, chef)
+    start(worker_turns, accepted.job_id)
+    clients.text.script_flush()
+    telemetry.PENDING.take()  # only this test's delta rides along
+    telemetry.tool_call("calculator", ok=True)
+    assert emit(worker_turns, accepted.job_id, 1, [events.encode(EventType.DELTA, content="a")]) is True
+    assert not telemetry.PENDING
+    assert [e["content"] for e in event_list(clients, accepted.job_id) if e["type"] == "delta"] == ["a"]
+    assert clients.text.hgetall(telemetry.TOOL_CALLS.key) == {'["calculator","ok"]': "1"}
