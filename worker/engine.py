@@ -46,6 +46,7 @@ import redis
 from rq.job import Job
 from rq.queue import Queue
 from rq.timeouts import JobTimeoutException
+from rq.worker import WorkerStatus
 
 from parley.shared.store.worker_turns import Attempt, WorkerTurns
 
@@ -234,6 +235,15 @@ class Engine:
             self._slots.release()
             if not self.running:
                 self._idle.set()
+                loop.run_in_executor(self._books, self._now_idle)
+
+    def _now_idle(self) -> None:
+        """The worker shows `idle` in rq once nothing runs (as rq's own worker does between jobs)."""
+        if not self.running:
+            try:
+                self.rq.set_state(WorkerStatus.IDLE)
+            except redis.RedisError:
+                log.warning("could not mark the worker idle in rq", exc_info=True)
 
     async def _call(self, job: Job) -> Any:
         func = job.func

@@ -65,6 +65,7 @@ class RqSide(SimpleWorker):
         lives without a beat."""
         self.heartbeat_ttl_s = heartbeat_ttl_s
         super().__init__(*args, **kwargs)
+        self._suspension_checked_at = 0.0
         self.busy: Callable[[], bool] = lambda: False
         """Whether the engine runs a job now (it sets this): rq would mark the worker idle between dequeues."""
 
@@ -101,6 +102,13 @@ class RqSide(SimpleWorker):
             queue.release_maintenance_lock()
         self.last_cleaned_at = now()  # type: ignore[assignment]  # as rq sets it
 
+    def check_for_suspension(self, burst: bool) -> None:
+        """rq's check whether `rq suspend` holds the workers, at most once a second (rq asks Redis before
+        every dequeue: one command per job)."""
+        if time.monotonic() - self._suspension_checked_at >= 1.0:
+            super().check_for_suspension(burst)
+            self._suspension_checked_at = time.monotonic()
+
     def dequeue(self, timeout_s: int) -> tuple[Job, Queue] | None:
         """The next job of this worker's queues, waiting at most `timeout_s`; None when none came."""
         try:
@@ -115,10 +123,24 @@ class RqSide(SimpleWorker):
         return result
 
     def begin(self, held: Held) -> None:
-        """What rq does before a job runs: its execution record and registry entry, the job marked started."""
-        held.execution = self.prepare_execution(held.job)
-        self.prepare_job_execution(held.job, remove_from_intermediate_queue=len(self.queues) == 1)
-        held.job.started_at = now()  # type: ignore[assignment]  # as rq's perform_job sets it
+        """What rq does before a job runs (`prepare_execution`, then `prepare_job_execution`), in one
+        transaction where rq uses two: the execution record and its registry entries, the worker `busy`,
+        the job's heartbeat, the job marked started and taken off the intermediate queue. Left out: the
+        worker's own heartbeat, which the engine beats for all its jobs at once, and the worker's state
+        when it is `busy` already."""
+        job, queue = held.job, held.queue
+        ttl = self.get_heartbeat_ttl(job)
+        with self.connection.pipeline() as pipe:
+            held.execution = Execution.create(job, ttl, pipeline=pipe, worker_name=self.name)
+            self.executions[held.execution.id] = held.execution
+            if self.get_state() != WorkerStatus.BUSY:
+                self.set_state(WorkerStatus.BUSY, pipeline=pipe)
+            job.heartbeat(now(), ttl, pipeline=pipe)
+            job.prepare_for_execution(self.name, pipeline=pipe)
+            pipe.persist(job.key)
+            if len(self.queues) == 1:  # as rq: with several queues, its maintenance sorts the intermediate queue
+                pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+            pipe.execute()
 
     def end(self, held: Held, value: Any = None, error: BaseException | None = None) -> None:
         """What rq does after a job returned `value` or raised `error`: result, registries, callbacks, retries."""
