@@ -173,7 +173,10 @@ class EventHub:
         )  # fmt: skip
         self.subscribers: dict[str, set[Subscriber]] = {}
         self.tenant_streams = TenantStreams(settings.max_streams_per_tenant, settings.sse_send_timeout_s)
-        self.confirmed: dict[str, asyncio.Event] = {}
+        self.confirmed: set[str] = set()
+        """Channels Redis confirmed: a set, not an asyncio.Event per channel (~760 B, held by each idle stream)."""
+        self._confirming: dict[str, asyncio.Future[None]] = {}
+        """Channels whose subscription is not confirmed yet, and the one future their streams wait on."""
         self.pubsub: aredis.client.PubSub | None = None
         self.connected = asyncio.Event()
         self._commands = asyncio.Lock()
@@ -224,8 +227,7 @@ class EventHub:
                 log.warning("event hub lost Redis (%s); reconnecting in %.1f s", error, delay_s)
             self.connected.clear()
             self.pubsub = None
-            for event in self.confirmed.values():
-                event.clear()
+            self.confirmed.clear()  # confirmed again (and their streams told to resync) once back
             try:
                 await pubsub.aclose()
             except (RedisError, OSError):
@@ -236,8 +238,11 @@ class EventHub:
     def _dispatch(self, message: dict) -> None:
         channel = message.get("channel")
         kind = message.get("type")
-        if kind == "subscribe" and channel in self.confirmed:
-            self.confirmed[channel].set()
+        if kind == "subscribe" and channel in self.subscribers:
+            self.confirmed.add(channel)
+            waiter = self._confirming.pop(channel, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
         elif kind == "message" and channel in self.subscribers:
             item = events.parse_live(message["data"])
             for subscriber in self.subscribers[channel]:
@@ -247,14 +252,18 @@ class EventHub:
     async def subscription(self, channel: str, timeout_s: float) -> AsyncIterator[Subscriber]:
         """Subscribe to `channel` and wait until Redis confirmed it; unsubscribe on exit."""
         subscriber = Subscriber()
+        first = channel not in self.subscribers  # else its SUBSCRIBE was sent already (or is resent on reconnect)
         group = self.subscribers.setdefault(channel, set())
         group.add(subscriber)
         try:
             try:
                 if channel not in self.confirmed:
-                    self.confirmed[channel] = asyncio.Event()
-                    await self._send("subscribe", channel, timeout_s)
-                await asyncio.wait_for(self.confirmed[channel].wait(), timeout_s)
+                    waiter = self._confirming.get(channel)
+                    if waiter is None:
+                        waiter = self._confirming[channel] = asyncio.get_running_loop().create_future()
+                    if first:
+                        await self._send("subscribe", channel, timeout_s)
+                    await asyncio.wait_for(asyncio.shield(waiter), timeout_s)  # shared: a timeout cancels ours only
             except (TimeoutError, RedisError, OSError) as error:
                 raise NotReady("the event stream is unavailable (Redis does not answer); try again") from error
             yield subscriber
@@ -262,7 +271,10 @@ class EventHub:
             group.discard(subscriber)
             if not group and self.subscribers.get(channel) is group:
                 del self.subscribers[channel]
-                self.confirmed.pop(channel, None)
+                self.confirmed.discard(channel)
+                waiter = self._confirming.pop(channel, None)
+                if waiter is not None:
+                    waiter.cancel()
                 async with self._commands:
                     # Someone may have joined the channel meanwhile: then it stays subscribed.
                     if channel not in self.subscribers and self.pubsub is not None:

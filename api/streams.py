@@ -7,7 +7,8 @@ The races, and who wins them (see also hub.py):
   re-reads the backlog after its last id.
 - A live message is lost anyway (a bug, a race we did not foresee): after each quiet ping
   interval the stream re-reads the backlog, so an event is late by one interval, never lost.
-- The client goes away: Starlette cancels the generator; leaving `subscription` unsubscribes.
+- The client goes away: its `http.disconnect` cancels the stream (PlacedStreamingResponse); leaving
+  `subscription` unsubscribes.
 - This web process gets SIGTERM: every stream ends with a `retry:` hint and a comment, so
   clients reconnect (with `Last-Event-ID`) to another web while this one drains and exits.
 - The client stops reading but keeps its connection: once the connection's buffers are full,
@@ -24,11 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import suppress
 from typing import Any
 
 from redis.exceptions import RedisError
+from starlette.requests import ClientDisconnect
 from starlette.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
@@ -120,9 +122,16 @@ def stream_place(hub: EventHub, tenant: str) -> StreamPlace:
 
 
 class PlacedStreamingResponse(StreamingResponse):
-    """A StreamingResponse that holds a stream place and gives it back when the response ends, however
-    it ends. Released here rather than in the body generator: a generator that never started (the
-    client went away first) never runs its `finally`.
+    """A lean streaming response for thousands of idle streams: it holds a stream place and gives it back
+    when the response ends, however it ends. Released here rather than in the body generator: a generator
+    that never started (the client went away first) never runs its `finally`.
+
+    Raw ASGI rather than Starlette's StreamingResponse, whose anyio task group (a second task, cancel
+    scopes, an Event) cost ~6 KiB per idle stream (docs/benchmarks.md, idle streams). Here the request's
+    own task sends the body, and one small task waits for the client's `http.disconnect` (uvicorn drops
+    sends to a gone client silently, so only `receive` tells): when it comes, the request's task is
+    cancelled the way `asyncio.timeout` cancels it, the body is closed (its subscription left) and the
+    response ends normally.
 
     Each send may block at most the place's `send_timeout_s` (PARLEY_SSE_SEND_TIMEOUT_S): uvicorn's
     `send` waits while the connection's buffers are full, so a client that stops reading would hold
@@ -130,12 +139,39 @@ class PlacedStreamingResponse(StreamingResponse):
     subscription left), its place given back, and uvicorn closes the connection (logging that the
     response was not completed); the client resumes with `Last-Event-ID`."""
 
-    def __init__(self, place: StreamPlace, content: AsyncIterator[str], **kwargs: Any) -> None:
-        super().__init__(content, **kwargs)
+    def __init__(self, place: StreamPlace, content: AsyncIterator[str], status_code: int = 200,
+                 headers: Mapping[str, str] | None = None, media_type: str | None = None) -> None:  # fmt: skip
+        self.body_iterator = content
+        self.status_code = status_code
+        self.media_type = self.media_type if media_type is None else media_type
+        self.background = None
+        self.init_headers(headers)
         place.hand_over()
         self.place = place
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        gone = _Disconnect(task, receive)
+        try:
+            try:
+                await self._stream(send)
+            finally:
+                gone.disarm()  # at once, no await before: a cancel it made can only land inside `_stream`
+        except SendTimedOut:
+            log.warning("stream ended: its client read nothing for %s s", self.place.send_timeout_s)
+            self.place.release()
+        except asyncio.CancelledError:
+            if not gone.cancelled_us(task):
+                raise
+        except OSError:  # the server says the client is gone (ASGI 2.4 servers raise on send)
+            raise ClientDisconnect() from None
+        finally:
+            self.place.release()
+            with suppress(Exception):  # the body's own cleanup failing must not hide the ending
+                await _close(self.body_iterator)
+
+    async def _stream(self, send: Send) -> None:
         timeout_s = self.place.send_timeout_s
 
         async def bounded_send(message: Message) -> None:
@@ -145,15 +181,43 @@ class PlacedStreamingResponse(StreamingResponse):
             except TimeoutError:
                 raise SendTimedOut from None
 
+        headers, self.raw_headers = self.raw_headers, []  # not kept for the stream's whole life
+        await bounded_send({"type": "http.response.start", "status": self.status_code, "headers": headers})
+        del headers
+        async for chunk in self.body_iterator:
+            body = chunk.encode() if isinstance(chunk, str) else chunk
+            await bounded_send({"type": "http.response.body", "body": body, "more_body": True})
+        await bounded_send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class _Disconnect:
+    """Waits for the client's `http.disconnect` in one small task and then cancels the stream's task, as
+    `asyncio.timeout` does (the stream tells its own cancel from any other by `cancelled_us`)."""
+
+    __slots__ = ("armed", "fired", "watcher")
+
+    def __init__(self, task: asyncio.Task[Any], receive: Receive) -> None:
+        self.armed, self.fired = True, False
+        self.watcher = asyncio.ensure_future(self._wait(task, receive))
+
+    async def _wait(self, task: asyncio.Task[Any], receive: Receive) -> None:
         try:
-            await super().__call__(scope, receive, bounded_send)
-        except SendTimedOut:
-            log.warning("stream ended: its client read nothing for %s s", timeout_s)
-            self.place.release()
-            with suppress(Exception):  # the body's own cleanup failing must not hide the ending
-                await _close(self.body_iterator)
-        finally:
-            self.place.release()
+            while (await receive())["type"] != "http.disconnect":
+                pass
+        except Exception:  # noqa: BLE001 - a receive that fails has no client behind it either
+            log.debug("receive failed; the stream's client is taken as gone", exc_info=True)
+        if self.armed:
+            self.fired = True
+            task.cancel()
+
+    def cancelled_us(self, task: asyncio.Task[Any]) -> bool:
+        """True when the stream's task was cancelled by this client going away (and by nothing else)."""
+        return self.fired and task.uncancel() == 0
+
+    def disarm(self) -> None:
+        """The stream has ended: a disconnect from now on cancels nothing."""
+        self.armed = False
+        self.watcher.cancel()
 
 
 def sse_response(place: StreamPlace, source: AsyncIterator[tuple[str, str]], job_id: str,
