@@ -3,6 +3,7 @@ remembers, so pin them. Also the demo model, which shows that memory offline."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -146,7 +147,11 @@ def test_demo_provider_streams_the_demo_answer_word_by_word(make_settings: Any) 
     provider = make_provider(settings)
     assert isinstance(provider, DemoProvider)
     messages = build_messages({}, [_stored("user", "earlier")], "now")
-    with provider.stream(model="m", messages=messages, temperature=None, max_tokens=None) as pieces:
-        received = list(pieces)
+
+    async def read() -> list[str]:
+        async with provider.stream(model="m", messages=messages, temperature=None, max_tokens=None) as pieces:
+            return [piece async for piece in pieces]
+
+    received = asyncio.run(read())
     assert len(received) > 3
     assert "".join(received) == demo_answer(messages)

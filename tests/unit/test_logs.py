@@ -73,18 +73,28 @@ def test_bind_adds_and_set_context_replaces() -> None:
 
 
 def test_a_turn_sets_its_ids_and_leaves_none_behind() -> None:
+    """Two turns awaited one after the other in one task (as a job runner may): each logs its own ids only, and
+    the task's ids are as they were after each."""
     seen: list[dict[str, str]] = []
 
     @logs.turn_context
-    def run_turn(tenant: str, job_id: str) -> str:
-        logs.bind(session_id="s1")
+    async def run_turn(tenant: str, job_id: str) -> str:
+        logs.bind(session_id=f"s_{job_id}")
+        await asyncio.sleep(0)
         seen.append(logs.context())
         return "finished"
 
-    logs.set_context(job_id="job_before")
-    assert run_turn("acme", "job_1") == "finished"
-    assert seen == [{"tenant": "acme", "job_id": "job_1", "session_id": "s1"}]
-    assert logs.context() == {"job_id": "job_before"}
+    async def one_task() -> list[dict[str, str]]:
+        logs.set_context(job_id="job_before")
+        after: list[dict[str, str]] = []
+        for job_id in ("job_1", "job_2"):
+            assert await run_turn("acme", job_id) == "finished"
+            after.append(logs.context())
+        return after
+
+    assert asyncio.run(one_task()) == [{"job_id": "job_before"}] * 2
+    assert seen == [{"tenant": "acme", "job_id": "job_1", "session_id": "s_job_1"},
+                    {"tenant": "acme", "job_id": "job_2", "session_id": "s_job_2"}]  # fmt: skip
     assert run_turn.__name__ == "run_turn"
 
 

@@ -4,11 +4,15 @@ folds the oldest turns, keeps about half the budget, and writes only over the su
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from typing import Any
 
+import fakeredis
 import pytest
 
 from parley.shared.errors import SummaryRunning
@@ -209,30 +213,47 @@ class FakeProvider:
         self.answers = answers
         self.requests: list[list[dict[str, Any]]] = []
 
-    @contextmanager
-    def stream(self, *, model: str, messages: list[dict[str, Any]], temperature: float | None,
-               max_tokens: int | None, tools: Any = None, response_format: Any = None) -> Any:  # fmt: skip
+    @asynccontextmanager
+    async def stream(self, *, model: str, messages: list[dict[str, Any]], temperature: float | None,
+                     max_tokens: int | None, tools: Any = None,
+                     response_format: Any = None) -> AsyncIterator[ModelStream]:  # fmt: skip
         self.requests.append(messages)
         answer = self.answers.pop(0)
         if isinstance(answer, Exception):
             raise answer
-        yield ModelStream(iter([(TEXT, answer[: len(answer) // 2]), (TEXT, answer[len(answer) // 2 :])]))
+        yield ModelStream(_pieces(answer[: len(answer) // 2], answer[len(answer) // 2 :]))
+
+
+async def _pieces(*texts: str) -> AsyncIterator[tuple[str, str]]:
+    for text in texts:
+        yield TEXT, text
 
 
 @pytest.fixture
-def worker_rt(clients, make_settings, monkeypatch: pytest.MonkeyPatch) -> Any:
+def worker_rt(clients, server: fakeredis.FakeServer, make_settings) -> Iterator[Any]:
+    """The parts the summary jobs use: the stores, a fake model, the sync pool and the event loop's client."""
     settings = make_settings(PARLEY_MODEL=MODEL, PARLEY_CONTEXT_TOKENS="2000")
 
     class Rt(Stores):
         provider: Any = None
+        threads: Any = None
+        aio: Any = None
 
     rt = Rt(**Stores.parts(settings, clients))
     rt.provider = FakeProvider([])
+    rt.threads = ThreadPoolExecutor(2, thread_name_prefix="sync")
+    rt.aio = fakeredis.FakeAsyncRedis(server=server, decode_responses=True)
     clients.text.hset(keys.agent(TENANT, "agent-1"), mapping={
         "id": json.dumps("agent-1"), "name": json.dumps("Chef"), "context": json.dumps("You are a chef."),
         "first_message": json.dumps("Hello! I am the first message."), "model": json.dumps(None),
     })  # fmt: skip
-    return rt
+    yield rt
+    rt.threads.shutdown(wait=True)
+
+
+def run_job(job: Any, *args: str, rt: Any) -> str:
+    """A summary job (a coroutine function) run as the worker's engine awaits it."""
+    return asyncio.run(job(*args, rt=rt))  # type: ignore[no-any-return]
 
 
 def test_a_long_session_is_rolled_into_a_summary_and_the_next_window_is_summary_plus_tail(worker_rt) -> None:
@@ -247,7 +268,7 @@ def test_a_long_session_is_rolled_into_a_summary_and_the_next_window_is_summary_
     assert r.get(keys.summary_lock(TENANT, SESSION)) == token
 
     worker_rt.provider.answers.append("The user and the assistant exchanged many words.")
-    assert summary_job.roll_summary(TENANT, SESSION, token, rt=worker_rt) == "written"
+    assert run_job(summary_job.roll_summary, TENANT, SESSION, token, rt=worker_rt) == "written"
     assert r.exists(keys.summary_lock(TENANT, SESSION)) == 0
     sent = worker_rt.provider.requests[0]
     assert sent[0]["role"] == "system" and "running summary" in sent[0]["content"]
@@ -273,7 +294,7 @@ def test_a_long_session_is_rolled_into_a_summary_and_the_next_window_is_summary_
     assert memory_window.maybe_schedule_summary(worker_rt, TENANT, SESSION, agent)
     worker_rt.provider.answers.append("Even more words.")
     token = r.get(keys.summary_lock(TENANT, SESSION))
-    assert summary_job.roll_summary(TENANT, SESSION, token, rt=worker_rt) == "written"
+    assert run_job(summary_job.roll_summary, TENANT, SESSION, token, rt=worker_rt) == "written"
     second = worker_rt.provider.requests[1][1]["content"]
     assert "Summary so far:\nThe user and the assistant exchanged many words." in second
     assert f"user {int(fields['summary_upto']) // 2}:" in second and "user 0:" not in second
@@ -286,7 +307,7 @@ def test_a_model_failure_leaves_the_old_summary_and_frees_the_lock(worker_rt) ->
     r.hset(keys.session(TENANT, SESSION), mapping={"summary": "old", "summary_upto": 3})
     r.set(keys.summary_lock(TENANT, SESSION), "sum_1")
     worker_rt.provider.answers.append(ModelError("the model answered 500", status=500))
-    assert summary_job.roll_summary(TENANT, SESSION, "sum_1", rt=worker_rt) == "model_failed"
+    assert run_job(summary_job.roll_summary, TENANT, SESSION, "sum_1", rt=worker_rt) == "model_failed"
     assert r.hmget(keys.session(TENANT, SESSION), "summary", "summary_upto") == ["old", "3"]
     assert r.exists(keys.summary_lock(TENANT, SESSION)) == 0
 
@@ -306,11 +327,14 @@ def test_a_report_is_admitted_once_per_session_and_its_end_frees_the_session(wor
 
     assert not memory.release_report(r, TENANT, SESSION, "job_2")  # only its holder frees it
     worker_rt.provider.answers.append("They talked.")
-    assert summary_job.summarise_session(TENANT, SESSION, "job_1", rt=worker_rt) == "finished"
+    assert run_job(summary_job.summarise_session, TENANT, SESSION, "job_1", rt=worker_rt) == "finished"
     assert r.exists(keys.summary_report(TENANT, SESSION)) == 0
+    answered = [json.loads(fields["e"]) for _id, fields in r.xrange(keys.events(TENANT, "job_1"))]
+    assert [event["type"] for event in answered] == ["response", "done"]  # the waiting request's answer
+    assert answered[0]["content"] == "They talked." and 0 < r.pttl(keys.events(TENANT, "job_1"))
     worker_rt.provider.answers.append(RuntimeError("boom"))
     memory.admit_report(queue, settings, TENANT, SESSION, "job_4", "key-1")
-    assert summary_job.summarise_session(TENANT, SESSION, "job_4", rt=worker_rt) == "failed"
+    assert run_job(summary_job.summarise_session, TENANT, SESSION, "job_4", rt=worker_rt) == "failed"
     assert r.exists(keys.summary_report(TENANT, SESSION)) == 0  # a failed report frees it as well
 
 

@@ -6,6 +6,7 @@ connection to anything but loopback fails the test, so no test sends traffic off
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 import threading
@@ -118,7 +119,8 @@ def connections(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, int
 def run(make_settings: Callable[..., Settings], clients: RedisClients, url: str, **env: str) -> tuple[bool, str]:
     settings = make_settings(**env)
     ctx = ToolContext(tenant="alice", session_id="s1", job_id="job_1", redis=clients.text, settings=settings)
-    result = ToolRegistry([getattr(module.http_get, TOOL_ATTRIBUTE)]).run("http_get", {"url": url}, ctx)
+    registry = ToolRegistry([getattr(module.http_get, TOOL_ATTRIBUTE)])
+    result = asyncio.run(registry.run("http_get", {"url": url}, ctx))  # a sync tool: in the loop's default pool
     return result.ok, result.content
 
 

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
+from parley.shared import logs
 from parley.shared.settings import Settings
 from parley.shared.store.connection import RedisClients
-from parley.tools import MAX_RESULT_CHARS, PREVIEW_CHARS, Tool, ToolContext, ToolError, ToolRegistry, tool
+from parley.tools import MAX_RESULT_CHARS, PREVIEW_CHARS, Tool, ToolContext, ToolError, ToolRegistry, ToolResult, tool
 from parley.tools.registry import TOOL_ATTRIBUTE
 
 
@@ -30,12 +35,28 @@ def ctx(clients: RedisClients, settings: Settings) -> ToolContext:
     return context(clients, settings)
 
 
+def call(registry: ToolRegistry, name: str, arguments: str | dict[str, Any], ctx: ToolContext,
+         threads: Executor | None = None) -> ToolResult:  # fmt: skip
+    """`registry.run` on an event loop of its own, as the worker's loop awaits it."""
+    return asyncio.run(registry.run(name, arguments, ctx, threads))
+
+
 @pytest.fixture
 def release() -> Iterator[threading.Event]:
     """Set at teardown, so a tool the registry abandoned ends instead of outliving the test."""
     event = threading.Event()
     yield event
     event.set()
+
+
+@pytest.fixture
+def threads(release: threading.Event) -> Iterator[ThreadPoolExecutor]:
+    """The bounded pool sync tools run in (the worker's `rt.threads`); at teardown the abandoned tools are let go
+    first, then the pool is joined."""
+    pool = ThreadPoolExecutor(4, thread_name_prefix="tools")
+    yield pool
+    release.set()
+    pool.shutdown(wait=True)
 
 
 @tool
@@ -83,19 +104,19 @@ def registry() -> ToolRegistry:
 
 def test_runs_with_json_text_or_dict_arguments(registry: ToolRegistry, ctx: ToolContext) -> None:
     for arguments in ('{"a": 2, "b": 3}', {"a": 2, "b": 3}):
-        result = registry.run("add", arguments, ctx)
+        result = call(registry, "add", arguments, ctx)
         assert result.ok and result.content == "5" and result.preview == "5"
-    assert registry.run("add", '{"a": "7"}', ctx).content == "7"  # pydantic's lax mode: "7" is 7
+    assert call(registry, "add", '{"a": "7"}', ctx).content == "7"  # pydantic's lax mode: "7" is 7
 
 
 def test_the_context_reaches_the_tool(registry: ToolRegistry, ctx: ToolContext) -> None:
-    assert registry.run("who", "", ctx).content == "alice/s1/job_1"
+    assert call(registry, "who", "", ctx).content == "alice/s1/job_1"
 
 
 def test_pydantic_model_arguments(registry: ToolRegistry, ctx: ToolContext) -> None:
-    result = registry.run("norm", {"x": -2, "y": 3}, ctx)
+    result = call(registry, "norm", {"x": -2, "y": 3}, ctx)
     assert result.ok and json.loads(result.content) == {"x": 5, "y": 0}
-    bad = registry.run("norm", {"x": "left"}, ctx)
+    bad = call(registry, "norm", {"x": "left"}, ctx)
     assert not bad.ok
     assert bad.content.startswith("error: invalid arguments for norm:")
     assert "x: Input should be a valid integer" in bad.content and "y: Field required" in bad.content
@@ -114,21 +135,21 @@ def test_pydantic_model_arguments(registry: ToolRegistry, ctx: ToolContext) -> N
 )
 def test_bad_arguments_are_errors_for_the_model(registry: ToolRegistry, ctx: ToolContext, arguments: str,
                                                 message: str) -> None:  # fmt: skip
-    result = registry.run("add", arguments, ctx)
+    result = call(registry, "add", arguments, ctx)
     assert not result.ok
     assert result.content.startswith(message), result.content
 
 
 def test_unknown_tool_lists_the_known_ones(registry: ToolRegistry, ctx: ToolContext) -> None:
-    result = registry.run("web_search", "{}", ctx)
+    result = call(registry, "web_search", "{}", ctx)
     assert not result.ok
     assert result.content == "error: unknown tool 'web_search'; the tools are: add, fails, norm, returns, who"
 
 
 def test_a_tool_that_raises(registry: ToolRegistry, ctx: ToolContext, caplog: pytest.LogCaptureFixture) -> None:
-    expected = registry.run("fails", {"reason": "expected"}, ctx)
+    expected = call(registry, "fails", {"reason": "expected"}, ctx)
     assert (expected.ok, expected.content) == (False, "error: the thing is closed today")
-    surprise = registry.run("fails", {"reason": "boom"}, ctx)
+    surprise = call(registry, "fails", {"reason": "boom"}, ctx)
     assert (surprise.ok, surprise.content) == (False, "error: fails failed: KeyError: 'boom'")
     assert any(record.exc_info and "tool fails raised" in record.getMessage() for record in caplog.records)
 
@@ -139,29 +160,67 @@ def test_a_tool_that_exits_is_still_only_its_own_failure(ctx: ToolContext) -> No
         """Calls sys.exit."""
         raise SystemExit(3)
 
-    result = ToolRegistry([made(quits)]).run("quits", {}, ctx)
+    result = call(ToolRegistry([made(quits)]), "quits", {}, ctx)
     assert not result.ok and "SystemExit" in result.content
 
 
-def test_a_tool_that_sleeps_past_its_timeout_is_abandoned(ctx: ToolContext, release: threading.Event) -> None:
+def test_a_tool_that_sleeps_past_its_timeout_is_abandoned(ctx: ToolContext, release: threading.Event,
+                                                          threads: ThreadPoolExecutor) -> None:  # fmt: skip
     started = threading.Event()
+    ran_on: list[str] = []
 
     @tool(timeout_s=0.2)
     def hangs() -> str:
         """Waits for the test to let it go."""
+        ran_on.append(threading.current_thread().name)
         started.set()
         release.wait(30)
         return "too late"
 
-    result = ToolRegistry([made(hangs)]).run("hangs", {}, ctx)
+    began = time.monotonic()
+    result = call(ToolRegistry([made(hangs)]), "hangs", {}, ctx, threads)
     assert (result.ok, result.content) == (False, "error: hangs timed out after 0.2 s")
+    assert time.monotonic() - began < 5
     assert started.is_set() and not release.is_set()  # the answer came while the tool still ran
-    abandoned = [thread for thread in threading.enumerate() if thread.name.startswith("tool-hangs-")]
-    assert abandoned and all(thread.daemon for thread in abandoned)
+    assert [name.startswith("tools") for name in ran_on] == [True]  # on the pool it was given, not the event loop
+
+
+def test_an_async_tool_runs_on_the_loop_and_is_cancelled_at_its_timeout(ctx: ToolContext) -> None:
+    seen: list[str] = []
+
+    @tool(timeout_s=0.2)
+    async def stalls() -> str:
+        """Awaits far longer than its timeout."""
+        seen.append(threading.current_thread().name)
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+        return "too late"
+
+    began = time.monotonic()
+    result = call(ToolRegistry([made(stalls)]), "stalls", {}, ctx)
+    assert (result.ok, result.content) == (False, "error: stalls timed out after 0.2 s")
+    assert time.monotonic() - began < 5
+    assert seen == [threading.current_thread().name, "cancelled"]  # the caller's thread (its loop), then stopped
+
+
+def test_a_sync_tool_sees_the_caller_s_log_fields(ctx: ToolContext, threads: ThreadPoolExecutor) -> None:
+    @tool
+    def where() -> str:
+        """The log fields of the thread it runs in."""
+        return json.dumps(logs.context())
+
+    async def in_a_turn() -> ToolResult:
+        logs.set_context(tenant="alice", job_id="job_1")
+        return await ToolRegistry([made(where)]).run("where", {}, ctx, threads)
+
+    assert json.loads(asyncio.run(in_a_turn()).content) == {"tenant": "alice", "job_id": "job_1"}
 
 
 def test_the_default_timeout_is_the_setting(clients: RedisClients, make_settings: Callable[..., Settings],
-                                            release: threading.Event) -> None:  # fmt: skip
+                                            release: threading.Event, threads: ThreadPoolExecutor) -> None:  # fmt: skip
     @tool
     def waits() -> str:
         """Waits for the test to let it go."""
@@ -169,14 +228,14 @@ def test_the_default_timeout_is_the_setting(clients: RedisClients, make_settings
         return "late"
 
     ctx = context(clients, make_settings(PARLEY_TOOL_TIMEOUT_S="0.1"))
-    assert ToolRegistry([made(waits)]).run("waits", {}, ctx).content == "error: waits timed out after 0.1 s"
+    assert call(ToolRegistry([made(waits)]), "waits", {}, ctx, threads).content == "error: waits timed out after 0.1 s"
 
 
 def test_results_are_encoded_cut_and_previewed(registry: ToolRegistry, ctx: ToolContext) -> None:
-    assert registry.run("returns", {"kind": "text"}, ctx).content == "plain"
-    assert registry.run("returns", {"kind": "dict"}, ctx).content == '{"é": [1, 2]}'
-    assert registry.run("returns", {"kind": "none"}, ctx).content == "null"
-    long = registry.run("returns", {"kind": "long"}, ctx)
+    assert call(registry, "returns", {"kind": "text"}, ctx).content == "plain"
+    assert call(registry, "returns", {"kind": "dict"}, ctx).content == '{"é": [1, 2]}'
+    assert call(registry, "returns", {"kind": "none"}, ctx).content == "null"
+    long = call(registry, "returns", {"kind": "long"}, ctx)
     assert long.ok and len(long.content) == MAX_RESULT_CHARS
     kept = long.content.index("\n[... cut:")
     assert long.content[:kept] == "x" * kept

@@ -1,19 +1,22 @@
 """The worker gets its parts passed in (worker/runtime.py, worker/__main__.py): every job a worker runs,
 and every abandoned job its maintenance fails, reaches its function or failure callback with that
-worker's runtime as `rt`, while the call stored in Redis stays what the web queued; `TurnWorker` is
-configured through its constructor, not through class attributes shared by every worker."""
+worker's runtime as `rt`, while the call stored in Redis stays what the web queued; the engine and its
+rq side are configured through their constructors, not through class attributes shared by every worker."""
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from rq import Callback, Queue
 from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 
-from parley.worker.__main__ import make_worker
-from parley.worker.rq_worker import TurnWorker
+from parley.worker.__main__ import make_engine
+from parley.worker.engine import Engine
+from parley.worker.rq_side import RqSide
 
 CALLS: list[tuple[str, tuple[Any, ...], Any]] = []
 
@@ -23,46 +26,58 @@ def job_function(tenant: str, job_id: str, *, rt: Any) -> str:
     raise RuntimeError("fails, so its failure callback runs too")
 
 
+async def async_job_function(tenant: str, job_id: str, *, rt: Any) -> str:
+    """As a turn is: a coroutine function, awaited on the engine's loop."""
+    await asyncio.sleep(0)
+    CALLS.append(("job", (tenant, job_id), rt))
+    raise RuntimeError("fails, so its failure callback runs too")
+
+
 def failure_callback(job: Job, connection: Any, exc_type: Any, exc_value: Any, tb: Any, *, rt: Any) -> None:
     CALLS.append(("failure", tuple(job.args), rt))
 
 
-def _worker_and_queue(clients: Any, settings: Any) -> tuple[TurnWorker, Queue, Any]:
+def _engine_and_queue(clients: Any, settings: Any) -> tuple[Engine, Queue, Any]:
     rt = SimpleNamespace(clients=clients, name="this worker's runtime")
     queue = Queue(settings.queue_name, connection=clients.raw)  # as the web queues: a plain rq queue
-    return make_worker(rt, settings), queue, rt  # type: ignore[arg-type]
+    return make_engine(rt, settings, burst=True), queue, rt  # type: ignore[arg-type]
 
 
-def _enqueue(queue: Queue, job_id: str) -> Job:
-    return queue.enqueue_call(f"{__name__}.job_function", args=("acme", job_id), job_id=job_id,
+def _enqueue(queue: Queue, job_id: str, function: str = "job_function") -> Job:
+    return queue.enqueue_call(f"{__name__}.{function}", args=("acme", job_id), job_id=job_id,
                               on_failure=Callback(f"{__name__}.failure_callback"))  # fmt: skip
 
 
-def test_a_job_and_its_failure_callback_get_the_worker_s_runtime(clients, make_settings) -> None:
+@pytest.mark.parametrize("function", ["job_function", "async_job_function"])
+def test_a_job_and_its_failure_callback_get_the_worker_s_runtime(clients, make_settings, function: str) -> None:
     CALLS.clear()
-    worker, queue, rt = _worker_and_queue(clients, make_settings(PARLEY_WORKER_CONCURRENCY="3"))
-    _enqueue(queue, "job_1")
-    worker.work(burst=True, logging_level="WARNING")
+    engine, queue, rt = _engine_and_queue(clients, make_settings(PARLEY_WORKER_CONCURRENCY="3"))
+    _enqueue(queue, "job_1", function)
+    asyncio.run(engine.run(logging_level="WARNING"))
     assert CALLS == [("job", ("acme", "job_1"), rt), ("failure", ("acme", "job_1"), rt)]
     stored = Job.fetch("job_1", connection=clients.raw)  # what Redis holds is the call the web queued
-    assert stored.func_name == f"{__name__}.job_function" and stored.args == ("acme", "job_1")
+    assert stored.func_name == f"{__name__}.{function}" and stored.args == ("acme", "job_1")
     assert stored.get_status() == JobStatus.FAILED
 
 
 def test_an_abandoned_job_failed_by_maintenance_gets_the_worker_s_runtime(clients, make_settings) -> None:
     CALLS.clear()
-    worker, queue, rt = _worker_and_queue(clients, make_settings())
+    engine, queue, rt = _engine_and_queue(clients, make_settings())
     job = _enqueue(queue, "job_2")
     job.set_status(JobStatus.STARTED)
     clients.raw.zadd(StartedJobRegistry(queue=queue).key, {"job_2:execution_1": 1})  # its worker died long ago
-    worker.clean_registries()
+    engine.rq.clean_registries()
     assert CALLS == [("failure", ("acme", "job_2"), rt)]
 
 
-def test_turn_workers_are_configured_each_by_its_own_constructor(clients, make_settings) -> None:
+def test_engines_are_configured_each_by_its_own_constructor(clients, make_settings) -> None:
     settings = make_settings(PARLEY_WORKER_CONCURRENCY="7", PARLEY_HEARTBEAT_TTL_S="9", PARLEY_DRAIN_GRACE_S="3")
-    worker, _queue, _rt = _worker_and_queue(clients, settings)
-    other = TurnWorker([Queue("other", connection=clients.raw)], connection=clients.raw)
-    assert (worker.concurrency, worker.heartbeat_ttl_s, worker.drain_grace_s) == (7, 9, 3)
-    assert (other.concurrency, other.heartbeat_ttl_s, other.drain_grace_s) == (1, 20, 25)
-    assert worker.get_heartbeat_ttl(Job(connection=clients.raw)) == 9
+    engine, _queue, rt = _engine_and_queue(clients, settings)
+    second = make_engine(rt, make_settings(PARLEY_WORKER_CONCURRENCY="2", PARLEY_HEARTBEAT_TTL_S="30",
+                                           PARLEY_DRAIN_GRACE_S="10"))  # fmt: skip
+    other = RqSide([Queue("other", connection=clients.raw)], connection=clients.raw)
+    assert (engine.concurrency, engine.rq.heartbeat_ttl_s, engine.drain_grace_s) == (7, 9, 3)  # kept its own
+    assert (second.concurrency, second.rq.heartbeat_ttl_s, second.drain_grace_s) == (2, 30, 10)
+    assert other.heartbeat_ttl_s == 20  # rq side's own default
+    assert engine.rq.get_heartbeat_ttl(Job(connection=clients.raw)) == 9
+    assert other.get_heartbeat_ttl(Job(connection=clients.raw)) == 20
