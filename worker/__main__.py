@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -34,7 +35,10 @@ def main() -> int:
         log.info("loaded %d agents from %s", count, settings.agents_file)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(_serve(rt, settings))
-    return 0
+    # The engine has drained and told rq it is gone. A sync tool abandoned at its timeout may still run
+    # on a pool thread, which Python's exit would wait for (pool threads are not daemons): leave now.
+    logging.shutdown()
+    os._exit(0)
 
 
 async def _serve(rt: Runtime, settings: Settings) -> None:

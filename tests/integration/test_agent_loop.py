@@ -4,6 +4,7 @@ worker and the scripted OpenAI-compatible model server."""
 from __future__ import annotations
 
 import json
+import signal
 from typing import Any
 
 from tests.harness import wait_until
@@ -94,9 +95,11 @@ def test_two_tool_steps_one_with_parallel_calls(stack) -> None:
 
 
 def test_failing_and_hanging_tools_are_reported_and_the_turn_goes_on(stack) -> None:
+    """...and the hung tool, abandoned at its timeout on the worker's pool thread, does not keep the
+    worker up once SIGTERM has drained it."""
     stack.env.update(TOOL_ENV)
     stack.start_web()
-    stack.start_workers()
+    [worker] = stack.start_workers()
     _script(
         stack,
         {"tool_calls": [{"name": "explode", "arguments": {"reason": "on purpose"}},
@@ -115,6 +118,8 @@ def test_failing_and_hanging_tools_are_reported_and_the_turn_goes_on(stack) -> N
         assert "on purpose" in fed_back[0]["content"] and "time" in fed_back[1]["content"].lower()
         job = http.get(f"/api/v1/jobs/{events[0].data['job_id']}").json()
         assert job["status"] == "finished"
+    worker.send_signal(signal.SIGTERM)  # `slow` sleeps on for ~28 s more
+    assert worker.wait(timeout=10) == 0
 
 
 def test_step_limit_ends_the_turn_with_a_clear_answer(stack) -> None:
