@@ -25,7 +25,13 @@ from .runtime import Runtime, RuntimeJob
 log = logging.getLogger("parley.worker")
 
 
+SWITCH_INTERVAL_S = 0.001
+"""How long a thread may hold the GIL while another waits (Python's default: 5 ms). The event loop shares
+the process with rq's two threads and the pool; at the default, a turn's next send could wait 5 ms."""
+
+
 def main() -> int:
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     settings = get_settings()
     configure_logging(settings)
     rt = Runtime.build(settings)  # a tool module that does not import stops the worker here, not mid-turn
