@@ -355,6 +355,7 @@ def load_markdown(results: dict[str, Any]) -> str:
         lines += [""] + _load_latency_rows([
             ("request -> first `delta`", load["first_delta_ms"]),
             ("first `delta` minus the model's first-chunk delay", load["first_delta_added_ms"]),
+            *((f"... of which {name}", figures) for name, figures in load.get("first_delta_phases_ms", {}).items()),
             ("request -> `done`", load["done_ms"]),
         ])  # fmt: skip
         lines += ["", "| process group | peak RSS of the sum MiB | peak PSS of the sum MiB | per process: peak RSS MiB"

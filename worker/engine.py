@@ -7,8 +7,9 @@ few threads do rq's blocking work, so it never delays a turn's first token:
 - the *dequeue* thread takes jobs from rq's queue while a slot is free (and runs rq's maintenance,
   which finds other workers' abandoned jobs) and hands each to the loop at once;
 - the *books* thread keeps rq's records of each job (rq_side.py: `begin` while the job already runs,
-  `end` after it), one at a time, in order, plus the heartbeat of every running job in one pipeline
-  every third of `PARLEY_HEARTBEAT_TTL_S`;
+  `end` after it), one at a time, in order;
+- the *beat* thread beats the worker's and every running job's heartbeat in one pipeline every third
+  of `PARLEY_HEARTBEAT_TTL_S` (not behind the books' backlog, which a burst of jobs makes long);
 - the runtime's bounded pool runs blocking work of the jobs (sync tools, sync reads).
 
 A job function that is a coroutine function is awaited on the loop; any other runs in that pool.
@@ -78,6 +79,10 @@ class Engine:
         """Job id -> the job's rq records and control, for every job this process runs."""
         self._slots = threading.Semaphore(concurrency)
         self._books = ThreadPoolExecutor(1, thread_name_prefix="rq-books")
+        self._beats = ThreadPoolExecutor(1, thread_name_prefix="rq-beat")
+        """Heartbeats on a thread of their own: behind a backlog of the books' work (a thousand jobs
+        starting at once), beats would come late and rq's maintenance would take the running jobs for
+        abandoned ones."""
         self._stop = threading.Event()
         self._idle = asyncio.Event()
         """Set whenever nothing runs (a drain or a burst waits on it)."""
@@ -112,6 +117,7 @@ class Engine:
             await loop.run_in_executor(None, dequeue.join)
         await loop.run_in_executor(self._books, self.rq.teardown)
         self._books.shutdown()
+        self._beats.shutdown()
 
     def request_stop(self) -> None:
         """SIGTERM or SIGINT: take no new job; running ones get `drain_grace_s` to finish. A second signal
@@ -263,7 +269,7 @@ class Engine:
             await asyncio.sleep(interval_s)
             held = [one for one, _control in self.running.values()]
             try:
-                await loop.run_in_executor(self._books, self.rq.beat, held)
+                await loop.run_in_executor(self._beats, self.rq.beat, held)
             except redis.RedisError:
                 log.warning("heartbeat of %d job(s) failed; retrying in %.0f s", len(held), interval_s,
                             exc_info=True)  # fmt: skip

@@ -31,7 +31,7 @@ from .providers import Provider, make_provider
 SYNC_THREADS = 32
 """The bounded pool where a turn's blocking work runs (sync tools, the sync reads of its context and
 memory, shape checks), beside the event loop: at most this many at once, whatever the concurrency."""
-ASYNC_CONNECTIONS = 64
+ASYNC_CONNECTIONS = 128
 """The event loop's Redis connections: a turn holds one only for a round trip, so a thousand turns share them."""
 
 

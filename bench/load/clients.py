@@ -33,6 +33,9 @@ class Turn:
     """`finished` (a `response`), `error:<code>`, `http:<status>` or `lost` (no `done` in time)."""
     retried: bool = False
     content: str = ""
+    marks: dict[str, float] = field(default_factory=dict)
+    """Wall-clock seconds (time.time) of the turn's milestones: `sent`, `received` (the first `delta`), and
+    Redis' own time of `queued`, `started` and the first `delta` (their stream ids are Redis' clock in ms)."""
 
 
 @dataclass
@@ -47,6 +50,7 @@ class LoadRun:
         first = [t.first_delta_s for t in finished if t.first_delta_s is not None]
         done = [t.done_s for t in finished if t.done_s is not None]
         added = [s - model_first_chunk_s for s in first]
+        phases = first_delta_phases([t.marks for t in finished], model_first_chunk_s)
         return {
             "turns": len(self.turns), "finished": len(finished), "outcomes": dict(outcomes),
             "errors": len(self.turns) - len(finished), "retried": sum(t.retried for t in self.turns),
@@ -54,8 +58,29 @@ class LoadRun:
             "elapsed_s": round(self.elapsed_s, 2),
             "turns_per_s": round(len(finished) / self.elapsed_s, 2) if self.elapsed_s else None,
             "first_delta_ms": summary_ms(first), "done_ms": summary_ms(done),
-            "first_delta_added_ms": summary_ms(added), "exceptions": dict(self.exceptions),
+            "first_delta_added_ms": summary_ms(added), "first_delta_phases_ms": phases,
+            "exceptions": dict(self.exceptions),
         }  # fmt: skip
+
+
+FIRST_DELTA_PHASES = (
+    ("web: request -> `queued` written (HTTP, auth, ACCEPT)", "sent", "queued"),
+    ("queue: `queued` -> `started` (queue, dequeue, START)", "queued", "started"),
+    ("worker: `started` -> first `delta` written, minus the model's first-chunk delay", "started", "delta"),
+    ("web: first `delta` written -> client has it (pub/sub, SSE, client)", "delta", "received"),
+)
+"""Where the time from request to first `delta` goes, by the Redis stream ids of the turn's events (Redis'
+clock, the same machine's as the client's)."""
+
+
+def first_delta_phases(marks: list[dict[str, float]], model_first_chunk_s: float) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, start, end in FIRST_DELTA_PHASES:
+        spans = [m[end] - m[start] for m in marks if start in m and end in m]
+        if start == "started":
+            spans = [span - model_first_chunk_s for span in spans]
+        out[name] = summary_ms(spans)
+    return out
 
 
 def _client(connections: int, timeout_s: float) -> httpx.AsyncClient:
@@ -65,17 +90,25 @@ def _client(connections: int, timeout_s: float) -> httpx.AsyncClient:
 
 async def _one_turn(client: httpx.AsyncClient, url: str, headers: dict[str, str], turn: Turn) -> None:
     started = time.perf_counter()
+    turn.marks["sent"] = time.time()
+    event_id = ""
     async with client.stream("POST", url, headers=headers, json={"message": turn.message}) as response:
         if response.status_code != 200:
             turn.outcome = f"http:{response.status_code}"
             return
         async for line in response.aiter_lines():
+            if line.startswith("id: "):
+                event_id = line[4:]
             if not line.startswith("data: "):
                 continue
             event = json.loads(line[6:])
             kind = event.get("type")
+            mark = "delta" if kind == "delta" else event.get("message") if kind == "status" else None
+            if mark in ("queued", "started", "delta") and mark not in turn.marks and event_id:
+                turn.marks[mark] = int(event_id.split("-")[0]) / 1000
             if kind == "delta" and turn.first_delta_s is None:
                 turn.first_delta_s = time.perf_counter() - started
+                turn.marks["received"] = time.time()
             elif kind == "status" and event.get("message") == "retrying":
                 turn.retried = True
             elif kind == "response":

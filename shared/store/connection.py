@@ -53,13 +53,15 @@ def connect(settings: Settings, *, socket_timeout_s: float | None = None) -> Red
     return RedisClients(text=text, raw=raw)
 
 
-def connect_async(settings: Settings, *, max_connections: int) -> aredis.Redis:
+def connect_async(settings: Settings, *, max_connections: int, pool_wait_s: float = 30.0) -> aredis.Redis:
     """An asyncio client (replies decoded to str) for `settings.redis_url`, with the same timeouts and
     retry as `connect`'s. Its pool holds at most `max_connections`; a command past that waits for one
-    (at most the command timeout) instead of failing: a worker running a thousand turns shares a few
-    dozen connections, since each holds one only for a round trip."""
+    (up to `pool_wait_s`) instead of failing: a worker running a thousand turns shares a few dozen
+    connections, since each holds one only for a round trip, and a process too busy to read its
+    replies promptly (which holds each connection longer) slows its turns down rather than fail them.
+    A Redis that does not answer still fails a command within the command timeout."""
     return aredis.Redis.from_pool(aredis.BlockingConnectionPool.from_url(
-        settings.redis_url, max_connections=max_connections, timeout=settings.redis_timeout_s,
+        settings.redis_url, max_connections=max_connections, timeout=pool_wait_s,
         decode_responses=True, socket_connect_timeout=settings.redis_timeout_s,
         socket_timeout=settings.redis_timeout_s, health_check_interval=1,
         retry=AsyncRetry(NoBackoff(), 1), retry_on_error=[redis.ConnectionError],
