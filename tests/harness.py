@@ -310,10 +310,23 @@ def start_model_server(port: int | None = None, *, log_dir: Path | None = None, 
     port from its ``model-server listening on http://127.0.0.1:PORT`` line.  Either
     way a ``restart()`` comes back on the same port.
     """
-    if not (REPO_ROOT / "tests" / "model_server.py").is_file():
-        raise HarnessError(f"{REPO_ROOT / 'tests' / 'model_server.py'} is missing: the integration tests need it")
+    return _start_test_server("model_server", "model-server", ModelServer, port, log_dir, timeout)  # type: ignore[return-value]
+
+
+def start_mcp_server(port: int | None = None, *, log_dir: Path | None = None, timeout: float = 30.0) -> ServiceProcess:
+    """Run ``python -m tests.mcp_server --port PORT`` (the project's MCP server, a real HTTP server) and wait
+    for its banner; its endpoint is ``proc.url + "/mcp"``."""
+    return _start_test_server("mcp_server", "mcp-server", ServiceProcess, port, log_dir, timeout)
+
+
+def _start_test_server(module: str, name: str, kind: type[ServiceProcess], port: int | None, log_dir: Path | None,
+                       timeout: float) -> ServiceProcess:  # fmt: skip
+    """``python -m tests.<module> --port PORT`` from the repo root, ready once it prints
+    ``<name> listening on http://127.0.0.1:PORT``."""
+    if not (REPO_ROOT / "tests" / f"{module}.py").is_file():
+        raise HarnessError(f"{REPO_ROOT / 'tests' / module}.py is missing: the integration tests need it")
     port = port if port is not None else free_port()
-    banner = r"model-server listening on http://127\.0\.0\.1:(\d+)"
+    banner = name + r" listening on http://127\.0\.0\.1:(\d+)"
 
     def ready(proc: ServiceProcess) -> None:
         found = proc.wait_for_log(banner, timeout=timeout)
@@ -326,9 +339,9 @@ def start_model_server(port: int | None = None, *, log_dir: Path | None = None, 
 
     env = child_env()
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-    proc = ModelServer(
-        "model-server",
-        [sys.executable, "-m", "tests.model_server", "--port", str(port)],
+    proc = kind(
+        name,
+        [sys.executable, "-m", f"tests.{module}", "--port", str(port)],
         env,
         log_dir or _default_log_dir(),
         url=f"http://127.0.0.1:{port}",

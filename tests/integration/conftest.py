@@ -4,6 +4,7 @@
   its AOF in a temp dir.  In CI (``CI`` set) it must be Debian's ``redis-server``;
   without a server binary the tests FAIL, they are never skipped.
 * ``model_server`` (session): ``python -m tests.model_server`` as a subprocess.
+* ``mcp_server`` (session): ``python -m tests.mcp_server``, the project's MCP server, as a subprocess.
 * ``stack`` (per test): FLUSHALL + a model-server reset, then start what the test
   needs::
 
@@ -31,6 +32,7 @@ from tests.harness import (
     ModelServer,
     ServiceProcess,
     free_port,
+    start_mcp_server,
     start_model_server,
     start_web,
     start_worker,
@@ -110,6 +112,17 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         pytest.fail(f"could not start the Redis server for the integration tests:\n{exc}", pytrace=False)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def mcp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """``python -m tests.mcp_server``: the project's MCP server, a real Streamable HTTP server."""
+    try:
+        server = start_mcp_server(log_dir=tmp_path_factory.mktemp("mcp-server"))
+    except HarnessError as exc:
+        pytest.fail(f"could not start the MCP server:\n{exc}", pytrace=False)
+    yield server
+    server.terminate()
 
 
 @pytest.fixture(scope="session")
