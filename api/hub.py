@@ -16,15 +16,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import redis.asyncio as aredis
-from redis.asyncio.retry import Retry as AsyncRetry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from parley.shared import events
 from parley.shared.errors import NotReady, TooManyRequests
 from parley.shared.settings import Settings
 from parley.shared.store import keys
+from parley.shared.store.connection import connect_async
 
 log = logging.getLogger("parley.api.hub")
 
@@ -163,12 +161,7 @@ class EventHub:
         # Streams wait for a pooled connection rather than fail: a plain pool raises "Too many
         # connections" past its cap, which thousands of idle streams re-reading their backlog at
         # each ping reach on a busy event loop (docs/benchmarks.md, idle streams).
-        self.redis = aredis.Redis.from_pool(aredis.BlockingConnectionPool.from_url(
-            settings.redis_url, max_connections=READ_CONNECTIONS, timeout=settings.redis_timeout_s,
-            decode_responses=True,
-            socket_connect_timeout=settings.redis_timeout_s, socket_timeout=settings.redis_timeout_s,
-            health_check_interval=1, retry=AsyncRetry(NoBackoff(), 1), retry_on_error=[RedisConnectionError],
-        ))  # fmt: skip
+        self.redis = connect_async(settings, max_connections=READ_CONNECTIONS, pool_wait_s=settings.redis_timeout_s)
         self.listen_redis = aredis.Redis.from_url(
             settings.redis_url, decode_responses=True, socket_connect_timeout=settings.redis_timeout_s,
             socket_timeout=None, socket_keepalive=True, socket_keepalive_options=_KEEPALIVE,

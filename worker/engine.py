@@ -34,6 +34,7 @@ hands back at once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import os
@@ -53,7 +54,7 @@ from parley.shared.store.worker_turns import Attempt, WorkerTurns
 
 from .rq_side import Held, RqSide
 from .turn.control import CURRENT, JobControl
-from .turn.loop import Stopped
+from .turn.loop import Stopped, in_thread
 
 log = logging.getLogger("parley.worker")
 
@@ -257,7 +258,7 @@ class Engine:
             raise ValueError(f"job {job.id}: its function could not be loaded")
         if inspect.iscoroutinefunction(func):
             return await func(*job.args, **job.kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self.threads, lambda: func(*job.args, **job.kwargs))
+        return await in_thread(self.threads, functools.partial(func, *job.args, **job.kwargs))
 
     # -- the side tasks ------------------------------------------------------------------------
 

@@ -46,8 +46,9 @@ class Stopped(Exception):
     """The turn was canceled or taken over by a newer attempt: stop without writing anything."""
 
 
-async def in_thread(threads: Executor, func: Callable[..., Any], *args: Any) -> Any:
-    """`func(*args)` in the worker's bounded pool, so blocking or CPU-heavy work leaves the event loop free."""
+async def in_thread(threads: Executor | None, func: Callable[..., Any], *args: Any) -> Any:
+    """`func(*args)` in the worker's bounded pool (None: the loop's default executor), so blocking or
+    CPU-heavy work leaves the event loop free."""
     return await asyncio.get_running_loop().run_in_executor(threads, func, *args)
 
 

@@ -26,7 +26,7 @@ from parley.shared.store.worker_turns import Attempt
 from parley.shared.tokens import count_message
 from parley.tools import ToolContext
 
-from ..memory.window import maybe_schedule_summary, remembered
+from ..memory.window import agent_model, maybe_schedule_summary, remembered
 from ..providers.base import ModelError
 from ..runtime import Runtime
 from .context import CLOSING_MESSAGE, build_messages, exchanges_so_far
@@ -51,18 +51,18 @@ async def run_turn(tenant: str, job_id: str, *, rt: Runtime) -> str:
     if control is not None:
         control.started(turn)
     logs.bind(session_id=record.get("session_id"))
-    agent, history, exchanges = await _context(rt, tenant, record)
+    images = json.loads(record.get("images") or "[]")
+    agent, history, exchanges = await _context(rt, tenant, record, images)
     if agent is None:
         return await _fail(rt, turn, record, "the session's agent no longer exists", ErrorCode.AGENT_MISSING)
-    model = agent.get("model") or rt.settings.default_model
+    model = agent_model(rt, agent)
     if agent.get("max_turns") and exchanges >= agent["max_turns"]:
         if not await rt.worker_turns.emit(turn, [events.encode(EventType.DELTA, content=CLOSING_MESSAGE)]):
             return "stopped"
         return await _commit(rt, turn, agent, record, Outcome(answer=CLOSING_MESSAGE), model)
-    images = json.loads(record.get("images") or "[]")
     messages = build_messages(agent, history, record["message"], images)
     try:
-        outcome = await _run_loop(rt, turn, agent, record, messages, started)
+        outcome = await _run_loop(rt, turn, agent, model, record, messages, started)
     except ModelError as error:
         telemetry.model_error(error.status, error.timed_out)
         code = ErrorCode.MODEL_TIMEOUT if error.timed_out else ErrorCode.MODEL_FAILED
@@ -76,7 +76,8 @@ async def run_turn(tenant: str, job_id: str, *, rt: Runtime) -> str:
     return await _commit(rt, turn, agent, record, outcome, model)
 
 
-async def _context(rt: Runtime, tenant: str, record: dict[str, str]) -> tuple[dict[str, Any] | None, list[Any], int]:
+async def _context(rt: Runtime, tenant: str, record: dict[str, str],
+                   images: list[str]) -> tuple[dict[str, Any] | None, list[Any], int]:  # fmt: skip
     """The agent, the history the turn remembers and the session's exchanges so far: one READ_CONTEXT,
     then the window built from it in the worker's pool (token counts; older messages or images read
     there when the window needs them)."""
@@ -87,14 +88,13 @@ async def _context(rt: Runtime, tenant: str, record: dict[str, str]) -> tuple[di
     if "history" in record:  # a turn that brought its own conversation (no session memory)
         history = json.loads(record["history"])
         return agent, history, exchanges_so_far(history)
-    model = agent.get("model") or rt.settings.default_model
-    images = json.loads(record.get("images") or "[]")
+    model = agent_model(rt, agent)
     history, exchanges = await in_thread(rt.threads, remembered, rt, tenant, record, agent, model, images,
                                          read.prefetched(model))  # fmt: skip
     return agent, history, exchanges
 
 
-async def _run_loop(rt: Runtime, turn: Attempt, agent: dict[str, Any], record: dict[str, str],
+async def _run_loop(rt: Runtime, turn: Attempt, agent: dict[str, Any], model: str, record: dict[str, str],
                     messages: list[dict[str, Any]], started: float) -> Outcome | None:  # fmt: skip
     """The agent loop with its events sent through an outbox; None when the turn was found canceled or
     superseded by an emit. (Found so by the engine's watch instead, the task is cancelled.) Every event
@@ -113,7 +113,7 @@ async def _run_loop(rt: Runtime, turn: Attempt, agent: dict[str, Any], record: d
 
     outbox = Outbox(send, stop)
     loop = AgentLoop(
-        provider=rt.provider, registry=rt.tools, agent=agent, model=agent.get("model") or rt.settings.default_model,
+        provider=rt.provider, registry=rt.tools, agent=agent, model=model,
         tool_context=ToolContext(tenant=turn.tenant, session_id=record["session_id"], job_id=turn.job_id,
                                  redis=rt.clients.text, settings=rt.settings,
                                  memory="history" not in record),  # brought its own history: no notes
