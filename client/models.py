@@ -80,6 +80,7 @@ class AgentOptions(TypedDict, total=False):
     instructions: str
     response_shape: dict[str, Any] | str | None
     tools: list[str]
+    approval: list[str]
     temperature: float | None
     max_tokens: int | None
     max_turns: int | None

@@ -24,7 +24,7 @@ SESSION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 IMAGE_PATTERN = re.compile(r"^data:image/(png|jpeg|gif|webp);base64,([A-Za-z0-9+/=\s]+)$")
 MAX_IMAGES = 5
 
-JobStatusName = Literal["queued", "started", "finished", "failed", "canceled"]
+JobStatusName = Literal["queued", "started", "waiting", "finished", "failed", "canceled"]
 """A turn's status: `queued`, `started`, then one of the final three."""
 FINAL_STATUSES = ("finished", "failed", "canceled")
 
@@ -53,6 +53,8 @@ class AgentBase(BaseModel):
         "Shape every answer should follow: a JSON Schema, an object of field descriptions, or words. Data only: "
         "at most 64 KiB and 32 levels, `$ref` inside the shape only, patterns in RE2 syntax."))  # fmt: skip
     tools: ToolNames = Field(default_factory=list, description="Names of registered tools.")
+    approval: ToolNames = Field(default_factory=list, description=(
+        "Tool names or patterns (`http_get`, `mcp:github/*`, `*`) whose calls wait for a person's decision."))
     temperature: float | None = Field(None, ge=0, le=2)
     max_tokens: int | None = Field(None, ge=1, le=1_000_000)
     max_turns: int | None = Field(None, ge=1, description="Exchanges after which the agent closes politely.")
@@ -102,6 +104,7 @@ class AgentUpdate(BaseModel):
     instructions: str | None = Field(None, max_length=TEXT_MAX)
     response_shape: ResponseShape = None
     tools: ToolNames | None = None
+    approval: ToolNames | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     max_tokens: int | None = Field(None, ge=1, le=1_000_000)
     max_turns: int | None = Field(None, ge=1)
@@ -110,7 +113,7 @@ class AgentUpdate(BaseModel):
     @model_validator(mode="after")
     def _no_null_text(self) -> AgentUpdate:
         """`null` clears the optional settings (model, response_shape, ...); text fields take a string."""
-        for name in ("name", "description", "type", "context", "first_message", "instructions", "tools"):
+        for name in ("name", "description", "type", "context", "first_message", "instructions", "tools", "approval"):
             if name in self.model_fields_set and getattr(self, name) is None:
                 raise ValueError(f"{name} cannot be null")
         return self
@@ -124,6 +127,7 @@ class AgentPublic(AgentBase):
     model: str  # type: ignore[assignment]
     response_shape: dict[str, Any] | str | None = None  # type: ignore[assignment]  # what was stored is served back
     tools: list[str] = Field(default_factory=list)  # type: ignore[assignment]
+    approval: list[str] = Field(default_factory=list)  # type: ignore[assignment]
     created_at: str
     updated_at: str | None = None
     source: Literal["api", "file"] = "api"
@@ -171,6 +175,9 @@ class SessionPublic(BaseModel):
     created_at: str
     metadata: dict[str, Any]
     message_count: int
+    active_jobs: list[str] = Field(
+        default_factory=list, description="The session's accepted, unfinished turns (queued, running or waiting)."
+    )
 
 
 class SessionPage(BaseModel):
@@ -226,6 +233,14 @@ class ChatRequest(BaseModel):
         return value
 
 
+class ClientToolCall(BaseModel):
+    """A call of a tool the client brought (/v1/chat/completions `tools`): the client runs it."""
+
+    id: str
+    name: str
+    arguments: str
+
+
 class ChatResponse(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -248,6 +263,9 @@ class ChatResponse(BaseModel):
     job_id: str
     usage: dict[str, int] | None = Field(None, description="Token counts as the model reported them.")
     structured: Any = Field(None, description="The answer as JSON, for agents with a response_shape.")
+    tool_calls: list[ClientToolCall] | None = Field(
+        None, description="Calls of the client's own tools (/v1/chat/completions `tools`) the answer ends with."
+    )
 
 
 class JobAccepted(BaseModel):
@@ -272,6 +290,15 @@ class JobAccepted(BaseModel):
     status: JobStatusName
     status_url: str
     events_url: str
+
+
+class PendingCall(BaseModel):
+    """A tool call that waits for a decision (`POST /api/v1/jobs/{job_id}/approvals`)."""
+
+    call_id: str
+    kind: Literal["approval"] = "approval"
+    tool_name: str
+    args: Any
 
 
 class JobPublic(BaseModel):
@@ -308,6 +335,18 @@ class JobPublic(BaseModel):
     ended_at: str | None
     result: ChatResponse | None
     error: str | None
+    pending: list[PendingCall] | None = Field(
+        None, description="While `status` is `waiting`: the tool calls that wait for a person's decision."
+    )
+
+
+class ApprovalDecision(BaseModel):
+    """`POST /api/v1/jobs/{job_id}/approvals`: a person's decision on one pending call."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"call_id": "call_1", "approve": True}]})
+    call_id: str = Field(..., min_length=1, max_length=200)
+    approve: bool
+    reason: str | None = Field(None, max_length=2000, description="Told to the model with a denial.")
 
 
 class ErrorDetail(BaseModel):

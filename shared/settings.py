@@ -102,6 +102,19 @@ class Settings(BaseSettings):
     """Most bytes `http_get` reads of a response body (after decompression); the rest is cut."""
     http_get_timeout_s: float = Field(10.0, alias="PARLEY_HTTP_GET_TIMEOUT_S", gt=0)
     """Longest one `http_get` fetch may take, redirects included, in seconds."""
+    private_networks_allowed: str = Field("", alias="PARLEY_PRIVATE_NETWORKS_ALLOWED")
+    """Comma-separated CIDRs or host names that tools (`http_get`, MCP servers) may reach although they are
+    private or loopback (default: none)."""
+    mcp_timeout_s: float = Field(30.0, alias="PARLEY_MCP_TIMEOUT_S", gt=0)
+    """Longest one call of an MCP server's tool (or one listing of its tools) may take, in seconds."""
+    mcp_max_bytes: int = Field(1_000_000, alias="PARLEY_MCP_MAX_BYTES", ge=1024)
+    """Most bytes read of one MCP server's answer; a larger one fails the call."""
+    mcp_tools_ttl_s: int = Field(300, alias="PARLEY_MCP_TOOLS_TTL_S", ge=0)
+    """How long a server's tool list is kept before it is asked again (0: asked at every turn)."""
+    max_mcp_servers: int = Field(20, alias="PARLEY_MAX_MCP_SERVERS", ge=0)
+    """Most MCP servers one tenant may register."""
+    approval_timeout_s: int = Field(86_400, alias="PARLEY_APPROVAL_TIMEOUT_S", ge=1)
+    """How long a tool call waits for a person's decision; then it is denied ("timed out") and the turn goes on."""
     model_timeout_s: float = Field(60.0, alias="PARLEY_MODEL_TIMEOUT_S", gt=0)
     """Read timeout of one model request, in seconds."""
     model_idle_timeout_s: float = Field(60.0, alias="PARLEY_MODEL_IDLE_TIMEOUT_S", gt=0)

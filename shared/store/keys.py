@@ -28,6 +28,9 @@ session id, `{j}` a job id. Tenant names never contain `:` nor start with `_` (s
 | `parley:tool-runs:{t}:{j}` | hash | a turn's tool runs: `<name>:<sha256 of args>:<n>` -> result, replayed on retry |
 | `parley:pending-notes:{t}:{j}` | list | notes a running turn's `remember` wrote; committed with the turn |
 | `parley:summary-report:{t}:{s}` | string | the session's running `POST .../summary` job (one at a time; expires) |
+| `parley:mcp-servers:{t}` | hash | MCP server name -> JSON (url, headers, allowed_tools, created_at) |
+| `parley:mcp-tools:{t}:{name}` | string | the server's tool list (JSON), cached for PARLEY_MCP_TOOLS_TTL_S |
+| `parley:approval-deadlines` | zset | `{t} {j}` of turns waiting for a decision, by deadline (ms) |
 | `parley:metric:{name}` | hash | a deployment-wide counter or histogram: labels (and bucket) -> count |
 | `parley:web-streams` | hash | web process id -> `"<open SSE streams> <expiry ms>"`, summed at scrape |
 
@@ -175,3 +178,16 @@ def hub_channel() -> str:
     """A pub/sub channel nothing publishes on: each web's event hub stays subscribed to it, so its one
     pub/sub connection stays in subscribe mode while no stream is open."""
     return f"{PREFIX}:hub"
+
+
+def mcp_servers(tenant: str) -> str:
+    return f"{PREFIX}:mcp-servers:{tenant}"
+
+
+def mcp_tools(tenant: str, server: str) -> str:
+    return f"{PREFIX}:mcp-tools:{tenant}:{server}"
+
+
+def approval_deadlines() -> str:
+    """Deployment-wide: every waiting turn as `"<tenant> <job id>"`, scored by when its wait times out."""
+    return f"{PREFIX}:approval-deadlines"

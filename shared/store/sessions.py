@@ -78,10 +78,11 @@ class SessionStore:
         with self.r.pipeline(transaction=False) as pipe:
             pipe.hgetall(keys.session(tenant, session_id))
             pipe.llen(keys.messages(tenant, session_id))
-            raw, count = pipe.execute()
+            pipe.lrange(keys.lane(tenant, session_id), 0, -1)
+            raw, count, lane = pipe.execute()
         if not raw:
             raise NotFound(f"session {session_id!r} not found")
-        return _public_session(session_id, raw, count, agent_names)
+        return _public_session(session_id, raw, count, agent_names).model_copy(update={"active_jobs": lane})
 
     def page(self, tenant: str, *, agent_id: str | None, limit: int, cursor: str | None,
              agent_names: dict[str, str]) -> tuple[list[SessionPublic], str | None]:  # fmt: skip

@@ -66,7 +66,8 @@ class ToolRuns:
 
     def record(self, field: str, result: ToolResult) -> None:
         """Keep `result` for a retry; a failure to keep it is logged, not raised (the run has happened)."""
-        value = json.dumps({"ok": result.ok, "content": result.content}, ensure_ascii=False)
+        value = json.dumps({"ok": result.ok, "content": result.content, "images": list(result.images)},
+                           ensure_ascii=False)  # fmt: skip
         try:
             with self.redis.pipeline() as pipe:  # MULTI: the field and the hash's lifetime together
                 pipe.hset(self.key, field, value)
@@ -83,6 +84,6 @@ def _decode(value: Any) -> ToolResult | None:
         value = value.decode("utf-8", "replace")
     try:
         data = json.loads(value)
-        return ToolResult.of(bool(data["ok"]), str(data["content"]))
+        return ToolResult.of(bool(data["ok"]), str(data["content"]), tuple(map(str, data.get("images") or ())))
     except (ValueError, KeyError, TypeError):
         return None

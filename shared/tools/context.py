@@ -47,12 +47,14 @@ class ToolResult:
     """What the model is given: the result text, or `error: ...` when `ok` is false."""
     preview: str
     """At most `PREVIEW_CHARS` characters of `content`, for the `tool_result` event."""
+    images: tuple[str, ...] = ()
+    """Images the tool returned (an MCP server's image content), as `data:` URIs; the model sees them."""
 
     @classmethod
-    def of(cls, ok: bool, content: str) -> ToolResult:
+    def of(cls, ok: bool, content: str, images: tuple[str, ...] = ()) -> ToolResult:
         """The result with lone surrogates replaced (`clean`): a tool's text reaches Redis and Lua scripts."""
         content = clean(content)
-        return cls(ok=ok, content=content, preview=preview(content))
+        return cls(ok=ok, content=content, preview=preview(content), images=images)
 
 
 def preview(text: str) -> str:
