@@ -51,6 +51,28 @@ class Accepted:
     """The job's status when this answer was made (a replayed job may have ended)."""
 
 
+@dataclass(frozen=True)
+class ClientTools:
+    """What a `/v1/chat/completions` request brings of its own tools, as the job record keeps it for the worker.
+
+    `tools`: OpenAI function tools the model may call beside the agent's; a call of one ends the turn with
+    `tool_calls` (the client runs it). `tool_choice`: OpenAI's, for the turn's first model step. `results`:
+    the `role: "tool"` messages answering the previous turn's calls (`{"tool_call_id", "content"}`): the
+    turn goes on from them instead of from a user message (its `message` is then empty)."""
+
+    tools: list[dict[str, Any]]
+    tool_choice: Any = None
+    results: list[dict[str, str]] | None = None
+
+    def job_fields(self) -> dict[str, str]:
+        fields = {"client_tools": json.dumps(self.tools)}
+        if self.tool_choice is not None:
+            fields["tool_choice"] = json.dumps(self.tool_choice)
+        if self.results is not None:
+            fields["tool_results"] = json.dumps(self.results)
+        return fields
+
+
 def new_job_id() -> str:
     return f"job_{uuid.uuid4().hex}"
 
@@ -96,11 +118,13 @@ class TurnStore:
 
     def accept(self, *, tenant: str, agent: dict[str, Any], session_id: str | None, message: str,
                images: list[str], idempotency_key: str | None, request_hash: str,
-               api_key: str = "", history: list[dict[str, Any]] | None = None) -> Accepted:  # fmt: skip
+               api_key: str = "", history: list[dict[str, Any]] | None = None,
+               client_tools: ClientTools | None = None) -> Accepted:  # fmt: skip
         """Queue a turn: create the session if needed, record the job, emit `session` and `queued`.
 
         With `history`, the turn brings its whole conversation (the OpenAI-compatible endpoint
-        without a session): no session is created and nothing is committed to memory.
+        without a session): no session is created and nothing is committed to memory. With
+        `client_tools`, the model may also call the client's own tools (see ClientTools).
 
         Raises Conflict (session bound to another agent, or a reused Idempotency-Key) and
         TooManyRequests (queue full, tenant busy, key over its rate); in those cases nothing is created.
@@ -127,6 +151,8 @@ class TurnStore:
         }  # fmt: skip
         if history is not None:
             fields["history"] = json.dumps(history)
+        if client_tools is not None:
+            fields.update(client_tools.job_fields())
         session_event = events.encode(EventType.SESSION, session_id=session_id, agent_id=agent["id"],
                                       agent_name=agent["name"], job_id=job_id)  # fmt: skip
         queued_event = events.encode(EventType.STATUS, message="queued")
