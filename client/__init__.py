@@ -11,9 +11,9 @@
 See docs/client.md.
 """
 
-from ._async import AsyncAgents, AsyncEventStream, AsyncJobs, AsyncParley, AsyncSessions
+from ._async import AsyncAgents, AsyncEventStream, AsyncJobs, AsyncMcpServers, AsyncParley, AsyncSessions
 from ._base import DEFAULT_BASE_URL
-from ._sync import Agents, EventStream, Jobs, Parley, Sessions
+from ._sync import Agents, EventStream, Jobs, McpServers, Parley, Sessions
 from .errors import (
     APIError,
     AuthenticationError,
@@ -38,6 +38,8 @@ from .models import (
     AgentOptions,
     AgentPublic,
     AgentUpdate,
+    ApprovalDecision,
+    ApprovalResult,
     CancelResult,
     ChatResponse,
     Event,
@@ -45,8 +47,13 @@ from .models import (
     Job,
     JobAccepted,
     JobPublic,
+    McpServer,
+    McpServerFields,
+    McpServerOptions,
+    McpTool,
     Message,
     MessagePublic,
+    PendingCall,
     Session,
     SessionPage,
     SessionPublic,
@@ -63,9 +70,12 @@ __all__ = [
     "AgentPublic",
     "AgentUpdate",
     "Agents",
+    "ApprovalDecision",
+    "ApprovalResult",
     "AsyncAgents",
     "AsyncEventStream",
     "AsyncJobs",
+    "AsyncMcpServers",
     "AsyncParley",
     "AsyncSessions",
     "AuthenticationError",
@@ -81,6 +91,11 @@ __all__ = [
     "JobAccepted",
     "JobPublic",
     "Jobs",
+    "McpServer",
+    "McpServerFields",
+    "McpServerOptions",
+    "McpServers",
+    "McpTool",
     "Message",
     "MessagePublic",
     "ModelError",
@@ -88,6 +103,7 @@ __all__ = [
     "Parley",
     "ParleyError",
     "PayloadTooLargeError",
+    "PendingCall",
     "RateLimitError",
     "SSEDecoder",
     "ServerSentEvent",

@@ -18,6 +18,7 @@ from ._base import (
     BaseClient,
     Call,
     ResumeState,
+    approval_body,
     chat_body,
     new_idempotency_key,
     path,
@@ -29,11 +30,15 @@ from .models import (
     AgentFields,
     AgentOptions,
     AgentPublic,
+    ApprovalResult,
     CancelResult,
     ChatResponse,
     Event,
     JobAccepted,
     JobPublic,
+    McpServer,
+    McpServerFields,
+    McpServerOptions,
     MessagePage,
     MessagePublic,
     SessionPage,
@@ -75,6 +80,7 @@ class AsyncParley(BaseClient):
         self.agents = AsyncAgents(self)
         self.sessions = AsyncSessions(self)
         self.jobs = AsyncJobs(self)
+        self.mcp_servers = AsyncMcpServers(self)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -124,6 +130,24 @@ class AsyncParley(BaseClient):
         headers = {"Idempotency-Key": idempotency_key or new_idempotency_key(), "Accept": "text/event-stream"}
         start = Call("POST", path("chat", "stream"), chat_body(message, agent, session_id, images), headers)
         return AsyncEventStream(self, ResumeState(self, start=start))
+
+    # -- approvals ------------------------------------------------------------------------
+
+    async def approve(self, job_id: str, call_id: str, reason: str | None = None) -> ApprovalResult:
+        """Let a waiting tool call run (`POST /api/v1/jobs/{job_id}/approvals`); the turn goes on, on any worker.
+
+        `call_id` comes from the `approval_required` event or the job's `pending` list. NotFoundError for an
+        unknown job or call, ConflictError when the call was decided already or the job does not wait.
+        """
+        return await self._decide(job_id, call_id, True, reason)
+
+    async def deny(self, job_id: str, call_id: str, reason: str | None = None) -> ApprovalResult:
+        """Refuse a waiting tool call: the model is told it was denied (with `reason`) and carries on."""
+        return await self._decide(job_id, call_id, False, reason)
+
+    async def _decide(self, job_id: str, call_id: str, approve: bool, reason: str | None) -> ApprovalResult:
+        body = await self._json("POST", path("jobs", job_id, "approvals"), json=approval_body(call_id, approve, reason))
+        return ApprovalResult.model_validate(body)
 
     # -- transport ------------------------------------------------------------------------
 
@@ -338,3 +362,35 @@ class AsyncJobs:
     def events(self, job_id: str, last_event_id: str | None = None) -> AsyncEventStream:
         """The job's events from the first (or after `last_event_id`) until `done`, resumed when dropped."""
         return AsyncEventStream(self._client, ResumeState(self._client, job_id=job_id, last_event_id=last_event_id))
+
+
+class AsyncMcpServers:
+    """`client.mcp_servers`: the tenant's remote MCP servers, whose tools agents name `mcp:<server>/<tool>`."""
+
+    def __init__(self, client: AsyncParley) -> None:
+        self._client = client
+
+    async def create(self, name: str, url: str, **fields: Unpack[McpServerOptions]) -> McpServer:
+        """Add a server (`POST /api/v1/mcp-servers`); the service lists its tools at once. `headers` (for
+        example an Authorization) are stored and sent to it, and never shown again: only `header_names`."""
+        body = await self._client._json("POST", path("mcp-servers"), json={**fields, "name": name, "url": url})
+        return McpServer.model_validate(body)
+
+    async def list(self) -> builtins.list[McpServer]:
+        """The tenant's MCP servers."""
+        body = await self._client._json("GET", path("mcp-servers"), idempotent=True)
+        items = body.get("data", body) if isinstance(body, dict) else body
+        return [McpServer.model_validate(item) for item in items]
+
+    async def get(self, name: str) -> McpServer:
+        """One server, with its tools."""
+        return McpServer.model_validate(await self._client._json("GET", path("mcp-servers", name), idempotent=True))
+
+    async def update(self, name: str, **fields: Unpack[McpServerFields]) -> McpServer:
+        """Change some fields (`PATCH`): `url`, `headers` (replaces them all), `allowed_tools` (None: every tool)."""
+        body = await self._client._json("PATCH", path("mcp-servers", name), json=dict(fields), idempotent=True)
+        return McpServer.model_validate(body)
+
+    async def delete(self, name: str) -> None:
+        """Remove a server; agents naming its tools no longer get them."""
+        await self._client._request("DELETE", path("mcp-servers", name))

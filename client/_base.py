@@ -53,6 +53,14 @@ def chat_body(message: str, agent: str | None, session_id: str | None, images: S
     return body
 
 
+def approval_body(call_id: str, approve: bool, reason: str | None) -> dict[str, Any]:
+    """The body of `POST /jobs/{id}/approvals`: `reason` only when given (it is told to the model with a denial)."""
+    body: dict[str, Any] = {"call_id": call_id, "approve": approve}
+    if reason is not None:
+        body["reason"] = reason
+    return body
+
+
 def query(**params: Any) -> dict[str, Any]:
     """Query parameters without the ones left out (None)."""
     return {name: value for name, value in params.items() if value is not None}

@@ -3,7 +3,7 @@
 The response models are the service's own (`parley.shared.schema`), so there is one definition
 of each shape; the short names (`Agent`, `Session`, `Message`, `Job`) are aliases of them.
 What the service has no model for is defined here: `AgentFields` (the keyword arguments of
-`agents.create`/`agents.update`), `CancelResult` and `Event`.
+`agents.create`/`agents.update`), `CancelResult`, `ApprovalResult`, `McpServer` and `Event`.
 
 Events are one model, not a union: `Event(id, type, data)` where `data` is the event's whole JSON
 object (with its `type`), plus properties for the common fields. New event types the service may
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from parley.shared.events import BadEvent, EventType, decode
 from parley.shared.schema import (
@@ -24,12 +24,14 @@ from parley.shared.schema import (
     AgentCreate,
     AgentPublic,
     AgentUpdate,
+    ApprovalDecision,
     ChatResponse,
     JobAccepted,
     JobPublic,
     JobStatusName,
     MessagePage,
     MessagePublic,
+    PendingCall,
     SessionPage,
     SessionPublic,
 )
@@ -45,6 +47,8 @@ __all__ = [
     "AgentOptions",
     "AgentPublic",
     "AgentUpdate",
+    "ApprovalDecision",
+    "ApprovalResult",
     "CancelResult",
     "ChatResponse",
     "Event",
@@ -53,9 +57,14 @@ __all__ = [
     "JobAccepted",
     "JobPublic",
     "JobStatusName",
+    "McpServer",
+    "McpServerFields",
+    "McpServerOptions",
+    "McpTool",
     "Message",
     "MessagePage",
     "MessagePublic",
+    "PendingCall",
     "Session",
     "SessionPage",
     "SessionPublic",
@@ -100,6 +109,49 @@ class CancelResult(BaseModel):
     job_id: str
     status: JobStatusName
     canceled: bool
+
+
+class ApprovalResult(BaseModel):
+    """The answer of `POST /api/v1/jobs/{id}/approvals` (202): the decision was recorded and the turn goes on."""
+
+    job_id: str
+    call_id: str
+    approve: bool
+    status: str
+
+
+class McpTool(BaseModel):
+    """One tool a remote MCP server offers (agents name it `mcp:<server>/<name>`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    description: str | None = None
+
+
+class McpServer(BaseModel):
+    """A tenant's MCP server as the API shows it: `header_names` only, the header values are never shown again."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    url: str
+    header_names: list[str] = Field(default_factory=list)
+    allowed_tools: list[str] | None = None
+    tools: list[McpTool] = Field(default_factory=list)
+
+
+class McpServerOptions(TypedDict, total=False):
+    """An MCP server's settable fields besides its name and URL: keyword arguments of `mcp_servers.create`."""
+
+    headers: dict[str, str]
+    allowed_tools: list[str] | None
+
+
+class McpServerFields(McpServerOptions, total=False):
+    """Keyword arguments of `mcp_servers.update`: any subset; an omitted field keeps its value."""
+
+    url: str
 
 
 class Event(BaseModel):
@@ -153,6 +205,33 @@ class Event(BaseModel):
         """The session id, named by the `session` and `response` events."""
         value = self._field("session_id")
         return value if isinstance(value, str) else None
+
+    @property
+    def call_id(self) -> str | None:
+        """The tool call of a `tool_execution`, `tool_result` or `approval_required` event."""
+        value = self._field("call_id", *_CALL_EVENTS)
+        return value if isinstance(value, str) else None
+
+    @property
+    def tool_name(self) -> str | None:
+        """The tool of a `tool_execution`, `tool_result` or `approval_required` event (`mcp:<server>/<tool>`: MCP)."""
+        value = self._field("tool_name", *_CALL_EVENTS)
+        return value if isinstance(value, str) else None
+
+    @property
+    def args(self) -> Any:
+        """The arguments of a `tool_execution` or `approval_required` event, as the API sent them."""
+        return self._field("args", EventType.TOOL_EXECUTION, EventType.APPROVAL_REQUIRED)
+
+    @property
+    def pending_call(self) -> PendingCall | None:
+        """An `approval_required` event as the call that waits (`client.approve(job_id, event.call_id)`)."""
+        if self.type != EventType.APPROVAL_REQUIRED or self.call_id is None or self.tool_name is None:
+            return None
+        return PendingCall(call_id=self.call_id, tool_name=self.tool_name, args=self.data.get("args"))
+
+
+_CALL_EVENTS = (EventType.TOOL_EXECUTION, EventType.TOOL_RESULT, EventType.APPROVAL_REQUIRED)
 
 
 def event_id_key(event_id: str) -> tuple[int, int] | None:

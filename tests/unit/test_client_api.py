@@ -18,10 +18,11 @@ from parley.client import (
     Parley,
     WaitTimeoutError,
 )
-from parley.client._async import AsyncAgents, AsyncJobs, AsyncSessions
-from parley.client._sync import Agents, Jobs, Sessions
+from parley.client._async import AsyncAgents, AsyncJobs, AsyncMcpServers, AsyncSessions
+from parley.client._sync import Agents, Jobs, McpServers, Sessions
 
-PAIRS = [(Parley, AsyncParley), (Agents, AsyncAgents), (Sessions, AsyncSessions), (Jobs, AsyncJobs)]
+PAIRS = [(Parley, AsyncParley), (Agents, AsyncAgents), (Sessions, AsyncSessions), (Jobs, AsyncJobs),
+         (McpServers, AsyncMcpServers)]  # fmt: skip
 SYNC_ONLY = {"__enter__", "__exit__"}
 ASYNC_ONLY = {"__aenter__", "__aexit__"}
 
