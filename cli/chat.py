@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from parley.client import AgentPublic, NotFoundError, Parley, SessionPublic
+from parley.client import AgentPublic, ConflictError, Event, EventType, NotFoundError, Parley, SessionPublic
 
 from .errors import API_ERROR, NOT_FOUND, CLIError
 from .render import TurnPrinter
@@ -21,6 +21,8 @@ class Conversation:
 
 Chooser = Callable[[Sequence[AgentPublic]], AgentPublic]
 Note = Callable[[str], None]
+Decider = Callable[[str | None, Event], tuple[bool, str | None]]
+"""Asked for each `approval_required` event (with the job id): (approve, reason); may raise AwaitingApproval."""
 
 
 def get_agent(client: Parley, name: str) -> AgentPublic:
@@ -89,16 +91,21 @@ def _start(client: Parley, state: State, agent: AgentPublic, session_id: str | N
     return Conversation(agent, session, continued=False)
 
 
-def run_turn(client: Parley, session_id: str, message: str, printer: TurnPrinter) -> None:
+def run_turn(client: Parley, session_id: str, message: str, printer: TurnPrinter,
+             decide: Decider | None = None) -> None:  # fmt: skip
     """Send `message` in the session and print its events until `done`; TurnFailed after an `error` event.
 
-    Ctrl-C cancels the turn on the service (when its job is known) before it propagates.
+    A tool call that waits for approval is put to `decide` and its answer posted; the stream goes on
+    (the turn resumes on the service once every waiting call is decided). Without `decide` the turn just waits.
+    Ctrl-C (also at an approval prompt) cancels the turn on the service (when its job is known) before it propagates.
     """
     stream = client.stream(message, session_id=session_id)
     try:
         with stream:
             for event in stream:
                 printer.handle(event)
+                if decide is not None and event.type == EventType.APPROVAL_REQUIRED:
+                    answer_approval(client, printer.job_id or stream.job_id, event, decide, printer.note)
     except KeyboardInterrupt:
         printer.finish_line()
         job_id = printer.job_id or stream.job_id
@@ -107,3 +114,20 @@ def run_turn(client: Parley, session_id: str, message: str, printer: TurnPrinter
             printer.note(f"[canceled job {job_id}]" if result.canceled else f"[job {job_id} had already ended]")
         raise
     printer.finish()
+
+
+def answer_approval(client: Parley, job_id: str | None, event: Event, decide: Decider, note: Note) -> None:
+    """Ask `decide` about one waiting call and post the answer. A call decided meanwhile elsewhere (the web UI,
+    another terminal: 409) or gone (404) is said and skipped: the stream shows what happens next."""
+    if job_id is None or event.call_id is None:
+        raise CLIError("an approval_required event came without its job or call id: cannot answer it", API_ERROR)
+    approve, reason = decide(job_id, event)
+    try:
+        if approve:
+            client.approve(job_id, event.call_id, reason)
+        else:
+            client.deny(job_id, event.call_id, reason)
+    except (ConflictError, NotFoundError) as error:
+        note(f"[call {event.call_id} was not decided here: {error.message}]")
+        return
+    note(f"[{'approved' if approve else 'denied'}: {event.tool_name}]")

@@ -25,6 +25,7 @@ AUTH_FAILED = 3
 NOT_FOUND = 4
 UNREACHABLE = 5
 TURN_FAILED = 6
+AWAITING_APPROVAL = 7
 
 EXIT_CODES: dict[int, str] = {
     OK: "success",
@@ -34,6 +35,7 @@ EXIT_CODES: dict[int, str] = {
     NOT_FOUND: "not found (404): no such agent, session or job for this key",
     UNREACHABLE: "cannot reach the server (connection refused, timed out, or lost)",
     TURN_FAILED: "the turn failed: the model failed (502), timed out (504), or the stream ended with an error",
+    AWAITING_APPROVAL: "the turn waits for a person to approve a tool call, and there is no terminal to ask on",
 }
 
 
@@ -54,6 +56,20 @@ class TurnFailed(CLIError):
         super().__init__(f"the turn failed{where}: {message} [{error_code or 'error'}]", TURN_FAILED)
         self.error_code = error_code
         self.job_id = job_id
+
+
+class AwaitingApproval(CLIError):
+    """A tool call waits for a decision and nobody can be asked here: the turn is left waiting on the service."""
+
+    def __init__(self, job_id: str | None, call_id: str | None, tool_name: str | None) -> None:
+        super().__init__(
+            f"job {job_id} waits for your approval of {tool_name} (call {call_id}): decide with "
+            f"`parley jobs approve {job_id} {call_id}` or `parley jobs deny {job_id} {call_id}`, "
+            "or run `parley chat` with --approve-all or --deny-all",
+            AWAITING_APPROVAL,
+        )
+        self.job_id = job_id
+        self.call_id = call_id
 
 
 def exit_code(error: BaseException) -> int:

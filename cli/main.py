@@ -23,6 +23,7 @@ from parley.client import (
     DEFAULT_BASE_URL,
     AgentFields,
     AgentPublic,
+    Event,
     GatewayTimeoutError,
     MessagePublic,
     ModelError,
@@ -34,8 +35,8 @@ from parley.client import (
 )
 
 from . import errors, render
-from .chat import get_agent, open_conversation, run_turn
-from .errors import USAGE, CLIError, TurnFailed
+from .chat import Decider, get_agent, open_conversation, run_turn
+from .errors import USAGE, AwaitingApproval, CLIError, TurnFailed
 from .state import State, default_path
 
 
@@ -91,7 +92,7 @@ app = typer.Typer(
 )
 agents_app = typer.Typer(help="List, show, create and delete agents.", no_args_is_help=True)
 sessions_app = typer.Typer(help="List, show, export and delete sessions (conversations).", no_args_is_help=True)
-jobs_app = typer.Typer(help="Follow, inspect and cancel turns (jobs).", no_args_is_help=True)
+jobs_app = typer.Typer(help="Follow, inspect, approve and cancel turns (jobs).", no_args_is_help=True)
 app.add_typer(agents_app, name="agents")
 app.add_typer(sessions_app, name="sessions")
 app.add_typer(jobs_app, name="jobs")
@@ -151,6 +152,27 @@ def _choose_agent(agents: Sequence[AgentPublic]) -> AgentPublic:
         typer.echo(f"choose a number from 1 to {len(agents)}", err=True)
 
 
+def approval_decider(approve_all: bool, deny_all: bool) -> Decider:
+    """How `parley chat` decides a tool call that waits for approval: the flag's answer, else ask on the
+    terminal (`Run it? [y/N]`, then an optional reason for a denial); with no terminal, AwaitingApproval
+    (exit 7): the turn stays waiting on the service for `parley jobs approve|deny` or the web UI."""
+
+    def decide(job_id: str | None, event: Event) -> tuple[bool, str | None]:
+        if approve_all:
+            return True, None
+        if deny_all:
+            return False, "denied by --deny-all"
+        if not sys.stdin.isatty():
+            raise AwaitingApproval(job_id, event.call_id, event.tool_name)
+        if typer.confirm("Run it?", default=False, err=True):
+            return True, None
+        reason = typer.prompt("Why not? (told to the model; Enter to skip)", default="", show_default=False,
+                              err=True)  # fmt: skip
+        return False, reason.strip() or None
+
+    return decide
+
+
 _RECOVERABLE = (TurnFailed, ModelError, GatewayTimeoutError, RateLimitError, ValidationError, PayloadTooLargeError)
 
 
@@ -161,10 +183,19 @@ def chat(
     session: Annotated[str | None, typer.Option("--session", "-s", help="This session (created when new).")] = None,
     message: Annotated[str | None, typer.Option("--message", "-m", help="Send this one message and exit.")] = None,
     new: Annotated[bool, typer.Option("--new", help="Start a new session instead of continuing the last one.")] = False,
+    approve_all: Annotated[bool, typer.Option("--approve-all", help="Approve every tool call that waits for "
+                                              "approval, without asking.")] = False,  # fmt: skip
+    deny_all: Annotated[bool, typer.Option("--deny-all", help="Deny every tool call that waits for approval, "
+                                           "without asking.")] = False,  # fmt: skip
 ) -> None:
-    """Talk with an agent; continues your last session with it (--new starts another)."""
+    """Talk with an agent; continues your last session with it (--new starts another).
+
+    A tool call the agent's `approval` names is shown with its arguments and asks `Run it? [y/N]`.
+    """
     if new and session:
         raise typer.BadParameter("--new and --session exclude each other", param_hint="--new")
+    if approve_all and deny_all:
+        raise typer.BadParameter("--approve-all and --deny-all exclude each other", param_hint="--approve-all")
     if message is not None and not message.strip():
         raise typer.BadParameter("the message is empty", param_hint="--message")
     config = _config(ctx)
@@ -172,16 +203,17 @@ def chat(
     conversation = open_conversation(client, config.state(), agent_name=agent, session_id=session, new=new,
                                      choose=_choose_agent, note=_note)  # fmt: skip
     session_id = conversation.session.session_id
+    decide = approval_decider(approve_all, deny_all)
     if message is not None:
         try:
-            run_turn(client, session_id, message, render.TurnPrinter(_out, _note))
+            run_turn(client, session_id, message, render.TurnPrinter(_out, _note), decide)
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
         return
-    _interactive(client, conversation.agent, session_id, show_first=not conversation.continued)
+    _interactive(client, conversation.agent, session_id, decide, show_first=not conversation.continued)
 
 
-def _interactive(client: Parley, agent: AgentPublic, session_id: str, *, show_first: bool) -> None:
+def _interactive(client: Parley, agent: AgentPublic, session_id: str, decide: Decider, *, show_first: bool) -> None:
     try:
         import readline  # noqa: F401  (line editing and history for input())
     except ImportError:  # pragma: no cover - not on every platform
@@ -207,7 +239,7 @@ def _interactive(client: Parley, agent: AgentPublic, session_id: str, *, show_fi
         _out(label, False)
         printer = render.TurnPrinter(_out, _note)
         try:
-            run_turn(client, session_id, text, printer)
+            run_turn(client, session_id, text, printer, decide)
         except KeyboardInterrupt:
             continue
         except _RECOVERABLE as error:
@@ -407,6 +439,39 @@ def jobs_tail(
                 typer.echo(json.dumps({"id": event.id, **event.data}, ensure_ascii=False))
             printer.handle(event)
     printer.finish()
+
+
+ReasonOption = Annotated[str | None, typer.Option("--reason", "-r", help="Why (told to the model with a denial).")]
+
+
+@jobs_app.command("approve")
+def jobs_approve(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(metavar="ID", help="The job id.")],
+    call_id: Annotated[str, typer.Argument(metavar="CALL", help="The waiting call's id (`jobs show` lists them).")],
+    reason: ReasonOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Let a tool call that waits for approval run; the turn goes on."""
+    result = _config(ctx).client().approve(job_id, call_id, reason)
+    if as_json:
+        return _print_json(result)
+    _echo(f"approved call {call_id} of job {job_id}")
+
+
+@jobs_app.command("deny")
+def jobs_deny(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(metavar="ID", help="The job id.")],
+    call_id: Annotated[str, typer.Argument(metavar="CALL", help="The waiting call's id (`jobs show` lists them).")],
+    reason: ReasonOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Refuse a tool call that waits for approval; the model is told (with the reason) and carries on."""
+    result = _config(ctx).client().deny(job_id, call_id, reason)
+    if as_json:
+        return _print_json(result)
+    _echo(f"denied call {call_id} of job {job_id}")
 
 
 @jobs_app.command("cancel")

@@ -41,6 +41,21 @@ def one_line(text: Any, width: int = 60) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
+def pretty_args(args: Any, limit: int = 2000) -> str:
+    """A tool call's arguments as indented JSON (a string that is not JSON as it is), cut after `limit` characters."""
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except ValueError:
+            pass
+    text = args if isinstance(args, str) else json.dumps(args, indent=2, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def indent(text: str, prefix: str = "    ") -> str:
+    return "\n".join(prefix + line for line in text.splitlines() or [""])
+
+
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """A plain text table: columns padded to their widest cell, no trailing spaces."""
     cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
@@ -160,6 +175,11 @@ class TurnPrinter:
     def _on_tool_result(self, event: Event) -> None:
         self._break()
         self.note(f"← {event.data.get('tool_name', 'tool')}: {one_line(event.data.get('preview'), 200)}")
+
+    def _on_approval_required(self, event: Event) -> None:
+        self._break()
+        self.note(f"? {event.tool_name or 'a tool'} waits for your approval (call {event.call_id}), with:")
+        self.note(indent(pretty_args(event.args)))
 
     def _on_response(self, event: Event) -> None:
         content = event.content or ""

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from parley.cli import errors
-from parley.cli.errors import CLIError, TurnFailed, connection_reason, describe, exit_code
+from parley.cli.errors import AwaitingApproval, CLIError, TurnFailed, connection_reason, describe, exit_code
 from parley.client import (
     APIError,
     AuthenticationError,
@@ -55,6 +55,7 @@ def _connection_error(cause: Exception) -> ConnectionError:
         (StreamError("bad event"), errors.API_ERROR),
         (TurnFailed("boom", "model_failed", "j1"), errors.TURN_FAILED),
         (CLIError("no such file", errors.USAGE), errors.USAGE),
+        (AwaitingApproval("j1", "call_1", "http_get"), errors.AWAITING_APPROVAL),
     ],
 )
 def test_exit_codes(error: Exception, code: int) -> None:
@@ -69,7 +70,7 @@ def test_the_sdk_classes_behind_the_codes() -> None:
 
 
 def test_codes_are_distinct_and_documented() -> None:
-    assert sorted(errors.EXIT_CODES) == [0, 1, 2, 3, 4, 5, 6]
+    assert sorted(errors.EXIT_CODES) == [0, 1, 2, 3, 4, 5, 6, 7]
 
 
 @pytest.mark.parametrize(
