@@ -28,7 +28,8 @@ class EventType(StrEnum):
     SESSION = "session"
     """`session_id, agent_id, agent_name, job_id`: always first."""
     STATUS = "status"
-    """`message` (`queued`, `started`, `retrying` with `attempt`, `repairing` with `reason`)."""
+    """`message` (`queued`, `started`, `retrying` with `attempt`, `repairing` with `reason`, `waiting` when the
+    turn pauses for approvals, `resumed` when it goes on after them)."""
     THINKING = "thinking"
     """`message`: the model's reasoning, where the model gives it."""
     DELTA = "delta"
@@ -39,9 +40,13 @@ class EventType(StrEnum):
     """`tool_name, args`, plus `call_id`: a tool is called."""
     TOOL_RESULT = "tool_result"
     """`tool_name, preview`, plus `call_id, ok`: a tool returned."""
+    APPROVAL_REQUIRED = "approval_required"
+    """`call_id, tool_name, args`: the call waits for a person's decision (`POST /api/v1/jobs/{id}/approvals`);
+    its `tool_result` follows once it was decided and, approved, run."""
     RESPONSE = "response"
-    """`content, intent, session_id`, plus `usage`, `structured` (the summary: only `content, structured,
-    session_id`): the final answer."""
+    """`content, intent, session_id`, plus `usage`, `structured`, and `tool_calls` (`[{id, name, arguments}]`)
+    when the answer calls tools of the client (/v1/chat/completions `tools`) (the summary: only `content,
+    structured, session_id`): the final answer."""
     ERROR = "error"
     """`message`, plus `code` (an ErrorCode): the turn failed or was canceled."""
     DONE = "done"

@@ -62,6 +62,8 @@ DEQUEUE_WAIT_S = 1
 """How long one dequeue blocks on the queue: the dequeue thread then checks for a stop request."""
 WATCH_INTERVAL_S = 0.5
 """How often the watch asks Redis whether each running turn is still its attempt's (cancel latency)."""
+APPROVALS_INTERVAL_S = 1.0
+"""How often a worker looks for waits for decisions that timed out (one ZRANGEBYSCORE)."""
 
 
 class Engine:
@@ -106,6 +108,7 @@ class Engine:
         side = [asyncio.create_task(self._beat(), name="heartbeat")]
         if self.turns is not None:
             side.append(asyncio.create_task(self._watch(), name="watch"))
+            side.append(asyncio.create_task(self._expire_approvals(), name="approvals"))
         try:
             while not self._stop.is_set() and not (self.burst and self._queue_empty and not self.running):
                 await asyncio.sleep(0.05 if self.burst else 0.5)
@@ -274,6 +277,20 @@ class Engine:
             except redis.RedisError:
                 log.warning("heartbeat of %d job(s) failed; retrying in %.0f s", len(held), interval_s,
                             exc_info=True)  # fmt: skip
+
+    async def _expire_approvals(self) -> None:
+        """Every APPROVALS_INTERVAL_S: the turns whose wait for decisions timed out are denied ("timed out")
+        and go on (any worker may do it; DECIDE_APPROVAL decides each call once)."""
+        assert self.turns is not None
+        while True:
+            await asyncio.sleep(APPROVALS_INTERVAL_S)
+            try:
+                resumed = await self.turns.expire_approvals()
+            except redis.RedisError:
+                log.warning("could not look for approvals that timed out; trying again", exc_info=True)
+                continue
+            if resumed:
+                log.info("%d turn(s) waited for decisions past PARLEY_APPROVAL_TIMEOUT_S: denied, resumed", resumed)
 
     async def _watch(self) -> None:
         """Stop the running turns that are no longer their attempt's (canceled, ended elsewhere, superseded)."""

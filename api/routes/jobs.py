@@ -1,4 +1,5 @@
-"""`/api/v1/jobs`: a turn's status, its event stream (replayable, resumable) and cancel."""
+"""`/api/v1/jobs`: a turn's status, its event stream (replayable, resumable), cancel, and decisions on the tool
+calls a waiting turn holds for a person (approvals)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from parley.shared import events
 from parley.shared.errors import InvalidInput, NotFound
-from parley.shared.schema import JobPublic
+from parley.shared.schema import ApprovalDecision, JobPublic
 
 from ..deps import Runtime, Tenant
 from ..errors import documented
@@ -57,3 +58,14 @@ def cancel_job(job_id: str, rt: Runtime, tenant: Tenant) -> JSONResponse:
     canceled = rt.turns.cancel(tenant, job_id)
     record = _record(rt, tenant, job_id)
     return JSONResponse({"job_id": job_id, "status": record["status"], "canceled": canceled}, status_code=202)
+
+
+@router.post("/{job_id}/approvals", status_code=202, responses=documented(409))
+def decide(job_id: str, body: ApprovalDecision, rt: Runtime, tenant: Tenant) -> JSONResponse:
+    """Approve or deny a call the turn waits on (its `pending`); once every pending call is decided the turn
+    goes on, on any worker: approved, the tool runs; denied, the model is told so, with `reason`.
+    404 for an unknown job or call, 409 when the call was decided already or the turn does not wait."""
+    outcome = rt.turns.decide(tenant, job_id, body.call_id, body.approve, body.reason or "")
+    status = "queued" if outcome == "resumed" else "waiting"
+    return JSONResponse({"job_id": job_id, "call_id": body.call_id, "approve": body.approve, "status": status},
+                        status_code=202)  # fmt: skip

@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("parley.tools")
 
+INTERRUPTED = ToolResult.of(False, "error: the worker running this call stopped while it ran; it was not run again "
+                                   "(it may or may not have taken effect)")
+"""What a claimed call that never recorded its result gives (`ToolRuns.claim`)."""
+
 
 def canonical_arguments(arguments: str | dict[str, Any]) -> str:
     """The arguments as canonical JSON (sorted keys, no spaces), or the text as is when it is not JSON."""
@@ -56,6 +60,26 @@ class ToolRuns:
             n = self._seen[base]
             self._seen[base] += 1
         return f"{base}:{n}"
+
+    def seen(self) -> dict[str, int]:
+        """How many calls of each (name, arguments) this attempt counted, to go on counting after a pause."""
+        with self._lock:
+            return dict(self._seen)
+
+    def restore(self, seen: dict[str, int]) -> None:
+        """Go on counting from `seen` (a paused turn's, as `seen()` gave it)."""
+        with self._lock:
+            self._seen.update(seen)
+
+    def claim(self, field: str) -> bool:
+        """Mark the call as running, recording INTERRUPTED as its result until `record` replaces it; False when
+        a result (or a claim) is there already. For calls that must run at most once (approved ones)."""
+        value = json.dumps({"ok": INTERRUPTED.ok, "content": INTERRUPTED.content}, ensure_ascii=False)
+        with self.redis.pipeline() as pipe:
+            pipe.hsetnx(self.key, field, value)
+            pipe.pexpire(self.key, self.retention_ms)
+            claimed, _ = pipe.execute()
+        return bool(claimed)
 
     def recorded(self, fields: list[str]) -> list[ToolResult | None]:
         """The recorded result of each field, None where that call has not run yet (one round trip)."""

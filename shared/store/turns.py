@@ -23,13 +23,13 @@ from rq.utils import utcformat
 
 from parley.shared import events, telemetry
 from parley.shared.clock import iso, now_ms
-from parley.shared.errors import Conflict, limit_refusal
+from parley.shared.errors import Conflict, NotFound, limit_refusal
 from parley.shared.events import ErrorCode, EventType
-from parley.shared.schema import ChatResponse, JobPublic
+from parley.shared.schema import ChatResponse, JobPublic, PendingCall
 from parley.shared.settings import Settings
 from parley.shared.store import keys, scripts
 from parley.shared.store.connection import RedisClients
-from parley.shared.store.scripts.calls import AcceptTurnCall, FinishTurnCall
+from parley.shared.store.scripts.calls import AcceptTurnCall, DecideApprovalCall, FinishTurnCall
 from parley.shared.store.sessions import first_message_json, new_session_id
 from parley.tools.notes import MAX_NOTES
 
@@ -73,6 +73,11 @@ class ClientTools:
         return fields
 
 
+def approval_member(tenant: str, job_id: str) -> str:
+    """A waiting turn in `keys.approval_deadlines()` (tenant names hold no space)."""
+    return f"{tenant} {job_id}"
+
+
 def new_job_id() -> str:
     return f"job_{uuid.uuid4().hex}"
 
@@ -83,7 +88,8 @@ def new_call_id() -> str:
     return uuid.uuid4().hex
 
 
-def _rq_now() -> str:
+def rq_now() -> str:
+    """Now as RQ writes times in its job hashes."""
     return utcformat(datetime.now(UTC))
 
 
@@ -95,6 +101,7 @@ class TurnStore:
         self.queue = Queue(settings.queue_name, connection=clients.raw)
         self._accept = self.r.register_script(scripts.ACCEPT_TURN)
         self._finish = self.r.register_script(scripts.FINISH_TURN)
+        self._decide = self.raw.register_script(scripts.DECIDE_APPROVAL)  # raw: RQ's job hash holds bytes
 
     @property
     def retention_ms(self) -> int:
@@ -132,13 +139,7 @@ class TurnStore:
         session_id = session_id or new_session_id()
         job_id = new_job_id()
         created = now_ms()
-        rq_job = self.queue.create_job(
-            TURN_FUNCTION, args=(tenant, job_id), job_id=job_id, status=JobStatus.DEFERRED,
-            timeout=self.settings.turn_timeout_s, result_ttl=self.settings.retention_s,
-            failure_ttl=self.settings.retention_s,
-            retry=Retry(max=self.settings.turn_retries, enqueue_at_front=True) if self.settings.turn_retries else None,
-            on_failure=Callback(TURN_FAILURE_CALLBACK), description=f"turn of {tenant}/{session_id}",
-        )  # fmt: skip
+        rq_job = self.rq_job(tenant, job_id, session_id)
         with self.raw.pipeline() as pipe:
             rq_job.save(pipeline=pipe)
             # Until ACCEPT_TURN keeps it (PERSIST), the job expires: a web that dies in between leaves no litter.
@@ -170,7 +171,7 @@ class TurnStore:
             session_event=session_event, queued_event=queued_event, retention_ms=self.retention_ms,
             idempotency_value=f"{job_id} {request_hash}" if idempotency_key else "",
             idempotency_ttl_ms=self.settings.idempotency_ttl_s * 1000, max_queue_depth=self.settings.max_queue_depth,
-            enqueued_at=_rq_now(), max_inflight=self.settings.max_turns_in_flight,
+            enqueued_at=rq_now(), max_inflight=self.settings.max_turns_in_flight,
             max_rate=self.settings.rate_limit_turns, rate_window_ms=self.settings.rate_window_s * 1000,
             create_session="0" if history is not None else "1", tenant_cap=self.settings.tenant_concurrency,
             job_prefix=keys.job(tenant, ""), rq_prefix=Job.redis_job_namespace_prefix,
@@ -184,6 +185,56 @@ class TurnStore:
         if refused:
             raise refused
         raise Conflict(f"session {session_id!r} belongs to another agent ({detail})")
+
+    def rq_job(self, tenant: str, job_id: str, session_id: str) -> Job:
+        """The turn's RQ job as it is first saved (`deferred`; made ready by the lane): no I/O here."""
+        return self.queue.create_job(
+            TURN_FUNCTION, args=(tenant, job_id), job_id=job_id, status=JobStatus.DEFERRED,
+            timeout=self.settings.turn_timeout_s, result_ttl=self.settings.retention_s,
+            failure_ttl=self.settings.retention_s,
+            retry=Retry(max=self.settings.turn_retries, enqueue_at_front=True) if self.settings.turn_retries else None,
+            on_failure=Callback(TURN_FAILURE_CALLBACK), description=f"turn of {tenant}/{session_id}",
+        )  # fmt: skip
+
+    def decide_call(self, tenant: str, job_id: str, session_id: str, call_id: str, approve: bool,
+                    reason: str) -> DecideApprovalCall:  # fmt: skip
+        """DECIDE_APPROVAL's call (`call_id` '' decides every undecided call: a wait that timed out)."""
+        rq_fields = self.rq_job(tenant, job_id, session_id).to_dict()
+        return DecideApprovalCall(
+            job=keys.job(tenant, job_id), events=keys.events(tenant, job_id),
+            live_channel=keys.live_channel(tenant, job_id), rq_job=keys.rq_job(job_id),
+            rq_queue=keys.rq_queue(self.settings.queue_name), tenant_admitted=keys.tenant_admitted(tenant),
+            tenant_line=keys.tenant_line(tenant), deadlines=keys.approval_deadlines(),
+            rq_finished=self.queue.finished_job_registry.key, job_id=job_id, call_id=call_id,
+            approve="1" if approve else "0", reason=reason, member=approval_member(tenant, job_id),
+            tenant_cap=self.settings.tenant_concurrency, enqueued_at=rq_now(), keep_ms=self.waiting_keep_ms,
+            rq_fields=tuple(item for pair in rq_fields.items() for item in pair),
+        )  # fmt: skip
+
+    @property
+    def waiting_keep_ms(self) -> int:
+        """How long a waiting turn's records are kept from now: its wait, then a run, then the retention."""
+        return (self.settings.approval_timeout_s + self.settings.turn_timeout_s + self.settings.retention_s) * 1000
+
+    def decide(self, tenant: str, job_id: str, call_id: str, approve: bool, reason: str) -> str:
+        """Record a decision on a waiting turn's call (DECIDE_APPROVAL); 'resumed' when it was the last one.
+        NotFound for an unknown job or call, Conflict when the call was decided already or the turn does not wait."""
+        session_id = self.r.hget(keys.job(tenant, job_id), "session_id")
+        if session_id is None:
+            raise NotFound(f"job {job_id!r} not found")
+        call = self.decide_call(tenant, job_id, session_id, call_id, approve, reason)  # type: ignore[arg-type]
+        outcome, detail = self._decide(keys=call.keys(), args=call.args(), client=self.raw)
+        outcome = outcome.decode() if isinstance(outcome, bytes) else outcome
+        detail = detail.decode() if isinstance(detail, bytes) else detail
+        if outcome == "missing":
+            raise NotFound(f"job {job_id!r} not found")
+        if outcome == "unknown":
+            raise NotFound(f"job {job_id!r} has no call {call_id!r} waiting for a decision")
+        if outcome == "decided":
+            raise Conflict(f"call {call_id!r} was decided already")
+        if outcome == "not_waiting":
+            raise Conflict(f"job {job_id!r} is not waiting for decisions (it is {detail})")
+        return str(outcome)
 
     def _run_accept(self, rq_job: Job, call: AcceptTurnCall) -> list[str]:
         """ACCEPT_TURN. A script error wrote nothing (it checks everything before its first write),
@@ -220,6 +271,8 @@ class TurnStore:
             agent_id=record["agent_id"], enqueued_at=iso(record.get("enqueued_at")),
             started_at=iso(record.get("started_at")), ended_at=iso(record.get("ended_at")),
             result=ChatResponse.model_validate(result) if result else None, error=record.get("error") or None,
+            pending=[PendingCall.model_validate(call) for call in json.loads(record["pending"])]
+            if record.get("status") == "waiting" and record.get("pending") else None,
         )  # fmt: skip
 
     def finish(self, tenant: str, job_id: str, *, status: str, attempt: int | None, events_out: list[str],
@@ -258,7 +311,7 @@ class TurnStore:
             job_id=job_id, status=status, now_ms=now_ms(), attempt="" if attempt is None else attempt,
             result=json.dumps(result) if result is not None else "", error=error, error_code=error_code,
             new_messages=json.dumps(messages or []), last_events=json.dumps(events_out),
-            retention_ms=self.retention_ms, rq_prefix=Job.redis_job_namespace_prefix, enqueued_at=_rq_now(),
+            retention_ms=self.retention_ms, rq_prefix=Job.redis_job_namespace_prefix, enqueued_at=rq_now(),
             images=json.dumps(images) if images else "", tokens=tokens, tenant_cap=self.settings.tenant_concurrency,
             job_prefix=keys.job(tenant, ""), max_notes=MAX_NOTES, call_id=new_call_id(),
             deltas=telemetry.script_arg(telemetry.PENDING.take()),

@@ -5,18 +5,20 @@ calls are turns.py's and scripts/': this module only runs them without blocking 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aredis
 from redis.exceptions import NoScriptError
+from rq.job import Job
 
 from parley.shared import telemetry
 from parley.shared.clock import now_ms
 from parley.shared.store import keys, memory, scripts
 from parley.shared.store.agents import decode_agent
-from parley.shared.store.scripts.calls import EmitTurnEventCall, StartTurnCall
-from parley.shared.store.turns import TurnStore, new_call_id
+from parley.shared.store.scripts.calls import EmitTurnEventCall, PauseTurnCall, StartTurnCall
+from parley.shared.store.turns import TurnStore, approval_member, new_call_id, rq_now
 
 
 @dataclass(frozen=True)
@@ -55,9 +57,12 @@ class WorkerTurns:
         self._emit = aio.register_script(scripts.EMIT_TURN_EVENT)
         self._finish = aio.register_script(scripts.FINISH_TURN)
         self._read_context = aio.register_script(scripts.READ_CONTEXT)
+        self._pause = aio.register_script(scripts.PAUSE_TURN)
+        self._decide = aio.register_script(scripts.DECIDE_APPROVAL)
 
     async def start(self, tenant: str, job_id: str) -> tuple[str, int, dict[str, str]]:
-        """('started', attempt, job record) when this worker may run the turn, else ('final'|'missing', 0, {})."""
+        """('started', attempt, job record) when this worker may run the turn, else ('final', 'waiting' or
+        'missing', 0, {})."""
         settings = self.store.settings
         call = StartTurnCall(
             job=keys.job(tenant, job_id), events=keys.events(tenant, job_id),
@@ -125,3 +130,39 @@ class WorkerTurns:
         already ended or was taken over."""
         call = self.store.finish_call(turn.tenant, turn.job_id, session_id, attempt=turn.attempt, **values)
         return bool(await self._finish(keys=call.keys(), args=call.args()))
+
+    async def pause(self, turn: Attempt, *, paused: str, pending: str, events_out: list[str]) -> bool:
+        """The attempt's turn waits for decisions on `pending` calls (PAUSE_TURN), keeping `paused`, the state
+        it goes on from. False when the attempt no longer runs the turn."""
+        settings, tenant = self.store.settings, turn.tenant
+        call = PauseTurnCall(
+            job=keys.job(tenant, turn.job_id), events=keys.events(tenant, turn.job_id),
+            live_channel=keys.live_channel(tenant, turn.job_id), tool_runs=keys.tool_runs(tenant, turn.job_id),
+            tenant_admitted=keys.tenant_admitted(tenant), tenant_line=keys.tenant_line(tenant),
+            rq_queue=keys.rq_queue(settings.queue_name), deadlines=keys.approval_deadlines(), job_id=turn.job_id,
+            attempt=turn.attempt, call_id=new_call_id(), paused=paused, pending=pending,
+            events_out=json.dumps(events_out), keep_ms=self.store.waiting_keep_ms,
+            deadline_ms=now_ms() + settings.approval_timeout_s * 1000, member=approval_member(tenant, turn.job_id),
+            job_prefix=keys.job(tenant, ""), rq_prefix=Job.redis_job_namespace_prefix,
+            tenant_cap=settings.tenant_concurrency, enqueued_at=rq_now(),
+        )  # fmt: skip
+        return bool(await self._pause(keys=call.keys(), args=call.args()))
+
+    async def expire_approvals(self, limit: int = 100) -> int:
+        """Deny, as timed out, every call of the turns whose wait passed its deadline, which resumes them (at
+        most `limit` turns a call); how many turns were resumed. Any worker may run this; a turn decided
+        meanwhile is left as it is."""
+        due = await self.aio.zrangebyscore(keys.approval_deadlines(), "-inf", now_ms(), start=0, num=limit)
+        resumed = 0
+        for member in due:
+            tenant, _, job_id = member.partition(" ")
+            session_id = await self.aio.hget(keys.job(tenant, job_id), "session_id")
+            outcome = "missing"
+            if session_id is not None:
+                call = self.store.decide_call(tenant, job_id, session_id, "", False, "timed out")
+                outcome, _ = await self._decide(keys=call.keys(), args=call.args())
+            if outcome == "resumed":
+                resumed += 1
+            else:  # ended (canceled) or gone while it waited: nothing to time out
+                await self.aio.zrem(keys.approval_deadlines(), member)
+        return resumed

@@ -32,6 +32,7 @@ from parley.worker.providers.openai import OpenAIProvider
 from parley.worker.rq_side import RqSide
 from parley.worker.turn.control import JobControl
 from parley.worker.turn.loop import AgentLoop, Stopped
+from parley.worker.turn.toolbox import Toolbox
 from tests.model_server import serve_in_thread
 
 LONE = "\ud800"
@@ -164,9 +165,10 @@ def make_loop(clients: RedisClients, settings: Settings, provider: Any, threads:
     registry = ToolRegistry(getattr(fn, TOOL_ATTRIBUTE) for fn in tools)
     ctx = ToolContext(tenant="alice", session_id="s1", job_id=job_id, redis=clients.text, settings=settings)
     out = sent if sent is not None else []
-    return AgentLoop(provider=provider, registry=registry, agent={"name": "a", "tools": registry.names()},
-                     model="m", tool_context=ctx, emit=emit or (lambda payload: _keep(out, payload)),
-                     threads=threads, max_steps=4, idle_timeout_s=idle_timeout_s)  # fmt: skip
+    toolbox = Toolbox(registry=registry, builtin=registry.names(), ctx=ctx, threads=threads)
+    return AgentLoop(provider=provider, toolbox=toolbox, agent={"name": "a", "tools": registry.names()},
+                     model="m", emit=emit or (lambda payload: _keep(out, payload)), max_steps=4,
+                     idle_timeout_s=idle_timeout_s)  # fmt: skip
 
 
 def test_a_stream_of_keep_alive_comments_is_hung_up_as_a_timeout(

@@ -81,12 +81,13 @@ class ModelStream:
 class Provider(Protocol):
     def stream(self, *, model: str, messages: list[dict[str, Any]], temperature: float | None,
                max_tokens: int | None, tools: list[dict[str, Any]] | None = None,
-               response_format: dict[str, Any] | None = None
+               response_format: dict[str, Any] | None = None, tool_choice: Any = None
                ) -> AbstractAsyncContextManager[ModelStream]:  # fmt: skip
         """`async with provider.stream(...) as stream`: leaving it (normally, by an exception, or by the
         task being cancelled mid-read) closes the model's HTTP response at once.
 
-        `tools` are OpenAI function tools the model may call; `response_format` asks for JSON."""
+        `tools` are OpenAI function tools the model may call, `tool_choice` OpenAI's choice among them (None:
+        not sent); `response_format` asks for JSON."""
         ...
 
     async def aclose(self) -> None:

@@ -154,7 +154,8 @@ class DemoProvider:
     @asynccontextmanager
     async def stream(self, *, model: str, messages: list[dict[str, Any]], temperature: float | None,
                max_tokens: int | None, tools: list[dict[str, Any]] | None = None,
-               response_format: dict[str, Any] | None = None) -> AsyncIterator[ModelStream]:  # fmt: skip
+               response_format: dict[str, Any] | None = None,
+               tool_choice: Any = None) -> AsyncIterator[ModelStream]:  # fmt: skip
         available = {tool["function"]["name"] for tool in tools or ()}
         results = _tool_results(messages)
         call = None if results else plan_tool_call(_text(messages[-1]["content"]), available)

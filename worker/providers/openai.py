@@ -47,8 +47,11 @@ class OpenAIProvider:
     @asynccontextmanager
     async def stream(self, *, model: str, messages: list[dict[str, Any]], temperature: float | None,
                      max_tokens: int | None, tools: list[dict[str, Any]] | None = None,
-                     response_format: dict[str, Any] | None = None) -> AsyncIterator[ModelStream]:  # fmt: skip
+                     response_format: dict[str, Any] | None = None,
+               tool_choice: Any = None) -> AsyncIterator[ModelStream]:  # fmt: skip
         body = self._body(model, messages, temperature, max_tokens, tools, response_format)
+        if tools and tool_choice is not None:
+            body["tool_choice"] = tool_choice
         try:
             response = await self.client.post(
                 "/chat/completions", body=body, cast_to=object, stream=True, stream_cls=ChunkStream

@@ -46,9 +46,23 @@ def model_message(item: dict[str, Any]) -> dict[str, Any]:
     return message
 
 
+def model_messages(item: dict[str, Any]) -> list[dict[str, Any]]:
+    """`model_message`, and after a tool's result with images (data URIs in `images`) a user message showing
+    them: Chat Completions takes images in user messages only."""
+    message = model_message(item)
+    if item["role"] != "tool" or not item.get("images"):
+        return [message]
+    note = {"type": "text", "text": f"(images returned by the call {message['tool_call_id']})"}
+    shown = {"role": "user",
+             "content": [note, *({"type": "image_url", "image_url": {"url": url}} for url in item["images"])]}
+    return [message, shown]
+
+
 def build_messages(agent: dict[str, Any], history: list[dict[str, Any]], message: str,
-                   images: list[str] | None = None) -> list[dict[str, Any]]:  # fmt: skip
-    """System context, instructions (and response shape), the first message and history, the new message.
+                   images: list[str] | None = None,
+                   tool_results: list[dict[str, str]] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """System context, instructions (and response shape), the first message and history, the new message
+    (or, for a turn that goes on from the client's tool results, those as tool messages).
 
     The agent's first message is message 0 of the history (stored when the session was created).
     Images in `history` must already be data URIs.
@@ -59,8 +73,13 @@ def build_messages(agent: dict[str, Any], history: list[dict[str, Any]], message
     instructions = instructions_text(agent)
     if instructions:
         context.append({"role": "system", "content": instructions})
-    context.extend(model_message(item) for item in history)
-    context.append({"role": "user", "content": user_content(message, images or [])})
+    for item in history:
+        context.extend(model_messages(item))
+    if tool_results is not None:
+        context.extend({"role": "tool", "tool_call_id": item["tool_call_id"], "content": item["content"]}
+                       for item in tool_results)  # fmt: skip
+    else:
+        context.append({"role": "user", "content": user_content(message, images or [])})
     return context
 
 

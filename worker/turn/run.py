@@ -21,6 +21,7 @@ from parley.shared import events, logs, telemetry
 from parley.shared.clock import now_ms
 from parley.shared.events import ErrorCode, EventType
 from parley.shared.store import images as session_images
+from parley.shared.store import keys
 from parley.shared.store.sessions import message_json
 from parley.shared.store.worker_turns import Attempt
 from parley.shared.tokens import count_message
@@ -29,11 +30,12 @@ from parley.tools import ToolContext
 from ..memory.window import agent_model, maybe_schedule_summary, remembered
 from ..providers.base import ModelError
 from ..runtime import Runtime
-from .context import CLOSING_MESSAGE, build_messages, exchanges_so_far
+from .context import CLOSING_MESSAGE, build_messages, exchanges_so_far, model_messages
 from .control import CURRENT
-from .loop import AgentLoop, Outcome, Stopped, in_thread
+from .loop import AgentLoop, Outcome, Resume, Stopped, WaitForDecisions, in_thread
 from .outbox import Outbox
 from .structured import InvalidAnswer
+from .toolbox import Toolbox, split_names
 
 log = logging.getLogger("parley.worker.turn")
 
@@ -45,7 +47,7 @@ async def run_turn(tenant: str, job_id: str, *, rt: Runtime) -> str:
     started = time.monotonic()
     if state != "started":
         log.info("turn %s not run: %s", job_id, state)
-        return state
+        return state  # 'waiting': a stale run of a turn that waits for decisions
     turn = Attempt(tenant, job_id, attempt)
     control = CURRENT.get()
     if control is not None:
@@ -60,9 +62,15 @@ async def run_turn(tenant: str, job_id: str, *, rt: Runtime) -> str:
         if not await rt.worker_turns.emit(turn, [events.encode(EventType.DELTA, content=CLOSING_MESSAGE)]):
             return "stopped"
         return await _commit(rt, turn, agent, record, Outcome(answer=CLOSING_MESSAGE), model)
-    messages = build_messages(agent, history, record["message"], images)
+    resume = _resume(record)
+    messages = build_messages(agent, history, record["message"], images, tool_results=_tool_results(record))
+    if resume is not None:
+        for item in resume.transcript:
+            refs = item.get("images") or []
+            shown = {**item, "images": [resume.images[ref] for ref in refs]} if refs else item
+            messages.extend(model_messages(shown))
     try:
-        outcome = await _run_loop(rt, turn, agent, model, record, messages, started)
+        outcome = await _run_loop(rt, turn, agent, model, record, messages, started, resume)
     except ModelError as error:
         telemetry.model_error(error.status, error.timed_out)
         code = ErrorCode.MODEL_TIMEOUT if error.timed_out else ErrorCode.MODEL_FAILED
@@ -73,7 +81,35 @@ async def run_turn(tenant: str, job_id: str, *, rt: Runtime) -> str:
     if outcome is None:
         log.info("turn %s attempt %s stopped: canceled or superseded", job_id, attempt)
         return "stopped"
+    if isinstance(outcome, WaitForDecisions):
+        return await _pause(rt, turn, outcome)
     return await _commit(rt, turn, agent, record, outcome, model)
+
+
+def _resume(record: dict[str, str]) -> Resume | None:
+    """Where a turn resumed after decisions goes on (None for a turn that never paused)."""
+    if not record.get("paused"):
+        return None
+    return Resume.from_state(json.loads(record["paused"]), json.loads(record.get("decisions") or "{}"))
+
+
+def _tool_results(record: dict[str, str]) -> list[dict[str, str]] | None:
+    """The client's results of its tools' calls a turn goes on from (`/v1/chat/completions`), if any."""
+    return json.loads(record["tool_results"]) if record.get("tool_results") else None
+
+
+async def _pause(rt: Runtime, turn: Attempt, wait: WaitForDecisions) -> str:
+    """The turn waits for people's decisions: its state to Redis (PAUSE_TURN), its slot free."""
+    shown = [events.encode(EventType.APPROVAL_REQUIRED, call_id=call["call_id"], tool_name=call["tool_name"],
+                           args=call["args"]) for call in wait.pending]  # fmt: skip
+    control = CURRENT.get()
+    if control is not None:
+        control.committing = True  # the pause ends the attempt itself, as a commit does
+    waiting = events.encode(EventType.STATUS, message="waiting")
+    paused = await rt.worker_turns.pause(turn, paused=json.dumps(wait.state), pending=json.dumps(wait.pending),
+                                         events_out=[*shown, waiting])  # fmt: skip
+    log.info("turn %s waits for %d decision(s)", turn.job_id, len(wait.pending))
+    return "waiting" if paused else "stopped"
 
 
 async def _context(rt: Runtime, tenant: str, record: dict[str, str],
@@ -95,7 +131,8 @@ async def _context(rt: Runtime, tenant: str, record: dict[str, str],
 
 
 async def _run_loop(rt: Runtime, turn: Attempt, agent: dict[str, Any], model: str, record: dict[str, str],
-                    messages: list[dict[str, Any]], started: float) -> Outcome | None:  # fmt: skip
+                    messages: list[dict[str, Any]], started: float,
+                    resume: Resume | None) -> Outcome | WaitForDecisions | None:  # fmt: skip
     """The agent loop with its events sent through an outbox; None when the turn was found canceled or
     superseded by an emit. (Found so by the engine's watch instead, the task is cancelled.) Every event
     queued is sent before this returns, so the turn's last events follow them."""
@@ -112,18 +149,19 @@ async def _run_loop(rt: Runtime, turn: Attempt, agent: dict[str, Any], model: st
         return ours
 
     outbox = Outbox(send, stop)
+    ctx = ToolContext(tenant=turn.tenant, session_id=record["session_id"], job_id=turn.job_id, redis=rt.clients.text,
+                      settings=rt.settings, memory="history" not in record)  # brought its own history: no notes
     loop = AgentLoop(
-        provider=rt.provider, registry=rt.tools, agent=agent, model=model,
-        tool_context=ToolContext(tenant=turn.tenant, session_id=record["session_id"], job_id=turn.job_id,
-                                 redis=rt.clients.text, settings=rt.settings,
-                                 memory="history" not in record),  # brought its own history: no notes
-        emit=outbox.put, threads=rt.threads, max_steps=rt.settings.max_tool_steps,
-        idle_timeout_s=rt.settings.model_idle_timeout_s,
+        provider=rt.provider, toolbox=await _toolbox(rt, agent, record, ctx), agent=agent, model=model,
+        emit=outbox.put, max_steps=rt.settings.max_tool_steps, idle_timeout_s=rt.settings.model_idle_timeout_s,
+        tool_choice=json.loads(record["tool_choice"]) if record.get("tool_choice") and resume is None else None,
     )  # fmt: skip
     try:
-        outcome = await loop.run(messages)
+        outcome: Outcome | WaitForDecisions = await loop.run(messages, resume)
     except Stopped:
         return None
+    except WaitForDecisions as wait:
+        outcome = wait
     finally:
         if loop.first_text_at is not None:
             telemetry.first_token(loop.first_text_at - started)
@@ -131,6 +169,18 @@ async def _run_loop(rt: Runtime, turn: Attempt, agent: dict[str, Any], model: st
         telemetry.tokens(agent["name"], loop.model, usage.get("prompt_tokens"), usage.get("completion_tokens"))
     await outbox.sent()
     return None if outbox.stopped else outcome
+
+
+async def _toolbox(rt: Runtime, agent: dict[str, Any], record: dict[str, str], ctx: ToolContext) -> Toolbox:
+    """The tools this turn may call: the agent's built-ins and MCP servers' tools, and the client's own."""
+    builtin, remote_names = split_names(agent.get("tools") or [])
+    remote = None
+    if remote_names:
+        from ..mcp import load_remote_tools  # type: ignore[import-not-found,unused-ignore]  # MCP: helper's, in flight
+
+        remote = await load_remote_tools(rt.aio, rt.settings, ctx.tenant, remote_names)
+    return Toolbox(registry=rt.tools, builtin=builtin, ctx=ctx, threads=rt.threads, remote=remote,
+                   client=json.loads(record.get("client_tools") or "[]"), approval=agent.get("approval") or [])
 
 
 async def _commit(rt: Runtime, turn: Attempt, agent: dict[str, Any], record: dict[str, str], outcome: Outcome,
@@ -146,19 +196,24 @@ async def _commit(rt: Runtime, turn: Attempt, agent: dict[str, Any], record: dic
                                 "usage": usage}  # fmt: skip
     if outcome.structured is not None:
         result["structured"] = response["structured"] = outcome.structured
+    if outcome.client_calls:
+        result["tool_calls"] = response["tool_calls"] = [
+            {"id": call.id, "name": call.name, "arguments": call.arguments} for call in outcome.client_calls]
     uris = json.loads(record.get("images") or "[]")
     refs = [session_images.image_ref(uri) for uri in uris]
-    stored = [
-        {"role": "user", "content": record["message"], "created_at": int(record["enqueued_at"]), "images": refs},
-        *({**step, "created_at": now} for step in outcome.transcript),
-        {"role": "assistant", "content": outcome.answer, "created_at": now},
-    ]
+    enqueued = int(record["enqueued_at"])
+    tool_results = _tool_results(record)
+    opening = [{"role": "tool", "tool_call_id": item["tool_call_id"], "content": item["content"],
+                "created_at": enqueued} for item in tool_results] if tool_results is not None else [
+        {"role": "user", "content": record["message"], "created_at": enqueued, "images": refs}]  # fmt: skip
+    closing = [] if outcome.client_calls else [{"role": "assistant", "content": outcome.answer, "created_at": now}]
+    stored = [*opening, *({**step, "created_at": now} for step in outcome.transcript), *closing]
     tokens = [count_message(message, model) for message in stored]
     messages = [message_json(job_id=turn.job_id, tokens=n, **message)
                 for message, n in zip(stored, tokens, strict=True)]  # fmt: skip
     done = await _finish(
         rt, turn, session_id, status="finished", result=result, messages=messages,
-        images=dict(zip(refs, uris, strict=True)), tokens=sum(tokens),
+        images={**outcome.images, **dict(zip(refs, uris, strict=True))}, tokens=sum(tokens),
         events_out=[events.encode(EventType.RESPONSE, **response), events.encode(EventType.DONE)],
     )  # fmt: skip
     if done and "history" not in record:
@@ -198,6 +253,9 @@ def on_turn_failure(job: Any, connection: Any, exc_type: Any, exc_value: Any, tr
         log.warning("turn %s failed (%s); RQ retries it, %s retries left", job.id, exc_type, job.retries_left)
         return
     tenant, job_id = job.args
+    if rt.clients.text.hget(keys.job(tenant, job_id), "status") == "waiting":
+        log.info("turn %s waits for decisions: its run's failure (%s) leaves it waiting", job_id, exc_type)
+        return
     reason = "the worker running this turn stopped" if exc_type is not None and "Abandoned" in getattr(
         exc_type, "__name__", ""
     ) else f"the turn failed: {exc_value!r}"

@@ -60,6 +60,11 @@ class Toolbox:
                 return shown
         return model_name
 
+    def has(self, model_name: str) -> bool:
+        """Whether the agent (not the client) has this tool."""
+        remote = self.remote is not None and self.remote.shown_name(model_name) is not None
+        return model_name in self.builtin or remote
+
     def is_client(self, model_name: str) -> bool:
         return any(spec["function"]["name"] == model_name for spec in self.client)
 

@@ -112,8 +112,10 @@ CREATE_AGENT = load("create_agent")
 UPDATE_AGENT = load("update_agent")
 DELETE_AGENT = load("delete_agent")
 ADD_BOUNDED = load("add_bounded")
+PAUSE_TURN = load("pause_turn")
+DECIDE_APPROVAL = load("decide_approval")
 
 RUNNABLE = ("accept_turn", "start_turn", "emit_turn_event", "finish_turn", "read_context", "create_session",
             "admit_report", "release_report", "emit_event", "create_agent", "update_agent", "delete_agent",
-            "add_bounded")  # fmt: skip
+            "add_bounded", "pause_turn", "decide_approval")  # fmt: skip
 """Every runnable script of this package (the rest, lib_*.lua, are snippets)."""

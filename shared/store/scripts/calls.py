@@ -185,3 +185,56 @@ class AdmitReportCall(ScriptCall):
 
 BUILDERS: tuple[type[ScriptCall], ...] = (AcceptTurnCall, StartTurnCall, EmitTurnEventCall, FinishTurnCall,
                                           AdmitReportCall)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PauseTurnCall(ScriptCall):
+    """PAUSE_TURN (pause_turn.lua): a running attempt waits for decisions on tool calls."""
+
+    SCRIPT: ClassVar[str] = "pause_turn"
+    job: str = key()
+    events: str = key()
+    live_channel: str = key()
+    tool_runs: str = key()
+    tenant_admitted: str = key()
+    tenant_line: str = key()
+    rq_queue: str = key()
+    deadlines: str = key()
+    job_id: str = arg()
+    attempt: int = arg()
+    call_id: str = arg()
+    paused: str = arg()
+    pending: str = arg()
+    events_out: str = arg()
+    keep_ms: int = arg()
+    deadline_ms: int = arg()
+    member: str = arg()
+    job_prefix: str = arg()
+    rq_prefix: str = arg()
+    tenant_cap: int = arg()
+    enqueued_at: str = arg()
+
+
+@dataclass(frozen=True)
+class DecideApprovalCall(ScriptCall):
+    """DECIDE_APPROVAL (decide_approval.lua): a decision on a waiting turn's call; the last one resumes it."""
+
+    SCRIPT: ClassVar[str] = "decide_approval"
+    job: str = key()
+    events: str = key()
+    live_channel: str = key()
+    rq_job: str = key()
+    rq_queue: str = key()
+    tenant_admitted: str = key()
+    tenant_line: str = key()
+    deadlines: str = key()
+    rq_finished: str = key()
+    job_id: str = arg()
+    call_id: str = arg()
+    approve: str = arg()
+    reason: str = arg()
+    member: str = arg()
+    tenant_cap: int = arg()
+    enqueued_at: str = arg()
+    keep_ms: int = arg()
+    rq_fields: tuple[Any, ...] = arg(rest=True)

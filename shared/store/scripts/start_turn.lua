@@ -8,7 +8,8 @@
 -- lifetime from here, the retention plus the longest the attempt may run, so EMIT need not extend it. call_id names this call (a fresh
 -- one per call: its retry is answered first, below); deltas: the process's buffered metric deltas.
 -- Returns {'started', attempt, the job hash as a flat list} (saving the worker a read) |
---         {'final', 0} (already finished, failed or canceled) | {'missing', 0}.
+--         {'final', 0} (already finished, failed or canceled) | {'waiting', 0} (it waits for decisions) |
+--         {'missing', 0}. A turn resumed after decisions (its `resume` flag) gets `status: resumed`.
 -- In three parts, in this order:
 -- 1. Run twice: this call ran already (its reply was lost and the client sent it again): the same
 --    answer, and nothing is written, telemetry neither.
@@ -28,9 +29,14 @@ local function start()
     if status == 'finished' or status == 'failed' or status == 'canceled' then
         return {'final', 0}
     end
+    if status == 'waiting' then
+        return {'waiting', 0}  -- a stale run of a turn that waits for decisions: DECIDE_APPROVAL resumes it
+    end
     local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
     redis.call('HSET', KEYS[1], 'status', 'started', 'start_call', ARGV[3])
-    if attempt == 1 then
+    if redis.call('HDEL', KEYS[1], 'resume') == 1 then
+        emit(KEYS[2], KEYS[3], cjson.encode({type = 'status', message = 'resumed'}), ARGV[2])
+    elseif attempt == 1 then
         redis.call('HSET', KEYS[1], 'started_at', ARGV[1])
         emit(KEYS[2], KEYS[3], cjson.encode({type = 'status', message = 'started'}), ARGV[2])
     else
