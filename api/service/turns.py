@@ -15,11 +15,11 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from parley.shared import events, logs
-from parley.shared.errors import Conflict, InvalidInput, NotFound, NotReady, TimedOut, TooLarge, turn_error
+from parley.shared.errors import Conflict, InvalidInput, NotFound, NotReady, ParleyError, TimedOut, TooLarge, turn_error
 from parley.shared.events import EventType
 from parley.shared.schema import ChatRequest, ChatResponse
 from parley.shared.store import images
-from parley.shared.store.turns import Accepted
+from parley.shared.store.turns import Accepted, ClientTools
 
 from ..runtime import WebRuntime
 from ..streams import Draining, job_events
@@ -52,33 +52,106 @@ def _check_sizes(rt: WebRuntime, body: ChatRequest) -> None:
             raise InvalidInput(f"images[{index}] {error}", field=f"images.{index}") from None
 
 
-def request_hash(body: ChatRequest, history: list[dict[str, str]] | None = None) -> str:
+MCP_MODEL_PREFIX = "mcp__"
+"""How the model knows an agent's MCP tools (`mcp__<server>__<tool>`, worker/mcp/): a client tool may not
+start so on an agent that has MCP tools."""
+SESSION_TAIL = 128
+"""Messages read back from a session's end to find the tool calls waiting for the client's results."""
+
+
+def _check_clashes(agent: dict[str, Any], tools: list[dict[str, Any]]) -> None:
+    """400 for a client tool named like one of the agent's own: the model could not tell them apart."""
+    own = agent.get("tools") or []
+    builtin = {name for name in own if not name.startswith("mcp:")}
+    has_mcp = len(builtin) < len(own)
+    for index, tool in enumerate(tools):
+        name = tool["function"]["name"]
+        if name in builtin or (has_mcp and name.startswith(MCP_MODEL_PREFIX)):
+            why = f"a tool named {name!r}" if name in builtin else f"MCP tools (the model's {MCP_MODEL_PREFIX}* names)"
+            raise ParleyError(f"tools[{index}] clashes with the agent's own tools: it has {why}; rename yours",
+                              field=f"tools.{index}.function.name")  # fmt: skip
+
+
+def waiting_calls(tail: list[dict[str, Any]]) -> list[str]:
+    """The ids of the tool calls a session's last assistant message made that no stored tool message answers
+    (the client's: the agent's own were answered before the turn ended); [] when a user message is last."""
+    answered: set[str] = set()
+    for message in reversed(tail):
+        if message["role"] == "tool":
+            answered.add(message.get("tool_call_id") or "")
+            continue
+        if message["role"] != "assistant":
+            return []
+        return [call["id"] for call in message.get("tool_calls") or () if call.get("id") not in answered]
+    return []
+
+
+def check_results(results: list[dict[str, str]], waiting: list[str]) -> None:
+    """400 unless the tool results answer exactly the calls that wait for them."""
+    unknown = [result["tool_call_id"] for result in results if result["tool_call_id"] not in waiting]
+    if unknown:
+        raise ParleyError(f"tool message for {unknown[0]!r}: the session has no tool call of that id waiting for a "
+                          f"result (waiting: {', '.join(waiting) or 'none'})", field="messages")  # fmt: skip
+    missing = sorted(set(waiting) - {result["tool_call_id"] for result in results})
+    if missing:
+        raise ParleyError(f"the session's tool calls {', '.join(missing)} have no tool message answering them",
+                          field="messages")  # fmt: skip
+
+
+def _session_tail(rt: WebRuntime, tenant: str, session_id: str) -> list[dict[str, Any]]:
+    try:
+        stored = rt.sessions.messages(tenant, session_id, limit=SESSION_TAIL, before=None)
+    except NotFound:
+        return []
+    return [message.model_dump() for message in stored]
+
+
+def _check_client_tools(rt: WebRuntime, tenant: str, agent: dict[str, Any], session_id: str | None,
+                        client_tools: ClientTools) -> None:  # fmt: skip
+    """What of the client's tools needs the agent or the session: names, "required", the waiting calls.
+    Without a session the adapter checked the results against the conversation the request brings."""
+    _check_clashes(agent, client_tools.tools)
+    if client_tools.tool_choice == "required" and not (client_tools.tools or agent.get("tools")):
+        raise ParleyError('tool_choice is "required" but neither the request nor the agent has a tool',
+                          field="tool_choice")  # fmt: skip
+    if client_tools.results is not None and session_id is not None:
+        check_results(client_tools.results, waiting_calls(_session_tail(rt, tenant, session_id)))
+
+
+def request_hash(body: ChatRequest, history: list[dict[str, Any]] | None = None,
+                 client_tools: ClientTools | None = None) -> str:  # fmt: skip
     """What an Idempotency-Key is bound to: the same key with another request is a conflict."""
-    request = {**body.model_dump(), "history": history}
+    tools = client_tools.job_fields() if client_tools is not None else None
+    request = {**body.model_dump(), "history": history, "client_tools": tools}
     return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
 
 
 def _accept(rt: WebRuntime, tenant: str, body: ChatRequest, idempotency_key: str | None, api_key: str,
-            history: list[dict[str, str]] | None) -> Accepted:  # fmt: skip
-    digest = request_hash(body, history)
+            history: list[dict[str, Any]] | None, client_tools: ClientTools | None) -> Accepted:  # fmt: skip
+    digest = request_hash(body, history, client_tools)
     if idempotency_key:
         replay = rt.turns.replay(tenant, idempotency_key, digest)
         if replay:
             return replay
     _check_sizes(rt, body)
     agent = _resolve_agent(rt, tenant, body)
+    if client_tools is not None:
+        _check_client_tools(rt, tenant, agent, body.session_id, client_tools)
     return rt.turns.accept(
         tenant=tenant, agent=agent, session_id=body.session_id, message=body.message, images=body.images,
         idempotency_key=idempotency_key, request_hash=digest, api_key=api_key, history=history,
+        client_tools=client_tools,
     )  # fmt: skip
 
 
 async def accept(rt: WebRuntime, tenant: str, body: ChatRequest, idempotency_key: str | None,
-                 api_key: str = "", history: list[dict[str, str]] | None = None) -> Accepted:  # fmt: skip
-    """Queue a turn (see TurnStore.accept); `history` makes it a turn that brings its conversation."""
+                 api_key: str = "", history: list[dict[str, Any]] | None = None,
+                 client_tools: ClientTools | None = None) -> Accepted:  # fmt: skip
+    """Queue a turn (see TurnStore.accept); `history` makes it a turn that brings its conversation,
+    `client_tools` one whose model may call the client's tools (400 for what cannot be honoured)."""
     if idempotency_key is not None and not (0 < len(idempotency_key) <= 255):
         raise InvalidInput("Idempotency-Key must be 1 to 255 characters", field="Idempotency-Key")
-    accepted = await run_in_threadpool(_accept, rt, tenant, body, idempotency_key, api_key, history)
+    accepted = await run_in_threadpool(_accept, rt, tenant, body, idempotency_key, api_key, history, client_tools)
     logs.bind(session_id=accepted.session_id, job_id=accepted.job_id)
     return accepted
 
@@ -117,5 +190,5 @@ async def wait_for_result(rt: WebRuntime, tenant: str, accepted: Accepted) -> Ch
         return ChatResponse(response=response["content"], agent_id=session["agent_id"],
                             agent_name=session["agent_name"], session_id=session["session_id"],
                             job_id=accepted.job_id, usage=response.get("usage"),
-                            structured=response.get("structured"))  # fmt: skip
+                            structured=response.get("structured"), tool_calls=response.get("tool_calls"))  # fmt: skip
     raise turn_error(error.get("code"), error.get("message") or "the turn failed", job_id=accepted.job_id)

@@ -11,9 +11,11 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from parley.shared.schema import SESSION_ID_PATTERN
+from parley.shared.store.turns import Accepted
 
 from ...deps import ApiKey, Runtime, Tenant
 from ...errors import documented
+from ...runtime import WebRuntime
 from ...service import turns
 from ...streams import SSE_HEADERS, PlacedStreamingResponse, job_events, stream_place
 from . import translate
@@ -30,21 +32,27 @@ async def chat_completions(
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> JSONResponse | StreamingResponse:  # fmt: skip
     """Chat with an agent in OpenAI's format (`model` = the agent's name or id)."""
-    request, history = translate.read(body, x_parley_session, rt.settings)
+    turn = translate.read(body, x_parley_session, rt.settings)
     if body.stream:
         with stream_place(rt.hub, tenant) as place:  # a tenant past its stream limit gets 429, and nothing is queued
-            accepted = await turns.accept(rt, tenant, request, idempotency_key, key, history=history)
+            accepted = await _accept(rt, tenant, key, turn, idempotency_key)
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             # OpenAI clients cannot resume a stream: it goes on through a drain while uvicorn lets it.
             events = job_events(rt.hub, tenant, accepted.job_id, None, rt.settings.sse_ping_s, stop_on_drain=False)
             chunks = translate.chunks(events, accepted.job_id, int(time.time()), body.model, include_usage)
             headers = {**SSE_HEADERS, "X-Parley-Job": accepted.job_id, "X-Parley-Session": accepted.session_id}
             return PlacedStreamingResponse(place, chunks, media_type="text/event-stream", headers=headers)
-    accepted = await turns.accept(rt, tenant, request, idempotency_key, key, history=history)
+    accepted = await _accept(rt, tenant, key, turn, idempotency_key)
     created = int(time.time())
     result = await turns.wait_for_result(rt, tenant, accepted)
     return JSONResponse(translate.completion(result, body.model, created),
                         headers={"X-Parley-Session": result.session_id, "X-Parley-Job": accepted.job_id})  # fmt: skip
+
+
+async def _accept(rt: WebRuntime, tenant: str, key: str, turn: translate.Turn,
+                  idempotency_key: str | None) -> Accepted:  # fmt: skip
+    return await turns.accept(rt, tenant, turn.request, idempotency_key, key, history=turn.history,
+                              client_tools=turn.client_tools)  # fmt: skip
 
 
 @router.get("/models")
