@@ -121,8 +121,9 @@ def _check_client_tools(rt: WebRuntime, tenant: str, agent: dict[str, Any], sess
 def request_hash(body: ChatRequest, history: list[dict[str, Any]] | None = None,
                  client_tools: ClientTools | None = None) -> str:  # fmt: skip
     """What an Idempotency-Key is bound to: the same key with another request is a conflict."""
-    tools = client_tools.job_fields() if client_tools is not None else None
-    request = {**body.model_dump(), "history": history, "client_tools": tools}
+    request = {**body.model_dump(), "history": history}
+    if client_tools is not None:  # only then: a request without them hashes as it always did
+        request["client_tools"] = client_tools.job_fields()
     return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
 
 
