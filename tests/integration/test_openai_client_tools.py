@@ -10,11 +10,18 @@ from typing import Any
 
 import openai
 import pytest
+from openai.types.chat import (
+    ChatCompletionFunctionToolParam,
+    ChatCompletionMessageFunctionToolCall,
+    ChatCompletionMessageParam,
+    ChatCompletionNamedToolChoiceParam,
+    ChatCompletionToolMessageParam,
+)
 
 from tests.integration.helpers import client, create_agent, messages, model_requests
 from tests.integration.test_tenancy_and_input import _snapshot
 
-WEATHER: dict[str, Any] = {"type": "function", "function": {
+WEATHER: ChatCompletionFunctionToolParam = {"type": "function", "function": {
     "name": "get_weather", "description": "The weather in a city.",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
 }}  # fmt: skip
@@ -30,7 +37,8 @@ def _script(stack: Any, *steps: dict[str, Any]) -> None:
 
 def _streamed(stream: Any) -> tuple[str, list[dict[str, str]], str | None]:
     """A stream's text, its tool calls put together by `index` as OpenAI clients do, its last finish_reason."""
-    text, calls, finish = "", {}, None
+    text, finish = "", None
+    calls: dict[int, dict[str, str]] = {}
     for chunk in stream:
         if not chunk.choices:
             continue
@@ -52,17 +60,17 @@ def test_a_round_trip_without_a_session(stack) -> None:
             {"reply": "Sunny in Oslo."})  # fmt: skip
     with client(stack.web_url, stack.api_key) as http, _sdk(stack) as sdk:
         create_agent(http)
-        asked = [{"role": "user", "content": "Weather in Oslo?"}]
+        asked: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Weather in Oslo?"}]
         first = sdk.chat.completions.create(model="Chef", messages=asked, tools=[WEATHER], tool_choice="required")
         choice = first.choices[0]
         assert choice.finish_reason == "tool_calls" and choice.message.content == "Let me look."
         [call] = choice.message.tool_calls or []
-        assert call.type == "function" and call.function.name == "get_weather"  # type: ignore[union-attr]
-        assert json.loads(call.function.arguments) == {"city": "Oslo"}  # type: ignore[union-attr]
+        assert isinstance(call, ChatCompletionMessageFunctionToolCall) and call.function.name == "get_weather"
+        assert json.loads(call.function.arguments) == {"city": "Oslo"}
         sent = model_requests(stack)[-1]["body"]
         assert sent["tool_choice"] == "required" and WEATHER in sent["tools"]
 
-        result = {"role": "tool", "tool_call_id": call.id, "content": "Sunny, 21 C"}
+        result: ChatCompletionToolMessageParam = {"role": "tool", "tool_call_id": call.id, "content": "Sunny, 21 C"}
         second = sdk.chat.completions.create(model="Chef", messages=[*asked, choice.message, result],  # type: ignore[list-item]
                                              tools=[WEATHER])  # fmt: skip
         assert second.choices[0].message.content == "Sunny in Oslo." and second.choices[0].finish_reason == "stop"
@@ -71,7 +79,7 @@ def test_a_round_trip_without_a_session(stack) -> None:
             {"role": "user", "content": "Weather in Oslo?"},
             {"role": "assistant", "content": "Let me look.", "tool_calls": [
                 {"id": call.id, "type": "function", "function": {"name": "get_weather",
-                                                                  "arguments": call.function.arguments}}]},  # type: ignore[union-attr]
+                                                                  "arguments": call.function.arguments}}]},
             {"role": "tool", "tool_call_id": call.id, "content": "Sunny, 21 C"},
         ]  # fmt: skip
         assert "tool_choice" not in seen  # it went with the first request's first step only
@@ -112,9 +120,9 @@ def test_a_streamed_round_trip_with_a_session_and_the_agents_own_tool_in_the_sam
         assert stored[-1]["content"] == "Rain, and 42."
 
         # Those calls are answered now: the same results again have nothing to answer.
-        repeated = [{"role": "tool", "tool_call_id": "call_1", "content": "Rain"}]
+        repeated: list[ChatCompletionMessageParam] = [{"role": "tool", "tool_call_id": "call_1", "content": "Rain"}]
         with pytest.raises(openai.BadRequestError) as again:
-            sdk.chat.completions.create(model="Chef", extra_headers=session, messages=repeated)  # type: ignore[arg-type]
+            sdk.chat.completions.create(model="Chef", extra_headers=session, messages=repeated)
         assert again.value.status_code == 400 and "call_1" in again.value.message
 
 
@@ -123,9 +131,9 @@ def test_a_named_tool_choice_reaches_the_model_and_the_answer_can_be_text_too(st
     stack.start_workers()
     with client(stack.web_url, stack.api_key) as http, _sdk(stack) as sdk:
         create_agent(http)
-        choice = {"type": "function", "function": {"name": "get_weather"}}
+        choice: ChatCompletionNamedToolChoiceParam = {"type": "function", "function": {"name": "get_weather"}}
         answer = sdk.chat.completions.create(model="Chef", messages=[{"role": "user", "content": "hi"}],
-                                             tools=[WEATHER], tool_choice=choice, parallel_tool_calls=True)  # type: ignore[arg-type]
+                                             tools=[WEATHER], tool_choice=choice, parallel_tool_calls=True)
         assert answer.choices[0].message.content == "echo: hi" and answer.choices[0].finish_reason == "stop"
         assert answer.choices[0].message.tool_calls is None
         sent = model_requests(stack)[-1]["body"]
@@ -154,9 +162,10 @@ def test_what_cannot_be_honoured_is_400_and_changes_nothing(stack, body: dict[st
     with client(stack.web_url, stack.api_key) as http, _sdk(stack) as sdk:
         create_agent(http, tools=["calculator"] if "calculator" in json.dumps(body) else [])
         before = _snapshot(stack)
-        request: dict[str, Any] = {"model": "Chef", "messages": [{"role": "user", "content": "hi"}], **body}
-        with pytest.raises(openai.BadRequestError) as refused:
-            sdk.chat.completions.create(**request)
+        headers = body.pop("extra_headers", None)
+        with pytest.raises(openai.BadRequestError) as refused:  # the fields as the SDK sends unknown ones
+            sdk.chat.completions.create(model="Chef", messages=[{"role": "user", "content": "hi"}],
+                                        extra_body=body, extra_headers=headers)  # fmt: skip
         assert refused.value.status_code == 400
         error = refused.value.body  # the SDK keeps the body's "error" object
         assert isinstance(error, dict) and error["code"] == "bad_request" and error["field"] == field, error
