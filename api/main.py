@@ -19,7 +19,7 @@ from .adapters.openai import routes as openai_routes
 from .adapters.seed import routes as seed_routes
 from .metrics import Reporter
 from .middleware import BodyGuard, HttpMetrics, RequestContext
-from .routes import agents, chat, jobs, ops, sessions, tools, ui
+from .routes import agents, chat, jobs, mcp_servers, ops, sessions, tools, ui
 from .runtime import WebRuntime
 from .shutdown import on_stop_signal
 
@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["Retry-After", "X-Request-ID"], max_age=600,
         )  # fmt: skip
 
-    for module in (ops, agents, sessions, chat, jobs, seed_routes, openai_routes, tools, ui):
+    for module in (ops, agents, sessions, chat, jobs, seed_routes, openai_routes, tools, mcp_servers, ui):
         app.include_router(module.router)
     return app
 

@@ -5,7 +5,16 @@
     python -m tests.mcp_server --port 8765          # serves http://127.0.0.1:8765/mcp
 
 Tools: `echo` (its text back), `fail` (a tool error), `hang` (sleeps, for timeouts and cancel), `large`
-(a result of `size` characters), `image` (a 1x1 PNG as image content), `weather` (structured content).
+(a result of `size` characters), `image` (a 1x1 PNG as image content), `weather` (structured content),
+`hangs` (how many `hang` calls were cancelled before they ended, and how many run now).
+
+The same tools are served at other paths, each a server that behaves differently (`Variants`):
+
+- `/mcp`: both revisions;
+- `/legacy/mcp`: 2025-11-25 only (a request at a 2026 revision is answered as an older server does: 400,
+  "Missing session ID"), so a client must fall back to `initialize`;
+- `/modern/mcp`: 2026-07-28 only (a request without a 2026 `MCP-Protocol-Version` is refused, 400);
+- `/private/mcp`: both revisions, for a caller sending `X-Test-Secret: s3cret` only (401 otherwise).
 """
 
 from __future__ import annotations
@@ -13,10 +22,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 
 import uvicorn
 from mcp.server.mcpserver import Image, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import BaseModel
 
 PNG_1X1 = base64.b64decode(
@@ -24,7 +37,11 @@ PNG_1X1 = base64.b64decode(
 )
 """The smallest PNG: one pixel."""
 
+SECRET_HEADER = ("x-test-secret", "s3cret")
+"""What `/private/mcp` wants to see on every request."""
+
 server = MCPServer("parley-test-tools")
+hang_counts = {"cancelled": 0, "running": 0}
 
 
 class Forecast(BaseModel):
@@ -48,8 +65,21 @@ def fail(reason: str = "on purpose") -> str:
 @server.tool()
 async def hang(seconds: float = 3600.0) -> str:
     """Sleep `seconds` before answering (for timeouts and cancel)."""
-    await asyncio.sleep(seconds)
+    hang_counts["running"] += 1
+    try:
+        await asyncio.sleep(seconds)
+    except BaseException:
+        hang_counts["cancelled"] += 1
+        raise
+    finally:
+        hang_counts["running"] -= 1
     return f"slept {seconds:g} s"
+
+
+@server.tool()
+def hangs() -> dict[str, int]:
+    """How many `hang` calls were cancelled (the client gave up: a cancel notification or a closed stream)."""
+    return dict(hang_counts)
 
 
 @server.tool()
@@ -70,13 +100,52 @@ def weather(city: str) -> Forecast:
     return Forecast(city=city, celsius=21.5, sky="clear")
 
 
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
+
+
+class Variants:
+    """The one MCP app at several paths, each a server that speaks only one revision or wants a header."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        variant, _, rest = scope["path"].lstrip("/").partition("/")
+        if variant not in ("legacy", "modern", "private") or rest != "mcp":
+            return await self.app(scope, receive, send)
+        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+        version = headers.get("mcp-protocol-version")
+        if variant == "legacy" and version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
+            return await _refuse(send, 400, -32600, "Bad Request: Missing session ID")
+        if variant == "modern" and (version is None or version in HANDSHAKE_PROTOCOL_VERSIONS):
+            return await _refuse(send, 400, -32022, "this server speaks 2026-07-28 only",
+                                 {"supported": ["2026-07-28"], "requested": version})  # fmt: skip
+        if variant == "private" and headers.get(SECRET_HEADER[0]) != SECRET_HEADER[1]:
+            return await _refuse(send, 401, -32001, "missing or wrong X-Test-Secret")
+        return await self.app({**scope, "path": "/mcp", "raw_path": b"/mcp"}, receive, send)
+
+
+async def _refuse(send: Any, status: int, code: int, message: str, data: Any = None) -> None:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    body = json.dumps({"jsonrpc": "2.0", "id": None, "error": error}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     args = parser.parse_args()
     print(f"mcp-server listening on http://{args.host}:{args.port}/mcp", flush=True)
-    uvicorn.run(server.streamable_http_app(host=args.host), host=args.host, port=args.port, log_level="warning")
+    app = Variants(server.streamable_http_app(host=args.host))
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

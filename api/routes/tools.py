@@ -1,4 +1,4 @@
-"""`/api/v1/tools`: the tools this deployment offers, which agents may name in `tools`.
+"""`/api/v1/tools`: the tools agents may name in `tools`: this deployment's, then the tenant's MCP servers'.
 
 The router's lifespan loads the tools when the web process starts, so a tool module that fails to
 import stops the process at start with its name, instead of failing agent requests later.
@@ -13,10 +13,12 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
+from parley.shared.store.mcp_servers import McpServerStore, server_tools
 from parley.tools import load_registry
 
-from ..deps import Runtime, get_tenant
+from ..deps import Runtime, Tenant, get_tenant
 from ..errors import documented
 
 log = logging.getLogger("parley.api")
@@ -46,6 +48,18 @@ class ToolPublic(BaseModel):
 
 
 @router.get("", response_model=list[ToolPublic])
-def list_tools(rt: Runtime) -> list[ToolPublic]:
-    """Every tool agents may name, by name, with the JSON Schema of its arguments."""
-    return [ToolPublic.model_validate(spec) for spec in load_registry(rt.settings).describe()]
+async def list_tools(rt: Runtime, tenant: Tenant) -> list[ToolPublic]:
+    """Every tool agents may name, by name, with the JSON Schema of its arguments: the built-ins, then each MCP
+    server's tools as `mcp:<server>/<tool>` (those its `allowed_tools` let through; a server that cannot list
+    its tools now is left out)."""
+    builtin = [ToolPublic.model_validate(spec) for spec in load_registry(rt.settings).describe()]
+    return builtin + await _mcp_tools(rt, tenant)
+
+
+async def _mcp_tools(rt: Runtime, tenant: str) -> list[ToolPublic]:
+    servers = await run_in_threadpool(McpServerStore(rt.clients.text, rt.settings.max_mcp_servers).list, tenant)
+    found = await server_tools(rt.hub.redis, rt.settings, tenant, servers)
+    return [ToolPublic(name=f"mcp:{server.name}/{tool['name']}", description=tool["description"],
+                       parameters=tool["parameters"])
+            for server in servers if server.name in found
+            for tool in found[server.name].tools if server.allows(tool["name"])]  # fmt: skip

@@ -7,7 +7,8 @@ is set:
 1. only `http` and `https` URLs are fetched;
 2. the host is resolved here (`socket.getaddrinfo`) and the URL is refused if ANY of its addresses
    is loopback, private, link-local, multicast, reserved, unspecified or otherwise not global
-   (IPv4 inside IPv6 too: mapped, 6to4, Teredo, NAT64), before any connection is made;
+   (IPv4 inside IPv6 too: mapped, 6to4, Teredo, NAT64), before any connection is made, unless
+   PARLEY_PRIVATE_NETWORKS_ALLOWED names the host or a network holding the address (parley.tools.network);
 3. the connection goes to the address that was checked (the URL's host is replaced by it; the
    `Host` header and TLS SNI/certificate check keep the name), so a DNS answer that changes between
    check and connect (DNS rebinding) cannot lead elsewhere;
@@ -26,15 +27,16 @@ from __future__ import annotations
 
 import codecs
 import ipaddress
-import socket
 import time
 import zlib
 from dataclasses import dataclass
 
 import httpx
 
+from parley.tools import network
 from parley.tools.context import ToolContext, ToolError
 from parley.tools.html_text import html_to_text
+from parley.tools.network import Allowlist, forbidden_reason
 from parley.tools.registry import tool
 
 MAX_REDIRECTS = 5
@@ -46,8 +48,7 @@ MAX_CODINGS = 3
 TEXT_TYPES = ("application/json", "application/xml", "application/javascript", "application/xhtml+xml")
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+__all__ = ["forbidden_reason", "fetch_text", "http_get", "resolve"]
 
 
 @tool
@@ -59,7 +60,8 @@ def http_get(url: str, ctx: ToolContext) -> str:
     """
     settings = ctx.settings
     return fetch_text(url, allow_private=settings.http_get_allow_private, max_bytes=settings.http_get_max_bytes,
-                      timeout_s=settings.http_get_timeout_s)  # fmt: skip
+                      timeout_s=settings.http_get_timeout_s,
+                      allowed=network.parse_allowlist(settings.private_networks_allowed))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,8 @@ class _Answer:
     location: str | None
 
 
-def fetch_text(url: str, *, allow_private: bool, max_bytes: int, timeout_s: float) -> str:
+def fetch_text(url: str, *, allow_private: bool, max_bytes: int, timeout_s: float,
+               allowed: Allowlist | None = None) -> str:  # fmt: skip
     """`HTTP <status> <url>`, a line on the content, a blank line, then the text of the page."""
     deadline = time.monotonic() + timeout_s
     current = _checked_url(url)
@@ -81,7 +84,7 @@ def fetch_text(url: str, *, allow_private: bool, max_bytes: int, timeout_s: floa
     limits = httpx.Limits(max_keepalive_connections=0)
     with httpx.Client(trust_env=False, follow_redirects=False, limits=limits) as client:
         for _ in range(MAX_REDIRECTS + 1):
-            addresses = resolve(current, allow_private=allow_private)
+            addresses = resolve(current, allow_private=allow_private, allowed=allowed)
             answer = _get(client, current, addresses, deadline=deadline, timeout_s=timeout_s, max_bytes=max_bytes)
             if answer.location is None:
                 return _render(current, answer, max_bytes)
@@ -101,44 +104,22 @@ def _checked_url(text: str) -> httpx.URL:
     return url
 
 
-def resolve(url: httpx.URL, *, allow_private: bool) -> list[str]:
-    """The addresses of the URL's host; ToolError when any of them is not public (unless allowed)."""
+def resolve(url: httpx.URL, *, allow_private: bool = False, allowed: Allowlist | None = None) -> list[str]:
+    """The addresses of the URL's host; ToolError when any of them is not public and not allowed (every address
+    with `allow_private`, PARLEY_HTTP_GET_ALLOW_PRIVATE; else those `allowed` names)."""
     host = url.raw_host.decode("ascii")
     port = url.port or (443 if url.scheme == "https" else 80)
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as error:
-        raise ToolError(f"cannot resolve {host!r}: {error}") from error
-    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
-    if not addresses:
-        raise ToolError(f"{host!r} has no address")
-    if not allow_private:
-        for address in addresses:
-            reason = forbidden_reason(ipaddress.ip_address(address.partition("%")[0]))
-            if reason:
-                shown = host if host == address else f"{host} resolves to {address}, which"
-                article = "an" if reason[0] in "aeiouAEIOU" else "a"
-                raise ToolError(f"refused: {shown} is {article} {reason} address; "
-                                "http_get fetches public addresses only")  # fmt: skip
+        addresses = network.resolve(host, port)
+    except network.Unresolvable as error:
+        raise ToolError(str(error)) from error
+    allowlist = network.EVERYTHING if allow_private else (allowed or network.Allowlist())
+    try:
+        network.check_host(host, addresses, allowlist, purpose="http_get fetches public addresses only",
+                           reason_of=forbidden_reason)  # fmt: skip
+    except network.PrivateAddress as error:
+        raise ToolError(str(error)) from error
     return addresses
-
-
-def forbidden_reason(address: IPAddress) -> str | None:
-    """Why `address` is not one to fetch from (e.g. "loopback"), or None for a global unicast address."""
-    if isinstance(address, ipaddress.IPv6Address):
-        embedded = address.ipv4_mapped or address.sixtofour or (address.teredo[1] if address.teredo else None)
-        if embedded is None and address in _NAT64:
-            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-        if embedded is not None:
-            reason = forbidden_reason(embedded)
-            if reason:
-                return f"IPv6-wrapped {reason}"
-    for flag, reason in (("is_loopback", "loopback"), ("is_link_local", "link-local"),
-                         ("is_unspecified", "unspecified"), ("is_multicast", "multicast"), ("is_reserved", "reserved"),
-                         ("is_private", "private")):  # fmt: skip
-        if getattr(address, flag):
-            return reason
-    return None if address.is_global else "non-public"
 
 
 def _get(client: httpx.Client, url: httpx.URL, addresses: list[str], *, deadline: float, timeout_s: float,

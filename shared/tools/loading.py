@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import re
 from functools import lru_cache
 from types import ModuleType
 
@@ -49,10 +50,18 @@ def default_registry() -> ToolRegistry:
     return load_registry(get_settings())
 
 
+MCP_NAME = re.compile(r"^mcp:[A-Za-z0-9_-]{1,64}/(\*|[A-Za-z0-9_.-]{1,128})$")
+"""An MCP tool an agent may name: `mcp:<server>/<tool>` or `mcp:<server>/*` (every tool of the server)."""
+
+
 def unknown_tools(names: list[str]) -> list[str]:
-    """The names in `names` that no tool of this deployment has (agents naming them are refused with 422)."""
+    """The names in `names` that no tool of this deployment has (agents naming them are refused with 422).
+
+    A well-formed `mcp:<server>/<tool>` or `mcp:<server>/*` is known: the server may be registered later,
+    and a tool its server does not offer is simply not offered to the model. A malformed one is unknown."""
     registry = default_registry()
-    return [name for name in names if registry.get(name) is None]
+    return [name for name in names
+            if not (MCP_NAME.fullmatch(name) if name.startswith("mcp:") else registry.get(name) is not None)]
 
 
 @lru_cache(maxsize=8)

