@@ -24,6 +24,7 @@ from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Dialog,
 
 from tests.integration.conftest import (  # noqa: F401  (fixtures and the report hook, reused as they are)
     Stack,
+    mcp_server,
     model_server,
     pytest_runtest_makereport,
     redis_server,

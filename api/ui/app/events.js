@@ -2,10 +2,15 @@
 //   applyEvent(answer, event)    a live stream event  -> the answer being built
 //   historyEntries(messages)     stored messages      -> user and answer entries
 // Both produce the same answer shape, drawn by views/messages.js:
-//   {steps: [{kind: 'thought', text} | {kind: 'tool', callId, name, args, result, ok}],
+//   {steps: [{kind: 'thought', text} | {kind: 'tool', callId, name, args, result, ok, approval?, decision?}],
 //    thinking, text, structured, phase, statusText, error, done}
+// A tool step's `approval` is 'pending' while the call waits for a person (Approve / Deny are drawn), then
+// 'approved' or 'denied' once its `tool_result` came; `decision` is what this page sent ({state, approve, note}).
+// A call's events: `tool_execution`, `approval_required`, `status: waiting`, then after the decisions
+// `status: resumed` and its `tool_result` (a denied one: ok false, preview `denied: <reason>`).
 
-/** A new, empty answer (phase: sending -> queued -> started -> streaming -> done | error | canceled). */
+/** A new, empty answer (phase: sending -> queued -> started [-> waiting -> started] -> streaming -> done | error
+ * | canceled). */
 export function newAnswer() {
   return { steps: [], thinking: '', text: '', structured: undefined, intent: null, phase: 'sending',
     statusText: 'Sending…', error: null, done: false, jobId: null };
@@ -20,12 +25,52 @@ function parseArgs(value) {
   }
 }
 
+const DENIAL = /^denied\b|\ba person denied this call\b/;
+
+/** Whether a failed call's result says a person denied it (`preview` live, the tool message's content stored):
+ * `denied: <reason>` or `error: a person denied this call (<reason>); it did not run`. */
+export function isDenial(ok, text) {
+  return ok === false && typeof text === 'string' && DENIAL.test(text);
+}
+
 function withToolResult(steps, { call_id: callId, tool_name: name, preview, ok }) {
   const index = steps.findIndex((step) => step.kind === 'tool' && step.result === null
     && (callId ? step.callId === callId : step.name === name));
   const result = { result: preview ?? '', ok: ok !== false };
   if (index < 0) return [...steps, { kind: 'tool', callId, name, args: null, ...result }];
-  return steps.map((step, i) => (i === index ? { ...step, ...result } : step));
+  return steps.map((step, i) => {
+    if (i !== index) return step;
+    const denied = isDenial(ok, preview) || (ok === false && step.decision?.approve === false);
+    const approval = step.approval ? (denied ? 'denied' : 'approved') : undefined;
+    return { ...step, ...result, ...(approval ? { approval } : {}) };
+  });
+}
+
+/** The steps with tool call `callId` updated by `change(step)`, or `added` appended when no step has it yet. */
+function withCall(steps, callId, change, added) {
+  const index = callId ? steps.findIndex((step) => step.kind === 'tool' && step.callId === callId) : -1;
+  if (index < 0) return [...steps, added];
+  return steps.map((step, i) => (i === index ? change(step) : step));
+}
+
+/** A call that waits for a person: `approval_required` live, or a job's `pending` entry after a reload. */
+export function withApproval(steps, { call_id: callId, tool_name: name, args }) {
+  const parsed = parseArgs(args);
+  return withCall(steps, callId,
+    (step) => (step.result === null
+      ? { ...step, name: name ?? step.name, args: args === undefined ? step.args : parsed, approval: 'pending' } : step),
+    { kind: 'tool', callId: callId ?? null, name, args: parsed, result: null, ok: null, approval: 'pending' });
+}
+
+/** What this page sent for call `callId` (`{state: 'sending' | 'sent' | 'error', approve, note}`), drawn on it. */
+export function withDecision(answer, callId, decision) {
+  return { ...answer, steps: answer.steps.map((step) => (step.kind === 'tool' && step.callId === callId
+    ? { ...step, decision } : step)) };
+}
+
+/** The calls of an answer that wait for a decision. */
+export function pendingApprovals(answer) {
+  return answer.steps.filter((step) => step.kind === 'tool' && step.approval === 'pending' && step.result === null);
 }
 
 /** The answer after one event of the turn's stream (returns a new object; never mutates). */
@@ -45,6 +90,10 @@ export function applyEvent(answer, event) {
       }
       if (event.message === 'queued') return { ...answer, phase: 'queued', statusText: 'Waiting in the queue…' };
       if (event.message === 'started') return { ...answer, phase: 'started', statusText: 'Thinking…' };
+      if (event.message === 'waiting') {
+        return { ...answer, phase: 'waiting', statusText: 'Waiting for your decision on a tool call…' };
+      }
+      if (event.message === 'resumed') return { ...answer, phase: 'started', statusText: 'Going on…' };
       return { ...answer, statusText: String(event.message ?? '') };
     case 'thinking':
       return { ...answer, thinking: answer.thinking + (event.message ?? '') };
@@ -55,10 +104,18 @@ export function applyEvent(answer, event) {
       // moves into the steps and the answer starts afresh (docs/api.md, the agent loop).
       return { ...answer, text: '', steps: [...answer.steps,
         { kind: 'thought', text: event.thought ?? '', turn: event.turn }] };
-    case 'tool_execution':
-      return { ...answer, statusText: `Using ${event.tool_name}…`, steps: [...answer.steps,
-        { kind: 'tool', callId: event.call_id ?? null, name: event.tool_name, args: parseArgs(event.args),
-          result: null, ok: null }] };
+    case 'tool_execution': {
+      // `tool_execution` comes before a call's `approval_required`; a step drawn from a waiting job's `pending`
+      // (after a reload) already has it: the replayed event leaves it as it is. Only `tool_result` decides.
+      const args = parseArgs(event.args);
+      const steps = withCall(answer.steps, event.call_id,
+        (step) => ({ ...step, args: event.args === undefined ? step.args : args }),
+        { kind: 'tool', callId: event.call_id ?? null, name: event.tool_name, args, result: null, ok: null });
+      return { ...answer, statusText: `Using ${event.tool_name}…`, steps };
+    }
+    case 'approval_required':
+      return { ...answer, statusText: `${event.tool_name} waits for your decision…`,
+        steps: withApproval(answer.steps, event) };
     case 'tool_result':
       return { ...answer, steps: withToolResult(answer.steps, event) };
     case 'response':
@@ -99,7 +156,7 @@ export function historyEntries(messages, agent) {
       entries.push({ kind: 'user', id: message.id, content: message.content, images: message.images || [] });
     } else if (message.role === 'tool') {
       steps = withToolResult(steps, { call_id: message.tool_call_id, tool_name: message.name,
-        preview: message.content, ok: true });
+        preview: message.content, ok: !isDenial(false, message.content) });
     } else if (message.role === 'assistant' && Array.isArray(message.tool_calls) && message.tool_calls.length) {
       if (message.content) steps = [...steps, { kind: 'thought', text: message.content }];
       for (const call of message.tool_calls) {

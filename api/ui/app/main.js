@@ -5,6 +5,7 @@ import { MenuIcon } from './icons.js';
 import { pendingTurns } from './turn.js';
 import { AgentForm, AgentList } from './views/agents.js';
 import { ChatPane } from './views/chat.js';
+import { McpPanel, McpServersDialog } from './views/mcp.js';
 import { SessionList, sessionTitle } from './views/sessions.js';
 import { SignIn } from './views/signin.js';
 
@@ -52,6 +53,8 @@ function App() {
   const [editing, setEditing] = useState(null);
   const [navOpen, setNavOpen] = useState(false);
   const [sessionsVersion, setSessionsVersion] = useState(0);
+  const [managingMcp, setManagingMcp] = useState(false);
+  const [mcpVersion, setMcpVersion] = useState(0);
   const [announcement, setAnnouncement] = useState('');
   const narrow = useNarrow();
 
@@ -180,12 +183,15 @@ function App() {
             setAnnouncement(`Deleted ${sessionTitle(session)}.`);
             if (session.session_id === route.session) navigate({ agent: agent.id }, { replace: true });
           }} />`}
+        ${agents && html`<${McpPanel} api=${api} refresh=${mcpVersion} onManage=${() => setManagingMcp(true)} />`}
       </nav>
       <main id="main" class="main" inert=${navOpen && narrow}>${content}</main>
     </div>
     <div class="visually-hidden" role="status" aria-live="polite">${announcement}</div>
     ${editing && html`<${AgentForm} api=${api} agent=${editing.agent} onSaved=${saved} onDeleted=${deleted}
-      onClose=${() => setEditing(null)} />`}`;
+      onClose=${() => setEditing(null)} />`}
+    ${managingMcp && html`<${McpServersDialog} api=${api} onChanged=${() => setMcpVersion((v) => v + 1)}
+      onAnnounce=${setAnnouncement} onClose=${() => setManagingMcp(false)} />`}`;
 }
 
 render(html`<${App} />`, document.getElementById('app'));

@@ -35,7 +35,7 @@ function formValues(agent) {
     name: agent?.name ?? '', description: agent?.description ?? '', model: agent?.model ?? '',
     context: agent?.context ?? '', first_message: agent?.first_message ?? '', instructions: agent?.instructions ?? '',
     response_shape: shape === null || shape === undefined ? '' : typeof shape === 'string' ? shape : JSON.stringify(shape, null, 2),
-    tools: agent?.tools ?? [], max_turns: agent?.max_turns ?? '',
+    tools: agent?.tools ?? [], approval: (agent?.approval ?? []).join(', '), max_turns: agent?.max_turns ?? '',
   };
 }
 
@@ -60,11 +60,17 @@ function requestBody(values, editing) {
     body.response_shape = shape;
   }
   body.tools = values.tools;
+  body.approval = splitNames(values.approval);
   const turns = String(values.max_turns).trim();
   if (turns) body.max_turns = Number(turns);
   else if (editing) body.max_turns = null;
   if (!body.name) errors.name = 'A name is required.';
   return { body, errors };
+}
+
+/** A comma-separated list of names as the API's list (blanks dropped). */
+function splitNames(text) {
+  return text.split(',').map((name) => name.trim()).filter(Boolean);
 }
 
 function fieldErrors(error) {
@@ -88,6 +94,20 @@ function Field({ id, label, hint, error, children }) {
   </div>`;
 }
 
+/** The tools to tick: each as listed, and after an MCP server's tools its pattern `mcp:<server>/*`. */
+function toolChoices(tools) {
+  const choices = [];
+  tools.forEach((tool, i) => {
+    choices.push(tool);
+    const server = /^mcp:([^/]+)\//.exec(tool.name)?.[1];
+    const next = tools[i + 1]?.name ?? '';
+    if (server && !next.startsWith(`mcp:${server}/`)) {
+      choices.push({ name: `mcp:${server}/*`, description: `every tool of ${server}, also ones it adds later` });
+    }
+  });
+  return choices;
+}
+
 function ToolsField({ tools, value, onChange, error, readOnly }) {
   if (tools === null) {
     return html`<${Field} id="agent-tools" label="Tools" error=${error}
@@ -100,7 +120,7 @@ function ToolsField({ tools, value, onChange, error, readOnly }) {
   return html`<fieldset class=${`field tools${error ? ' has-error' : ''}`} aria-describedby="agent-tools-error">
     <legend>Tools</legend>
     ${!tools.length && html`<p class="hint">This Parley has no tools registered.</p>`}
-    ${tools.map((tool) => html`<label class="check" key=${tool.name}>
+    ${toolChoices(tools).map((tool) => html`<label class="check" key=${tool.name}>
       <input type="checkbox" checked=${value.includes(tool.name)} disabled=${readOnly}
         onChange=${(e) => onChange(e.currentTarget.checked ? [...value, tool.name] : value.filter((t) => t !== tool.name))} />
       <span><strong>${tool.name}</strong>${tool.description && html` — ${tool.description}`}</span>
@@ -179,6 +199,8 @@ export function AgentForm({ api, agent, onSaved, onDeleted, onClose }) {
         ${text('response_shape', 'Response shape', 'Optional. A JSON object such as {"answer": "string"}, or words.', true)}
         <${ToolsField} tools=${tools} value=${values.tools} error=${errors.tools} readOnly=${readOnly}
           onChange=${(list) => setValues({ ...values, tools: list })} />
+        ${text('approval', 'Ask before running', 'Tools whose calls wait for your Approve / Deny in the conversation, '
+          + 'separated by commas: names or patterns (http_get, mcp:github/*, or * for every tool).')}
         <${Field} id="agent-max_turns" label="Max turns" error=${errors.max_turns}
             hint="Optional. After this many exchanges the agent closes the conversation politely.">
           <input id="agent-max_turns" type="number" min="1" step="1" inputmode="numeric" value=${values.max_turns}

@@ -1,6 +1,6 @@
 // One conversation: its history, the answer streaming in, and the message box.
 import { ApiError, apiPath, describeError, enc, randomKey } from '../api.js';
-import { applyEvent, historyEntries, newAnswer } from '../events.js';
+import { applyEvent, historyEntries, newAnswer, withApproval, withDecision } from '../events.js';
 import { html, useEffect, useLayoutEffect, useRef, useState } from '../html.js';
 import { followTurn, pendingTurns } from '../turn.js';
 import { AttachIcon } from '../icons.js';
@@ -98,21 +98,22 @@ function Composer({ agentName, busy, running, canStop, onSend, onStop, inputRef,
 
 function LiveProblem({ live, onRetry, onResume, onDismiss }) {
   const { answer, failure } = live;
+  const canRetry = Boolean(live.request?.message); // a turn sent from elsewhere: its message is not known here
   let words = null;
   let action = null;
   if (failure) {
     words = describeError(failure);
     action = failure.code === 'stream_lost'
       ? html`<button class="button" onClick=${onResume}>Reconnect</button>`
-      : failure.status !== 401 && html`<button class="button" onClick=${() => onRetry(!answer.jobId)}>Try again</button>`;
+      : failure.status !== 401 && canRetry && html`<button class="button" onClick=${() => onRetry(!answer.jobId)}>Try again</button>`;
   } else if (answer.phase === 'canceled') {
     words = 'Stopped. This answer was not saved.';
-    action = html`<button class="button" onClick=${() => onRetry(false)}>Send again</button>`;
+    action = canRetry && html`<button class="button" onClick=${() => onRetry(false)}>Send again</button>`;
   } else if (answer.phase === 'error') {
     const status = answer.error.code === 'model_failed' ? 502 : 0;
     words = status ? describeError(new ApiError(502, 'model_failed', answer.error.message))
       : `The answer failed: ${answer.error.message}`;
-    action = html`<button class="button" onClick=${() => onRetry(false)}>Try again</button>`;
+    action = canRetry && html`<button class="button" onClick=${() => onRetry(false)}>Try again</button>`;
   }
   if (!words) return null;
   return html`<div class="problem" role="alert">
@@ -213,7 +214,7 @@ export function ChatPane({ api, apiKey, agent, sessionId, onSessionStarted, onTu
       } catch {
         // The answer is stored; only reading it back failed. Show it as it streamed, as history.
         const { user, answer: shown } = liveRef.current;
-        setEntries((current) => [...current, { kind: 'user', id: `u-${shown.jobId}`, ...user },
+        setEntries((current) => [...current, ...(user ? [{ kind: 'user', id: `u-${shown.jobId}`, ...user }] : []),
           { kind: 'answer', id: `a-${shown.jobId}`, answer: shown }]);
         updateLive(null, true);
       }
@@ -244,38 +245,98 @@ export function ChatPane({ api, apiKey, agent, sessionId, onSessionStarted, onTu
     await follow({ start: { body: { message, session_id: sessionId, images }, key } });
   }
 
-  async function attach(turn) {
+  /** The job's calls that wait for a decision, drawn at once (the stream then confirms or updates them). */
+  function withPending(answer, job) {
+    const steps = (job?.pending || []).reduce(withApproval, answer.steps.map((step) => ({ ...step, decision: undefined })));
+    const waiting = job?.status === 'waiting';
+    return { ...answer, steps, phase: waiting ? 'waiting' : answer.phase,
+      statusText: waiting ? 'Waiting for your decision on a tool call…' : 'Reconnecting to the answer…' };
+  }
+
+  async function attach(turn, job) {
     // The answer as it was drawn before the reload, then the events after its last one; with
-    // nothing kept (storage full or off), the job's whole stream from its first event.
+    // nothing kept (storage full or off, or a turn sent from another browser), the job's whole
+    // stream from its first event. A turn from elsewhere has no message here: only its answer is drawn.
     const kept = turn.progress;
     const answer = kept ? kept.answer : { ...newAnswer(), jobId: turn.jobId };
-    updateLive({ user: { content: turn.message, images: turn.images || [], imageCount: turn.imageCount || 0 },
-      answer: { ...answer, statusText: 'Reconnecting to the answer…' }, lastEventId: kept?.lastEventId ?? null,
-      request: { message: turn.message, images: turn.images || [], key: randomKey() }, failure: null,
-      connection: 'live' }, true);
+    updateLive({ user: turn.message ? { content: turn.message, images: turn.images || [], imageCount: turn.imageCount || 0 } : null,
+      answer: withPending(answer, job), lastEventId: kept?.lastEventId ?? null,
+      request: turn.message ? { message: turn.message, images: turn.images || [], key: randomKey() } : null,
+      failure: null, connection: 'live' }, true);
     await follow({ jobId: turn.jobId, after: kept?.lastEventId ?? null });
   }
 
-  async function reattachIfRunning(messages) {
+  /** The session's first unfinished turn (`active_jobs`): how a turn started elsewhere, or one this
+   * browser forgot, is found, for example one that waits for an approval. */
+  async function activeJob() {
+    let session;
+    try {
+      session = await api.get(`/api/v1/sessions/${enc(sessionId)}`);
+    } catch {
+      return null;
+    }
+    for (const jobId of session.active_jobs || []) {
+      try {
+        const job = await api.get(apiPath(`jobs/${enc(jobId)}`));
+        if (!FINAL.includes(job.status)) return job;
+      } catch {
+        // Gone meanwhile: the next one.
+      }
+    }
+    return null;
+  }
+
+  /** The turn this browser kept (`pendingTurns`) if it still runs: `{turn, job}`, else null (and forgotten). */
+  async function keptTurn(messages) {
     const turn = pendingTurns.get(apiKey, sessionId);
-    if (!turn) return;
+    if (!turn) return null;
     if (!turn.jobId || messages.some((m) => m.job_id === turn.jobId)) {
       pendingTurns.clear(apiKey, sessionId);
-      return;
+      return null;
     }
     let job;
     try {
       job = await api.get(apiPath(`jobs/${enc(turn.jobId)}`));
     } catch (error) {
       if (error.status === 404) pendingTurns.clear(apiKey, sessionId);
-      return;
+      return null;
     }
     if (FINAL.includes(job.status)) {
       pendingTurns.clear(apiKey, sessionId);
       if (job.status === 'finished') await loadHistory();
-      return;
+      return null;
     }
-    await attach(turn);
+    return { turn, job };
+  }
+
+  async function reattachIfRunning(messages) {
+    const kept = await keptTurn(messages);
+    if (kept) return attach(kept.turn, kept.job);
+    const job = await activeJob();
+    if (job) await attach({ jobId: job.job_id, message: null }, job);
+  }
+
+  /** Posts a person's decision on a waiting call; the stream's `resumed` / `tool_result` then show what came of it. */
+  async function decide(callId, approve, reason) {
+    const jobId = liveRef.current?.answer.jobId;
+    if (!jobId) return;
+    const mark = (decision) => {
+      const current = liveRef.current;
+      if (current) updateLive({ ...current, answer: withDecision(current.answer, callId, decision) }, true);
+    };
+    const name = liveRef.current.answer.steps.find((step) => step.callId === callId)?.name || 'the tool call';
+    mark({ state: 'sending', approve });
+    const body = reason ? { call_id: callId, approve, reason } : { call_id: callId, approve };
+    try {
+      await api.post(apiPath(`jobs/${enc(jobId)}/approvals`), body);
+      mark({ state: 'sent', approve });
+      onAnnounce(`${approve ? 'Approved' : 'Denied'} ${name}.`);
+    } catch (error) {
+      const note = error.status === 409 ? 'This call was decided already (in another window, or it timed out), or the turn does not wait any more.'
+        : error.status === 404 ? 'This call no longer waits for a decision.' : describeError(error);
+      mark({ state: 'error', approve, note });
+      onAnnounce(note);
+    }
   }
 
   useEffect(() => {
@@ -324,7 +385,7 @@ export function ChatPane({ api, apiKey, agent, sessionId, onSessionStarted, onTu
 
   function retry(sameKey) {
     const { request } = liveRef.current;
-    send(request.message, request.images, sameKey ? request.key : randomKey());
+    if (request) send(request.message, request.images, sameKey ? request.key : randomKey());
   }
 
   function resume() {
@@ -334,7 +395,7 @@ export function ChatPane({ api, apiKey, agent, sessionId, onSessionStarted, onTu
   }
 
   function dismiss() {
-    const text = liveRef.current?.request.message || '';
+    const text = liveRef.current?.request?.message || '';
     updateLive(null, true);
     setReturned(text);
     inputRef.current?.focus();
@@ -362,9 +423,9 @@ export function ChatPane({ api, apiKey, agent, sessionId, onSessionStarted, onTu
         ${entries.map((entry) => (entry.kind === 'user'
           ? html`<${UserMessage} key=${entry.id} content=${entry.content} images=${entry.images} />`
           : html`<${Answer} key=${entry.id} answer=${entry.answer} agentName=${agentName} />`))}
-        ${live && html`<${UserMessage} content=${live.user.content} images=${live.user.images} imageCount=${live.user.imageCount || 0} />`}
+        ${live?.user && html`<${UserMessage} content=${live.user.content} images=${live.user.images} imageCount=${live.user.imageCount || 0} />`}
         ${live && (live.answer.text || live.answer.steps.length || live.answer.thinking || !live.answer.done)
-          && html`<${Answer} answer=${live.answer} live=${true} agentName=${agentName} />`}
+          && html`<${Answer} answer=${live.answer} live=${true} agentName=${agentName} onDecide=${decide} />`}
         ${live && html`<${LiveProblem} live=${live} onRetry=${retry} onResume=${resume} onDismiss=${dismiss} />`}
         ${!sessionId && historyError && html`<div class="problem" role="alert"><p>${describeError(historyError)}</p></div>`}
       </div>

@@ -1,5 +1,6 @@
 // How a message looks: the user's words, and an answer with its thinking, tool steps and text.
-import { html, useEffect, useMemo, useRef } from '../html.js';
+import { isDenial } from '../events.js';
+import { html, useEffect, useMemo, useRef, useState } from '../html.js';
 import { highlightWithin, renderMarkdown } from '../markdown.js';
 
 export function Markdown({ text }) {
@@ -32,33 +33,84 @@ function argsSummary(args) {
   return text.length > 60 ? `${text.slice(0, 57)}…` : text;
 }
 
+function stepState(step) {
+  if (step.result === null) return step.approval === 'pending' ? 'waiting' : 'running';
+  if (step.approval === 'denied' || isDenial(step.ok, step.result)) return 'denied';
+  return step.ok ? 'ok' : 'failed';
+}
+
+const STEP_LABELS = { waiting: 'waits for a decision', running: 'running', ok: 'done', failed: 'failed', denied: 'denied' };
+const STEP_ICONS = { waiting: '?', running: '⋯', ok: '✓', failed: '✕', denied: '⊘' };
+
 /** One tool call and its result, collapsed to a line until opened. */
 export function ToolStep({ step }) {
-  const state = step.result === null ? 'running' : step.ok ? 'ok' : 'failed';
-  const label = { running: 'running', ok: 'done', failed: 'failed' }[state];
+  const state = stepState(step);
   return html`
     <details class=${`step step-tool step-${state}`} data-step="tool">
       <summary>
-        <span class="step-icon" aria-hidden="true">${state === 'running' ? '⋯' : state === 'ok' ? '✓' : '✕'}</span>
+        <span class="step-icon" aria-hidden="true">${STEP_ICONS[state]}</span>
         <span class="step-name">${step.name}</span>
         <code class="step-args">${argsSummary(step.args)}</code>
-        <span class="visually-hidden">(${label})</span>
+        <span class=${state === 'denied' ? 'step-label' : 'visually-hidden'}>(${STEP_LABELS[state]})</span>
       </summary>
       <div class="step-body">
         <h4>Arguments</h4>
         <pre><code>${pretty(step.args ?? {})}</code></pre>
-        <h4>${state === 'failed' ? 'Error' : 'Result'}</h4>
+        <h4>${state === 'failed' ? 'Error' : state === 'denied' ? 'Denied' : 'Result'}</h4>
         <pre><code>${step.result === null ? 'Waiting for the tool…' : step.result}</code></pre>
       </div>
     </details>`;
 }
 
-function Steps({ steps }) {
+function decisionWords(decision) {
+  if (!decision) return '';
+  if (decision.state === 'sending') return decision.approve ? 'Approving…' : 'Denying…';
+  if (decision.state === 'sent') {
+    return decision.note || (decision.approve ? 'Approved: the tool runs next.' : 'Denied: the agent is told so.');
+  }
+  return decision.note || '';
+}
+
+/**
+ * A tool call that waits for a person: the tool, its arguments in full, an optional reason, Approve and Deny.
+ * `onDecide(callId, approve, reason)` posts the decision; the card stays until the stream brings the call's result.
+ */
+export function ApprovalCard({ step, onDecide }) {
+  const [reason, setReason] = useState('');
+  const decision = step.decision;
+  const busy = decision && (decision.state === 'sending' || decision.state === 'sent');
+  const reasonId = `approval-reason-${step.callId}`;
+  return html`
+    <section class="approval" data-step="approval" data-call=${step.callId}
+      aria-label=${`Approval needed: ${step.name}`}>
+      <p class="approval-title"><span class="step-icon" aria-hidden="true">?</span>
+        <span><strong class="step-name">${step.name}</strong> wants to run with these arguments:</span></p>
+      <pre class="approval-args"><code>${pretty(step.args ?? {})}</code></pre>
+      ${onDecide && html`<label for=${reasonId} class="approval-reason-label">Reason <span class="muted">(optional,
+        told to the agent when you deny)</span></label>
+      <input id=${reasonId} class="approval-reason" value=${reason} maxlength="2000" disabled=${busy}
+        onInput=${(e) => setReason(e.currentTarget.value)} />
+      <div class="actions">
+        <button type="button" class="button primary" disabled=${busy}
+          onClick=${() => onDecide(step.callId, true, reason.trim())}>Approve</button>
+        <button type="button" class="button danger" disabled=${busy}
+          onClick=${() => onDecide(step.callId, false, reason.trim())}>Deny</button>
+      </div>`}
+      ${decision && html`<p class=${decision.state === 'error' ? 'field-error' : 'hint'} role="status">
+        ${decisionWords(decision)}</p>`}
+    </section>`;
+}
+
+function Steps({ steps, onDecide }) {
   if (!steps.length) return null;
   return html`<div class="steps">
-    ${steps.map((step, i) => (step.kind === 'thought'
-      ? html`<p class="step step-thought" data-step="thought" key=${i}>${step.text}</p>`
-      : html`<${ToolStep} step=${step} key=${step.callId || i} />`))}
+    ${steps.map((step, i) => {
+      if (step.kind === 'thought') return html`<p class="step step-thought" data-step="thought" key=${i}>${step.text}</p>`;
+      if (step.approval === 'pending' && step.result === null) {
+        return html`<${ApprovalCard} step=${step} onDecide=${onDecide} key=${step.callId || i} />`;
+      }
+      return html`<${ToolStep} step=${step} key=${step.callId || i} />`;
+    })}
   </div>`;
 }
 
@@ -74,8 +126,8 @@ export function UserMessage({ content, images = [], imageCount = 0 }) {
     </article>`;
 }
 
-/** An answer, stored or live; `live` adds the running status line. */
-export function Answer({ answer, live = false, agentName = 'Agent' }) {
+/** An answer, stored or live; `live` adds the running status line, `onDecide` the approval buttons. */
+export function Answer({ answer, live = false, agentName = 'Agent', onDecide = null }) {
   const busy = live && !answer.done;
   return html`
     <article class=${`msg msg-answer${busy ? ' is-live' : ''}`} aria-label=${`${agentName} said`}
@@ -84,7 +136,7 @@ export function Answer({ answer, live = false, agentName = 'Agent' }) {
         <summary>Thinking</summary>
         <div class="thinking-text">${answer.thinking}</div>
       </details>`}
-      <${Steps} steps=${answer.steps} />
+      <${Steps} steps=${answer.steps} onDecide=${onDecide} />
       ${answer.structured !== undefined
         ? html`<${JsonBlock} value=${answer.structured} />`
         : answer.text && html`<${Markdown} text=${answer.text} />`}
