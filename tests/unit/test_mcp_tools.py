@@ -73,6 +73,8 @@ def test_images_become_data_uris_and_bad_ones_are_named_instead() -> None:
         ImageContent(type="image", data=PNG_1X1, mime_type="image/svg+xml"),
     ]), 1000)  # fmt: skip
     assert result.ok and result.images == (f"data:image/png;base64,{PNG_1X1}",)
+    alone = to_result(CallToolResult(content=[ImageContent(type="image", data=PNG_1X1, mime_type="image/png")]), 1000)
+    assert alone.content == "(the tool returned 1 image(s): they follow)" and len(alone.images) == 1
     assert "is not a PNG image" in result.content and "image/svg+xml" in result.content
     too_big = to_result(CallToolResult(content=[ImageContent(type="image", data=PNG_1X1, mime_type="image/png")]), 10)
     assert too_big.images == () and "larger than 10 bytes" in too_big.content

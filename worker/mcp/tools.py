@@ -123,7 +123,9 @@ def to_result(result: CallToolResult, max_image_bytes: int) -> ToolResult:
     text = "\n".join(texts)
     if result.is_error:
         return ToolResult.of(False, cut("error: " + (text or "the tool failed")))
-    return ToolResult.of(True, cut(text or "(the tool returned no content)"), images=tuple(shown))
+    if not text:
+        text = f"(the tool returned {len(shown)} image(s): they follow)" if shown else "(the tool returned no content)"
+    return ToolResult.of(True, cut(text), images=tuple(shown))
 
 
 def _image(mime: str, data: str, shown: list[str], max_bytes: int) -> str | None:
