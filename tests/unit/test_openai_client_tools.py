@@ -12,6 +12,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageFunctionToolCall
 
 from parley.api.adapters.openai import translate
@@ -416,3 +417,17 @@ def test_waiting_for_a_result_keeps_the_responses_tool_calls(monkeypatch: pytest
     rt = SimpleNamespace(settings=Settings())
     result = asyncio.run(turn_service.wait_for_result(rt, "t1", Accepted("job_1", "s1", "a1", replayed=False)))  # type: ignore[arg-type]
     assert [call.model_dump() for call in result.tool_calls or []] == calls
+
+
+def test_the_sdks_own_stream_accumulator_puts_the_streamed_calls_together() -> None:
+    """`client.chat.completions.stream(...)` builds its final completion with ChatCompletionStreamState."""
+    state = ChatCompletionStreamState(input_tools=[WEATHER])  # type: ignore[list-item]
+    calls = [{"id": "call_7", "name": "get_weather", "arguments": '{"city": "Oslo"}'}]
+    for chunk in _chunks(encode(EventType.DELTA, content="One moment."),
+                         encode(EventType.RESPONSE, content="One moment.", tool_calls=calls), encode(EventType.DONE),
+                         include_usage=True):  # fmt: skip
+        state.handle_chunk(chunk)
+    final = state.get_final_completion().choices[0]
+    assert final.finish_reason == "tool_calls" and final.message.content == "One moment."
+    [call] = final.message.tool_calls or []
+    assert (call.id, call.function.name, call.function.arguments) == ("call_7", "get_weather", '{"city": "Oslo"}')
