@@ -14,7 +14,8 @@ The same tools are served at other paths, each a server that behaves differently
 - `/legacy/mcp`: 2025-11-25 only (a request at a 2026 revision is answered as an older server does: 400,
   "Missing session ID"), so a client must fall back to `initialize`;
 - `/modern/mcp`: 2026-07-28 only (a request without a 2026 `MCP-Protocol-Version` is refused, 400);
-- `/private/mcp`: both revisions, for a caller sending `X-Test-Secret: s3cret` only (401 otherwise).
+- `/private/mcp`: both revisions, for a caller sending `X-Test-Secret: s3cret` only (401 otherwise);
+- `/gzip/mcp`: both revisions, every answer gzip-compressed whatever the client asked for.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import argparse
 import asyncio
 import base64
 import json
+import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -114,7 +116,7 @@ class Variants:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         variant, _, rest = scope["path"].lstrip("/").partition("/")
-        if variant not in ("legacy", "modern", "private") or rest != "mcp":
+        if variant not in ("legacy", "modern", "private", "gzip") or rest != "mcp":
             return await self.app(scope, receive, send)
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
         version = headers.get("mcp-protocol-version")
@@ -125,7 +127,25 @@ class Variants:
                                  {"supported": ["2026-07-28"], "requested": version})  # fmt: skip
         if variant == "private" and headers.get(SECRET_HEADER[0]) != SECRET_HEADER[1]:
             return await _refuse(send, 401, -32001, "missing or wrong X-Test-Secret")
-        return await self.app({**scope, "path": "/mcp", "raw_path": b"/mcp"}, receive, send)
+        scope = {**scope, "path": "/mcp", "raw_path": b"/mcp"}
+        return await self.app(scope, receive, _gzipped(send) if variant == "gzip" else send)
+
+
+def _gzipped(send: Any) -> Any:
+    """`send` with every response body gzip-compressed, chunk by chunk (a flush after each)."""
+    compressor = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
+
+    async def gzip_send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"content-length"]
+            message = {**message, "headers": [*headers, (b"content-encoding", b"gzip")]}
+        elif message["type"] == "http.response.body":
+            data = compressor.compress(message.get("body", b""))
+            data += compressor.flush(zlib.Z_SYNC_FLUSH if message.get("more_body") else zlib.Z_FINISH)
+            message = {**message, "body": data}
+        await send(message)
+
+    return gzip_send
 
 
 async def _refuse(send: Any, status: int, code: int, message: str, data: Any = None) -> None:

@@ -51,9 +51,7 @@ class McpServerTimeout(ParleyError):
 class McpServerCreate(BaseModel):
     """A server to register."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "name": "github", "url": "https://mcp.example.com/mcp", "headers": {"Authorization": "Bearer ..."},
-        "allowed_tools": ["search_issues", "create_issue"]}]})  # fmt: skip
+    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(..., description="1 to 64 letters, digits, '_' or '-'; agents name its tools mcp:<name>/<tool>.")
     url: str = Field(..., description="The server's Streamable HTTP endpoint (http:// or https://).")

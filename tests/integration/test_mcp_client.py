@@ -87,3 +87,10 @@ def test_a_private_address_is_refused_before_connecting_unless_allowed(mcp_serve
     with pytest.raises(mcp_client.McpFailure, match=r"^refused: .* is a loopback address; MCP servers must be public"):
         asyncio.run(mcp_client.list_tools(target, bounds(allowed=network.Allowlist())))
     assert asyncio.run(mcp_client.list_tools(target, bounds(allowed=network.parse_allowlist("127.0.0.1,::1")))).tools
+
+
+def test_a_compressed_answer_is_refused(mcp_server: Any) -> None:
+    """Parley asks for identity; a server that compresses anyway could send a bomb that the byte count (taken on
+    the wire) would not see grow, so the answer is not read."""
+    with pytest.raises(mcp_client.McpFailure, match=r"compressed answer \(gzip\); Parley asks for identity"):
+        asyncio.run(mcp_client.list_tools(endpoint(mcp_server, "gzip/mcp"), bounds()))
