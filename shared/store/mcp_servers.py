@@ -101,8 +101,8 @@ def check_headers(headers: dict[str, str]) -> dict[str, str]:
         seen.add(lower)
         if len(value) > MAX_HEADER_VALUE_CHARS:
             raise ValueError(f"the value of {name} is longer than {MAX_HEADER_VALUE_CHARS} characters")
-        if any(ord(char) < 0x20 and char != "\t" or ord(char) == 0x7F or ord(char) > 0xFF for char in value):
-            raise ValueError(f"the value of {name} holds a character a header cannot carry")
+        if any(ord(char) < 0x20 and char != "\t" or ord(char) > 0x7E for char in value):
+            raise ValueError(f"the value of {name} holds a character other than printable ASCII")
     return headers
 
 

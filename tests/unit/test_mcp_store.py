@@ -88,6 +88,7 @@ def test_the_worker_reads_servers_through_async_redis(clients: RedisClients, ser
         (store.check_headers, {"Host": "evil"}), (store.check_headers, {"Mcp-Session-Id": "x"}),
         (store.check_headers, {"X-Key": "a\r\nInjected: 1"}), (store.check_headers, {"Bad Name": "x"}),
         (store.check_headers, {"X-Key": "a", "x-key": "b"}), (store.check_headers, {"X-Key": "\ud800"}),
+        (store.check_headers, {"X-Key": "caf\u00e9"}), (store.check_headers, {"X-Key": "a\x7fb"}),
         (store.check_allowed_tools, ["ok", "not ok"]),
     ],
 )  # fmt: skip
