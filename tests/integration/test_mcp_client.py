@@ -94,3 +94,18 @@ def test_a_compressed_answer_is_refused(mcp_server: Any) -> None:
     the wire) would not see grow, so the answer is not read."""
     with pytest.raises(mcp_client.McpFailure, match=r"compressed answer \(gzip\); Parley asks for identity"):
         asyncio.run(mcp_client.list_tools(endpoint(mcp_server, "gzip/mcp"), bounds()))
+
+
+def test_every_request_goes_to_the_address_that_was_checked(mcp_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DNS rebinding: the name is resolved and checked before each request, and the connection goes to the
+    address checked, with the URL's name kept as the Host. `rebind.test` has no real DNS: the server is only
+    reached through the pinned address, and it refuses the foreign Host (the SDK server's DNS-rebinding guard)."""
+    async def resolve(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]  # what a rebinding name answers once it was registered as public
+
+    monkeypatch.setattr(network, "resolve_async", resolve)
+    target = mcp_client.Endpoint(f"http://rebind.test:{mcp_server.port}/mcp")
+    with pytest.raises(mcp_client.McpFailure, match=r"^refused: rebind.test resolves to 127.0.0.1, which is a loop"):
+        asyncio.run(mcp_client.list_tools(target, bounds(allowed=network.Allowlist())))
+    with pytest.raises(mcp_client.McpFailure, match="refused: Server returned an error response"):
+        asyncio.run(mcp_client.list_tools(target, bounds(allowed=LOOPBACK)))  # reached, Host: rebind.test kept
