@@ -8,7 +8,14 @@ import json
 from typing import Any
 
 from parley.worker.providers.demo import demo_answer
-from parley.worker.turn.context import CLOSING_MESSAGE, build_messages, exchanges_so_far, instructions_text
+from parley.worker.turn.context import (
+    CLOSING_MESSAGE,
+    NO_RESULT,
+    build_messages,
+    exchanges_so_far,
+    instructions_text,
+    model_sequence,
+)
 
 SHAPE_SENTENCE = "Answer with RFC 8259 compliant JSON in this shape, without deviation: "
 
@@ -98,7 +105,7 @@ def test_response_shape_as_dict_is_json() -> None:
 
 def test_response_shape_as_string_is_used_verbatim() -> None:
     text = instructions_text({"instructions": "Be kind.", "response_shape": '{"answer": <text>}'})
-    assert text == 'Be kind.\n\n' + SHAPE_SENTENCE + '{"answer": <text>}'
+    assert text == "Be kind.\n\n" + SHAPE_SENTENCE + '{"answer": <text>}'
 
 
 def test_only_role_and_content_reach_the_model() -> None:
@@ -155,3 +162,37 @@ def test_demo_provider_streams_the_demo_answer_word_by_word(make_settings: Any) 
     received = asyncio.run(read())
     assert len(received) > 3
     assert "".join(received) == demo_answer(messages)
+
+
+def _calls(*ids: str) -> dict[str, Any]:
+    parts = [{"id": i, "type": "function", "function": {"name": "lookup", "arguments": "{}"}} for i in ids]
+    return {"role": "assistant", "content": "", "tool_calls": parts}
+
+
+def test_a_call_left_without_a_result_is_answered_before_the_next_message() -> None:
+    """A client that called its own tool and then sent a user message instead of the result: the model is given
+    NO_RESULT for the call, so the conversation stays one a model accepts."""
+    history = [_calls("c1"), {"role": "user", "content": "never mind"}]
+    assert [(m["role"], m.get("tool_call_id")) for m in model_sequence(history)] == [
+        ("assistant", None), ("tool", "c1"), ("user", None)]  # fmt: skip
+    assert model_sequence(history)[1]["content"] == NO_RESULT
+
+
+def test_the_images_of_a_steps_results_follow_its_last_result() -> None:
+    image = "data:image/png;base64,AA=="
+    history = [_calls("c1", "c2"), {"role": "tool", "tool_call_id": "c1", "content": "a", "images": [image]},
+               {"role": "tool", "tool_call_id": "c2", "content": "b"}]  # fmt: skip
+    roles = [m["role"] for m in model_sequence(history)]
+    assert roles == ["assistant", "tool", "tool", "user"]
+    assert model_sequence(history)[-1]["content"][1] == {
+        "type": "image_url",
+        "image_url": {"url": "data:image/png;base64,AA=="},
+    }
+
+
+def test_the_clients_results_answer_the_open_calls_once() -> None:
+    history = [_calls("c1", "c2"), {"role": "tool", "tool_call_id": "c1", "content": "agent's"}]
+    results = [{"tool_call_id": "c2", "content": "client's"}, {"tool_call_id": "c1", "content": "again"}]
+    sequence = model_sequence(history, results)
+    assert [(m["role"], m.get("tool_call_id"), m.get("content")) for m in sequence][1:] == [
+        ("tool", "c1", "agent's"), ("tool", "c2", "client's")]  # fmt: skip

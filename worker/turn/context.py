@@ -46,16 +46,51 @@ def model_message(item: dict[str, Any]) -> dict[str, Any]:
     return message
 
 
-def model_messages(item: dict[str, Any]) -> list[dict[str, Any]]:
-    """`model_message`, and after a tool's result with images (data URIs in `images`) a user message showing
-    them: Chat Completions takes images in user messages only."""
-    message = model_message(item)
-    if item["role"] != "tool" or not item.get("images"):
-        return [message]
-    note = {"type": "text", "text": f"(images returned by the call {message['tool_call_id']})"}
-    shown = {"role": "user",
-             "content": [note, *({"type": "image_url", "image_url": {"url": url}} for url in item["images"])]}
-    return [message, shown]
+NO_RESULT = "(no result: the conversation went on without one)"
+"""The result a call is given when the stored conversation has none for it: a client that called its own tool
+and then sent a user message instead of the result (every call must be answered before the next message)."""
+
+
+def images_message(call_id: str, images: list[str]) -> dict[str, Any]:
+    """A user message showing a tool result's images (data URIs): Chat Completions takes images in user messages."""
+    note = {"type": "text", "text": f"(images returned by the call {call_id})"}
+    return {"role": "user", "content": [note, *({"type": "image_url", "image_url": {"url": url}} for url in images)]}
+
+
+def model_sequence(items: list[dict[str, Any]],
+                   tool_results: list[dict[str, str]] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """Stored messages (images as data URIs) as the model takes them, each assistant's tool calls answered
+    right after it: the images of a step's results follow its last result, and a call with no result gets
+    NO_RESULT. `tool_results` (the client's, for the calls the last assistant message left open) come last;
+    one for a call not open (answered already) is left out."""
+    out: list[dict[str, Any]] = []
+    shown: list[dict[str, Any]] = []
+    open_calls: list[str] = []
+
+    def close() -> None:
+        out.extend({"role": "tool", "tool_call_id": call_id, "content": NO_RESULT} for call_id in open_calls)
+        open_calls.clear()
+        out.extend(shown)
+        shown.clear()
+
+    for item in items:
+        if item["role"] == "tool":
+            out.append(model_message(item))
+            if item.get("images"):
+                shown.append(images_message(item.get("tool_call_id", ""), item["images"]))
+            if item.get("tool_call_id") in open_calls:
+                open_calls.remove(item["tool_call_id"])
+            continue
+        close()
+        out.append(model_message(item))
+        if item["role"] == "assistant" and item.get("tool_calls"):
+            open_calls.extend(call["id"] for call in item["tool_calls"])
+    for result in tool_results or []:
+        if result["tool_call_id"] in open_calls:
+            open_calls.remove(result["tool_call_id"])
+            out.append({"role": "tool", "tool_call_id": result["tool_call_id"], "content": result["content"]})
+    close()
+    return out
 
 
 def build_messages(agent: dict[str, Any], history: list[dict[str, Any]], message: str,
@@ -73,12 +108,8 @@ def build_messages(agent: dict[str, Any], history: list[dict[str, Any]], message
     instructions = instructions_text(agent)
     if instructions:
         context.append({"role": "system", "content": instructions})
-    for item in history:
-        context.extend(model_messages(item))
-    if tool_results is not None:
-        context.extend({"role": "tool", "tool_call_id": item["tool_call_id"], "content": item["content"]}
-                       for item in tool_results)  # fmt: skip
-    else:
+    context.extend(model_sequence(history, tool_results))
+    if tool_results is None:
         context.append({"role": "user", "content": user_content(message, images or [])})
     return context
 

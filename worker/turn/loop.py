@@ -31,7 +31,7 @@ from parley.shared.text import clean_json
 from parley.tools import ToolResult
 
 from ..providers.base import REASONING, ModelError, Provider, ToolCall
-from .context import model_messages
+from .context import model_sequence
 from .structured import REPAIR_PROMPT, InvalidAnswer, intent_of, parse_answer, response_format
 from .toolbox import Toolbox
 
@@ -182,16 +182,18 @@ class AgentLoop:
             raise self._wait(step, transcript, said, calls, fields, [calls[i] for i in waiting])
         results = await self._run_tools([calls[i] for i in own], [fields[i] for i in own], decisions or {},
                                         reported=None if decisions is None else set(decisions))  # fmt: skip
-        messages.append(said)
         transcript.append(said)
+        heard_now: list[dict[str, Any]] = []
         for index, result in zip(own, results, strict=True):
             call = calls[index]
             refs = [session_images.image_ref(uri) for uri in result.images]
             self.images.update(zip(refs, result.images, strict=True))
             heard = {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": result.content}
-            messages.extend(model_messages({**heard, "images": list(result.images)}))
+            heard_now.append({**heard, "images": list(result.images)})
             transcript.append({**heard, "images": refs} if refs else heard)
         client_calls = [call for call in calls if self.toolbox.is_client(call.name)]
+        if not client_calls:
+            messages.extend(model_sequence([said, *heard_now]))
         if client_calls:
             return Outcome(answer=said["content"] or "", usage=self.usage, transcript=transcript, images=self.images,
                            client_calls=client_calls)  # fmt: skip

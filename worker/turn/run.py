@@ -30,7 +30,7 @@ from parley.tools import ToolContext
 from ..memory.window import agent_model, maybe_schedule_summary, remembered
 from ..providers.base import ModelError
 from ..runtime import Runtime
-from .context import CLOSING_MESSAGE, build_messages, exchanges_so_far, model_messages
+from .context import CLOSING_MESSAGE, build_messages, exchanges_so_far, model_sequence
 from .control import CURRENT
 from .loop import AgentLoop, Outcome, Resume, Stopped, WaitForDecisions, in_thread
 from .outbox import Outbox
@@ -65,10 +65,9 @@ async def run_turn(tenant: str, job_id: str, *, rt: Runtime) -> str:
     resume = _resume(record)
     messages = build_messages(agent, history, record["message"], images, tool_results=_tool_results(record))
     if resume is not None:
-        for item in resume.transcript:
-            refs = item.get("images") or []
-            shown = {**item, "images": [resume.images[ref] for ref in refs]} if refs else item
-            messages.extend(model_messages(shown))
+        shown = [{**item, "images": [resume.images[ref] for ref in item["images"]]} if item.get("images") else item
+                 for item in resume.transcript]  # fmt: skip
+        messages.extend(model_sequence(shown))
     try:
         outcome = await _run_loop(rt, turn, agent, model, record, messages, started, resume)
     except ModelError as error:
@@ -176,7 +175,7 @@ async def _toolbox(rt: Runtime, agent: dict[str, Any], record: dict[str, str], c
     builtin, remote_names = split_names(agent.get("tools") or [])
     remote = None
     if remote_names:
-        from ..mcp import load_remote_tools  # type: ignore[import-not-found,unused-ignore]  # MCP: helper's, in flight
+        from ..mcp import load_remote_tools  # only turns of agents with MCP tools need the MCP client
 
         remote = await load_remote_tools(rt.aio, rt.settings, ctx.tenant, remote_names)
     return Toolbox(registry=rt.tools, builtin=builtin, ctx=ctx, threads=rt.threads, remote=remote,
