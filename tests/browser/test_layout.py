@@ -100,3 +100,39 @@ def test_views_fit_and_follow_the_system_theme(ui: UI, tmp_path: Path, dark: boo
         page.keyboard.press("Escape")
         expect(page.get_by_role("dialog")).to_be_hidden()
     assert _fits_width(page)
+
+
+@pytest.mark.parametrize("web_env", [{"PARLEY_PRIVATE_NETWORKS_ALLOWED": "127.0.0.1"}])
+@pytest.mark.parametrize("dark", [False, True], ids=["light", "dark"])
+@pytest.mark.parametrize("width", ["desktop", "phone"])
+def test_approval_and_mcp_servers_fit(ui: UI, mcp_server, tmp_path: Path, dark: bool,  # type: ignore[no-untyped-def]
+                                      width: str) -> None:  # fmt: skip
+    """A tool call waiting for a decision, and the MCP servers dialog with a server: they fit, in both themes."""
+    shots = _shots_dir(tmp_path)
+    theme = "dark" if dark else "light"
+    created = ui.http.post("/api/v1/mcp-servers", json={"name": "tools", "url": f"{mcp_server.url}/mcp",
+                                                         "headers": {"Authorization": "Bearer s3cret"}})  # fmt: skip
+    assert created.status_code == 201, created.text
+    agent = ui.create_agent(name="Chef", description="Mediterranean recipes, short and simple", tools=["http_get"],
+                            approval=["http_get"], first_message="Hello! What shall we cook today?")  # fmt: skip
+    session_id = ui.create_session(agent, "Today's market prices")
+    page = ui.page(viewport=PHONE if width == "phone" else DESKTOP, dark=dark)
+    ui.sign_in(page, f"/?agent={agent['id']}&session={session_id}")
+    ui.script({"reply": "Let me look at the market's price list.",
+               "tool_calls": [{"name": "http_get", "arguments": {"url": "https://market.example.com/prices.json"}}]})
+    page.get_by_label("Message", exact=True).fill("What do tomatoes cost today?")
+    page.get_by_label("Message", exact=True).press("Enter")
+    card = page.get_by_role("region", name="Approval needed: http_get")
+    expect(card.get_by_role("button", name="Approve")).to_be_visible()
+    card.get_by_label("Reason").fill("Use last week's prices instead")
+    assert _fits_width(page)
+    page.screenshot(path=str(shots / f"approval-{width}-{theme}.png"))
+
+    if width == "phone":
+        page.get_by_role("button", name="Agents and conversations").click()
+    page.get_by_role("region", name="MCP servers").get_by_role("button", name="Manage").click()
+    dialog = page.get_by_role("dialog", name="MCP servers")
+    expect(dialog.locator("li[data-server=tools]")).to_contain_text("Authorization (values hidden)")
+    dialog.get_by_role("button", name="Add a header").click()
+    assert _fits_width(page)
+    page.screenshot(path=str(shots / f"mcp-servers-{width}-{theme}.png"))

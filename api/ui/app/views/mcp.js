@@ -82,8 +82,8 @@ function ServerItem({ server, onRemove }) {
         onClick=${() => onRemove(server)}><${TrashIcon} /></button>
     </div>
     <code class="mcp-url">${server.url}</code>
-    <p class="hint">${headers.length ? `Headers: ${headers.join(', ')} (values hidden)` : 'No headers'}
-      · ${allowed && allowed.length ? `Allowed tools: ${allowed.join(', ')}` : 'Every tool allowed'}</p>
+    <p class="hint">${headers.length ? `Headers: ${headers.join(', ')} (values hidden)` : 'No headers'}${' · '}${
+      allowed && allowed.length ? `Allowed tools: ${allowed.join(', ')}` : 'Every tool allowed'}</p>
     <p class="mcp-tools">${toolCount(server)}${(server.tools || []).length ? ': ' : ''}
       ${(server.tools || []).map((tool, i) => html`${i ? ', ' : ''}<code title=${tool.description || ''}>${tool.name}</code>`)}</p>
   </li>`;
@@ -171,7 +171,7 @@ export function McpServersDialog({ api, onChanged, onClose, onAnnounce }) {
     <dialog class="agent-dialog mcp-dialog" ref=${dialogRef} aria-labelledby="mcp-dialog-title" onClose=${onClose}>
       <h2 id="mcp-dialog-title">MCP servers</h2>
       <p class="hint">Remote tools over the Model Context Protocol (Streamable HTTP). An agent uses them when its tools
-        name <code>mcp:&lt;server&gt;/&lt;tool&gt;</code> or <code>mcp:&lt;server&gt;/*</code>.</p>
+        name <code>${'mcp:<server>/<tool>'}</code> or <code>${'mcp:<server>/*'}</code>.</p>
       ${loadError && html`<p class="field-error" role="alert">${describeError(loadError)}</p>`}
       ${servers === null && !loadError && html`<p class="muted">Loading…</p>`}
       ${servers && !servers.length && html`<p class="muted">No MCP server yet.</p>`}
