@@ -88,3 +88,21 @@ def test_async_deny_with_a_reason_reaches_the_model(stack) -> None:  # type: ign
     assert events[-2].content == "Fine, no calculator."
     told = [m for m in stack.model_server.control("requests")[1]["body"]["messages"] if m["role"] == "tool"]
     assert len(told) == 1 and "denied" in told[0]["content"] and "do it in your head" in told[0]["content"]
+
+
+def test_mcp_servers_through_the_sdk(stack, mcp_server) -> None:  # type: ignore[no-untyped-def]
+    stack.start_web(env={"PARLEY_PRIVATE_NETWORKS_ALLOWED": "127.0.0.1"})
+    with Parley(stack.web_url, stack.api_key) as client:
+        created = client.mcp_servers.create("tools", f"{mcp_server.url}/mcp", headers={"X-Key": "s3cret"},
+                                            allowed_tools=["echo"])  # fmt: skip
+        assert created.header_names == ["X-Key"] and [t.name for t in created.tools] == ["echo"]
+        assert "s3cret" not in created.model_dump_json()
+        assert [s.name for s in client.mcp_servers.list()] == ["tools"]
+        every = client.mcp_servers.update("tools", allowed_tools=None)
+        assert every.allowed_tools is None and {"echo", "weather"} <= {t.name for t in every.tools}
+        assert client.mcp_servers.get("tools").url == f"{mcp_server.url}/mcp"
+        with pytest.raises(ConflictError):
+            client.mcp_servers.create("tools", f"{mcp_server.url}/mcp")
+        client.mcp_servers.delete("tools")
+        with pytest.raises(NotFoundError):
+            client.mcp_servers.get("tools")
