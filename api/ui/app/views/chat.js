@@ -189,6 +189,7 @@ export function ChatPane({ api, apiKey, agent, sessionId, onSessionStarted, onTu
         onEvent: (event, id) => {
           const current = liveRef.current;
           updateLive({ ...current, lastEventId: id || current.lastEventId, answer: applyEvent(current.answer, event) });
+          if (event.type === 'approval_required') onAnnounce(`${event.tool_name} waits for your decision: Approve or Deny.`);
         },
         onConnection: (state, attempt) => {
           const current = liveRef.current;
