@@ -39,3 +39,11 @@ def bump(ctx: ToolContext) -> str:
         pipe.expire(BUMPS_KEY, 3600)
         count, _ = pipe.execute()
     return f"bumped to {count}"
+
+
+@tool
+def bump_then_wait(seconds: float, ctx: ToolContext) -> str:
+    """`bump`'s side effect, then a wait of `seconds`: a test kills the worker during the wait, after the effect."""
+    text = bump(ctx)
+    time.sleep(seconds)
+    return text

@@ -164,3 +164,29 @@ def test_a_wait_past_the_approval_timeout_ends_denied_as_timed_out(stack) -> Non
     told = _tool_messages(model_requests(stack)[-1])
     assert len(told) == 1 and "timed out" in told[0]
     assert stack.redis().get(BUMPS_KEY) is None
+
+
+def test_an_approved_call_whose_worker_dies_while_it_runs_is_not_run_again(stack) -> None:
+    """At most once: the call is claimed before it runs, so the retried turn finds the claim and tells the model
+    the call was interrupted, instead of running the side effect a second time."""
+    env = {**TOOL_ENV, "PARLEY_TOOL_TIMEOUT_S": "60"}
+    stack.start_web(env=env)
+    [worker] = stack.start_workers(env=env)
+    _script(stack, {"tool_calls": [{"name": "bump_then_wait", "arguments": {"seconds": 50}}]}, {"reply": "Hm."})
+    bumps = stack.redis()
+    with client(stack.web_url, stack.api_key) as http:
+        create_agent(http, tools=["bump_then_wait"], approval=["bump_*"])
+        job_id = _queue(http)
+        call_id = _wait_status(http, job_id, "waiting")["pending"][0]["call_id"]
+        approved = http.post(f"/api/v1/jobs/{job_id}/approvals", json={"call_id": call_id, "approve": True})
+        assert approved.status_code == 202
+        wait_until(lambda: bumps.get(BUMPS_KEY) == "1", timeout=30, message="the approved call never ran")
+        worker.kill()
+        stack.start_workers(env=env)
+        job = wait_job(http, job_id, timeout=90)
+        assert job["status"] == "finished", job
+        events = collect(http, "GET", f"/api/v1/jobs/{job_id}/events")
+    assert bumps.get(BUMPS_KEY) == "1"
+    assert ("status", "retrying") in [(e.type, e.data.get("message")) for e in events]
+    told = _tool_messages(model_requests(stack)[-1])
+    assert len(told) == 1 and "stopped while it ran" in told[0] and "not run again" in told[0]
