@@ -35,10 +35,40 @@ class TooManyAgents(Conflict):
     code = "too_many_agents"
 
 
+class TooManyMcpServers(Conflict):
+    """The tenant holds PARLEY_MAX_MCP_SERVERS servers already: it must delete one first."""
+
+    code = "too_many_mcp_servers"
+
+
 class SummaryRunning(Conflict):
     """A `POST /api/v1/sessions/{id}/summary` job of the session is queued or running already."""
 
     code = "summary_running"
+
+
+class PrivateNetwork(InvalidInput):
+    """An MCP server's URL whose host is (or resolves to) an address tools may not reach."""
+
+    code = "private_network"
+
+
+class UnresolvableHost(InvalidInput):
+    """An MCP server's URL whose host has no address."""
+
+    code = "unresolvable_host"
+
+
+class McpServerFailed(ParleyError):
+    """An MCP server being registered could not be reached, refused, or did not list its tools."""
+
+    status, code = 502, "mcp_server_failed"
+
+
+class McpServerTimeout(ParleyError):
+    """An MCP server being registered did not answer within PARLEY_MCP_TIMEOUT_S."""
+
+    status, code = 504, "mcp_server_timeout"
 
 
 class TooLarge(ParleyError):

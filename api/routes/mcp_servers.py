@@ -15,7 +15,13 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
-from parley.shared.errors import Conflict, InvalidInput, ParleyError
+from parley.shared.errors import (
+    Conflict,
+    McpServerFailed,
+    McpServerTimeout,
+    PrivateNetwork,
+    UnresolvableHost,
+)
 from parley.shared.store import mcp_servers as store
 from parley.shared.store.mcp_servers import McpServer, McpServerStore, ServerTools
 from parley.tools import network
@@ -26,26 +32,6 @@ from ..runtime import WebRuntime
 
 router = APIRouter(prefix="/api/v1/mcp-servers", tags=["mcp-servers"],
                    responses=documented(401, 404, 409, 422, 502, 503, 504))  # fmt: skip
-
-
-class PrivateNetwork(InvalidInput):
-    """The URL's host is (or resolves to) an address tools may not reach."""
-
-    code = "private_network"
-
-
-class UnresolvableHost(InvalidInput):
-    code = "unresolvable_host"
-
-
-class McpServerFailed(ParleyError):
-    """The server could not be reached, or refused, or did not list its tools."""
-
-    status, code = 502, "mcp_server_failed"
-
-
-class McpServerTimeout(ParleyError):
-    status, code = 504, "mcp_server_timeout"
 
 
 class McpServerCreate(BaseModel):

@@ -29,7 +29,7 @@ import redis
 import redis.asyncio as aredis
 
 from parley.shared.clock import now_ms
-from parley.shared.errors import Conflict, NotFound
+from parley.shared.errors import Conflict, NotFound, TooManyMcpServers
 from parley.shared.settings import Settings
 from parley.shared.store import keys
 from parley.shared.text import clean, clean_json
@@ -53,12 +53,6 @@ RESERVED_HEADERS = frozenset({
     "last-event-id",
 })  # fmt: skip
 """Headers the MCP transport sets itself: a tenant may not send its own."""
-
-
-class TooManyMcpServers(Conflict):
-    """The tenant holds PARLEY_MAX_MCP_SERVERS servers already: it must delete one first."""
-
-    code = "too_many_mcp_servers"
 
 
 def check_name(name: str) -> str:

@@ -12,12 +12,12 @@ from typing import Any
 import fakeredis
 import pytest
 
-from parley.shared.errors import Conflict, NotFound
+from parley.shared.errors import Conflict, NotFound, TooManyMcpServers
 from parley.shared.settings import Settings
 from parley.shared.store import keys
 from parley.shared.store import mcp_servers as store
 from parley.shared.store.connection import RedisClients
-from parley.shared.store.mcp_servers import McpServer, McpServerStore, TooManyMcpServers
+from parley.shared.store.mcp_servers import McpServer, McpServerStore
 from parley.tools import mcp_client
 
 SECRET = "Bearer very-secret-value"
