@@ -206,7 +206,8 @@ def chat(
     decide = approval_decider(approve_all, deny_all)
     if message is not None:
         try:
-            run_turn(client, session_id, message, render.TurnPrinter(_out, _note), decide)
+            printer = render.TurnPrinter(_out, _note, hold_text=not sys.stdout.isatty())  # stdout: the answer alone
+            run_turn(client, session_id, message, printer, decide)
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
         return
@@ -444,34 +445,31 @@ def jobs_tail(
 ReasonOption = Annotated[str | None, typer.Option("--reason", "-r", help="Why (told to the model with a denial).")]
 
 
+JobArgument = Annotated[str, typer.Argument(metavar="ID", help="The job id.")]
+CallArgument = Annotated[str, typer.Argument(metavar="CALL", help="The waiting call's id (`jobs show` lists them).")]
+
+
 @jobs_app.command("approve")
-def jobs_approve(
-    ctx: typer.Context,
-    job_id: Annotated[str, typer.Argument(metavar="ID", help="The job id.")],
-    call_id: Annotated[str, typer.Argument(metavar="CALL", help="The waiting call's id (`jobs show` lists them).")],
-    reason: ReasonOption = None,
-    as_json: JsonFlag = False,
-) -> None:
+def jobs_approve(ctx: typer.Context, job_id: JobArgument, call_id: CallArgument, reason: ReasonOption = None,
+                 as_json: JsonFlag = False) -> None:  # fmt: skip
     """Let a tool call that waits for approval run; the turn goes on."""
-    result = _config(ctx).client().approve(job_id, call_id, reason)
-    if as_json:
-        return _print_json(result)
-    _echo(f"approved call {call_id} of job {job_id}")
+    _decide_call(ctx, job_id, call_id, reason, as_json, approve=True)
 
 
 @jobs_app.command("deny")
-def jobs_deny(
-    ctx: typer.Context,
-    job_id: Annotated[str, typer.Argument(metavar="ID", help="The job id.")],
-    call_id: Annotated[str, typer.Argument(metavar="CALL", help="The waiting call's id (`jobs show` lists them).")],
-    reason: ReasonOption = None,
-    as_json: JsonFlag = False,
-) -> None:
+def jobs_deny(ctx: typer.Context, job_id: JobArgument, call_id: CallArgument, reason: ReasonOption = None,
+              as_json: JsonFlag = False) -> None:  # fmt: skip
     """Refuse a tool call that waits for approval; the model is told (with the reason) and carries on."""
-    result = _config(ctx).client().deny(job_id, call_id, reason)
+    _decide_call(ctx, job_id, call_id, reason, as_json, approve=False)
+
+
+def _decide_call(ctx: typer.Context, job_id: str, call_id: str, reason: str | None, as_json: bool, *,
+                 approve: bool) -> None:  # fmt: skip
+    client = _config(ctx).client()
+    result = (client.approve if approve else client.deny)(job_id, call_id, reason)
     if as_json:
         return _print_json(result)
-    _echo(f"denied call {call_id} of job {job_id}")
+    _echo(f"{'approved' if approve else 'denied'} call {call_id} of job {job_id}")
 
 
 @jobs_app.command("cancel")

@@ -112,10 +112,14 @@ class TurnPrinter:
     """
 
     def __init__(self, out: Callable[[str, bool], None], note: Callable[[str], None], *,
-                 show_progress: bool = False) -> None:  # fmt: skip
+                 show_progress: bool = False, hold_text: bool = False) -> None:  # fmt: skip
+        """`hold_text`: write the answer only once the `response` says it is the answer, for an `out` that
+        cannot take text back (stdout that is not a terminal): the text streamed before a tool step was
+        the model's thought (shown by `note`), and text before a `retrying` or `repairing` is replaced."""
         self.out = out
         self.note = note
         self.show_progress = show_progress
+        self.hold_text = hold_text
         self.job_id: str | None = None
         self.session_id: str | None = None
         self.answer = ""
@@ -142,7 +146,9 @@ class TurnPrinter:
 
     def _on_delta(self, event: Event) -> None:
         text = event.content or ""
-        if text:
+        if text and self.hold_text:
+            self.answer += text
+        elif text:
             self.out(text, False)
             self.answer += text
             self.open_line = True
@@ -164,6 +170,8 @@ class TurnPrinter:
 
     def _on_llm_thought(self, event: Event) -> None:
         self._break()
+        if self.hold_text:
+            self.answer = ""  # it was a thought, not the answer
         self.note(f"[thought] {one_line(event.data.get('thought'), 200)}")
 
     def _on_tool_execution(self, event: Event) -> None:
@@ -183,7 +191,10 @@ class TurnPrinter:
 
     def _on_response(self, event: Event) -> None:
         content = event.content or ""
-        if not self.answer and content:  # an answer that came without deltas
+        if self.hold_text and (content or self.answer):
+            self.out(content or self.answer, False)
+            self.open_line = True
+        elif not self.answer and content:  # an answer that came without deltas
             self.out(content, False)
             self.open_line = True
         self.answer = content or self.answer

@@ -123,3 +123,24 @@ def test_load_agent_file_reports_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(CLIError, match="cannot read") as raised:
         load_agent_file(str(tmp_path / "nope.yaml"))
     assert raised.value.code == USAGE
+
+
+def test_a_printer_holding_text_writes_the_answer_alone() -> None:
+    """stdout that is not a terminal (`answer=$(parley chat -m ...)`) gets the answer only: the text streamed
+    before a tool step was a thought (a note), and a retried attempt's first text is not written twice."""
+    printer, lines = _printer(hold_text=True)
+    for event in _events(
+        {"type": "delta", "content": "Let me look."},
+        {"type": "llm_thought", "thought": "Let me look.", "turn": 1},
+        {"type": "tool_execution", "tool_name": "search", "args": {}},
+        {"type": "tool_result", "tool_name": "search", "preview": "pesto"},
+        {"type": "delta", "content": "Pes"},
+        {"type": "status", "message": "retrying", "attempt": 2},
+        {"type": "delta", "content": "Pesto."},
+        {"type": "response", "content": "Pesto.", "session_id": "s1"},
+        {"type": "done"},
+    ):
+        printer.handle(event)
+    printer.finish()
+    answer = [line for line in lines if not line.startswith("<")]
+    assert "".join(answer) == "Pesto.\n"
