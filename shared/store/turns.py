@@ -208,7 +208,7 @@ class TurnStore:
             rq_finished=self.queue.finished_job_registry.key, job_id=job_id, call_id=call_id,
             approve="1" if approve else "0", reason=reason, member=approval_member(tenant, job_id),
             tenant_cap=self.settings.tenant_concurrency, enqueued_at=rq_now(), keep_ms=self.waiting_keep_ms,
-            rq_fields=tuple(item for pair in rq_fields.items() for item in pair),
+            now_ms=now_ms(), rq_fields=tuple(item for pair in rq_fields.items() for item in pair),
         )  # fmt: skip
 
     @property

@@ -157,12 +157,9 @@ class WorkerTurns:
         for member in due:
             tenant, _, job_id = member.partition(" ")
             session_id = await self.aio.hget(keys.job(tenant, job_id), "session_id")
-            outcome = "missing"
-            if session_id is not None:
-                call = self.store.decide_call(tenant, job_id, session_id, "", False, "timed out")
-                outcome, _ = await self._decide(keys=call.keys(), args=call.args())
-            if outcome == "resumed":
-                resumed += 1
-            else:  # ended (canceled) or gone while it waited: nothing to time out
-                await self.aio.zrem(keys.approval_deadlines(), member)
+            # DECIDE_APPROVAL checks the deadline again and drops the deadline of a turn that no longer waits,
+            # in one step: a turn resumed and waiting again meanwhile keeps its new deadline.
+            call = self.store.decide_call(tenant, job_id, session_id or "", "", False, "timed out")
+            outcome, _ = await self._decide(keys=call.keys(), args=call.args())
+            resumed += outcome == "resumed"
         return resumed

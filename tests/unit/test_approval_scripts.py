@@ -121,6 +121,11 @@ def test_a_wait_past_its_deadline_is_denied_as_timed_out(
     turns.decide(T, job_id, "call_1", True, "")
     assert asyncio.run(worker_turns.expire_approvals()) == 0  # not due yet
     clients.text.zadd(keys.approval_deadlines(), {f"{T} {job_id}": 1})
+    # A sweep that read an old, due entry of a turn that waits again (with a later deadline) leaves it waiting.
+    assert asyncio.run(worker_turns.expire_approvals()) == 0
+    assert (turns.job(T, job_id) or {})["status"] == "waiting"
+    assert clients.text.zscore(keys.approval_deadlines(), f"{T} {job_id}") == 1
+    clients.text.hset(keys.job(T, job_id), "waiting_until", 1)
     assert asyncio.run(worker_turns.expire_approvals()) == 1
     decisions = json.loads((turns.job(T, job_id) or {})["decisions"])
     assert decisions == {"call_1": {"approve": True, "reason": ""}, "call_2": {"approve": False, "reason": "timed out"}}

@@ -237,4 +237,5 @@ class DecideApprovalCall(ScriptCall):
     tenant_cap: int = arg()
     enqueued_at: str = arg()
     keep_ms: int = arg()
+    now_ms: int = arg()
     rq_fields: tuple[Any, ...] = arg(rest=True)
