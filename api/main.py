@@ -15,7 +15,10 @@ from parley.shared.logs import configure_logging
 from parley.shared.settings import Settings, get_settings
 
 from . import errors
+from .adapters.a2a import routes as a2a_routes
+from .adapters.mcp_server import routes as mcp_server_routes
 from .adapters.openai import routes as openai_routes
+from .adapters.responses import routes as responses_routes
 from .adapters.seed import routes as seed_routes
 from .metrics import Reporter
 from .middleware import BodyGuard, HttpMetrics, RequestContext
@@ -73,7 +76,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["Retry-After", "X-Request-ID"], max_age=600,
         )  # fmt: skip
 
-    for module in (ops, agents, sessions, chat, jobs, seed_routes, openai_routes, tools, mcp_servers, ui):
+    for module in (ops, agents, sessions, chat, jobs, seed_routes, openai_routes, responses_routes, mcp_server_routes,
+                   a2a_routes, tools, mcp_servers, ui):  # fmt: skip
         app.include_router(module.router)
     return app
 
