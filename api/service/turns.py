@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -17,7 +18,8 @@ from starlette.concurrency import run_in_threadpool
 from parley.shared import events, logs
 from parley.shared.errors import Conflict, InvalidInput, NotFound, NotReady, ParleyError, TimedOut, TooLarge, turn_error
 from parley.shared.events import EventType
-from parley.shared.schema import ChatRequest, ChatResponse
+from parley.shared.schema import TEXT_MAX, ChatRequest, ChatResponse
+from parley.shared.shapes import check_shape
 from parley.shared.store import images
 from parley.shared.store.turns import Accepted, ClientTools
 
@@ -118,41 +120,67 @@ def _check_client_tools(rt: WebRuntime, tenant: str, agent: dict[str, Any], sess
         check_results(client_tools.results, waiting_calls(_session_tail(rt, tenant, session_id)))
 
 
+@dataclass(frozen=True)
+class ThisTurn:
+    """What a request sets for its turn only (the Responses API's `instructions` and `text.format`): instructions
+    after the agent's, a response shape instead of the agent's."""
+
+    instructions: str | None = None
+    response_shape: dict[str, Any] | str | None = None
+
+
 def request_hash(body: ChatRequest, history: list[dict[str, Any]] | None = None,
-                 client_tools: ClientTools | None = None) -> str:  # fmt: skip
+                 client_tools: ClientTools | None = None, this_turn: ThisTurn | None = None) -> str:  # fmt: skip
     """What an Idempotency-Key is bound to: the same key with another request is a conflict."""
     request = {**body.model_dump(), "history": history}
     if client_tools is not None:  # only then: a request without them hashes as it always did
         request["client_tools"] = client_tools.job_fields()
+    if this_turn is not None and this_turn != ThisTurn():
+        request["this_turn"] = [this_turn.instructions, this_turn.response_shape]
     return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
 
 
+def _check_this_turn(rt: WebRuntime, this_turn: ThisTurn) -> None:
+    """The turn's own instructions within the agent fields' bound, its shape checked as an agent's is (422)."""
+    if this_turn.instructions is not None and len(this_turn.instructions) > TEXT_MAX:
+        raise InvalidInput(f"instructions are longer than {TEXT_MAX} characters", field="instructions")
+    if this_turn.response_shape is not None:
+        try:
+            check_shape(this_turn.response_shape)
+        except ValueError as error:
+            raise InvalidInput(f"response shape: {error}", field="response_shape") from None
+
+
 def _accept(rt: WebRuntime, tenant: str, body: ChatRequest, idempotency_key: str | None, api_key: str,
-            history: list[dict[str, Any]] | None, client_tools: ClientTools | None) -> Accepted:  # fmt: skip
-    digest = request_hash(body, history, client_tools)
+            history: list[dict[str, Any]] | None, client_tools: ClientTools | None,
+            this_turn: ThisTurn) -> Accepted:  # fmt: skip
+    digest = request_hash(body, history, client_tools, this_turn)
     if idempotency_key:
         replay = rt.turns.replay(tenant, idempotency_key, digest)
         if replay:
             return replay
     _check_sizes(rt, body)
+    _check_this_turn(rt, this_turn)
     agent = _resolve_agent(rt, tenant, body)
     if client_tools is not None:
         _check_client_tools(rt, tenant, agent, body.session_id, client_tools)
     return rt.turns.accept(
         tenant=tenant, agent=agent, session_id=body.session_id, message=body.message, images=body.images,
         idempotency_key=idempotency_key, request_hash=digest, api_key=api_key, history=history,
-        client_tools=client_tools,
+        client_tools=client_tools, instructions=this_turn.instructions, response_shape=this_turn.response_shape,
     )  # fmt: skip
 
 
 async def accept(rt: WebRuntime, tenant: str, body: ChatRequest, idempotency_key: str | None,
                  api_key: str = "", history: list[dict[str, Any]] | None = None,
-                 client_tools: ClientTools | None = None) -> Accepted:  # fmt: skip
+                 client_tools: ClientTools | None = None, this_turn: ThisTurn | None = None) -> Accepted:  # fmt: skip
     """Queue a turn (see TurnStore.accept); `history` makes it a turn that brings its conversation,
-    `client_tools` one whose model may call the client's tools (400 for what cannot be honoured)."""
+    `client_tools` one whose model may call the client's tools (400 for what cannot be honoured),
+    `this_turn` one with its own instructions or response shape (422 when they are out of bounds)."""
     if idempotency_key is not None and not (0 < len(idempotency_key) <= 255):
         raise InvalidInput("Idempotency-Key must be 1 to 255 characters", field="Idempotency-Key")
-    accepted = await run_in_threadpool(_accept, rt, tenant, body, idempotency_key, api_key, history, client_tools)
+    accepted = await run_in_threadpool(_accept, rt, tenant, body, idempotency_key, api_key, history, client_tools,
+                                       this_turn or ThisTurn())  # fmt: skip
     logs.bind(session_id=accepted.session_id, job_id=accepted.job_id)
     return accepted
 

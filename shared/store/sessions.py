@@ -18,6 +18,7 @@ from parley.shared.clock import iso, now_ms
 from parley.shared.errors import Conflict, InvalidInput, NotFound
 from parley.shared.schema import MessagePublic, SessionPublic
 from parley.shared.store import images, keys, scripts
+from parley.shared.tokens import count_message
 
 MESSAGE_ID_PREFIX = "msg_"
 MAX_PAGE = 1000
@@ -120,6 +121,41 @@ class SessionStore:
         ]
         next_cursor = f"{int(page[-1][1])}:{page[-1][0]}" if more and page else None
         return sessions, next_cursor
+
+    def append(self, tenant: str, session_id: str, items: list[tuple[str, str]], model: str) -> list[MessagePublic]:
+        """Add messages (role, text) to the session's history without a turn (the Conversations API's items),
+        counted in `model`'s tokens as a turn's are. NotFound without the session; Conflict while one of its
+        turns is queued, running or waiting (its commit would land between them)."""
+        session_key, lane_key, messages_key = (keys.session(tenant, session_id), keys.lane(tenant, session_id),
+                                               keys.messages(tenant, session_id))  # fmt: skip
+        created = now_ms()
+        counted = [(role, text, count_message({"role": role, "content": text}, model)) for role, text in items]
+        stored = [message_json(role, text, job_id=None, created_at=created, tokens=n) for role, text, n in counted]
+        with self.r.pipeline() as pipe:
+            pipe.watch(session_key, lane_key)  # a turn accepted meanwhile makes EXEC fail: Conflict, nothing added
+            if not pipe.exists(session_key):
+                raise NotFound(f"session {session_id!r} not found")
+            if pipe.llen(lane_key):
+                raise Conflict(f"session {session_id!r} has a turn in flight: add items once it has ended")
+            pipe.multi()
+            pipe.rpush(messages_key, *stored)
+            pipe.hincrby(session_key, "tokens", sum(n for _, _, n in counted))
+            try:
+                first = pipe.execute()[0] - len(stored)
+            except redis.WatchError:
+                raise Conflict(f"session {session_id!r} changed meanwhile: try again") from None
+        return [_public_message(first + offset, json.loads(item)) for offset, item in enumerate(stored)]
+
+    def set_metadata(self, tenant: str, session_id: str, metadata: dict[str, Any]) -> None:
+        """Replace the session's metadata (checked by the caller's model). NotFound without the session."""
+        key = keys.session(tenant, session_id)
+        with self.r.pipeline() as pipe:
+            pipe.watch(key)
+            if not pipe.exists(key):
+                raise NotFound(f"session {session_id!r} not found")
+            pipe.multi()
+            pipe.hset(key, "metadata", json.dumps(metadata))
+            pipe.execute()
 
     def delete(self, tenant: str, session_id: str) -> None:
         agent_id = self.bound_agent(tenant, session_id)

@@ -25,7 +25,7 @@ from parley.shared import events, telemetry
 from parley.shared.clock import iso, now_ms
 from parley.shared.errors import Conflict, NotFound, limit_refusal
 from parley.shared.events import ErrorCode, EventType
-from parley.shared.schema import ChatResponse, JobPublic, PendingCall
+from parley.shared.schema import FINAL_STATUSES, ChatResponse, JobPublic, PendingCall
 from parley.shared.settings import Settings
 from parley.shared.store import keys, scripts
 from parley.shared.store.connection import RedisClients
@@ -126,12 +126,15 @@ class TurnStore:
     def accept(self, *, tenant: str, agent: dict[str, Any], session_id: str | None, message: str,
                images: list[str], idempotency_key: str | None, request_hash: str,
                api_key: str = "", history: list[dict[str, Any]] | None = None,
-               client_tools: ClientTools | None = None) -> Accepted:  # fmt: skip
+               client_tools: ClientTools | None = None, instructions: str | None = None,
+               response_shape: dict[str, Any] | str | None = None) -> Accepted:  # fmt: skip
         """Queue a turn: create the session if needed, record the job, emit `session` and `queued`.
 
         With `history`, the turn brings its whole conversation (the OpenAI-compatible endpoint
         without a session): no session is created and nothing is committed to memory. With
-        `client_tools`, the model may also call the client's own tools (see ClientTools).
+        `client_tools`, the model may also call the client's own tools (see ClientTools). `instructions`
+        (this turn's own, after the agent's) and `response_shape` (instead of the agent's) hold for this turn only
+        (the Responses API's `instructions` and `text.format`).
 
         Raises Conflict (session bound to another agent, or a reused Idempotency-Key) and
         TooManyRequests (queue full, tenant busy, key over its rate); in those cases nothing is created.
@@ -154,6 +157,10 @@ class TurnStore:
             fields["history"] = json.dumps(history)
         if client_tools is not None:
             fields.update(client_tools.job_fields())
+        if instructions:
+            fields["instructions"] = instructions
+        if response_shape is not None:
+            fields["response_shape"] = json.dumps(response_shape)
         session_event = events.encode(EventType.SESSION, session_id=session_id, agent_id=agent["id"],
                                       agent_name=agent["name"], job_id=job_id)  # fmt: skip
         queued_event = events.encode(EventType.STATUS, message="queued")
@@ -253,6 +260,17 @@ class TurnStore:
             events_out=[events.encode(EventType.ERROR, message="canceled", code=ErrorCode.CANCELED),
                         events.encode(EventType.DONE)],
         )  # fmt: skip
+
+    def forget(self, tenant: str, job_id: str) -> None:
+        """Delete an ended turn's record, events and tool runs (the Responses API's DELETE); what it committed
+        to its session stays. NotFound when there is none, Conflict while it has not ended."""
+        key = keys.job(tenant, job_id)
+        status = self.r.hget(key, "status")
+        if status is None:
+            raise NotFound(f"job {job_id!r} not found")
+        if status not in FINAL_STATUSES:
+            raise Conflict(f"job {job_id!r} has not ended (it is {status}): cancel it first")
+        self.r.delete(key, keys.events(tenant, job_id), keys.tool_runs(tenant, job_id))
 
     def queue_depth(self) -> int:
         return int(self.r.llen(keys.rq_queue(self.settings.queue_name)))  # type: ignore[arg-type]

@@ -57,6 +57,7 @@ async def run_turn(tenant: str, job_id: str, *, rt: Runtime) -> str:
     agent, history, exchanges = await _context(rt, tenant, record, images)
     if agent is None:
         return await _fail(rt, turn, record, "the session's agent no longer exists", ErrorCode.AGENT_MISSING)
+    agent = for_this_turn(agent, record)
     model = agent_model(rt, agent)
     if agent.get("max_turns") and exchanges >= agent["max_turns"]:
         if not await rt.worker_turns.emit(turn, [events.encode(EventType.DELTA, content=CLOSING_MESSAGE)]):
@@ -83,6 +84,17 @@ async def run_turn(tenant: str, job_id: str, *, rt: Runtime) -> str:
     if isinstance(outcome, WaitForDecisions):
         return await _pause(rt, turn, outcome)
     return await _commit(rt, turn, agent, record, outcome, model)
+
+
+def for_this_turn(agent: dict[str, Any], record: dict[str, str]) -> dict[str, Any]:
+    """The agent as this turn runs it: the request's own instructions after the agent's, its response shape
+    instead of the agent's (the Responses API's `instructions` and `text.format`)."""
+    if record.get("instructions"):
+        joined = "\n\n".join(filter(None, (agent.get("instructions"), record["instructions"])))
+        agent = {**agent, "instructions": joined}
+    if "response_shape" in record:
+        agent = {**agent, "response_shape": json.loads(record["response_shape"])}
+    return agent
 
 
 def _resume(record: dict[str, str]) -> Resume | None:
