@@ -1,0 +1,223 @@
+"""The Responses API (`/v1/responses`) with the official `openai` SDK, unmodified, against the real stack: create
+(string and items), memory through previous_response_id, stream events and their sequence numbers, a resumed stream
+(`retrieve(stream=True, starting_after=n)`) giving exactly the same events, background + retrieve, cancel, delete,
+input items, a function tool round trip and structured output. The scripted model records what it was sent."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import openai
+import pytest
+
+from tests.integration.helpers import client, create_agent, model_requests, user_contents
+
+
+def _sdk(stack: Any) -> Any:
+    """The official client, typed loosely: the tests send what the SDK's overloads do not spell (agent names)."""
+    return openai.OpenAI(base_url=f"{stack.web_url}/v1", api_key=stack.api_key, max_retries=0)
+
+
+def _script(stack: Any, *steps: dict[str, Any]) -> None:
+    stack.model_server.control("script", list(steps))
+
+
+def _start(stack: Any) -> None:
+    stack.start_web()
+    stack.start_workers()
+
+
+def _raw(events: list[Any]) -> list[dict[str, Any]]:
+    return [event.model_dump(mode="json", exclude_unset=True) for event in events]
+
+
+def test_create_memory_input_items_and_delete(stack) -> None:
+    _start(stack)
+    with client(stack.web_url, stack.api_key) as http, _sdk(stack) as sdk:
+        create_agent(http)
+        first = sdk.responses.create(model="Chef", input="Something with basil?")
+        assert first.status == "completed" and first.id.startswith("resp_")
+        assert first.output_text == "echo: Something with basil?"
+        assert first.usage is not None and first.conversation is not None
+        session_id = first.conversation.id
+        assert http.get(f"/api/v1/sessions/{session_id}").status_code == 200  # a response is a turn of a session
+
+        second = sdk.responses.create(
+            model="Chef", previous_response_id=first.id, instructions="Answer in French.",
+            input=[{"role": "developer", "content": "Be brief."},
+                   {"role": "user", "content": [{"type": "input_text", "text": "And with mint?"}]}],
+        )  # fmt: skip
+        assert second.output_text == "echo: And with mint? | earlier: Something with basil?"
+        assert second.conversation is not None and second.conversation.id == session_id
+        sent = model_requests(stack)[-1]["body"]["messages"]
+        system = "\n".join(m["content"] for m in sent if m["role"] == "system")
+        assert "Keep it short.\n\nAnswer in French.\n\nBe brief." in system  # the agent's, then this turn's
+
+        retrieved = sdk.responses.retrieve(second.id)
+        assert retrieved.status == "completed" and retrieved.output_text == second.output_text
+        assert [item.id for item in retrieved.output] == [item.id for item in second.output]
+
+        items = sdk.responses.input_items.list(second.id)
+        assert [(item.type, item.role) for item in items.data] == [("message", "user")]
+        assert items.data[0].content[0].text == "And with mint?"
+
+        deleted = sdk.responses.delete(first.id)
+        assert deleted is None  # the SDK returns nothing; the route answered 200
+        with pytest.raises(openai.NotFoundError) as missing:
+            sdk.responses.retrieve(first.id)
+        assert missing.value.body["type"] == "invalid_request_error"
+        assert missing.value.body["code"] == "not_found"
+        third = sdk.responses.create(model="Chef", input="Still there?", conversation=session_id)
+        assert "earlier: Something with basil? / And with mint?" in third.output_text  # memory outlives the delete
+
+
+def test_stateless_input_and_hostile_requests(stack) -> None:
+    _start(stack)
+    with client(stack.web_url, stack.api_key) as http, _sdk(stack) as sdk:
+        create_agent(http)
+        sessions_before = http.get("/api/v1/sessions").json()["data"]
+        answer = sdk.responses.create(model="Chef", store=False, input=[
+            {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
+            {"role": "user", "content": "Pasta?"}])  # fmt: skip
+        assert answer.output_text == "echo: Pasta? | earlier: Hi" and answer.conversation is None
+        assert http.get("/api/v1/sessions").json()["data"] == sessions_before  # nothing stored
+        items = sdk.responses.input_items.list(answer.id, order="asc")
+        assert [item.content[0].text for item in items.data] == ["Hi", "Hello", "Pasta?"]
+        with pytest.raises(openai.BadRequestError) as stateless:
+            sdk.responses.create(model="Chef", input="More", previous_response_id=answer.id)
+        assert stateless.value.body["param"] == "previous_response_id"
+
+        jobs_before = stack.redis().keys("*job*")
+        bad: list[tuple[dict[str, Any], int, str | None]] = [
+            ({"model": "Chef", "input": [{"role": "assistant", "content": "no user"}]}, 422, "input"),
+            ({"model": "Chef", "input": "x", "tools": [{"type": "web_search"}]}, 400, "tools.0.type"),
+            ({"model": "Chef", "input": "x", "text": {"format": {"type": "xml"}}}, 400, "text.format"),
+            ({"model": "Chef", "input": "x", "background": True, "store": False}, 400, "store"),
+            ({"model": "Chef", "input": "x", "conversation": "a b"}, 422, "conversation"),
+            ({"model": "Chef", "input": "x", "previous_response_id": "resp_nope"}, 404, "previous_response_id"),
+            ({"model": "Nobody", "input": "x"}, 404, None),
+            ({"model": "Chef", "input": "   "}, 422, "input.message"),
+            ({"model": "Chef"}, 422, "input"),
+        ]
+        for body, status, param in bad:
+            response = http.post("/v1/responses", json=body)
+            assert response.status_code == status, (body, response.text)
+            error = response.json()["error"]
+            assert error["message"] and error["code"] and error["type"] and error["param"] == param, (body, error)
+        with client(stack.web_url, "wrong") as stranger:
+            unauthorized = stranger.post("/v1/responses", json={"model": "Chef", "input": "x"})
+        assert unauthorized.status_code == 401 and unauthorized.json()["error"]["type"] == "authentication_error"
+        assert http.get("/v1/responses/job_123").status_code == 404
+        assert stack.redis().keys("*job*") == jobs_before  # a refused request queued nothing
+
+
+def test_stream_sequence_numbers_and_resume(stack) -> None:
+    _start(stack)
+    _script(stack, {"reply": "Try a tomato and basil pasta.", "chunks": 4})
+    with client(stack.web_url, stack.api_key) as http, _sdk(stack) as sdk:
+        create_agent(http)
+        events = list(sdk.responses.create(model="Chef", input="Dinner?", stream=True))
+        numbers = [event.sequence_number for event in events]
+        assert numbers == list(range(len(events)))
+        kinds = [event.type for event in events]
+        assert kinds[:3] == ["response.created", "response.queued", "response.in_progress"]
+        assert kinds[3:5] == ["response.output_item.added", "response.content_part.added"]
+        assert kinds.count("response.output_text.delta") >= 4
+        assert kinds[-4:] == ["response.output_text.done", "response.content_part.done", "response.output_item.done",
+                              "response.completed"]  # fmt: skip
+        deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+        assert deltas == "Try a tomato and basil pasta."
+        completed = events[-1].response
+        assert completed.status == "completed" and completed.output_text == deltas
+
+        for after in (-1, 0, 4, len(events) - 2):
+            resumed = list(sdk.responses.retrieve(completed.id, stream=True, starting_after=after))
+            assert _raw(resumed) == _raw(events[after + 1 :]), after  # the same numbered events, from any web
+
+        with sdk.responses.stream(model="Chef", input="Again?") as stream:  # the SDK's own accumulator
+            final = stream.get_final_response()
+        assert final.output_text == "echo: Again?" and final.status == "completed"
+
+
+def test_background_cancel_and_resume_while_running(stack) -> None:
+    _start(stack)
+    _script(stack, {"reply": "one two three four five six", "chunks": 6, "chunk_delay_ms": 300})
+    with client(stack.web_url, stack.api_key) as http, _sdk(stack) as sdk:
+        create_agent(http)
+        started = sdk.responses.create(model="Chef", input="Slowly", background=True)
+        assert started.status in ("queued", "in_progress") and started.background is True
+        with pytest.raises(openai.ConflictError):
+            sdk.responses.delete(started.id)  # it runs: 409
+        seen: list[Any] = []
+        with sdk.responses.retrieve(started.id, stream=True, starting_after=-1) as live:
+            for event in live:
+                seen.append(event)
+                if event.type == "response.output_text.delta":
+                    break  # the client goes away mid-answer
+        resumed = list(sdk.responses.retrieve(started.id, stream=True, starting_after=seen[-1].sequence_number))
+        assert [e.sequence_number for e in resumed] == list(range(len(seen), len(seen) + len(resumed)))
+        assert resumed[-1].type == "response.completed"
+        assert sdk.responses.retrieve(started.id).output_text == "one two three four five six"
+
+        _script(stack, {"hang": True})
+        waiting = sdk.responses.create(model="Chef", input="Never mind", background=True)
+        deadline = time.monotonic() + 10
+        while sdk.responses.retrieve(waiting.id).status != "in_progress" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        cancelled = sdk.responses.cancel(waiting.id)
+        assert cancelled.status == "cancelled" and cancelled.error is not None
+        assert sdk.responses.retrieve(waiting.id).status == "cancelled"
+        ended = list(sdk.responses.retrieve(waiting.id, stream=True))
+        assert ended[-1].type == "response.failed" and ended[-1].response.status == "cancelled"
+        assert sdk.responses.delete(waiting.id) is None
+
+
+def test_function_tool_round_trip(stack) -> None:
+    _start(stack)
+    weather = {
+        "type": "function",
+        "name": "get_weather",
+        "description": "The weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    }
+    _script(stack, {"tool_calls": [{"name": "get_weather", "arguments": {"city": "Oslo"}}]},
+            {"reply": "Sunny in Oslo."})  # fmt: skip
+    with client(stack.web_url, stack.api_key) as http, _sdk(stack) as sdk:
+        create_agent(http)
+        first = sdk.responses.create(model="Chef", input="Weather in Oslo?", tools=[weather],
+                                     tool_choice={"type": "function", "name": "get_weather"})  # fmt: skip
+        calls = [item for item in first.output if item.type == "function_call"]
+        assert len(calls) == 1 and calls[0].name == "get_weather" and json.loads(calls[0].arguments) == {"city": "Oslo"}
+        sent = model_requests(stack)[-1]["body"]
+        assert sent["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+        second = sdk.responses.create(model="Chef", previous_response_id=first.id, tools=[weather],
+                                      input=[{"type": "function_call_output", "call_id": calls[0].call_id,
+                                              "output": "Sunny, 21 C"}])  # fmt: skip
+        assert second.output_text == "Sunny in Oslo."
+        heard = model_requests(stack)[-1]["body"]["messages"]
+        assert {"role": "tool", "tool_call_id": calls[0].call_id, "content": "Sunny, 21 C"}.items() <= heard[-1].items()
+        with pytest.raises(openai.BadRequestError):  # no call waits for a result any more
+            sdk.responses.create(
+                model="Chef",
+                previous_response_id=second.id,
+                input=[{"type": "function_call_output", "call_id": calls[0].call_id, "output": "x"}],
+            )
+
+
+def test_structured_output(stack) -> None:
+    _start(stack)
+    schema = {"type": "object", "properties": {"dish": {"type": "string"}}, "required": ["dish"],
+              "additionalProperties": False}  # fmt: skip
+    _script(stack, {"reply": '{"dish": "pesto"}'})
+    with client(stack.web_url, stack.api_key) as http, _sdk(stack) as sdk:
+        create_agent(http)
+        answer = sdk.responses.create(
+            model="Chef", input="A dish?", text={"format": {"type": "json_schema", "name": "dish", "schema": schema}}
+        )
+        assert json.loads(answer.output_text) == {"dish": "pesto"}
+        assert answer.text is not None and answer.text.format.type == "json_schema"
+        sent = model_requests(stack)[-1]["body"]
+        assert sent["response_format"]["json_schema"]["schema"] == schema
+        assert user_contents(sent)[-1] == "A dish?"
