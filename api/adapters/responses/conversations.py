@@ -20,9 +20,10 @@ from ...deps import Runtime, Tenant
 from ...runtime import WebRuntime
 from ...service import sessions
 from . import items as item_views
+from .errors import OpenAIErrorRoute
 from .translate import refused
 
-router = APIRouter()
+router = APIRouter(route_class=OpenAIErrorRoute)
 Pair = tuple[tuple[int, int], dict[str, Any]]
 """An item with its position in the conversation (message index, place within the message)."""
 ITEM_ROLES = ("user", "assistant")
@@ -179,13 +180,14 @@ def list_items(
     session_id = _session_id(conversation_id)
     _get(rt, tenant, session_id)
     cursor = item_views.position(after) if after is not None else None
+    span = limit + 1 + (cursor is not None)  # every message has an item: one more than a page tells has_more
     if order == "asc":
         first = cursor[0] if cursor else 0
-        pairs = [p for p in _window(rt, tenant, session_id, first, limit + 1) if cursor is None or p[0] > cursor]
+        pairs = [p for p in _window(rt, tenant, session_id, first, span) if cursor is None or p[0] > cursor]
     else:
         total = _get(rt, tenant, session_id).message_count
         last = cursor[0] if cursor else total - 1
-        pairs = [p for p in _window(rt, tenant, session_id, last - limit, limit + 1)[::-1]
+        pairs = [p for p in _window(rt, tenant, session_id, last - span + 1, span)[::-1]
                  if cursor is None or p[0] < cursor]  # fmt: skip
     data = [item for _, item in pairs]
     return item_views.listing(data[:limit], has_more=len(data) > limit)
