@@ -222,3 +222,31 @@ def test_structured_output(stack) -> None:
         sent = model_requests(stack)[-1]["body"]
         assert sent["response_format"]["json_schema"]["schema"] == schema
         assert user_contents(sent)[-1] == "A dish?"
+
+
+def test_an_approval_wait_streams_as_an_mcp_approval_request(stack) -> None:
+    _start(stack)
+    _script(stack, {"tool_calls": [{"name": "calculator", "arguments": {"expression": "6*7"}}]}, {"reply": "It is 42."})
+    with client(stack.web_url, stack.api_key) as http, _sdk(stack) as sdk:
+        create_agent(http, tools=["calculator"], approval=["calculator"])
+        started = sdk.responses.create(model="Chef", input="6 times 7?", background=True)
+        seen: list[Any] = []
+        with sdk.responses.retrieve(started.id, stream=True) as live:
+            for event in live:
+                seen.append(event)
+                if event.type == "response.output_item.done" and event.item.type == "mcp_approval_request":
+                    break
+        request = seen[-1].item
+        assert request.name == "calculator" and json.loads(request.arguments) == {"expression": "6*7"}
+        waiting = sdk.responses.retrieve(started.id)
+        assert waiting.status == "in_progress"  # the spec's closest to Parley's "waiting"
+        assert [item.type for item in waiting.output] == ["mcp_call", "mcp_approval_request"]
+        job_id = "job_" + started.id.removeprefix("resp_")
+        decided = http.post(f"/api/v1/jobs/{job_id}/approvals", json={"call_id": request.id, "approve": True})
+        assert decided.status_code == 202, decided.text
+        rest = list(sdk.responses.retrieve(started.id, stream=True, starting_after=seen[-1].sequence_number))
+        assert rest[0].sequence_number == seen[-1].sequence_number + 1 and rest[-1].type == "response.completed"
+        done = rest[-1].response
+        assert done.output_text == "It is 42."
+        call = next(item for item in done.output if item.type == "mcp_call")
+        assert call.output == "42" and call.status == "completed" and call.server_label == "parley"
