@@ -9,10 +9,12 @@ an unknown method, a batch) is sent as raw JSON-RPC, said so in each test."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -49,6 +51,11 @@ BUMP_THEN_ANSWER = (
     {"reply": "I will bump it.", "tool_calls": [{"name": "bump", "arguments": {}}]},
     {"reply": "Done bumping."},
 )
+SCHEMA = {
+    "type": "object",
+    "properties": {"answer": {"type": "string"}, "intent": {"type": "string"}},
+    "required": ["answer", "intent"],
+}
 SLOW = {"reply": "one two three four five six seven eight", "chunk_delay_ms": 400}
 """An answer that streams for about three seconds: long enough to subscribe to it and cancel it."""
 
@@ -291,6 +298,25 @@ async def _only_its_owner_sees_a_task(stack: Any, task: Task) -> None:
             await other.create_task_push_notification_config(TaskPushNotificationConfig(task_id=task.id, url="x"))
 
 
+def test_a_structured_answer_is_a_data_part_beside_its_text(stack) -> None:
+    stack.start_web()
+    stack.start_workers()
+    answer = {"answer": "Pasta", "intent": "recommend"}
+    _script(stack, {"reply": json.dumps(answer)})
+    with client(stack.web_url, stack.api_key) as http:
+        create_agent(http, name="Shaped Chef", response_shape=SCHEMA)
+
+    async def scenario() -> None:
+        async with _client(stack, agent=quote("Shaped Chef")) as (sdk, card):
+            assert card.supported_interfaces[0].url == f"{stack.web_url}/a2a/Shaped%20Chef"
+            task = await _send(sdk, _text("dinner?"))
+            assert task.status.state == TaskState.TASK_STATE_COMPLETED
+            assert json.loads(_answer(task)) == answer
+            assert get_data_parts(task.artifacts[0].parts) == [answer]
+
+    run(scenario)
+
+
 def test_raw_json_rpc_envelope_errors_and_auth(stack) -> None:
     """Raw JSON-RPC (httpx): what no A2A client sends: broken JSON, a batch, an unknown method, no key."""
     stack.start_web()
@@ -311,6 +337,13 @@ def test_raw_json_rpc_envelope_errors_and_auth(stack) -> None:
         assert deep.status_code in (200, 413) and "error" in deep.json()
         missing = http.post("/a2a/Nobody", json={"jsonrpc": "2.0", "id": 1, "method": "GetTask", "params": {"id": "x"}})
         assert missing.status_code == 404 and missing.json()["error"]["code"] == -32600
+        sessions_before = http.get("/api/v1/sessions").json()["data"]
+        for headers in ({"Content-Type": "application/json"}, {"Content-Type": "text/plain"}):
+            lone = http.post("/a2a/Chef", headers=headers, content=rb'{"jsonrpc": "2.0", "id": 1, "method": '
+                             rb'"message/send", "params": {"message": {"kind": "message", "messageId": "m", '
+                             rb'"role": "user", "parts": [{"kind": "text", "text": "hi \ud800 there"}]}}}')  # fmt: skip
+            assert lone.status_code == 200, lone.text
+            assert lone.json()["result"]["artifacts"][0]["parts"][0]["text"] == "echo: hi \ufffd there"
         sessions_before = http.get("/api/v1/sessions").json()["data"]
     no_key = httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {}})
     assert no_key.status_code == 401 and no_key.headers["WWW-Authenticate"] == "Bearer"

@@ -264,6 +264,10 @@ def test_a_wait_closes_the_stream_and_a_new_snapshot_goes_on_after_the_decision(
     later.resumed()
     assert not translate.stream_ends_at_snapshot(later) and later.view.pending == []
     assert later.feed(_event(EventType.STATUS, message="resumed")) == []  # working already
+    ran_on = translate.fold("job_1", {"session_id": "s"}, [*backlog, _event(EventType.STATUS, message="resumed"),
+                                                          _event(EventType.RESPONSE, content="done")], V1)  # fmt: skip
+    ran_on.resumed()  # the turn finished before its events were read: it stays completed
+    assert ran_on.view.state == "completed" and translate.stream_ends_at_snapshot(ran_on)
     [canceled] = later.feed(_event(EventType.ERROR, message="canceled", code="canceled"))
     assert parse_lenient(canceled, StreamResponse()).status_update.status.state == TaskState.TASK_STATE_CANCELED
 

@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
@@ -24,6 +25,7 @@ from parley.shared import events
 from parley.shared.errors import Conflict, NotFound, NotReady, ParleyError, TooManyRequests, Unauthorized
 from parley.shared.events import EventType
 from parley.shared.schema import ChatRequest
+from parley.shared.text import clean_json
 
 from ...deps import Credentials, Runtime, Tenant, check_request_rate, tenant_for_key
 from ...errors import documented
@@ -45,7 +47,7 @@ JSON = "application/json"
 async def agent_card(agent: str, request: Request, rt: Runtime, tenant: Tenant) -> dict[str, Any]:
     """The agent's A2A card (1.0, with 0.3's fields): its JSON-RPC endpoint `/a2a/{agent}` and Bearer keys."""
     found = await run_in_threadpool(rt.agents.get, tenant, agent)
-    url = str(request.base_url).rstrip("/") + f"/a2a/{agent}"
+    url = str(request.base_url).rstrip("/") + f"/a2a/{quote(agent, safe='')}"
     return translate.agent_card(found, url, CARD_VERSION)
 
 
@@ -95,7 +97,7 @@ async def _body(request: Request) -> Any:
     """The request's JSON; -32700 for what is not JSON (nor UTF-8, nor shallow enough to read)."""
     raw = await request.body()
     try:
-        return json.loads(raw)
+        return clean_json(json.loads(raw))  # lone surrogates as U+FFFD, as the body guard does for JSON bodies
     except (ValueError, RecursionError):
         raise translate.parse_error("the body is not valid JSON") from None
 

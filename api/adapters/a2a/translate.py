@@ -579,8 +579,10 @@ class TaskFold:
         return []
 
     def resumed(self) -> None:
-        """The last waiting call was just decided: the task works again (its `resumed` event follows)."""
-        self.view.state, self.view.pending = "working", []
+        """The last waiting call was just decided: the task works again (its `resumed` event follows, unless the
+        events read after the decision went on already)."""
+        if self.view.state == "input-required":
+            self.view.state, self.view.pending = "working", []
 
 
 def fold(job_id: str, record: dict[str, str], backlog: list[dict[str, Any]], dialect: Dialect) -> TaskFold:
