@@ -289,3 +289,26 @@ def test_a_snapshot_midway_holds_the_answer_so_far() -> None:
     assert more.artifact_update.append  # after the snapshot's "fi"
     assert TaskView("j", "s", "working").render(V1) == {"id": "j", "contextId": "s",
                                                         "status": {"state": "TASK_STATE_WORKING"}}  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------ HTTP's own answers
+
+
+def test_parley_errors_in_a2a_terms() -> None:
+    from parley.api.adapters.a2a import routes
+    from parley.shared.errors import Conflict, NotReady, TooManyRequests, Unauthorized
+
+    unauthorized = routes._from_parley(Unauthorized("no key"))
+    assert (unauthorized.http_status, unauthorized.code, unauthorized.headers) == (
+        401, -32600, {"WWW-Authenticate": "Bearer"})  # fmt: skip
+    limited = routes._from_parley(TooManyRequests("slow down", retry_after_s=3))
+    assert (limited.http_status, limited.code, limited.headers) == (429, -32603, {"Retry-After": "3"})
+    assert limited.metadata == {"parley_code": "too_many_requests"}
+    assert routes._from_parley(NotReady("stopping")).http_status == 503
+    conflict = routes._from_parley(Conflict("session 's' belongs to another agent"))
+    assert (conflict.http_status, conflict.code, conflict.metadata) == (200, -32602, {"parley_code": "conflict"})
+    down = routes._store_down()
+    assert (down.http_status, down.code, down.headers) == (503, -32603, {"Retry-After": "2"})
+    response = routes._error(7, down, legacy=False)
+    assert response.status_code == 503 and response.headers["Retry-After"] == "2"
+    assert json.loads(bytes(response.body))["error"]["data"][0]["metadata"] == {"parley_code": "redis_unavailable"}

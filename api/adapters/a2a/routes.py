@@ -103,8 +103,10 @@ async def _body(request: Request) -> Any:
 
 
 def _store_down() -> RpcError:
-    return translate.internal_error("the data store is unavailable; try again shortly", http_status=503,
+    down = translate.internal_error("the data store is unavailable; try again shortly", http_status=503,
                                     parley_code="redis_unavailable")  # fmt: skip
+    down.headers["Retry-After"] = "2"
+    return down
 
 
 def _from_parley(error: ParleyError) -> RpcError:
