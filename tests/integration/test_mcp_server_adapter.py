@@ -179,7 +179,12 @@ def test_without_a_key_401(stack: Any, mode: str) -> None:
     bare = httpx.post(f"{stack.web_url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
                       headers={"Accept": "application/json, text/event-stream"})  # fmt: skip
     assert bare.status_code == 401 and bare.headers["WWW-Authenticate"].startswith("Bearer")
-    assert bare.json()["error"]["code"]
+    assert bare.json()["error"]["code"] == "unauthorized"
+    for method in ("GET", "DELETE"):  # no server-initiated stream, no session to end: 405, as both revisions allow
+        refused = httpx.request(
+            method, f"{stack.web_url}/mcp", headers={**stack.headers(), "Accept": "text/event-stream"}
+        )
+        assert refused.status_code == 405 and refused.headers["Allow"] == "POST"
 
     async def calls(mcp: Client) -> Any:
         return await mcp.list_tools()

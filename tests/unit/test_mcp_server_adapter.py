@@ -124,11 +124,14 @@ def _cancel(token: str | None, body: Any, stored: dict[str, str]) -> list[tuple[
 
 
 def test_a_cancel_notification_cancels_the_turn_of_that_call_under_that_token() -> None:
-    stored = {"mcp:tok-1:7": "job_7 hash", "mcp:tok-2:8": "job_8 hash"}
+    stored = {server.call_key("tok-1", 7): "job_7 hash", server.call_key("tok-2", 8): "job_8 hash",
+              server.call_key("tok-1", "7"): "job_s7 hash"}  # fmt: skip
     cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 7}}
     assert _cancel("tok-1", cancel, stored) == [("alice", "job_7")]
     assert _cancel("tok-2", cancel, stored) == []  # another connection's call 7: not ours
+    assert _cancel("tok-1", {**cancel, "params": {"requestId": "7"}}, stored) == [("alice", "job_s7")]
     assert _cancel(None, cancel, stored) == []
+    assert len(server.call_key("tok-1", "x" * 10_000)) < 255  # an Idempotency-Key whatever the id's length
     assert _cancel("tok-1", {**cancel, "params": {"requestId": True}}, stored) == []
     assert _cancel("tok-1", {**cancel, "params": "7"}, stored) == []
     assert _cancel("tok-1", {"jsonrpc": "2.0", "method": "tools/call", "id": 7, "params": {"requestId": 7}},

@@ -46,6 +46,9 @@ TOKEN = re.compile(r"^[A-Za-z0-9-]{16,64}$")
 @router.api_route("/mcp", methods=["GET", "POST", "DELETE"], response_model=None)
 async def mcp_endpoint(request: Request, rt: Runtime, tenant: Tenant, key: ApiKey) -> Response:
     """Parley as an MCP server: each agent this key can see is a tool (`tools/list`, `tools/call`)."""
+    if request.method != "POST":
+        # No server-initiated messages and no sessions to end: the revisions' answer for that is 405.
+        return Response(status_code=405, headers={"Allow": "POST"})
     version = request.headers.get(MCP_PROTOCOL_VERSION_HEADER)
     if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
         return Exchange(Caller(rt, tenant, key), modern=True)

@@ -7,13 +7,15 @@ handlers' lifespan state, so any web process answers any request. Cancel, as eac
   cancels the turn.
 - 2025-11-25: a disconnect is no cancel (the turn goes on and commits); `notifications/cancelled` is. The POST
   that carries it reaches any web process, so the call's turn is found through Redis: a call made under a
-  connection token (`Mcp-Session-Id`, see routes.py) is accepted with the Idempotency-Key
-  `mcp:<token>:<request id>`, and the notification (seen by routes.py before the SDK) cancels that key's job.
+  connection token (`Mcp-Session-Id`, see routes.py) is accepted with the Idempotency-Key `call_key(token,
+  request id)`, and the notification (seen by routes.py before the SDK) cancels that key's job.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -59,7 +61,11 @@ Context = ServerRequestContext[Caller]
 
 
 async def _agents(caller: Caller) -> dict[str, dict[str, Any]]:
-    return translate.tools_by_name(await run_in_threadpool(caller.rt.agents.visible, caller.tenant))
+    """The caller's agents by tool name; Redis down is a JSON-RPC error saying so (not a bare internal error)."""
+    try:
+        return translate.tools_by_name(await run_in_threadpool(caller.rt.agents.visible, caller.tenant))
+    except RedisError:
+        raise MCPError(types.INTERNAL_ERROR, UNAVAILABLE) from None
 
 
 async def list_tools(ctx: Context, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
@@ -68,12 +74,18 @@ async def list_tools(ctx: Context, params: types.PaginatedRequestParams | None) 
     return types.ListToolsResult(tools=[translate.tool(name, agent) for name, agent in named.items()])
 
 
+def call_key(token: str, request_id: str | int) -> str:
+    """The Idempotency-Key of the call `request_id` under a connection token: bounded whatever the id's length,
+    and `7` and `"7"` (two ids to JSON-RPC) stay apart."""
+    return f"mcp:{token}:{hashlib.sha256(json.dumps(request_id).encode()).hexdigest()[:32]}"
+
+
 def _idempotency_key(ctx: Context) -> str | None:
     """Where a 2025-11-25 `notifications/cancelled` can find this call's turn (see the module's docstring)."""
     token = ctx.lifespan_context.token
     if token is None or ctx.request_id is None or ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
         return None
-    return f"mcp:{token}:{ctx.request_id}"
+    return call_key(token, ctx.request_id)
 
 
 async def call_tool(ctx: Context, params: types.CallToolRequestParams) -> types.CallToolResult:
@@ -177,7 +189,7 @@ async def cancel_call(caller: Caller, request_id: object) -> None:
     if caller.token is None or not isinstance(request_id, str | int) or isinstance(request_id, bool):
         return
     try:
-        job_id = await run_in_threadpool(_job_of_call, caller, f"mcp:{caller.token}:{request_id}")
+        job_id = await run_in_threadpool(_job_of_call, caller, call_key(caller.token, request_id))
     except RedisError as error:
         log.warning("could not look up the call to cancel: %s", error)
         return
