@@ -31,6 +31,13 @@ STATUSES = {"queued": "queued", "started": "in_progress", "waiting": "in_progres
             "failed": "failed", "canceled": "cancelled"}  # fmt: skip
 """A job's status as a response's."""
 SERVER_LABEL = "parley"
+UNSET: dict[str, Any] = {
+    "temperature": 1.0, "top_p": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0, "top_logprobs": 0,
+    "max_output_tokens": None, "max_tool_calls": None, "reasoning": None, "user": None, "service_tier": "default",
+    "safety_identifier": None, "prompt_cache_key": None,
+}  # fmt: skip
+"""Fields the Open Responses schema requires that a request cannot set here: the providers' defaults (the agent's
+own temperature and max_tokens hold, and are not shown)."""
 
 
 def _flat_tool(tool: dict[str, Any]) -> dict[str, Any]:
@@ -55,13 +62,12 @@ def base(job_id: str, record: dict[str, str]) -> dict[str, Any]:
     stateless = "history" in record
     return {
         "id": response_id(job_id), "object": "response", "created_at": int(record.get("enqueued_at") or 0) // 1000,
-        "status": "queued", "model": record.get("agent_name", ""), "instructions": record.get("instructions"),
-        "output": [], "tools": [_flat_tool(t) for t in json.loads(record.get("client_tools") or "[]")],
-        "tool_choice": _tool_choice(record), "parallel_tool_calls": True, "text": {"format": text_format},
-        "conversation": None if stateless else {"id": record.get("session_id")}, "previous_response_id": None,
-        "store": not stateless, "background": None, "metadata": {}, "error": None, "incomplete_details": None,
-        "usage": None, "completed_at": None, "temperature": None, "top_p": None, "max_output_tokens": None,
-        "truncation": "disabled", "reasoning": None, "user": None,
+        "completed_at": None, "status": "queued", "incomplete_details": None, "model": record.get("agent_name", ""),
+        "previous_response_id": None, "instructions": record.get("instructions"), "output": [], "error": None,
+        "tools": [_flat_tool(t) for t in json.loads(record.get("client_tools") or "[]")],
+        "tool_choice": _tool_choice(record), "truncation": "disabled", "parallel_tool_calls": True,
+        "text": {"format": text_format}, "conversation": None if stateless else {"id": record.get("session_id")},
+        "store": not stateless, "background": False, "metadata": {}, "usage": None, **UNSET,
     }  # fmt: skip
 
 
