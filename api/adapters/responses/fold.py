@@ -58,7 +58,7 @@ def base(job_id: str, record: dict[str, str]) -> dict[str, Any]:
     shape = json.loads(record["response_shape"]) if record.get("response_shape") else None
     text_format: dict[str, Any] = {"type": "text"}
     if isinstance(shape, dict):
-        text_format = {"type": "json_schema", "name": "response", "schema": shape, "strict": False}
+        text_format = {"type": "json_schema", "name": "response", "description": None, "schema": shape, "strict": False}
     stateless = "history" in record
     return {
         "id": response_id(job_id), "object": "response", "created_at": int(record.get("enqueued_at") or 0) // 1000,
