@@ -90,7 +90,7 @@ def test_stateless_input_and_hostile_requests(stack) -> None:
         refusal: Any = stateless.value.body
         assert refusal["param"] == "previous_response_id"
 
-        jobs_before = stack.redis().keys("*job*")
+        jobs_before = sorted(stack.redis().keys("*job*"))
         bad: list[tuple[dict[str, Any], int, str | None]] = [
             ({"model": "Chef", "input": [{"role": "assistant", "content": "no user"}]}, 422, "input"),
             ({"model": "Chef", "input": "x", "tools": [{"type": "web_search"}]}, 400, "tools.0.type"),
@@ -111,7 +111,22 @@ def test_stateless_input_and_hostile_requests(stack) -> None:
             unauthorized = stranger.post("/v1/responses", json={"model": "Chef", "input": "x"})
         assert unauthorized.status_code == 401 and unauthorized.json()["error"]["type"] == "authentication_error"
         assert http.get("/v1/responses/job_123").status_code == 404
-        assert stack.redis().keys("*job*") == jobs_before  # a refused request queued nothing
+        assert sorted(stack.redis().keys("*job*")) == jobs_before  # a refused request queued nothing
+
+        key = {"Idempotency-Key": "order-1"}
+        once = http.post("/v1/responses", json={"model": "Chef", "input": "Soup?"}, headers=key).json()
+        twice = http.post("/v1/responses", json={"model": "Chef", "input": "Soup?"}, headers=key).json()
+        assert once["id"] == twice["id"] and once["output"] == twice["output"]  # one turn, answered twice
+        reused = http.post("/v1/responses", json={"model": "Chef", "input": "Stew?"}, headers=key)
+        assert reused.status_code == 409 and reused.json()["error"]["type"] == "invalid_request_error"
+        with client(stack.web_url, stack.api_keys["bob"]) as bob:  # another tenant: it does not exist
+            for path in (f"/v1/responses/{once['id']}", f"/v1/responses/{once['id']}/input_items",
+                         f"/v1/conversations/{once['conversation']['id']}"):  # fmt: skip
+                assert bob.get(path).status_code == 404, path
+            assert bob.post(f"/v1/responses/{once['id']}/cancel").status_code == 404
+            assert bob.delete(f"/v1/responses/{once['id']}").status_code == 404
+            taken = bob.post("/v1/responses", json={"model": "Chef", "input": "x", "previous_response_id": once["id"]})
+            assert taken.status_code == 404
 
 
 def test_stream_sequence_numbers_and_resume(stack) -> None:
