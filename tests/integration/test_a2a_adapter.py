@@ -33,6 +33,7 @@ from a2a.types.a2a_pb2 import (
     Task,
     TaskPushNotificationConfig,
     TaskState,
+    TaskStatus,
 )
 from a2a.utils.errors import (
     ContentTypeNotSupportedError,
@@ -113,13 +114,26 @@ async def _collect(stream: AsyncIterator[StreamResponse]) -> list[StreamResponse
 
 
 def _states(responses: list[StreamResponse]) -> list[int]:
-    return [r.status_update.status.state for r in responses if r.HasField("status_update")]
+    """The states a stream showed, its snapshot's included (a turn may end or wait before its stream starts)."""
+    return [r.status_update.status.state if r.HasField("status_update") else r.task.status.state
+            for r in responses if r.HasField("status_update") or r.HasField("task")]  # fmt: skip
+
+
+def _last_status(responses: list[StreamResponse]) -> tuple[str, TaskStatus]:
+    """The task id and status of a stream's last status update, or of its snapshot when nothing followed it."""
+    last = responses[-1]
+    if last.HasField("task"):
+        return last.task.id, last.task.status
+    return last.status_update.task_id, last.status_update.status
 
 
 def _streamed_text(responses: list[StreamResponse]) -> str:
-    """The answer as a client rebuilds it from artifact updates: `append` adds, otherwise the parts replace."""
+    """The answer as a client rebuilds it: the snapshot's artifact, then artifact updates (`append` adds, otherwise
+    the parts replace)."""
     text = ""
     for response in responses:
+        if response.HasField("task") and response.task.artifacts:
+            text = "".join(get_text_parts(response.task.artifacts[0].parts))
         if response.HasField("artifact_update"):
             update = response.artifact_update
             chunk = "".join(get_text_parts(update.artifact.parts))
@@ -194,7 +208,8 @@ def test_streaming_send_streams_status_and_the_answer_as_artifact_chunks(stack) 
         assert chunks[-1].artifact_update.last_chunk and not chunks[0].artifact_update.append
         assert _streamed_text(responses) == "figs are sweet and dates are too"
         states = _states(responses)
-        assert states[0] == TaskState.TASK_STATE_WORKING and states[-1] == TaskState.TASK_STATE_COMPLETED
+        assert states[:2] == [TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE_WORKING]
+        assert states[-1] == TaskState.TASK_STATE_COMPLETED
         assert responses[-1].HasField("status_update")  # the stream ends with the final status
 
     run(scenario)
@@ -241,10 +256,15 @@ def test_an_approval_wait_is_input_required_and_a_message_decides_it(stack) -> N
         create_agent(http, tools=["bump"], approval=["bump"])
 
     async def scenario() -> None:
-        async with _client(stack) as (sdk, _):
+        async with _client(stack) as (sdk, _), _client(stack, streaming=True) as (streamer, _):
             task = await _send(sdk, _text("bump it"))
             assert task.status.state == TaskState.TASK_STATE_INPUT_REQUIRED, task
+            # A stream of a task that waits is its snapshot alone: A2A streams end at input-required.
+            [snapshot] = await _collect(streamer.subscribe(SubscribeToTaskRequest(id=task.id)))
             pending = get_data_parts(task.status.message.parts)[0]["pending"]
+            task_id, status = _last_status([snapshot])
+            assert (task_id, status.state) == (task.id, TaskState.TASK_STATE_INPUT_REQUIRED)
+            assert get_data_parts(status.message.parts)[0]["pending"] == pending
             assert [(call["tool_name"], call["kind"]) for call in pending] == [("bump", "approval")]
             call_id = pending[0]["call_id"]
             with pytest.raises(InvalidParamsError):  # a call the task does not wait for
@@ -396,10 +416,10 @@ def test_the_same_through_the_sdk_s_0_3_transport(stack) -> None:
             _script(stack, *BUMP_THEN_ANSWER)
             waited = await _collect(sdk.send_message(_text("bump it")))
             assert _states(waited)[-1] == TaskState.TASK_STATE_INPUT_REQUIRED
-            last = waited[-1].status_update
-            call_id = get_data_parts(last.status.message.parts)[0]["pending"][0]["call_id"]
+            task_id, status = _last_status(waited)
+            call_id = get_data_parts(status.message.parts)[0]["pending"][0]["call_id"]
             decision = new_data_part({"call_id": call_id, "approve": False, "reason": "not today"})
-            went_on = await _collect(sdk.send_message(_message(decision, task_id=last.task_id)))
+            went_on = await _collect(sdk.send_message(_message(decision, task_id=task_id)))
             assert _states(went_on)[-1] == TaskState.TASK_STATE_COMPLETED
             assert _streamed_text(went_on) == "Done bumping."
 
