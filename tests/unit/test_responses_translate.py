@@ -46,6 +46,7 @@ def test_system_and_developer_items_join_the_instructions_and_the_last_user_mess
 
 
 def test_with_a_session_only_what_is_new_is_taken() -> None:
+    assert _refused("s1", input="x", store=False).extra["field"] == "store"  # it would be stored in the session
     error = _refused("s1", input=[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
                                   {"role": "user", "content": "c"}])  # fmt: skip
     assert error.status == 400 and error.extra["field"] == "input"

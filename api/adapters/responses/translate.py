@@ -299,6 +299,9 @@ def read(body: ResponseCreate, settings: Settings, session_id: str | None) -> Tu
     """The turn a request asks for; `session_id` is the session it continues (from `conversation` or the previous
     response), or None. 413 past the history limits, 422 for malformed input, 400 for what Parley cannot honour."""
     _refuse_fields(body)
+    if session_id is not None and not body.store:
+        raise refused("store false cannot go with conversation or previous_response_id: the turn would be stored "
+                      "in that conversation", "store")  # fmt: skip
     items = _items(body.input)
     _check_size(items, settings)
     system, earlier, message, results = _split(items)
