@@ -185,6 +185,16 @@ def test_card_blocking_send_get_and_memory_through_context_id(stack) -> None:
         assert session["agent_id"] == agent["id"]
         user_said = [m["content"] for m in messages(http, context_id) if m["role"] == "user"]
         assert user_said == ["I like figs", "and dates"]
+        started = http.post("/api/v1/chat", json={"message": "I cook for two", "session_id": "shared-1"})
+        assert started.status_code == 200, started.text
+
+    async def across() -> None:  # a session started on /api/v1/chat goes on through A2A
+        async with _client(stack) as (sdk, _):
+            task = await _send(sdk, _text("what now?", context_id="shared-1"))
+            assert _answer(task) == "echo: what now? | earlier: I cook for two"
+
+    run(across)
+    with client(stack.web_url, stack.api_key) as http:
         no_key = httpx.get(f"{stack.web_url}/a2a/Chef/.well-known/agent-card.json")
         assert no_key.status_code == 401 and no_key.headers["WWW-Authenticate"] == "Bearer"
         bob = httpx.get(f"{stack.web_url}/a2a/Chef/.well-known/agent-card.json", headers=stack.headers("bob"))
