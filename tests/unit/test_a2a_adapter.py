@@ -212,10 +212,15 @@ def _event(kind: EventType, **fields: Any) -> dict[str, Any]:
     return events.decode(events.encode(kind, **fields))
 
 
+def _ids(*stored: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Events as the stream stores them: each with its id (`<ms>-<seq>`, ms since the epoch)."""
+    return [(f"{1000 + index}-0", event) for index, event in enumerate(stored)]
+
+
 def _fold(dialect: Dialect = V1) -> TaskFold:
-    return translate.fold("job_1", {"session_id": "s", "message": "hi"}, [
+    return translate.fold("job_1", {"session_id": "s", "message": "hi"}, _ids(
         _event(EventType.SESSION, session_id="s", agent_id="a", agent_name="A", job_id="job_1"),
-        _event(EventType.STATUS, message="queued")], dialect)  # fmt: skip
+        _event(EventType.STATUS, message="queued")), dialect)  # fmt: skip
 
 
 def _parsed(results: list[dict[str, Any]]) -> list[StreamResponse]:
@@ -259,13 +264,13 @@ def test_a_wait_closes_the_stream_and_a_new_snapshot_goes_on_after_the_decision(
         _event(EventType.APPROVAL_REQUIRED, call_id="c1", tool_name="bump", args={}),
         _event(EventType.STATUS, message="waiting"),
         _event(EventType.STATUS, message="decided", call_id="c1")]  # fmt: skip
-    later = translate.fold("job_1", {"session_id": "s"}, backlog, V1)
+    later = translate.fold("job_1", {"session_id": "s"}, _ids(*backlog), V1)
     assert later.view.state == "input-required" and translate.stream_ends_at_snapshot(later)
     later.resumed()
     assert not translate.stream_ends_at_snapshot(later) and later.view.pending == []
     assert later.feed(_event(EventType.STATUS, message="resumed")) == []  # working already
-    ran_on = translate.fold("job_1", {"session_id": "s"}, [*backlog, _event(EventType.STATUS, message="resumed"),
-                                                          _event(EventType.RESPONSE, content="done")], V1)  # fmt: skip
+    went_on = _ids(*backlog, _event(EventType.STATUS, message="resumed"), _event(EventType.RESPONSE, content="done"))
+    ran_on = translate.fold("job_1", {"session_id": "s"}, went_on, V1)
     ran_on.resumed()  # the turn finished before its events were read: it stays completed
     assert ran_on.view.state == "completed" and translate.stream_ends_at_snapshot(ran_on)
     [canceled] = later.feed(_event(EventType.ERROR, message="canceled", code="canceled"))
@@ -282,11 +287,14 @@ def test_a_failed_turn_ends_its_stream_failed_with_the_reason() -> None:
 
 def test_a_snapshot_midway_holds_the_answer_so_far() -> None:
     backlog = [_event(EventType.STATUS, message="started"), _event(EventType.DELTA, content="fi")]
-    folded = translate.fold("job_1", {"session_id": "s", "message": "hi"}, backlog, V1)
+    folded = translate.fold("job_1", {"session_id": "s", "message": "hi"}, _ids(*backlog), V1)
     snapshot = parse_lenient(folded.snapshot(), StreamResponse()).task
     assert snapshot.status.state == TaskState.TASK_STATE_WORKING and snapshot.artifacts[0].parts[0].text == "fi"
+    assert snapshot.status.timestamp.ToMilliseconds() == 1000  # when it started working, from the event's id
     [more] = _parsed(folded.feed(_event(EventType.DELTA, content="gs")))
     assert more.artifact_update.append  # after the snapshot's "fi"
+    [done] = _parsed(folded.feed(_event(EventType.RESPONSE, content="figs"), "2500-3")[1:])
+    assert done.status_update.status.timestamp.ToMilliseconds() == 2500
     assert TaskView("j", "s", "working").render(V1) == {"id": "j", "contextId": "s",
                                                         "status": {"state": "TASK_STATE_WORKING"}}  # fmt: skip
 

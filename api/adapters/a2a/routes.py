@@ -287,7 +287,8 @@ class Handler:
         something, until it ends or waits for input."""
         record = await self._record(task_id)
         backlog = await self.rt.hub.backlog(self.tenant, task_id, None)
-        folded = translate.fold(task_id, record, [events.decode(payload) for _, payload in backlog], self.dialect)
+        stored = [(event_id, events.decode(payload)) for event_id, payload in backlog]
+        folded = translate.fold(task_id, record, stored, self.dialect)
         if resumed:
             folded.resumed()
         after = backlog[-1][0] if backlog else None
@@ -306,11 +307,11 @@ class Handler:
         if translate.stream_ends_at_snapshot(folded):
             return
         try:
-            async for _, payload in self._events(task_id, after):
+            async for event_id, payload in self._events(task_id, after):
                 if not payload:
                     yield PING
                     continue
-                for result in folded.feed(events.decode(payload)):
+                for result in folded.feed(events.decode(payload), event_id):
                     yield self._frame(result)
                 if folded.closed:
                     return

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from parley.shared.clock import iso
-from parley.shared.events import ErrorCode, EventType
+from parley.shared.events import ErrorCode, EventType, id_key
 from parley.shared.schema import ApprovalDecision
 
 # ------------------------------------------------------------------------------------------------ methods
@@ -511,6 +511,8 @@ class TaskFold:
     shown_text: bool = False
     """An artifact chunk of the current attempt was sent: the next one appends (else it replaces)."""
     closed: bool = False
+    at: str | None = None
+    """When the event being fed was written (its id's milliseconds): a status's timestamp."""
 
     def snapshot(self) -> dict[str, Any]:
         """The stream's first event: the task as the events so far made it."""
@@ -522,6 +524,7 @@ class TaskFold:
         if self.view.state == "input-required":  # its calls were decided: they wait no more
             self.view.pending = []
         self.view.state = state
+        self.view.timestamp = self.at or self.view.timestamp
         final = state in FINAL_STATES + INTERRUPTED_STATES
         self.closed = self.closed or final
         return [self.dialect.status_update(self.view.task_id, self.view.context_id, self.view.status(self.dialect),
@@ -553,9 +556,11 @@ class TaskFold:
             return self._status("input-required")
         return []
 
-    def feed(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+    def feed(self, event: dict[str, Any], event_id: str = "") -> list[dict[str, Any]]:
+        """The A2A stream events one of the job's events makes (`event_id`: its stream id, which dates it)."""
         if self.closed:
             return []
+        self.at = iso(id_key(event_id)[0]) if event_id else None
         kind = event.get("type")
         if kind == EventType.STATUS:
             return self._status_event(event.get("message"))
@@ -585,13 +590,15 @@ class TaskFold:
             self.view.state, self.view.pending = "working", []
 
 
-def fold(job_id: str, record: dict[str, str], backlog: list[dict[str, Any]], dialect: Dialect) -> TaskFold:
-    """The task as its stored events made it so far (the user's message from the record), ready to go on."""
+def fold(job_id: str, record: dict[str, str], backlog: list[tuple[str, dict[str, Any]]],
+         dialect: Dialect) -> TaskFold:  # fmt: skip
+    """The task as its stored events ((id, event) pairs) made it so far (the user's message from the record),
+    ready to go on."""
     view = TaskView(task_id=job_id, context_id=record.get("session_id", ""), state="submitted",
                     user_text=record.get("message", ""))  # fmt: skip
     folded = TaskFold(view, dialect)
-    for event in backlog:
-        folded.feed(event)
+    for event_id, event in backlog:
+        folded.feed(event, event_id)
         folded.closed = False  # a wait the turn went on from; a snapshot that ended closes its stream (routes.py)
     return folded
 
