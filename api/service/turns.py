@@ -127,6 +127,9 @@ class ThisTurn:
 
     instructions: str | None = None
     response_shape: dict[str, Any] | str | None = None
+    annotations: dict[str, Any] | None = None
+    """What the protocol that made the turn keeps with it and shows again (the Responses API's `background`,
+    `previous_response_id`, `metadata`): the turn itself does not read it."""
 
 
 def request_hash(body: ChatRequest, history: list[dict[str, Any]] | None = None,
@@ -136,7 +139,7 @@ def request_hash(body: ChatRequest, history: list[dict[str, Any]] | None = None,
     if client_tools is not None:  # only then: a request without them hashes as it always did
         request["client_tools"] = client_tools.job_fields()
     if this_turn is not None and this_turn != ThisTurn():
-        request["this_turn"] = [this_turn.instructions, this_turn.response_shape]
+        request["this_turn"] = [this_turn.instructions, this_turn.response_shape, this_turn.annotations]
     return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
 
 
@@ -168,6 +171,7 @@ def _accept(rt: WebRuntime, tenant: str, body: ChatRequest, idempotency_key: str
         tenant=tenant, agent=agent, session_id=body.session_id, message=body.message, images=body.images,
         idempotency_key=idempotency_key, request_hash=digest, api_key=api_key, history=history,
         client_tools=client_tools, instructions=this_turn.instructions, response_shape=this_turn.response_shape,
+        annotations=this_turn.annotations,
     )  # fmt: skip
 
 

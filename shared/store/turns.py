@@ -127,14 +127,16 @@ class TurnStore:
                images: list[str], idempotency_key: str | None, request_hash: str,
                api_key: str = "", history: list[dict[str, Any]] | None = None,
                client_tools: ClientTools | None = None, instructions: str | None = None,
-               response_shape: dict[str, Any] | str | None = None) -> Accepted:  # fmt: skip
+               response_shape: dict[str, Any] | str | None = None,
+               annotations: dict[str, Any] | None = None) -> Accepted:  # fmt: skip
         """Queue a turn: create the session if needed, record the job, emit `session` and `queued`.
 
         With `history`, the turn brings its whole conversation (the OpenAI-compatible endpoint
         without a session): no session is created and nothing is committed to memory. With
         `client_tools`, the model may also call the client's own tools (see ClientTools). `instructions`
         (this turn's own, after the agent's) and `response_shape` (instead of the agent's) hold for this turn only
-        (the Responses API's `instructions` and `text.format`).
+        (the Responses API's `instructions` and `text.format`); `annotations` are kept for the protocol that
+        made the turn, to show again (`annotations` in the job record, JSON).
 
         Raises Conflict (session bound to another agent, or a reused Idempotency-Key) and
         TooManyRequests (queue full, tenant busy, key over its rate); in those cases nothing is created.
@@ -161,6 +163,8 @@ class TurnStore:
             fields["instructions"] = instructions
         if response_shape is not None:
             fields["response_shape"] = json.dumps(response_shape)
+        if annotations:
+            fields["annotations"] = json.dumps(annotations)
         session_event = events.encode(EventType.SESSION, session_id=session_id, agent_id=agent["id"],
                                       agent_name=agent["name"], job_id=job_id)  # fmt: skip
         queued_event = events.encode(EventType.STATUS, message="queued")

@@ -57,6 +57,7 @@ def test_create_memory_input_items_and_delete(stack) -> None:
 
         retrieved = sdk.responses.retrieve(second.id)
         assert retrieved.status == "completed" and retrieved.output_text == second.output_text
+        assert retrieved.previous_response_id == first.id  # kept with the job, not only echoed at create
         assert [item.id for item in retrieved.output] == [item.id for item in second.output]
 
         items = sdk.responses.input_items.list(second.id)
@@ -162,7 +163,7 @@ def test_background_cancel_and_resume_while_running(stack) -> None:
     _script(stack, {"reply": "one two three four five six", "chunks": 6, "chunk_delay_ms": 300})
     with client(stack.web_url, stack.api_key) as http, _sdk(stack) as sdk:
         create_agent(http)
-        started = sdk.responses.create(model="Chef", input="Slowly", background=True)
+        started = sdk.responses.create(model="Chef", input="Slowly", background=True, metadata={"run": "7"})
         assert started.status in ("queued", "in_progress") and started.background is True
         with pytest.raises(openai.ConflictError):
             sdk.responses.delete(started.id)  # it runs: 409
@@ -175,7 +176,9 @@ def test_background_cancel_and_resume_while_running(stack) -> None:
         resumed = list(sdk.responses.retrieve(started.id, stream=True, starting_after=seen[-1].sequence_number))
         assert [e.sequence_number for e in resumed] == list(range(len(seen), len(seen) + len(resumed)))
         assert resumed[-1].type == "response.completed"
-        assert sdk.responses.retrieve(started.id).output_text == "one two three four five six"
+        done = sdk.responses.retrieve(started.id)
+        assert done.output_text == "one two three four five six"
+        assert done.background is True and done.metadata == {"run": "7"}
 
         _script(stack, {"hang": True})
         waiting = sdk.responses.create(model="Chef", input="Never mind", background=True)

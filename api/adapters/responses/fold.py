@@ -56,18 +56,22 @@ def _tool_choice(record: dict[str, str]) -> Any:
 def base(job_id: str, record: dict[str, str]) -> dict[str, Any]:
     """The response object's fields that never change: all from what the job record kept at accept."""
     shape = json.loads(record["response_shape"]) if record.get("response_shape") else None
+    shown = json.loads(record.get("annotations") or "{}")  # what the request set, kept with the job
     text_format: dict[str, Any] = {"type": "text"}
     if isinstance(shape, dict):
-        text_format = {"type": "json_schema", "name": "response", "description": None, "schema": shape, "strict": False}
+        text_format = {"type": "json_schema", "name": shown.get("format_name") or "response", "description": None,
+                       "schema": shape, "strict": False}  # fmt: skip
     stateless = "history" in record
     return {
         "id": response_id(job_id), "object": "response", "created_at": int(record.get("enqueued_at") or 0) // 1000,
         "completed_at": None, "status": "queued", "incomplete_details": None, "model": record.get("agent_name", ""),
-        "previous_response_id": None, "instructions": record.get("instructions"), "output": [], "error": None,
+        "previous_response_id": shown.get("previous_response_id"), "instructions": record.get("instructions"),
+        "output": [], "error": None,
         "tools": [_flat_tool(t) for t in json.loads(record.get("client_tools") or "[]")],
         "tool_choice": _tool_choice(record), "truncation": "disabled", "parallel_tool_calls": True,
         "text": {"format": text_format}, "conversation": None if stateless else {"id": record.get("session_id")},
-        "store": not stateless, "background": False, "metadata": {}, "usage": None, **UNSET,
+        "store": not stateless, "background": bool(shown.get("background")), "metadata": shown.get("metadata") or {},
+        "usage": None, **UNSET,
     }  # fmt: skip
 
 

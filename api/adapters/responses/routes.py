@@ -57,13 +57,6 @@ async def _folded(rt: WebRuntime, tenant: str, job_id: str, record: dict[str, st
     return fold(job_id, record, await rt.hub.backlog(tenant, job_id, None))
 
 
-def _echo(snapshot: dict[str, Any], body: ResponseCreate) -> dict[str, Any]:
-    """The created response with what the request set and the job does not keep (docs: only here)."""
-    metadata = body.metadata if isinstance(body.metadata, dict) else {}
-    return {**snapshot, "background": body.background, "previous_response_id": body.previous_response_id,
-            "metadata": metadata}  # fmt: skip
-
-
 async def _sse(rt: WebRuntime, tenant: str, job_id: str, record: dict[str, str],
                starting_after: int) -> AsyncIterator[str]:  # fmt: skip
     """The response's streaming events after `starting_after`, folded from the job's whole log, until it ends."""
@@ -119,7 +112,7 @@ async def create_response(
                                 response_id=translate.response_id(accepted.job_id))  # fmt: skip
     folded = await _folded(rt, tenant, accepted.job_id)
     headers = {"X-Parley-Job": accepted.job_id, "X-Parley-Session": accepted.session_id}
-    return JSONResponse(_echo(folded.snapshot(), body), headers=headers)
+    return JSONResponse(folded.snapshot(), headers=headers)
 
 
 @router.get("/responses/{response_id}", response_model=None)

@@ -243,6 +243,26 @@ def response_shape(text: Any) -> dict[str, Any] | None:
                   '"name", "schema": {...}}', "text.format")  # fmt: skip
 
 
+def format_name(text: Any) -> str | None:
+    """The name a json_schema `text.format` gives its schema (shown again on the response)."""
+    fmt = text.get("format") if isinstance(text, dict) else None
+    name = fmt.get("name") if isinstance(fmt, dict) and fmt.get("type") == "json_schema" else None
+    return name[:64] if isinstance(name, str) else None
+
+
+def metadata_of(body: ResponseCreate) -> dict[str, str]:
+    """The request's `metadata` as OpenAI bounds it: at most 16 string keys of 64 characters, values of 512."""
+    value = body.metadata
+    if value is None:
+        return {}
+    if (not isinstance(value, dict) or len(value) > 16
+            or any(not isinstance(k, str) or len(k) > 64 or not isinstance(v, str) or len(v) > 512
+                   for k, v in value.items())):  # fmt: skip
+        raise refused("metadata holds at most 16 string keys (64 characters) with string values (512 characters)",
+                      "metadata")  # fmt: skip
+    return dict(value)
+
+
 # -------------------------------------------------------------------------------------------------- turn
 
 
@@ -307,7 +327,9 @@ def read(body: ResponseCreate, settings: Settings, session_id: str | None) -> Tu
     system, earlier, message, results = _split(items)
     _images_only_last(earlier)
     instructions = "\n\n".join(text for text in (body.instructions, *system) if text) or None
-    this_turn = ThisTurn(instructions=instructions, response_shape=response_shape(body.text))
+    shown = {"background": body.background, "previous_response_id": body.previous_response_id,
+             "metadata": metadata_of(body), "format_name": format_name(body.text)}
+    this_turn = ThisTurn(instructions=instructions, response_shape=response_shape(body.text), annotations=shown)
     extras = _client_tools(body, results)
     with client_input("input"):
         request = ChatRequest(message=message.text if message else "-", agent=body.model, session_id=session_id,
