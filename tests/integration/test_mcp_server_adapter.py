@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -265,3 +266,56 @@ def test_progress_follows_the_answer_as_it_streams(stack: Any, mode: str, revisi
     assert _text(result) == "one two three four"
     assert "".join(message or "" for _, message in seen) == "one two three four"
     assert [done for done, _ in seen] == sorted({done for done, _ in seen})  # increasing, as MCP wants
+
+
+HOSTILE = [
+    b"",
+    b"not json",
+    b"[]",
+    b'[{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}]',
+    b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": "Chef"}',
+    b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": ["Chef"], "arguments": 3}}',
+    b'{"jsonrpc": "2.0", "id": 1, "method": "no/such/method"}',
+    b"[" * 100_000,
+    b'{"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": ' + b"9" * 5000 + b"}}",
+]
+"""Bodies that are no call Parley can serve: each gets an error, Parley's JSON or JSON-RPC's, never a 5xx."""
+ENVELOPE = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}
+SURROGATE = {"name": "Chef", "arguments": {"message": "\ud800 lone"}}
+"""A call whose message holds a lone surrogate (JSON allows the escape): a turn like any other."""
+
+
+def _rpc(answer: httpx.Response) -> dict[str, Any]:
+    """The JSON body, or the JSON-RPC message of an SSE answer's last `data:` line."""
+    if answer.headers.get("content-type", "").startswith("text/event-stream"):
+        data = [line[5:].strip() for line in answer.text.splitlines() if line.startswith("data:")]
+        return json.loads(data[-1])  # type: ignore[no-any-return]
+    return answer.json()  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("version", [None, b"2025-11-25", b"2026-07-28", b"1999-01-01", b"garbage\xe9"])
+def test_hostile_requests_get_a_json_error_never_a_5xx(stack: Any, version: bytes | None) -> None:
+    stack.start_web(1)
+    stack.start_workers(1)
+    headers = {b"Accept": b"application/json, text/event-stream", b"Content-Type": b"application/json"}
+    if version is not None:
+        headers[b"MCP-Protocol-Version"] = version
+    with client(stack.web_url, "key-alice") as http:
+        create_agent(http)
+        for body in HOSTILE:
+            answer = http.post("/mcp", content=body, headers=headers)
+            assert answer.status_code < 500 and "error" in _rpc(answer), (body[:60], answer.status_code, answer.text)
+        params = SURROGATE
+        if version == b"2026-07-28":  # what the revision wants of a request: an envelope and routing headers
+            params = {**SURROGATE, "_meta": ENVELOPE}
+            headers.update({b"Mcp-Method": b"tools/call", b"Mcp-Name": b"Chef"})
+        call = http.post("/mcp", headers=headers, content=json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                                                                    "params": params}))  # fmt: skip
+        assert call.status_code < 500
+        if version in (None, b"2025-11-25", b"2026-07-28"):
+            result = _rpc(call)
+            assert "result" in result, result
+            assert not result["result"].get("isError") and result["result"]["content"][0]["text"].startswith("echo: ")
+        else:
+            assert "error" in _rpc(call)
+        assert http.get("/readyz").status_code == 200
