@@ -96,7 +96,7 @@ class BodyGuard:
             if body and _is_json(scope):
                 body = await _check_json(body)
         except BodyRefused as refused:
-            await _send_json(send, refused.status, error_body(refused.code, refused.message), close=True)
+            await _send_json(send, refused.status, _refusal_body(scope, refused), close=True)
             return
         if body or _header(scope, b"content-length") or _header(scope, b"transfer-encoding"):
             _set_length(scope, len(body))
@@ -125,6 +125,23 @@ class BodyGuard:
             chunks += piece
             if not message.get("more_body", False):
                 return bytes(chunks)
+
+
+JSON_RPC_PATHS = re.compile(r"/mcp/?|/a2a/.*")
+"""Endpoints whose clients read JSON-RPC errors only (A2A, MCP): a refused body is answered in that shape."""
+JSON_RPC_CODES = {"invalid_json": -32700}
+"""JSON-RPC's code for a refusal (parse error); any other refusal is -32600 (invalid request)."""
+
+
+def _refusal_body(scope: Scope, refused: BodyRefused) -> dict[str, Any]:
+    """Parley's error body, or on a JSON-RPC endpoint a JSON-RPC error (id null: the request was not read),
+    keeping Parley's code in its `data`."""
+    path = scope.get("path", "")
+    if JSON_RPC_PATHS.fullmatch(path) is None:
+        return error_body(refused.code, refused.message)
+    error = {"code": JSON_RPC_CODES.get(refused.code, -32600), "message": refused.message,
+             "data": {"code": refused.code}}  # fmt: skip
+    return {"jsonrpc": "2.0", "id": None, "error": error}
 
 
 async def _check_json(body: bytes) -> bytes:

@@ -83,8 +83,8 @@ class Client:
         return json.loads(b"".join(m.get("body", b"") for m in self.sent[1:]))
 
 
-def run(guard: BodyGuard, client: Client, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    scope = {"type": "http", "method": "POST", "path": "/x", "headers": headers or []}
+def run(guard: BodyGuard, client: Client, headers: list[tuple[bytes, bytes]] | None = None, path: str = "/x") -> None:
+    scope = {"type": "http", "method": "POST", "path": path, "headers": headers or []}
     asyncio.run(guard(scope, client.receive, client.send))
 
 
@@ -340,3 +340,21 @@ def test_metrics_token_is_asked_for_when_set() -> None:
                  HTTPAuthorizationCredentials(scheme="Bearer", credentials="s3cret\u00e9")):  # fmt: skip
         with pytest.raises(Unauthorized):
             check_metrics_token("s3cret", sent)
+
+
+@pytest.mark.parametrize("path", ["/mcp", "/a2a/Chef", "/a2a/Chef/"])
+def test_a_refused_body_on_a_json_rpc_endpoint_is_a_json_rpc_error(path: str) -> None:
+    """A2A and MCP clients read JSON-RPC errors only: a body that is not JSON gets -32700 (parse error), one past
+    the size limit -32600, with Parley's code in `data`; the HTTP status stays."""
+    client = Client([b'{"jsonrpc": "2.0",'])
+    run(BodyGuard(Echo(), LIMIT), client, JSON, path=path)
+    assert client.status == 400
+    body = client.json()
+    assert body["jsonrpc"] == "2.0" and body["id"] is None
+    assert body["error"]["code"] == -32700 and body["error"]["data"] == {"code": "invalid_json"}
+    big = Client(lambda index: b"x" * 1000)
+    run(BodyGuard(Echo(), LIMIT), big, path=path)
+    assert big.status == 413 and big.json()["error"]["code"] == -32600
+    plain = Client([b'{"a":'])
+    run(BodyGuard(Echo(), LIMIT), plain, JSON, path="/api/v1/mcp-servers")
+    assert plain.json()["error"]["code"] == "invalid_json"
