@@ -114,6 +114,12 @@ class TurnStore:
         value = self.r.get(keys.idempotency(tenant, idempotency_key))
         return self._replayed(tenant, value, request_hash) if value else None  # type: ignore[arg-type]
 
+    def idempotent_job(self, tenant: str, idempotency_key: str) -> str | None:
+        """The id of the job an Idempotency-Key created, whatever request it came with (a protocol adapter that
+        names its own calls by key, to find one again: /mcp's cancel)."""
+        value = self.r.get(keys.idempotency(tenant, idempotency_key))
+        return str(value).partition(" ")[0] if value else None
+
     def _replayed(self, tenant: str, value: str, request_hash: str) -> Accepted:
         job_id, _, first_hash = value.partition(" ")
         if first_hash != request_hash:

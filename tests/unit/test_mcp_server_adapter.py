@@ -12,6 +12,7 @@ import pytest
 
 from parley.api.adapters.mcp_server import routes, server, translate
 from parley.shared.schema import ChatResponse
+from parley.shared.store.turns import TurnStore
 
 AGENT = {"id": "agent-1", "name": "Chef", "description": "", "response_shape": None}
 
@@ -107,6 +108,8 @@ class _Store:
     def cancel(self, tenant: str, job_id: str) -> bool:
         self.canceled.append((tenant, job_id))
         return True
+
+    idempotent_job = TurnStore.idempotent_job  # the real lookup, over the stored values above
 
 
 class _Runtime:

@@ -33,7 +33,6 @@ from parley.shared import events
 from parley.shared.errors import ParleyError
 from parley.shared.events import EventType
 from parley.shared.schema import ChatResponse
-from parley.shared.store import keys
 from parley.shared.store.turns import Accepted
 
 from ...runtime import WebRuntime
@@ -198,9 +197,8 @@ async def cancel_call(caller: Caller, request_id: object) -> None:
 
 
 def _job_of_call(caller: Caller, idempotency_key: str) -> str | None:
-    """The job a call's Idempotency-Key names (its stored value is `<job id> <request hash>`)."""
-    value = caller.rt.turns.r.get(keys.idempotency(caller.tenant, idempotency_key))
-    return str(value).partition(" ")[0] if value else None
+    """The job a call's Idempotency-Key names."""
+    return caller.rt.turns.idempotent_job(caller.tenant, idempotency_key)
 
 
 def build() -> Server[Caller]:
