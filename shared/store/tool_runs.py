@@ -74,9 +74,8 @@ class ToolRuns:
     def claim(self, field: str) -> bool:
         """Mark the call as running, recording INTERRUPTED as its result until `record` replaces it; False when
         a result (or a claim) is there already. For calls that must run at most once (approved ones)."""
-        value = json.dumps({"ok": INTERRUPTED.ok, "content": INTERRUPTED.content}, ensure_ascii=False)
         with self.redis.pipeline() as pipe:
-            pipe.hsetnx(self.key, field, value)
+            pipe.hsetnx(self.key, field, _encode(INTERRUPTED))
             pipe.pexpire(self.key, self.retention_ms)
             claimed, _ = pipe.execute()
         return bool(claimed)
@@ -90,8 +89,7 @@ class ToolRuns:
 
     def record(self, field: str, result: ToolResult) -> None:
         """Keep `result` for a retry; a failure to keep it is logged, not raised (the run has happened)."""
-        value = json.dumps({"ok": result.ok, "content": result.content, "images": list(result.images)},
-                           ensure_ascii=False)  # fmt: skip
+        value = _encode(result)
         try:
             with self.redis.pipeline() as pipe:  # MULTI: the field and the hash's lifetime together
                 pipe.hset(self.key, field, value)
@@ -99,6 +97,10 @@ class ToolRuns:
                 pipe.execute()
         except Exception as error:  # noqa: BLE001 - Redis down: the turn will find out when it commits
             log.warning("could not record the run of %s (job %s): %s", field, self.job_id, error)
+
+
+def _encode(result: ToolResult) -> str:
+    return json.dumps({"ok": result.ok, "content": result.content, "images": list(result.images)}, ensure_ascii=False)
 
 
 def _decode(value: Any) -> ToolResult | None:

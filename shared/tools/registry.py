@@ -126,7 +126,7 @@ class ToolRegistry:
             known = ", ".join(self.names()) or "none"
             return _failed(f"unknown tool {name!r}; the tools are: {known}")
         try:
-            validated = made.arguments.model_validate(_parse_arguments(arguments))
+            validated = made.arguments.model_validate(parse_arguments(arguments))
         except ToolError as error:
             return _failed(str(error))
         except ValidationError as error:
@@ -154,7 +154,8 @@ def _failed(message: str) -> ToolResult:
     return ToolResult.of(False, cut(f"error: {message}"))
 
 
-def _parse_arguments(arguments: str | dict[str, Any]) -> dict[str, Any]:
+def parse_arguments(arguments: str | dict[str, Any]) -> dict[str, Any]:
+    """A call's arguments as a dict (lone surrogates as U+FFFD); ToolError saying what is wrong with them."""
     if isinstance(arguments, str):
         if not arguments.strip():
             return {}

@@ -24,9 +24,8 @@ from mcp_types import CallToolResult, EmbeddedResource, ImageContent, ResourceLi
 from parley.shared.settings import Settings
 from parley.shared.store import images
 from parley.shared.store.mcp_servers import McpServer, ServerTools, bounds, read_servers, server_tools
-from parley.shared.text import clean_json
-from parley.tools import ToolContext, ToolResult, mcp_client
-from parley.tools.registry import cut
+from parley.tools import ToolContext, ToolError, ToolResult, mcp_client
+from parley.tools.registry import cut, parse_arguments
 
 log = logging.getLogger("parley.mcp")
 
@@ -86,11 +85,9 @@ class McpTools:
         if tool.problem is not None:
             return ToolResult.of(False, f"error: {tool.shown} cannot be called: {tool.problem}")
         try:
-            args = clean_json(json.loads(arguments or "{}"))
-        except ValueError as error:
-            return ToolResult.of(False, f"error: the arguments are not valid JSON: {error}")
-        if not isinstance(args, dict):
-            return ToolResult.of(False, "error: the arguments must be a JSON object")
+            args = parse_arguments(arguments)
+        except ToolError as error:
+            return ToolResult.of(False, f"error: {error}")
         try:
             result = await mcp_client.call_tool(tool.server.endpoint(), bounds(self.settings), tool.tool, args,
                                                 tool.revision)  # fmt: skip

@@ -48,10 +48,8 @@ class OpenAIProvider:
     async def stream(self, *, model: str, messages: list[dict[str, Any]], temperature: float | None,
                      max_tokens: int | None, tools: list[dict[str, Any]] | None = None,
                      response_format: dict[str, Any] | None = None,
-               tool_choice: Any = None) -> AsyncIterator[ModelStream]:  # fmt: skip
-        body = self._body(model, messages, temperature, max_tokens, tools, response_format)
-        if tools and tool_choice is not None:
-            body["tool_choice"] = tool_choice
+                     tool_choice: Any = None) -> AsyncIterator[ModelStream]:  # fmt: skip
+        body = self._body(model, messages, temperature, max_tokens, tools, response_format, tool_choice)
         try:
             response = await self.client.post(
                 "/chat/completions", body=body, cast_to=object, stream=True, stream_cls=ChunkStream
@@ -73,11 +71,14 @@ class OpenAIProvider:
 
     def _body(self, model: str, messages: list[dict[str, Any]], temperature: float | None,
               max_tokens: int | None, tools: list[dict[str, Any]] | None,
-              response_format: dict[str, Any] | None) -> dict[str, Any]:  # fmt: skip
-        """The request body; `response_format` and `stream_options` only when the settings allow them."""
+              response_format: dict[str, Any] | None, tool_choice: Any = None) -> dict[str, Any]:  # fmt: skip
+        """The request body; `response_format` and `stream_options` only when the settings allow them,
+        `tool_choice` only with tools."""
         body: dict[str, Any] = {"model": model, "messages": messages, "stream": True}
         if tools:
             body["tools"] = tools
+            if tool_choice is not None:
+                body["tool_choice"] = tool_choice
         if response_format and self.response_format:
             body["response_format"] = response_format
         if self.stream_usage:
