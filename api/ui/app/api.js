@@ -18,6 +18,20 @@ export class ApiError extends Error {
 const NETWORK = 'network';
 
 /** What went wrong, said for a person, with what to do about it. */
+// An API error as a form's messages by field (`form` for what belongs to no field); a 409 that
+// `conflictOnName` accepts is shown on the name field.
+export function fieldErrors(error, conflictOnName = () => true) {
+  const errors = {};
+  for (const detail of error.details) {
+    const field = String(detail.field || '').split('.')[0] || 'form';
+    errors[field] = errors[field] ? `${errors[field]} ${detail.message}` : detail.message;
+  }
+  if (error.field) errors[error.field.split('.')[0]] = error.message;
+  if (error.status === 409 && conflictOnName(error)) errors.name = error.message;
+  if (!Object.keys(errors).length) errors.form = describeError(error);
+  return errors;
+}
+
 export function describeError(error) {
   if (!(error instanceof ApiError)) return `Something went wrong: ${error?.message || error}`;
   switch (error.status) {

@@ -1,5 +1,5 @@
 // Agents: the list to pick from, and the form that creates or edits one.
-import { apiPath, describeError, enc } from '../api.js';
+import { apiPath, describeError, enc, fieldErrors } from '../api.js';
 import { html, useEffect, useRef, useState } from '../html.js';
 import { EditIcon } from '../icons.js';
 
@@ -71,18 +71,6 @@ function requestBody(values, editing) {
 /** A comma-separated list of names as the API's list (blanks dropped). */
 function splitNames(text) {
   return text.split(',').map((name) => name.trim()).filter(Boolean);
-}
-
-function fieldErrors(error) {
-  const errors = {};
-  for (const detail of error.details) {
-    const field = String(detail.field || '').split('.')[0] || 'form';
-    errors[field] = errors[field] ? `${errors[field]} ${detail.message}` : detail.message;
-  }
-  if (error.field) errors[error.field.split('.')[0]] = error.message;
-  if (error.status === 409 && /name/i.test(error.message)) errors.name = error.message;
-  if (!Object.keys(errors).length) errors.form = describeError(error);
-  return errors;
 }
 
 function Field({ id, label, hint, error, children }) {
@@ -166,7 +154,7 @@ export function AgentForm({ api, agent, onSaved, onDeleted, onClose }) {
       const saved = editing ? await api.patch(`/api/v1/agents/${enc(agent.id)}`, body) : await api.post(apiPath('agents'), body);
       onSaved(saved);
     } catch (error) {
-      setErrors(fieldErrors(error));
+      setErrors(fieldErrors(error, (conflict) => /name/i.test(conflict.message)));
       setSaving(false);
       const first = dialogRef.current.querySelector('[aria-invalid="true"]');
       first?.focus();

@@ -1,6 +1,6 @@
 // MCP servers: the sidebar's short list, and the dialog that lists, adds and removes the tenant's servers.
 // Agents name their tools `mcp:<server>/<tool>`; the agent form ticks them from GET /api/v1/tools.
-import { apiPath, describeError, enc } from '../api.js';
+import { apiPath, describeError, enc, fieldErrors } from '../api.js';
 import { html, useEffect, useRef, useState } from '../html.js';
 import { TrashIcon } from '../icons.js';
 
@@ -58,18 +58,6 @@ function requestBody(values) {
   const allowed = values.allowed_tools.split(',').map((tool) => tool.trim()).filter(Boolean);
   if (allowed.length) body.allowed_tools = allowed;
   return { body, errors };
-}
-
-function fieldErrors(error) {
-  const errors = {};
-  for (const detail of error.details) {
-    const field = String(detail.field || '').split('.')[0] || 'form';
-    errors[field] = errors[field] ? `${errors[field]} ${detail.message}` : detail.message;
-  }
-  if (error.field) errors[error.field.split('.')[0]] = error.message;
-  if (error.status === 409) errors.name = error.message;
-  if (!Object.keys(errors).length) errors.form = describeError(error);
-  return errors;
 }
 
 function ServerItem({ server, onRemove }) {
