@@ -29,7 +29,9 @@ def gh(**change: Any) -> McpServer:
     return McpServer(**{**fields, **change})
 
 
-def test_create_list_get_update_delete(clients: RedisClients) -> None:
+def test_create_list_get_update_delete(clients: RedisClients, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = iter(range(1_000, 2_000))  # two creates may fall in one millisecond; "oldest first" needs two
+    monkeypatch.setattr(store, "now_ms", lambda: next(clock))
     servers = McpServerStore(clients.text, max_servers=5)
     created = servers.create("alice", gh())
     servers.create("alice", gh(name="fs", url="http://fs.example/mcp", headers={}))
