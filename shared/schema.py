@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from parley.shared.shapes import check_json, check_shape, json_depth
 
@@ -24,6 +24,8 @@ SESSION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 IMAGE_PATTERN = re.compile(r"^data:image/(png|jpeg|gif|webp);base64,([A-Za-z0-9+/=\s]+)$")
 MAX_IMAGES = 5
 
+OnBusy = Literal["enqueue", "reject", "interrupt", "steer"]
+"""A chat request's `on_busy`: what happens while a turn of its session is queued, running or waiting."""
 JobStatusName = Literal["queued", "started", "waiting", "finished", "failed", "canceled"]
 """A turn's status: `queued`, `started`, then one of the final three."""
 FINAL_STATUSES = ("finished", "failed", "canceled")
@@ -212,17 +214,33 @@ class ChatRequest(BaseModel):
         },
     )
 
-    message: str = Field(..., description="The user's message; not blank.")
+    regenerate: bool = Field(False, description="Answer the session's last user message again (no `message`): the "
+                             "new answer replaces the old one in the history.")  # fmt: skip
+    message: str = Field("", description="The user's message; not blank (left out only with `regenerate`).")
     agent: str | None = Field(None, description="Agent id or name; the first agent the tenant sees when omitted.")
     session_id: str | None = Field(None, pattern=SESSION_ID_PATTERN)
     images: list[str] = Field(default_factory=list, max_length=MAX_IMAGES)
+    on_busy: OnBusy = Field("enqueue", description="What to do while a turn of the session is queued, running or "
+                            "waiting: `enqueue` (run after it), `reject` (409 session_busy), `interrupt` (cancel the "
+                            "running turn, run this one next), `steer` (join the running turn before its next model "
+                            "call).")  # fmt: skip
 
     @field_validator("message")
     @classmethod
-    def _message_not_blank(cls, value: str) -> str:
-        if not value.strip():
+    def _message_not_blank(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("regenerate"):
+            if value:
+                raise ValueError("a regenerate request brings no message: it answers the session's last one again")
+        elif not value.strip():
             raise ValueError("message must not be blank")
         return value
+
+    @model_validator(mode="after")
+    def _regenerate_needs_a_session(self) -> ChatRequest:
+        if self.regenerate and (self.images or not self.session_id):
+            raise ValueError("regenerate needs a session_id and brings no images: it answers the session's last "
+                             "user message again")  # fmt: skip
+        return self
 
     @field_validator("images")
     @classmethod
