@@ -22,7 +22,7 @@ from .adapters.responses import routes as responses_routes
 from .adapters.seed import routes as seed_routes
 from .metrics import Reporter
 from .middleware import BodyGuard, HttpMetrics, RequestContext
-from .routes import agents, chat, jobs, mcp_servers, ops, sessions, tools, ui
+from .routes import agents, chat, jobs, mcp_servers, ops, sessions, tools, ui, webhooks
 from .runtime import WebRuntime
 from .shutdown import on_stop_signal
 
@@ -77,7 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )  # fmt: skip
 
     for module in (ops, agents, sessions, chat, jobs, seed_routes, openai_routes, responses_routes, mcp_server_routes,
-                   a2a_routes, tools, mcp_servers, ui):  # fmt: skip
+                   a2a_routes, tools, mcp_servers, webhooks, ui):  # fmt: skip
         app.include_router(module.router)
     return app
 

@@ -41,6 +41,12 @@ class TooManyMcpServers(Conflict):
     code = "too_many_mcp_servers"
 
 
+class TooManyWebhooks(Conflict):
+    """The tenant holds PARLEY_MAX_WEBHOOKS webhooks already: it must delete one first."""
+
+    code = "too_many_webhooks"
+
+
 class SummaryRunning(Conflict):
     """A `POST /api/v1/sessions/{id}/summary` job of the session is queued or running already."""
 
@@ -48,13 +54,13 @@ class SummaryRunning(Conflict):
 
 
 class PrivateNetwork(InvalidInput):
-    """An MCP server's URL whose host is (or resolves to) an address tools may not reach."""
+    """An MCP server's (or a webhook's) URL whose host is (or resolves to) an address tools may not reach."""
 
     code = "private_network"
 
 
 class UnresolvableHost(InvalidInput):
-    """An MCP server's URL whose host has no address."""
+    """An MCP server's (or a webhook's) URL whose host has no address."""
 
     code = "unresolvable_host"
 

@@ -70,6 +70,18 @@ class ErrorCode(StrEnum):
 
 
 TERMINAL_TYPE = EventType.DONE
+
+
+class WebhookEvent(StrEnum):
+    """What a webhook is sent (`{"type": ..., "job": ...}`): a turn's end, or its pause for approvals. Written by
+    shared/store/scripts/lib_turn_end.lua as `turn.<final status>` and `turn.waiting`."""
+
+    FINISHED = "turn.finished"
+    FAILED = "turn.failed"
+    CANCELED = "turn.canceled"
+    WAITING = "turn.waiting"
+
+
 EVENT_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 MAX_PART = 2**64 - 1
 """Each part of a Redis stream id is an unsigned 64-bit number."""

@@ -103,8 +103,8 @@ class Settings(BaseSettings):
     http_get_timeout_s: float = Field(10.0, alias="PARLEY_HTTP_GET_TIMEOUT_S", gt=0)
     """Longest one `http_get` fetch may take, redirects included, in seconds."""
     private_networks_allowed: str = Field("", alias="PARLEY_PRIVATE_NETWORKS_ALLOWED")
-    """Comma-separated CIDRs or host names that tools (`http_get`, MCP servers) may reach although they are
-    private or loopback (default: none)."""
+    """Comma-separated CIDRs or host names that tools (`http_get`, MCP servers) and webhooks may reach although
+    they are private or loopback (default: none)."""
     mcp_timeout_s: float = Field(30.0, alias="PARLEY_MCP_TIMEOUT_S", gt=0)
     """Longest one call of an MCP server's tool (or one listing of its tools) may take, in seconds."""
     mcp_max_bytes: int = Field(1_000_000, alias="PARLEY_MCP_MAX_BYTES", ge=1024)
@@ -115,6 +115,19 @@ class Settings(BaseSettings):
     """Most MCP servers one tenant may register."""
     approval_timeout_s: int = Field(86_400, alias="PARLEY_APPROVAL_TIMEOUT_S", ge=1)
     """How long a tool call waits for a person's decision; then it is denied ("timed out") and the turn goes on."""
+    max_webhooks: int = Field(20, alias="PARLEY_MAX_WEBHOOKS", ge=0)
+    """Most webhooks one tenant may register; one more is 409 `too_many_webhooks`."""
+    webhook_timeout_s: float = Field(10.0, alias="PARLEY_WEBHOOK_TIMEOUT_S", gt=0)
+    """Longest one delivery attempt may take (connect, send, read the answer), in seconds."""
+    webhook_backoff_s: float = Field(1.0, alias="PARLEY_WEBHOOK_BACKOFF_S", gt=0)
+    """Wait before a failed delivery's first retry, in seconds; doubled at each further attempt."""
+    webhook_backoff_cap_s: float = Field(300.0, alias="PARLEY_WEBHOOK_BACKOFF_CAP_S", gt=0)
+    """Longest wait between two attempts of one delivery, in seconds."""
+    webhook_give_up_s: int = Field(86_400, alias="PARLEY_WEBHOOK_GIVE_UP_S", ge=1)
+    """How long a delivery is retried after it was created before it ends `failed`, in seconds (the contract
+    promises at least an hour: keep it at 3600 or more outside tests)."""
+    webhook_concurrency: int = Field(16, alias="PARLEY_WEBHOOK_CONCURRENCY", ge=1)
+    """Per worker: most delivery attempts in flight at once."""
     model_timeout_s: float = Field(60.0, alias="PARLEY_MODEL_TIMEOUT_S", gt=0)
     """Read timeout of one model request, in seconds."""
     model_idle_timeout_s: float = Field(60.0, alias="PARLEY_MODEL_IDLE_TIMEOUT_S", gt=0)

@@ -66,6 +66,9 @@ JOBS = Metric("parley_jobs", "counter", "Turns that ended, by outcome", ("outcom
 HTTP_REQUESTS = Metric("parley_http_requests", "counter", "HTTP requests answered", ("method", "route", "status"))
 HTTP_SECONDS = Metric("parley_http_request_seconds", "histogram", "Time to answer (to the first byte for streams)",
                       ("method", "route"), buckets=_LATENCY_BUCKETS[:12])  # fmt: skip
+WEBHOOK_ATTEMPTS = Metric("parley_webhook_attempts", "counter",
+                          "Webhook delivery attempts, by outcome (delivered, status, timeout, unreachable, refused)",
+                          ("outcome",))  # fmt: skip
 
 AGENT_LABEL_SETS = 100
 """With PARLEY_METRICS_AGENT_LABELS on, the most label sets `parley_tokens` holds, deployment-wide: past it,
@@ -74,7 +77,8 @@ agents or naming models cannot grow the hash or the scrape without bound)."""
 BOUNDED = {TOKENS.name: AGENT_LABEL_SETS}
 OTHER = "other"
 
-METRICS = (QUEUE_WAIT, TURN, FIRST_TOKEN, TOKENS, MODEL_ERRORS, TOOL_CALLS, JOBS, HTTP_REQUESTS, HTTP_SECONDS)
+METRICS = (QUEUE_WAIT, TURN, FIRST_TOKEN, TOKENS, MODEL_ERRORS, TOOL_CALLS, JOBS, HTTP_REQUESTS, HTTP_SECONDS,
+           WEBHOOK_ATTEMPTS)
 """Every metric kept in Redis; their keys are the last KEYS of the recording scripts (`metrics`), in this order,
 and a delta names its metric by its position here (from 1)."""
 INDEX = {metric.name: position for position, metric in enumerate(METRICS, start=1)}
@@ -210,6 +214,14 @@ def http_request(method: str, route: str, status: int, seconds: float) -> None:
     PENDING.add(HTTP_REQUESTS, labels_field((method, route, str(status))), 1)
     PENDING.observe(HTTP_SECONDS, (method, route), seconds)
 
+
+WEBHOOK_OUTCOMES = frozenset({"delivered", "status", "timeout", "unreachable", "refused"})
+
+
+def webhook_attempt(outcome: str) -> None:
+    """One webhook delivery attempt ended: `delivered` (2xx), `status` (another answer), `timeout`,
+    `unreachable` (no connection) or `refused` (an address webhooks may not reach)."""
+    PENDING.add(WEBHOOK_ATTEMPTS, labels_field((outcome if outcome in WEBHOOK_OUTCOMES else OTHER,)), 1)
 
 # --- writing --------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from parley.shared.settings import Settings, get_settings
 from .engine import Engine
 from .rq_side import RqSide
 from .runtime import Runtime, RuntimeJob
+from .webhooks import Dispatcher
 
 log = logging.getLogger("parley.worker")
 
@@ -71,7 +72,13 @@ def make_engine(rt: Runtime, settings: Settings, *, burst: bool = False) -> Engi
     )
     return Engine(side, concurrency=settings.worker_concurrency, drain_grace_s=settings.drain_grace_s,
                   turns=getattr(rt, "worker_turns", None), threads=getattr(rt, "threads", None),
-                  burst=burst)  # fmt: skip
+                  burst=burst, webhooks=_webhooks(rt, settings))  # fmt: skip
+
+
+def _webhooks(rt: Runtime, settings: Settings) -> Dispatcher | None:
+    """The webhook dispatcher on the runtime's event-loop Redis client (None for a runtime without one)."""
+    aio = getattr(rt, "aio", None)
+    return None if aio is None else Dispatcher(aio, settings)
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

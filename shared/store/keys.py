@@ -31,6 +31,11 @@ session id, `{j}` a job id. Tenant names never contain `:` nor start with `_` (s
 | `parley:mcp-servers:{t}` | hash | MCP server name -> JSON (url, headers, allowed_tools, created_at) |
 | `parley:mcp-tools:{t}:{name}` | string | the server's tool list (JSON), cached for PARLEY_MCP_TOOLS_TTL_S |
 | `parley:approval-deadlines` | zset | `{t} {j}` of turns waiting for a decision, by deadline (ms) |
+| `parley:webhooks:{t}` | hash | webhook id -> JSON (kind, url, events, secret, created_at; A2A push configs: job_id, token) |
+| `parley:turn-ends` | stream | deployment-wide: `{t, j, type}` per turn end of a tenant with webhooks (FINISH_TURN, PAUSE_TURN) |
+| `parley:webhook-delivery:{t}:{d}` | hash | one delivery: webhook, type, job_id, body, status, attempts, next_attempt_at, lease |
+| `parley:webhook-deliveries:{t}:{w}` | zset | the webhook's delivery ids by creation (ms), newest kept |
+| `parley:webhook-due` | zset | deployment-wide: `{t} {d}` of pending deliveries, by when the next attempt is due (ms) |
 | `parley:metric:{name}` | hash | a deployment-wide counter or histogram: labels (and bucket) -> count |
 | `parley:web-streams` | hash | web process id -> `"<open SSE streams> <expiry ms>"`, summed at scrape |
 
@@ -191,3 +196,28 @@ def mcp_tools(tenant: str, server: str) -> str:
 def approval_deadlines() -> str:
     """Deployment-wide: every waiting turn as `"<tenant> <job id>"`, scored by when its wait times out."""
     return f"{PREFIX}:approval-deadlines"
+
+
+def webhooks(tenant: str) -> str:
+    """The tenant's webhooks (and A2A push configs): FINISH_TURN and PAUSE_TURN check that it EXISTS."""
+    return f"{PREFIX}:webhooks:{tenant}"
+
+
+def turn_ends() -> str:
+    """Deployment-wide stream of the turn ends that webhooks may want (the dispatcher's consumer group reads it)."""
+    return f"{PREFIX}:turn-ends"
+
+
+def webhook_delivery(tenant: str, delivery_id: str) -> str:
+    """One delivery of one event to one webhook, with its attempts."""
+    return f"{PREFIX}:webhook-delivery:{tenant}:{delivery_id}"
+
+
+def webhook_deliveries(tenant: str, webhook_id: str) -> str:
+    """The webhook's deliveries by creation time, for `GET /api/v1/webhooks/{id}/deliveries`."""
+    return f"{PREFIX}:webhook-deliveries:{tenant}:{webhook_id}"
+
+
+def webhook_due() -> str:
+    """Deployment-wide: every pending delivery as `"<tenant> <delivery id>"`, scored by when it is due (ms)."""
+    return f"{PREFIX}:webhook-due"

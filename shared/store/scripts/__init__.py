@@ -44,6 +44,9 @@ the same arguments must change nothing and answer as the first run did:
 - EMIT_TURN_EVENT: a whole batch of events is one run, named by its call id; the job hash keeps the
   last call written (`emitted`), so the same batch sent again writes nothing.
 - CREATE_SESSION is NOT: its second run finds the session and answers "not created" (see there).
+- PAUSE_TURN: like FINISH_TURN (`pause_call`). FINISH_TURN and PAUSE_TURN also write a turn's end to the
+  turn-ends stream for webhooks (lib_turn_end.lua) in their step, so their replay writes no second entry.
+- Webhook deliveries (CREATE_DELIVERY, CLAIM_DELIVERIES, RECORD_ATTEMPT): each header says how it is run twice.
 The scripts of agents, the summary report and telemetry's ADD_BOUNDED are not covered by this note.
 """
 
@@ -114,8 +117,12 @@ DELETE_AGENT = load("delete_agent")
 ADD_BOUNDED = load("add_bounded")
 PAUSE_TURN = load("pause_turn")
 DECIDE_APPROVAL = load("decide_approval")
+CREATE_DELIVERY = load("create_delivery")
+CLAIM_DELIVERIES = load("claim_deliveries")
+RECORD_ATTEMPT = load("record_attempt")
 
 RUNNABLE = ("accept_turn", "start_turn", "emit_turn_event", "finish_turn", "read_context", "create_session",
             "admit_report", "release_report", "emit_event", "create_agent", "update_agent", "delete_agent",
-            "add_bounded", "pause_turn", "decide_approval")  # fmt: skip
+            "add_bounded", "pause_turn", "decide_approval", "create_delivery", "claim_deliveries",
+            "record_attempt")  # fmt: skip
 """Every runnable script of this package (the rest, lib_*.lua, are snippets)."""

@@ -142,6 +142,8 @@ class FinishTurnCall(ScriptCall):
     tool_runs: str = key()
     pending_notes: str = key()
     notes: str = key()
+    webhooks: str = key()
+    turn_ends: str = key()
     metrics: tuple[str, ...] = key(rest=True)
     job_id: str = arg()
     status: str = arg()
@@ -200,6 +202,8 @@ class PauseTurnCall(ScriptCall):
     tenant_line: str = key()
     rq_queue: str = key()
     deadlines: str = key()
+    webhooks: str = key()
+    turn_ends: str = key()
     job_id: str = arg()
     attempt: int = arg()
     call_id: str = arg()
@@ -239,3 +243,39 @@ class DecideApprovalCall(ScriptCall):
     keep_ms: int = arg()
     now_ms: int = arg()
     rq_fields: tuple[Any, ...] = arg(rest=True)
+
+
+@dataclass(frozen=True)
+class CreateDeliveryCall(ScriptCall):
+    """CREATE_DELIVERY (create_delivery.lua): one delivery of a turn end to one webhook, made once."""
+
+    SCRIPT: ClassVar[str] = "create_delivery"
+    delivery: str = key()
+    index: str = key()
+    due: str = key()
+    delivery_id: str = arg()
+    member: str = arg()
+    fields: str = arg()
+    now_ms: int = arg()
+    keep_ms: int = arg()
+    max_listed: int = arg()
+
+
+@dataclass(frozen=True)
+class RecordAttemptCall(ScriptCall):
+    """RECORD_ATTEMPT (record_attempt.lua): one attempt of a delivery and what follows it."""
+
+    SCRIPT: ClassVar[str] = "record_attempt"
+    delivery: str = key()
+    due: str = key()
+    member: str = arg()
+    token: str = arg()
+    call_id: str = arg()
+    attempt: str = arg()
+    outcome: str = arg()
+    next_ms: int = arg()
+    keep_ms: int = arg()
+    max_attempts: int = arg()
+
+
+BUILDERS = (*BUILDERS, PauseTurnCall, CreateDeliveryCall, RecordAttemptCall)

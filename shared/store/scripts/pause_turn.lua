@@ -3,11 +3,13 @@
 -- (`pending`), emits `approval_required` for each and `status: waiting`, and gives back the turn's place
 -- among the tenant's admitted turns (a waiting turn holds no worker slot), admitting turns from the tenant's
 -- line into it. The turn stays its lane's head, so the session's later turns wait behind it. Its records are
--- kept for the wait plus the retention; the wait's deadline goes into the deployment's approval deadlines.
--- uses: emit, decode, tenant_line
--- KEYS: 1 job, 2 events, 3 live_channel, 4 tool_runs, 5 tenant_admitted, 6 tenant_line, 7 rq_queue, 8 deadlines
+-- kept for the wait plus the retention; the wait's deadline goes into the deployment's approval deadlines. When
+-- the tenant has webhooks, `turn.waiting` goes into the turn-ends stream (lib_turn_end.lua).
+-- uses: emit, decode, tenant_line, turn_end
+-- KEYS: 1 job, 2 events, 3 live_channel, 4 tool_runs, 5 tenant_admitted, 6 tenant_line, 7 rq_queue, 8 deadlines, 9 webhooks, 10 turn_ends
 -- ARGV: 1 job_id, 2 attempt, 3 call_id, 4 paused, 5 pending, 6 events_out, 7 keep_ms, 8 deadline_ms, 9 member, 10 job_prefix, 11 rq_prefix, 12 tenant_cap, 13 enqueued_at
--- KEYS are keys.<name> (deadlines: keys.approval_deadlines()). attempt: the pausing attempt (the fence);
+-- KEYS are keys.<name> (deadlines: keys.approval_deadlines(); webhooks: keys.webhooks(tenant); turn_ends:
+-- keys.turn_ends()). attempt: the pausing attempt (the fence);
 -- call_id names this call (run twice, it answers 1 again and writes nothing); paused: the worker's state
 -- (JSON); pending: JSON array of {call_id, kind, tool_name, args}; events_out: JSON array of event JSON;
 -- keep_ms: how long the job, its events and tool runs are kept from now (the wait, the retention and a
@@ -40,4 +42,5 @@ end
 release_place(KEYS[5], KEYS[6], KEYS[1], ARGV[1])
 fill_from_line(KEYS[5], KEYS[6], KEYS[7], ARGV[10], ARGV[11], cap, ARGV[13])
 redis.call('ZADD', KEYS[8], ARGV[8], ARGV[9])
+record_turn_end(KEYS[9], KEYS[10], KEYS[1], ARGV[1], 'turn.waiting')
 return 1

@@ -1,0 +1,235 @@
+"""The webhook dispatcher: a task on every worker's event loop (engine.py starts it beside the watch).
+
+Two stages, each safe when any worker dies at any moment:
+
+1. *Entries.* FINISH_TURN and PAUSE_TURN write each turn end of a tenant with webhooks to the deployment's
+   `keys.turn_ends()` stream, in the step that ends the turn. The workers share one consumer group on it (`GROUP`):
+   for each entry, a delivery is made (CREATE_DELIVERY) for each of the tenant's subscriptions that wants it, its
+   body frozen then (the job as `GET /api/v1/jobs/{id}` shows it), its id derived from the subscription's and the
+   entry's, and only then is the entry acknowledged (and deleted). An entry whose worker died before that is
+   claimed by another worker after `reclaim_idle_ms` (XAUTOCLAIM) and handled again: the same deliveries, made once.
+2. *Deliveries.* Due deliveries are leased (CLAIM_DELIVERIES) up to the free places of this worker
+   (PARLEY_WEBHOOK_CONCURRENCY), each sent (webhook_post.py) on a task of its own, and the attempt recorded
+   (RECORD_ATTEMPT): delivered on a 2xx; else retried with exponential backoff (PARLEY_WEBHOOK_BACKOFF_S doubling,
+   at most PARLEY_WEBHOOK_BACKOFF_CAP_S) until PARLEY_WEBHOOK_GIVE_UP_S after it was made, then failed. A worker
+   that dies mid-attempt leaves its lease to run out: the delivery is sent again (same `Parley-Delivery-Id`).
+
+So each event is delivered at least once; a duplicate carries the same delivery id. Nothing here blocks the loop
+(async Redis, async HTTP), and a slow receiver holds only its own task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import socket
+import uuid
+from typing import Any
+
+import redis
+import redis.asyncio as aredis
+
+from parley.shared import telemetry
+from parley.shared.clock import now_ms
+from parley.shared.settings import Settings
+from parley.shared.store import keys
+from parley.shared.store.turns import TurnStore
+from parley.shared.store.webhooks import Attempt, Deliveries, Webhook
+from parley.tools import network
+
+from . import webhook_post
+
+log = logging.getLogger("parley.webhooks")
+
+GROUP = "parley-webhooks"
+"""The workers' consumer group on `keys.turn_ends()`."""
+READ_BLOCK_MS = 500
+"""How long one read of the stream waits for entries: also how often due deliveries are looked for."""
+ENTRIES_PER_READ = 50
+LEASE_MARGIN_S = 10.0
+"""A delivery's lease: the attempt's timeout and this much more (Redis round trips, a busy loop)."""
+ERROR_PAUSE_S = 1.0
+
+
+def backoff_s(settings: Settings, attempts: int) -> float:
+    """The wait after the `attempts`-th failed attempt: the base doubled each time, capped, with up to 10% jitter
+    (so receivers coming back are not hit by every retry at once)."""
+    wait = min(settings.webhook_backoff_cap_s, settings.webhook_backoff_s * 2 ** max(0, attempts - 1))
+    return wait * (1 + random.random() / 10)  # noqa: S311 (jitter, not a secret)
+
+
+def body_of(event_type: str, job: dict[str, Any]) -> bytes:
+    """What a webhook is sent: the bytes signed and sent, on every attempt."""
+    return json.dumps({"type": event_type, "job": job}, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class Dispatcher:
+    """This worker's part of the deployment's webhook deliveries."""
+
+    def __init__(self, aio: aredis.Redis, settings: Settings) -> None:
+        self.aio = aio
+        self.settings = settings
+        self.deliveries = Deliveries(aio)
+        self.consumer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lease_ms = int((settings.webhook_timeout_s + LEASE_MARGIN_S) * 1000)
+        self.reclaim_idle_ms = self.lease_ms
+        self.sending: set[asyncio.Task[None]] = set()
+        self._group_ready = False
+
+    @property
+    def keep_ms(self) -> int:
+        """How long a delivery is kept from its making: its retries, then the retention."""
+        return (self.settings.webhook_give_up_s + self.settings.retention_s) * 1000
+
+    async def run(self) -> None:
+        """Until cancelled: take entries, send what is due. Redis failures pause it, never end it."""
+        try:
+            while True:
+                try:
+                    await self.step()
+                except (redis.RedisError, OSError) as error:
+                    log.warning("webhooks: Redis failed (%s); trying again", error)
+                    self._group_ready = False
+                    await asyncio.sleep(ERROR_PAUSE_S)
+                except Exception:
+                    log.exception("webhooks: unexpected failure; trying again")
+                    await asyncio.sleep(ERROR_PAUSE_S)
+        finally:
+            for task in list(self.sending):
+                task.cancel()  # their leases run out; another worker sends them
+            await asyncio.gather(*self.sending, return_exceptions=True)
+
+    async def step(self) -> None:
+        """One round: entries other workers left, new entries (waiting up to READ_BLOCK_MS), due deliveries."""
+        await self._ensure_group()
+        await self._reclaim()
+        await self._read_new()
+        await self._send_due()
+
+    async def _ensure_group(self) -> None:
+        if self._group_ready:
+            return
+        try:
+            # From the stream's start: entries written before any worker made the group are handled too.
+            await self.aio.xgroup_create(keys.turn_ends(), GROUP, id="0", mkstream=True)
+        except redis.ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+        self._group_ready = True
+
+    async def _reclaim(self) -> None:
+        """Entries a worker read and never acknowledged (it died), idle for `reclaim_idle_ms`, are this one's now."""
+        reply = await self.aio.xautoclaim(keys.turn_ends(), GROUP, self.consumer, self.reclaim_idle_ms,
+                                          start_id="0-0", count=ENTRIES_PER_READ)  # fmt: skip
+        for entry_id, fields in reply[1] if len(reply) > 1 else []:
+            await self.handle_entry(entry_id, fields)
+
+    async def _read_new(self) -> None:
+        try:
+            reply = await self.aio.xreadgroup(GROUP, self.consumer, {keys.turn_ends(): ">"}, count=ENTRIES_PER_READ,
+                                              block=READ_BLOCK_MS)  # fmt: skip
+        except redis.ResponseError as error:
+            if "NOGROUP" in str(error):  # the stream was deleted (a flushed or new Redis): make the group again
+                self._group_ready = False
+                return
+            raise
+        for _stream, entries in reply or []:
+            for entry_id, fields in entries:
+                await self.handle_entry(entry_id, fields)
+
+    async def handle_entry(self, entry_id: str, fields: dict[str, str] | None) -> None:
+        """Make the entry's deliveries (once each), then acknowledge and delete it."""
+        fields = fields or {}  # an entry deleted meanwhile comes back without fields
+        tenant, job_id, event_type = fields.get("t", ""), fields.get("j", ""), fields.get("type", "")
+        if tenant and job_id and event_type:
+            wanted = [hook for hook in await self.deliveries.subscriptions(tenant) if hook.wants(event_type, job_id)]
+            if wanted:
+                await self._make(entry_id, tenant, job_id, event_type, wanted)
+        async with self.aio.pipeline(transaction=True) as pipe:
+            pipe.xack(keys.turn_ends(), GROUP, entry_id)
+            pipe.xdel(keys.turn_ends(), entry_id)
+            await pipe.execute()
+
+    async def _make(self, entry_id: str, tenant: str, job_id: str, event_type: str, wanted: list[Webhook]) -> None:
+        record = await self.aio.hgetall(keys.job(tenant, job_id))
+        if not record:
+            log.info("webhooks: job %s of %r is no longer kept; its %s is not sent", job_id, tenant, event_type)
+            return
+        job = TurnStore.public(job_id, record).model_dump(mode="json")
+        body = body_of(event_type, job)
+        for hook in wanted:
+            await self.deliveries.create(tenant, hook, entry_id, event_type, job_id, self._body_for(hook, body, record),
+                                         self.keep_ms)  # fmt: skip
+
+    def _body_for(self, hook: Webhook, body: bytes, record: dict[str, str]) -> bytes:
+        """The body a subscription is sent (an A2A push config's is shaped by `a2a_body`)."""
+        if hook.kind == "webhook" or self.a2a_body is None:
+            return body
+        return self.a2a_body(hook, record)
+
+    a2a_body: Any = None
+    """A2A push configs' body maker (`(hook, job record) -> bytes`), set when the worker supports them."""
+
+    # -- deliveries ------------------------------------------------------------------------------------------
+
+    async def _send_due(self) -> None:
+        free = self.settings.webhook_concurrency - len(self.sending)
+        if free <= 0:
+            return
+        token = uuid.uuid4().hex
+        for member in await self.deliveries.claim(token, free, self.lease_ms):
+            task = asyncio.create_task(self.deliver(member, token), name=f"webhook-{member}")
+            self.sending.add(task)
+            task.add_done_callback(self.sending.discard)
+
+    async def deliver(self, member: str, token: str) -> None:
+        """One attempt of the delivery `member` under the lease `token`, recorded with what follows it."""
+        tenant, _, delivery = member.partition(" ")
+        try:
+            record = await self.deliveries.read(tenant, delivery)
+            if not record or record.get("status") != "pending":
+                return
+            hook = await self.deliveries.subscription(tenant, record.get("webhook", ""))
+            if hook is None:
+                return  # deleted: the next claim ends it
+            body = record.get("body", "").encode()
+            outcome = await webhook_post.post(hook.url, body, self._headers(hook, delivery, body),
+                                              allowed=network.parse_allowlist(self.settings.private_networks_allowed),
+                                              timeout_s=self.settings.webhook_timeout_s)  # fmt: skip
+            await self._record(member, token, record, outcome)
+        except (redis.RedisError, OSError) as error:
+            log.warning("webhooks: delivery %s could not be recorded (%s); it is sent again after its lease",
+                        delivery, error)  # fmt: skip
+
+    def _headers(self, hook: Webhook, delivery: str, body: bytes) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Parley-Delivery-Id": delivery}
+        if hook.kind == "a2a":
+            if hook.token:
+                headers["X-A2A-Notification-Token"] = hook.token
+            return headers
+        headers["Parley-Signature"] = webhook_post.signature(hook.secret, body, now_ms() // 1000)
+        return headers
+
+    async def _record(self, member: str, token: str, record: dict[str, str], outcome: webhook_post.Outcome) -> None:
+        attempt: Attempt = outcome.attempt
+        telemetry.webhook_attempt(outcome.kind)
+        count = int(record.get("attempt_count") or 0) + 1
+        next_ms = 0
+        if attempt.ok:
+            result = "delivered"
+        elif now_ms() - int(record.get("created_at") or 0) >= self.settings.webhook_give_up_s * 1000:
+            result = "failed"
+        else:
+            result = "retry"
+            next_ms = now_ms() + int(backoff_s(self.settings, count) * 1000)
+        status = await self.deliveries.record(member, token, attempt, result, next_ms, self.settings.retention_s * 1000)
+        deltas = telemetry.PENDING.take()
+        if deltas:
+            async with self.aio.pipeline(transaction=False) as pipe:
+                telemetry.write(pipe, deltas)
+                await pipe.execute()
+        if status == "failed":
+            log.warning("webhooks: delivery %s failed for good after %d attempts", member, count)
