@@ -20,6 +20,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     answered: int
+    path: str = "/hook"
 
     @property
     def event(self) -> dict[str, Any]:
@@ -50,7 +51,8 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 status = 204 if receiver.mode == "ok" else 500
                 with receiver._lock:
-                    receiver.received.append(Received({k.lower(): v for k, v in self.headers.items()}, body, status))
+                    receiver.received.append(Received({k.lower(): v for k, v in self.headers.items()}, body, status,
+                                                      self.path))  # fmt: skip
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

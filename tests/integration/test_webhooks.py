@@ -122,3 +122,123 @@ def test_a_finished_turn_is_delivered_signed_with_the_job_as_the_api_shows_it(st
         assert [a["status_code"] for a in deliveries[0]["attempts"]] == [204]
     time.sleep(1)
     assert len(receiver.all()) == 1  # once
+
+
+TOOL_ENV = {"PARLEY_TOOL_MODULES": "tests.fixture_tools"}
+
+
+def _script(stack: Any, *steps: dict[str, Any]) -> None:
+    stack.model_server.control("script", list(steps))
+
+
+def _status(http: httpx.Client, job_id: str, status: str) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+
+    def reached() -> bool:
+        found.update(http.get(f"/api/v1/jobs/{job_id}").json())
+        return found["status"] == status
+
+    wait_until(reached, timeout=30, message=f"job {job_id} to be {status}: {found}")
+    return found
+
+
+def _events_for(receiver: Receiver, job_id: str) -> list[dict[str, Any]]:
+    return [got.event for got in receiver.delivered() if got.event["job"]["job_id"] == job_id]
+
+
+def test_every_turn_end_is_delivered_to_the_webhooks_that_want_it(stack: Any, receiver: Receiver) -> None:
+    env = {**FAST, **TOOL_ENV}
+    stack.start_web(env=env)
+    stack.start_workers(env=env)
+    with client(stack.web_url, stack.api_key) as http:
+        create_agent(http, tools=["bump"], approval=["bump"])
+        every = register(http, receiver.url)
+        failures = register(http, receiver.url + "?only=failed", events=["turn.failed"])
+
+        _script(stack, {"reply": "I will bump it.", "tool_calls": [{"name": "bump", "arguments": {}}]})
+        waiting = queue(http, "bump it", "s1")
+        shown = _status(http, waiting, "waiting")
+        wait_until(lambda: _events_for(receiver, waiting), timeout=15, message="turn.waiting")
+        assert _events_for(receiver, waiting) == [{"type": "turn.waiting", "job": shown}]
+        assert shown["pending"] and shown["pending"][0]["tool_name"] == "bump"
+        assert http.post(f"/api/v1/jobs/{waiting}/cancel").status_code == 202
+
+        _script(stack, {"status": 400})
+        failed = queue(http, "fail please", "s2")
+        assert wait_job(http, failed)["status"] == "failed"
+
+        _script(stack, {"reply": "slowly", "delay_ms": 1500})
+        finished = queue(http, "take your time", "s3")
+        behind = queue(http, "never mind", "s3")  # queued behind it in its session's lane
+        assert http.post(f"/api/v1/jobs/{behind}/cancel").json()["canceled"] is True
+        assert wait_job(http, finished)["status"] == "finished"
+
+        expected = {waiting: ["turn.waiting", "turn.canceled"], failed: ["turn.failed"], finished: ["turn.finished"],
+                    behind: ["turn.canceled"]}  # fmt: skip
+
+        def all_in() -> bool:
+            return all(len(_events_for(receiver, job)) >= len(types) + (job == failed)
+                       for job, types in expected.items())  # fmt: skip
+
+        wait_until(all_in, timeout=20, message="every event")
+        time.sleep(1)  # nothing more comes
+        by_url: dict[str, list[Any]] = {}
+        for got in receiver.delivered():
+            by_url.setdefault(got.path, []).append(got)
+        assert {got.event["type"] for got in by_url["/hook?only=failed"]} == {"turn.failed"}
+        assert len(by_url["/hook?only=failed"]) == 1
+        assert all(got.signed_by(failures["secret"]) for got in by_url["/hook?only=failed"])
+        for job, types in expected.items():
+            sent = [got for got in by_url["/hook"] if got.event["job"]["job_id"] == job]
+            assert [got.event["type"] for got in sent] == types, job
+            assert all(got.signed_by(every["secret"]) for got in sent)
+            if types[-1] != "turn.waiting":
+                assert sent[-1].event["job"] == http.get(f"/api/v1/jobs/{job}").json()
+        assert len(receiver.all()) == len(receiver.delivered()) == 6
+
+
+def test_a_failing_receiver_gets_every_event_once_it_recovers_though_a_worker_died(
+    stack: Any, receiver: Receiver
+) -> None:
+    stack.start_web(env=FAST)
+    stack.start_workers(2, env=FAST)
+    receiver.mode = "fail"
+    with client(stack.web_url, stack.api_key) as http:
+        create_agent(http)
+        hook = register(http, receiver.url)
+        jobs = [queue(http, f"hello {n}", f"s{n}") for n in range(4)]
+        for job in jobs:
+            wait_job(http, job)
+        wait_until(lambda: len(receiver.all()) >= 8, timeout=20, message="failed attempts")
+        stack.workers[0].kill()  # SIGKILL, with deliveries pending (and maybe one of them leased)
+        jobs += [queue(http, f"hello {n}", f"s{n}") for n in range(4, 6)]
+        for job in jobs[4:]:
+            wait_job(http, job)
+        receiver.down()  # now connections are refused
+        time.sleep(2)
+        receiver.up()
+
+        def delivered_jobs() -> set[str]:
+            return {got.event["job"]["job_id"] for got in receiver.delivered()}
+
+        wait_until(lambda: delivered_jobs() == set(jobs), timeout=60, message="every job delivered")
+        received = receiver.all()
+        assert all(got.signed_by(hook["secret"]) for got in received)
+        ids_of: dict[str, set[str]] = {}
+        bodies: dict[str, set[bytes]] = {}
+        for got in received:
+            ids_of.setdefault(got.event["job"]["job_id"], set()).add(got.headers["parley-delivery-id"])
+            bodies.setdefault(got.headers["parley-delivery-id"], set()).add(got.body)
+        assert all(len(ids) == 1 for ids in ids_of.values()), ids_of  # a duplicate has the same delivery id
+        assert all(len(sent) == 1 for sent in bodies.values())  # the same body on every attempt
+        assert all(got.event["type"] == "turn.finished" for got in received)
+
+        deliveries = http.get(f"/api/v1/webhooks/{hook['id']}/deliveries").json()["data"]
+        assert sorted(d["job_id"] for d in deliveries) == sorted(jobs)
+        assert all(d["status"] == "delivered" and d["next_attempt_at"] is None for d in deliveries)
+        first = {d["job_id"]: d for d in deliveries}[jobs[0]]
+        codes = [attempt.get("status_code") for attempt in first["attempts"]]
+        assert codes[0] == 500 and codes[-1] == 204 and len(codes) >= 3, first
+        assert any("error" in attempt for attempt in first["attempts"][:-1])
+        created = [d["created_at"] for d in deliveries]
+        assert created == sorted(created, reverse=True)  # newest first
