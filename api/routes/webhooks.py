@@ -110,7 +110,7 @@ async def create_webhook(body: WebhookCreate, rt: Runtime, tenant: Tenant) -> di
 @router.get("", response_model=WebhookList)
 async def list_webhooks(rt: Runtime, tenant: Tenant) -> dict[str, Any]:
     """The tenant's webhooks, oldest first (no secrets)."""
-    hooks = await run_in_threadpool(_store(rt).list, tenant)
+    hooks = await run_in_threadpool(_store(rt).listed, tenant)
     return {"data": [hook.public() for hook in hooks]}
 
 

@@ -31,11 +31,11 @@ session id, `{j}` a job id. Tenant names never contain `:` nor start with `_` (s
 | `parley:mcp-servers:{t}` | hash | MCP server name -> JSON (url, headers, allowed_tools, created_at) |
 | `parley:mcp-tools:{t}:{name}` | string | the server's tool list (JSON), cached for PARLEY_MCP_TOOLS_TTL_S |
 | `parley:approval-deadlines` | zset | `{t} {j}` of turns waiting for a decision, by deadline (ms) |
-| `parley:webhooks:{t}` | hash | webhook id -> JSON (kind, url, events, secret, created_at; A2A push configs: job_id, token) |
-| `parley:turn-ends` | stream | deployment-wide: `{t, j, type}` per turn end of a tenant with webhooks (FINISH_TURN, PAUSE_TURN) |
-| `parley:webhook-delivery:{t}:{d}` | hash | one delivery: webhook, type, job_id, body, status, attempts, next_attempt_at, lease |
+| `parley:webhooks:{t}` | hash | webhook id -> JSON (kind, url, events, secret, created_at; A2A: job_id, token) |
+| `parley:turn-ends` | stream | deployment-wide: `{t, j, type}` per turn end of a tenant with webhooks |
+| `parley:webhook-delivery:{t}:{d}` | hash | one delivery: webhook, type, job_id, body, status, attempts, lease |
 | `parley:webhook-deliveries:{t}:{w}` | zset | the webhook's delivery ids by creation (ms), newest kept |
-| `parley:webhook-due` | zset | deployment-wide: `{t} {d}` of pending deliveries, by when the next attempt is due (ms) |
+| `parley:webhook-due` | zset | deployment-wide: `{t} {d}` of pending deliveries, by when each is due (ms) |
 | `parley:metric:{name}` | hash | a deployment-wide counter or histogram: labels (and bucket) -> count |
 | `parley:web-streams` | hash | web process id -> `"<open SSE streams> <expiry ms>"`, summed at scrape |
 

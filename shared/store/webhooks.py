@@ -175,7 +175,7 @@ class WebhookStore:
         hooks = [decode_webhook(webhook_id, value) for webhook_id, value in raw.items()]
         return sorted((hook for hook in hooks if hook is not None), key=lambda hook: (hook.created_at, hook.id))
 
-    def list(self, tenant: str, kind: str = KIND_WEBHOOK) -> list[Webhook]:
+    def listed(self, tenant: str, kind: str = KIND_WEBHOOK) -> list[Webhook]:
         return [hook for hook in self.all(tenant) if hook.kind == kind]
 
     def find(self, tenant: str, webhook_id: str, kind: str = KIND_WEBHOOK) -> Webhook | None:
