@@ -32,12 +32,12 @@ from typing import Any
 import redis
 import redis.asyncio as aredis
 
-from parley.shared import telemetry
+from parley.shared import a2a_task, telemetry
 from parley.shared.clock import now_ms
 from parley.shared.settings import Settings
 from parley.shared.store import keys
 from parley.shared.store.turns import TurnStore
-from parley.shared.store.webhooks import Attempt, Deliveries, Webhook
+from parley.shared.store.webhooks import KIND_A2A, KIND_WEBHOOK, Attempt, Deliveries, Webhook
 from parley.tools import network
 
 from . import webhook_post
@@ -161,17 +161,8 @@ class Dispatcher:
         job = TurnStore.public(job_id, record).model_dump(mode="json")
         body = body_of(event_type, job)
         for hook in wanted:
-            await self.deliveries.create(tenant, hook, entry_id, event_type, job_id, self._body_for(hook, body, record),
-                                         self.keep_ms)  # fmt: skip
-
-    def _body_for(self, hook: Webhook, body: bytes, record: dict[str, str]) -> bytes:
-        """The body a subscription is sent (an A2A push config's is shaped by `a2a_body`)."""
-        if hook.kind == "webhook" or self.a2a_body is None:
-            return body
-        return self.a2a_body(hook, record)
-
-    a2a_body: Any = None
-    """A2A push configs' body maker (`(hook, job record) -> bytes`), set when the worker supports them."""
+            sent = body if hook.kind == KIND_WEBHOOK else a2a_task.push_body(job_id, record, hook.legacy)
+            await self.deliveries.create(tenant, hook, entry_id, event_type, job_id, sent, self.keep_ms)
 
     # -- deliveries ------------------------------------------------------------------------------------------
 
@@ -206,9 +197,11 @@ class Dispatcher:
 
     def _headers(self, hook: Webhook, delivery: str, body: bytes) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "Parley-Delivery-Id": delivery}
-        if hook.kind == "a2a":
+        if hook.kind == KIND_A2A:  # A2A's own headers (the client set no secret to sign with)
             if hook.token:
                 headers["X-A2A-Notification-Token"] = hook.token
+            if hook.authorization:
+                headers["Authorization"] = hook.authorization
             return headers
         headers["Parley-Signature"] = webhook_post.signature(hook.secret, body, now_ms() // 1000)
         return headers

@@ -130,6 +130,10 @@ class ThisTurn:
     annotations: dict[str, Any] | None = None
     """What the protocol that made the turn keeps with it and shows again (the Responses API's `background`,
     `previous_response_id`, `metadata`): the turn itself does not read it."""
+    job_id: str | None = None
+    """The id the turn gets, when the protocol must name it before the turn is queued (A2A's push notification
+    config on SendMessage, stored first so the turn's first end finds it); default: a new one. Not hashed: a
+    replayed request answers with the first request's job."""
 
 
 def request_hash(body: ChatRequest, history: list[dict[str, Any]] | None = None,
@@ -171,7 +175,7 @@ def _accept(rt: WebRuntime, tenant: str, body: ChatRequest, idempotency_key: str
         tenant=tenant, agent=agent, session_id=body.session_id, message=body.message, images=body.images,
         idempotency_key=idempotency_key, request_hash=digest, api_key=api_key, history=history,
         client_tools=client_tools, instructions=this_turn.instructions, response_shape=this_turn.response_shape,
-        annotations=this_turn.annotations,
+        annotations=this_turn.annotations, job_id=this_turn.job_id,
     )  # fmt: skip
 
 

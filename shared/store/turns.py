@@ -134,7 +134,7 @@ class TurnStore:
                api_key: str = "", history: list[dict[str, Any]] | None = None,
                client_tools: ClientTools | None = None, instructions: str | None = None,
                response_shape: dict[str, Any] | str | None = None,
-               annotations: dict[str, Any] | None = None) -> Accepted:  # fmt: skip
+               annotations: dict[str, Any] | None = None, job_id: str | None = None) -> Accepted:  # fmt: skip
         """Queue a turn: create the session if needed, record the job, emit `session` and `queued`.
 
         With `history`, the turn brings its whole conversation (the OpenAI-compatible endpoint
@@ -142,13 +142,14 @@ class TurnStore:
         `client_tools`, the model may also call the client's own tools (see ClientTools). `instructions`
         (this turn's own, after the agent's) and `response_shape` (instead of the agent's) hold for this turn only
         (the Responses API's `instructions` and `text.format`); `annotations` are kept for the protocol that
-        made the turn, to show again (`annotations` in the job record, JSON).
+        made the turn, to show again (`annotations` in the job record, JSON). `job_id` names the turn (default: a
+        new id), for a protocol that must know it before the turn is queued.
 
         Raises Conflict (session bound to another agent, or a reused Idempotency-Key) and
         TooManyRequests (queue full, tenant busy, key over its rate); in those cases nothing is created.
         """
         session_id = session_id or new_session_id()
-        job_id = new_job_id()
+        job_id = job_id or new_job_id()
         created = now_ms()
         rq_job = self.rq_job(tenant, job_id, session_id)
         with self.raw.pipeline() as pipe:

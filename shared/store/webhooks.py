@@ -43,6 +43,13 @@ EVENTS = tuple(event.value for event in WebhookEvent)
 MAX_URL_CHARS = 2048
 MAX_LISTED = 100
 """Deliveries listed per webhook (the newest); older ones are still sent, and expire."""
+MAX_A2A_PER_TASK = 10
+"""Most A2A push configs one task may have."""
+MAX_A2A_CONFIGS = 1000
+"""Most A2A push configs one tenant may hold at once (those of tasks no longer kept are dropped first)."""
+PROVISIONAL_MS = 60_000
+"""A push config younger than this is kept although its task does not exist (yet): SendMessage stores its
+config before it queues the task, so the task's first end finds it."""
 MAX_ATTEMPTS_KEPT = 50
 """Attempts kept in a delivery's record (the newest); `attempt_count` counts them all."""
 DELIVERY_STATUSES = ("pending", "delivered", "failed")
@@ -110,6 +117,10 @@ class Webhook:
     token: str | None = field(default=None, repr=False)
     config_id: str | None = None
     """A2A: the client's own name of the config (its `id`)."""
+    authorization: str | None = field(default=None, repr=False)
+    """A2A: the Authorization header's value (`<scheme> <credentials>`), when the client gave credentials."""
+    legacy: bool = False
+    """A2A: the config was set in 0.3's dialect (the task is sent as 0.3 shows it)."""
 
     def public(self, *, with_secret: bool = False) -> dict[str, Any]:
         """As `/api/v1/webhooks` shows it: the secret only when it was just made."""
@@ -129,7 +140,8 @@ def encode_webhook(hook: Webhook) -> str:
     data: dict[str, Any] = {"kind": hook.kind, "url": hook.url, "events": hook.events, "secret": hook.secret,
                             "created_at": hook.created_at}  # fmt: skip
     if hook.kind == KIND_A2A:
-        data.update(job_id=hook.job_id, token=hook.token, config_id=hook.config_id)
+        data.update(job_id=hook.job_id, token=hook.token, config_id=hook.config_id, authorization=hook.authorization,
+                    legacy=hook.legacy)
     return json.dumps(data)
 
 
@@ -141,8 +153,8 @@ def decode_webhook(webhook_id: str, raw: str | None) -> Webhook | None:
         data = json.loads(raw)
         return Webhook(id=webhook_id, url=data["url"], events=list(data["events"]), secret=data["secret"],
                        created_at=int(data.get("created_at") or 0), kind=data.get("kind") or KIND_WEBHOOK,
-                       job_id=data.get("job_id"), token=data.get("token"),
-                       config_id=data.get("config_id"))  # fmt: skip
+                       job_id=data.get("job_id"), token=data.get("token"), config_id=data.get("config_id"),
+                       authorization=data.get("authorization"), legacy=bool(data.get("legacy")))  # fmt: skip
     except (ValueError, KeyError, TypeError, AttributeError):
         log.warning("webhook %r has an unreadable record; left out", webhook_id)
         return None
@@ -202,6 +214,41 @@ class WebhookStore:
             if held >= limit:
                 raise TooManyWebhooks(f"this tenant has {limit} webhooks, the most it may hold "
                                       "(PARLEY_MAX_WEBHOOKS): delete one first")  # fmt: skip
+            pipe.multi()
+            pipe.hset(key, hook.id, encode_webhook(hook))
+
+        self.r.transaction(write, key)
+        return hook
+
+    def task_configs(self, tenant: str, job_id: str) -> list[Webhook]:
+        """The A2A push configs of one task, oldest first."""
+        return [hook for hook in self.listed(tenant, KIND_A2A) if hook.job_id == job_id]
+
+    def put_config(self, tenant: str, hook: Webhook) -> Webhook:
+        """Store an A2A push config, replacing one of the same task and id. Configs of tasks no longer kept are
+        dropped first; past MAX_A2A_PER_TASK for its task or MAX_A2A_CONFIGS for the tenant: 409."""
+        key = keys.webhooks(tenant)
+        configs = self.listed(tenant, KIND_A2A)
+        with self.r.pipeline(transaction=False) as pipe:
+            for config in configs:
+                pipe.exists(keys.job(tenant, config.job_id or ""))
+            kept = pipe.execute()
+        settled = now_ms() - PROVISIONAL_MS  # younger: maybe a SendMessage's, stored just before its task
+        gone = [config.id for config, exists in zip(configs, kept, strict=True)
+                if not exists and config.id != hook.id and config.created_at < settled]  # fmt: skip
+        if gone:
+            self.r.hdel(key, *gone)
+
+        def write(pipe: redis.client.Pipeline) -> None:
+            values: dict[str, str] = pipe.hgetall(key)  # type: ignore[assignment]
+            others = [found for found in (decode_webhook(one, raw) for one, raw in values.items() if one != hook.id)
+                      if found is not None and found.kind == KIND_A2A]  # fmt: skip
+            if sum(1 for found in others if found.job_id == hook.job_id) >= MAX_A2A_PER_TASK:
+                raise TooManyWebhooks(f"this task has {MAX_A2A_PER_TASK} push notification configs, the most it may "
+                                      "have: delete one first")  # fmt: skip
+            if len(others) >= MAX_A2A_CONFIGS:
+                raise TooManyWebhooks(f"this tenant's tasks have {MAX_A2A_CONFIGS} push notification configs, the "
+                                      "most they may have: delete some first")  # fmt: skip
             pipe.multi()
             pipe.hset(key, hook.id, encode_webhook(hook))
 

@@ -38,7 +38,6 @@ from a2a.types.a2a_pb2 import (
 from a2a.utils.errors import (
     ContentTypeNotSupportedError,
     InvalidParamsError,
-    PushNotificationNotSupportedError,
     TaskNotCancelableError,
     TaskNotFoundError,
     UnsupportedOperationError,
@@ -324,8 +323,9 @@ async def _only_its_owner_sees_a_task(stack: Any, task: Task) -> None:
     async with _client(stack, agent="Other") as (other, _):  # a task is seen through its own agent only
         with pytest.raises(TaskNotFoundError):
             await other.get_task(GetTaskRequest(id=task.id))
-        with pytest.raises(PushNotificationNotSupportedError):
-            await other.create_task_push_notification_config(TaskPushNotificationConfig(task_id=task.id, url="x"))
+        with pytest.raises(TaskNotFoundError):
+            await other.create_task_push_notification_config(TaskPushNotificationConfig(task_id=task.id,
+                                                                                     url="https://example.com/x"))
 
 
 def test_a_structured_answer_is_a_data_part_beside_its_text(stack) -> None:

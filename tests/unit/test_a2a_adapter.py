@@ -144,7 +144,7 @@ def test_the_card_reads_as_1_0_and_as_0_3() -> None:
     card = translate.agent_card({"id": "agent-1", "name": "Chef", "description": "Cooks."},
                                 "http://h/a2a/Chef", "0.1.0")  # fmt: skip
     parsed = parse_agent_card(json.loads(json.dumps(card)))
-    assert parsed.name == "Chef" and parsed.capabilities.streaming and not parsed.capabilities.push_notifications
+    assert parsed.name == "Chef" and parsed.capabilities.streaming and parsed.capabilities.push_notifications
     assert [(i.url, i.protocol_binding, i.protocol_version) for i in parsed.supported_interfaces] == [
         ("http://h/a2a/Chef", "JSONRPC", "1.0"), ("http://h/a2a/Chef", "JSONRPC", "0.3")]  # fmt: skip
     assert parsed.security_schemes["bearer"].http_auth_security_scheme.scheme.lower() == "bearer"

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import suppress
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -22,17 +23,31 @@ from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
 from parley.shared import events
-from parley.shared.errors import Conflict, NotFound, NotReady, ParleyError, TooManyRequests, Unauthorized
+from parley.shared.clock import now_ms
+from parley.shared.errors import (
+    Conflict,
+    NotFound,
+    NotReady,
+    ParleyError,
+    PrivateNetwork,
+    TooManyRequests,
+    TooManyWebhooks,
+    Unauthorized,
+    UnresolvableHost,
+)
 from parley.shared.events import EventType
 from parley.shared.schema import ChatRequest
+from parley.shared.store.turns import new_job_id
+from parley.shared.store.webhooks import KIND_A2A, Webhook, WebhookStore
 from parley.shared.text import clean_json
 
 from ...deps import Credentials, Runtime, Tenant, check_request_rate, tenant_for_key
 from ...errors import documented
+from ...routes import webhooks as webhook_routes
 from ...runtime import WebRuntime
 from ...service import turns
 from ...streams import PING, SSE_HEADERS, Draining, PlacedStreamingResponse, job_events, stream_place
-from . import translate
+from . import push, translate
 from .translate import Call, Dialect, Incoming, RpcError
 
 log = logging.getLogger("parley.api.a2a")
@@ -146,7 +161,8 @@ class Handler:
     async def run(self) -> Response:
         routes: dict[str, Callable[[], Awaitable[Response]]] = {
             "send": self.send, "stream": self.stream, "get": self.get, "cancel": self.cancel,
-            "subscribe": self.subscribe,
+            "subscribe": self.subscribe, "push_set": self.push_set, "push_get": self.push_get,
+            "push_list": self.push_list, "push_delete": self.push_delete,
         }  # fmt: skip
         route = routes.get(self.call.kind)
         if route is None:
@@ -154,8 +170,6 @@ class Handler:
         return await route()
 
     def _unsupported(self) -> RpcError:
-        if self.call.kind == "push":
-            return translate.push_not_supported()
         if self.call.kind == "extended_card":
             return translate.extended_card_not_configured()
         return translate.unsupported("ListTasks is not supported: a context is a Parley session, whose messages "
@@ -196,15 +210,17 @@ class Handler:
 
     # -- sending a message --------------------------------------------------------------------------------------
 
-    async def _accept(self, incoming: Incoming) -> str:
-        """Queue the message as a turn of this agent in the context's session (a new one without contextId)."""
+    async def _accept(self, incoming: Incoming, job_id: str | None = None) -> str:
+        """Queue the message as a turn of this agent in the context's session (a new one without contextId);
+        `job_id` names the task (default: a new id)."""
         try:
             request = ChatRequest(message=incoming.text, agent=self.agent["id"], session_id=incoming.context_id)
         except ValidationError as error:
             problems = "; ".join(f"{'.'.join(map(str, p['loc'])) or 'message'}: {p['msg']}" for p in error.errors())
             names = problems.replace("session_id", "message.contextId").replace("message:", "message text:")
             raise translate.invalid_params(names) from None
-        accepted = await turns.accept(self.rt, self.tenant, request, self.idempotency_key, self.key)
+        accepted = await turns.accept(self.rt, self.tenant, request, self.idempotency_key, self.key,
+                                      this_turn=turns.ThisTurn(job_id=job_id) if job_id else None)  # fmt: skip
         return accepted.job_id
 
     async def _decide(self, incoming: Incoming) -> tuple[str, str | None, bool]:
@@ -252,15 +268,87 @@ class Handler:
 
     async def send(self) -> Response:
         incoming = translate.parse_send(self.call.params, self.call.legacy)
+        config = push.from_send(self.call.params, self.call.legacy)
         if incoming.task_id is not None:
+            if config is not None:
+                await self._record(incoming.task_id)
+                await self._put_config(incoming.task_id, config)
             task_id, after, resumed = await self._decide(incoming)
             if resumed and incoming.blocking:
                 await self._settle(task_id, after)
         else:
-            task_id = await self._accept(incoming)
+            task_id = await self._accept_with(incoming, config)
             if incoming.blocking:
                 await self._settle(task_id, None)
         return self._ok(self.dialect.send_result(await self._task(task_id, incoming.history_length)))
+
+    # -- push notification configs (push.py) ---------------------------------------------------------------------
+
+    def _webhooks(self) -> WebhookStore:
+        return WebhookStore(self.rt.clients.text, self.rt.settings.max_webhooks)
+
+    async def _put_config(self, task_id: str, config: push.PushConfig) -> Webhook:
+        """Store the config for the task (its URL checked as a webhook's is): -32602 when it may not be."""
+        try:
+            await webhook_routes.check_address(self.rt, config.url)
+        except (PrivateNetwork, UnresolvableHost) as error:
+            raise translate.invalid_params(f"url: {error.message}", parley_code=error.code) from None
+        hook = push.subscription(task_id, config, self.call.legacy, now_ms())
+        try:
+            return await run_in_threadpool(self._webhooks().put_config, self.tenant, hook)
+        except TooManyWebhooks as error:
+            raise translate.invalid_params(error.message, parley_code=error.code) from None
+
+    async def _accept_with(self, incoming: Incoming, config: push.PushConfig | None) -> str:
+        """Queue the message; with a push config, the config is stored first, for the task's id chosen here, so
+        the task's first end (however soon) finds it. A replayed request (Idempotency-Key) gets the first one's task."""
+        if config is None:
+            return await self._accept(incoming)
+        job_id = new_job_id()
+        provisional = await self._put_config(job_id, config)
+        try:
+            task_id = await self._accept(incoming, job_id)
+        except BaseException:
+            await run_in_threadpool(self._drop_config, provisional.id)
+            raise
+        if task_id != job_id:
+            await self._put_config(task_id, config)
+            await run_in_threadpool(self._drop_config, provisional.id)
+        return task_id
+
+    def _drop_config(self, subscription_id: str) -> None:
+        with suppress(NotFound, RedisError):
+            self._webhooks().delete(self.tenant, subscription_id, KIND_A2A)
+
+    async def _configs(self, task_id: str) -> list[Webhook]:
+        await self._record(task_id)  # TaskNotFound for another tenant's or agent's task
+        return await run_in_threadpool(self._webhooks().task_configs, self.tenant, task_id)
+
+    async def _config(self) -> Webhook:
+        task_id, config_id = push.parse_ref(self.call.params, self.call.legacy)
+        configs = await self._configs(task_id)
+        found = [hook for hook in configs if config_id is None or hook.config_id == config_id]
+        if not found:
+            raise translate.invalid_params(f"task {task_id!r} has no push notification config "
+                                           f"{config_id or task_id!r}")  # fmt: skip
+        return found[0]
+
+    async def push_set(self) -> Response:
+        task_id, config = push.parse_set(self.call.params, self.call.legacy)
+        await self._record(task_id)
+        return self._ok(push.render(await self._put_config(task_id, config), self.call.legacy))
+
+    async def push_get(self) -> Response:
+        return self._ok(push.render(await self._config(), self.call.legacy))
+
+    async def push_list(self) -> Response:
+        task_id, _ = push.parse_ref(self.call.params, self.call.legacy)
+        return self._ok(push.render_list(await self._configs(task_id), self.call.legacy))
+
+    async def push_delete(self) -> Response:
+        hook = await self._config()
+        await run_in_threadpool(self._drop_config, hook.id)
+        return self._ok(None)
 
     # -- streams ------------------------------------------------------------------------------------------------
 

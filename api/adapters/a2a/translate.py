@@ -36,15 +36,15 @@ from parley.shared.schema import ApprovalDecision
 METHODS_V1 = {
     "SendMessage": "send", "SendStreamingMessage": "stream", "GetTask": "get", "CancelTask": "cancel",
     "SubscribeToTask": "subscribe", "ListTasks": "list", "GetExtendedAgentCard": "extended_card",
-    "CreateTaskPushNotificationConfig": "push", "GetTaskPushNotificationConfig": "push",
-    "ListTaskPushNotificationConfigs": "push", "DeleteTaskPushNotificationConfig": "push",
+    "CreateTaskPushNotificationConfig": "push_set", "GetTaskPushNotificationConfig": "push_get",
+    "ListTaskPushNotificationConfigs": "push_list", "DeleteTaskPushNotificationConfig": "push_delete",
 }  # fmt: skip
 """A2A 1.0's JSON-RPC methods, each to what Parley does with it."""
 METHODS_V03 = {
     "message/send": "send", "message/stream": "stream", "tasks/get": "get", "tasks/cancel": "cancel",
     "tasks/resubscribe": "subscribe", "agent/getAuthenticatedExtendedCard": "extended_card",
-    "tasks/pushNotificationConfig/set": "push", "tasks/pushNotificationConfig/get": "push",
-    "tasks/pushNotificationConfig/list": "push", "tasks/pushNotificationConfig/delete": "push",
+    "tasks/pushNotificationConfig/set": "push_set", "tasks/pushNotificationConfig/get": "push_get",
+    "tasks/pushNotificationConfig/list": "push_list", "tasks/pushNotificationConfig/delete": "push_delete",
 }  # fmt: skip
 """The legacy 0.3 method names, still sent by 0.3 clients (and by a 1.0 SDK talking to a 0.3 interface)."""
 
@@ -471,7 +471,7 @@ def agent_card(agent: dict[str, Any], url: str, version: str) -> dict[str, Any]:
         "supportedInterfaces": [{"url": url, "protocolBinding": "JSONRPC", "protocolVersion": "1.0"},
                                 {"url": url, "protocolBinding": "JSONRPC", "protocolVersion": "0.3"}],
         "provider": {"organization": "Parley", "url": url.split("/a2a/")[0]},
-        "capabilities": {"streaming": True, "pushNotifications": False, "extendedAgentCard": False},
+        "capabilities": {"streaming": True, "pushNotifications": True, "extendedAgentCard": False},
         "securitySchemes": {"bearer": {
             "httpAuthSecurityScheme": {"scheme": "Bearer", "description": "A Parley API key (PARLEY_API_KEYS)."},
             "type": "http", "scheme": "bearer",  # 0.3's spelling of the same scheme
