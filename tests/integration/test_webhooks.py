@@ -242,3 +242,37 @@ def test_a_failing_receiver_gets_every_event_once_it_recovers_though_a_worker_di
         assert any("error" in attempt for attempt in first["attempts"][:-1])
         created = [d["created_at"] for d in deliveries]
         assert created == sorted(created, reverse=True)  # newest first
+
+
+def test_a_delivery_gives_up_in_the_end_and_a_deleted_webhook_gets_nothing_more(stack: Any,
+                                                                                receiver: Receiver) -> None:  # fmt: skip
+    env = {**FAST, "PARLEY_WEBHOOK_GIVE_UP_S": "6"}
+    stack.start_web(env=env)
+    stack.start_workers(env=env)
+    receiver.mode = "fail"
+    with client(stack.web_url, stack.api_key) as http:
+        create_agent(http)
+        kept = register(http, receiver.url)
+        deleted = register(http, receiver.url + "?deleted")
+        job_id = queue(http)
+        wait_job(http, job_id)
+
+        def to_deleted() -> int:
+            return sum(1 for got in receiver.all() if got.path.endswith("?deleted"))
+
+        wait_until(lambda: to_deleted() >= 2, timeout=15, message="attempts to the doomed webhook")
+        assert http.delete(f"/api/v1/webhooks/{deleted['id']}").status_code == 204
+        time.sleep(0.5)  # an attempt under way when it was deleted may still land
+        after = to_deleted()
+
+        def given_up() -> dict[str, Any] | None:
+            found = http.get(f"/api/v1/webhooks/{kept['id']}/deliveries").json()["data"]
+            return found[0] if found and found[0]["status"] == "failed" else None
+
+        delivery = wait_until(given_up, timeout=30, message="the delivery to give up")
+        assert delivery["next_attempt_at"] is None and len(delivery["attempts"]) >= 3
+        assert all(attempt["status_code"] == 500 for attempt in delivery["attempts"])
+        settled = len(receiver.all())
+        time.sleep(2)
+        assert len(receiver.all()) == settled  # nothing more, to either
+        assert to_deleted() == after
