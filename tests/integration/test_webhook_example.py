@@ -22,7 +22,8 @@ import pytest
 
 from tests.harness import free_port
 from tests.integration.helpers import client, create_agent, wait_job
-from tests.integration.test_webhooks import FAST, queue as queue_turn, register
+from tests.integration.test_webhooks import FAST, register
+from tests.integration.test_webhooks import queue as queue_turn
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "webhook_receiver.py"
 
