@@ -244,8 +244,9 @@ def test_a_failing_receiver_gets_every_event_once_it_recovers_though_a_worker_di
         assert created == sorted(created, reverse=True)  # newest first
 
 
-def test_a_delivery_gives_up_in_the_end_and_a_deleted_webhook_gets_nothing_more(stack: Any,
-                                                                                receiver: Receiver) -> None:  # fmt: skip
+def test_a_delivery_gives_up_in_the_end_and_a_deleted_webhook_gets_nothing_more(
+    stack: Any, receiver: Receiver
+) -> None:
     env = {**FAST, "PARLEY_WEBHOOK_GIVE_UP_S": "6"}
     stack.start_web(env=env)
     stack.start_workers(env=env)
