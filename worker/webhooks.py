@@ -52,6 +52,10 @@ ENTRIES_PER_READ = 50
 LEASE_MARGIN_S = 10.0
 """A delivery's lease: the attempt's timeout and this much more (Redis round trips, a busy loop)."""
 ERROR_PAUSE_S = 1.0
+PRUNE_INTERVAL_S = 60.0
+PRUNE_IDLE_MS = 600_000
+"""A consumer of the group that holds no entry and was idle this long is deleted (dead workers' names would
+pile up in the group otherwise); a live one that is deleted is made again by its next read."""
 
 
 def backoff_s(settings: Settings, attempts: int) -> float:
@@ -78,6 +82,7 @@ class Dispatcher:
         self.reclaim_idle_ms = self.lease_ms
         self.sending: set[asyncio.Task[None]] = set()
         self._group_ready = False
+        self._pruned_at = 0.0
 
     @property
     def keep_ms(self) -> int:
@@ -108,6 +113,17 @@ class Dispatcher:
         await self._reclaim()
         await self._read_new()
         await self._send_due()
+        await self._prune()
+
+    async def _prune(self) -> None:
+        """Every PRUNE_INTERVAL_S: delete the group's consumers that hold nothing and were idle long (dead)."""
+        now = asyncio.get_running_loop().time()
+        if now - self._pruned_at < PRUNE_INTERVAL_S:
+            return
+        self._pruned_at = now
+        for consumer in await self.aio.xinfo_consumers(keys.turn_ends(), GROUP):
+            if consumer["name"] != self.consumer and not consumer["pending"] and consumer["idle"] > PRUNE_IDLE_MS:
+                await self.aio.xgroup_delconsumer(keys.turn_ends(), GROUP, consumer["name"])
 
     async def _ensure_group(self) -> None:
         if self._group_ready:

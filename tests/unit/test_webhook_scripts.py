@@ -22,7 +22,7 @@ from parley.shared.store.connection import RedisClients
 from parley.shared.store.turns import TurnStore
 from parley.shared.store.webhooks import Attempt, Deliveries, Webhook, WebhookStore, delivery_id, due_member
 from parley.shared.store.worker_turns import WorkerTurns
-from parley.worker import webhook_post
+from parley.worker import webhook_post, webhooks
 from parley.worker.webhooks import backoff_s
 
 from .test_turn_scripts import T, accept, finish_ok, start
@@ -135,3 +135,24 @@ def test_the_signature_verifies_with_the_documented_receiver(monkeypatch: pytest
     assert not example["verify"](header, body + b" ", "whsec_test")
     assert not example["verify"](header, body, "whsec_other")
     assert not example["verify"](webhook_post.signature("whsec_test", body, now - 301), body, "whsec_test")
+
+
+def test_the_doc_shows_the_example_receiver_as_it_is() -> None:
+    doc = (EXAMPLE.parents[1] / "webhooks.md").read_text(encoding="utf-8")
+    assert "```python\n" + EXAMPLE.read_text(encoding="utf-8") + "```" in doc
+
+
+def test_dead_consumers_that_hold_nothing_leave_the_group(
+    worker_turns: WorkerTurns, clients: RedisClients, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(webhooks, "PRUNE_IDLE_MS", -1)
+    dispatcher = webhooks.Dispatcher(worker_turns.aio, settings)
+
+    async def scenario() -> None:
+        await dispatcher._ensure_group()
+        clients.text.xgroup_createconsumer(keys.turn_ends(), webhooks.GROUP, "dead")
+        await dispatcher._prune()
+        names = [c["name"] for c in clients.text.xinfo_consumers(keys.turn_ends(), webhooks.GROUP)]
+        assert "dead" not in names
+
+    asyncio.run(scenario())
