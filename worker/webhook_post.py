@@ -75,6 +75,8 @@ async def post(url: str, body: bytes, headers: dict[str, str], *, allowed: netwo
             return await _send(url, body, headers, allowed, done)
     except TimeoutError:
         return done("timeout", error=f"no answer within {timeout_s:g} s")
+    except Exception as error:  # noqa: BLE001 (a hostile receiver or URL may raise anything: one failed attempt)
+        return done("unreachable", error=f"{type(error).__name__}: {error}")
 
 
 async def _send(url: str, body: bytes, headers: dict[str, str], allowed: network.Allowlist, done: Done) -> Outcome:

@@ -162,8 +162,13 @@ class Dispatcher:
         tenant, job_id, event_type = fields.get("t", ""), fields.get("j", ""), fields.get("type", "")
         if tenant and job_id and event_type:
             wanted = [hook for hook in await self.deliveries.subscriptions(tenant) if hook.wants(event_type, job_id)]
-            if wanted:
-                await self._make(entry_id, tenant, job_id, event_type, wanted)
+            try:
+                if wanted:
+                    await self._make(entry_id, tenant, job_id, event_type, wanted)
+            except (redis.RedisError, OSError):
+                raise  # not acknowledged: handled again, here or by another worker
+            except Exception:  # a record that cannot be shown would fail every time: logged, and let go
+                log.exception("webhooks: the %s of job %s of %r cannot be sent", event_type, job_id, tenant)
         async with self.aio.pipeline(transaction=True) as pipe:
             pipe.xack(keys.turn_ends(), GROUP, entry_id)
             pipe.xdel(keys.turn_ends(), entry_id)
