@@ -332,7 +332,8 @@ class Deliveries:
         call = CreateDeliveryCall(
             delivery=keys.webhook_delivery(tenant, delivery), index=keys.webhook_deliveries(tenant, hook.id),
             due=keys.webhook_due(), delivery_id=delivery, member=due_member(tenant, delivery),
-            fields=json.dumps(fields), now_ms=created, keep_ms=keep_ms, max_listed=MAX_LISTED,
+            now_ms=created, keep_ms=keep_ms, max_listed=MAX_LISTED,
+            fields=tuple(item for name, value in fields.items() for item in (name, str(value))),
         )  # fmt: skip
         return bool(await self._create(keys=call.keys(), args=call.args()))
 

@@ -108,7 +108,7 @@ def test_a_finished_turn_is_delivered_signed_with_the_job_as_the_api_shows_it(st
     with client(stack.web_url, stack.api_key) as http:
         create_agent(http)
         hook = register(http, receiver.url)
-        job_id = queue(http)
+        job_id = queue(http, "hello 🌍, ünïcode and \"quotes\"")  # the echo model answers with it
         wait_job(http, job_id)
         wait_until(lambda: receiver.delivered(), timeout=15, message="a delivery")
         got = receiver.delivered()[0]
@@ -116,6 +116,7 @@ def test_a_finished_turn_is_delivered_signed_with_the_job_as_the_api_shows_it(st
         assert got.signed_by(hook["secret"]) and not got.signed_by("whsec_other")
         assert abs(int(got.headers["parley-signature"].split(",")[0][2:]) - time.time()) < 30
         assert got.event == {"type": "turn.finished", "job": http.get(f"/api/v1/jobs/{job_id}").json()}
+        assert "🌍" in got.event["job"]["result"]["response"]
         deliveries = http.get(f"/api/v1/webhooks/{hook['id']}/deliveries").json()["data"]
         assert [(d["id"], d["type"], d["job_id"], d["status"]) for d in deliveries] == [
             (got.headers["parley-delivery-id"], "turn.finished", job_id, "delivered")]  # fmt: skip

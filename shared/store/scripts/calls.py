@@ -255,10 +255,10 @@ class CreateDeliveryCall(ScriptCall):
     due: str = key()
     delivery_id: str = arg()
     member: str = arg()
-    fields: str = arg()
     now_ms: int = arg()
     keep_ms: int = arg()
     max_listed: int = arg()
+    fields: tuple[str, ...] = arg(rest=True)
 
 
 @dataclass(frozen=True)

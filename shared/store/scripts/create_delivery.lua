@@ -3,29 +3,23 @@
 -- (its worker died before XACK) finds it and makes nothing twice. Stores the delivery (the body frozen now),
 -- indexes it under its webhook (the newest `max_listed` kept) and makes it due now.
 -- KEYS: 1 delivery, 2 index, 3 due
--- ARGV: 1 delivery_id, 2 member, 3 fields, 4 now_ms, 5 keep_ms, 6 max_listed
+-- ARGV: 1 delivery_id, 2 member, 3 now_ms, 4 keep_ms, 5 max_listed, 6.. fields
 -- KEYS are keys.webhook_delivery, keys.webhook_deliveries (of its webhook), keys.webhook_due(). member:
--- `<tenant> <delivery id>`; fields: JSON object of the delivery's hash fields; keep_ms: how long the delivery and
--- the index are kept from now (its retries, then the retention).
+-- `<tenant> <delivery id>`; fields: the delivery's hash fields, name then value (the body's bytes stored as
+-- they are); keep_ms: how long the delivery and the index are kept from now (its retries, then the retention).
 -- Returns 1 when the delivery was made, 0 when it exists (run twice: the second run writes nothing).
 if redis.call('EXISTS', KEYS[1]) == 1 then
     return 0
 end
-local fields = cjson.decode(ARGV[3])
-local max_listed, keep = tonumber(ARGV[6]), tonumber(ARGV[5])
-if type(fields) ~= 'table' or not max_listed or not keep then
-    error('bad argument: fields must be a JSON object, keep_ms and max_listed numbers')
-end
-local flat = {}
-for name, value in pairs(fields) do
-    flat[#flat + 1] = name
-    flat[#flat + 1] = tostring(value)
+local max_listed, keep = tonumber(ARGV[5]), tonumber(ARGV[4])
+if not max_listed or not keep or not tonumber(ARGV[3]) or #ARGV < 7 or #ARGV % 2 ~= 1 then
+    error('bad argument: now_ms, keep_ms and max_listed must be numbers, fields name and value pairs')
 end
 -- Every check passed: from here on, only writes.
-redis.call('HSET', KEYS[1], unpack(flat))
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 redis.call('PEXPIRE', KEYS[1], keep)
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(max_listed + 1))
 redis.call('PEXPIRE', KEYS[2], keep)
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
 return 1
