@@ -35,8 +35,8 @@ from starlette.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from parley.shared import events
-from parley.shared.events import EventType
 from parley.shared.errors import NotReady
+from parley.shared.events import EventType
 from parley.shared.store import keys
 
 from .hub import DRAIN, RESYNC, EventHub, StreamPlace
