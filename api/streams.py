@@ -99,15 +99,17 @@ async def job_events(hub: EventHub, tenant: str, job_id: str, after: str | None,
             pending = await hub.backlog(tenant, job_id, last) if item == RESYNC else [item]
 
 
-async def chat_events(hub: EventHub, tenant: str, job_id: str, ping_s: float) -> AsyncIterator[tuple[str, str]]:
+async def chat_events(hub: EventHub, tenant: str, job_id: str, ping_s: float,
+                      stop_on_drain: bool = True) -> AsyncIterator[tuple[str, str]]:  # fmt: skip
     """A chat request's events: its job's, and when its message joined a running turn (`on_busy: steer`), that
     turn's from where the message joined it to its end, in place of the steer job's own `done`."""
-    async for event_id, payload in job_events(hub, tenant, job_id, None, ping_s):
+    async for event_id, payload in job_events(hub, tenant, job_id, None, ping_s, stop_on_drain=stop_on_drain):
         if event_id and '"steered"' in payload:
             event = events.decode(payload)
             if event["type"] == EventType.STEERED and event.get("job_id") and event.get("at"):
                 yield event_id, payload
-                async for item in job_events(hub, tenant, event["job_id"], event["at"], ping_s):
+                async for item in job_events(hub, tenant, event["job_id"], event["at"], ping_s,
+                                             stop_on_drain=stop_on_drain):
                     yield item
                 return
         yield event_id, payload

@@ -195,3 +195,31 @@ def test_a_streamed_steer_goes_on_with_the_turn_it_joined(stack) -> None:
     assert kinds[:3] == ["session", "status", "steered"] and kinds[-2:] == ["response", "done"]
     assert kinds.count("done") == 1 and streamed[2].data["job_id"] == running["job_id"]
     assert streamed[-2].data["content"] == job["result"]["response"] and "in French" in job["result"]["response"]
+
+
+def test_the_openai_clients_take_on_busy(stack) -> None:
+    """The official openai SDK's responses and chat.completions, with Parley's `on_busy` in `extra_body`."""
+    import openai
+
+    stack.start_web(env=TOOL_ENV)
+    stack.start_workers(env=TOOL_ENV)
+    _script(stack, {"reply": "", "tool_calls": [{"name": "slow", "arguments": {"seconds": 2}}]})
+    sdk = openai.OpenAI(base_url=f"{stack.web_url}/v1", api_key=stack.api_key, max_retries=0)
+    with client(stack.web_url, stack.api_key) as http:
+        create_agent(http, tools=["slow"])
+        running = _queue(http, "question")
+        _wait_for_tool(http, running["job_id"])
+        with_reject = {"messages": [{"role": "user", "content": "x"}], "model": "Chef",
+                       "extra_headers": {"X-Parley-Session": "s1"}, "extra_body": {"on_busy": "reject"}}  # fmt: skip
+        try:
+            sdk.chat.completions.create(**with_reject)  # type: ignore[call-overload]
+            raise AssertionError("a busy session's reject was accepted")
+        except openai.ConflictError as error:
+            assert error.status_code == 409
+        steered = sdk.responses.create(model="Chef", input="answer in one word", conversation="s1",
+                                       extra_body={"on_busy": "steer"})  # fmt: skip
+        job = wait_job(http, running["job_id"])
+        assert steered.status == "completed" and steered.output_text == job["result"]["response"]
+        assert "answer in one word" in steered.output_text
+        again = sdk.responses.retrieve(steered.id)
+        assert again.output_text == steered.output_text
