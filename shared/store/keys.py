@@ -30,6 +30,7 @@ session id, `{j}` a job id. Tenant names never contain `:` nor start with `_` (s
 | `parley:summary-report:{t}:{s}` | string | the session's running `POST .../summary` job (one at a time; expires) |
 | `parley:mcp-servers:{t}` | hash | MCP server name -> JSON (url, headers, allowed_tools, created_at) |
 | `parley:mcp-tools:{t}:{name}` | string | the server's tool list (JSON), cached for PARLEY_MCP_TOOLS_TTL_S |
+| `parley:steers:{t}:{j}` | list | job ids of `on_busy: steer` requests waiting to join turn `{j}` |
 | `parley:approval-deadlines` | zset | `{t} {j}` of turns waiting for a decision, by deadline (ms) |
 | `parley:webhooks:{t}` | hash | webhook id -> JSON (kind, url, events, secret, created_at; A2A: job_id, token) |
 | `parley:turn-ends` | stream | deployment-wide: `{t, j, type}` per turn end of a tenant with webhooks |
@@ -221,3 +222,9 @@ def webhook_deliveries(tenant: str, webhook_id: str) -> str:
 def webhook_due() -> str:
     """Deployment-wide: every pending delivery as `"<tenant> <delivery id>"`, scored by when it is due (ms)."""
     return f"{PREFIX}:webhook-due"
+
+
+def steers(tenant: str, job_id: str) -> str:
+    """The steer requests waiting to join a turn: TAKE_STEERS moves them into it before a model call, FINISH_TURN
+    makes those left the session's next turns."""
+    return f"{PREFIX}:steers:{tenant}:{job_id}"

@@ -120,9 +120,10 @@ DECIDE_APPROVAL = load("decide_approval")
 CREATE_DELIVERY = load("create_delivery")
 CLAIM_DELIVERIES = load("claim_deliveries")
 RECORD_ATTEMPT = load("record_attempt")
+TAKE_STEERS = load("take_steers")
 
 RUNNABLE = ("accept_turn", "start_turn", "emit_turn_event", "finish_turn", "read_context", "create_session",
             "admit_report", "release_report", "emit_event", "create_agent", "update_agent", "delete_agent",
             "add_bounded", "pause_turn", "decide_approval", "create_delivery", "claim_deliveries",
-            "record_attempt")  # fmt: skip
+            "record_attempt", "take_steers")  # fmt: skip
 """Every runnable script of this package (the rest, lib_*.lua, are snippets)."""
