@@ -200,7 +200,7 @@ def approval_deadlines() -> str:
 
 
 def webhooks(tenant: str) -> str:
-    """The tenant's webhooks (and A2A push configs): FINISH_TURN and PAUSE_TURN check that it EXISTS."""
+    """The tenant's webhooks (and A2A push configs): FINISH_TURN, PAUSE_TURN and TAKE_STEERS check that it EXISTS."""
     return f"{PREFIX}:webhooks:{tenant}"
 
 

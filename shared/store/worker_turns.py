@@ -119,7 +119,8 @@ class WorkerTurns:
         has taken so far, in order (this call's last), or None when the attempt no longer runs the turn."""
         tenant, job_id = turn.tenant, turn.job_id
         script_keys = [keys.job(tenant, job_id), keys.events(tenant, job_id), keys.live_channel(tenant, job_id),
-                       keys.steers(tenant, job_id), keys.inflight(tenant)]  # fmt: skip
+                       keys.steers(tenant, job_id), keys.inflight(tenant), keys.webhooks(tenant),
+                       keys.turn_ends()]  # fmt: skip
         args = [job_id, turn.attempt, now_ms(), self.store.retention_ms, keys.job(tenant, ""), keys.events(tenant, ""),
                 keys.live_channel(tenant, ""), Job.redis_job_namespace_prefix]  # fmt: skip
         taken = await self._take_steers(keys=script_keys, args=args)

@@ -278,3 +278,27 @@ def test_a_delivery_gives_up_in_the_end_and_a_deleted_webhook_gets_nothing_more(
         time.sleep(2)
         assert len(receiver.all()) == settled  # nothing more, to either
         assert to_deleted() == after
+
+
+def test_a_steer_request_that_joins_a_running_turn_is_sent_as_finished(stack: Any, receiver: Receiver) -> None:
+    env = {**FAST, **TOOL_ENV}
+    stack.start_web(env=env)
+    stack.start_workers(env=env)
+    _script(stack, {"reply": "", "tool_calls": [{"name": "slow", "arguments": {"seconds": 2}}]})
+    with client(stack.web_url, stack.api_key) as http:
+        create_agent(http, tools=["slow"])
+        hook = register(http, receiver.url, events=["turn.finished"])
+        running = queue(http, "question")
+        _status(http, running, "started")
+        time.sleep(0.5)  # its tool runs: the steer joins before the next model call
+        response = http.post("/api/v1/chat/jobs", json={"message": "more detail", "session_id": "s1",
+                                                        "on_busy": "steer"})  # fmt: skip
+        assert response.status_code == 202 and response.json()["steering"] == running, response.text
+        steer = response.json()["job_id"]
+        assert wait_job(http, steer)["steered_into"] == running
+        wait_job(http, running)
+        wait_until(lambda: {got.event["job"]["job_id"] for got in receiver.delivered()} == {running, steer},
+                   timeout=20, message="both turns' ends")  # fmt: skip
+        sent = {got.event["job"]["job_id"]: got for got in receiver.delivered()}
+        assert sent[steer].event == {"type": "turn.finished", "job": http.get(f"/api/v1/jobs/{steer}").json()}
+        assert all(got.signed_by(hook["secret"]) for got in sent.values())

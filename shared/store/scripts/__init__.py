@@ -44,8 +44,8 @@ the same arguments must change nothing and answer as the first run did:
 - EMIT_TURN_EVENT: a whole batch of events is one run, named by its call id; the job hash keeps the
   last call written (`emitted`), so the same batch sent again writes nothing.
 - CREATE_SESSION is NOT: its second run finds the session and answers "not created" (see there).
-- PAUSE_TURN: like FINISH_TURN (`pause_call`). FINISH_TURN and PAUSE_TURN also write a turn's end to the
-  turn-ends stream for webhooks (lib_turn_end.lua) in their step, so their replay writes no second entry.
+- PAUSE_TURN: like FINISH_TURN (`pause_call`). FINISH_TURN, PAUSE_TURN and TAKE_STEERS also write a turn's end
+  to the turn-ends stream for webhooks (lib_turn_end.lua) in their step, so their replay writes no second entry.
 - Webhook deliveries (CREATE_DELIVERY, CLAIM_DELIVERIES, RECORD_ATTEMPT): each header says how it is run twice.
 The scripts of agents, the summary report and telemetry's ADD_BOUNDED are not covered by this note.
 """

@@ -4,10 +4,12 @@
 -- where the chat request's stream goes on} and `done`, its RQ job and its place in
 -- the tenant's turns in flight are given back; the turn's stream gets `steered` {message} and the job hash's
 -- `steered` (JSON array) keeps every message the turn took, in order, so a later attempt takes them again.
--- uses: emit
--- KEYS: 1 job, 2 events, 3 live_channel, 4 steers, 5 inflight
+-- A steer job's end goes into the turn-ends stream when the tenant has webhooks (lib_turn_end.lua: `turn.finished`).
+-- uses: emit, turn_end
+-- KEYS: 1 job, 2 events, 3 live_channel, 4 steers, 5 inflight, 6 webhooks, 7 turn_ends
 -- ARGV: 1 job_id, 2 attempt, 3 now_ms, 4 retention_ms, 5 job_prefix, 6 events_prefix, 7 live_prefix, 8 rq_prefix
--- KEYS are keys.<name> (steers: keys.steers of this turn; inflight: the tenant's turns in flight);
+-- KEYS are keys.<name> (steers: keys.steers of this turn; inflight: the tenant's turns in flight; webhooks:
+-- keys.webhooks(tenant); turn_ends: keys.turn_ends());
 -- job_prefix, events_prefix, live_prefix: keys.job / keys.events / keys.live_channel(tenant, '');
 -- rq_prefix: RQ's job key prefix.
 -- Returns the turn's `steered` JSON (every message it took, this call's last) while `attempt` runs the turn,
@@ -40,6 +42,7 @@ for _, id in ipairs(waiting) do
         if redis.call('DECR', KEYS[5]) < 0 then
             redis.call('SET', KEYS[5], 0)
         end
+        record_turn_end(KEYS[6], KEYS[7], job, id, 'turn.finished')
         taken[#taken + 1] = fields[2]
     end
 end
