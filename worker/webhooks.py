@@ -47,7 +47,8 @@ log = logging.getLogger("parley.webhooks")
 GROUP = "parley-webhooks"
 """The workers' consumer group on `keys.turn_ends()`."""
 READ_BLOCK_MS = 500
-"""How long one read of the stream waits for entries: also how often due deliveries are looked for."""
+"""How long one read of the stream waits for entries when there is nothing to do: also how often due deliveries
+are looked for then."""
 ENTRIES_PER_READ = 50
 LEASE_MARGIN_S = 10.0
 """A delivery's lease: the attempt's timeout and this much more (Redis round trips, a busy loop)."""
@@ -83,6 +84,8 @@ class Dispatcher:
         self.sending: set[asyncio.Task[None]] = set()
         self._group_ready = False
         self._pruned_at = 0.0
+        self._quiet = True
+        """The last round found nothing to do: the next read may wait for entries."""
 
     @property
     def keep_ms(self) -> int:
@@ -108,11 +111,15 @@ class Dispatcher:
             await asyncio.gather(*self.sending, return_exceptions=True)
 
     async def step(self) -> None:
-        """One round: entries other workers left, new entries (waiting up to READ_BLOCK_MS), due deliveries."""
+        """One round: entries other workers left, new entries, due deliveries. The read waits up to READ_BLOCK_MS
+        only when the last round found nothing to do; with every place taken, the round waits for one to free."""
         await self._ensure_group()
         await self._reclaim()
-        await self._read_new()
-        await self._send_due()
+        handled = await self._read_new(READ_BLOCK_MS if self._quiet else None)
+        full = await self._send_due()
+        self._quiet = not handled and not full
+        if len(self.sending) >= self.settings.webhook_concurrency:
+            await asyncio.wait(set(self.sending), timeout=READ_BLOCK_MS / 1000, return_when=asyncio.FIRST_COMPLETED)
         await self._prune()
 
     async def _prune(self) -> None:
@@ -143,18 +150,22 @@ class Dispatcher:
         for entry_id, fields in reply[1] if len(reply) > 1 else []:
             await self.handle_entry(entry_id, fields)
 
-    async def _read_new(self) -> None:
+    async def _read_new(self, block_ms: int | None) -> int:
+        """Handle the stream's new entries (waiting up to `block_ms` for one; None: not at all); how many."""
         try:
             reply = await self.aio.xreadgroup(GROUP, self.consumer, {keys.turn_ends(): ">"}, count=ENTRIES_PER_READ,
-                                              block=READ_BLOCK_MS)  # fmt: skip
+                                              block=block_ms)  # fmt: skip
         except redis.ResponseError as error:
             if "NOGROUP" in str(error):  # the stream was deleted (a flushed or new Redis): make the group again
                 self._group_ready = False
-                return
+                return 0
             raise
+        handled = 0
         for _stream, entries in reply or []:
             for entry_id, fields in entries:
                 await self.handle_entry(entry_id, fields)
+                handled += 1
+        return handled
 
     async def handle_entry(self, entry_id: str, fields: dict[str, str] | None) -> None:
         """Make the entry's deliveries (once each), then acknowledge and delete it."""
@@ -187,15 +198,19 @@ class Dispatcher:
 
     # -- deliveries ------------------------------------------------------------------------------------------
 
-    async def _send_due(self) -> None:
+    async def _send_due(self) -> bool:
+        """Lease due deliveries to the free places and send each on a task of its own; True when every free place
+        was filled (more may be due)."""
         free = self.settings.webhook_concurrency - len(self.sending)
         if free <= 0:
-            return
+            return True
         token = uuid.uuid4().hex
-        for member in await self.deliveries.claim(token, free, self.lease_ms):
+        claimed = await self.deliveries.claim(token, free, self.lease_ms)
+        for member in claimed:
             task = asyncio.create_task(self.deliver(member, token), name=f"webhook-{member}")
             self.sending.add(task)
             task.add_done_callback(self.sending.discard)
+        return len(claimed) >= free
 
     async def deliver(self, member: str, token: str) -> None:
         """One attempt of the delivery `member` under the lease `token`, recorded with what follows it."""
