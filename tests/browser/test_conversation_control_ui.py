@@ -138,7 +138,7 @@ def test_regenerate_replaces_the_last_answer(ui: UI) -> None:
     send(page, "Hi")
     expect(answers(page).last).to_contain_text("First answer.")
     settled(page)
-    regenerate = page.get_by_role("button", name="Regenerate")
+    regenerate = page.get_by_role("button", name="Regenerate", exact=True)
     expect(regenerate).to_have_count(1)  # on the last answer only
     regenerate.focus()
     page.keyboard.press("Enter")

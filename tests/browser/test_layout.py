@@ -155,7 +155,7 @@ def test_typing_while_an_answer_streams_fits(ui: UI, tmp_path: Path, dark: bool,
     box = page.get_by_label("Message", exact=True)
     box.fill("A quick pasta for two, please")
     box.press("Enter")
-    expect(page.get_by_role("button", name="Regenerate")).to_be_visible()
+    expect(page.get_by_role("button", name="Regenerate", exact=True)).to_be_visible()
     box.fill("And a dessert?")
     box.press("Enter")
     expect(page.locator(".msg-answer.is-live .markdown")).to_contain_text("quick tomato")
