@@ -117,6 +117,13 @@ export function SchedulesDialog({ api, agents, agent, onChanged, onClose, onAnno
   const [errors, setErrors] = useState({});
   const [saving, setSaving] = useState(false);
   const dialogRef = useRef(null);
+  const focusError = useRef(false); // after refused input: focus its first field once it is drawn as invalid
+
+  useEffect(() => {
+    if (!focusError.current) return;
+    focusError.current = false;
+    dialogRef.current?.querySelector('[aria-invalid="true"]')?.focus();
+  }, [errors]);
 
   useEffect(() => {
     dialogRef.current.showModal();
@@ -134,8 +141,8 @@ export function SchedulesDialog({ api, agents, agent, onChanged, onClose, onAnno
     event.preventDefault();
     const { body, errors: local } = requestBody(values);
     if (Object.keys(local).length) {
+      focusError.current = true;
       setErrors(local);
-      dialogRef.current.querySelector('[aria-invalid="true"]')?.focus();
       return;
     }
     setSaving(true);
@@ -147,8 +154,8 @@ export function SchedulesDialog({ api, agents, agent, onChanged, onClose, onAnno
       onChanged();
       onAnnounce(`Schedule created: ${cadence(schedule)}, next run ${nextRun(schedule)}.`);
     } catch (error) {
+      focusError.current = true;
       setErrors(fieldErrors(error, () => false));
-      setTimeout(() => dialogRef.current?.querySelector('[aria-invalid="true"]')?.focus());
     } finally {
       setSaving(false);
     }
@@ -174,7 +181,7 @@ export function SchedulesDialog({ api, agents, agent, onChanged, onClose, onAnno
     <p class="field-error" id=${`sched-${name}-error`}>${errors[name] || ''}</p>
   </div>`;
   const input = (name, props = {}) => html`<input id=${`sched-${name}`} value=${values[name]} onInput=${set(name)}
-    spellcheck="false" autocomplete="off" aria-invalid=${errors[name] ? 'true' : 'false'} aria-describedby=${described(name)}
+    spellcheck=${false} autocomplete="off" aria-invalid=${errors[name] ? 'true' : 'false'} aria-describedby=${described(name)}
     ...${props} />`;
 
   return html`
