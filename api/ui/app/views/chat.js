@@ -223,13 +223,17 @@ export function ChatPane({ api, apiKey, agent, sessionId, onSessionStarted, onTu
       await followTurn(api, {
         ...options,
         signal: controller.signal,
+        // A turn no longer followed (Stop and send started another) draws nothing more, even from events
+        // its stream had already buffered.
         onJob: (jobId) => {
+          if (controller.signal.aborted) return;
           const current = liveRef.current;
           pendingTurns.set(apiKey, sessionId, { jobId, message: current.request.message, images: current.request.images,
             regenerate: Boolean(current.request.regenerate) });
           updateLive({ ...current, answer: { ...current.answer, jobId } }, true);
         },
         onEvent: (event, id) => {
+          if (controller.signal.aborted) return;
           const current = liveRef.current;
           const steers = event.type === 'steered' ? joined(current.steers, event.message) : current.steers;
           updateLive({ ...current, steers, lastEventId: id || current.lastEventId, answer: applyEvent(current.answer, event) });
@@ -237,6 +241,7 @@ export function ChatPane({ api, apiKey, agent, sessionId, onSessionStarted, onTu
           if (event.type === 'approval_required') onAnnounce(`${event.tool_name} waits for your decision: Approve or Deny.`);
         },
         onConnection: (state, attempt) => {
+          if (controller.signal.aborted) return;
           const current = liveRef.current;
           updateLive({ ...current, connection: state, answer: { ...current.answer,
             statusText: state === 'reconnecting' ? `Connection lost; reconnecting (attempt ${attempt})…` : 'Reconnected…' } }, true);
