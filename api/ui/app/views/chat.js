@@ -249,12 +249,13 @@ export function ChatPane({ api, apiKey, agent, sessionId, onSessionStarted, onTu
         },
       });
     } catch (error) {
-      if (error.name === 'AbortError') return;
+      if (error.name === 'AbortError' || controller.signal.aborted) return;
       if (!liveRef.current?.answer.jobId) pendingTurns.clear(apiKey, sessionId);
       updateLive({ ...liveRef.current, failure: error }, true);
       onAnnounce(describeError(error));
       return;
     }
+    if (controller.signal.aborted) return; // its `done` was read as another turn took over
     pendingTurns.clear(apiKey, sessionId);
     onTurnEnded();
     const answer = liveRef.current.answer;
