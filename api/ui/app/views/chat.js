@@ -12,6 +12,7 @@ export const MAX_IMAGE_BYTES = 5 * 1024 * 1024; // PARLEY_MAX_IMAGE_BYTES' defau
 const IMAGE_TYPES = ['image/png', 'image/jpeg', 'image/gif', 'image/webp'];
 const HISTORY_PAGE = 100;
 const FINAL = ['finished', 'failed', 'canceled'];
+const STEER_TEXT_ONLY = 'Only text can join a running answer: remove the images, or use Stop and send.';
 
 /** A first message typed before its session existed, handed to the session's own view. */
 const outbox = new Map();
@@ -69,7 +70,8 @@ function Composer({ agentName, busy, running, canStop, onSend, onSteer, onInterr
   function submit(event) {
     event.preventDefault();
     if (!text.trim()) return;
-    if (running) take(onSteer);
+    if (running && images.length) setProblem(STEER_TEXT_ONLY);
+    else if (running) take(onSteer);
     else if (!busy) take(onSend);
   }
 
@@ -110,8 +112,8 @@ function Composer({ agentName, busy, running, canStop, onSend, onSteer, onInterr
           onInput=${(e) => setText(e.currentTarget.value)} onKeyDown=${onKeyDown}></textarea>
         ${running
           ? html`<div class="composer-buttons">
-              <button type="submit" class="button primary" disabled=${!text.trim()}
-                title="Your message joins this answer before the agent's next step (Enter)">Steer</button>
+              <button type="submit" class="button primary" disabled=${!text.trim() || images.length > 0}
+                title=${images.length ? STEER_TEXT_ONLY : 'Your message joins this answer before the agent\u2019s next step (Enter)'}>Steer</button>
               <button type="button" class="button" disabled=${!text.trim()} onClick=${interrupt}
                 title="Cancel this answer and send your message instead (Alt+Enter)">Stop and send</button>
               <button type="button" class="button danger" onClick=${onStop} disabled=${!canStop}>Stop</button>
@@ -323,7 +325,7 @@ export function ChatPane({ api, apiKey, agent, sessionId, onSessionStarted, onTu
    * Sends a message into the running turn (`on_busy: "steer"`). It shows as waiting under the answer until
    * the turn's `steered` event says where it joined; if the turn ends first, it makes the next turn.
    */
-  async function steer(message, images) {
+  async function steer(message) {
     const key = randomKey();
     const change = (edit) => {
       const current = liveRef.current;
@@ -332,8 +334,7 @@ export function ChatPane({ api, apiKey, agent, sessionId, onSessionStarted, onTu
     setNotice('');
     stickRef.current = true;
     change((list) => [...list, { key, message, state: 'sending' }]);
-    const body = { message, session_id: sessionId, on_busy: 'steer' };
-    if (images.length) body.images = images;
+    const body = { message, session_id: sessionId, on_busy: 'steer' }; // text only: the API refuses images here
     try {
       await api.post(apiPath('chat/jobs'), body, { headers: { 'Idempotency-Key': key } });
       change((list) => list.map((item) => (item.key === key ? { ...item, state: 'sent' } : item)));
