@@ -113,6 +113,23 @@ def test_a_steer_too_late_for_the_turn_becomes_the_next_turn(ui: UI) -> None:
     assert user_messages(ui, session_id) == ["Tell me a long story", "And one more thing"]
 
 
+def test_a_turn_queued_elsewhere_is_followed_when_this_one_ends(ui: UI) -> None:
+    agent = ui.create_agent()
+    session_id = ui.create_session(agent, "Queued elsewhere")
+    page = open_session(ui, agent, session_id)
+    ui.script({"reply": LONG_REPLY, "chunk_delay_ms": 60}, {"chunk_delay_ms": 200})
+    send(page, "Tell me a long story")
+    expect(page.locator(".msg-answer.is-live .markdown")).to_contain_text("word2")
+    queued = ui.http.post("/api/v1/chat/jobs", json={"session_id": session_id, "message": "Sent from my phone"})
+    assert queued.status_code == 202, queued.text
+    # No reload: when the first turn ends, the page follows the next one of the session live.
+    expect(page.locator(".msg-answer.is-live .markdown")).to_contain_text("echo:", timeout=30_000)
+    settled(page)
+    expect(answers(page).last.locator(".markdown")).to_have_text(
+        "echo: Sent from my phone | earlier: Tell me a long story")
+    expect(page.locator(".msg-user")).to_have_text(["Tell me a long story", "Sent from my phone"])
+
+
 def test_stop_and_send_cancels_the_running_turn_and_sends_the_new_message(ui: UI) -> None:
     agent = ui.create_agent()
     session_id = ui.create_session(agent, "Interrupt")

@@ -278,15 +278,19 @@ export function ChatPane({ api, apiKey, agent, sessionId, onSessionStarted, onTu
       updateLive({ ...liveRef.current, steers: [] }, true);
       onAnnounce(answer.phase === 'canceled' ? 'Stopped.' : `The answer failed: ${answer.error?.message}`);
     }
-    if (leftover.length) await followNext(leftover[0].message);
+    await followNext(leftover[0]?.message ?? null);
   }
 
-  /** The session's next turn, if one is under way (a steered message that came too late became one). */
+  /**
+   * The session's next turn, if one is under way: a steered message that came too late for the turn became
+   * one (`message`), or another window (or a reload that lost its steers) queued one. With a late steer and
+   * no turn left, that turn already ended: the history is read again to show it.
+   */
   async function followNext(message) {
     if (liveRef.current && !liveRef.current.answer.done && !liveRef.current.failure) return; // followed already
     const job = await activeJob();
     if (job) await attach({ jobId: job.job_id, message }, job);
-    else await loadHistory().catch(() => {});
+    else if (message) await loadHistory().catch(() => {});
   }
 
   async function send(message, images, key = randomKey(), onBusy = null) {
