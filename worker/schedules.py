@@ -32,7 +32,7 @@ from parley.shared.store.turns import TurnStore
 
 log = logging.getLogger("parley.schedules")
 
-LEASE_MS = 5_000
+LEASE_MS = 3_000
 """How long a claimed firing is this process's alone, in ms. A firing takes a few ms; a process that dies
 holding one delays it by at most this long (then another process fires it, once)."""
 POLL_INTERVAL_S = 0.5
