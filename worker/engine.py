@@ -25,6 +25,9 @@ Liveness: heartbeat entries live `PARLEY_HEARTBEAT_TTL_S`; maintenance runs ever
 cleanup within TTL + 2 x interval seconds: 40 s by default. A lost Redis stops the dequeue until it
 answers again; running turns fail or finish on their own (their writes are fenced).
 
+Beside the turns, side tasks on the loop: the heartbeat, the watch, the expiry of approval waits, and the firing
+loop of schedules (schedules.py: this process's share of the due schedules, each firing once).
+
 SIGTERM drains: no new job is taken, running ones may finish within `PARLEY_DRAIN_GRACE_S` (25 s,
 below Kubernetes' 30 s), and the rest are handed back to the front of the queue (without using up a
 retry: a deploy is not the turn's failure) to run elsewhere; then the process exits. A second signal

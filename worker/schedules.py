@@ -91,9 +91,15 @@ class ScheduleFiring:
         next look (0 when more may be due)."""
         members = self.schedules.due(now_ms(), BATCH)
         for due_member in members:
-            claimed = self.schedules.claim(due_member, now_ms(), LEASE_MS)
-            if isinstance(claimed, int):
-                self.fire(due_member, claimed)
+            try:
+                claimed = self.schedules.claim(due_member, now_ms(), LEASE_MS)
+                if isinstance(claimed, int):
+                    self.fire(due_member, claimed)
+            except (redis.ConnectionError, redis.TimeoutError):
+                raise  # Redis is away: the loop waits and looks again
+            except Exception:  # this one is tried again when its lease ends; the others go on now
+                log.warning("could not fire the schedule %s; it is tried again in %d ms", due_member, LEASE_MS,
+                            exc_info=True)  # fmt: skip
         if len(members) >= BATCH:
             return 0.0
         earliest = self.schedules.next_due_ms()

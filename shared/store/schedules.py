@@ -127,7 +127,7 @@ class ScheduleStore:
             schedule=keys.schedule(schedule.tenant, schedule.id), schedules=keys.schedules(schedule.tenant),
             due=keys.schedules_due(), schedule_id=schedule.id, member=member(schedule.tenant, schedule.id),
             created_ms=schedule.created_at, next_run_ms=schedule.next_run_at, max_schedules=self.max_schedules,
-            fields=json.dumps(schedule.fields()),
+            fields=json.dumps(schedule.fields(), ensure_ascii=False),
         )  # fmt: skip
         if self._create(keys=call.keys(), args=call.args()) == "full":
             raise TooManySchedules(f"this tenant has {self.max_schedules} schedules, the most it may hold "

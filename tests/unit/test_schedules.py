@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -281,3 +282,17 @@ def test_the_wait_until_the_next_look_is_bounded(
     store.create(new_schedule(chef_agent["id"]))
     clock.ms = START + 9_800
     assert process.fire_due() == pytest.approx(0.2)
+
+
+def test_a_schedule_that_cannot_be_fired_does_not_hold_up_the_others(
+    clients: RedisClients, settings: Settings, store: ScheduleStore, chef_agent: dict[str, Any], clock: Clock
+) -> None:
+    broken = store.create(replace(new_schedule(chef_agent["id"]), next_run_at=START + 9_000))  # first in line
+    clients.text.hset(keys.schedule(T, broken.id), "interval_s", "not a number")  # a record no process can read
+    healthy = store.create(new_schedule(chef_agent["id"], session_id="s-other"))
+    clock.ms = START + 10_000
+    firing(clients, settings, store).fire_due()
+    assert store.get(T, healthy.id).runs == 1
+    # the broken one is leased, not retried in a loop: due again only when its lease ends
+    assert store.due(START + 10_000 + LEASE_MS - 1, 10) == []
+    assert store.due(START + 10_000 + LEASE_MS, 10) == [member(T, broken.id)]
