@@ -7,7 +7,7 @@ late firing does not shift the steps after it.
 
 Cron expressions are read by `cronsim` (maintained, used by Healthchecks.io): the standard five fields
 (minute, hour, day of month, month, day of week) with ranges, steps, lists and names (`JAN`, `MON`), plus
-its `L`, `#` and `W` extensions; day of month and day of week together match either, as in Vixie cron. It
+its extensions `L` (the month's last day, `5L` its last Friday), `LW` and `#` (`MON#2`); day of month and day of week together match either, as in Vixie cron. It
 works on aware datetimes, so daylight saving time is handled as cron does: a time that does not exist on the
 day the clocks go forward runs when they have (02:30 runs at 03:00), and a time that happens twice on the day
 they go back runs once (the first).
