@@ -1,16 +1,17 @@
-"""When a schedule runs next: a cron expression in a time zone, or a fixed interval. Pure, no I/O.
+"""When a schedule runs next: a cron expression in a time zone, or a fixed interval. No Redis, no network;
+the only thing read is the tz database (zoneinfo).
 
-The rule (docs in /api/v1/schedules): the next run is the first cron time (read in the schedule's zone) or
-interval step (counted from the schedule's creation) strictly after *now*, never after the time that was due.
+The rule (docs/api.md, Schedules): the next run is the first cron time (read in the schedule's zone) or
+interval step (counted from the schedule's creation) strictly after *now*, not after the time that was due.
 So a firing missed while nothing could run fires once when something can, not once per missed period, and a
 late firing does not shift the steps after it.
 
 Cron expressions are read by `cronsim` (maintained, used by Healthchecks.io): the standard five fields
 (minute, hour, day of month, month, day of week) with ranges, steps, lists and names (`JAN`, `MON`), plus
-its extensions `L` (the month's last day, `5L` its last Friday), `LW` and `#` (`MON#2`); day of month and day of week together match either, as in Vixie cron. It
-works on aware datetimes, so daylight saving time is handled as cron does: a time that does not exist on the
-day the clocks go forward runs when they have (02:30 runs at 03:00), and a time that happens twice on the day
-they go back runs once (the first).
+its extensions `L` (the month's last day, `5L` its last Friday), `LW` and `#` (`MON#2`); day of month and
+day of week together match either, as in Vixie cron. It works on aware datetimes, so daylight saving time
+is handled as cron does: a time that does not exist on the day the clocks go forward runs when they have
+(02:30 runs at 03:00), and a time that happens twice on the day they go back runs once (the first).
 """
 
 from __future__ import annotations
