@@ -47,6 +47,12 @@ class TooManyWebhooks(Conflict):
     code = "too_many_webhooks"
 
 
+class TooManySchedules(Conflict):
+    """The tenant holds PARLEY_MAX_SCHEDULES schedules already: it must delete one first."""
+
+    code = "too_many_schedules"
+
+
 class SummaryRunning(Conflict):
     """A `POST /api/v1/sessions/{id}/summary` job of the session is queued or running already."""
 

@@ -47,6 +47,7 @@ the same arguments must change nothing and answer as the first run did:
 - PAUSE_TURN: like FINISH_TURN (`pause_call`). FINISH_TURN, PAUSE_TURN and TAKE_STEERS also write a turn's end
   to the turn-ends stream for webhooks (lib_turn_end.lua) in their step, so their replay writes no second entry.
 - Webhook deliveries (CREATE_DELIVERY, CLAIM_DELIVERIES, RECORD_ATTEMPT): each header says how it is run twice.
+- CREATE_SCHEDULE, CLAIM_SCHEDULE, ADVANCE_SCHEDULE: each header says what its second run answers.
 The scripts of agents, the summary report and telemetry's ADD_BOUNDED are not covered by this note.
 """
 
@@ -124,6 +125,11 @@ TAKE_STEERS = load("take_steers")
 
 RUNNABLE = ("accept_turn", "start_turn", "emit_turn_event", "finish_turn", "read_context", "create_session",
             "admit_report", "release_report", "emit_event", "create_agent", "update_agent", "delete_agent",
-            "add_bounded", "pause_turn", "decide_approval", "create_delivery", "claim_deliveries",
-            "record_attempt", "take_steers")  # fmt: skip
+            "add_bounded", "pause_turn", "decide_approval", "take_steers",
+            "create_schedule", "claim_schedule", "advance_schedule", "create_delivery", "claim_deliveries",
+            "record_attempt")  # fmt: skip
 """Every runnable script of this package (the rest, lib_*.lua, are snippets)."""
+
+CREATE_SCHEDULE = load("create_schedule")
+CLAIM_SCHEDULE = load("claim_schedule")
+ADVANCE_SCHEDULE = load("advance_schedule")
