@@ -264,3 +264,13 @@ def test_many_steps_stream_at_once_and_all_keep_their_connections(server: ModelS
     assert answers == ["echo: hello there model"] * many
     assert took < many * 0.15 / 4, took  # one after another they would take about many * 0.15 s
     assert pooled == many  # every connection stays for the next step of its turn
+
+
+def test_line_separators_inside_the_text_stay_in_it(server: ModelServer, make_provider: Make) -> None:
+    """U+2028, U+2029 and U+0085 are line breaks to str.splitlines (and httpx's aiter_lines), but not to SSE: a
+    JSON string may hold them raw, and the chunk must not be cut there."""
+    text = "one\u2028two\u2029three\x85four\x1cfive"
+    server.control("script", {"reply": text, "chunks": 1})
+    provider = make_provider(server.base_url)
+    parts, _, _ = run(provider, lambda: read_all(provider))
+    assert "".join(p for kind, p in parts if kind == TEXT) == text

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -103,11 +104,28 @@ def pool_limits(concurrency: int) -> httpx2.Limits:
                          keepalive_expiry=DEFAULT_LIMITS.keepalive_expiry)  # fmt: skip
 
 
+SSE_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+async def sse_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
+    """The lines of an SSE body, ended by CRLF, LF or CR only, as the SSE format has them. Not httpx's
+    `aiter_lines`: like `str.splitlines` it also breaks at U+2028, U+0085 and other characters that a JSON string
+    may hold unescaped, which cut a chunk's JSON in two. (No UTF-8 sequence holds a CR or LF byte, so splitting
+    the bytes first is safe.)"""
+    rest = b""
+    async for chunk in chunks:
+        *lines, rest = SSE_LINE_END.split(rest + chunk)
+        for line in lines:
+            yield line.decode("utf-8", errors="replace")
+    if rest:
+        yield rest.decode("utf-8", errors="replace")
+
+
 class ChunkStream(openai.AsyncStream[dict]):  # type: ignore[type-arg]
     """The streamed chunks as plain dicts, read to the end of the body."""
 
     async def __aiter__(self) -> AsyncIterator[dict]:  # type: ignore[override, type-arg]
-        async for line in self.response.aiter_lines():
+        async for line in sse_lines(self.response.aiter_bytes()):
             if not line.startswith("data:"):
                 continue
             data = line[5:].strip()
