@@ -52,6 +52,7 @@ from rq.worker import WorkerStatus
 
 from parley.shared.store.worker_turns import Attempt, WorkerTurns
 
+from .retention import sweep_forever
 from .rq_side import Held, RqSide
 from .turn.control import CURRENT, JobControl
 from .turn.loop import Stopped, in_thread
@@ -109,6 +110,8 @@ class Engine:
         if self.turns is not None:
             side.append(asyncio.create_task(self._watch(), name="watch"))
             side.append(asyncio.create_task(self._expire_approvals(), name="approvals"))
+            side.append(asyncio.create_task(sweep_forever(self.turns.aio, self.turns.store.settings.session_sweep_s),
+                                            name="retention"))  # fmt: skip
         try:
             while not self._stop.is_set() and not (self.burst and self._queue_empty and not self.running):
                 await asyncio.sleep(0.05 if self.burst else 0.5)

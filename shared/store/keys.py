@@ -33,6 +33,7 @@ session id, `{j}` a job id. Tenant names never contain `:` nor start with `_` (s
 | `parley:approval-deadlines` | zset | `{t} {j}` of turns waiting for a decision, by deadline (ms) |
 | `parley:metric:{name}` | hash | a deployment-wide counter or histogram: labels (and bucket) -> count |
 | `parley:web-streams` | hash | web process id -> `"<open SSE streams> <expiry ms>"`, summed at scrape |
+| `parley:session-expiries` | zset | `["{t}","{a}","{s}"]` of sessions whose agent has `session_ttl_s`, by expiry (ms) |
 
 File agents (`PARLEY_AGENTS_FILE`) live under the reserved tenant `FILE_SCOPE`.
 RQ's own keys (`rq:job:{j}`, `rq:queue:{name}`) are named by RQ; we take them from RQ's classes.
@@ -41,6 +42,7 @@ RQ's own keys (`rq:job:{j}`, `rq:queue:{name}`) are named by RQ; we take them fr
 from __future__ import annotations
 
 import hashlib
+import json
 
 PREFIX = "parley"
 FILE_SCOPE = "_file"
@@ -191,3 +193,15 @@ def mcp_tools(tenant: str, server: str) -> str:
 def approval_deadlines() -> str:
     """Deployment-wide: every waiting turn as `"<tenant> <job id>"`, scored by when its wait times out."""
     return f"{PREFIX}:approval-deadlines"
+
+
+def session_expiries() -> str:
+    """Deployment-wide: every session of an agent with `session_ttl_s`, as `session_expiry_member`, scored
+    by when it expires (ms); the worker's sweeper deletes what is left of each once it is due."""
+    return f"{PREFIX}:session-expiries"
+
+
+def session_expiry_member(tenant: str, agent_id: str, session_id: str) -> str:
+    """A session in `session_expiries`: JSON, so the sweeper can name its keys (the agent's list too)
+    once its hash is gone."""
+    return json.dumps([tenant, agent_id, session_id], separators=(",", ":"))
