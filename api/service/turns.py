@@ -16,8 +16,17 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from parley.shared import events, logs
-from parley.shared.errors import (Conflict, InvalidInput, NothingToRegenerate, NotFound, NotReady, ParleyError,
-                                  TimedOut, TooLarge, turn_error)  # fmt: skip
+from parley.shared.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    NothingToRegenerate,
+    NotReady,
+    ParleyError,
+    TimedOut,
+    TooLarge,
+    turn_error,
+)
 from parley.shared.events import EventType
 from parley.shared.schema import TEXT_MAX, ChatRequest, ChatResponse
 from parley.shared.shapes import check_shape
