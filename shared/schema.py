@@ -228,7 +228,8 @@ class ChatRequest(BaseModel):
 
     regenerate: bool = Field(False, description="Answer the session's last user message again (no `message`): the "
                              "new answer replaces the old one in the history.")  # fmt: skip
-    message: str = Field("", description="The user's message; not blank (left out only with `regenerate`).")
+    message: str = Field("", validate_default=True,  # left out, it is checked too: blank unless regenerate
+                         description="The user's message; not blank (left out only with `regenerate`).")
     agent: str | None = Field(None, description="Agent id or name; the first agent the tenant sees when omitted.")
     session_id: str | None = Field(None, pattern=SESSION_ID_PATTERN)
     images: list[str] = Field(default_factory=list, max_length=MAX_IMAGES)
