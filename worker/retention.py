@@ -47,7 +47,7 @@ async def sweep(aio: aredis.Redis, now: int | None = None, limit: int = BATCH) -
             session_images=keys.session_images(tenant, session_id), summary_lock=keys.summary_lock(tenant, session_id),
             lane=keys.lane(tenant, session_id), sessions=keys.sessions(tenant),
             agent_sessions=keys.agent_sessions(tenant, agent_id), member=member, session_id=session_id, now_ms=now,
-            busy_retry_ms=BUSY_RETRY_MS,
+            busy_retry_ms=BUSY_RETRY_MS, agent_id=agent_id,
         )  # fmt: skip
         outcome = await run(keys=call.keys(), args=call.args())
         if outcome == "deleted":

@@ -210,6 +210,12 @@ def test_the_sweeper_spares_a_session_made_again_and_sessions_of_agents_without_
     r.hset(keys.session(T, "kept"), "expires_at", now_ms() + 60_000)
     assert asyncio.run(sweep(worker_turns.aio)) == 0
     assert r.exists(keys.session(T, "kept")) and r.zcard(keys.session_expiries()) == 0
+    # ... and, made again for another agent, its place in the old agent's list.
+    r.zadd(keys.agent_sessions(T, "agent-old"), {"kept": 1})
+    r.zadd(keys.session_expiries(), {keys.session_expiry_member(T, "agent-old", "kept"): 1})
+    assert asyncio.run(sweep(worker_turns.aio)) == 0
+    assert r.zcard(keys.agent_sessions(T, "agent-old")) == 0 and r.exists(keys.session(T, "kept"))
+    assert sorted(r.zrange(keys.agent_sessions(T, "agent-chef"), 0, -1)) == ["kept", "s1"]
 
 
 def test_a_fork_of_an_agent_with_a_ttl_expires_as_its_sessions_do(worker_turns: WorkerTurns,

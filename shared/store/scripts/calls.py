@@ -230,6 +230,7 @@ class SweepSessionCall(ScriptCall):
     session_id: str = arg()
     now_ms: int = arg()
     busy_retry_ms: int = arg()
+    agent_id: str = arg()
 
 
 BUILDERS: tuple[type[ScriptCall], ...] = (AcceptTurnCall, StartTurnCall, EmitTurnEventCall, FinishTurnCall,
