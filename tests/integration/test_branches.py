@@ -158,6 +158,20 @@ def test_regenerate_replaces_the_answer_in_the_history_and_the_next_context(stac
         said = [m["content"] for m in context if m["role"] != "system"]
         assert said == ["Hello, I am your chef.", "name a herb", "sage", "and a spice?"]
 
+        # The Conversations API shows the session's items without the replaced answers, a page at a time.
+        for order in ("asc", "desc"):
+            items: list[dict[str, Any]] = []
+            after: dict[str, str] = {}
+            while True:
+                page = http.get("/v1/conversations/r/items", params={"order": order, "limit": 1, **after}).json()
+                items += page["data"]
+                if not page["has_more"]:
+                    break
+                after = {"after": page["last_id"]}
+            assert len(items) == len(messages(http, "r")) == 5
+            assert not {"echo: name a herb", "thyme", "basil"} & {part.get("text") for item in items
+                                                                   for part in item.get("content") or ()}
+
         # Refused: no user message yet (409), no such session (404), a message with it (422).
         assert http.post("/api/v1/sessions", json={"session_id": "empty"}).status_code == 201
         empty = http.post("/api/v1/chat", json={"regenerate": True, "session_id": "empty"})
