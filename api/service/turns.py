@@ -193,8 +193,21 @@ def _accept(rt: WebRuntime, tenant: str, body: ChatRequest, idempotency_key: str
         tenant=tenant, agent=agent, session_id=body.session_id, message=body.message, images=body.images,
         idempotency_key=idempotency_key, request_hash=digest, api_key=api_key, history=history,
         client_tools=client_tools, instructions=this_turn.instructions, response_shape=this_turn.response_shape,
-        annotations=this_turn.annotations, regenerate=body.regenerate,
+        annotations=this_turn.annotations, on_busy=_on_busy(body, history, client_tools),
+        regenerate=body.regenerate,
     )  # fmt: skip
+
+
+def _on_busy(body: ChatRequest, history: list[dict[str, Any]] | None, client_tools: ClientTools | None) -> str:
+    """The request's `on_busy`, where it can be honoured: a steer joins a running turn as text, so a message that
+    brings images, tool results or its own conversation cannot be one (422)."""
+    if body.on_busy != "steer":
+        return body.on_busy
+    if body.images or history is not None or (client_tools is not None and client_tools.results is not None):
+        raise InvalidInput("on_busy \"steer\" joins a running turn with text only: this request brings images, "
+                           "tool results or its own conversation; use enqueue or interrupt",
+                           field="on_busy")  # fmt: skip
+    return "enqueue" if body.regenerate else "steer"
 
 
 async def accept(rt: WebRuntime, tenant: str, body: ChatRequest, idempotency_key: str | None,
@@ -229,21 +242,36 @@ async def last_events(rt: WebRuntime, tenant: str, job_id: str, timeout_s: float
     return seen
 
 
+async def answering_events(rt: WebRuntime, tenant: str, job_id: str, timeout_s: float, *, too_long: str,
+                           stopping: str, **error_extra: str) -> tuple[str, dict[str, dict[str, Any]]]:  # fmt: skip
+    """`last_events` of the job that answers a request: its own, or, when its message joined a running turn
+    (`on_busy: steer`), that turn's (with its id). Errors carry `error_extra`, else the followed job's
+    `status_url`."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        left = max(0.0, deadline - asyncio.get_running_loop().time())
+        seen = await last_events(rt, tenant, job_id, left, too_long=too_long, stopping=stopping,
+                                 **(error_extra or {"status_url": f"/api/v1/jobs/{job_id}"}))  # fmt: skip
+        steered = seen.get(EventType.STEERED)
+        if steered is None or not steered.get("job_id") or EventType.RESPONSE in seen:
+            return job_id, seen
+        job_id = steered["job_id"]  # the message joined that running turn: its answer is this request's
+
+
 async def wait_for_result(rt: WebRuntime, tenant: str, accepted: Accepted) -> ChatResponse:
     """Follow the turn's events to `done`; its answer, or the error that fits how it ended.
 
     The events carry all the answer needs (`session` names the agent, `response` holds the
     text), so no extra read of the job record is needed.
     """
-    seen = await last_events(rt, tenant, accepted.job_id, rt.settings.chat_timeout_s,
-                             too_long="the turn is taking too long; poll its job",
-                             stopping="this server is shutting down; the turn goes on: poll its job",
-                             status_url=f"/api/v1/jobs/{accepted.job_id}")  # fmt: skip
+    job_id, seen = await answering_events(rt, tenant, accepted.job_id, rt.settings.chat_timeout_s,
+                                          too_long="the turn is taking too long; poll its job",
+                                          stopping="this server is shutting down; the turn goes on: poll its job")
     session, response = seen.get(EventType.SESSION), seen.get(EventType.RESPONSE)
     error = seen.get(EventType.ERROR, {})
     if session is not None and response is not None:
         return ChatResponse(response=response["content"], agent_id=session["agent_id"],
                             agent_name=session["agent_name"], session_id=session["session_id"],
-                            job_id=accepted.job_id, usage=response.get("usage"),
+                            job_id=job_id, usage=response.get("usage"),
                             structured=response.get("structured"), tool_calls=response.get("tool_calls"))  # fmt: skip
-    raise turn_error(error.get("code"), error.get("message") or "the turn failed", job_id=accepted.job_id)
+    raise turn_error(error.get("code"), error.get("message") or "the turn failed", job_id=job_id)

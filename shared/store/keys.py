@@ -30,6 +30,7 @@ session id, `{j}` a job id. Tenant names never contain `:` nor start with `_` (s
 | `parley:summary-report:{t}:{s}` | string | the session's running `POST .../summary` job (one at a time; expires) |
 | `parley:mcp-servers:{t}` | hash | MCP server name -> JSON (url, headers, allowed_tools, created_at) |
 | `parley:mcp-tools:{t}:{name}` | string | the server's tool list (JSON), cached for PARLEY_MCP_TOOLS_TTL_S |
+| `parley:steers:{t}:{j}` | list | job ids of `on_busy: steer` requests waiting to join turn `{j}` |
 | `parley:approval-deadlines` | zset | `{t} {j}` of turns waiting for a decision, by deadline (ms) |
 | `parley:metric:{name}` | hash | a deployment-wide counter or histogram: labels (and bucket) -> count |
 | `parley:web-streams` | hash | web process id -> `"<open SSE streams> <expiry ms>"`, summed at scrape |
@@ -193,6 +194,12 @@ def mcp_tools(tenant: str, server: str) -> str:
 def approval_deadlines() -> str:
     """Deployment-wide: every waiting turn as `"<tenant> <job id>"`, scored by when its wait times out."""
     return f"{PREFIX}:approval-deadlines"
+
+
+def steers(tenant: str, job_id: str) -> str:
+    """The steer requests waiting to join a turn: TAKE_STEERS moves them into it before a model call, FINISH_TURN
+    makes those left the session's next turns."""
+    return f"{PREFIX}:steers:{tenant}:{job_id}"
 
 
 def session_expiries() -> str:

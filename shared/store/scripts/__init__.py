@@ -115,10 +115,11 @@ DELETE_AGENT = load("delete_agent")
 ADD_BOUNDED = load("add_bounded")
 PAUSE_TURN = load("pause_turn")
 DECIDE_APPROVAL = load("decide_approval")
+TAKE_STEERS = load("take_steers")
 FORK_SESSION = load("fork_session")
 SWEEP_SESSION = load("sweep_session")
 
 RUNNABLE = ("accept_turn", "start_turn", "emit_turn_event", "finish_turn", "read_context", "create_session",
             "admit_report", "release_report", "emit_event", "create_agent", "update_agent", "delete_agent",
-            "add_bounded", "pause_turn", "decide_approval", "fork_session", "sweep_session")  # fmt: skip
+            "add_bounded", "pause_turn", "decide_approval", "take_steers", "fork_session", "sweep_session")  # fmt: skip
 """Every runnable script of this package (the rest, lib_*.lua, are snippets)."""

@@ -95,6 +95,8 @@ class AcceptTurnCall(ScriptCall):
     tenant_cap: int = arg()
     job_prefix: str = arg()
     rq_prefix: str = arg()
+    on_busy: str = arg()
+    steers_prefix: str = arg()
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,7 @@ class FinishTurnCall(ScriptCall):
     tool_runs: str = key()
     pending_notes: str = key()
     notes: str = key()
+    steers: str = key()
     session_expiries: str = key()
     metrics: tuple[str, ...] = key(rest=True)
     job_id: str = arg()

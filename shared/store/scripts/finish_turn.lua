@@ -1,10 +1,11 @@
 -- FINISH_TURN (worker, or web for a cancel): end a turn exactly once, recording telemetry in the same step.
 -- Records the outcome, commits its messages, images and pending notes (only when finished), emits its
 -- last events (ending with `done`), gives back its place (admitted or in the tenant's line), leaves the
--- lane, makes the lane's next turn ready and admits turns from the tenant's line while the tenant has
+-- lane (the steer requests still waiting for it, keys.steers, join the lane right behind it: they become the
+-- next turns), makes the lane's next turn ready and admits turns from the tenant's line while the tenant has
 -- free places. Its tool runs expire with the job.
 -- uses: emit, decode, tenant_line, telemetry, replace, session_ttl
--- KEYS: 1 job, 2 events, 3 live_channel, 4 lane, 5 messages, 6 session, 7 rq_queue, 8 rq_job, 9 inflight, 10 session_images, 11 tenant_admitted, 12 tenant_line, 13 tool_runs, 14 pending_notes, 15 notes, 16 session_expiries, 17.. metrics
+-- KEYS: 1 job, 2 events, 3 live_channel, 4 lane, 5 messages, 6 session, 7 rq_queue, 8 rq_job, 9 inflight, 10 session_images, 11 tenant_admitted, 12 tenant_line, 13 tool_runs, 14 pending_notes, 15 notes, 16 steers, 17 session_expiries, 18.. metrics
 -- ARGV: 1 job_id, 2 status, 3 now_ms, 4 attempt, 5 result, 6 error, 7 error_code, 8 new_messages, 9 last_events, 10 retention_ms, 11 rq_prefix, 12 enqueued_at, 13 images, 14 tokens, 15 tenant_cap, 16 job_prefix, 17 max_notes, 18 call_id, 19 deltas
 -- KEYS are keys.<name> (inflight: the tenant's turns in flight; metrics: the metric hashes, lib_telemetry.lua).
 -- The job hash's own fields say more: `regenerate` ('1': the answer replaces the old answer to the session's
@@ -27,7 +28,7 @@ local state = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'finish_call')  
 if state[3] == ARGV[18] then
     return 1
 end
-local metrics = {unpack(KEYS, 17)}
+local metrics = {unpack(KEYS, 18)}
 local deltas = cjson.decode(ARGV[19])  -- before the step writes: bad deltas write nothing
 
 -- 2. The step.
@@ -101,10 +102,19 @@ local function finish()
     if redis.call('DECR', KEYS[9]) < 0 then
         redis.call('SET', KEYS[9], 0)
     end
+    local steers = redis.call('LRANGE', KEYS[16], 0, -1)
+    if #steers > 0 then
+        redis.call('DEL', KEYS[16])
+        for position = #steers, 1, -1 do
+            if redis.call('LINSERT', KEYS[4], 'AFTER', ARGV[1], steers[position]) < 0 then
+                redis.call('RPUSH', KEYS[4], steers[position])  -- (not in its lane: cannot happen, but never lost)
+            end
+        end
+    end
     redis.call('LREM', KEYS[4], 1, ARGV[1])
     local ttl_ms, member = unpack(redis.call('HMGET', KEYS[1], 'session_ttl_ms', 'expiry_member'))
     if member then  -- the session's turns push its expiry forward (lib_session_ttl.lua)
-        keep_session(KEYS[16], member, KEYS[6], KEYS[4], {KEYS[6], KEYS[5], KEYS[15], KEYS[10]}, ttl_ms, ARGV[3])
+        keep_session(KEYS[17], member, KEYS[6], KEYS[4], {KEYS[6], KEYS[5], KEYS[15], KEYS[10]}, ttl_ms, ARGV[3])
     end
     local head = redis.call('LINDEX', KEYS[4], 0)
     if head then
