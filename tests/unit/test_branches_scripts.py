@@ -103,6 +103,7 @@ def test_a_page_of_messages_says_where_older_ones_start_even_when_all_it_read_we
 
 def test_a_fork_holds_the_messages_images_and_notes_up_to_its_message(
         worker_turns: WorkerTurns, sessions: SessionStore, clients: RedisClients, chef: dict) -> None:  # fmt: skip
+    clients.text.rpush(keys.notes(T, "s1"), "a note from before notes kept their place")  # its turn is unknown
     exchange(worker_turns, chef, "first?", "one", notes=("likes basil",))
     exchange(worker_turns, chef, "second?", "two", notes=("hates cumin",))
     clients.text.hset(keys.session_images(T, "s1"), mapping={"img_a": "data:image/png;base64,AA",
