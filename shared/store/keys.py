@@ -34,6 +34,9 @@ session id, `{j}` a job id. Tenant names never contain `:` nor start with `_` (s
 | `parley:approval-deadlines` | zset | `{t} {j}` of turns waiting for a decision, by deadline (ms) |
 | `parley:metric:{name}` | hash | a deployment-wide counter or histogram: labels (and bucket) -> count |
 | `parley:web-streams` | hash | web process id -> `"<open SSE streams> <expiry ms>"`, summed at scrape |
+| `parley:schedule:{t}:{id}` | hash | one schedule: agent, message, session, cron or interval, zone, next and last run |
+| `parley:schedules:{t}` | zset | the tenant's schedule ids by creation time (ms) (listing, PARLEY_MAX_SCHEDULES) |
+| `parley:schedules-due` | zset | `{t} {id}` of each running schedule by next run (ms), or by lease end while fired |
 | `parley:session-expiries` | zset | `["{t}","{a}","{s}"]` of sessions whose agent has `session_ttl_s`, by expiry (ms) |
 
 File agents (`PARLEY_AGENTS_FILE`) live under the reserved tenant `FILE_SCOPE`.
@@ -194,6 +197,21 @@ def mcp_tools(tenant: str, server: str) -> str:
 def approval_deadlines() -> str:
     """Deployment-wide: every waiting turn as `"<tenant> <job id>"`, scored by when its wait times out."""
     return f"{PREFIX}:approval-deadlines"
+
+
+def schedule(tenant: str, schedule_id: str) -> str:
+    return f"{PREFIX}:schedule:{tenant}:{schedule_id}"
+
+
+def schedules(tenant: str) -> str:
+    """The tenant's schedule ids by creation time (ms)."""
+    return f"{PREFIX}:schedules:{tenant}"
+
+
+def schedules_due() -> str:
+    """Deployment-wide: every schedule that still runs as `"<tenant> <schedule id>"`, scored by its next run (ms);
+    while one process fires it, by the end of that process's lease (shared/store/schedules.py)."""
+    return f"{PREFIX}:schedules-due"
 
 
 def steers(tenant: str, job_id: str) -> str:

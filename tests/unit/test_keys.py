@@ -152,3 +152,11 @@ def test_no_key_is_spelled_outside_keys_py() -> None:
     offences = [f"{path.relative_to(root)}: {match.group()}" for path in sources if path.name != "keys.py"
                 for match in literal.finditer(path.read_text(encoding="utf-8"))]  # fmt: skip
     assert offences == []
+
+
+def test_schedule_keys() -> None:
+    assert keys.schedule("alice", "sch_1") == "parley:schedule:alice:sch_1"
+    assert keys.schedules("alice") == "parley:schedules:alice"
+    assert keys.schedules_due() == "parley:schedules-due"
+    assert keys.schedule("alice", "x1") != keys.schedule("bob", "x1")
+    assert keys.schedules("alice") != keys.schedules("bob")
