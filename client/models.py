@@ -94,6 +94,7 @@ class AgentOptions(TypedDict, total=False):
     max_tokens: int | None
     max_turns: int | None
     context_budget: int | None
+    session_ttl_s: int | None
 
 
 class AgentFields(AgentOptions, total=False):

@@ -59,6 +59,12 @@ class SummaryRunning(Conflict):
     code = "summary_running"
 
 
+class NothingToRegenerate(Conflict):
+    """A `"regenerate": true` chat request (or its turn) found no user message in the session to answer again."""
+
+    code = "nothing_to_regenerate"
+
+
 class SessionBusy(Conflict):
     """A chat request with `on_busy: reject` while a turn of its session is queued, running or waiting."""
 
@@ -140,6 +146,7 @@ TURN_ERRORS: dict[str, type[ParleyError]] = {
     ErrorCode.CANCELED: Conflict,
     ErrorCode.MODEL_TIMEOUT: TimedOut,
     ErrorCode.INVALID_ANSWER: InvalidAnswer,
+    ErrorCode.NOTHING_TO_REGENERATE: NothingToRegenerate,
 }
 """The error a request waiting on a turn (or a summary) gets from the `code` of the job's `error` event; any
 other code (`model_failed`, `turn_failed`, `agent_missing`, `summary_failed`, none) is ModelFailed (502)."""

@@ -72,6 +72,8 @@ class ErrorCode(StrEnum):
     """The session's agent was deleted before the turn ran."""
     SUMMARY_FAILED = "summary_failed"
     """A session summary failed other than by its model."""
+    NOTHING_TO_REGENERATE = "nothing_to_regenerate"
+    """A regenerate turn found no user message in its session to answer again."""
 
 
 TERMINAL_TYPE = EventType.DONE

@@ -63,6 +63,9 @@ class AgentBase(BaseModel):
     context_budget: int | None = Field(None, ge=256, le=10_000_000, description=(
         "Tokens of context a turn may use (system, summary, newest turns); PARLEY_CONTEXT_TOKENS when omitted. "
         "Older turns are folded into a rolling summary."))  # fmt: skip
+    session_ttl_s: int | None = Field(None, ge=1, le=10 * 365 * 86_400, description=(
+        "Seconds a session may go without a turn before it is deleted with its messages, notes and images "
+        "(at least PARLEY_SESSION_TTL_MIN_S, 60 by default); null: sessions are kept."))  # fmt: skip
 
 
 class AgentCreate(AgentBase):
@@ -111,6 +114,7 @@ class AgentUpdate(BaseModel):
     max_tokens: int | None = Field(None, ge=1, le=1_000_000)
     max_turns: int | None = Field(None, ge=1)
     context_budget: int | None = Field(None, ge=256, le=10_000_000)
+    session_ttl_s: int | None = Field(None, ge=1, le=10 * 365 * 86_400)
 
     @model_validator(mode="after")
     def _no_null_text(self) -> AgentUpdate:
@@ -201,6 +205,14 @@ class MessagePublic(BaseModel):
     job_id: str | None
 
 
+class ForkRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"at": "msg_4"}]})
+
+    at: str = Field(..., max_length=40, description="The last message the fork holds (a message id, `msg_<n>`).")
+    session_id: str | None = Field(None, pattern=SESSION_ID_PATTERN, description="The new session's id; generated "
+                                   "when omitted (409 when it exists).")  # fmt: skip
+
+
 class MessagePage(BaseModel):
     data: list[MessagePublic]
     next_before: str | None = Field(None, description="Pass as `before` for the older page; null at the start.")
@@ -216,7 +228,8 @@ class ChatRequest(BaseModel):
 
     regenerate: bool = Field(False, description="Answer the session's last user message again (no `message`): the "
                              "new answer replaces the old one in the history.")  # fmt: skip
-    message: str = Field("", description="The user's message; not blank (left out only with `regenerate`).")
+    message: str = Field("", validate_default=True,  # left out, it is checked too: blank unless regenerate
+                         description="The user's message; not blank (left out only with `regenerate`).")
     agent: str | None = Field(None, description="Agent id or name; the first agent the tenant sees when omitted.")
     session_id: str | None = Field(None, pattern=SESSION_ID_PATTERN)
     images: list[str] = Field(default_factory=list, max_length=MAX_IMAGES)

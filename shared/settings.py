@@ -130,6 +130,12 @@ class Settings(BaseSettings):
     promises at least an hour: keep it at 3600 or more outside tests)."""
     webhook_concurrency: int = Field(16, alias="PARLEY_WEBHOOK_CONCURRENCY", ge=1)
     """Per worker: most delivery attempts in flight at once."""
+    session_ttl_min_s: int = Field(60, alias="PARLEY_SESSION_TTL_MIN_S", ge=1)
+    """The least `session_ttl_s` an agent may set, in seconds (lower only for tests)."""
+    session_sweep_s: float = Field(10.0, alias="PARLEY_SESSION_SWEEP_S", gt=0)
+    """How often a worker deletes what is left of expired sessions (agents' `session_ttl_s`), in seconds."""
+    fork_max_messages: int = Field(10_000, alias="PARLEY_FORK_MAX_MESSAGES", ge=1)
+    """Most messages one fork copies (a fork is one Redis step: it must stay short); beyond, 413."""
     model_timeout_s: float = Field(60.0, alias="PARLEY_MODEL_TIMEOUT_S", gt=0)
     """Read timeout of one model request, in seconds."""
     model_idle_timeout_s: float = Field(60.0, alias="PARLEY_MODEL_IDLE_TIMEOUT_S", gt=0)

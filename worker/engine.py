@@ -55,6 +55,7 @@ from rq.worker import WorkerStatus
 
 from parley.shared.store.worker_turns import Attempt, WorkerTurns
 
+from .retention import sweep_forever
 from .rq_side import Held, RqSide
 from .schedules import ScheduleFiring
 from .turn.control import CURRENT, JobControl
@@ -120,6 +121,8 @@ class Engine:
         if self.turns is not None:
             side.append(asyncio.create_task(self._watch(), name="watch"))
             side.append(asyncio.create_task(self._expire_approvals(), name="approvals"))
+            side.append(asyncio.create_task(sweep_forever(self.turns.aio, self.turns.store.settings.session_sweep_s),
+                                            name="retention"))  # fmt: skip
         if self.schedules is not None:
             side.append(asyncio.create_task(self.schedules.run(), name="schedules"))
         if self.webhooks is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
+from parley.shared.errors import InvalidInput
 from parley.shared.schema import AgentCreate, AgentPublic, AgentUpdate
 from parley.shared.store.agents import public
 
@@ -17,6 +18,7 @@ router = APIRouter(prefix="/api/v1/agents", tags=["agents"], responses=documente
 @router.post("", status_code=201, response_model=AgentPublic)
 def create_agent(body: AgentCreate, rt: Runtime, tenant: Tenant) -> AgentPublic:
     """Create an agent; its name must be unique for the tenant."""
+    _check_session_ttl(rt, body.session_ttl_s)
     return public(rt.agents.create(tenant, body), rt.settings.default_model)
 
 
@@ -35,7 +37,14 @@ def get_agent(agent: str, rt: Runtime, tenant: Tenant) -> AgentPublic:
 @router.patch("/{agent}", response_model=AgentPublic)
 def update_agent(agent: str, body: AgentUpdate, rt: Runtime, tenant: Tenant) -> AgentPublic:
     """Change some of an agent's fields; later turns use the new values."""
+    _check_session_ttl(rt, body.session_ttl_s)
     return public(rt.agents.update(tenant, agent, body), rt.settings.default_model)
+
+
+def _check_session_ttl(rt: Runtime, ttl_s: int | None) -> None:
+    """422 for a `session_ttl_s` below PARLEY_SESSION_TTL_MIN_S (60 s unless a test lowers it)."""
+    if ttl_s is not None and ttl_s < rt.settings.session_ttl_min_s:
+        raise InvalidInput(f"session_ttl_s must be at least {rt.settings.session_ttl_min_s}", field="session_ttl_s")
 
 
 @router.delete("/{agent}", status_code=204)

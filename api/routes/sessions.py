@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 from starlette.concurrency import run_in_threadpool
 
-from parley.shared.schema import MessagePage, SessionCreate, SessionPage, SessionPublic, SessionSummary
+from parley.shared.schema import ForkRequest, MessagePage, SessionCreate, SessionPage, SessionPublic, SessionSummary
 from parley.shared.store.sessions import MAX_PAGE, MESSAGE_ID_PREFIX
 
 from ..deps import ApiKey, Runtime, Tenant
@@ -58,11 +58,20 @@ def list_messages(
     tenant: Tenant,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     before: Annotated[str | None, Query(description="A message id; only messages before it.")] = None,
+    include: Annotated[Literal["replaced"] | None, Query(description="`replaced`: also the answers a regenerate "
+                                                         "replaced (each with `replaced: true`).")] = None,
 ) -> MessagePage:
-    """The newest `limit` messages (before `before`), oldest first; the first is the agent's first message."""
-    data = rt.sessions.messages(tenant, session_id, limit=limit, before=before)
-    older = data and data[0].id != f"{MESSAGE_ID_PREFIX}0"
-    return MessagePage(data=data, next_before=data[0].id if older else None)
+    """The newest `limit` messages (before `before`), oldest first; the first is the agent's first message.
+    Answers a regenerate replaced are left out (their ids too) unless `include=replaced`."""
+    data, start = rt.sessions.messages_page(tenant, session_id, limit=limit, before=before,
+                                            include_replaced=include == "replaced")  # fmt: skip
+    return MessagePage(data=data, next_before=f"{MESSAGE_ID_PREFIX}{start}" if start > 0 else None)
+
+
+@router.post("/{session_id}/fork", status_code=201, response_model=SessionPublic, responses=documented(413))
+def fork_session(session_id: str, body: ForkRequest, rt: Runtime, tenant: Tenant) -> SessionPublic:
+    """A new session of the same agent holding copies of the messages up to `at`, with the memory of those only."""
+    return sessions.fork(rt, tenant, session_id, body.at, body.session_id)
 
 
 @router.post("/{session_id}/summary", response_model=SessionSummary, responses=documented(429, 502, 504))

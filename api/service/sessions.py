@@ -49,3 +49,15 @@ async def summarise(rt: WebRuntime, tenant: str, session_id: str, api_key: str) 
     if response is not None:
         return SessionSummary(session_id=session_id, agent_id=agent_id, summary=response["structured"], job_id=job_id)
     raise turn_error(error.get("code"), error.get("message") or "the summary failed", job_id=job_id)
+
+
+def fork(rt: WebRuntime, tenant: str, session_id: str, at: str, new_id: str | None) -> SessionPublic:
+    """A new session of the source's agent holding its messages up to `at` (FORK_SESSION: 404 for an unknown
+    session or message, 409 for a taken `new_id`, 413 past PARLEY_FORK_MAX_MESSAGES); blocking."""
+    agent_id = rt.sessions.bound_agent(tenant, session_id)
+    if agent_id is None:
+        raise NotFound(f"session {session_id!r} not found")
+    # The agent (its session_ttl_s) may be gone: the fork is still the session's, kept like one without a ttl.
+    agent = rt.agents.get_by_id(tenant, agent_id) or {"id": agent_id, "name": None}
+    created = rt.sessions.fork(tenant, session_id, at, new_id, agent, rt.settings.fork_max_messages)
+    return rt.sessions.get(tenant, created, rt.agent_names(tenant))

@@ -16,7 +16,17 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from parley.shared import events, logs
-from parley.shared.errors import Conflict, InvalidInput, NotFound, NotReady, ParleyError, TimedOut, TooLarge, turn_error
+from parley.shared.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    NothingToRegenerate,
+    NotReady,
+    ParleyError,
+    TimedOut,
+    TooLarge,
+    turn_error,
+)
 from parley.shared.events import EventType
 from parley.shared.schema import TEXT_MAX, ChatRequest, ChatResponse
 from parley.shared.shapes import check_shape
@@ -158,6 +168,16 @@ def _check_this_turn(rt: WebRuntime, this_turn: ThisTurn) -> None:
             raise InvalidInput(f"response shape: {error}", field="response_shape") from None
 
 
+def _check_regenerate(rt: WebRuntime, tenant: str, body: ChatRequest) -> None:
+    """A regenerate needs a session (404) with a user message to answer again (409 `nothing_to_regenerate`).
+    The turn answers the last one as it is when the turn runs (turns queued before it may add one)."""
+    session_id = body.session_id or ""
+    if rt.sessions.bound_agent(tenant, session_id) is None:
+        raise NotFound(f"session {session_id!r} not found")
+    if rt.sessions.last_user_message(tenant, session_id) is None:
+        raise NothingToRegenerate(f"session {session_id!r} has no user message to answer again")
+
+
 def _accept(rt: WebRuntime, tenant: str, body: ChatRequest, idempotency_key: str | None, api_key: str,
             history: list[dict[str, Any]] | None, client_tools: ClientTools | None,
             this_turn: ThisTurn) -> Accepted:  # fmt: skip
@@ -169,6 +189,8 @@ def _accept(rt: WebRuntime, tenant: str, body: ChatRequest, idempotency_key: str
     _check_sizes(rt, body)
     _check_this_turn(rt, this_turn)
     agent = _resolve_agent(rt, tenant, body)
+    if body.regenerate:
+        _check_regenerate(rt, tenant, body)
     if client_tools is not None:
         _check_client_tools(rt, tenant, agent, body.session_id, client_tools)
     return rt.turns.accept(
@@ -176,6 +198,7 @@ def _accept(rt: WebRuntime, tenant: str, body: ChatRequest, idempotency_key: str
         idempotency_key=idempotency_key, request_hash=digest, api_key=api_key, history=history,
         client_tools=client_tools, instructions=this_turn.instructions, response_shape=this_turn.response_shape,
         annotations=this_turn.annotations, on_busy=_on_busy(body, history, client_tools), job_id=this_turn.job_id,
+        regenerate=body.regenerate,
     )  # fmt: skip
 
 

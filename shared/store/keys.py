@@ -42,6 +42,7 @@ session id, `{j}` a job id. Tenant names never contain `:` nor start with `_` (s
 | `parley:schedule:{t}:{id}` | hash | one schedule: agent, message, session, cron or interval, zone, next and last run |
 | `parley:schedules:{t}` | zset | the tenant's schedule ids by creation time (ms) (listing, PARLEY_MAX_SCHEDULES) |
 | `parley:schedules-due` | zset | `{t} {id}` of each running schedule by next run (ms), or by lease end while fired |
+| `parley:session-expiries` | zset | `["{t}","{a}","{s}"]` of sessions whose agent has `session_ttl_s`, by expiry (ms) |
 
 File agents (`PARLEY_AGENTS_FILE`) live under the reserved tenant `FILE_SCOPE`.
 RQ's own keys (`rq:job:{j}`, `rq:queue:{name}`) are named by RQ; we take them from RQ's classes.
@@ -50,6 +51,7 @@ RQ's own keys (`rq:job:{j}`, `rq:queue:{name}`) are named by RQ; we take them fr
 from __future__ import annotations
 
 import hashlib
+import json
 
 PREFIX = "parley"
 FILE_SCOPE = "_file"
@@ -246,3 +248,15 @@ def steers(tenant: str, job_id: str) -> str:
     """The steer requests waiting to join a turn: TAKE_STEERS moves them into it before a model call, FINISH_TURN
     makes those left the session's next turns."""
     return f"{PREFIX}:steers:{tenant}:{job_id}"
+
+
+def session_expiries() -> str:
+    """Deployment-wide: every session of an agent with `session_ttl_s`, as `session_expiry_member`, scored
+    by when it expires (ms); the worker's sweeper deletes what is left of each once it is due."""
+    return f"{PREFIX}:session-expiries"
+
+
+def session_expiry_member(tenant: str, agent_id: str, session_id: str) -> str:
+    """A session in `session_expiries`: JSON, so the sweeper can name its keys (the agent's list too)
+    once its hash is gone."""
+    return json.dumps([tenant, agent_id, session_id], separators=(",", ":"))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -180,9 +180,16 @@ class Prefetched:
 
 def backwards(r: Any, tenant: str, session_id: str, end: int, boundary: int,
               known: tuple[int, list[str]] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:  # fmt: skip
-    """(index, message) from index `end - 1` down to `boundary`, newest first, read by LRANGEs of
-    growing size (FIRST_CHUNK, twice that, ...): a reader that stops early read little more than it used.
+    """(index, message) from index `end - 1` down to `boundary`, newest first, leaving out replaced messages (an
+    old answer a regenerate replaced is in no context, window or summary).
     `known`, (start, messages from `start` to `end`) already read, is given first and not read again."""
+    return (item for item in _backwards(r, tenant, session_id, end, boundary, known) if not item[1].get("replaced"))
+
+
+def _backwards(r: Any, tenant: str, session_id: str, end: int, boundary: int,
+               known: tuple[int, list[str]] | None) -> Iterator[tuple[int, dict[str, Any]]]:  # fmt: skip
+    """`backwards` with replaced messages, read by LRANGEs of growing size (FIRST_CHUNK, twice that, ...): a
+    reader that stops early read little more than it used."""
     key = keys.messages(tenant, session_id)
     chunk = FIRST_CHUNK
     if known is not None:
@@ -222,14 +229,21 @@ def newest_turns(items: Iterator[tuple[int, dict[str, Any]]], budget: int, bound
 
 
 def read_window(r: Any, tenant: str, session_id: str, *, budget_tokens: int, model: str,
-                prefetched: Prefetched | None = None) -> Window:  # fmt: skip
+                prefetched: Prefetched | None = None, end: int | None = None) -> Window:  # fmt: skip
     """The context of a session's next turn, reading O(window) of Redis, never O(history).
 
     One MULTI (LLEN, LINDEX 0, the summary fields), then the tail in growing LRANGE chunks until
     the budget is used or the summary's boundary is reached; never below `summary_upto`.
     `budget_tokens` is for first message + summary + tail (see history_budget). With `prefetched`
-    (a turn's READ_CONTEXT), its snapshot and tail are used and only older messages are read, if needed."""
+    (a turn's READ_CONTEXT), its snapshot and tail are used and only older messages are read, if needed.
+    With `end`, the history stops before that index (a regenerate's context: what came before the user message
+    it answers again)."""
     snap = prefetched.snapshot if prefetched is not None else snapshot(r, tenant, session_id, model)
+    if end is not None and end < snap.total:
+        snap = replace(snap, total=end)
+        if prefetched is not None:
+            keep = max(0, end - prefetched.tail_start)
+            prefetched = replace(prefetched, snapshot=snap, tail=prefetched.tail[:keep]) if keep else None
     first_tokens = message_tokens(snap.first, model) if snap.first else 0
     room = budget_tokens - first_tokens - snap.summary_tokens
     known = (prefetched.tail_start, prefetched.tail) if prefetched is not None else None

@@ -3,6 +3,11 @@
 A session is a hash, listed in two sorted sets (all of the tenant's, and the agent's) by creation
 time. Its messages are a list of JSON objects, oldest first; a message's id is `msg_<index>`, so
 paging by `before` is one LRANGE, whatever the history's length.
+
+Branches: a regenerated answer marks the old one `replaced` (it keeps its place and id; lists and the model's
+context leave it out; the hash's `replaced` counts them); a fork copies a session's messages up to one into a
+new session (FORK_SESSION). Retention: the sessions of an agent with `session_ttl_s` expire that long after
+their last turn (lib_session_ttl.lua; the worker's sweeper, worker/retention.py, deletes what is left).
 """
 
 from __future__ import annotations
@@ -15,9 +20,10 @@ from typing import Any
 import redis
 
 from parley.shared.clock import iso, now_ms
-from parley.shared.errors import Conflict, InvalidInput, NotFound
+from parley.shared.errors import Conflict, InvalidInput, NotFound, TooLarge
 from parley.shared.schema import MessagePublic, SessionPublic
-from parley.shared.store import images, keys, scripts
+from parley.shared.store import images, keys, memory, scripts
+from parley.shared.store.scripts.calls import ForkSessionCall
 from parley.shared.tokens import count_message
 
 MESSAGE_ID_PREFIX = "msg_"
@@ -57,6 +63,7 @@ class SessionStore:
     def __init__(self, r: redis.Redis) -> None:
         self.r = r
         self._create = r.register_script(scripts.CREATE_SESSION)
+        self._fork = r.register_script(scripts.FORK_SESSION)
 
     def create(self, tenant: str, agent: dict[str, Any], session_id: str | None, metadata: dict) -> str:
         """Create a session bound to `agent`; 409 when the id is taken."""
@@ -64,8 +71,11 @@ class SessionStore:
         created = now_ms()
         _, was_created = self._create(
             keys=[keys.session(tenant, session_id), keys.sessions(tenant),
-                  keys.agent_sessions(tenant, agent["id"]), keys.messages(tenant, session_id)],
-            args=[session_id, agent["id"], created, json.dumps(metadata), first_message_json(agent, created)],
+                  keys.agent_sessions(tenant, agent["id"]), keys.messages(tenant, session_id),
+                  keys.lane(tenant, session_id), keys.session_expiries()],
+            args=[session_id, agent["id"], created, json.dumps(metadata), first_message_json(agent, created),
+                  int(agent.get("session_ttl_s") or 0) * 1000,
+                  keys.session_expiry_member(tenant, agent["id"], session_id)],
         )  # fmt: skip
         if not int(was_created):
             raise Conflict(f"session {session_id!r} already exists")
@@ -84,6 +94,47 @@ class SessionStore:
         if not raw:
             raise NotFound(f"session {session_id!r} not found")
         return _public_session(session_id, raw, count, agent_names).model_copy(update={"active_jobs": lane})
+
+    def fork(self, tenant: str, session_id: str, at: str, new_id: str | None, agent: dict[str, Any],
+             max_messages: int) -> str:  # fmt: skip
+        """A new session of `agent` (the source's) holding the source's messages up to `at` (FORK_SESSION); its id.
+        NotFound for an unknown session or message (or a replaced one), Conflict when `new_id` exists, TooLarge
+        past `max_messages`."""
+        index = _message_index(at, "at")
+        new_id = new_id or new_session_id()
+        call = ForkSessionCall(
+            source=keys.session(tenant, session_id), source_messages=keys.messages(tenant, session_id),
+            source_notes=keys.notes(tenant, session_id), source_images=keys.session_images(tenant, session_id),
+            session=keys.session(tenant, new_id), sessions=keys.sessions(tenant),
+            agent_sessions=keys.agent_sessions(tenant, agent["id"]), messages=keys.messages(tenant, new_id),
+            notes=keys.notes(tenant, new_id), session_images=keys.session_images(tenant, new_id),
+            lane=keys.lane(tenant, new_id), session_expiries=keys.session_expiries(), session_id=new_id, at=index,
+            now_ms=now_ms(), max_messages=max_messages, session_ttl_ms=int(agent.get("session_ttl_s") or 0) * 1000,
+            expiry_member=keys.session_expiry_member(tenant, agent["id"], new_id),
+        )  # fmt: skip
+        outcome, detail = self._fork(keys=call.keys(), args=call.args())
+        if outcome == "missing":
+            raise NotFound(f"session {session_id!r} not found")
+        if outcome == "no_message":
+            raise NotFound(f"session {session_id!r} has no message {at!r} (or it was replaced)")
+        if outcome == "exists":
+            raise Conflict(f"session {new_id!r} already exists")
+        if outcome == "too_long":
+            raise TooLarge(f"a fork copies at most {detail} messages; fork at an earlier message")
+        return new_id
+
+    def last_user_message(self, tenant: str, session_id: str) -> tuple[int, dict[str, Any]] | None:
+        """The session's last user message that is not replaced, with its index (what a regenerate answers
+        again); None when it has none past its rolling summary. Reads back from the end only that far."""
+        messages_key = keys.messages(tenant, session_id)
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.llen(messages_key)
+            pipe.hmget(keys.session(tenant, session_id), memory.SUMMARY_UPTO_FIELD)
+            total, (upto,) = pipe.execute()
+        for index, message in memory.backwards(self.r, tenant, session_id, int(total), int(upto or 0)):
+            if message.get("role") == "user":
+                return index, message
+        return None
 
     def page(self, tenant: str, *, agent_id: str | None, limit: int, cursor: str | None,
              agent_names: dict[str, str]) -> tuple[list[SessionPublic], str | None]:  # fmt: skip
@@ -164,32 +215,48 @@ class SessionStore:
         with self.r.pipeline() as pipe:
             pipe.delete(keys.session(tenant, session_id), keys.messages(tenant, session_id),
                         keys.notes(tenant, session_id))
+            pipe.zrem(keys.session_expiries(), keys.session_expiry_member(tenant, agent_id, session_id))
             pipe.zrem(keys.sessions(tenant), session_id)
             pipe.zrem(keys.agent_sessions(tenant, agent_id), session_id)
             pipe.delete(keys.session_images(tenant, session_id), keys.summary_lock(tenant, session_id))
             pipe.execute()
 
-    def messages(self, tenant: str, session_id: str, *, limit: int, before: str | None) -> list[MessagePublic]:
-        """Up to `limit` messages before `before` (or the newest), oldest first."""
+    def messages(self, tenant: str, session_id: str, *, limit: int, before: str | None,
+                 include_replaced: bool = False) -> list[MessagePublic]:  # fmt: skip
+        """Those of the `limit` messages before `before` (or the newest) that are not replaced (all of them with
+        `include_replaced`), oldest first."""
+        return self.messages_page(tenant, session_id, limit=limit, before=before,
+                                  include_replaced=include_replaced)[0]  # fmt: skip
+
+    def messages_page(self, tenant: str, session_id: str, *, limit: int, before: str | None,
+                      include_replaced: bool = False) -> tuple[list[MessagePublic], int]:  # fmt: skip
+        """`messages`, and the index of the first message of the range read (0: nothing older)."""
         if self.bound_agent(tenant, session_id) is None:
             raise NotFound(f"session {session_id!r} not found")
         key = keys.messages(tenant, session_id)
         if before is None:
             end = int(self.r.llen(key)) - 1  # type: ignore[arg-type]
         else:
-            index = before.removeprefix(MESSAGE_ID_PREFIX)
-            if not before.startswith(MESSAGE_ID_PREFIX) or not _NUMBER.fullmatch(index):
-                raise InvalidInput("before must be a message id such as msg_12", field="before")
-            end = int(index) - 1
+            end = _message_index(before, "before") - 1
         start = max(0, end - limit + 1)
         if end < 0:
-            return []
-        stored = [json.loads(item) for item in self.r.lrange(key, start, end)]  # type: ignore[union-attr]
-        found = images.lookup(self.r, tenant, session_id, [ref for m in stored for ref in m.get("images") or ()])
-        for message in stored:
+            return [], 0
+        read = [json.loads(item) for item in self.r.lrange(key, start, end)]  # type: ignore[union-attr]
+        stored = [(start + offset, message) for offset, message in enumerate(read)
+                  if include_replaced or not message.get("replaced")]  # fmt: skip
+        found = images.lookup(self.r, tenant, session_id, [ref for _, m in stored for ref in m.get("images") or ()])
+        for _, message in stored:
             if message.get("images"):
                 message["images"] = images.with_uris(message["images"], found)
-        return [_public_message(start + offset, message) for offset, message in enumerate(stored)]
+        return [_public_message(index, message) for index, message in stored], start
+
+
+def _message_index(message_id: str, field: str) -> int:
+    """The list index a message id (`msg_<n>`) names; 422 for anything else."""
+    index = message_id.removeprefix(MESSAGE_ID_PREFIX)
+    if not message_id.startswith(MESSAGE_ID_PREFIX) or not _NUMBER.fullmatch(index):
+        raise InvalidInput(f"{field} must be a message id such as msg_12", field=field)
+    return int(index)
 
 
 def _public_session(session_id: str, raw: dict[str, str], count: int, agent_names: dict[str, str]) -> SessionPublic:

@@ -81,6 +81,24 @@ def approval_member(tenant: str, job_id: str) -> str:
     return f"{tenant} {job_id}"
 
 
+def session_ttl_ms(agent: dict[str, Any]) -> int:
+    """The agent's `session_ttl_s` in ms, 0 when its sessions are kept."""
+    return int(agent.get("session_ttl_s") or 0) * 1000
+
+
+def _branch_fields(tenant: str, agent: dict[str, Any], session_id: str, stateless: bool,
+                   regenerate: bool) -> dict[str, str]:  # fmt: skip
+    """A session turn's job fields for regenerate and retention: the turn keeps its session alive (ACCEPT_TURN and
+    FINISH_TURN push its expiry, lib_session_ttl.lua); a stateless turn (its own history) has no session."""
+    if stateless:
+        return {}
+    fields = {"session_ttl_ms": str(session_ttl_ms(agent)),
+              "expiry_member": keys.session_expiry_member(tenant, agent["id"], session_id)}  # fmt: skip
+    if regenerate:
+        fields["regenerate"] = "1"
+    return fields
+
+
 def new_job_id() -> str:
     return f"job_{uuid.uuid4().hex}"
 
@@ -139,7 +157,7 @@ class TurnStore:
                client_tools: ClientTools | None = None, instructions: str | None = None,
                response_shape: dict[str, Any] | str | None = None,
                annotations: dict[str, Any] | None = None, on_busy: str = "enqueue",
-               job_id: str | None = None) -> Accepted:  # fmt: skip
+               job_id: str | None = None, regenerate: bool = False) -> Accepted:  # fmt: skip
         """Queue a turn: create the session if needed, record the job, emit `session` and `queued`.
 
         With `history`, the turn brings its whole conversation (the OpenAI-compatible endpoint
@@ -151,6 +169,8 @@ class TurnStore:
         a turn of the session is queued, running or waiting (ACCEPT_TURN): `reject` raises SessionBusy,
         `interrupt` cancels that turn once this one is next in the lane, `steer` makes this one wait to join it.
         `job_id` names the turn (default: a new id), for a protocol that must know it before the turn is queued.
+        `regenerate`: the turn answers the session's last user message again (its `message` is empty), its
+        answer replacing the old one.
 
         Raises Conflict (session bound to another agent, or a reused Idempotency-Key) and
         TooManyRequests (queue full, tenant busy, key over its rate); in those cases nothing is created.
@@ -179,6 +199,7 @@ class TurnStore:
             fields["response_shape"] = json.dumps(response_shape)
         if annotations:
             fields["annotations"] = json.dumps(annotations)
+        fields.update(_branch_fields(tenant, agent, session_id, history is not None, regenerate))
         session_event = events.encode(EventType.SESSION, session_id=session_id, agent_id=agent["id"],
                                       agent_name=agent["name"], job_id=job_id)  # fmt: skip
         queued_event = events.encode(EventType.STATUS, message="queued")
@@ -190,7 +211,8 @@ class TurnStore:
             live_channel=keys.live_channel(tenant, job_id), idempotency=idem_key, rq_job=keys.rq_job(job_id),
             rq_queue=keys.rq_queue(self.settings.queue_name), inflight=keys.inflight(tenant),
             rate=keys.rate(tenant, api_key), tenant_admitted=keys.tenant_admitted(tenant),
-            tenant_line=keys.tenant_line(tenant),
+            tenant_line=keys.tenant_line(tenant), notes=keys.notes(tenant, session_id),
+            session_images=keys.session_images(tenant, session_id), session_expiries=keys.session_expiries(),
             job_id=job_id, session_id=session_id, agent_id=agent["id"], now_ms=created, metadata="{}",
             first_message=first_message_json(agent, created), job_fields=json.dumps(fields),
             session_event=session_event, queued_event=queued_event, retention_ms=self.retention_ms,
@@ -354,7 +376,7 @@ class TurnStore:
             tenant_admitted=keys.tenant_admitted(tenant), tenant_line=keys.tenant_line(tenant),
             tool_runs=keys.tool_runs(tenant, job_id), pending_notes=keys.pending_notes(tenant, job_id),
             notes=keys.notes(tenant, session_id), steers=keys.steers(tenant, job_id), webhooks=keys.webhooks(tenant),
-            turn_ends=keys.turn_ends(), metrics=telemetry.script_keys(),
+            turn_ends=keys.turn_ends(), session_expiries=keys.session_expiries(), metrics=telemetry.script_keys(),
             job_id=job_id, status=status, now_ms=now_ms(), attempt="" if attempt is None else attempt,
             result=json.dumps(result) if result is not None else "", error=error, error_code=error_code,
             new_messages=json.dumps(messages or []), last_events=json.dumps(events_out),

@@ -12,6 +12,8 @@ refuse, telling the model so.
 
 from __future__ import annotations
 
+import json
+
 from parley.shared.store import keys
 from parley.tools.context import ToolContext, ToolError
 from parley.tools.registry import tool
@@ -20,6 +22,20 @@ MAX_NOTES = 100
 MAX_NOTE_CHARS = 2_000
 NO_MEMORY = ("this conversation has no memory between turns (the caller sends the whole history each time), "
              "so there are no notes: keep what matters in your answer instead")  # fmt: skip
+
+
+def note_text(stored: str | bytes) -> str:
+    """A committed note's text: FINISH_TURN stores it as JSON `{"text", "upto"}` (upto: the session's message
+    count once its turn committed, which a fork reads); a note stored before that is its text as it is."""
+    raw = stored.decode() if isinstance(stored, bytes) else str(stored)
+    if raw.startswith("{"):
+        try:
+            note = json.loads(raw)
+        except ValueError:
+            return raw
+        if isinstance(note, dict) and isinstance(note.get("text"), str) and isinstance(note.get("upto"), int):
+            return note["text"]
+    return raw
 
 
 @tool(timeout_s=5)
@@ -62,7 +78,8 @@ def recall(ctx: ToolContext, query: str = "") -> str:
         pipe.lrange(keys.notes(ctx.tenant, ctx.session_id), 0, -1)
         pipe.lrange(keys.pending_notes(ctx.tenant, ctx.job_id), 0, -1)
         kept, pending = pipe.execute()
-    notes = [item.decode() if isinstance(item, bytes) else str(item) for item in [*kept, *pending]]
+    notes = [note_text(item) for item in kept] + [item.decode() if isinstance(item, bytes) else str(item)
+                                                   for item in pending]  # fmt: skip
     notes = notes[-MAX_NOTES:]  # what the session will keep once this turn's notes are committed
     if not notes:
         return "no notes in this conversation yet"

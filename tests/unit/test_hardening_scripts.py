@@ -25,7 +25,7 @@ from parley.shared.store.connection import RedisClients
 from parley.shared.store.sessions import message_json
 from parley.shared.store.turns import Accepted, TurnStore
 from parley.shared.store.worker_turns import Attempt, WorkerTurns
-from parley.tools.notes import MAX_NOTES
+from parley.tools.notes import MAX_NOTES, note_text
 from tests.unit.test_turn_scripts import event_types, snapshot, stored_messages
 
 T, OTHER = "acme", "globex"
@@ -186,7 +186,7 @@ def test_every_ending_gives_tool_runs_a_lifetime_and_drops_pending_notes(turns: 
     assert 0 < clients.text.pttl(keys.tool_runs(T, job_id)) <= turns.retention_ms
     assert clients.text.exists(keys.pending_notes(T, job_id)) == 0
     kept = ["likes basil"] if ending == "finished" else []
-    assert clients.text.lrange(keys.notes(T, "s1"), 0, -1) == kept
+    assert [note_text(note) for note in clients.text.lrange(keys.notes(T, "s1"), 0, -1)] == kept
 
 
 def test_finished_turn_commits_its_pending_notes_keeping_the_newest(turns: TurnStore, worker_turns: WorkerTurns,
@@ -197,7 +197,7 @@ def test_finished_turn_commits_its_pending_notes_keeping_the_newest(turns: TurnS
     attempt = run(worker_turns, job_id)
     clients.text.rpush(keys.pending_notes(T, job_id), "new 1", "new 2")
     assert finish(worker_turns, job_id, attempt) is True
-    notes = clients.text.lrange(keys.notes(T, "s1"), 0, -1)
+    notes = [note_text(note) for note in clients.text.lrange(keys.notes(T, "s1"), 0, -1)]
     assert len(notes) == MAX_NOTES
     assert notes[:1] == ["old 2"] and notes[-2:] == ["new 1", "new 2"]
 

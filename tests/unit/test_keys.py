@@ -136,6 +136,11 @@ def test_hub_channel() -> None:
     assert keys.hub_channel() == "parley:hub"
 
 
+def test_session_expiries() -> None:
+    assert keys.session_expiries() == "parley:session-expiries"
+    assert keys.session_expiry_member("acme", "agent-1", "s 1") == '["acme","agent-1","s 1"]'
+
+
 def test_no_key_is_spelled_outside_keys_py() -> None:
     """`keys.py` is the one place a key name is built: a `parley:<kind>` or `rq:<kind>` literal anywhere else
     in the product (Python or Lua) is a second author of a key's format."""

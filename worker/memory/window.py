@@ -32,17 +32,19 @@ def agent_model(rt: Runtime, agent: dict[str, Any]) -> str:
 
 
 def remembered(rt: Runtime, tenant: str, record: dict[str, str], agent: dict[str, Any], model: str,
-               images: list[str], prefetched: memory.Prefetched | None = None) -> tuple[list[dict[str, Any]], int]:
+               images: list[str], prefetched: memory.Prefetched | None = None,
+               end: int | None = None) -> tuple[list[dict[str, Any]], int]:  # fmt: skip
     """What the session remembers that fits the agent's context budget (shared/store/memory.py): the
     first message, the rolling summary, the newest whole turns, their images resolved in one
     read; and how many exchanges the session has had. Reads O(window), never the whole history;
     with `prefetched` (the turn's READ_CONTEXT), only what that did not hold: older messages a large
-    budget takes, and images. Blocking: the worker runs it in its pool."""
+    budget takes, and images. `end`: the history stops before that index (a regenerate). Blocking: the
+    worker runs it in its pool."""
     r, session_id = rt.clients.text, record["session_id"]
     new_message = {"role": "user", "content": record["message"], "images": images}
     budget = memory.history_budget(agent, rt.settings.context_tokens, model) - count_message(new_message, model)
     window = memory.read_window(r, tenant, session_id, budget_tokens=max(budget, 0), model=model,
-                                prefetched=prefetched)  # fmt: skip
+                                prefetched=prefetched, end=end)  # fmt: skip
     history = [window.first] if window.first else []
     if window.summary:
         history.append({"role": "system", "content": SUMMARY_INTRO + window.summary})

@@ -27,6 +27,7 @@ from parley.shared.store.worker_turns import Attempt
 from parley.shared.tokens import count_message
 from parley.tools import ToolContext
 
+from ..memory.regenerate import NOTHING_TO_REGENERATE, as_regenerated
 from ..memory.window import agent_model, maybe_schedule_summary, remembered
 from ..providers.base import ModelError
 from ..runtime import Runtime
@@ -53,6 +54,11 @@ async def run_turn(tenant: str, job_id: str, *, rt: Runtime) -> str:
     if control is not None:
         control.started(turn)
     logs.bind(session_id=record.get("session_id"))
+    if record.get("regenerate"):  # the last user message, answered again (worker/memory/regenerate.py)
+        regenerated = await in_thread(rt.threads, as_regenerated, rt, tenant, record)
+        if regenerated is None:
+            return await _fail(rt, turn, record, NOTHING_TO_REGENERATE, ErrorCode.NOTHING_TO_REGENERATE)
+        record = regenerated
     images = json.loads(record.get("images") or "[]")
     agent, history, exchanges = await _context(rt, tenant, record, images)
     if agent is None:
@@ -136,8 +142,11 @@ async def _context(rt: Runtime, tenant: str, record: dict[str, str],
         history = json.loads(record["history"])
         return agent, history, exchanges_so_far(history)
     model = agent_model(rt, agent)
+    end = int(record["regenerate_at"]) if "regenerate_at" in record else None
     history, exchanges = await in_thread(rt.threads, remembered, rt, tenant, record, agent, model, images,
-                                         read.prefetched(model))  # fmt: skip
+                                         read.prefetched(model), end)  # fmt: skip
+    if end is not None and read.total > end + 1:
+        exchanges = max(0, exchanges - 1)  # the exchange answered again is not one more
     return agent, history, exchanges
 
 
@@ -224,6 +233,8 @@ async def _commit(rt: Runtime, turn: Attempt, agent: dict[str, Any], record: dic
     opening = [{"role": "tool", "tool_call_id": item["tool_call_id"], "content": item["content"],
                 "created_at": enqueued} for item in tool_results] if tool_results is not None else [
         {"role": "user", "content": record["message"], "created_at": enqueued, "images": refs}]  # fmt: skip
+    if record.get("regenerate"):
+        opening = []  # the user message answered again is stored already
     closing = [] if outcome.client_calls else [{"role": "assistant", "content": outcome.answer, "created_at": now}]
     stored = [*opening, *({**step, "created_at": now} for step in outcome.transcript), *closing]
     tokens = [count_message(message, model) for message in stored]

@@ -181,14 +181,20 @@ def list_items(
     _get(rt, tenant, session_id)
     cursor = item_views.position(after) if after is not None else None
     span = limit + 1 + (cursor is not None)  # every message has an item: one more than a page tells has_more
+    total = _get(rt, tenant, session_id).message_count
+    pairs: list[Pair] = []
+    # An answer a regenerate replaced has no item: read on past such messages until the page is full.
     if order == "asc":
-        first = cursor[0] if cursor else 0
-        pairs = [p for p in _window(rt, tenant, session_id, first, span) if cursor is None or p[0] > cursor]
+        start = cursor[0] if cursor else 0
+        while len(pairs) <= limit and start < total:
+            pairs += [p for p in _window(rt, tenant, session_id, start, span) if cursor is None or p[0] > cursor]
+            start += span
     else:
-        total = _get(rt, tenant, session_id).message_count
-        last = cursor[0] if cursor else total - 1
-        pairs = [p for p in _window(rt, tenant, session_id, last - span + 1, span)[::-1]
-                 if cursor is None or p[0] < cursor]  # fmt: skip
+        end = (cursor[0] if cursor else total - 1) + 1
+        while len(pairs) <= limit and end > 0:
+            pairs += [p for p in _window(rt, tenant, session_id, end - span, span)[::-1]
+                      if cursor is None or p[0] < cursor]  # fmt: skip
+            end -= span
     data = [item for _, item in pairs]
     return item_views.listing(data[:limit], has_more=len(data) > limit)
 

@@ -43,7 +43,8 @@ the same arguments must change nothing and answer as the first run did:
   answer and writes nothing, metrics neither.
 - EMIT_TURN_EVENT: a whole batch of events is one run, named by its call id; the job hash keeps the
   last call written (`emitted`), so the same batch sent again writes nothing.
-- CREATE_SESSION is NOT: its second run finds the session and answers "not created" (see there).
+- CREATE_SESSION is NOT: its second run finds the session and answers "not created" (see there); nor is
+  FORK_SESSION (its second run answers 'exists'). SWEEP_SESSION's second run finds nothing due.
 - PAUSE_TURN: like FINISH_TURN (`pause_call`). FINISH_TURN, PAUSE_TURN and TAKE_STEERS also write a turn's end
   to the turn-ends stream for webhooks (lib_turn_end.lua) in their step, so their replay writes no second entry.
 - Webhook deliveries (CREATE_DELIVERY, CLAIM_DELIVERIES, RECORD_ATTEMPT): each header says how it is run twice.
@@ -122,12 +123,14 @@ CREATE_DELIVERY = load("create_delivery")
 CLAIM_DELIVERIES = load("claim_deliveries")
 RECORD_ATTEMPT = load("record_attempt")
 TAKE_STEERS = load("take_steers")
+FORK_SESSION = load("fork_session")
+SWEEP_SESSION = load("sweep_session")
 
 RUNNABLE = ("accept_turn", "start_turn", "emit_turn_event", "finish_turn", "read_context", "create_session",
             "admit_report", "release_report", "emit_event", "create_agent", "update_agent", "delete_agent",
             "add_bounded", "pause_turn", "decide_approval", "take_steers",
             "create_schedule", "claim_schedule", "advance_schedule", "create_delivery", "claim_deliveries",
-            "record_attempt")  # fmt: skip
+            "record_attempt", "fork_session", "sweep_session")  # fmt: skip
 """Every runnable script of this package (the rest, lib_*.lua, are snippets)."""
 
 CREATE_SCHEDULE = load("create_schedule")

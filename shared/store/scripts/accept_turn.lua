@@ -1,10 +1,11 @@
 -- ACCEPT_TURN (web): queue a turn. Checks the limits, creates the session if needed, records the job,
 -- emits `session` and `status: queued`, joins the session's lane and, at its head, the tenant's line.
--- uses: emit, limits, ensure_session, decode, tenant_line
--- KEYS: 1 session, 2 sessions, 3 agent_sessions, 4 messages, 5 lane, 6 job, 7 events, 8 live_channel, 9 idempotency, 10 rq_job, 11 rq_queue, 12 inflight, 13 rate, 14 tenant_admitted, 15 tenant_line
+-- uses: emit, limits, ensure_session, decode, tenant_line, session_ttl
+-- KEYS: 1 session, 2 sessions, 3 agent_sessions, 4 messages, 5 lane, 6 job, 7 events, 8 live_channel, 9 idempotency, 10 rq_job, 11 rq_queue, 12 inflight, 13 rate, 14 tenant_admitted, 15 tenant_line, 16 notes, 17 session_images, 18 session_expiries
 -- ARGV: 1 job_id, 2 session_id, 3 agent_id, 4 now_ms, 5 metadata, 6 first_message, 7 job_fields, 8 session_event, 9 queued_event, 10 retention_ms, 11 idempotency_value, 12 idempotency_ttl_ms, 13 max_queue_depth, 14 enqueued_at, 15 max_inflight, 16 max_rate, 17 rate_window_ms, 18 create_session, 19 tenant_cap, 20 job_prefix, 21 rq_prefix, 22 on_busy, 23 steers_prefix
 -- KEYS are keys.<name> (idempotency: keys.idempotency(tenant, '-') when the request has no key; inflight: the
 -- tenant's turns in flight; rate: the API key's rate counter).
+-- job_fields may hold `session_ttl_ms` and `expiry_member`: the turn keeps its session (lib_session_ttl.lua).
 -- Arguments: metadata, first_message: the session's, as CREATE_SESSION takes them; job_fields: the job hash
 --   (JSON object of strings); session_event, queued_event: event JSON; idempotency_value: '' = no key;
 --   max_queue_depth, max_inflight (per tenant, 0 = no limit), max_rate (turns per key per window,
@@ -85,6 +86,10 @@ else
     if redis.call('LINDEX', KEYS[5], 0) == ARGV[1] then
         make_ready(KEYS[14], KEYS[15], KEYS[11], KEYS[6], KEYS[10], ARGV[1], cap, ARGV[14])
     end
+end
+if fields['expiry_member'] then  -- the lane holds a turn now (or a steer waits on its head): no expiry meanwhile
+    keep_session(KEYS[18], fields['expiry_member'], KEYS[1], KEYS[5], {KEYS[1], KEYS[4], KEYS[16], KEYS[17]},
+                 fields['session_ttl_ms'], ARGV[4])
 end
 fill_from_line(KEYS[14], KEYS[15], KEYS[11], ARGV[20], ARGV[21], cap, ARGV[14])  -- after a raised cap
 if ARGV[11] ~= '' then

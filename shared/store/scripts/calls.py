@@ -71,6 +71,9 @@ class AcceptTurnCall(ScriptCall):
     rate: str = key()
     tenant_admitted: str = key()
     tenant_line: str = key()
+    notes: str = key()
+    session_images: str = key()
+    session_expiries: str = key()
     job_id: str = arg()
     session_id: str = arg()
     agent_id: str = arg()
@@ -147,6 +150,7 @@ class FinishTurnCall(ScriptCall):
     steers: str = key()
     webhooks: str = key()
     turn_ends: str = key()
+    session_expiries: str = key()
     metrics: tuple[str, ...] = key(rest=True)
     job_id: str = arg()
     status: str = arg()
@@ -188,8 +192,54 @@ class AdmitReportCall(ScriptCall):
     enqueued_at: str = arg()
 
 
+@dataclass(frozen=True)
+class ForkSessionCall(ScriptCall):
+    """FORK_SESSION (fork_session.lua): a new session holding a copy of another's messages up to one."""
+
+    SCRIPT: ClassVar[str] = "fork_session"
+    source: str = key()
+    source_messages: str = key()
+    source_notes: str = key()
+    source_images: str = key()
+    session: str = key()
+    sessions: str = key()
+    agent_sessions: str = key()
+    messages: str = key()
+    notes: str = key()
+    session_images: str = key()
+    lane: str = key()
+    session_expiries: str = key()
+    session_id: str = arg()
+    at: int = arg()
+    now_ms: int = arg()
+    max_messages: int = arg()
+    session_ttl_ms: int = arg()
+    expiry_member: str = arg()
+
+
+@dataclass(frozen=True)
+class SweepSessionCall(ScriptCall):
+    """SWEEP_SESSION (sweep_session.lua): delete what is left of one expired session."""
+
+    SCRIPT: ClassVar[str] = "sweep_session"
+    session_expiries: str = key()
+    session: str = key()
+    messages: str = key()
+    notes: str = key()
+    session_images: str = key()
+    summary_lock: str = key()
+    lane: str = key()
+    sessions: str = key()
+    agent_sessions: str = key()
+    member: str = arg()
+    session_id: str = arg()
+    now_ms: int = arg()
+    busy_retry_ms: int = arg()
+    agent_id: str = arg()
+
+
 BUILDERS: tuple[type[ScriptCall], ...] = (AcceptTurnCall, StartTurnCall, EmitTurnEventCall, FinishTurnCall,
-                                          AdmitReportCall)  # fmt: skip
+                                          AdmitReportCall, ForkSessionCall, SweepSessionCall)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,15 @@
 -- next turns), makes the lane's next turn ready and admits turns from the tenant's line while the tenant has
 -- free places. Its tool runs expire with the job. When the tenant has webhooks, the end goes into the turn-ends
 -- stream (lib_turn_end.lua: `turn.<status>`).
--- uses: emit, decode, tenant_line, telemetry, turn_end
--- KEYS: 1 job, 2 events, 3 live_channel, 4 lane, 5 messages, 6 session, 7 rq_queue, 8 rq_job, 9 inflight, 10 session_images, 11 tenant_admitted, 12 tenant_line, 13 tool_runs, 14 pending_notes, 15 notes, 16 steers, 17 webhooks, 18 turn_ends, 19.. metrics
+-- uses: emit, decode, tenant_line, telemetry, turn_end, replace, session_ttl
+-- KEYS: 1 job, 2 events, 3 live_channel, 4 lane, 5 messages, 6 session, 7 rq_queue, 8 rq_job, 9 inflight, 10 session_images, 11 tenant_admitted, 12 tenant_line, 13 tool_runs, 14 pending_notes, 15 notes, 16 steers, 17 webhooks, 18 turn_ends, 19 session_expiries, 20.. metrics
 -- ARGV: 1 job_id, 2 status, 3 now_ms, 4 attempt, 5 result, 6 error, 7 error_code, 8 new_messages, 9 last_events, 10 retention_ms, 11 rq_prefix, 12 enqueued_at, 13 images, 14 tokens, 15 tenant_cap, 16 job_prefix, 17 max_notes, 18 call_id, 19 deltas
 -- KEYS are keys.<name> (inflight: the tenant's turns in flight; webhooks: the tenant's, keys.webhooks; turn_ends:
 -- keys.turn_ends(); metrics: the metric hashes, lib_telemetry.lua).
+-- The job hash's own fields say more: `regenerate` ('1': the answer replaces the old answer to the session's
+--   last user message, lib_replace.lua), `session_ttl_ms` and `expiry_member` (lib_session_ttl.lua).
+-- A committed note is stored as JSON {text, upto}: upto is the session's message count once the turn committed
+--   (a fork keeps the notes of the turns it holds).
 -- Arguments: status: the final one (finished|failed|canceled); attempt: '' = whichever; result: JSON ('' = none);
 --   new_messages: JSON array of message JSON strings; last_events: JSON array of event JSON strings;
 --   rq_prefix: RQ's job key prefix; enqueued_at: RQ's text time; images: JSON object ref -> data URI
@@ -26,7 +30,7 @@ local state = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'finish_call')  
 if state[3] == ARGV[18] then
     return 1
 end
-local metrics = {unpack(KEYS, 19)}
+local metrics = {unpack(KEYS, 20)}
 local deltas = cjson.decode(ARGV[19])  -- before the step writes: bad deltas write nothing
 
 -- 2. The step.
@@ -54,6 +58,16 @@ local function finish()
     end
     -- Every check passed: from here on, only writes.
     if final == 'finished' and redis.call('EXISTS', KEYS[6]) == 1 then
+        if redis.call('HGET', KEYS[1], 'regenerate') == '1' then
+            local replaced, replaced_tokens = replace_answer(KEYS[5])
+            if replaced > 0 then
+                redis.call('HINCRBY', KEYS[6], 'replaced', replaced)
+                redis.call('HINCRBY', KEYS[6], 'exchanges', -1)  -- the new answer counts in its place
+                if redis.call('HINCRBY', KEYS[6], 'tokens', -replaced_tokens) < 0 then
+                    redis.call('HSET', KEYS[6], 'tokens', 0)
+                end
+            end
+        end
         for _, message in ipairs(messages) do
             redis.call('RPUSH', KEYS[5], message)
         end
@@ -64,8 +78,9 @@ local function finish()
         redis.call('HINCRBY', KEYS[6], 'tokens', tokens)
         local notes = redis.call('LRANGE', KEYS[14], -max_notes, -1)  -- older ones would be trimmed anyway
         if #notes > 0 then
+            local upto = redis.call('LLEN', KEYS[5])
             for _, note in ipairs(notes) do
-                redis.call('RPUSH', KEYS[15], note)
+                redis.call('RPUSH', KEYS[15], cjson.encode({text = note, upto = upto}))
             end
             redis.call('LTRIM', KEYS[15], -max_notes, -1)
         end
@@ -99,6 +114,10 @@ local function finish()
         end
     end
     redis.call('LREM', KEYS[4], 1, ARGV[1])
+    local ttl_ms, member = unpack(redis.call('HMGET', KEYS[1], 'session_ttl_ms', 'expiry_member'))
+    if member then  -- the session's turns push its expiry forward (lib_session_ttl.lua)
+        keep_session(KEYS[19], member, KEYS[6], KEYS[4], {KEYS[6], KEYS[5], KEYS[15], KEYS[10]}, ttl_ms, ARGV[3])
+    end
     local head = redis.call('LINDEX', KEYS[4], 0)
     if head then
         local head_key, head_rq_key = ARGV[16] .. head, ARGV[11] .. head
