@@ -66,15 +66,20 @@ JOBS = Metric("parley_jobs", "counter", "Turns that ended, by outcome", ("outcom
 HTTP_REQUESTS = Metric("parley_http_requests", "counter", "HTTP requests answered", ("method", "route", "status"))
 HTTP_SECONDS = Metric("parley_http_request_seconds", "histogram", "Time to answer (to the first byte for streams)",
                       ("method", "route"), buckets=_LATENCY_BUCKETS[:12])  # fmt: skip
+FEEDBACK = Metric("parley_feedback", "counter", "Ratings people gave agents' answers (each new or changed rating)",
+                  ("agent", "rating"))  # fmt: skip
+"""Stored with agent "" unless PARLEY_METRICS_AGENT_LABELS is on (agent names are tenants' data), and exposed by
+rating only unless the scraped web has it on (api/metrics.py), as `parley_tokens`."""
 
 AGENT_LABEL_SETS = 100
 """With PARLEY_METRICS_AGENT_LABELS on, the most label sets `parley_tokens` holds, deployment-wide: past it,
 new (agent, model) pairs count as ("other", "other") (enforced where Redis adds a field, so tenants creating
 agents or naming models cannot grow the hash or the scrape without bound)."""
-BOUNDED = {TOKENS.name: AGENT_LABEL_SETS}
+BOUNDED = {TOKENS.name: AGENT_LABEL_SETS, FEEDBACK.name: AGENT_LABEL_SETS}
 OTHER = "other"
 
-METRICS = (QUEUE_WAIT, TURN, FIRST_TOKEN, TOKENS, MODEL_ERRORS, TOOL_CALLS, JOBS, HTTP_REQUESTS, HTTP_SECONDS)
+METRICS = (QUEUE_WAIT, TURN, FIRST_TOKEN, TOKENS, MODEL_ERRORS, TOOL_CALLS, JOBS, HTTP_REQUESTS, HTTP_SECONDS,
+           FEEDBACK)
 """Every metric kept in Redis; their keys are the last KEYS of the recording scripts (`metrics`), in this order,
 and a delta names its metric by its position here (from 1)."""
 INDEX = {metric.name: position for position, metric in enumerate(METRICS, start=1)}
@@ -170,6 +175,12 @@ def tokens(agent: str, model: str, tokens_in: int | None, tokens_out: int | None
     for direction, count in (("in", tokens_in), ("out", tokens_out)):
         if count:
             PENDING.add(TOKENS, labels_field((agent, model, direction)), int(count))
+
+
+def feedback(agent: str, rating: str) -> None:
+    """A person rated an answer of `agent` (its name) `up` or `down`, or changed its rating to that; the agent
+    only with PARLEY_METRICS_AGENT_LABELS on (names are tenants' data)."""
+    PENDING.add(FEEDBACK, labels_field((agent if agent_labels() else "", rating)), 1)
 
 
 _HTTP_STATUS = re.compile(r"[1-5][0-9]{2}")

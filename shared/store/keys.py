@@ -33,6 +33,8 @@ session id, `{j}` a job id. Tenant names never contain `:` nor start with `_` (s
 | `parley:approval-deadlines` | zset | `{t} {j}` of turns waiting for a decision, by deadline (ms) |
 | `parley:metric:{name}` | hash | a deployment-wide counter or histogram: labels (and bucket) -> count |
 | `parley:web-streams` | hash | web process id -> `"<open SSE streams> <expiry ms>"`, summed at scrape |
+| `parley:feedback:{t}` | zset | `"<session id> <message index>"` of the tenant's rated messages, by rating time (ms) |
+| `parley:agent-feedback:{t}:{a}` | zset | the same, for one agent's sessions |
 
 File agents (`PARLEY_AGENTS_FILE`) live under the reserved tenant `FILE_SCOPE`.
 RQ's own keys (`rq:job:{j}`, `rq:queue:{name}`) are named by RQ; we take them from RQ's classes.
@@ -191,3 +193,13 @@ def mcp_tools(tenant: str, server: str) -> str:
 def approval_deadlines() -> str:
     """Deployment-wide: every waiting turn as `"<tenant> <job id>"`, scored by when its wait times out."""
     return f"{PREFIX}:approval-deadlines"
+
+
+def feedback(tenant: str) -> str:
+    """The tenant's rated messages (`"<session id> <message index>"`), scored by when they were rated (ms)."""
+    return f"{PREFIX}:feedback:{tenant}"
+
+
+def agent_feedback(tenant: str, agent_id: str) -> str:
+    """The same index for the sessions of one agent (`GET /api/v1/feedback?agent=`)."""
+    return f"{PREFIX}:agent-feedback:{tenant}:{agent_id}"

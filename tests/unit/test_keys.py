@@ -147,3 +147,10 @@ def test_no_key_is_spelled_outside_keys_py() -> None:
     offences = [f"{path.relative_to(root)}: {match.group()}" for path in sources if path.name != "keys.py"
                 for match in literal.finditer(path.read_text(encoding="utf-8"))]  # fmt: skip
     assert offences == []
+
+
+def test_feedback_keys() -> None:
+    assert keys.feedback("alice") == "parley:feedback:alice"
+    assert keys.agent_feedback("alice", "agent-1") == "parley:agent-feedback:alice:agent-1"
+    assert keys.feedback("alice") != keys.feedback("bob")
+    assert keys.agent_feedback("alice", "a") != keys.agent_feedback("bob", "a")

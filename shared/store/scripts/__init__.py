@@ -44,6 +44,7 @@ the same arguments must change nothing and answer as the first run did:
 - EMIT_TURN_EVENT: a whole batch of events is one run, named by its call id; the job hash keeps the
   last call written (`emitted`), so the same batch sent again writes nothing.
 - CREATE_SESSION is NOT: its second run finds the session and answers "not created" (see there).
+- SET_FEEDBACK: a compare-and-set; its second run finds the message changed by the first and writes nothing.
 The scripts of agents, the summary report and telemetry's ADD_BOUNDED are not covered by this note.
 """
 
@@ -114,8 +115,9 @@ DELETE_AGENT = load("delete_agent")
 ADD_BOUNDED = load("add_bounded")
 PAUSE_TURN = load("pause_turn")
 DECIDE_APPROVAL = load("decide_approval")
+SET_FEEDBACK = load("set_feedback")
 
 RUNNABLE = ("accept_turn", "start_turn", "emit_turn_event", "finish_turn", "read_context", "create_session",
             "admit_report", "release_report", "emit_event", "create_agent", "update_agent", "delete_agent",
-            "add_bounded", "pause_turn", "decide_approval")  # fmt: skip
+            "add_bounded", "pause_turn", "decide_approval", "set_feedback")  # fmt: skip
 """Every runnable script of this package (the rest, lib_*.lua, are snippets)."""

@@ -239,3 +239,23 @@ class DecideApprovalCall(ScriptCall):
     keep_ms: int = arg()
     now_ms: int = arg()
     rq_fields: tuple[Any, ...] = arg(rest=True)
+
+
+@dataclass(frozen=True)
+class SetFeedbackCall(ScriptCall):
+    """SET_FEEDBACK (set_feedback.lua): a message's new feedback, compare-and-set, with the feedback indexes."""
+
+    SCRIPT: ClassVar[str] = "set_feedback"
+    session: str = key()
+    messages: str = key()
+    feedback: str = key()
+    agent_feedback: str = key()
+    agent_id: str = arg()
+    index: int = arg()
+    expected: str = arg()
+    replacement: str = arg()
+    member: str = arg()
+    rated_ms: int | str = arg()
+
+
+BUILDERS = (*BUILDERS, SetFeedbackCall)
