@@ -47,6 +47,12 @@ class SummaryRunning(Conflict):
     code = "summary_running"
 
 
+class SessionBusy(Conflict):
+    """A chat request with `on_busy: reject` while a turn of its session is queued, running or waiting."""
+
+    code = "session_busy"
+
+
 class PrivateNetwork(InvalidInput):
     """An MCP server's URL whose host is (or resolves to) an address tools may not reach."""
 

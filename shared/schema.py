@@ -315,6 +315,10 @@ class JobAccepted(BaseModel):
     status: JobStatusName
     status_url: str
     events_url: str
+    steering: str | None = Field(
+        None, description="With `on_busy: steer` while a turn was under way: that turn's job id. This job's message "
+        "joins it before its next model call (this job then ends with a `steered` event naming it), or becomes "
+        "the session's next turn.")  # fmt: skip
 
 
 class PendingCall(BaseModel):
@@ -363,6 +367,9 @@ class JobPublic(BaseModel):
     pending: list[PendingCall] | None = Field(
         None, description="While `status` is `waiting`: the tool calls that wait for a person's decision."
     )
+    steered_into: str | None = Field(
+        None, description="A job made by `on_busy: steer` whose message joined a running turn: that turn's job "
+        "id (this job is then `finished` with no result of its own; the answer is that job's).")  # fmt: skip
 
 
 class ApprovalDecision(BaseModel):

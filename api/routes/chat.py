@@ -54,5 +54,6 @@ async def chat_job(body: ChatRequest, rt: Runtime, tenant: Tenant, key: ApiKey,
         job_id=accepted.job_id, session_id=accepted.session_id, agent_id=accepted.agent_id,
         status=accepted.status,  # type: ignore[arg-type]
         status_url=f"/api/v1/jobs/{accepted.job_id}", events_url=f"/api/v1/jobs/{accepted.job_id}/events",
+        steering=accepted.steering,
     )  # fmt: skip
     return JSONResponse(payload.model_dump(), status_code=202)

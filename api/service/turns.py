@@ -171,8 +171,20 @@ def _accept(rt: WebRuntime, tenant: str, body: ChatRequest, idempotency_key: str
         tenant=tenant, agent=agent, session_id=body.session_id, message=body.message, images=body.images,
         idempotency_key=idempotency_key, request_hash=digest, api_key=api_key, history=history,
         client_tools=client_tools, instructions=this_turn.instructions, response_shape=this_turn.response_shape,
-        annotations=this_turn.annotations,
+        annotations=this_turn.annotations, on_busy=_on_busy(body, history, client_tools),
     )  # fmt: skip
+
+
+def _on_busy(body: ChatRequest, history: list[dict[str, Any]] | None, client_tools: ClientTools | None) -> str:
+    """The request's `on_busy`, where it can be honoured: a steer joins a running turn as text, so a message that
+    brings images, tool results or its own conversation cannot be one (422)."""
+    if body.on_busy != "steer":
+        return body.on_busy
+    if body.images or history is not None or (client_tools is not None and client_tools.results is not None):
+        raise InvalidInput("on_busy \"steer\" joins a running turn with text only: this request brings images, "
+                           "tool results or its own conversation; use enqueue or interrupt",
+                           field="on_busy")  # fmt: skip
+    return "enqueue" if body.regenerate else "steer"
 
 
 async def accept(rt: WebRuntime, tenant: str, body: ChatRequest, idempotency_key: str | None,
@@ -213,15 +225,22 @@ async def wait_for_result(rt: WebRuntime, tenant: str, accepted: Accepted) -> Ch
     The events carry all the answer needs (`session` names the agent, `response` holds the
     text), so no extra read of the job record is needed.
     """
-    seen = await last_events(rt, tenant, accepted.job_id, rt.settings.chat_timeout_s,
-                             too_long="the turn is taking too long; poll its job",
-                             stopping="this server is shutting down; the turn goes on: poll its job",
-                             status_url=f"/api/v1/jobs/{accepted.job_id}")  # fmt: skip
+    deadline = asyncio.get_running_loop().time() + rt.settings.chat_timeout_s
+    job_id = accepted.job_id
+    while True:
+        seen = await last_events(rt, tenant, job_id, max(0.0, deadline - asyncio.get_running_loop().time()),
+                                 too_long="the turn is taking too long; poll its job",
+                                 stopping="this server is shutting down; the turn goes on: poll its job",
+                                 status_url=f"/api/v1/jobs/{job_id}")  # fmt: skip
+        steered = seen.get(EventType.STEERED)
+        if steered is None or not steered.get("job_id") or EventType.RESPONSE in seen:
+            break
+        job_id = steered["job_id"]  # the message joined that running turn: its answer is this request's
     session, response = seen.get(EventType.SESSION), seen.get(EventType.RESPONSE)
     error = seen.get(EventType.ERROR, {})
     if session is not None and response is not None:
         return ChatResponse(response=response["content"], agent_id=session["agent_id"],
                             agent_name=session["agent_name"], session_id=session["session_id"],
-                            job_id=accepted.job_id, usage=response.get("usage"),
+                            job_id=job_id, usage=response.get("usage"),
                             structured=response.get("structured"), tool_calls=response.get("tool_calls"))  # fmt: skip
-    raise turn_error(error.get("code"), error.get("message") or "the turn failed", job_id=accepted.job_id)
+    raise turn_error(error.get("code"), error.get("message") or "the turn failed", job_id=job_id)

@@ -30,6 +30,7 @@ session id, `{j}` a job id. Tenant names never contain `:` nor start with `_` (s
 | `parley:summary-report:{t}:{s}` | string | the session's running `POST .../summary` job (one at a time; expires) |
 | `parley:mcp-servers:{t}` | hash | MCP server name -> JSON (url, headers, allowed_tools, created_at) |
 | `parley:mcp-tools:{t}:{name}` | string | the server's tool list (JSON), cached for PARLEY_MCP_TOOLS_TTL_S |
+| `parley:steers:{t}:{j}` | list | job ids of `on_busy: steer` requests waiting to join turn `{j}` |
 | `parley:approval-deadlines` | zset | `{t} {j}` of turns waiting for a decision, by deadline (ms) |
 | `parley:metric:{name}` | hash | a deployment-wide counter or histogram: labels (and bucket) -> count |
 | `parley:web-streams` | hash | web process id -> `"<open SSE streams> <expiry ms>"`, summed at scrape |
@@ -203,3 +204,9 @@ def feedback(tenant: str) -> str:
 def agent_feedback(tenant: str, agent_id: str) -> str:
     """The same index for the sessions of one agent (`GET /api/v1/feedback?agent=`)."""
     return f"{PREFIX}:agent-feedback:{tenant}:{agent_id}"
+
+
+def steers(tenant: str, job_id: str) -> str:
+    """The steer requests waiting to join a turn: TAKE_STEERS moves them into it before a model call, FINISH_TURN
+    makes those left the session's next turns."""
+    return f"{PREFIX}:steers:{tenant}:{job_id}"

@@ -23,7 +23,7 @@ from rq.utils import utcformat
 
 from parley.shared import events, telemetry
 from parley.shared.clock import iso, now_ms
-from parley.shared.errors import Conflict, NotFound, limit_refusal
+from parley.shared.errors import Conflict, NotFound, SessionBusy, limit_refusal
 from parley.shared.events import ErrorCode, EventType
 from parley.shared.schema import FINAL_STATUSES, ChatResponse, JobPublic, PendingCall
 from parley.shared.settings import Settings
@@ -49,6 +49,9 @@ class Accepted:
     """True when an Idempotency-Key matched an earlier request: nothing new was created."""
     status: str = "queued"
     """The job's status when this answer was made (a replayed job may have ended)."""
+    steering: str | None = None
+    """With `on_busy: steer` while a turn of the session was under way: that turn's job id. This job waits to
+    join it before its next model call (then ends, its events saying so), or runs as the next turn."""
 
 
 @dataclass(frozen=True)
@@ -127,14 +130,15 @@ class TurnStore:
         record = self.job(tenant, job_id)
         if record is None:
             raise Conflict("this Idempotency-Key's job is no longer kept")
-        return Accepted(job_id, record["session_id"], record["agent_id"], replayed=True, status=record["status"])
+        return Accepted(job_id, record["session_id"], record["agent_id"], replayed=True, status=record["status"],
+                        steering=record.get("steer_of") if record["status"] == "queued" else None)  # fmt: skip
 
     def accept(self, *, tenant: str, agent: dict[str, Any], session_id: str | None, message: str,
                images: list[str], idempotency_key: str | None, request_hash: str,
                api_key: str = "", history: list[dict[str, Any]] | None = None,
                client_tools: ClientTools | None = None, instructions: str | None = None,
                response_shape: dict[str, Any] | str | None = None,
-               annotations: dict[str, Any] | None = None) -> Accepted:  # fmt: skip
+               annotations: dict[str, Any] | None = None, on_busy: str = "enqueue") -> Accepted:  # fmt: skip
         """Queue a turn: create the session if needed, record the job, emit `session` and `queued`.
 
         With `history`, the turn brings its whole conversation (the OpenAI-compatible endpoint
@@ -142,7 +146,9 @@ class TurnStore:
         `client_tools`, the model may also call the client's own tools (see ClientTools). `instructions`
         (this turn's own, after the agent's) and `response_shape` (instead of the agent's) hold for this turn only
         (the Responses API's `instructions` and `text.format`); `annotations` are kept for the protocol that
-        made the turn, to show again (`annotations` in the job record, JSON).
+        made the turn, to show again (`annotations` in the job record, JSON). `on_busy` says what happens while
+        a turn of the session is queued, running or waiting (ACCEPT_TURN): `reject` raises SessionBusy,
+        `interrupt` cancels that turn once this one is next in the lane, `steer` makes this one wait to join it.
 
         Raises Conflict (session bound to another agent, or a reused Idempotency-Key) and
         TooManyRequests (queue full, tenant busy, key over its rate); in those cases nothing is created.
@@ -175,7 +181,7 @@ class TurnStore:
                                       agent_name=agent["name"], job_id=job_id)  # fmt: skip
         queued_event = events.encode(EventType.STATUS, message="queued")
         idem_key = keys.idempotency(tenant, idempotency_key) if idempotency_key else keys.idempotency(tenant, "-")
-        outcome, detail = self._run_accept(rq_job, AcceptTurnCall(
+        reply = self._run_accept(rq_job, AcceptTurnCall(
             session=keys.session(tenant, session_id), sessions=keys.sessions(tenant),
             agent_sessions=keys.agent_sessions(tenant, agent["id"]), messages=keys.messages(tenant, session_id),
             lane=keys.lane(tenant, session_id), job=keys.job(tenant, job_id), events=keys.events(tenant, job_id),
@@ -191,11 +197,20 @@ class TurnStore:
             enqueued_at=rq_now(), max_inflight=self.settings.max_turns_in_flight,
             max_rate=self.settings.rate_limit_turns, rate_window_ms=self.settings.rate_window_s * 1000,
             create_session="0" if history is not None else "1", tenant_cap=self.settings.tenant_concurrency,
-            job_prefix=keys.job(tenant, ""), rq_prefix=Job.redis_job_namespace_prefix,
+            job_prefix=keys.job(tenant, ""), rq_prefix=Job.redis_job_namespace_prefix, on_busy=on_busy,
+            steers_prefix=keys.steers(tenant, ""),
         ))  # fmt: skip
+        outcome, detail = reply[0], reply[1]
         if outcome == "accepted":
-            return Accepted(job_id, session_id, agent["id"], replayed=False)
+            acted, head = (reply[2], reply[3]) if len(reply) == 4 else (None, None)
+            if acted == "interrupt" and head:
+                self.cancel(tenant, head)  # already ended: nothing to do (this turn is next all the same)
+            return Accepted(job_id, session_id, agent["id"], replayed=False,
+                            steering=head if acted == "steer" else None)  # fmt: skip
         rq_job.delete()
+        if outcome == "session_busy":
+            raise SessionBusy(f"session {session_id!r} has a turn under way ({detail}); on_busy is \"reject\"",
+                              job_id=detail)  # fmt: skip
         if outcome == "existing":
             return self._replayed(tenant, detail, request_hash)
         refused = limit_refusal(outcome, detail)
@@ -301,6 +316,7 @@ class TurnStore:
             result=ChatResponse.model_validate(result) if result else None, error=record.get("error") or None,
             pending=[PendingCall.model_validate(call) for call in json.loads(record["pending"])]
             if record.get("status") == "waiting" and record.get("pending") else None,
+            steered_into=record.get("steered_into") or None,
         )  # fmt: skip
 
     def finish(self, tenant: str, job_id: str, *, status: str, attempt: int | None, events_out: list[str],
@@ -335,7 +351,7 @@ class TurnStore:
             inflight=keys.inflight(tenant), session_images=keys.session_images(tenant, session_id),
             tenant_admitted=keys.tenant_admitted(tenant), tenant_line=keys.tenant_line(tenant),
             tool_runs=keys.tool_runs(tenant, job_id), pending_notes=keys.pending_notes(tenant, job_id),
-            notes=keys.notes(tenant, session_id), metrics=telemetry.script_keys(),
+            notes=keys.notes(tenant, session_id), steers=keys.steers(tenant, job_id), metrics=telemetry.script_keys(),
             job_id=job_id, status=status, now_ms=now_ms(), attempt="" if attempt is None else attempt,
             result=json.dumps(result) if result is not None else "", error=error, error_code=error_code,
             new_messages=json.dumps(messages or []), last_events=json.dumps(events_out),

@@ -59,6 +59,7 @@ class WorkerTurns:
         self._read_context = aio.register_script(scripts.READ_CONTEXT)
         self._pause = aio.register_script(scripts.PAUSE_TURN)
         self._decide = aio.register_script(scripts.DECIDE_APPROVAL)
+        self._take_steers = aio.register_script(scripts.TAKE_STEERS)
 
     async def start(self, tenant: str, job_id: str) -> tuple[str, int, dict[str, str]]:
         """('started', attempt, job record) when this worker may run the turn, else ('final', 'waiting' or
@@ -112,6 +113,17 @@ class WorkerTurns:
             telemetry.write(pipe, deltas)  # rides along: no round trip of its own
             written = (await pipe.execute())[0]
         return bool(written)
+
+    async def take_steers(self, turn: Attempt) -> list[str] | None:
+        """Move the steer requests waiting for the attempt's turn into it (TAKE_STEERS); every message the turn
+        has taken so far, in order (this call's last), or None when the attempt no longer runs the turn."""
+        tenant, job_id = turn.tenant, turn.job_id
+        script_keys = [keys.job(tenant, job_id), keys.events(tenant, job_id), keys.live_channel(tenant, job_id),
+                       keys.steers(tenant, job_id), keys.inflight(tenant)]  # fmt: skip
+        args = [job_id, turn.attempt, now_ms(), self.store.retention_ms, keys.job(tenant, ""), keys.events(tenant, ""),
+                keys.live_channel(tenant, ""), Job.redis_job_namespace_prefix]  # fmt: skip
+        taken = await self._take_steers(keys=script_keys, args=args)
+        return None if taken is None else list(json.loads(taken))
 
     async def running(self, attempts: list[Attempt]) -> list[bool]:
         """For each attempt, whether it is still its turn's running attempt (not canceled, ended or

@@ -18,7 +18,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,12 +73,15 @@ class Resume:
     images: dict[str, str]
     decisions: dict[str, dict[str, Any]]
     """call id -> {approve, reason}."""
+    steered: int = 0
+    """How many steered messages the transcript holds (`on_busy: steer`)."""
 
     @classmethod
     def from_state(cls, state: dict[str, Any], decisions: dict[str, dict[str, Any]]) -> Resume:
         return cls(step=state["step"], transcript=state["transcript"], said=state["said"],
                    calls=[ToolCall(**call) for call in state["calls"]], fields=state["fields"], seen=state["seen"],
-                   usage=state["usage"], images=state["images"], decisions=decisions)  # fmt: skip
+                   usage=state["usage"], images=state["images"], decisions=decisions,
+                   steered=state.get("steered", 0))  # fmt: skip
 
 
 async def in_thread(threads: Executor | None, func: Callable[..., Any], *args: Any) -> Any:
@@ -107,11 +110,17 @@ class Outcome:
 class AgentLoop:
     def __init__(self, *, provider: Provider, toolbox: Toolbox, agent: dict[str, Any], model: str,
                  emit: Callable[[str], bool], max_steps: int, idle_timeout_s: float | None = None,
-                 tool_choice: Any = None) -> None:  # fmt: skip
+                 tool_choice: Any = None, take_steers: Callable[[], Awaitable[list[str] | None]] | None = None,
+                 steered: list[str] | None = None, steers_waiting: bool = False) -> None:  # fmt: skip
         """`emit` queues one event and says whether the turn is still ours (a cancel or a newer attempt
         also cancels the task running the loop); sync tools, tool-run records and shape checks run in
         the toolbox's `threads`; a model step that sends no content for `idle_timeout_s` ends in a
-        timed-out ModelError; `tool_choice` (OpenAI's) goes with the turn's first model step."""
+        timed-out ModelError; `tool_choice` (OpenAI's) goes with the turn's first model step.
+
+        Steering (`on_busy: steer`): before each model call but a fresh attempt's first (unless
+        `steers_waiting`), `take_steers` moves the messages waiting to join the turn into it and answers every
+        message the turn took so far (None: the turn is no longer ours). `steered`: those an earlier attempt
+        took; the ones its transcript does not hold join this attempt's context."""
         self.provider = provider
         self.toolbox = toolbox
         self.tool_context = toolbox.ctx
@@ -122,6 +131,9 @@ class AgentLoop:
         self.max_steps = max_steps
         self.idle_timeout_s = idle_timeout_s
         self.tool_choice = tool_choice
+        self.take_steers = take_steers
+        self.steered = list(steered or [])
+        self.steers_waiting = steers_waiting
         ctx = toolbox.ctx
         self.runs = ToolRuns(ctx.redis, ctx.tenant, ctx.job_id, ctx.settings.retention_s)
         self.tools = toolbox.specs()
@@ -145,7 +157,14 @@ class AgentLoop:
                                             resume.fields, resume.decisions)  # fmt: skip
             if outcome is not None:
                 return outcome
+        self._join(messages, transcript, self.steered[resume.steered if resume else 0:])
         for step in range(first, self.max_steps + 1):
+            if self.take_steers is not None and (step > first or resume is not None or self.steers_waiting):
+                taken = await self.take_steers()
+                if taken is None:
+                    raise Stopped
+                self._join(messages, transcript, taken[len(self.steered):])
+                self.steered = taken
             text, calls = await self._model_step(messages, tools=self.tools,
                                                  tool_choice=self.tool_choice if step == 1 else None)  # fmt: skip
             if not calls:
@@ -199,11 +218,18 @@ class AgentLoop:
                            client_calls=client_calls)  # fmt: skip
         return None
 
+    @staticmethod
+    def _join(messages: list[dict[str, Any]], transcript: list[dict[str, Any]], steered: list[str]) -> None:
+        """Steered messages join the turn as user messages, in the model's context and in what it commits."""
+        for text in steered:
+            messages.append({"role": "user", "content": text})
+            transcript.append({"role": "user", "content": text})
+
     def _wait(self, step: int, transcript: list[dict[str, Any]], said: dict[str, Any], calls: list[ToolCall],
               fields: list[str], waiting: list[ToolCall]) -> WaitForDecisions:  # fmt: skip
         state = {"step": step, "transcript": transcript, "said": said, "fields": fields, "seen": self.runs.seen(),
                  "calls": [{"id": call.id, "name": call.name, "arguments": call.arguments} for call in calls],
-                 "usage": self.usage, "images": self.images}  # fmt: skip
+                 "usage": self.usage, "images": self.images, "steered": len(self.steered)}  # fmt: skip
         pending = [{"call_id": call.id, "kind": "approval", "tool_name": self.toolbox.shown_name(call.name),
                     "args": _shown_args(call.arguments)} for call in waiting]  # fmt: skip
         return WaitForDecisions(state, pending)

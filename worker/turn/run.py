@@ -160,12 +160,19 @@ async def _run_loop(rt: Runtime, turn: Attempt, agent: dict[str, Any], model: st
         return ours
 
     outbox = Outbox(send, stop)
+
+    async def take_steers() -> list[str] | None:
+        await outbox.sent()  # the steered events follow every event the turn sent before them
+        return await rt.worker_turns.take_steers(turn)
+
     ctx = ToolContext(tenant=turn.tenant, session_id=record["session_id"], job_id=turn.job_id, redis=rt.clients.text,
                       settings=rt.settings, memory="history" not in record)  # brought its own history: no notes
     loop = AgentLoop(
         provider=rt.provider, toolbox=await _toolbox(rt, agent, record, ctx), agent=agent, model=model,
         emit=outbox.put, max_steps=rt.settings.max_tool_steps, idle_timeout_s=rt.settings.model_idle_timeout_s,
         tool_choice=json.loads(record["tool_choice"]) if record.get("tool_choice") and resume is None else None,
+        take_steers=take_steers, steered=json.loads(record.get("steered") or "[]"),
+        steers_waiting=bool(record.get("steers")),
     )  # fmt: skip
     try:
         outcome: Outcome | WaitForDecisions = await loop.run(messages, resume)

@@ -116,8 +116,9 @@ ADD_BOUNDED = load("add_bounded")
 PAUSE_TURN = load("pause_turn")
 DECIDE_APPROVAL = load("decide_approval")
 SET_FEEDBACK = load("set_feedback")
+TAKE_STEERS = load("take_steers")
 
 RUNNABLE = ("accept_turn", "start_turn", "emit_turn_event", "finish_turn", "read_context", "create_session",
             "admit_report", "release_report", "emit_event", "create_agent", "update_agent", "delete_agent",
-            "add_bounded", "pause_turn", "decide_approval", "set_feedback")  # fmt: skip
+            "add_bounded", "pause_turn", "decide_approval", "set_feedback", "take_steers")  # fmt: skip
 """Every runnable script of this package (the rest, lib_*.lua, are snippets)."""

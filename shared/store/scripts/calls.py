@@ -92,6 +92,8 @@ class AcceptTurnCall(ScriptCall):
     tenant_cap: int = arg()
     job_prefix: str = arg()
     rq_prefix: str = arg()
+    on_busy: str = arg()
+    steers_prefix: str = arg()
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,7 @@ class FinishTurnCall(ScriptCall):
     tool_runs: str = key()
     pending_notes: str = key()
     notes: str = key()
+    steers: str = key()
     metrics: tuple[str, ...] = key(rest=True)
     job_id: str = arg()
     status: str = arg()

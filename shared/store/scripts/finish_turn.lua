@@ -1,10 +1,11 @@
 -- FINISH_TURN (worker, or web for a cancel): end a turn exactly once, recording telemetry in the same step.
 -- Records the outcome, commits its messages, images and pending notes (only when finished), emits its
 -- last events (ending with `done`), gives back its place (admitted or in the tenant's line), leaves the
--- lane, makes the lane's next turn ready and admits turns from the tenant's line while the tenant has
+-- lane (the steer requests still waiting for it, keys.steers, join the lane right behind it: they become the
+-- next turns), makes the lane's next turn ready and admits turns from the tenant's line while the tenant has
 -- free places. Its tool runs expire with the job.
 -- uses: emit, decode, tenant_line, telemetry
--- KEYS: 1 job, 2 events, 3 live_channel, 4 lane, 5 messages, 6 session, 7 rq_queue, 8 rq_job, 9 inflight, 10 session_images, 11 tenant_admitted, 12 tenant_line, 13 tool_runs, 14 pending_notes, 15 notes, 16.. metrics
+-- KEYS: 1 job, 2 events, 3 live_channel, 4 lane, 5 messages, 6 session, 7 rq_queue, 8 rq_job, 9 inflight, 10 session_images, 11 tenant_admitted, 12 tenant_line, 13 tool_runs, 14 pending_notes, 15 notes, 16 steers, 17.. metrics
 -- ARGV: 1 job_id, 2 status, 3 now_ms, 4 attempt, 5 result, 6 error, 7 error_code, 8 new_messages, 9 last_events, 10 retention_ms, 11 rq_prefix, 12 enqueued_at, 13 images, 14 tokens, 15 tenant_cap, 16 job_prefix, 17 max_notes, 18 call_id, 19 deltas
 -- KEYS are keys.<name> (inflight: the tenant's turns in flight; metrics: the metric hashes, lib_telemetry.lua).
 -- Arguments: status: the final one (finished|failed|canceled); attempt: '' = whichever; result: JSON ('' = none);
@@ -23,7 +24,7 @@ local state = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'finish_call')  
 if state[3] == ARGV[18] then
     return 1
 end
-local metrics = {unpack(KEYS, 16)}
+local metrics = {unpack(KEYS, 17)}
 local deltas = cjson.decode(ARGV[19])  -- before the step writes: bad deltas write nothing
 
 -- 2. The step.
@@ -85,6 +86,15 @@ local function finish()
     release_place(KEYS[11], KEYS[12], KEYS[1], ARGV[1])
     if redis.call('DECR', KEYS[9]) < 0 then
         redis.call('SET', KEYS[9], 0)
+    end
+    local steers = redis.call('LRANGE', KEYS[16], 0, -1)
+    if #steers > 0 then
+        redis.call('DEL', KEYS[16])
+        for position = #steers, 1, -1 do
+            if redis.call('LINSERT', KEYS[4], 'AFTER', ARGV[1], steers[position]) < 0 then
+                redis.call('RPUSH', KEYS[4], steers[position])  -- (not in its lane: cannot happen, but never lost)
+            end
+        end
     end
     redis.call('LREM', KEYS[4], 1, ARGV[1])
     local head = redis.call('LINDEX', KEYS[4], 0)
