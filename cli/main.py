@@ -656,8 +656,8 @@ def webhooks_deliveries(ctx: typer.Context, webhook_id: WebhookArgument, as_json
         return _print_json(deliveries)
     if not deliveries:
         return _note("no deliveries yet")
-    _echo(render.table(("DELIVERY", "TYPE", "STATUS", "DETAIL"),
-                       [(d.id, d.type, d.status, render.one_line(json.dumps(d.model_extra or {}), 60))
+    _echo(render.table(("DELIVERY", "TYPE", "JOB", "STATUS", "ATTEMPTS", "NEXT ATTEMPT"),
+                       [(d.id, d.type, d.job_id, d.status, d.attempt_count, d.next_attempt_at or "-")
                         for d in deliveries]))  # fmt: skip
 
 
@@ -695,9 +695,9 @@ def schedules_list(ctx: typer.Context, as_json: JsonFlag = False) -> None:
         return _print_json(schedules)
     if not schedules:
         return _note("no schedules")
-    rows = [(s.id, s.agent, s.cron or f"every {s.interval_s} s", s.next_run_at, render.one_line(s.message, 40))
-            for s in schedules]  # fmt: skip
-    _echo(render.table(("ID", "AGENT", "WHEN", "NEXT RUN", "MESSAGE"), rows))
+    rows = [(s.id, s.agent_id, s.cron or f"every {s.interval_s} s", s.timezone, s.next_run_at or "-", s.runs,
+             render.one_line(s.message, 40)) for s in schedules]  # fmt: skip
+    _echo(render.table(("ID", "AGENT", "WHEN", "TIMEZONE", "NEXT RUN", "RUNS", "MESSAGE"), rows))
 
 
 @schedules_app.command("show")

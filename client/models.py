@@ -177,6 +177,7 @@ class Webhook(BaseModel):
     id: str
     url: str
     events: list[str] = Field(default_factory=list)
+    created_at: str | None = None
     secret: str | None = None
 
 
@@ -186,8 +187,16 @@ class WebhookDelivery(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     id: str | None = None
+    """Sent as the `Parley-Delivery-Id` header, the same on every attempt."""
     type: str | None = None
+    job_id: str | None = None
     status: str | None = None
+    """`pending`, `delivered` or `failed`."""
+    attempt_count: int | None = None
+    attempts: list[dict[str, Any]] = Field(default_factory=list)
+    """Each attempt's `at`, `status_code` or `error`, `duration_ms`, oldest first."""
+    created_at: str | None = None
+    next_attempt_at: str | None = None
 
 
 class Schedule(BaseModel):
@@ -197,13 +206,20 @@ class Schedule(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     id: str
-    agent: str | None = None
+    agent_id: str | None = None
     message: str | None = None
     session_id: str | None = None
     cron: str | None = None
     interval_s: int | None = None
     timezone: str | None = None
     next_run_at: str | None = None
+    """When it fires next; None once it stopped (`stopped_reason`)."""
+    created_at: str | None = None
+    last_run_at: str | None = None
+    last_job_id: str | None = None
+    runs: int | None = None
+    last_error: str | None = None
+    stopped_reason: str | None = None
 
 
 class Event(BaseModel):
