@@ -36,6 +36,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from parley.shared import events
 from parley.shared.errors import NotReady
+from parley.shared.events import EventType
 from parley.shared.store import keys
 
 from .hub import DRAIN, RESYNC, EventHub, StreamPlace
@@ -96,6 +97,22 @@ async def job_events(hub: EventHub, tenant: str, job_id: str, after: str | None,
                     raise Draining
                 item = RESYNC
             pending = await hub.backlog(tenant, job_id, last) if item == RESYNC else [item]
+
+
+async def chat_events(hub: EventHub, tenant: str, job_id: str, ping_s: float,
+                      stop_on_drain: bool = True) -> AsyncIterator[tuple[str, str]]:  # fmt: skip
+    """A chat request's events: its job's, and when its message joined a running turn (`on_busy: steer`), that
+    turn's from where the message joined it to its end, in place of the steer job's own `done`."""
+    async for event_id, payload in job_events(hub, tenant, job_id, None, ping_s, stop_on_drain=stop_on_drain):
+        if event_id and '"steered"' in payload:
+            event = events.decode(payload)
+            if event["type"] == EventType.STEERED and event.get("job_id") and event.get("at"):
+                yield event_id, payload
+                async for item in job_events(hub, tenant, event["job_id"], event["at"], ping_s,
+                                             stop_on_drain=stop_on_drain):
+                    yield item
+                return
+        yield event_id, payload
 
 
 async def sse_body(source: AsyncIterator[tuple[str, str]]) -> AsyncIterator[str]:

@@ -45,8 +45,9 @@ class EventType(StrEnum):
     its `tool_result` follows once it was decided and, approved, run."""
     STEERED = "steered"
     """`message`: a message sent with `on_busy: steer` joined the turn before this model call (and is stored in
-    the history where it joined). In the steer request's own job it comes with `job_id`, the turn it joined,
-    just before `done`: that job's events carry the answer."""
+    the history where it joined). In the steer request's own job it comes with `job_id`, the turn it joined, and
+    `at`, the id of that turn's `steered` event, just before `done`: that job's events after `at` carry the answer
+    (`/api/v1/chat/stream` goes on with them)."""
     RESPONSE = "response"
     """`content, intent, session_id`, plus `usage`, `structured`, and `tool_calls` (`[{id, name, arguments}]`)
     when the answer calls tools of the client (/v1/chat/completions `tools`) (the summary: only `content,

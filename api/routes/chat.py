@@ -12,7 +12,7 @@ from parley.shared.schema import ChatRequest, ChatResponse, JobAccepted
 from ..deps import ApiKey, Runtime, Tenant
 from ..errors import documented
 from ..service import turns
-from ..streams import job_events, sse_response, stream_place
+from ..streams import chat_events, sse_response, stream_place
 
 router = APIRouter(
     prefix="/api/v1/chat", tags=["chat"], responses=documented(400, 401, 404, 409, 413, 422, 429, 502, 503, 504)
@@ -38,10 +38,11 @@ async def chat(body: ChatRequest, rt: Runtime, tenant: Tenant, key: ApiKey,
 @router.post("/stream", response_class=StreamingResponse, responses=SSE_DOC)
 async def chat_stream(body: ChatRequest, rt: Runtime, tenant: Tenant, key: ApiKey,
                       idempotency_key: IdempotencyKey = None) -> StreamingResponse:  # fmt: skip
-    """Send a message and receive the turn's events as Server-Sent Events."""
+    """Send a message and receive the turn's events as Server-Sent Events (a steer that joined a running turn:
+    that turn's events from where it joined)."""
     with stream_place(rt.hub, tenant) as place:  # a tenant past its stream limit gets 429, and nothing is queued
         accepted = await turns.accept(rt, tenant, body, idempotency_key, key)
-        return sse_response(place, job_events(rt.hub, tenant, accepted.job_id, None, rt.settings.sse_ping_s),
+        return sse_response(place, chat_events(rt.hub, tenant, accepted.job_id, rt.settings.sse_ping_s),
                             accepted.job_id, accepted.session_id)  # fmt: skip
 
 

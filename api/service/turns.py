@@ -219,23 +219,31 @@ async def last_events(rt: WebRuntime, tenant: str, job_id: str, timeout_s: float
     return seen
 
 
+async def answering_events(rt: WebRuntime, tenant: str, job_id: str, timeout_s: float, *, too_long: str,
+                           stopping: str, **error_extra: str) -> tuple[str, dict[str, dict[str, Any]]]:  # fmt: skip
+    """`last_events` of the job that answers a request: its own, or, when its message joined a running turn
+    (`on_busy: steer`), that turn's (with its id). Errors carry `error_extra`, else the followed job's
+    `status_url`."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        left = max(0.0, deadline - asyncio.get_running_loop().time())
+        seen = await last_events(rt, tenant, job_id, left, too_long=too_long, stopping=stopping,
+                                 **(error_extra or {"status_url": f"/api/v1/jobs/{job_id}"}))  # fmt: skip
+        steered = seen.get(EventType.STEERED)
+        if steered is None or not steered.get("job_id") or EventType.RESPONSE in seen:
+            return job_id, seen
+        job_id = steered["job_id"]  # the message joined that running turn: its answer is this request's
+
+
 async def wait_for_result(rt: WebRuntime, tenant: str, accepted: Accepted) -> ChatResponse:
     """Follow the turn's events to `done`; its answer, or the error that fits how it ended.
 
     The events carry all the answer needs (`session` names the agent, `response` holds the
     text), so no extra read of the job record is needed.
     """
-    deadline = asyncio.get_running_loop().time() + rt.settings.chat_timeout_s
-    job_id = accepted.job_id
-    while True:
-        seen = await last_events(rt, tenant, job_id, max(0.0, deadline - asyncio.get_running_loop().time()),
-                                 too_long="the turn is taking too long; poll its job",
-                                 stopping="this server is shutting down; the turn goes on: poll its job",
-                                 status_url=f"/api/v1/jobs/{job_id}")  # fmt: skip
-        steered = seen.get(EventType.STEERED)
-        if steered is None or not steered.get("job_id") or EventType.RESPONSE in seen:
-            break
-        job_id = steered["job_id"]  # the message joined that running turn: its answer is this request's
+    job_id, seen = await answering_events(rt, tenant, accepted.job_id, rt.settings.chat_timeout_s,
+                                          too_long="the turn is taking too long; poll its job",
+                                          stopping="this server is shutting down; the turn goes on: poll its job")
     session, response = seen.get(EventType.SESSION), seen.get(EventType.RESPONSE)
     error = seen.get(EventType.ERROR, {})
     if session is not None and response is not None:

@@ -136,7 +136,10 @@ def test_a_steer_job_shows_where_it_went(stack) -> None:
         assert job["status"] == "finished" and job["steered_into"] == running["job_id"] and job["result"] is None
         events = collect(http, "GET", f"/api/v1/jobs/{steer['job_id']}/events")
         assert [e.type for e in events][-2:] == ["steered", "done"]
-        assert events[-2].data == {"type": "steered", "message": "more detail", "job_id": running["job_id"]}
+        steered = events[-2].data
+        assert (steered["message"], steered["job_id"]) == ("more detail", running["job_id"])
+        joined = collect(http, "GET", f"/api/v1/jobs/{running['job_id']}/events")
+        assert [e.id for e in joined if e.type == "steered"] == [steered["at"]]
         assert wait_job(http, running["job_id"])["status"] == "finished"
         images = http.post("/api/v1/chat/jobs", json={"message": "x", "session_id": "s1", "on_busy": "steer",
                                                        "images": ["data:image/png;base64,iVBORw0KGgo="]})  # fmt: skip
@@ -175,3 +178,48 @@ def test_a_steer_with_no_turn_under_way_is_an_ordinary_turn(stack) -> None:
         accepted = _queue(http, "again", session_id="idle", on_busy="steer")
         assert accepted["steering"] is None
         assert wait_job(http, accepted["job_id"])["status"] == "finished"
+
+
+def test_a_streamed_steer_goes_on_with_the_turn_it_joined(stack) -> None:
+    stack.start_web(env=TOOL_ENV)
+    stack.start_workers(env=TOOL_ENV)
+    _script(stack, {"reply": "", "tool_calls": [{"name": "slow", "arguments": {"seconds": 2}}]})
+    with client(stack.web_url, stack.api_key) as http:
+        create_agent(http, tools=["slow"])
+        running = _queue(http, "question")
+        _wait_for_tool(http, running["job_id"])
+        streamed = collect(http, "POST", "/api/v1/chat/stream",
+                           json={"message": "in French", "session_id": "s1", "on_busy": "steer"})  # fmt: skip
+        job = wait_job(http, running["job_id"])
+    kinds = [e.type for e in streamed]
+    assert kinds[:3] == ["session", "status", "steered"] and kinds[-2:] == ["response", "done"]
+    assert kinds.count("done") == 1 and streamed[2].data["job_id"] == running["job_id"]
+    assert streamed[-2].data["content"] == job["result"]["response"] and "in French" in job["result"]["response"]
+
+
+def test_the_openai_clients_take_on_busy(stack) -> None:
+    """The official openai SDK's responses and chat.completions, with Parley's `on_busy` in `extra_body`."""
+    import openai
+
+    stack.start_web(env=TOOL_ENV)
+    stack.start_workers(env=TOOL_ENV)
+    _script(stack, {"reply": "", "tool_calls": [{"name": "slow", "arguments": {"seconds": 2}}]})
+    sdk = openai.OpenAI(base_url=f"{stack.web_url}/v1", api_key=stack.api_key, max_retries=0)
+    with client(stack.web_url, stack.api_key) as http:
+        create_agent(http, tools=["slow"])
+        running = _queue(http, "question")
+        _wait_for_tool(http, running["job_id"])
+        with_reject = {"messages": [{"role": "user", "content": "x"}], "model": "Chef",
+                       "extra_headers": {"X-Parley-Session": "s1"}, "extra_body": {"on_busy": "reject"}}  # fmt: skip
+        try:
+            sdk.chat.completions.create(**with_reject)  # type: ignore[call-overload]
+            raise AssertionError("a busy session's reject was accepted")
+        except openai.ConflictError as error:
+            assert error.status_code == 409
+        steered = sdk.responses.create(model="Chef", input="answer in one word", conversation="s1",
+                                       extra_body={"on_busy": "steer"})  # fmt: skip
+        job = wait_job(http, running["job_id"])
+        assert steered.status == "completed" and steered.output_text == job["result"]["response"]
+        assert "answer in one word" in steered.output_text
+        again = sdk.responses.retrieve(steered.id)
+        assert again.output_text == steered.output_text

@@ -17,7 +17,7 @@ from ...deps import ApiKey, Runtime, Tenant
 from ...errors import documented
 from ...runtime import WebRuntime
 from ...service import turns
-from ...streams import SSE_HEADERS, PlacedStreamingResponse, job_events, stream_place
+from ...streams import SSE_HEADERS, PlacedStreamingResponse, chat_events, stream_place
 from . import translate
 from .translate import ChatCompletionRequest
 
@@ -38,7 +38,7 @@ async def chat_completions(
             accepted = await _accept(rt, tenant, key, turn, idempotency_key)
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             # OpenAI clients cannot resume a stream: it goes on through a drain while uvicorn lets it.
-            events = job_events(rt.hub, tenant, accepted.job_id, None, rt.settings.sse_ping_s, stop_on_drain=False)
+            events = chat_events(rt.hub, tenant, accepted.job_id, rt.settings.sse_ping_s, stop_on_drain=False)
             chunks = translate.chunks(events, accepted.job_id, int(time.time()), body.model, include_usage)
             headers = {**SSE_HEADERS, "X-Parley-Job": accepted.job_id, "X-Parley-Session": accepted.session_id}
             return PlacedStreamingResponse(place, chunks, media_type="text/event-stream", headers=headers)

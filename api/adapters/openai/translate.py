@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from parley.shared.errors import InvalidInput, ParleyError, TooLarge
 from parley.shared.events import ErrorCode, EventType, decode
-from parley.shared.schema import SESSION_ID_PATTERN, ChatRequest, ChatResponse
+from parley.shared.schema import SESSION_ID_PATTERN, ChatRequest, ChatResponse, OnBusy
 from parley.shared.settings import Settings
 from parley.shared.shapes import ShapeError, check_json
 from parley.shared.store.turns import ClientTools
@@ -90,6 +90,8 @@ class ChatCompletionRequest(BaseModel):
     tools: Any = Field(None, description="OpenAI function tools the client runs itself (docs/openai.md).")
     tool_choice: Any = Field(None, description='"none", "auto", "required" or {"type": "function", ...}.')
     parallel_tool_calls: Any = Field(None, description="true or absent: the model may call several tools at once.")
+    on_busy: OnBusy = Field("enqueue", description="Parley's: what to do while a turn of the session is under way "
+                            "(enqueue, reject, interrupt, steer), as on /api/v1/chat.")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -339,7 +341,8 @@ def _results(messages: list[ChatMessageIn], start: int) -> list[dict[str, str]]:
 def _chat_request(body: ChatCompletionRequest, session_id: str | None, text: str | None) -> ChatRequest:
     """The chat request; `text` None for a turn that goes on from tool results (no new user message)."""
     with client_input():
-        request = ChatRequest(message=text if text is not None else "-", agent=body.model, session_id=session_id)
+        request = ChatRequest(message=text if text is not None else "-", agent=body.model, session_id=session_id,
+                              on_busy=body.on_busy)  # fmt: skip
     return request if text is not None else request.model_copy(update={"message": ""})
 
 

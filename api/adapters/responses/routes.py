@@ -14,14 +14,14 @@ from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
 from parley.shared.errors import NotFound, NotReady, ParleyError
-from parley.shared.events import decode
+from parley.shared.events import EventType, decode
 from parley.shared.store.turns import Accepted
 
 from ...deps import ApiKey, Runtime, Tenant
 from ...errors import documented
 from ...runtime import WebRuntime
 from ...service import turns
-from ...streams import SSE_HEADERS, Draining, PlacedStreamingResponse, job_events, stream_place
+from ...streams import SSE_HEADERS, Draining, PlacedStreamingResponse, chat_events, stream_place
 from . import conversations, items, translate
 from .errors import OpenAIErrorRoute
 from .fold import Fold, fold
@@ -54,14 +54,28 @@ async def _previous_session(rt: WebRuntime, tenant: str, previous: str) -> str:
 
 async def _folded(rt: WebRuntime, tenant: str, job_id: str, record: dict[str, str] | None = None) -> Fold:
     record = record or await _record(rt, tenant, job_id)
-    return fold(job_id, record, await rt.hub.backlog(tenant, job_id, None))
+    log = await rt.hub.backlog(tenant, job_id, None)
+    joined = _joined(log)
+    if joined is not None:  # its message joined a running turn: that turn's events from there answer it
+        log = [*log[:-1], *await rt.hub.backlog(tenant, joined[0], joined[1])]
+    return fold(job_id, record, log)
+
+
+def _joined(log: list[tuple[str, str]]) -> tuple[str, str] | None:
+    """(job id, event id) where the turn a steer joined goes on, when this log is a steer's that did."""
+    if len(log) < 2:
+        return None
+    event = decode(log[-2][1])
+    if event["type"] == EventType.STEERED and event.get("job_id") and event.get("at"):
+        return str(event["job_id"]), str(event["at"])
+    return None
 
 
 async def _sse(rt: WebRuntime, tenant: str, job_id: str, record: dict[str, str],
                starting_after: int) -> AsyncIterator[str]:  # fmt: skip
     """The response's streaming events after `starting_after`, folded from the job's whole log, until it ends."""
     folded = Fold(job_id, record)
-    events = job_events(rt.hub, tenant, job_id, None, rt.settings.sse_ping_s, stop_on_drain=False)
+    events = chat_events(rt.hub, tenant, job_id, rt.settings.sse_ping_s, stop_on_drain=False)
     try:
         async for event_id, payload in events:
             if not payload:
@@ -106,10 +120,10 @@ async def create_response(
             return _stream(rt, tenant, accepted.job_id, record, -1, place)
     accepted = await _accept(rt, tenant, key, body, idempotency_key)
     if not body.background:
-        await turns.last_events(rt, tenant, accepted.job_id, rt.settings.chat_timeout_s,
-                                too_long="the response is taking too long; retrieve it later",
-                                stopping="this server is shutting down; the response goes on: retrieve it later",
-                                response_id=translate.response_id(accepted.job_id))  # fmt: skip
+        await turns.answering_events(rt, tenant, accepted.job_id, rt.settings.chat_timeout_s,
+                                     too_long="the response is taking too long; retrieve it later",
+                                     stopping="this server is shutting down; the response goes on: retrieve it later",
+                                     response_id=translate.response_id(accepted.job_id))  # fmt: skip
     folded = await _folded(rt, tenant, accepted.job_id)
     headers = {"X-Parley-Job": accepted.job_id, "X-Parley-Session": accepted.session_id}
     return JSONResponse(folded.snapshot(), headers=headers)

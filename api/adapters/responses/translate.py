@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from parley.shared.errors import InvalidInput, NotFound, ParleyError, TooLarge
-from parley.shared.schema import SESSION_ID_PATTERN, ChatRequest
+from parley.shared.schema import SESSION_ID_PATTERN, ChatRequest, OnBusy
 from parley.shared.settings import Settings
 from parley.shared.store.turns import ClientTools
 
@@ -70,6 +70,8 @@ class ResponseCreate(BaseModel):
     parallel_tool_calls: Any = None
     text: Any = Field(None, description='{"format": {"type": "json_schema", "schema": {...}}} or text.')
     metadata: Any = None
+    on_busy: OnBusy = Field("enqueue", description="Parley's: what to do while a turn of the conversation is under "
+                            "way (enqueue, reject, interrupt, steer), as on /api/v1/chat.")  # fmt: skip
 
 
 @dataclass
@@ -333,7 +335,7 @@ def read(body: ResponseCreate, settings: Settings, session_id: str | None) -> Tu
     extras = _client_tools(body, results)
     with client_input("input"):
         request = ChatRequest(message=message.text if message else "-", agent=body.model, session_id=session_id,
-                              images=message.images if message else [])  # fmt: skip
+                              images=message.images if message else [], on_busy=body.on_busy)  # fmt: skip
     if message is None:
         request = request.model_copy(update={"message": ""})
     history: list[dict[str, Any]] | None = None

@@ -1,6 +1,7 @@
 -- TAKE_STEERS (worker): before a model call, move the steer requests waiting for a running turn into it.
 -- Each one (a job accepted with `on_busy: steer`, waiting in keys.steers) ends here: its job is `finished`
--- with `steered_into`, its stream gets `steered` {message, job_id} and `done`, its RQ job and its place in
+-- with `steered_into`, its stream gets `steered` {message, job_id, at: the id of the turn's own `steered` event,
+-- where the chat request's stream goes on} and `done`, its RQ job and its place in
 -- the tenant's turns in flight are given back; the turn's stream gets `steered` {message} and the job hash's
 -- `steered` (JSON array) keeps every message the turn took, in order, so a later attempt takes them again.
 -- uses: emit
@@ -28,17 +29,17 @@ for _, id in ipairs(waiting) do
     local job = ARGV[5] .. id
     local fields = redis.call('HMGET', job, 'status', 'message', 'steer_of')
     if fields[1] == 'queued' and fields[3] == ARGV[1] then
+        local at = append(KEYS[2], KEYS[3], cjson.encode({type = 'steered', message = fields[2]}))
         redis.call('HSET', job, 'status', 'finished', 'ended_at', ARGV[3], 'steered_into', ARGV[1])
         redis.call('PEXPIRE', job, ARGV[4])
-        emit(ARGV[6] .. id, ARGV[7] .. id, cjson.encode({type = 'steered', message = fields[2], job_id = ARGV[1]}),
-             ARGV[4])
+        emit(ARGV[6] .. id, ARGV[7] .. id,
+             cjson.encode({type = 'steered', message = fields[2], job_id = ARGV[1], at = at}), ARGV[4])
         emit(ARGV[6] .. id, ARGV[7] .. id, '{"type":"done"}', ARGV[4])
         redis.call('HSET', ARGV[8] .. id, 'status', 'canceled')
         redis.call('PEXPIRE', ARGV[8] .. id, ARGV[4])
         if redis.call('DECR', KEYS[5]) < 0 then
             redis.call('SET', KEYS[5], 0)
         end
-        append(KEYS[2], KEYS[3], cjson.encode({type = 'steered', message = fields[2]}))
         taken[#taken + 1] = fields[2]
     end
 end
