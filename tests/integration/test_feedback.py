@@ -103,7 +103,7 @@ def test_feedback_is_set_changed_cleared_listed_and_counted(stack: Any) -> None:
         return value(samples, "parley_feedback_total", rating="up"), value(samples, "parley_feedback_total",
                                                                             rating="down")  # fmt: skip
 
-    eventually(ratings, (3.0, 1.0))
+    eventually(ratings, (3.0, 1.0), timeout=30)
     assert "Chef" not in httpx.get(stack.web_url + "/metrics").text  # no agent names unless asked for
 
 
@@ -161,8 +161,14 @@ def test_feedback_counts_by_agent_when_the_operator_asks(stack: Any) -> None:
     with client(stack.web_url, stack.api_key) as http:
         create_agent(http, model=MODEL)
         answered_session(http, "s1", "Chef")
-        assert http.put(feedback_url("s1", "msg_2"), json={"rating": "down"}).status_code == 200
+        rated = http.put(feedback_url("s1", "msg_2"), json={"rating": "down"})
+        assert rated.status_code == 200, rated.text
         # A later turn commits after the rated answer and leaves its feedback as it was.
-        assert http.post("/api/v1/chat", json={"message": "more", "session_id": "s1"}).status_code == 200
-        assert messages(http, "s1")[2]["feedback"]["rating"] == "down"
-    eventually(lambda: value(scrape(stack.web_url), "parley_feedback_total", agent="Chef", rating="down"), 1.0)
+        later = http.post("/api/v1/chat", json={"message": "more", "session_id": "s1"})
+        assert later.status_code == 200, later.text
+        assert messages(http, "s1")[2]["feedback"]["rating"] == "down", messages(http, "s1")
+
+    def down_for_chef() -> float:
+        return value(scrape(stack.web_url), "parley_feedback_total", agent="Chef", rating="down")
+
+    eventually(down_for_chef, 1.0, timeout=30)
