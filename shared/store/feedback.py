@@ -28,9 +28,6 @@ from parley.shared.store import keys, scripts
 from parley.shared.store.scripts.calls import SetFeedbackCall
 from parley.shared.store.sessions import MESSAGE_ID_PREFIX, SessionStore
 
-RATINGS = ("up", "down")
-MAX_COMMENT_CHARS = 2000
-"""The longest comment (characters); longer is refused (422)."""
 CONTENT_CHARS = 1000
 """How much of the rated answer the listing shows (characters; the whole message is in the session)."""
 SET_TRIES = 5
@@ -72,9 +69,10 @@ class FeedbackStore:
 
     def set(self, tenant: str, session_id: str, message_id: str, rating: str | None,
             comment: str | None) -> Rated:  # fmt: skip
-        """Give (rating `up`/`down`, with an optional comment) or clear (rating None) the feedback on one of the
-        agent's answers. NotFound for an unknown session or message; InvalidInput for a message that is not the
-        agent's; Conflict when the message kept changing under SET_TRIES attempts."""
+        """Give (rating `up`/`down`, with an optional comment: checked by the caller's model, schema.FeedbackSet)
+        or clear (rating None) the feedback on one of the agent's answers. NotFound for an unknown session or
+        message; InvalidInput for a message that is not the agent's; Conflict when the message kept changing
+        under SET_TRIES attempts."""
         index = message_index(message_id)
         session_key, messages_key = keys.session(tenant, session_id), keys.messages(tenant, session_id)
         for _ in range(SET_TRIES):
