@@ -23,6 +23,7 @@ from .adapters.seed import routes as seed_routes
 from .metrics import Reporter
 from .middleware import BodyGuard, HttpMetrics, RequestContext
 from .routes import agents, chat, feedback, jobs, mcp_servers, ops, sessions, tools, ui
+from .routes import schedules as schedule_routes
 from .runtime import WebRuntime
 from .shutdown import on_stop_signal
 
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (ops, agents, sessions, chat, jobs, seed_routes, openai_routes, responses_routes, mcp_server_routes,
                    a2a_routes, tools, mcp_servers, feedback, ui):  # fmt: skip
         app.include_router(module.router)
+    app.include_router(schedule_routes.router)
     return app
 
 

@@ -41,6 +41,12 @@ class TooManyMcpServers(Conflict):
     code = "too_many_mcp_servers"
 
 
+class TooManySchedules(Conflict):
+    """The tenant holds PARLEY_MAX_SCHEDULES schedules already: it must delete one first."""
+
+    code = "too_many_schedules"
+
+
 class SummaryRunning(Conflict):
     """A `POST /api/v1/sessions/{id}/summary` job of the session is queued or running already."""
 

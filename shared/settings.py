@@ -113,6 +113,8 @@ class Settings(BaseSettings):
     """How long a server's tool list is kept before it is asked again (0: asked at every turn)."""
     max_mcp_servers: int = Field(20, alias="PARLEY_MAX_MCP_SERVERS", ge=0)
     """Most MCP servers one tenant may register."""
+    max_schedules: int = Field(50, alias="PARLEY_MAX_SCHEDULES", ge=0)
+    """Most schedules one tenant may hold; creating one more answers 409 `too_many_schedules`."""
     approval_timeout_s: int = Field(86_400, alias="PARLEY_APPROVAL_TIMEOUT_S", ge=1)
     """How long a tool call waits for a person's decision; then it is denied ("timed out") and the turn goes on."""
     model_timeout_s: float = Field(60.0, alias="PARLEY_MODEL_TIMEOUT_S", gt=0)

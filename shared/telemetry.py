@@ -78,8 +78,12 @@ agents or naming models cannot grow the hash or the scrape without bound)."""
 BOUNDED = {TOKENS.name: AGENT_LABEL_SETS, FEEDBACK.name: AGENT_LABEL_SETS}
 OTHER = "other"
 
+SCHEDULE_FIRINGS = Metric("parley_schedule_firings", "counter",
+                          "Schedule firings, by outcome: ran (a turn), refused (limits, a conflict), stopped "
+                          "(its agent was deleted)", ("outcome",))  # fmt: skip
+"""Counted once per firing, by ADVANCE_SCHEDULE (the process that records the firing); no tenant label."""
 METRICS = (QUEUE_WAIT, TURN, FIRST_TOKEN, TOKENS, MODEL_ERRORS, TOOL_CALLS, JOBS, HTTP_REQUESTS, HTTP_SECONDS,
-           FEEDBACK)
+           FEEDBACK, SCHEDULE_FIRINGS)  # fmt: skip
 """Every metric kept in Redis; their keys are the last KEYS of the recording scripts (`metrics`), in this order,
 and a delta names its metric by its position here (from 1)."""
 INDEX = {metric.name: position for position, metric in enumerate(METRICS, start=1)}

@@ -17,10 +17,12 @@ from rq import Queue
 
 from parley.shared.logs import configure_logging
 from parley.shared.settings import Settings, get_settings
+from parley.shared.store.schedules import ScheduleStore
 
 from .engine import Engine
 from .rq_side import RqSide
 from .runtime import Runtime, RuntimeJob
+from .schedules import ScheduleFiring
 
 log = logging.getLogger("parley.worker")
 
@@ -71,7 +73,15 @@ def make_engine(rt: Runtime, settings: Settings, *, burst: bool = False) -> Engi
     )
     return Engine(side, concurrency=settings.worker_concurrency, drain_grace_s=settings.drain_grace_s,
                   turns=getattr(rt, "worker_turns", None), threads=getattr(rt, "threads", None),
-                  burst=burst)  # fmt: skip
+                  burst=burst, schedules=schedule_firing(rt, settings, burst))  # fmt: skip
+
+
+def schedule_firing(rt: Runtime, settings: Settings, burst: bool) -> ScheduleFiring | None:
+    """The process's firing loop of schedules: none in burst mode (the process ends with an empty queue) nor
+    for a runtime without the turn stores (tests of the engine alone)."""
+    if burst or getattr(rt, "worker_turns", None) is None:
+        return None
+    return ScheduleFiring(ScheduleStore(rt.clients.text, settings.max_schedules), rt.agents, rt.turns)
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

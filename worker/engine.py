@@ -25,6 +25,9 @@ Liveness: heartbeat entries live `PARLEY_HEARTBEAT_TTL_S`; maintenance runs ever
 cleanup within TTL + 2 x interval seconds: 40 s by default. A lost Redis stops the dequeue until it
 answers again; running turns fail or finish on their own (their writes are fenced).
 
+Beside the turns, side tasks on the loop: the heartbeat, the watch, the expiry of approval waits, and the firing
+loop of schedules (schedules.py: this process's share of the due schedules, each firing once).
+
 SIGTERM drains: no new job is taken, running ones may finish within `PARLEY_DRAIN_GRACE_S` (25 s,
 below Kubernetes' 30 s), and the rest are handed back to the front of the queue (without using up a
 retry: a deploy is not the turn's failure) to run elsewhere; then the process exits. A second signal
@@ -53,6 +56,7 @@ from rq.worker import WorkerStatus
 from parley.shared.store.worker_turns import Attempt, WorkerTurns
 
 from .rq_side import Held, RqSide
+from .schedules import ScheduleFiring
 from .turn.control import CURRENT, JobControl
 from .turn.loop import Stopped, in_thread
 
@@ -68,16 +72,19 @@ APPROVALS_INTERVAL_S = 1.0
 
 class Engine:
     def __init__(self, rq: RqSide, *, concurrency: int, drain_grace_s: float, turns: WorkerTurns | None = None,
-                 threads: Executor | None = None, burst: bool = False) -> None:  # fmt: skip
+                 threads: Executor | None = None, burst: bool = False,
+                 schedules: ScheduleFiring | None = None) -> None:  # fmt: skip
         """`rq` keeps rq's records; `turns` lets the watch ask about running turns (None: no watch);
         `threads` runs sync job functions (None: the loop's default executor); `burst` ends the engine
-        once the queue is empty and nothing runs (tests, and `rq`'s own burst mode)."""
+        once the queue is empty and nothing runs (tests, and `rq`'s own burst mode); `schedules` fires this
+        process's share of the due schedules (None: none)."""
         self.rq = rq
         self.concurrency = concurrency
         self.drain_grace_s = drain_grace_s
         self.turns = turns
         self.threads = threads
         self.burst = burst
+        self.schedules = schedules
         self.running: dict[str, tuple[Held, JobControl]] = {}
         """Job id -> the job's rq records and control, for every job this process runs."""
         self._slots = threading.Semaphore(concurrency)
@@ -109,6 +116,8 @@ class Engine:
         if self.turns is not None:
             side.append(asyncio.create_task(self._watch(), name="watch"))
             side.append(asyncio.create_task(self._expire_approvals(), name="approvals"))
+        if self.schedules is not None:
+            side.append(asyncio.create_task(self.schedules.run(), name="schedules"))
         try:
             while not self._stop.is_set() and not (self.burst and self._queue_empty and not self.running):
                 await asyncio.sleep(0.05 if self.burst else 0.5)

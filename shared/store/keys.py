@@ -36,6 +36,9 @@ session id, `{j}` a job id. Tenant names never contain `:` nor start with `_` (s
 | `parley:web-streams` | hash | web process id -> `"<open SSE streams> <expiry ms>"`, summed at scrape |
 | `parley:feedback:{t}` | zset | `"<session id> <message index>"` of the tenant's rated messages, by rating time (ms) |
 | `parley:agent-feedback:{t}:{a}` | zset | the same, for one agent's sessions |
+| `parley:schedule:{t}:{id}` | hash | one schedule: agent, message, session, cron or interval, zone, next and last run |
+| `parley:schedules:{t}` | zset | the tenant's schedule ids by creation time (ms) (listing, PARLEY_MAX_SCHEDULES) |
+| `parley:schedules-due` | zset | `{t} {id}` of each running schedule by next run (ms), or by lease end while fired |
 
 File agents (`PARLEY_AGENTS_FILE`) live under the reserved tenant `FILE_SCOPE`.
 RQ's own keys (`rq:job:{j}`, `rq:queue:{name}`) are named by RQ; we take them from RQ's classes.
@@ -204,6 +207,21 @@ def feedback(tenant: str) -> str:
 def agent_feedback(tenant: str, agent_id: str) -> str:
     """The same index for the sessions of one agent (`GET /api/v1/feedback?agent=`)."""
     return f"{PREFIX}:agent-feedback:{tenant}:{agent_id}"
+
+
+def schedule(tenant: str, schedule_id: str) -> str:
+    return f"{PREFIX}:schedule:{tenant}:{schedule_id}"
+
+
+def schedules(tenant: str) -> str:
+    """The tenant's schedule ids by creation time (ms)."""
+    return f"{PREFIX}:schedules:{tenant}"
+
+
+def schedules_due() -> str:
+    """Deployment-wide: every schedule that still runs as `"<tenant> <schedule id>"`, scored by its next run (ms);
+    while one process fires it, by the end of that process's lease (shared/store/schedules.py)."""
+    return f"{PREFIX}:schedules-due"
 
 
 def steers(tenant: str, job_id: str) -> str:

@@ -136,3 +136,61 @@ def test_approval_and_mcp_servers_fit(ui: UI, mcp_server, tmp_path: Path, dark: 
     dialog.get_by_role("button", name="Add a header").click()
     assert _fits_width(page)
     page.screenshot(path=str(shots / f"mcp-servers-{width}-{theme}.png"))
+
+
+@pytest.mark.parametrize("dark", [False, True], ids=["light", "dark"])
+@pytest.mark.parametrize("width", ["desktop", "phone"])
+def test_typing_while_an_answer_streams_fits(ui: UI, tmp_path: Path, dark: bool, width: str) -> None:
+    """Conversation control: each message's actions, and the box while an answer streams (Steer, Stop and send,
+    Stop, a steered message waiting to join): they fit, in both themes."""
+    shots = _shots_dir(tmp_path)
+    theme = "dark" if dark else "light"
+    agent = ui.create_agent(name="Chef", description="Mediterranean recipes, short and simple",
+                            first_message="Hello! What shall we cook today?")  # fmt: skip
+    session_id = ui.create_session(agent, "A quick pasta for two")
+    page = ui.page(viewport=PHONE if width == "phone" else DESKTOP, dark=dark)
+    ui.sign_in(page, f"/?agent={agent['id']}&session={session_id}")
+    ui.script({"reply": "Spaghetti with tomatoes, garlic and basil: twenty minutes."},
+              {"reply": RICH_REPLY, "chunk_delay_ms": 150})  # fmt: skip
+    box = page.get_by_label("Message", exact=True)
+    box.fill("A quick pasta for two, please")
+    box.press("Enter")
+    expect(page.get_by_role("button", name="Regenerate", exact=True)).to_be_visible()
+    box.fill("And a dessert?")
+    box.press("Enter")
+    expect(page.locator(".msg-answer.is-live .markdown")).to_contain_text("quick tomato")
+    box.fill("Without nuts, please")
+    box.press("Enter")
+    expect(page.locator(".msg-steer")).to_contain_text("Without nuts")
+    box.fill("Actually, something with lemons")
+    expect(page.get_by_role("button", name="Stop and send", exact=True)).to_be_enabled()
+    assert _fits_width(page)
+    page.screenshot(path=str(shots / f"steer-{width}-{theme}.png"))
+    page.get_by_role("button", name="Stop", exact=True).click()
+
+
+@pytest.mark.parametrize("dark", [False, True], ids=["light", "dark"])
+@pytest.mark.parametrize("width", ["desktop", "phone"])
+def test_schedules_dialog_fits(ui: UI, tmp_path: Path, dark: bool, width: str) -> None:
+    """The schedules dialog with two schedules and the form: it fits, in both themes."""
+    shots = _shots_dir(tmp_path)
+    theme = "dark" if dark else "light"
+    agent = ui.create_agent(name="Chef", first_message="Hello! What shall we cook today?")
+    for body in ({"message": "Suggest three dinners for the week", "cron": "0 9 * * 1", "timezone": "Europe/Paris"},
+                 {"message": "Check what is in season", "interval_s": 86400}):  # fmt: skip
+        created = ui.http.post("/api/v1/schedules", json={"agent": agent["id"], **body})
+        assert created.status_code == 201, created.text
+    page = ui.page(viewport=PHONE if width == "phone" else DESKTOP, dark=dark)
+    ui.sign_in(page, f"/?agent={agent['id']}")
+    if width == "phone":
+        page.get_by_role("button", name="Agents and conversations").click()
+    page.get_by_role("region", name="Schedules").get_by_role("button", name="Manage schedules").click()
+    dialog = page.get_by_role("dialog", name="Schedules")
+    expect(dialog.locator("li.schedule")).to_have_count(2)
+    dialog.get_by_label("On a cron schedule").check()
+    expect(dialog.get_by_label("Timezone")).to_be_visible()
+    dialog.evaluate("dialog => { dialog.scrollTop = 0; }")  # the list first
+    assert _fits_width(page)
+    page.screenshot(path=str(shots / f"schedules-{width}-{theme}.png"))
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()

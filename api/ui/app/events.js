@@ -2,8 +2,11 @@
 //   applyEvent(answer, event)    a live stream event  -> the answer being built
 //   historyEntries(messages)     stored messages      -> user and answer entries
 // Both produce the same answer shape, drawn by views/messages.js:
-//   {steps: [{kind: 'thought', text} | {kind: 'tool', callId, name, args, result, ok, approval?, decision?}],
+//   {steps: [{kind: 'thought', text} | {kind: 'tool', callId, name, args, result, ok, approval?, decision?}
+//            | {kind: 'steered', text}],
 //    thinking, text, structured, phase, statusText, error, done}
+// A `steered` step is a message the person sent while the turn ran (`on_busy: "steer"`): it joined the turn
+// before its next model call, so it is drawn where it joined, between the steps before it and the answer after.
 // A tool step's `approval` is 'pending' while the call waits for a person (Approve / Deny are drawn), then
 // 'approved' or 'denied' once its `tool_result` came; `decision` is what this page sent ({state, approve, note}).
 // A call's events: `tool_execution`, `approval_required`, `status: waiting`, then after the decisions
@@ -118,6 +121,9 @@ export function applyEvent(answer, event) {
         steps: withApproval(answer.steps, event) };
     case 'tool_result':
       return { ...answer, steps: withToolResult(answer.steps, event) };
+    case 'steered':
+      return { ...answer, statusText: 'Your message joined the answer…',
+        steps: [...answer.steps, { kind: 'steered', text: String(event.message ?? '') }] };
     case 'response':
       return { ...answer, text: event.content ?? answer.text, structured: event.structured ?? undefined,
         intent: event.intent ?? null, usage: event.usage ?? null };
@@ -143,17 +149,34 @@ export function structuredOf(text, agent) {
   }
 }
 
+/** A stored message's rating (`feedback` is `{rating, comment}`; a bare rating string is taken too), or null. */
+export function ratingOf(feedback) {
+  const rating = feedback && typeof feedback === 'object' ? feedback.rating : feedback;
+  return rating === 'up' || rating === 'down' ? rating : null;
+}
+
 /**
- * Stored messages (oldest first) as entries: {kind: 'user', id, content, images} and
- * {kind: 'answer', id, answer}. An assistant message with tool_calls and the tool messages after
- * it become the steps of the next answer, as they were shown live.
+ * Stored messages (oldest first) as entries: {kind: 'user', id, content, images, before} and
+ * {kind: 'answer', id, answer, feedback}. An assistant message with tool_calls and the tool messages after
+ * it become the steps of the next answer, as they were shown live. A user message that came while a turn
+ * was under way (after its steps, or with the job of the turn's own message) was steered into it: a
+ * `steered` step there. `before` is the id of the message before a user message (null for the first
+ * one): where an edit of it forks the session.
  */
 export function historyEntries(messages, agent) {
   const entries = [];
   let steps = [];
+  let openJob = null; // the job of the user message still waiting for its answer
+  let previousId = null;
   for (const message of messages) {
     if (message.role === 'user') {
-      entries.push({ kind: 'user', id: message.id, content: message.content, images: message.images || [] });
+      if (steps.length || (openJob && message.job_id === openJob)) {
+        steps = [...steps, { kind: 'steered', text: message.content, id: message.id }];
+      } else {
+        entries.push({ kind: 'user', id: message.id, content: message.content, images: message.images || [],
+          before: previousId, stored: true });
+        openJob = message.job_id || null;
+      }
     } else if (message.role === 'tool') {
       steps = withToolResult(steps, { call_id: message.tool_call_id, tool_name: message.name,
         preview: message.content, ok: !isDenial(false, message.content) });
@@ -166,9 +189,11 @@ export function historyEntries(messages, agent) {
     } else if (message.role === 'assistant') {
       const answer = { ...newAnswer(), steps, text: message.content, structured: structuredOf(message.content, agent),
         phase: 'done', statusText: '', done: true, jobId: message.job_id };
-      entries.push({ kind: 'answer', id: message.id, answer });
+      entries.push({ kind: 'answer', id: message.id, answer, feedback: ratingOf(message.feedback), stored: true });
       steps = [];
+      openJob = null;
     }
+    previousId = message.id;
   }
   if (steps.length) {
     entries.push({ kind: 'answer', id: 'steps', answer: { ...newAnswer(), steps, phase: 'done', done: true } });

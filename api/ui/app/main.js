@@ -6,6 +6,7 @@ import { pendingTurns } from './turn.js';
 import { AgentForm, AgentList } from './views/agents.js';
 import { ChatPane } from './views/chat.js';
 import { McpPanel, McpServersDialog } from './views/mcp.js';
+import { SchedulesDialog, SchedulesPanel } from './views/schedules.js';
 import { SessionList, sessionTitle } from './views/sessions.js';
 import { SignIn } from './views/signin.js';
 
@@ -55,6 +56,8 @@ function App() {
   const [sessionsVersion, setSessionsVersion] = useState(0);
   const [managingMcp, setManagingMcp] = useState(false);
   const [mcpVersion, setMcpVersion] = useState(0);
+  const [managingSchedules, setManagingSchedules] = useState(false);
+  const [schedulesVersion, setSchedulesVersion] = useState(0);
   const [announcement, setAnnouncement] = useState('');
   const narrow = useNarrow();
 
@@ -184,6 +187,7 @@ function App() {
             if (session.session_id === route.session) navigate({ agent: agent.id }, { replace: true });
           }} />`}
         ${agents && html`<${McpPanel} api=${api} refresh=${mcpVersion} onManage=${() => setManagingMcp(true)} />`}
+        ${agents && html`<${SchedulesPanel} api=${api} refresh=${schedulesVersion} onManage=${() => setManagingSchedules(true)} />`}
       </nav>
       <main id="main" class="main" inert=${navOpen && narrow}>${content}</main>
     </div>
@@ -191,7 +195,10 @@ function App() {
     ${editing && html`<${AgentForm} api=${api} agent=${editing.agent} onSaved=${saved} onDeleted=${deleted}
       onClose=${() => setEditing(null)} />`}
     ${managingMcp && html`<${McpServersDialog} api=${api} onChanged=${() => setMcpVersion((v) => v + 1)}
-      onAnnounce=${setAnnouncement} onClose=${() => setManagingMcp(false)} />`}`;
+      onAnnounce=${setAnnouncement} onClose=${() => setManagingMcp(false)} />`}
+    ${managingSchedules && html`<${SchedulesDialog} api=${api} agents=${agents || []} agent=${agent}
+      onChanged=${() => setSchedulesVersion((v) => v + 1)} onAnnounce=${setAnnouncement}
+      onClose=${() => setManagingSchedules(false)} />`}`;
 }
 
 render(html`<${App} />`, document.getElementById('app'));

@@ -109,15 +109,16 @@ function writeAll(all) {
 }
 
 export const pendingTurns = {
-  /** `{jobId, message, images, imageCount, at, progress?: {answer, lastEventId}}` of the session's running turn. */
+  /** `{jobId, message, images, imageCount, regenerate, at, progress?: {answer, lastEventId}}` of the session's
+   * running turn (`regenerate`: it answers the last message again, so it has no message of its own). */
   get(apiKey, sessionId) {
     return readAll()[scope(apiKey, sessionId)] || null;
   },
-  set(apiKey, sessionId, { jobId, message, images }) {
+  set(apiKey, sessionId, { jobId, message = null, images = [], regenerate = false }) {
     const all = readAll();
     const size = images.reduce((total, image) => total + image.length, 0);
     all[scope(apiKey, sessionId)] = { jobId, message, images: size <= MAX_STORED_IMAGE_CHARS ? images : [],
-      imageCount: images.length, at: Date.now() };
+      imageCount: images.length, regenerate, at: Date.now() };
     writeAll(all);
   },
   /** The answer as drawn and the id of the last event in it, kept together so they always agree. */

@@ -45,6 +45,7 @@ the same arguments must change nothing and answer as the first run did:
   last call written (`emitted`), so the same batch sent again writes nothing.
 - CREATE_SESSION is NOT: its second run finds the session and answers "not created" (see there).
 - SET_FEEDBACK: a compare-and-set; its second run finds the message changed by the first and writes nothing.
+- CREATE_SCHEDULE, CLAIM_SCHEDULE, ADVANCE_SCHEDULE: each header says what its second run answers.
 The scripts of agents, the summary report and telemetry's ADD_BOUNDED are not covered by this note.
 """
 
@@ -120,5 +121,10 @@ TAKE_STEERS = load("take_steers")
 
 RUNNABLE = ("accept_turn", "start_turn", "emit_turn_event", "finish_turn", "read_context", "create_session",
             "admit_report", "release_report", "emit_event", "create_agent", "update_agent", "delete_agent",
-            "add_bounded", "pause_turn", "decide_approval", "set_feedback", "take_steers")  # fmt: skip
+            "add_bounded", "pause_turn", "decide_approval", "set_feedback", "take_steers",
+            "create_schedule", "claim_schedule", "advance_schedule")  # fmt: skip
 """Every runnable script of this package (the rest, lib_*.lua, are snippets)."""
+
+CREATE_SCHEDULE = load("create_schedule")
+CLAIM_SCHEDULE = load("claim_schedule")
+ADVANCE_SCHEDULE = load("advance_schedule")

@@ -261,4 +261,37 @@ class SetFeedbackCall(ScriptCall):
     rated_ms: int | str = arg()
 
 
-BUILDERS = (*BUILDERS, SetFeedbackCall)
+@dataclass(frozen=True)
+class CreateScheduleCall(ScriptCall):
+    """CREATE_SCHEDULE (create_schedule.lua): a new schedule, within the tenant's most."""
+
+    SCRIPT: ClassVar[str] = "create_schedule"
+    schedule: str = key()
+    schedules: str = key()
+    due: str = key()
+    schedule_id: str = arg()
+    member: str = arg()
+    created_ms: int = arg()
+    next_run_ms: int = arg()
+    max_schedules: int = arg()
+    fields: str = arg()
+
+
+@dataclass(frozen=True)
+class AdvanceScheduleCall(ScriptCall):
+    """ADVANCE_SCHEDULE (advance_schedule.lua): a firing recorded, the schedule moved to its next run."""
+
+    SCRIPT: ClassVar[str] = "advance_schedule"
+    schedule: str = key()
+    due: str = key()
+    firings: str = key()
+    member: str = arg()
+    scheduled_ms: int = arg()
+    next_run_ms: int | str = arg()
+    now_ms: int = arg()
+    job_id: str = arg()
+    error: str = arg()
+    outcome: str = arg()
+
+
+BUILDERS = (*BUILDERS, SetFeedbackCall, CreateScheduleCall, AdvanceScheduleCall)

@@ -4,6 +4,7 @@ import { applyEvent, historyEntries, newAnswer, withApproval, withDecision } fro
 import { html, useEffect, useLayoutEffect, useRef, useState } from '../html.js';
 import { followTurn, pendingTurns } from '../turn.js';
 import { AttachIcon } from '../icons.js';
+import { AnswerActions, EditMessage, UserActions } from './actions.js';
 import { Answer, UserMessage } from './messages.js';
 
 export const MAX_IMAGES = 5;
@@ -11,6 +12,7 @@ export const MAX_IMAGE_BYTES = 5 * 1024 * 1024; // PARLEY_MAX_IMAGE_BYTES' defau
 const IMAGE_TYPES = ['image/png', 'image/jpeg', 'image/gif', 'image/webp'];
 const HISTORY_PAGE = 100;
 const FINAL = ['finished', 'failed', 'canceled'];
+const STEER_TEXT_ONLY = 'Only text can join a running answer: remove the images, or use Stop and send.';
 
 /** A first message typed before its session existed, handed to the session's own view. */
 const outbox = new Map();
@@ -28,8 +30,13 @@ function formatBytes(bytes) {
   return bytes >= 1024 * 1024 ? `${(bytes / 1024 / 1024).toFixed(1)} MB` : `${Math.ceil(bytes / 1024)} KB`;
 }
 
-/** The message box; `busy`: a turn is on its way (no second one), `running`: it can still be stopped. */
-function Composer({ agentName, busy, running, canStop, onSend, onStop, inputRef, initialText }) {
+/**
+ * The message box; `busy`: a turn is on its way and this one cannot be sent yet, `running`: a turn streams.
+ * While one runs a message can still be sent, two ways: *Steer* (Enter; it joins the running turn before its
+ * next model call) or *Stop and send* (Alt+Enter; the running turn is canceled and this one runs instead).
+ */
+function Composer({ agentName, busy, running, canStop, onSend, onSteer, onInterrupt, onStop, inputRef, initialText,
+  notice }) {
   const [text, setText] = useState(initialText || '');
   const [images, setImages] = useState([]);
   const [problem, setProblem] = useState('');
@@ -52,17 +59,31 @@ function Composer({ agentName, busy, running, canStop, onSend, onStop, inputRef,
     setProblem([...new Set(problems)].join('. '));
   }
 
-  function submit(event) {
-    event.preventDefault();
-    if (busy || !text.trim()) return;
-    onSend(text, images.map((image) => image.uri));
+  /** Hands the text and images to `action` and empties the box. */
+  function take(action) {
+    action(text, images.map((image) => image.uri));
     setText('');
     setImages([]);
     setProblem('');
   }
 
+  function submit(event) {
+    event.preventDefault();
+    if (!text.trim()) return;
+    if (running && images.length) setProblem(STEER_TEXT_ONLY);
+    else if (running) take(onSteer);
+    else if (!busy) take(onSend);
+  }
+
+  function interrupt() {
+    if (running && text.trim()) take(onInterrupt);
+  }
+
   function onKeyDown(event) {
-    if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) submit(event);
+    if (event.key !== 'Enter' || event.shiftKey || event.isComposing) return;
+    event.preventDefault();
+    if (event.altKey) interrupt();
+    else submit(event);
   }
 
   return html`
@@ -76,6 +97,7 @@ function Composer({ agentName, busy, running, canStop, onSend, onStop, inputRef,
         </li>`)}
       </ul>`}
       ${problem && html`<p class="field-error" role="alert">${problem}</p>`}
+      ${notice && html`<p class="field-error" role="alert">${notice}</p>`}
       <div class="composer-row">
         <input type="file" ref=${fileRef} class="visually-hidden" tabindex="-1" aria-hidden="true"
           accept=${IMAGE_TYPES.join(',')} multiple
@@ -89,16 +111,32 @@ function Composer({ agentName, busy, running, canStop, onSend, onStop, inputRef,
           aria-describedby="composer-hint"
           onInput=${(e) => setText(e.currentTarget.value)} onKeyDown=${onKeyDown}></textarea>
         ${running
-          ? html`<button type="button" class="button danger" onClick=${onStop} disabled=${!canStop}>Stop</button>`
+          ? html`<div class="composer-buttons">
+              <button type="submit" class="button primary" disabled=${!text.trim() || images.length > 0}
+                title=${images.length ? STEER_TEXT_ONLY : 'Your message joins this answer before the agent\u2019s next step (Enter)'}>Steer</button>
+              <button type="button" class="button" disabled=${!text.trim()} onClick=${interrupt}
+                title="Cancel this answer and send your message instead (Alt+Enter)">Stop and send</button>
+              <button type="button" class="button danger" onClick=${onStop} disabled=${!canStop}>Stop</button>
+            </div>`
           : html`<button type="submit" class="button primary" disabled=${busy || !text.trim()}>Send</button>`}
       </div>
-      <p id="composer-hint" class="hint">Enter sends, Shift+Enter adds a line.</p>
+      <p id="composer-hint" class="hint">${running
+        ? 'The agent is answering. Enter (Steer) adds your message to this answer; Alt+Enter (Stop and send) cancels it and sends yours instead.'
+        : 'Enter sends, Shift+Enter adds a line.'}</p>
     </form>`;
+}
+
+/** The steered messages still waiting, once the turn's `steered` event for `message` said it joined. */
+function joined(steers = [], message) {
+  const index = steers.findIndex((item) => item.message === message);
+  const gone = index < 0 ? 0 : index;
+  return steers.filter((_, i) => i !== gone);
 }
 
 function LiveProblem({ live, onRetry, onResume, onDismiss }) {
   const { answer, failure } = live;
-  const canRetry = Boolean(live.request?.message); // a turn sent from elsewhere: its message is not known here
+  // A turn sent from elsewhere: its message is not known here. A regenerate has none: it is asked again.
+  const canRetry = Boolean(live.request?.message || live.request?.regenerate);
   let words = null;
   let action = null;
   if (failure) {
@@ -129,6 +167,10 @@ export function ChatPane({ api, apiKey, agent, sessionId, onSessionStarted, onTu
   const [historyError, setHistoryError] = useState(null);
   const [live, setLive] = useState(null);
   const [returned, setReturned] = useState('');
+  const [notice, setNotice] = useState('');
+  const [editing, setEditing] = useState(null); // {id, saving, error}: the user message being edited
+  const [branching, setBranching] = useState(false);
+  const messagesRef = useRef([]); // the stored messages loaded so far, oldest first
   const liveRef = useRef(null);
   const controllerRef = useRef(null);
   const frameRef = useRef(0);
@@ -159,6 +201,7 @@ export function ChatPane({ api, apiKey, agent, sessionId, onSessionStarted, onTu
 
   async function loadHistory() {
     const page = await api.get(apiPath(`sessions/${enc(sessionId)}/messages`, { limit: HISTORY_PAGE }));
+    messagesRef.current = page.data;
     setEntries(historyEntries(page.data, agent));
     setNextBefore(page.next_before);
     setHistory('ready');
@@ -168,7 +211,8 @@ export function ChatPane({ api, apiKey, agent, sessionId, onSessionStarted, onTu
   async function loadOlder() {
     const page = await api.get(apiPath(`sessions/${enc(sessionId)}/messages`, { limit: HISTORY_PAGE, before: nextBefore }));
     stickRef.current = false;
-    setEntries((current) => [...historyEntries(page.data, agent), ...current]);
+    messagesRef.current = [...page.data, ...messagesRef.current];
+    setEntries(historyEntries(messagesRef.current, agent)); // a turn's steps may start on the older page
     setNextBefore(page.next_before);
   }
 
@@ -181,17 +225,25 @@ export function ChatPane({ api, apiKey, agent, sessionId, onSessionStarted, onTu
       await followTurn(api, {
         ...options,
         signal: controller.signal,
+        // A turn no longer followed (Stop and send started another) draws nothing more, even from events
+        // its stream had already buffered.
         onJob: (jobId) => {
+          if (controller.signal.aborted) return;
           const current = liveRef.current;
-          pendingTurns.set(apiKey, sessionId, { jobId, message: current.request.message, images: current.request.images });
+          pendingTurns.set(apiKey, sessionId, { jobId, message: current.request.message, images: current.request.images,
+            regenerate: Boolean(current.request.regenerate) });
           updateLive({ ...current, answer: { ...current.answer, jobId } }, true);
         },
         onEvent: (event, id) => {
+          if (controller.signal.aborted) return;
           const current = liveRef.current;
-          updateLive({ ...current, lastEventId: id || current.lastEventId, answer: applyEvent(current.answer, event) });
+          const steers = event.type === 'steered' ? joined(current.steers, event.message) : current.steers;
+          updateLive({ ...current, steers, lastEventId: id || current.lastEventId, answer: applyEvent(current.answer, event) });
+          if (event.type === 'steered') onAnnounce('Your message joined the answer.');
           if (event.type === 'approval_required') onAnnounce(`${event.tool_name} waits for your decision: Approve or Deny.`);
         },
         onConnection: (state, attempt) => {
+          if (controller.signal.aborted) return;
           const current = liveRef.current;
           updateLive({ ...current, connection: state, answer: { ...current.answer,
             statusText: state === 'reconnecting' ? `Connection lost; reconnecting (attempt ${attempt})…` : 'Reconnected…' } }, true);
@@ -199,15 +251,17 @@ export function ChatPane({ api, apiKey, agent, sessionId, onSessionStarted, onTu
         },
       });
     } catch (error) {
-      if (error.name === 'AbortError') return;
+      if (error.name === 'AbortError' || controller.signal.aborted) return;
       if (!liveRef.current?.answer.jobId) pendingTurns.clear(apiKey, sessionId);
       updateLive({ ...liveRef.current, failure: error }, true);
       onAnnounce(describeError(error));
       return;
     }
+    if (controller.signal.aborted) return; // its `done` was read as another turn took over
     pendingTurns.clear(apiKey, sessionId);
     onTurnEnded();
     const answer = liveRef.current.answer;
+    const leftover = liveRef.current.steers || []; // steered too late for this turn: they make the next one
     if (answer.phase === 'done') {
       try {
         await loadHistory(); // The stored turn replaces the live copy: one answer, with its message ids.
@@ -221,13 +275,27 @@ export function ChatPane({ api, apiKey, agent, sessionId, onSessionStarted, onTu
       }
       onAnnounce('Answer complete.');
     } else {
-      updateLive({ ...liveRef.current }, true);
+      updateLive({ ...liveRef.current, steers: [] }, true);
       onAnnounce(answer.phase === 'canceled' ? 'Stopped.' : `The answer failed: ${answer.error?.message}`);
     }
+    await followNext(leftover[0]?.message ?? null);
   }
 
-  async function send(message, images, key = randomKey()) {
+  /**
+   * The session's next turn, if one is under way: a steered message that came too late for the turn became
+   * one (`message`), or another window (or a reload that lost its steers) queued one. With a late steer and
+   * no turn left, that turn already ended: the history is read again to show it.
+   */
+  async function followNext(message) {
+    if (liveRef.current && !liveRef.current.answer.done && !liveRef.current.failure) return; // followed already
+    const job = await activeJob();
+    if (job) await attach({ jobId: job.job_id, message }, job);
+    else if (message) await loadHistory().catch(() => {});
+  }
+
+  async function send(message, images, key = randomKey(), onBusy = null) {
     stickRef.current = true;
+    setNotice('');
     if (!sessionId) {
       try {
         const session = await api.post(apiPath('sessions'),
@@ -242,8 +310,98 @@ export function ChatPane({ api, apiKey, agent, sessionId, onSessionStarted, onTu
       return;
     }
     updateLive({ user: { content: message, images }, answer: newAnswer(), request: { message, images, key },
-      failure: null, connection: 'live', lastEventId: null }, true);
-    await follow({ start: { body: { message, session_id: sessionId, images }, key } });
+      failure: null, connection: 'live', lastEventId: null, steers: [] }, true);
+    const body = { message, session_id: sessionId, images };
+    if (onBusy) body.on_busy = onBusy; // 'interrupt': the running turn ends canceled and this one runs next
+    await follow({ start: { body, key } });
+  }
+
+  /** Answers the last message again; the new answer replaces the old one (hidden meanwhile). */
+  async function regenerate(key = randomKey()) {
+    stickRef.current = true;
+    setNotice('');
+    updateLive({ user: null, regenerate: true, answer: newAnswer(), request: { regenerate: true, key },
+      failure: null, connection: 'live', lastEventId: null, steers: [] }, true);
+    await follow({ start: { body: { regenerate: true, session_id: sessionId }, key } });
+  }
+
+  /**
+   * Sends a message into the running turn (`on_busy: "steer"`). It shows as waiting under the answer until
+   * the turn's `steered` event says where it joined; if the turn ends first, it makes the next turn.
+   */
+  async function steer(message) {
+    const key = randomKey();
+    const change = (edit) => {
+      const current = liveRef.current;
+      if (current) updateLive({ ...current, steers: edit(current.steers || []) }, true);
+    };
+    setNotice('');
+    stickRef.current = true;
+    change((list) => [...list, { key, message, state: 'sending' }]);
+    const body = { message, session_id: sessionId, on_busy: 'steer' }; // text only: the API refuses images here
+    try {
+      await api.post(apiPath('chat/jobs'), body, { headers: { 'Idempotency-Key': key } });
+      change((list) => list.map((item) => (item.key === key ? { ...item, state: 'sent' } : item)));
+      onAnnounce('Sent: your message joins the answer before the agent\u2019s next step.');
+    } catch (error) {
+      change((list) => list.filter((item) => item.key !== key));
+      setReturned(message);
+      setNotice(`Your message was not sent. ${describeError(error)}`);
+      onAnnounce(describeError(error));
+      return;
+    }
+    const current = liveRef.current;
+    if (!current || current.answer.done) await followNext(message); // the turn ended meanwhile: it is the next one
+  }
+
+  /** Cancels the running turn and sends this message instead (`on_busy: "interrupt"`). */
+  function interrupt(message, images) {
+    send(message, images, randomKey(), 'interrupt');
+  }
+
+  /** A new conversation holding this one's messages up to `at` (a message id); the page switches to it. */
+  async function fork(at) {
+    setBranching(true);
+    setNotice('');
+    try {
+      const session = await api.post(apiPath(`sessions/${enc(sessionId)}/fork`), { at });
+      onAnnounce('Forked: this is the new conversation.');
+      onSessionStarted(session);
+    } catch (error) {
+      setBranching(false);
+      setNotice(`Could not fork the conversation. ${describeError(error)}`);
+      onAnnounce(describeError(error));
+    }
+  }
+
+  /** An edited user message: a fork before it (a new session when it is the first), then the text sent there. */
+  async function sendEdited(entry, text) {
+    setEditing({ id: entry.id, saving: true, error: '' });
+    try {
+      const session = entry.before
+        ? await api.post(apiPath(`sessions/${enc(sessionId)}/fork`), { at: entry.before })
+        : await api.post(apiPath('sessions'), { agent: agent.id, metadata: { title: text.trim().slice(0, 80) } });
+      outbox.set(session.session_id, { message: text, images: entry.images || [], key: randomKey() });
+      onAnnounce('Your edited message goes to a new conversation.');
+      onSessionStarted(session);
+    } catch (error) {
+      setEditing({ id: entry.id, saving: false, error: describeError(error) });
+    }
+  }
+
+  /** Rates a stored answer ('up', 'down', or null to clear); drawn at once, put back if the API refuses. */
+  async function rate(entry, rating) {
+    const show = (value) => setEntries((list) => list.map((e) => (e.id === entry.id ? { ...e, feedback: value } : e)));
+    const before = entry.feedback ?? null;
+    show(rating);
+    try {
+      await api.put(apiPath(`sessions/${enc(sessionId)}/messages/${enc(entry.id)}/feedback`), { rating });
+      onAnnounce(rating === 'up' ? 'Rated good.' : rating === 'down' ? 'Rated bad.' : 'Rating cleared.');
+    } catch (error) {
+      show(before);
+      setNotice(`The rating was not saved. ${describeError(error)}`);
+      onAnnounce(describeError(error));
+    }
   }
 
   /** The job's calls that wait for a decision, drawn at once (the stream then confirms or updates them). */
@@ -260,10 +418,11 @@ export function ChatPane({ api, apiKey, agent, sessionId, onSessionStarted, onTu
     // stream from its first event. A turn from elsewhere has no message here: only its answer is drawn.
     const kept = turn.progress;
     const answer = kept ? kept.answer : { ...newAnswer(), jobId: turn.jobId };
+    const request = turn.message ? { message: turn.message, images: turn.images || [], key: randomKey() }
+      : turn.regenerate ? { regenerate: true, key: randomKey() } : null;
     updateLive({ user: turn.message ? { content: turn.message, images: turn.images || [], imageCount: turn.imageCount || 0 } : null,
-      answer: withPending(answer, job), lastEventId: kept?.lastEventId ?? null,
-      request: turn.message ? { message: turn.message, images: turn.images || [], key: randomKey() } : null,
-      failure: null, connection: 'live' }, true);
+      answer: withPending(answer, job), lastEventId: kept?.lastEventId ?? null, request, regenerate: Boolean(turn.regenerate),
+      failure: null, connection: 'live', steers: [] }, true);
     await follow({ jobId: turn.jobId, after: kept?.lastEventId ?? null });
   }
 
@@ -386,7 +545,9 @@ export function ChatPane({ api, apiKey, agent, sessionId, onSessionStarted, onTu
 
   function retry(sameKey) {
     const { request } = liveRef.current;
-    if (request) send(request.message, request.images, sameKey ? request.key : randomKey());
+    const key = sameKey ? request?.key : randomKey();
+    if (request?.regenerate) regenerate(key);
+    else if (request) send(request.message, request.images, key);
   }
 
   function resume() {
@@ -407,6 +568,33 @@ export function ChatPane({ api, apiKey, agent, sessionId, onSessionStarted, onTu
   const running = Boolean(live && !live.answer.done && !live.failure);
   const busy = running || Boolean(live && !live.failure && live.answer.phase === 'done');
   const agentName = agent.name;
+  const last = entries[entries.length - 1];
+  // A regenerated answer replaces the last one: hidden while the new one comes, back if that one fails.
+  const replacing = Boolean(live?.regenerate && !live.failure && !['canceled', 'error'].includes(live.answer.phase));
+  const canRegenerate = Boolean(sessionId && !live && last?.kind === 'answer' && last.stored
+    && entries.some((entry) => entry.kind === 'user'));
+  const shown = replacing && last?.kind === 'answer' ? entries.slice(0, -1) : entries;
+
+  function entryView(entry) {
+    const stored = Boolean(sessionId && entry.stored);
+    if (entry.kind === 'user') {
+      if (editing?.id === entry.id) {
+        return html`<${EditMessage} key=${entry.id} content=${entry.content} saving=${editing.saving} error=${editing.error}
+          onSubmit=${(text) => sendEdited(entry, text)} onCancel=${() => setEditing(null)} />`;
+      }
+      // The message before the first one loaded is on an older page: load it before editing.
+      const canEdit = Boolean(entry.before || !nextBefore);
+      const actions = stored && html`<${UserActions} disabled=${branching}
+        onEdit=${canEdit ? () => setEditing({ id: entry.id, saving: false, error: '' }) : null}
+        onFork=${() => fork(entry.id)} />`;
+      return html`<${UserMessage} key=${entry.id} content=${entry.content} images=${entry.images} actions=${actions} />`;
+    }
+    const actions = stored && html`<${AnswerActions} rating=${entry.feedback ?? null} disabled=${branching}
+      onRate=${(rating) => rate(entry, rating)} onFork=${() => fork(entry.id)}
+      onRegenerate=${canRegenerate && entry === last ? () => regenerate() : null} />`;
+    return html`<${Answer} key=${entry.id} answer=${entry.answer} agentName=${agentName} actions=${actions} />`;
+  }
+
   return html`
     <section class="chat" aria-label=${`Conversation with ${agentName}`}>
       <header class="chat-header">
@@ -421,17 +609,20 @@ export function ChatPane({ api, apiKey, agent, sessionId, onSessionStarted, onTu
           <p>${historyError?.status === 404 ? 'This conversation does not exist (it may have been deleted).' : describeError(historyError)}</p>
           ${historyError?.status !== 404 && html`<button class="button" onClick=${() => location.reload()}>Try again</button>`}
         </div>`}
-        ${entries.map((entry) => (entry.kind === 'user'
-          ? html`<${UserMessage} key=${entry.id} content=${entry.content} images=${entry.images} />`
-          : html`<${Answer} key=${entry.id} answer=${entry.answer} agentName=${agentName} />`))}
+        ${shown.map(entryView)}
         ${live?.user && html`<${UserMessage} content=${live.user.content} images=${live.user.images} imageCount=${live.user.imageCount || 0} />`}
         ${live && (live.answer.text || live.answer.steps.length || live.answer.thinking || !live.answer.done)
           && html`<${Answer} answer=${live.answer} live=${true} agentName=${agentName} onDecide=${decide} />`}
+        ${live?.steers?.map((item) => html`<article class="msg msg-user msg-steer" key=${item.key} aria-label="You said (joins the answer)">
+          <p class="msg-text">${item.message}</p>
+          <p class="hint">${item.state === 'sending' ? 'Sending…' : 'Joins the answer before the agent\u2019s next step.'}</p>
+        </article>`)}
         ${live && html`<${LiveProblem} live=${live} onRetry=${retry} onResume=${resume} onDismiss=${dismiss} />`}
         ${!sessionId && historyError && html`<div class="problem" role="alert"><p>${describeError(historyError)}</p></div>`}
       </div>
       <${Composer} agentName=${agentName} busy=${busy} running=${running} canStop=${Boolean(live?.answer.jobId)} onSend=${send}
-        onStop=${stop} inputRef=${inputRef} initialText=${returned} />
+        onSteer=${steer} onInterrupt=${interrupt} onStop=${stop} inputRef=${inputRef} initialText=${returned}
+        notice=${notice} />
     </section>`;
 }
 

@@ -106,6 +106,10 @@ function Steps({ steps, onDecide }) {
   return html`<div class="steps">
     ${steps.map((step, i) => {
       if (step.kind === 'thought') return html`<p class="step step-thought" data-step="thought" key=${i}>${step.text}</p>`;
+      if (step.kind === 'steered') {
+        return html`<div class="step step-steered" data-step="steered" key=${i}>
+          <span class="step-steered-label">You added</span><p class="msg-text">${step.text}</p></div>`;
+      }
       if (step.approval === 'pending' && step.result === null) {
         return html`<${ApprovalCard} step=${step} onDecide=${onDecide} key=${step.callId || i} />`;
       }
@@ -114,7 +118,7 @@ function Steps({ steps, onDecide }) {
   </div>`;
 }
 
-export function UserMessage({ content, images = [], imageCount = 0 }) {
+export function UserMessage({ content, images = [], imageCount = 0, actions = null }) {
   const missing = Math.max(imageCount - images.length, 0);
   return html`
     <article class="msg msg-user" aria-label="You said">
@@ -123,11 +127,12 @@ export function UserMessage({ content, images = [], imageCount = 0 }) {
       </div>`}
       ${missing > 0 && html`<p class="muted">(${missing} attached image${missing > 1 ? 's' : ''})</p>`}
       <p class="msg-text">${content}</p>
+      ${actions}
     </article>`;
 }
 
 /** An answer, stored or live; `live` adds the running status line, `onDecide` the approval buttons. */
-export function Answer({ answer, live = false, agentName = 'Agent', onDecide = null }) {
+export function Answer({ answer, live = false, agentName = 'Agent', onDecide = null, actions = null }) {
   const busy = live && !answer.done;
   return html`
     <article class=${`msg msg-answer${busy ? ' is-live' : ''}`} aria-label=${`${agentName} said`}
@@ -141,5 +146,6 @@ export function Answer({ answer, live = false, agentName = 'Agent', onDecide = n
         ? html`<${JsonBlock} value=${answer.structured} />`
         : answer.text && html`<${Markdown} text=${answer.text} />`}
       ${busy && html`<p class="status-line"><span class="spinner" aria-hidden="true"></span>${answer.statusText}</p>`}
+      ${actions}
     </article>`;
 }
