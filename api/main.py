@@ -22,7 +22,7 @@ from .adapters.responses import routes as responses_routes
 from .adapters.seed import routes as seed_routes
 from .metrics import Reporter
 from .middleware import BodyGuard, HttpMetrics, RequestContext
-from .routes import agents, chat, jobs, mcp_servers, ops, sessions, tools, ui, webhooks
+from .routes import agents, chat, feedback, jobs, mcp_servers, ops, sessions, tools, ui, webhooks
 from .routes import schedules as schedule_routes
 from .runtime import WebRuntime
 from .shutdown import on_stop_signal
@@ -72,13 +72,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     origins = [origin.strip() for origin in settings.cors_origins.split(",") if origin.strip()]
     if origins:
         app.add_middleware(
-            CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID", "X-Request-ID"],
             expose_headers=["Retry-After", "X-Request-ID"], max_age=600,
         )  # fmt: skip
 
     for module in (ops, agents, sessions, chat, jobs, seed_routes, openai_routes, responses_routes, mcp_server_routes,
-                   a2a_routes, tools, mcp_servers, webhooks, ui):  # fmt: skip
+                   a2a_routes, tools, mcp_servers, webhooks, feedback, ui):  # fmt: skip
         app.include_router(module.router)
     app.include_router(schedule_routes.router)
     return app

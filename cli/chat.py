@@ -5,7 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from parley.client import AgentPublic, ConflictError, Event, EventType, NotFoundError, Parley, SessionPublic
+from parley.client import (
+    AgentPublic,
+    ConflictError,
+    Event,
+    EventType,
+    NotFoundError,
+    OnBusy,
+    Parley,
+    SessionPublic,
+)
 
 from .errors import API_ERROR, NOT_FOUND, CLIError
 from .render import TurnPrinter
@@ -92,14 +101,17 @@ def _start(client: Parley, state: State, agent: AgentPublic, session_id: str | N
 
 
 def run_turn(client: Parley, session_id: str, message: str, printer: TurnPrinter,
-             decide: Decider | None = None) -> None:  # fmt: skip
+             decide: Decider | None = None, *, on_busy: OnBusy | None = None,
+             regenerate: bool = False) -> None:  # fmt: skip
     """Send `message` in the session and print its events until `done`; TurnFailed after an `error` event.
 
     A tool call that waits for approval is put to `decide` and its answer posted; the stream goes on
     (the turn resumes on the service once every waiting call is decided). Without `decide` the turn just waits.
     Ctrl-C (also at an approval prompt) cancels the turn on the service (when its job is known) before it propagates.
+    `on_busy` is sent with the message (`reject`, `interrupt`, `steer`; the service's default `enqueue` when None);
+    `regenerate` sends no message and answers the session's last one again.
     """
-    stream = client.stream(message, session_id=session_id)
+    stream = client.stream(message, session_id=session_id, on_busy=on_busy, regenerate=regenerate)
     try:
         with stream:
             for event in stream:

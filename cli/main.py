@@ -27,10 +27,12 @@ from parley.client import (
     GatewayTimeoutError,
     MessagePublic,
     ModelError,
+    OnBusy,
     Parley,
     ParleyError,
     PayloadTooLargeError,
     RateLimitError,
+    Rating,
     ValidationError,
 )
 
@@ -43,6 +45,22 @@ from .state import State, default_path
 class ExportFormat(StrEnum):
     json = "json"
     markdown = "markdown"
+
+
+class OnBusyChoice(StrEnum):
+    """`parley chat --on-busy`: the chat request's `on_busy` (docs/cli.md)."""
+
+    enqueue = "enqueue"
+    reject = "reject"
+    interrupt = "interrupt"
+    steer = "steer"
+
+
+class WebhookEvent(StrEnum):
+    finished = "turn.finished"
+    failed = "turn.failed"
+    canceled = "turn.canceled"
+    waiting = "turn.waiting"
 
 
 READ_ONLY_AGENT_FIELDS = ("id", "created_at", "updated_at", "source")
@@ -93,9 +111,17 @@ app = typer.Typer(
 agents_app = typer.Typer(help="List, show, create and delete agents.", no_args_is_help=True)
 sessions_app = typer.Typer(help="List, show, export and delete sessions (conversations).", no_args_is_help=True)
 jobs_app = typer.Typer(help="Follow, inspect, approve and cancel turns (jobs).", no_args_is_help=True)
+feedback_app = typer.Typer(help="Rate agents' answers (up, down, clear) and list the ratings.", no_args_is_help=True)
+webhooks_app = typer.Typer(help="Create, list, show and delete webhooks, and see their deliveries.",
+                           no_args_is_help=True)  # fmt: skip
+schedules_app = typer.Typer(help="Create, list, show and delete schedules (turns run on a cron or interval).",
+                            no_args_is_help=True)  # fmt: skip
 app.add_typer(agents_app, name="agents")
 app.add_typer(sessions_app, name="sessions")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(feedback_app, name="feedback")
+app.add_typer(webhooks_app, name="webhooks")
+app.add_typer(schedules_app, name="schedules")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of a table.")]
 
@@ -187,6 +213,11 @@ def chat(
                                               "approval, without asking.")] = False,  # fmt: skip
     deny_all: Annotated[bool, typer.Option("--deny-all", help="Deny every tool call that waits for approval, "
                                            "without asking.")] = False,  # fmt: skip
+    regenerate: Annotated[bool, typer.Option("--regenerate", help="Answer the session's last message again (the "
+                                             "new answer replaces the old one) and exit.")] = False,  # fmt: skip
+    on_busy: Annotated[OnBusyChoice | None, typer.Option("--on-busy", help="While a turn of the session is in "
+                                                         "flight: enqueue (the service's default), reject, "
+                                                         "interrupt or steer.")] = None,  # fmt: skip
 ) -> None:
     """Talk with an agent; continues your last session with it (--new starts another).
 
@@ -194,6 +225,9 @@ def chat(
     """
     if new and session:
         raise typer.BadParameter("--new and --session exclude each other", param_hint="--new")
+    if regenerate and (new or message is not None):
+        raise typer.BadParameter("--regenerate answers the session's last message again: no --new, no --message",
+                                 param_hint="--regenerate")  # fmt: skip
     if approve_all and deny_all:
         raise typer.BadParameter("--approve-all and --deny-all exclude each other", param_hint="--approve-all")
     if message is not None and not message.strip():
@@ -204,17 +238,19 @@ def chat(
                                      choose=_choose_agent, note=_note)  # fmt: skip
     session_id = conversation.session.session_id
     decide = approval_decider(approve_all, deny_all)
-    if message is not None:
+    busy = cast(OnBusy, on_busy.value) if on_busy is not None else None
+    if message is not None or regenerate:
         try:
             printer = render.TurnPrinter(_out, _note, hold_text=not sys.stdout.isatty())  # stdout: the answer alone
-            run_turn(client, session_id, message, printer, decide)
+            run_turn(client, session_id, message or "", printer, decide, on_busy=busy, regenerate=regenerate)
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
         return
-    _interactive(client, conversation.agent, session_id, decide, show_first=not conversation.continued)
+    _interactive(client, conversation.agent, session_id, decide, show_first=not conversation.continued, on_busy=busy)
 
 
-def _interactive(client: Parley, agent: AgentPublic, session_id: str, decide: Decider, *, show_first: bool) -> None:
+def _interactive(client: Parley, agent: AgentPublic, session_id: str, decide: Decider, *, show_first: bool,
+                 on_busy: OnBusy | None = None) -> None:  # fmt: skip
     try:
         import readline  # noqa: F401  (line editing and history for input())
     except ImportError:  # pragma: no cover - not on every platform
@@ -240,7 +276,7 @@ def _interactive(client: Parley, agent: AgentPublic, session_id: str, decide: De
         _out(label, False)
         printer = render.TurnPrinter(_out, _note)
         try:
-            run_turn(client, session_id, text, printer, decide)
+            run_turn(client, session_id, text, printer, decide, on_busy=on_busy)
         except KeyboardInterrupt:
             continue
         except _RECOVERABLE as error:
@@ -406,6 +442,23 @@ def sessions_delete(ctx: typer.Context, session_id: Annotated[str, typer.Argumen
     _echo(f"deleted session {session_id}")
 
 
+@sessions_app.command("fork")
+def sessions_fork(
+    ctx: typer.Context,
+    session_id: Annotated[str, typer.Argument(metavar="ID", help="The session to branch from.")],
+    at: Annotated[str, typer.Option("--at", help="The last message the new session keeps (msg_N).")],
+    new_id: Annotated[str | None, typer.Option("--as", help="The new session's id (generated when omitted).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """A new session of the same agent with this session's messages up to --at; `parley chat -s NEW` goes on."""
+    config = _config(ctx)
+    forked = config.client().sessions.fork(session_id, at, new_session_id=new_id)
+    config.state().remember(forked.agent_id, forked.session_id)
+    if as_json:
+        return _print_json(forked)
+    _echo(f"forked session {session_id} at {at} into {forked.session_id} ({forked.message_count} messages)")
+
+
 # -- jobs ---------------------------------------------------------------------------------
 
 
@@ -483,3 +536,181 @@ def jobs_cancel(ctx: typer.Context, job_id: Annotated[str, typer.Argument(metava
         _echo(f"canceled job {job_id}")
     else:
         _echo(f"job {job_id} had already ended ({result.status})")
+
+
+# -- feedback -----------------------------------------------------------------------------
+
+SessionArgument = Annotated[str, typer.Argument(metavar="SESSION", help="The session id.")]
+MessageArgument = Annotated[str, typer.Argument(metavar="MESSAGE", help="The answer's message id (msg_N; "
+                                                "`sessions show` lists them).")]  # fmt: skip
+CommentOption = Annotated[str | None, typer.Option("--comment", "-c", help="Why (at most 2000 characters).")]
+
+
+@feedback_app.command("up")
+def feedback_up(ctx: typer.Context, session_id: SessionArgument, message_id: MessageArgument,
+                comment: CommentOption = None, as_json: JsonFlag = False) -> None:  # fmt: skip
+    """Rate an answer of the agent up (a second rating replaces the first)."""
+    _rate(ctx, session_id, message_id, "up", comment, as_json)
+
+
+@feedback_app.command("down")
+def feedback_down(ctx: typer.Context, session_id: SessionArgument, message_id: MessageArgument,
+                  comment: CommentOption = None, as_json: JsonFlag = False) -> None:  # fmt: skip
+    """Rate an answer of the agent down."""
+    _rate(ctx, session_id, message_id, "down", comment, as_json)
+
+
+@feedback_app.command("clear")
+def feedback_clear(ctx: typer.Context, session_id: SessionArgument, message_id: MessageArgument,
+                   as_json: JsonFlag = False) -> None:  # fmt: skip
+    """Remove an answer's rating and comment."""
+    _rate(ctx, session_id, message_id, None, None, as_json)
+
+
+def _rate(ctx: typer.Context, session_id: str, message_id: str, rating: Rating | None, comment: str | None,
+          as_json: bool) -> None:  # fmt: skip
+    message = _config(ctx).client().feedback.set(session_id, message_id, rating, comment)
+    if as_json:
+        return _print_json(message)
+    if rating is None:
+        _echo(f"cleared the feedback on {message_id} of session {session_id}")
+    else:
+        _echo(f"rated {message_id} of session {session_id} {rating}")
+
+
+@feedback_app.command("list")
+def feedback_list(
+    ctx: typer.Context,
+    agent: Annotated[str | None, typer.Option("--agent", "-a", help="Only this agent's answers (name or id).")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Only ratings given at or after this time (ISO 8601, "
+                                              "e.g. 2026-11-25 or 2026-11-25T14:00:00Z).")] = None,  # fmt: skip
+    limit: Annotated[int, typer.Option("--limit", "-n", min=0, help="At most this many (0: all).")] = 20,
+    as_json: JsonFlag = False,
+) -> None:
+    """Ratings of the agents' answers, newest first."""
+    found = _config(ctx).client().feedback.list(agent=agent, since=since, page_size=min(limit, 100) if limit else 100)
+    ratings = list(itertools.islice(found, limit) if limit else found)
+    if as_json:
+        return _print_json(ratings)
+    if not ratings:
+        return _note("no feedback")
+    rows = [(r.rating, r.session_id, r.message_id, r.updated_at, render.one_line(r.comment, 40),
+             render.one_line(r.content, 50)) for r in ratings]  # fmt: skip
+    _echo(render.table(("RATING", "SESSION", "MESSAGE", "RATED", "COMMENT", "ANSWER"), rows))
+
+
+# -- webhooks -----------------------------------------------------------------------------
+
+WebhookArgument = Annotated[str, typer.Argument(metavar="ID", help="The webhook id.")]
+
+
+@webhooks_app.command("create")
+def webhooks_create(
+    ctx: typer.Context,
+    url: Annotated[str, typer.Argument(metavar="URL", help="Where each event is POSTed.")],
+    events: Annotated[list[WebhookEvent] | None, typer.Option("--event", "-e", help="Only this event (repeat for "
+                                                              "several; all four when omitted).")] = None,  # fmt: skip
+    as_json: JsonFlag = False,
+) -> None:
+    """Add a webhook; prints its signing secret, which is shown this once."""
+    hook = _config(ctx).client().webhooks.create(url, [e.value for e in events] if events else None)
+    if as_json:
+        return _print_json(hook)
+    _echo(render.fields([("id", hook.id), ("url", hook.url), ("events", ", ".join(hook.events)),
+                         ("secret", hook.secret)]))  # fmt: skip
+    _note("keep the secret: it signs every delivery (Parley-Signature) and is not shown again")
+
+
+@webhooks_app.command("list")
+def webhooks_list(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Your webhooks."""
+    hooks = _config(ctx).client().webhooks.list()
+    if as_json:
+        return _print_json(hooks)
+    if not hooks:
+        return _note("no webhooks")
+    _echo(render.table(("ID", "URL", "EVENTS"), [(h.id, h.url, ", ".join(h.events)) for h in hooks]))
+
+
+@webhooks_app.command("show")
+def webhooks_show(ctx: typer.Context, webhook_id: WebhookArgument, as_json: JsonFlag = False) -> None:
+    """One webhook."""
+    hook = _config(ctx).client().webhooks.get(webhook_id)
+    if as_json:
+        return _print_json(hook)
+    _echo(render.fields(hook.model_dump(mode="json", exclude_none=True).items()))
+
+
+@webhooks_app.command("delete")
+def webhooks_delete(ctx: typer.Context, webhook_id: WebhookArgument) -> None:
+    """Remove a webhook: nothing more is delivered to it."""
+    _config(ctx).client().webhooks.delete(webhook_id)
+    _echo(f"deleted webhook {webhook_id}")
+
+
+@webhooks_app.command("deliveries")
+def webhooks_deliveries(ctx: typer.Context, webhook_id: WebhookArgument, as_json: JsonFlag = False) -> None:
+    """The webhook's recent deliveries: each event, its attempts and outcome."""
+    deliveries = _config(ctx).client().webhooks.deliveries(webhook_id)
+    if as_json:
+        return _print_json(deliveries)
+    if not deliveries:
+        return _note("no deliveries yet")
+    _echo(render.table(("DELIVERY", "TYPE", "JOB", "STATUS", "ATTEMPTS", "NEXT ATTEMPT"),
+                       [(d.id, d.type, d.job_id, d.status, d.attempt_count, d.next_attempt_at or "-")
+                        for d in deliveries]))  # fmt: skip
+
+
+# -- schedules ----------------------------------------------------------------------------
+
+ScheduleArgument = Annotated[str, typer.Argument(metavar="ID", help="The schedule id.")]
+
+
+@schedules_app.command("create")
+def schedules_create(
+    ctx: typer.Context,
+    agent: Annotated[str, typer.Option("--agent", "-a", help="The agent that answers (name or id).")],
+    message: Annotated[str, typer.Option("--message", "-m", help="The message each firing sends.")],
+    cron: Annotated[str | None, typer.Option("--cron", help="When: a 5-field cron expression.")] = None,
+    every: Annotated[int | None, typer.Option("--every", min=1, help="When: every this many seconds.")] = None,
+    session: Annotated[str | None, typer.Option("--session", "-s", help="Run in this session.")] = None,
+    timezone: Annotated[str | None, typer.Option("--timezone", help="The cron's time zone (Europe/Paris).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run a turn on a schedule: exactly one of --cron and --every."""
+    if (cron is None) == (every is None):
+        raise typer.BadParameter("give exactly one of --cron and --every", param_hint="--cron")
+    schedule = _config(ctx).client().schedules.create(agent, message, cron=cron, interval_s=every, session_id=session,
+                                                      timezone=timezone)  # fmt: skip
+    if as_json:
+        return _print_json(schedule)
+    _echo(f"created schedule {schedule.id}; next run at {schedule.next_run_at}")
+
+
+@schedules_app.command("list")
+def schedules_list(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Your schedules."""
+    schedules = _config(ctx).client().schedules.list()
+    if as_json:
+        return _print_json(schedules)
+    if not schedules:
+        return _note("no schedules")
+    rows = [(s.id, s.agent_id, s.cron or f"every {s.interval_s} s", s.timezone, s.next_run_at or "-", s.runs,
+             render.one_line(s.message, 40)) for s in schedules]  # fmt: skip
+    _echo(render.table(("ID", "AGENT", "WHEN", "TIMEZONE", "NEXT RUN", "RUNS", "MESSAGE"), rows))
+
+
+@schedules_app.command("show")
+def schedules_show(ctx: typer.Context, schedule_id: ScheduleArgument, as_json: JsonFlag = False) -> None:
+    """One schedule, with its next run."""
+    schedule = _config(ctx).client().schedules.get(schedule_id)
+    if as_json:
+        return _print_json(schedule)
+    _echo(render.fields(schedule.model_dump(mode="json", exclude_none=True).items()))
+
+
+@schedules_app.command("delete")
+def schedules_delete(ctx: typer.Context, schedule_id: ScheduleArgument) -> None:
+    """Remove a schedule: it fires no more."""
+    _config(ctx).client().schedules.delete(schedule_id)
+    _echo(f"deleted schedule {schedule_id}")

@@ -98,6 +98,9 @@ def export_markdown(session: SessionPublic, messages: Sequence[MessagePublic]) -
         images = (message.model_extra or {}).get("images")
         if isinstance(images, list) and images:
             lines += ["", f"_({len(images)} image{'s' if len(images) != 1 else ''} attached)_"]
+        if message.feedback is not None:
+            comment = f": {one_line(message.feedback.comment, 500)}" if message.feedback.comment else ""
+            lines += ["", f"_(rated {message.feedback.rating} · {message.feedback.updated_at}{comment})_"]
     return "\n".join(lines) + "\n"
 
 

@@ -11,9 +11,19 @@
 See docs/client.md.
 """
 
-from ._async import AsyncAgents, AsyncEventStream, AsyncJobs, AsyncMcpServers, AsyncParley, AsyncSessions
+from ._async import (
+    AsyncAgents,
+    AsyncEventStream,
+    AsyncFeedbackApi,
+    AsyncJobs,
+    AsyncMcpServers,
+    AsyncParley,
+    AsyncSchedules,
+    AsyncSessions,
+    AsyncWebhooks,
+)
 from ._base import DEFAULT_BASE_URL
-from ._sync import Agents, EventStream, Jobs, McpServers, Parley, Sessions
+from ._sync import Agents, EventStream, FeedbackApi, Jobs, McpServers, Parley, Schedules, Sessions, Webhooks
 from .errors import (
     APIError,
     AuthenticationError,
@@ -44,6 +54,9 @@ from .models import (
     ChatResponse,
     Event,
     EventType,
+    Feedback,
+    FeedbackItem,
+    FeedbackPage,
     Job,
     JobAccepted,
     JobPublic,
@@ -53,10 +66,15 @@ from .models import (
     McpTool,
     Message,
     MessagePublic,
+    OnBusy,
     PendingCall,
+    Rating,
+    Schedule,
     Session,
     SessionPage,
     SessionPublic,
+    Webhook,
+    WebhookDelivery,
 )
 from .sse import ServerSentEvent, SSEDecoder
 
@@ -74,10 +92,13 @@ __all__ = [
     "ApprovalResult",
     "AsyncAgents",
     "AsyncEventStream",
+    "AsyncFeedbackApi",
     "AsyncJobs",
     "AsyncMcpServers",
     "AsyncParley",
+    "AsyncSchedules",
     "AsyncSessions",
+    "AsyncWebhooks",
     "AuthenticationError",
     "CancelResult",
     "ChatResponse",
@@ -86,6 +107,10 @@ __all__ = [
     "Event",
     "EventStream",
     "EventType",
+    "Feedback",
+    "FeedbackApi",
+    "FeedbackItem",
+    "FeedbackPage",
     "GatewayTimeoutError",
     "Job",
     "JobAccepted",
@@ -100,12 +125,16 @@ __all__ = [
     "MessagePublic",
     "ModelError",
     "NotFoundError",
+    "OnBusy",
     "Parley",
     "ParleyError",
     "PayloadTooLargeError",
     "PendingCall",
     "RateLimitError",
+    "Rating",
     "SSEDecoder",
+    "Schedule",
+    "Schedules",
     "ServerSentEvent",
     "Session",
     "SessionPage",
@@ -115,5 +144,8 @@ __all__ = [
     "UnavailableError",
     "ValidationError",
     "WaitTimeoutError",
+    "Webhook",
+    "WebhookDelivery",
+    "Webhooks",
     "error_from_response",
 ]

@@ -42,8 +42,15 @@ def new_idempotency_key() -> str:
     return f"parley-client-{uuid.uuid4().hex}"
 
 
-def chat_body(message: str, agent: str | None, session_id: str | None, images: Sequence[str] | None) -> dict[str, Any]:
-    body: dict[str, Any] = {"message": message}
+def chat_body(message: str, agent: str | None, session_id: str | None, images: Sequence[str] | None,
+              on_busy: str | None = None, regenerate: bool = False) -> dict[str, Any]:  # fmt: skip
+    """A chat request's body: `regenerate` sends no message (the session's last one is answered again),
+    `on_busy` only when given (the service's default is `enqueue`)."""
+    body: dict[str, Any] = {"regenerate": True} if regenerate else {"message": message}
+    if regenerate and message:
+        raise ValueError("regenerate answers the session's last user message again: pass no message")
+    if on_busy is not None:
+        body["on_busy"] = on_busy
     if agent is not None:
         body["agent"] = agent
     if session_id is not None:
@@ -209,3 +216,16 @@ class ResumeState:
                 f"brought nothing new (last event {self.last_event_id!r}): {reason}"
             ) from error
         return 0.0 if self.failures == 1 else self.client._backoff(self.failures - 1)
+
+
+def feedback_body(rating: str | None, comment: str | None) -> dict[str, Any]:
+    """The body of `PUT .../messages/{id}/feedback`: `comment` only when given (none goes with a clear)."""
+    body: dict[str, Any] = {"rating": rating}
+    if comment is not None:
+        body["comment"] = comment
+    return body
+
+
+def items(body: Any) -> list[Any]:
+    """A listing's items, whether the API answered a bare array or `{"data": [...]}`."""
+    return body.get("data", []) if isinstance(body, dict) else list(body)

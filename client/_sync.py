@@ -19,6 +19,8 @@ from ._base import (
     ResumeState,
     approval_body,
     chat_body,
+    feedback_body,
+    items,
     new_idempotency_key,
     path,
     query,
@@ -33,6 +35,8 @@ from .models import (
     CancelResult,
     ChatResponse,
     Event,
+    FeedbackItem,
+    FeedbackPage,
     JobAccepted,
     JobPublic,
     McpServer,
@@ -40,8 +44,13 @@ from .models import (
     McpServerOptions,
     MessagePage,
     MessagePublic,
+    OnBusy,
+    Rating,
+    Schedule,
     SessionPage,
     SessionPublic,
+    Webhook,
+    WebhookDelivery,
 )
 from .sse import SSEDecoder
 
@@ -80,6 +89,9 @@ class Parley(BaseClient):
         self.sessions = Sessions(self)
         self.jobs = Jobs(self)
         self.mcp_servers = McpServers(self)
+        self.feedback = FeedbackApi(self)
+        self.webhooks = Webhooks(self)
+        self.schedules = Schedules(self)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -97,36 +109,47 @@ class Parley(BaseClient):
 
     # -- chat -----------------------------------------------------------------------------
 
-    def chat(self, message: str, *, agent: str | None = None, session_id: str | None = None,
-             images: Sequence[str] | None = None, idempotency_key: str | None = None) -> ChatResponse:  # fmt: skip
+    def chat(self, message: str = "", *, agent: str | None = None, session_id: str | None = None,
+             images: Sequence[str] | None = None, idempotency_key: str | None = None, on_busy: OnBusy | None = None,
+             regenerate: bool = False) -> ChatResponse:  # fmt: skip
         """Send a message and wait for the answer (`POST /api/v1/chat`).
 
         GatewayTimeoutError (504) when the service stopped waiting: the turn goes on, see
         `jobs.wait(err.job_id)`. The Idempotency-Key (one is generated unless given) makes the
         SDK's retries safe: a retried request returns the same turn, stored once.
+        `on_busy` says what happens while a turn of the session is in flight: `enqueue` (the service's
+        default), `reject` (ConflictError `session_busy`), `interrupt` or `steer`. `regenerate=True` (with a
+        `session_id` and no message) answers the session's last user message again, replacing the old answer.
         """
         headers = {"Idempotency-Key": idempotency_key or new_idempotency_key()}
-        response = self._request("POST", path("chat"), json=chat_body(message, agent, session_id, images),
-                                 headers=headers, timeout=self.chat_timeout, idempotent=True)  # fmt: skip
+        body = chat_body(message, agent, session_id, images, on_busy, regenerate)
+        response = self._request("POST", path("chat"), json=body, headers=headers, timeout=self.chat_timeout,
+                                 idempotent=True)  # fmt: skip
         return ChatResponse.model_validate(response.json())
 
-    def chat_job(self, message: str, *, agent: str | None = None, session_id: str | None = None,
-                 images: Sequence[str] | None = None, idempotency_key: str | None = None) -> JobAccepted:  # fmt: skip
-        """Queue a turn and return at once (`POST /api/v1/chat/jobs`); follow it with `jobs`."""
+    def chat_job(self, message: str = "", *, agent: str | None = None, session_id: str | None = None,
+                 images: Sequence[str] | None = None, idempotency_key: str | None = None,
+                 on_busy: OnBusy | None = None, regenerate: bool = False) -> JobAccepted:  # fmt: skip
+        """Queue a turn and return at once (`POST /api/v1/chat/jobs`); follow it with `jobs`. `on_busy` and
+        `regenerate` as for `chat`."""
         headers = {"Idempotency-Key": idempotency_key or new_idempotency_key()}
-        response = self._request("POST", path("chat", "jobs"), json=chat_body(message, agent, session_id, images),
-                                 headers=headers, idempotent=True)  # fmt: skip
+        body = chat_body(message, agent, session_id, images, on_busy, regenerate)
+        response = self._request("POST", path("chat", "jobs"), json=body, headers=headers, idempotent=True)
         return JobAccepted.model_validate(response.json())
 
-    def stream(self, message: str, *, agent: str | None = None, session_id: str | None = None,
-               images: Sequence[str] | None = None, idempotency_key: str | None = None) -> EventStream:  # fmt: skip
+    def stream(self, message: str = "", *, agent: str | None = None, session_id: str | None = None,
+               images: Sequence[str] | None = None, idempotency_key: str | None = None,
+               on_busy: OnBusy | None = None, regenerate: bool = False) -> EventStream:  # fmt: skip
         """Send a message and iterate over the turn's events until `done` (`POST /api/v1/chat/stream`).
 
         Nothing is sent until iteration starts. A dropped connection is resumed from
         `GET /api/v1/jobs/{job_id}/events` with `Last-Event-ID`, so no event is repeated or missing.
+        `on_busy` and `regenerate` as for `chat` (with `steer`, the message joins the running turn: its
+        stream carries a `steered` event).
         """
         headers = {"Idempotency-Key": idempotency_key or new_idempotency_key(), "Accept": "text/event-stream"}
-        start = Call("POST", path("chat", "stream"), chat_body(message, agent, session_id, images), headers)
+        body = chat_body(message, agent, session_id, images, on_busy, regenerate)
+        start = Call("POST", path("chat", "stream"), body, headers)
         return EventStream(self, ResumeState(self, start=start))
 
     # -- approvals ------------------------------------------------------------------------
@@ -323,11 +346,18 @@ class Sessions:
         self._client._request("DELETE", path("sessions", session_id))
 
     def messages(self, session_id: str, *, limit: int | None = None, before: str | None = None,
-                 ) -> builtins.list[MessagePublic]:  # fmt: skip
-        """The newest `limit` messages (before message id `before`), oldest first."""
-        body = self._client._json("GET", path("sessions", session_id, "messages"),
-                                  params=query(limit=limit, before=before), idempotent=True)  # fmt: skip
+                 include_replaced: bool = False) -> builtins.list[MessagePublic]:  # fmt: skip
+        """The newest `limit` messages (before message id `before`), oldest first; with `include_replaced`,
+        also the answers a `regenerate` replaced (`include=replaced`)."""
+        params = query(limit=limit, before=before, include="replaced" if include_replaced else None)
+        body = self._client._json("GET", path("sessions", session_id, "messages"), params=params, idempotent=True)
         return MessagePage.model_validate(body).data
+
+    def fork(self, session_id: str, at: str, *, new_session_id: str | None = None) -> SessionPublic:
+        """A new session of the same agent holding the messages of `session_id` up to message id `at`
+        (`POST /api/v1/sessions/{id}/fork`); `new_session_id` names it (generated when omitted)."""
+        body = {"at": at, **query(session_id=new_session_id)}
+        return SessionPublic.model_validate(self._client._json("POST", path("sessions", session_id, "fork"), json=body))
 
 
 class Jobs:
@@ -391,3 +421,102 @@ class McpServers:
     def delete(self, name: str) -> None:
         """Remove a server; agents naming its tools no longer get them."""
         self._client._request("DELETE", path("mcp-servers", name))
+
+
+class FeedbackApi:
+    """`client.feedback`: rate the agent's answers (`up` / `down`, with a comment) and read the ratings."""
+
+    def __init__(self, client: Parley) -> None:
+        self._client = client
+
+    def set(self, session_id: str, message_id: str, rating: Rating | None, comment: str | None = None,
+            ) -> MessagePublic:  # fmt: skip
+        """Rate one of the agent's answers (`PUT .../messages/{message_id}/feedback`); `rating` None clears it.
+        Returns the message, whose `feedback` is the new rating (None once cleared). ValidationError for a
+        message that is not the agent's, NotFoundError for an unknown session or message."""
+        body = self._client._json("PUT", path("sessions", session_id, "messages", message_id, "feedback"),
+                                  json=feedback_body(rating, comment), idempotent=True)  # fmt: skip
+        return MessagePublic.model_validate(body)
+
+    def clear(self, session_id: str, message_id: str) -> MessagePublic:
+        """Remove the rating (and comment) of a message."""
+        return self.set(session_id, message_id, None)
+
+    def list(self, *, agent: str | None = None, since: str | None = None,
+             page_size: int = 20) -> Iterator[FeedbackItem]:  # fmt: skip
+        """Every rating of the tenant (of `agent`'s answers, given at or after `since`, an ISO 8601 time),
+        newest first, fetched `page_size` at a time."""
+        cursor: str | None = None
+        while True:
+            page = self.page(agent=agent, since=since, limit=page_size, cursor=cursor)
+            yield from page.data
+            if not page.next_cursor:
+                return
+            cursor = page.next_cursor
+
+    def page(self, *, agent: str | None = None, since: str | None = None, limit: int | None = None,
+             cursor: str | None = None) -> FeedbackPage:  # fmt: skip
+        """One page of ratings, newest first (`GET /api/v1/feedback`); pass its `next_cursor` for the next."""
+        params = query(agent=agent, since=since, limit=limit, cursor=cursor)
+        return FeedbackPage.model_validate(self._client._json("GET", path("feedback"), params=params, idempotent=True))
+
+
+class Webhooks:
+    """`client.webhooks`: URLs the service POSTs the tenant's turn events to, signed with each webhook's secret."""
+
+    def __init__(self, client: Parley) -> None:
+        self._client = client
+
+    def create(self, url: str, events: Sequence[str] | None = None) -> Webhook:
+        """Add a webhook (`POST /api/v1/webhooks`) for `events` (`turn.finished`, `turn.failed`, `turn.canceled`,
+        `turn.waiting`; every one when omitted). Keep its `secret`: it is shown this once."""
+        body: dict[str, Any] = {"url": url}
+        if events is not None:
+            body["events"] = list(events)
+        return Webhook.model_validate(self._client._json("POST", path("webhooks"), json=body))
+
+    def list(self) -> builtins.list[Webhook]:
+        """The tenant's webhooks (without their secrets)."""
+        body = self._client._json("GET", path("webhooks"), idempotent=True)
+        return [Webhook.model_validate(item) for item in items(body)]
+
+    def get(self, webhook_id: str) -> Webhook:
+        return Webhook.model_validate(self._client._json("GET", path("webhooks", webhook_id), idempotent=True))
+
+    def delete(self, webhook_id: str) -> None:
+        """Remove a webhook: no more deliveries to it."""
+        self._client._request("DELETE", path("webhooks", webhook_id))
+
+    def deliveries(self, webhook_id: str) -> builtins.list[WebhookDelivery]:
+        """The webhook's recent deliveries, with their attempts and outcome (`GET .../webhooks/{id}/deliveries`)."""
+        body = self._client._json("GET", path("webhooks", webhook_id, "deliveries"), idempotent=True)
+        return [WebhookDelivery.model_validate(item) for item in items(body)]
+
+
+class Schedules:
+    """`client.schedules`: turns the service runs by itself, on a cron expression or every few seconds."""
+
+    def __init__(self, client: Parley) -> None:
+        self._client = client
+
+    def create(self, agent: str, message: str, *, cron: str | None = None, interval_s: int | None = None,
+               session_id: str | None = None, timezone: str | None = None) -> Schedule:  # fmt: skip
+        """Add a schedule (`POST /api/v1/schedules`): exactly one of `cron` (5 fields, read in `timezone`) and
+        `interval_s` (at least 1). Each firing is one turn of `agent` with `message` (in `session_id` when
+        given), run once however many processes run."""
+        body = {"agent": agent, "message": message,
+                **query(cron=cron, interval_s=interval_s, session_id=session_id, timezone=timezone)}  # fmt: skip
+        return Schedule.model_validate(self._client._json("POST", path("schedules"), json=body))
+
+    def list(self) -> builtins.list[Schedule]:
+        """The tenant's schedules."""
+        body = self._client._json("GET", path("schedules"), idempotent=True)
+        return [Schedule.model_validate(item) for item in items(body)]
+
+    def get(self, schedule_id: str) -> Schedule:
+        """One schedule, with its `next_run_at`."""
+        return Schedule.model_validate(self._client._json("GET", path("schedules", schedule_id), idempotent=True))
+
+    def delete(self, schedule_id: str) -> None:
+        """Remove a schedule: it fires no more (a turn it started goes on)."""
+        self._client._request("DELETE", path("schedules", schedule_id))

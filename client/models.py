@@ -3,7 +3,8 @@
 The response models are the service's own (`parley.shared.schema`), so there is one definition
 of each shape; the short names (`Agent`, `Session`, `Message`, `Job`) are aliases of them.
 What the service has no model for is defined here: `AgentFields` (the keyword arguments of
-`agents.create`/`agents.update`), `CancelResult`, `ApprovalResult`, `McpServer` and `Event`.
+`agents.create`/`agents.update`), `CancelResult`, `ApprovalResult`, `McpServer`, `Webhook`,
+`WebhookDelivery`, `Schedule` (lenient: fields the service adds arrive as extras) and `Event`.
 
 Events are one model, not a union: `Event(id, type, data)` where `data` is the event's whole JSON
 object (with its `type`), plus properties for the common fields. New event types the service may
@@ -26,12 +27,17 @@ from parley.shared.schema import (
     AgentUpdate,
     ApprovalDecision,
     ChatResponse,
+    Feedback,
+    FeedbackItem,
+    FeedbackPage,
     JobAccepted,
     JobPublic,
     JobStatusName,
     MessagePage,
     MessagePublic,
+    OnBusy,
     PendingCall,
+    Rating,
     SessionPage,
     SessionPublic,
 )
@@ -53,6 +59,9 @@ __all__ = [
     "ChatResponse",
     "Event",
     "EventType",
+    "Feedback",
+    "FeedbackItem",
+    "FeedbackPage",
     "Job",
     "JobAccepted",
     "JobPublic",
@@ -64,10 +73,15 @@ __all__ = [
     "Message",
     "MessagePage",
     "MessagePublic",
+    "OnBusy",
     "PendingCall",
+    "Rating",
+    "Schedule",
     "Session",
     "SessionPage",
     "SessionPublic",
+    "Webhook",
+    "WebhookDelivery",
     "event_id_key",
 ]
 
@@ -153,6 +167,60 @@ class McpServerFields(McpServerOptions, total=False):
     """Keyword arguments of `mcp_servers.update`: any subset; an omitted field keeps its value."""
 
     url: str
+
+
+class Webhook(BaseModel):
+    """A tenant's webhook (`POST /api/v1/webhooks`): `secret` signs each delivery and is shown once, by `create`
+    (None in lists and reads)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    url: str
+    events: list[str] = Field(default_factory=list)
+    created_at: str | None = None
+    secret: str | None = None
+
+
+class WebhookDelivery(BaseModel):
+    """One delivery of a webhook event (its attempts and outcome, as the API shows them)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str | None = None
+    """Sent as the `Parley-Delivery-Id` header, the same on every attempt."""
+    type: str | None = None
+    job_id: str | None = None
+    status: str | None = None
+    """`pending`, `delivered` or `failed`."""
+    attempt_count: int | None = None
+    attempts: list[dict[str, Any]] = Field(default_factory=list)
+    """Each attempt's `at`, `status_code` or `error`, `duration_ms`, oldest first."""
+    created_at: str | None = None
+    next_attempt_at: str | None = None
+
+
+class Schedule(BaseModel):
+    """A tenant's schedule (`POST /api/v1/schedules`): each firing runs one turn of `agent` with `message`,
+    by `cron` (5 fields, in `timezone`) or every `interval_s` seconds."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    agent_id: str | None = None
+    message: str | None = None
+    session_id: str | None = None
+    cron: str | None = None
+    interval_s: int | None = None
+    timezone: str | None = None
+    next_run_at: str | None = None
+    """When it fires next; None once it stopped (`stopped_reason`)."""
+    created_at: str | None = None
+    last_run_at: str | None = None
+    last_job_id: str | None = None
+    runs: int | None = None
+    last_error: str | None = None
+    stopped_reason: str | None = None
 
 
 class Event(BaseModel):

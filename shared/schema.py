@@ -204,6 +204,13 @@ class MessagePublic(BaseModel):
     created_at: str
     job_id: str | None
 
+    @property
+    def feedback(self) -> Feedback | None:
+        """The rating a person gave this answer (`PUT .../feedback`); None when it has none (the JSON has no
+        `feedback` then)."""
+        raw = (self.model_extra or {}).get("feedback")
+        return Feedback.model_validate(raw) if isinstance(raw, dict) else None
+
 
 class ForkRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"at": "msg_4"}]})
@@ -419,3 +426,59 @@ class SessionSummary(BaseModel):
     summary: dict[str, Any] = Field(..., description=(
         "The JSON object the agent's response_shape asks for; `{\"text\": ...}` when it has none."))  # fmt: skip
     job_id: str
+
+
+Rating = Literal["up", "down"]
+"""A person's rating of an agent's answer."""
+FEEDBACK_COMMENT_MAX = 2000
+"""The longest feedback comment, in characters."""
+
+
+class FeedbackSet(BaseModel):
+    """`PUT /api/v1/sessions/{id}/messages/{message_id}/feedback`: rate an answer, or clear its rating (null)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"rating": "up", "comment": "Exactly what I needed."}, {"rating": None}]},
+    )
+
+    rating: Rating | None = Field(..., description="`up`, `down`, or null to clear the message's feedback.")
+    comment: str | None = Field(None, max_length=FEEDBACK_COMMENT_MAX,
+                                description="Why (at most 2000 characters); only with a rating.")  # fmt: skip
+
+    @model_validator(mode="after")
+    def _comment_needs_rating(self) -> FeedbackSet:
+        if self.rating is None and self.comment:
+            raise ValueError("a comment goes with a rating: null clears the feedback, comment included")
+        return self
+
+
+class Feedback(BaseModel):
+    """A message's `feedback`: the rating a person gave the answer, their comment, when (ISO 8601)."""
+
+    rating: Rating
+    comment: str | None = None
+    updated_at: str
+
+
+class FeedbackItem(BaseModel):
+    """One item of `GET /api/v1/feedback`: a rated answer, where it is, and (the start of) its text."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"session_id": "my-session", "message_id": "msg_2",
+                                         "agent_id": "agent-1a2b3c4d5e6f", "rating": "down", "comment": "Too long",
+                                         "updated_at": "2026-11-25T14:00:00.000Z", "content": "Pesto needs..."}]},
+    )  # fmt: skip
+
+    session_id: str
+    message_id: str
+    agent_id: str
+    rating: Rating
+    comment: str | None
+    updated_at: str
+    content: str = Field(..., description="The rated answer's text (its first 1000 characters).")
+
+
+class FeedbackPage(BaseModel):
+    data: list[FeedbackItem]
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next (older) page; null at the end.")

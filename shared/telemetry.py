@@ -69,12 +69,16 @@ HTTP_SECONDS = Metric("parley_http_request_seconds", "histogram", "Time to answe
 WEBHOOK_ATTEMPTS = Metric("parley_webhook_attempts", "counter",
                           "Webhook delivery attempts, by outcome (delivered, status, timeout, unreachable, refused)",
                           ("outcome",))  # fmt: skip
+FEEDBACK = Metric("parley_feedback", "counter", "Ratings people gave agents' answers (each new or changed rating)",
+                  ("agent", "rating"))  # fmt: skip
+"""Stored with agent "" unless PARLEY_METRICS_AGENT_LABELS is on (agent names are tenants' data), and exposed by
+rating only unless the scraped web has it on (api/metrics.py), as `parley_tokens`."""
 
 AGENT_LABEL_SETS = 100
 """With PARLEY_METRICS_AGENT_LABELS on, the most label sets `parley_tokens` holds, deployment-wide: past it,
 new (agent, model) pairs count as ("other", "other") (enforced where Redis adds a field, so tenants creating
 agents or naming models cannot grow the hash or the scrape without bound)."""
-BOUNDED = {TOKENS.name: AGENT_LABEL_SETS}
+BOUNDED = {TOKENS.name: AGENT_LABEL_SETS, FEEDBACK.name: AGENT_LABEL_SETS}
 OTHER = "other"
 
 SCHEDULE_FIRINGS = Metric("parley_schedule_firings", "counter",
@@ -82,7 +86,7 @@ SCHEDULE_FIRINGS = Metric("parley_schedule_firings", "counter",
                           "(its agent was deleted)", ("outcome",))  # fmt: skip
 """Counted once per firing, by ADVANCE_SCHEDULE (the process that records the firing); no tenant label."""
 METRICS = (QUEUE_WAIT, TURN, FIRST_TOKEN, TOKENS, MODEL_ERRORS, TOOL_CALLS, JOBS, HTTP_REQUESTS, HTTP_SECONDS,
-           SCHEDULE_FIRINGS, WEBHOOK_ATTEMPTS)  # fmt: skip
+           FEEDBACK, SCHEDULE_FIRINGS, WEBHOOK_ATTEMPTS)  # fmt: skip
 """Every metric kept in Redis; their keys are the last KEYS of the recording scripts (`metrics`), in this order,
 and a delta names its metric by its position here (from 1)."""
 INDEX = {metric.name: position for position, metric in enumerate(METRICS, start=1)}
@@ -178,6 +182,12 @@ def tokens(agent: str, model: str, tokens_in: int | None, tokens_out: int | None
     for direction, count in (("in", tokens_in), ("out", tokens_out)):
         if count:
             PENDING.add(TOKENS, labels_field((agent, model, direction)), int(count))
+
+
+def feedback(agent: str, rating: str) -> None:
+    """A person rated an answer of `agent` (its name) `up` or `down`, or changed its rating to that; the agent
+    only with PARLEY_METRICS_AGENT_LABELS on (names are tenants' data)."""
+    PENDING.add(FEEDBACK, labels_field((agent if agent_labels() else "", rating)), 1)
 
 
 _HTTP_STATUS = re.compile(r"[1-5][0-9]{2}")

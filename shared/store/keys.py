@@ -39,6 +39,8 @@ session id, `{j}` a job id. Tenant names never contain `:` nor start with `_` (s
 | `parley:webhook-due` | zset | deployment-wide: `{t} {d}` of pending deliveries, by when each is due (ms) |
 | `parley:metric:{name}` | hash | a deployment-wide counter or histogram: labels (and bucket) -> count |
 | `parley:web-streams` | hash | web process id -> `"<open SSE streams> <expiry ms>"`, summed at scrape |
+| `parley:feedback:{t}` | zset | `"<session id> <message index>"` of the tenant's rated messages, by rating time (ms) |
+| `parley:agent-feedback:{t}:{a}` | zset | the same, for one agent's sessions |
 | `parley:schedule:{t}:{id}` | hash | one schedule: agent, message, session, cron or interval, zone, next and last run |
 | `parley:schedules:{t}` | zset | the tenant's schedule ids by creation time (ms) (listing, PARLEY_MAX_SCHEDULES) |
 | `parley:schedules-due` | zset | `{t} {id}` of each running schedule by next run (ms), or by lease end while fired |
@@ -202,6 +204,16 @@ def mcp_tools(tenant: str, server: str) -> str:
 def approval_deadlines() -> str:
     """Deployment-wide: every waiting turn as `"<tenant> <job id>"`, scored by when its wait times out."""
     return f"{PREFIX}:approval-deadlines"
+
+
+def feedback(tenant: str) -> str:
+    """The tenant's rated messages (`"<session id> <message index>"`), scored by when they were rated (ms)."""
+    return f"{PREFIX}:feedback:{tenant}"
+
+
+def agent_feedback(tenant: str, agent_id: str) -> str:
+    """The same index for the sessions of one agent (`GET /api/v1/feedback?agent=`)."""
+    return f"{PREFIX}:agent-feedback:{tenant}:{agent_id}"
 
 
 def schedule(tenant: str, schedule_id: str) -> str:

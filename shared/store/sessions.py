@@ -56,6 +56,8 @@ def _public_message(index: int, message: dict[str, Any]) -> MessagePublic:
     message.pop("tokens", None)
     message["id"] = f"{MESSAGE_ID_PREFIX}{index}"
     message["created_at"] = iso(message["created_at"])
+    if isinstance(message.get("feedback"), dict):  # a person's rating of an answer (store/feedback.py)
+        message["feedback"] = {**message["feedback"], "updated_at": iso(message["feedback"].get("updated_at"))}
     return MessagePublic.model_validate(message)
 
 

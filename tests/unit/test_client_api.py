@@ -18,11 +18,20 @@ from parley.client import (
     Parley,
     WaitTimeoutError,
 )
-from parley.client._async import AsyncAgents, AsyncJobs, AsyncMcpServers, AsyncSessions
-from parley.client._sync import Agents, Jobs, McpServers, Sessions
+from parley.client._async import (
+    AsyncAgents,
+    AsyncFeedbackApi,
+    AsyncJobs,
+    AsyncMcpServers,
+    AsyncSchedules,
+    AsyncSessions,
+    AsyncWebhooks,
+)
+from parley.client._sync import Agents, FeedbackApi, Jobs, McpServers, Schedules, Sessions, Webhooks
 
 PAIRS = [(Parley, AsyncParley), (Agents, AsyncAgents), (Sessions, AsyncSessions), (Jobs, AsyncJobs),
-         (McpServers, AsyncMcpServers)]  # fmt: skip
+         (McpServers, AsyncMcpServers), (FeedbackApi, AsyncFeedbackApi), (Webhooks, AsyncWebhooks),
+         (Schedules, AsyncSchedules)]  # fmt: skip
 SYNC_ONLY = {"__enter__", "__exit__"}
 ASYNC_ONLY = {"__aenter__", "__aexit__"}
 
@@ -207,3 +216,60 @@ def test_async_client_sends_the_same_requests() -> None:
     chat = service.requests[0]
     assert json.loads(chat.content) == {"message": "hi", "agent": "Chef", "session_id": "s"}
     assert chat.headers["Idempotency-Key"] == "idem" and chat.headers["Authorization"] == "Bearer k"
+
+
+MESSAGE = {"id": "msg_2", "role": "assistant", "content": "Pesto.", "created_at": "t", "job_id": "job_1"}
+RATED = {**MESSAGE, "feedback": {"rating": "up", "comment": "good", "updated_at": "t2"}}
+ITEM = {"session_id": "s", "message_id": "msg_2", "agent_id": "agent-1", "rating": "up", "comment": None,
+        "updated_at": "t2", "content": "Pesto."}  # fmt: skip
+
+
+def test_conversation_control_requests() -> None:
+    """Each method of issue 16's routes sends the contract's method, path and body."""
+    pages = {None: ([ITEM], "c1"), "c1": ([{**ITEM, "message_id": "msg_4"}], None)}
+    answer = {"response": "again", "agent_id": "agent-1", "agent_name": "Chef", "session_id": "s", "job_id": "j"}
+    service = Recorder({
+        ("POST", "/base/api/v1/chat"): httpx.Response(200, json=answer),
+        ("PUT", "/base/api/v1/sessions/s/messages/msg_2/feedback"): lambda r: httpx.Response(
+            200, json=RATED if json.loads(r.content)["rating"] else MESSAGE),
+        ("GET", "/base/api/v1/feedback"): lambda r: httpx.Response(200, json=dict(zip(
+            ("data", "next_cursor"), pages[r.url.params.get("cursor")], strict=True))),
+        ("POST", "/base/api/v1/sessions/s/fork"): httpx.Response(201, json={**SESSION, "session_id": "f"}),
+        ("GET", "/base/api/v1/sessions/s/messages"): httpx.Response(200, json={"data": [MESSAGE]}),
+        ("POST", "/base/api/v1/webhooks"): httpx.Response(201, json={"id": "wh_1", "url": "https://x", "events": [
+            "turn.finished"], "secret": "shh"}),
+        ("GET", "/base/api/v1/webhooks"): httpx.Response(200, json={"data": [{"id": "wh_1", "url": "https://x"}]}),
+        ("GET", "/base/api/v1/webhooks/wh_1/deliveries"): httpx.Response(200, json=[{"id": "d1", "status": "ok"}]),
+        ("DELETE", "/base/api/v1/webhooks/wh_1"): httpx.Response(204),
+        ("POST", "/base/api/v1/schedules"): httpx.Response(201, json={"id": "sch_1", "next_run_at": "t"}),
+        ("GET", "/base/api/v1/schedules/sch_1"): httpx.Response(200, json={"id": "sch_1", "interval_s": 60}),
+        ("DELETE", "/base/api/v1/schedules/sch_1"): httpx.Response(204),
+    })  # fmt: skip
+    with service.client() as client:
+        assert client.chat(session_id="s", regenerate=True, on_busy="reject").response == "again"
+        rated = client.feedback.set("s", "msg_2", "up", comment="good")
+        assert rated.feedback is not None and rated.feedback.rating == "up" and rated.feedback.comment == "good"
+        assert client.feedback.clear("s", "msg_2").feedback is None
+        assert [i.message_id for i in client.feedback.list(agent="Chef", since="2026-01-01T00:00:00Z")] == [
+            "msg_2", "msg_4"]  # fmt: skip
+        assert client.sessions.fork("s", "msg_2", new_session_id="f").session_id == "f"
+        client.sessions.messages("s", include_replaced=True)
+        assert client.webhooks.create("https://x", ["turn.finished"]).secret == "shh"
+        assert [w.id for w in client.webhooks.list()] == ["wh_1"]
+        assert [d.status for d in client.webhooks.deliveries("wh_1")] == ["ok"]
+        client.webhooks.delete("wh_1")
+        assert client.schedules.create("Chef", "report", interval_s=60).next_run_at == "t"
+        assert client.schedules.get("sch_1").interval_s == 60
+        client.schedules.delete("sch_1")
+    bodies = [json.loads(r.content) if r.content else None for r in service.requests]
+    assert bodies[0] == {"regenerate": True, "session_id": "s", "on_busy": "reject"}
+    assert bodies[1:3] == [{"rating": "up", "comment": "good"}, {"rating": None}]
+    assert [dict(r.url.params) for r in service.requests[3:5]] == [
+        {"agent": "Chef", "since": "2026-01-01T00:00:00Z", "limit": "20"},
+        {"agent": "Chef", "since": "2026-01-01T00:00:00Z", "limit": "20", "cursor": "c1"}]  # fmt: skip
+    assert bodies[5] == {"at": "msg_2", "session_id": "f"}
+    assert dict(service.requests[6].url.params) == {"include": "replaced"}
+    assert bodies[7] == {"url": "https://x", "events": ["turn.finished"]}
+    assert bodies[11] == {"agent": "Chef", "message": "report", "interval_s": 60}
+    with pytest.raises(ValueError, match="no message"):
+        Parley("http://x").chat("hi", session_id="s", regenerate=True)

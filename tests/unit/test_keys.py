@@ -154,6 +154,13 @@ def test_no_key_is_spelled_outside_keys_py() -> None:
     assert offences == []
 
 
+def test_feedback_keys() -> None:
+    assert keys.feedback("alice") == "parley:feedback:alice"
+    assert keys.agent_feedback("alice", "agent-1") == "parley:agent-feedback:alice:agent-1"
+    assert keys.feedback("alice") != keys.feedback("bob")
+    assert keys.agent_feedback("alice", "a") != keys.agent_feedback("bob", "a")
+
+
 def test_schedule_keys() -> None:
     assert keys.schedule("alice", "sch_1") == "parley:schedule:alice:sch_1"
     assert keys.schedules("alice") == "parley:schedules:alice"

@@ -94,10 +94,12 @@ def test_metric_names_are_the_decided_ones() -> None:
         "parley_queue_wait_seconds", "parley_turn_seconds", "parley_time_to_first_token_seconds",
         "parley_tokens_total", "parley_model_errors_total", "parley_tool_calls_total", "parley_jobs_total",
         "parley_http_requests_total", "parley_http_request_seconds", "parley_schedule_firings_total",
+        "parley_feedback_total",
         "parley_webhook_attempts_total",
     }  # fmt: skip
     assert telemetry.TOKENS.labels == ("agent", "model", "direction")
     assert telemetry.TURN.labels == ("outcome",)
+    assert telemetry.FEEDBACK.labels == ("agent", "rating")
 
 
 def test_an_observation_goes_in_the_first_bucket_that_holds_it() -> None:

@@ -48,6 +48,7 @@ the same arguments must change nothing and answer as the first run did:
 - PAUSE_TURN: like FINISH_TURN (`pause_call`). FINISH_TURN, PAUSE_TURN and TAKE_STEERS also write a turn's end
   to the turn-ends stream for webhooks (lib_turn_end.lua) in their step, so their replay writes no second entry.
 - Webhook deliveries (CREATE_DELIVERY, CLAIM_DELIVERIES, RECORD_ATTEMPT): each header says how it is run twice.
+- SET_FEEDBACK: a compare-and-set; its second run finds the message changed by the first and writes nothing.
 - CREATE_SCHEDULE, CLAIM_SCHEDULE, ADVANCE_SCHEDULE: each header says what its second run answers.
 The scripts of agents, the summary report and telemetry's ADD_BOUNDED are not covered by this note.
 """
@@ -122,13 +123,14 @@ DECIDE_APPROVAL = load("decide_approval")
 CREATE_DELIVERY = load("create_delivery")
 CLAIM_DELIVERIES = load("claim_deliveries")
 RECORD_ATTEMPT = load("record_attempt")
+SET_FEEDBACK = load("set_feedback")
 TAKE_STEERS = load("take_steers")
 FORK_SESSION = load("fork_session")
 SWEEP_SESSION = load("sweep_session")
 
 RUNNABLE = ("accept_turn", "start_turn", "emit_turn_event", "finish_turn", "read_context", "create_session",
             "admit_report", "release_report", "emit_event", "create_agent", "update_agent", "delete_agent",
-            "add_bounded", "pause_turn", "decide_approval", "take_steers",
+            "add_bounded", "pause_turn", "decide_approval", "set_feedback", "take_steers",
             "create_schedule", "claim_schedule", "advance_schedule", "create_delivery", "claim_deliveries",
             "record_attempt", "fork_session", "sweep_session")  # fmt: skip
 """Every runnable script of this package (the rest, lib_*.lua, are snippets)."""

@@ -299,6 +299,23 @@ class DecideApprovalCall(ScriptCall):
 
 
 @dataclass(frozen=True)
+class SetFeedbackCall(ScriptCall):
+    """SET_FEEDBACK (set_feedback.lua): a message's new feedback, compare-and-set, with the feedback indexes."""
+
+    SCRIPT: ClassVar[str] = "set_feedback"
+    session: str = key()
+    messages: str = key()
+    feedback: str = key()
+    agent_feedback: str = key()
+    agent_id: str = arg()
+    index: int = arg()
+    expected: str = arg()
+    replacement: str = arg()
+    member: str = arg()
+    rated_ms: int | str = arg()
+
+
+@dataclass(frozen=True)
 class CreateScheduleCall(ScriptCall):
     """CREATE_SCHEDULE (create_schedule.lua): a new schedule, within the tenant's most."""
 
@@ -366,5 +383,5 @@ class RecordAttemptCall(ScriptCall):
 
 
 
-BUILDERS = (*BUILDERS, CreateScheduleCall, AdvanceScheduleCall, PauseTurnCall, CreateDeliveryCall,
+BUILDERS = (*BUILDERS, SetFeedbackCall, CreateScheduleCall, AdvanceScheduleCall, PauseTurnCall, CreateDeliveryCall,
             RecordAttemptCall)  # fmt: skip
