@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
@@ -19,16 +18,14 @@ from parley.shared.errors import (
     Conflict,
     McpServerFailed,
     McpServerTimeout,
-    PrivateNetwork,
-    UnresolvableHost,
 )
 from parley.shared.store import mcp_servers as store
 from parley.shared.store.mcp_servers import McpServer, McpServerStore, ServerTools
-from parley.tools import network
 
 from ..deps import Runtime, Tenant
 from ..errors import documented
 from ..runtime import WebRuntime
+from ..service.addresses import check_public_url
 
 router = APIRouter(prefix="/api/v1/mcp-servers", tags=["mcp-servers"],
                    responses=documented(401, 404, 409, 422, 502, 503, 504))  # fmt: skip
@@ -101,16 +98,8 @@ def _shown(server: McpServer, found: ServerTools | None) -> McpServerPublic:
 
 async def _check_address(rt: WebRuntime, url: str) -> None:
     """422 when the URL's host does not resolve or reaches a private address the operator did not allow."""
-    parsed = httpx.URL(url)
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        addresses = await network.resolve_async(parsed.host, port)
-        network.check_host(parsed.host, addresses, network.parse_allowlist(rt.settings.private_networks_allowed),
-                           purpose="MCP servers must be public unless PARLEY_PRIVATE_NETWORKS_ALLOWED names them")
-    except network.PrivateAddress as error:
-        raise PrivateNetwork(str(error)) from None
-    except network.Unresolvable as error:
-        raise UnresolvableHost(str(error)) from None
+    await check_public_url(rt, url, purpose="MCP servers must be public unless PARLEY_PRIVATE_NETWORKS_ALLOWED "
+                           "names them")  # fmt: skip
 
 
 async def _connect(rt: WebRuntime, tenant: str, server: McpServer) -> ServerTools:

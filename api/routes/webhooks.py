@@ -10,20 +10,18 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from parley.shared.clock import now_ms
-from parley.shared.errors import PrivateNetwork, UnresolvableHost
 from parley.shared.store import webhooks as store
 from parley.shared.store.webhooks import Webhook, WebhookStore
-from parley.tools import network
 
 from ..deps import Runtime, Tenant
 from ..errors import documented
 from ..runtime import WebRuntime
+from ..service.addresses import check_public_url
 
 router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"], responses=documented(401, 404, 409, 422, 503))
 
@@ -85,16 +83,7 @@ def _store(rt: WebRuntime) -> WebhookStore:
 
 async def check_address(rt: WebRuntime, url: str) -> None:
     """422 when the URL's host does not resolve or reaches a private address the operator did not allow."""
-    parsed = httpx.URL(url)
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        addresses = await network.resolve_async(parsed.host, port)
-        network.check_host(parsed.host, addresses, network.parse_allowlist(rt.settings.private_networks_allowed),
-                           purpose=PURPOSE)  # fmt: skip
-    except network.PrivateAddress as error:
-        raise PrivateNetwork(str(error), field="url") from None
-    except network.Unresolvable as error:
-        raise UnresolvableHost(str(error), field="url") from None
+    await check_public_url(rt, url, purpose=PURPOSE, field="url")
 
 
 @router.post("", status_code=201, response_model=WebhookCreated)
