@@ -16,9 +16,11 @@ KEPT_UNTIL_DELETED = (
     "parley:agent:", "parley:agents:", "parley:agent-names:", "parley:session:", "parley:sessions:",
     "parley:agent-sessions:", "parley:messages:", "parley:images:", "parley:notes:", "parley:lane:",
     "parley:inflight:", "parley:tenant-admitted:", "parley:tenant-line:", "parley:metric:", "parley:web-streams",
+    "parley:turn-ends",
 )  # fmt: skip
 """Data that lives until deleted (a session's parts go with it); lanes and lines empty themselves,
-counters are one per tenant, metrics one per metric."""
+counters are one per tenant, metrics one per metric; the turn-ends stream is one per deployment (every worker's
+webhook dispatcher reads it as a group: entries are deleted once handled, and it is capped)."""
 RQ_KEPT = ("rq:queue:", "rq:queues", "rq:workers", "rq:worker:", "rq:wip:", "rq:finished:", "rq:failed:",
            "rq:deferred:", "rq:scheduled:", "rq:canceled:", "rq:clean_registries:", "rq:executions:",
            "rq:results:", "rq:suspended", "rq:maintenance", "rq:cleaning")  # fmt: skip
