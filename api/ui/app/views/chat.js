@@ -413,6 +413,9 @@ export function ChatPane({ api, apiKey, agent, sessionId, onSessionStarted, onTu
   }
 
   async function attach(turn, job) {
+    // A turn sent from this page while the session was read (at load, or after a turn) is followed already:
+    // following it again would drop that stream, and with it what the page knows of the turn.
+    if (liveRef.current && !liveRef.current.answer.done && !liveRef.current.failure) return;
     // The answer as it was drawn before the reload, then the events after its last one; with
     // nothing kept (storage full or off, or a turn sent from another browser), the job's whole
     // stream from its first event. A turn from elsewhere has no message here: only its answer is drawn.
