@@ -1,6 +1,5 @@
 """The SDK and the CLI over the other routes of the contract's "Conversation control" (fork and regenerate,
-webhooks, schedules), on the real stack. Written to the contract before those routes reached this branch:
-each test skips while the web's OpenAPI document lacks its route, and runs once the route is merged."""
+webhooks, schedules), on the real stack."""
 
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from parley.client import NotFoundError, Parley, ValidationError
@@ -19,17 +17,9 @@ from tests.integration.test_cli import cli_env, run
 LOOPBACK = {"PARLEY_PRIVATE_NETWORKS_ALLOWED": "127.0.0.1"}
 
 
-def need_route(stack: Any, path: str) -> None:
-    """Skip unless the running web serves `path` (a route of a branch not merged here yet)."""
-    paths = httpx.get(stack.web_url + "/openapi.json", timeout=10).json()["paths"]
-    if path not in paths:
-        pytest.skip(f"{path} is not served by this build yet")
-
-
 def test_fork_and_regenerate_through_the_sdk_and_the_cli(stack: Any, tmp_path: Path) -> None:
     stack.start_web()
     stack.start_workers()
-    need_route(stack, "/api/v1/sessions/{session_id}/fork")
     env = cli_env(stack, tmp_path)
     with Parley(stack.web_url, stack.api_key) as client:
         client.agents.create("Chef", first_message="Hello, I am your chef.", model="test-model")
@@ -60,7 +50,6 @@ def test_fork_and_regenerate_through_the_sdk_and_the_cli(stack: Any, tmp_path: P
 def test_webhooks_through_the_sdk_and_the_cli(stack: Any, tmp_path: Path) -> None:
     stack.start_web(env=LOOPBACK)
     stack.start_workers(env=LOOPBACK)
-    need_route(stack, "/api/v1/webhooks")
     env = cli_env(stack, tmp_path)
     url = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens: deliveries stay pending or fail
     with Parley(stack.web_url, stack.api_key) as client:
@@ -93,7 +82,6 @@ def test_webhooks_through_the_sdk_and_the_cli(stack: Any, tmp_path: Path) -> Non
 def test_schedules_through_the_sdk_and_the_cli(stack: Any, tmp_path: Path) -> None:
     stack.start_web()
     stack.start_workers()
-    need_route(stack, "/api/v1/schedules")
     env = cli_env(stack, tmp_path)
     with Parley(stack.web_url, stack.api_key) as client:
         chef = client.agents.create("Chef", model="test-model")
