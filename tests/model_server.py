@@ -23,7 +23,8 @@ Control API (JSON over HTTP, see the handlers below):
   ``reply`` then is the text before the calls, default none) and ``reasoning`` (text
   streamed first as ``delta.reasoning_content``, as reasoning models do), ``keepalive_ms`` (a
   stream that, after its opening role chunk, sends only ``: keep-alive`` SSE comment lines
-  every ``keepalive_ms`` ms, never any content, until the client leaves: an idle model).
+  every ``keepalive_ms`` ms, never any content, until the client leaves: an idle model), ``usage`` (an object
+  ``{"prompt_tokens", "completion_tokens"}``: the token counts the answer reports instead of word counts).
   Text holding a lone UTF-16 surrogate is sent as JSON's ``"\\ud800"`` escape, as Python's
   ``json.dumps`` writes it.
 * ``POST /_control/options`` / ``GET /_control/options``  default options at runtime.
@@ -146,6 +147,8 @@ class Step:
     reasoning: str | None = None
     keepalive_ms: float | None = None
     """Send only SSE comment lines, this often, after the role chunk: a stream that never sends content."""
+    usage: tuple[int, int] | None = None
+    """(prompt_tokens, completion_tokens) the answer reports, instead of the words it saw and sent."""
 
     @classmethod
     def parse(cls, raw: Any) -> Step:
@@ -181,6 +184,11 @@ class Step:
                 clean[name] = value
             elif name == "tool_calls":
                 clean[name] = _tool_calls(value)
+            elif name == "usage":
+                if not isinstance(value, dict) or set(value) != {"prompt_tokens", "completion_tokens"}:
+                    raise ControlError(f"usage is {{'prompt_tokens': int, 'completion_tokens': int}}, got {value!r}")
+                clean[name] = (_count(value["prompt_tokens"], "prompt_tokens", 0),
+                               _count(value["completion_tokens"], "completion_tokens", 0))
             else:  # body: any JSON
                 clean[name] = value
         return cls(**clean)
@@ -353,11 +361,8 @@ class _Exchange:
         else:
             text = step.reply if step.reply is not None else echo_answer(messages)
         pieces = split_chunks(text, self.chunks) if text else []
-        usage = {
-            "prompt_tokens": (prompt := _words(messages)),
-            "completion_tokens": (completion := len(text.split())),
-            "total_tokens": prompt + completion,
-        }
+        prompt, completion = step.usage or (_words(messages), len(text.split()))
+        usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
         if self.body.get("stream"):
             await self._stream(pieces, usage)
         else:

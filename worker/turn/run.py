@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from parley.shared import events, logs, telemetry
+from parley.shared.budgets import usage_tokens
 from parley.shared.clock import now_ms
 from parley.shared.events import ErrorCode, EventType
 from parley.shared.store import images as session_images
@@ -32,6 +33,7 @@ from ..memory.window import agent_model, maybe_schedule_summary, remembered
 from ..providers.base import ModelError
 from ..runtime import Runtime
 from .context import CLOSING_MESSAGE, build_messages, exchanges_so_far, model_sequence
+from .budget import OverBudget, TurnBudget, max_steps
 from .control import CURRENT
 from .loop import AgentLoop, Outcome, Resume, Stopped, WaitForDecisions, in_thread
 from .outbox import Outbox
@@ -84,6 +86,8 @@ async def run_turn(tenant: str, job_id: str, *, rt: Runtime) -> str:
     except InvalidAnswer as error:
         return await _fail(rt, turn, record, f"the model's answer did not fit the agent's response shape "
                                              f"twice: {error}", ErrorCode.INVALID_ANSWER)  # fmt: skip
+    except OverBudget as error:
+        return await _fail(rt, turn, record, str(error), ErrorCode.BUDGET_EXCEEDED)
     if outcome is None:
         log.info("turn %s attempt %s stopped: canceled or superseded", job_id, attempt)
         return "stopped"
@@ -178,10 +182,12 @@ async def _run_loop(rt: Runtime, turn: Attempt, agent: dict[str, Any], model: st
                       settings=rt.settings, memory="history" not in record)  # brought its own history: no notes
     loop = AgentLoop(
         provider=rt.provider, toolbox=await _toolbox(rt, agent, record, ctx), agent=agent, model=model,
-        emit=outbox.put, max_steps=rt.settings.max_tool_steps, idle_timeout_s=rt.settings.model_idle_timeout_s,
+        emit=outbox.put, max_steps=max_steps(agent, rt.settings), idle_timeout_s=rt.settings.model_idle_timeout_s,
         tool_choice=json.loads(record["tool_choice"]) if record.get("tool_choice") and resume is None else None,
         take_steers=take_steers, steered=json.loads(record.get("steered") or "[]"),
         steers_waiting=bool(record.get("steers")),
+        budget=TurnBudget(aio=rt.aio, settings=rt.settings, tenant=turn.tenant, agent=agent, model=model,
+                          threads=rt.threads, used=usage_tokens(resume.usage) if resume else 0),
     )  # fmt: skip
     try:
         outcome: Outcome | WaitForDecisions = await loop.run(messages, resume)
