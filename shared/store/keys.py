@@ -45,7 +45,7 @@ session id, `{j}` a job id. Tenant names never contain `:` nor start with `_` (s
 | `parley:schedules:{t}` | zset | the tenant's schedule ids by creation time (ms) (listing, PARLEY_MAX_SCHEDULES) |
 | `parley:schedules-due` | zset | `{t} {id}` of each running schedule by next run (ms), or by lease end while fired |
 | `parley:session-expiries` | zset | `["{t}","{a}","{s}"]` of sessions whose agent has `session_ttl_s`, by expiry (ms) |
-| `parley:budget-spent:{t}:{day}` | string | tokens the tenant's model calls used on that UTC day (`YYYY-MM-DD`); expires after it |
+| `parley:budget-spent:{t}:{day}` | string | tokens the tenant spent on UTC day `YYYY-MM-DD` (PARLEY_TENANT_BUDGETS) |
 
 File agents (`PARLEY_AGENTS_FILE`) live under the reserved tenant `FILE_SCOPE`.
 RQ's own keys (`rq:job:{j}`, `rq:queue:{name}`) are named by RQ; we take them from RQ's classes.

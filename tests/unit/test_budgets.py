@@ -245,3 +245,20 @@ def test_agent_max_tool_steps_bound_is_the_setting_s() -> None:
     bound = next(m.le for m in Settings.model_fields["max_tool_steps"].metadata if hasattr(m, "le"))
     assert AgentCreate.model_validate({"name": "x", "max_tool_steps": bound}).max_tool_steps == bound
     assert AgentCreate.model_validate({"name": "x", "max_turn_tokens": 1}).max_turn_tokens == 1
+
+
+# --- other protocols' shapes ------------------------------------------------------------------
+
+
+def test_budget_exceeded_in_a2a_terms() -> None:
+    from parley.api.adapters.a2a import routes
+
+    refused = routes._from_parley(BudgetExceeded("spent", retry_after_s=5))
+    assert (refused.http_status, refused.code, refused.headers) == (429, -32603, {"Retry-After": "5"})
+    assert refused.metadata == {"parley_code": "budget_exceeded"}
+
+
+def test_budget_exceeded_defaults_to_the_next_utc_day() -> None:
+    error = BudgetExceeded("spent")
+    assert abs(error.retry_after_s - budgets.seconds_to_next_day(now_ms())) <= 1
+    assert (error.status, error.code) == (429, "budget_exceeded")

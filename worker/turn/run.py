@@ -32,8 +32,8 @@ from ..memory.regenerate import NOTHING_TO_REGENERATE, as_regenerated
 from ..memory.window import agent_model, maybe_schedule_summary, remembered
 from ..providers.base import ModelError
 from ..runtime import Runtime
-from .context import CLOSING_MESSAGE, build_messages, exchanges_so_far, model_sequence
 from .budget import OverBudget, TurnBudget, max_steps
+from .context import CLOSING_MESSAGE, build_messages, exchanges_so_far, model_sequence
 from .control import CURRENT
 from .loop import AgentLoop, Outcome, Resume, Stopped, WaitForDecisions, in_thread
 from .outbox import Outbox
@@ -83,17 +83,21 @@ async def run_turn(tenant: str, job_id: str, *, rt: Runtime) -> str:
         telemetry.model_error(error.status, error.timed_out)
         code = ErrorCode.MODEL_TIMEOUT if error.timed_out else ErrorCode.MODEL_FAILED
         return await _fail(rt, turn, record, str(error), code)
-    except InvalidAnswer as error:
-        return await _fail(rt, turn, record, f"the model's answer did not fit the agent's response shape "
-                                             f"twice: {error}", ErrorCode.INVALID_ANSWER)  # fmt: skip
-    except OverBudget as error:
-        return await _fail(rt, turn, record, str(error), ErrorCode.BUDGET_EXCEEDED)
+    except (InvalidAnswer, OverBudget) as error:
+        return await _fail(rt, turn, record, *_loop_failure(error))
     if outcome is None:
         log.info("turn %s attempt %s stopped: canceled or superseded", job_id, attempt)
         return "stopped"
     if isinstance(outcome, WaitForDecisions):
         return await _pause(rt, turn, outcome)
     return await _commit(rt, turn, agent, record, outcome, model)
+
+
+def _loop_failure(error: InvalidAnswer | OverBudget) -> tuple[str, ErrorCode]:
+    """The failed turn's error and code for what ended its loop: a bad answer twice, or the tenant's budget."""
+    if isinstance(error, OverBudget):
+        return str(error), ErrorCode.BUDGET_EXCEEDED
+    return f"the model's answer did not fit the agent's response shape twice: {error}", ErrorCode.INVALID_ANSWER
 
 
 def for_this_turn(agent: dict[str, Any], record: dict[str, str]) -> dict[str, Any]:
