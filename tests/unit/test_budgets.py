@@ -262,3 +262,25 @@ def test_budget_exceeded_defaults_to_the_next_utc_day() -> None:
     error = BudgetExceeded("spent")
     assert abs(error.retry_after_s - budgets.seconds_to_next_day(now_ms())) <= 1
     assert (error.status, error.code) == (429, "budget_exceeded")
+
+
+def test_budget_exceeded_as_an_mcp_tool_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`/mcp`'s tools/call refused by the budget: a tool error with the code and when to call again."""
+    from types import SimpleNamespace
+
+    import mcp_types as types
+
+    from parley.api.adapters.mcp_server import server
+
+    async def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise BudgetExceeded("this tenant's tokens for today are spent", retry_after_s=42)
+
+    monkeypatch.setattr(server.turns, "accept", refuse)
+    agents = SimpleNamespace(visible=lambda tenant: [{"id": "agent-1", "name": "Chef", "description": "",
+                                                      "response_shape": None}])  # fmt: skip
+    caller = server.Caller(rt=SimpleNamespace(agents=agents), tenant=T, key="k")  # type: ignore[arg-type]
+    ctx = SimpleNamespace(lifespan_context=caller, request_id=1, protocol_version="2025-06-18")
+    params = types.CallToolRequestParams(name="Chef", arguments={"message": "hi"})
+    result = asyncio.run(server.call_tool(ctx, params))  # type: ignore[arg-type]
+    assert result.is_error
+    assert result.meta == {"parley": {"code": "budget_exceeded", "retry_after_s": "42"}}
