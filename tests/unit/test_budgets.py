@@ -284,3 +284,27 @@ def test_budget_exceeded_as_an_mcp_tool_error(monkeypatch: pytest.MonkeyPatch) -
     result = asyncio.run(server.call_tool(ctx, params))  # type: ignore[arg-type]
     assert result.is_error
     assert result.meta == {"parley": {"code": "budget_exceeded", "retry_after_s": "42"}}
+
+
+def test_a_summary_s_model_call_counts_against_the_tenant_s_day(make_settings: Callable[..., Settings]) -> None:
+    """The rolling summary (and a requested one) ask the model through `_ask` with the tenant: counted."""
+    from contextlib import asynccontextmanager
+    from types import SimpleNamespace
+
+    from parley.worker.memory import summary
+    from parley.worker.providers.base import TEXT, ModelStream
+
+    async def pieces() -> Any:
+        yield (TEXT, "a short summary")
+
+    @asynccontextmanager
+    async def stream(**kwargs: Any) -> Any:
+        yield ModelStream(pieces(), usage={"prompt_tokens": 300, "completion_tokens": 20})
+
+    aio = fakeredis.FakeAsyncRedis(decode_responses=True)
+    rt = SimpleNamespace(settings=make_settings(), provider=SimpleNamespace(stream=stream), aio=aio, threads=None)
+    prompt = [{"role": "user", "content": "fold these"}]
+    assert asyncio.run(summary._ask(rt, "m", prompt, tenant=T)) == "a short summary"  # type: ignore[arg-type]
+    assert asyncio.run(budgets.spent(aio, T, now_ms())) == 320
+    asyncio.run(summary._ask(rt, "m", prompt))  # type: ignore[arg-type]  # no tenant: not counted
+    assert asyncio.run(budgets.spent(aio, T, now_ms())) == 320
