@@ -331,7 +331,7 @@ def test_input_files_text_read_into_the_message_others_refused(stack) -> None:
         assert http.get("/api/v1/sessions").json()["data"].__len__() == 1  # the refused requests made nothing
 
 
-def test_the_demo_model_calls_a_client_tool_a_forced_tool_choice_names(stack) -> None:
+def test_the_demo_model_calls_a_client_tool_when_forced_or_named(stack) -> None:
     env = {"PARLEY_LLM": "demo", "PARLEY_DEMO_CHUNK_DELAY_MS": "0"}
     stack.start_web(env=env)
     stack.start_workers(env=env)
@@ -353,5 +353,9 @@ def test_the_demo_model_calls_a_client_tool_a_forced_tool_choice_names(stack) ->
         required = sdk.responses.create(model="Chef", input="Anything", tools=[weather], tool_choice="required")
         assert [item.type for item in required.output] == ["function_call"]
         assert required.output[0].name == "get_weather"
-        auto = sdk.responses.create(model="Chef", input="Weather in Oslo?", tools=[weather])
-        assert [item.type for item in auto.output] == ["message"]  # not forced: the demo answers
+        named = sdk.responses.create(model="Chef", input="What's the weather like in Oslo?", tools=[weather])
+        assert [item.type for item in named.output] == ["function_call"]  # not forced: the message names it
+        other = sdk.responses.create(model="Chef", input="Hello there", tools=[weather])
+        assert [item.type for item in other.output] == ["message"]  # neither forced nor named: it answers
+        none = sdk.responses.create(model="Chef", input="The weather?", tools=[weather], tool_choice="none")
+        assert [item.type for item in none.output] == ["message"]

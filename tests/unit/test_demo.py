@@ -7,7 +7,7 @@ import asyncio
 import json
 from typing import Any
 
-from parley.worker.providers.demo import DemoProvider, fill_shape, forced_call, plan_tool_call
+from parley.worker.providers.demo import DemoProvider, fill_shape, forced_call, named_call, plan_tool_call
 
 ALL = {"calculator", "current_time", "remember", "recall", "http_get"}
 
@@ -48,6 +48,18 @@ def test_a_forced_tool_choice_calls_that_tool_with_arguments_from_its_schema() -
     assert forced_call("required", [CALC, WEATHER], "calc: 1+1") == ("calculator", {"expression": "1+1"})
     assert forced_call(named, [CALC], "x") is None and forced_call("auto", [WEATHER], "x") is None
     assert forced_call("required", [], "x") is None
+
+
+def test_a_function_tool_the_message_names_is_called() -> None:
+    """The demo's rule for tools it has no pattern for: a word of the tool's name (4+ letters, not generic)."""
+    lookup = {"type": "function", "function": {"name": "fetchStockPrice", "parameters": {
+        "type": "object", "properties": {"symbol": {"type": "string"}}, "required": ["symbol"]}}}
+    assert named_call("What's the weather like in San Francisco?", [CALC, WEATHER])[0] == "get_weather"  # type: ignore[index]
+    assert named_call("the stock of ACME?", [lookup]) == ("fetchStockPrice", {"symbol": "the stock of ACME?"})
+    assert named_call("fetch the price", [lookup]) == ("fetchStockPrice", {"symbol": "fetch the price"})
+    assert named_call("please fetch it", [lookup]) is None  # "fetch" alone says nothing
+    assert named_call("a calculator please", [CALC]) is None  # a built-in keeps its own pattern
+    assert named_call("weathering", [WEATHER]) is None  # whole words only
 
 
 def test_a_step_honours_tool_choice(make_settings: Any) -> None:

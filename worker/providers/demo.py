@@ -6,7 +6,9 @@ newest message asks plainly and the agent has that tool ("calc: 2+2", "what time
 Tokyo", "remember: ...", "what do you remember", "fetch https://..."), answers from the tool's
 result on the next step, and answers JSON in the agent's response shape when asked for JSON.
 
-A forced `tool_choice` is honoured: a named function, or "required" (the tool the message plainly asks for, else
+Any other function tool (the client's, an MCP server's) is called when the newest message names it: a word of the
+tool's name of four letters or more that is not a generic verb ("weather" for `get_weather`). A forced
+`tool_choice` is honoured: a named function, or "required" (the tool the message plainly asks for, else
 the last tool offered: the client's function tools come last), is called with arguments built from its JSON
 schema (`forced_call`), so a client trying its own function tools sees a call with no key; "none" calls nothing.
 """
@@ -133,6 +135,28 @@ def forced_call(tool_choice: Any, tools: list[dict[str, Any]], message: str) -> 
     return plan_tool_call(message, {name}) or (name, schema_arguments(functions[name].get("parameters"), message))
 
 
+GENERIC_WORDS = {"fetch", "create", "update", "delete", "remove", "find", "search", "make", "call", "tool", "tools",
+                 "data", "info", "current", "check", "send", "read", "write", "open", "query", "lookup", "list"}
+"""Words of a tool's name that say nothing of what it is about: never enough to call it."""
+KNOWN = {tool for _, tool in _ASKS}
+"""The built-in tools the demo has its own patterns for."""
+
+
+def _name_words(name: str) -> set[str]:
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name)
+    return {w for w in re.split(r"[^a-z0-9]+", spaced.lower()) if len(w) >= 4 and w not in GENERIC_WORDS}
+
+
+def named_call(message: str, tools: list[dict[str, Any]]) -> tuple[str, dict[str, Any]] | None:
+    """A call of the first function tool (other than the built-ins it knows) the newest message names."""
+    said = set(re.findall(r"[a-z0-9]+", message.lower()))
+    for tool in tools:
+        function = tool["function"]
+        if function["name"] not in KNOWN and _name_words(function["name"]) & said:
+            return function["name"], schema_arguments(function.get("parameters"), message)
+    return None
+
+
 def _tool_results(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The tool messages that answer the newest assistant step, when the conversation ends with them."""
     results: list[dict[str, Any]] = []
@@ -223,7 +247,8 @@ class DemoProvider:
         newest = _text(messages[-1]["content"])
         call = None
         if not results and tool_choice != "none":
-            call = forced_call(tool_choice, tools or [], newest) or plan_tool_call(newest, available)
+            call = (forced_call(tool_choice, tools or [], newest) or plan_tool_call(newest, available)
+                    or named_call(newest, tools or []))
         calls: list[ToolCall] = []
         if call is not None:
             answer = ""
