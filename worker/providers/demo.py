@@ -105,7 +105,8 @@ def _plausible(spec: Any, message: str) -> Any:
     if kind == "null":
         return None
     formats = {"date": "2026-01-01", "date-time": "2026-01-01T00:00:00Z", "email": "user@example.com",
-               "uri": "https://example.com", "url": "https://example.com", "uuid": "00000000-0000-4000-8000-000000000000"}
+               "uri": "https://example.com", "url": "https://example.com",
+               "uuid": "00000000-0000-4000-8000-000000000000"}  # fmt: skip
     return formats.get(str(spec.get("format")), message[:200])
 
 
@@ -123,7 +124,7 @@ def forced_call(tool_choice: Any, tools: list[dict[str, Any]], message: str) -> 
     functions = {tool["function"]["name"]: tool["function"] for tool in tools}
     if isinstance(tool_choice, dict):
         name = (tool_choice.get("function") or {}).get("name")
-        if name not in functions:
+        if not isinstance(name, str) or name not in functions:
             return None
     elif tool_choice == "required" and functions:
         planned = plan_tool_call(message, set(functions))

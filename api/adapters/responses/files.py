@@ -54,8 +54,8 @@ def _is_text_type(media_type: str | None, filename: str) -> bool:
         if filename.lower().endswith(TEXT_SUFFIXES):
             return True
         media_type = mimetypes.guess_type(filename, strict=False)[0]
-        if media_type is None:
-            return False
+    if media_type is None:
+        return False
     media_type = media_type.lower()
     return media_type.startswith("text/") or media_type in TEXT_TYPES or media_type.endswith(("+json", "+xml"))
 

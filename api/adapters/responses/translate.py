@@ -4,11 +4,11 @@
 
 Input items map so: system and developer messages join `instructions` (this turn's own, after the agent's); the
 last user message is the turn's message (its `input_image` data URIs its images, its `input_file` text files read
-into it: files.py); Parley's own output items sent back (`parley:tool_call`, ...) are skipped; trailing `function_call_output`
-items are the client's tool results (the turn goes on from them). Earlier messages and `function_call` items are a
-conversation the request brings: taken only when the response has no session (no `conversation`, no
-`previous_response_id`), else refused, since the session's memory holds the conversation. Whatever cannot be
-honoured is a 400 naming the field (docs/protocols.md).
+into it: files.py); Parley's own output items sent back (`parley:tool_call`, ...) are skipped; trailing
+`function_call_output` items are the client's tool results (the turn goes on from them). Earlier messages and
+`function_call` items are a conversation the request brings: taken only when the response has no session (no
+`conversation`, no `previous_response_id`), else refused, since the session's memory holds the conversation.
+Whatever cannot be honoured is a 400 naming the field (docs/protocols.md).
 """
 
 from __future__ import annotations
