@@ -297,7 +297,10 @@ def test_an_approval_wait_streams_as_a_parley_approval_request(stack) -> None:
         assert again.output_text == "You are welcome."
         sent = model_requests(stack)[-1]["body"]["messages"]
         assert [(m["role"], m["content"]) for m in sent if m["role"] != "system"] == [
-            ("user", "6 times 7?"), ("assistant", "It is 42."), ("user", "Thanks")]
+            ("user", "6 times 7?"),
+            ("assistant", "It is 42."),
+            ("user", "Thanks"),
+        ]
 
 
 def test_input_files_text_read_into_the_message_others_refused(stack) -> None:
@@ -305,9 +308,22 @@ def test_input_files_text_read_into_the_message_others_refused(stack) -> None:
     notes = base64.b64encode("Title: Rye bread\nBake at 230 °C.".encode()).decode()
     with client(stack.web_url, stack.api_key) as http, _sdk(stack) as sdk:
         create_agent(http)
-        answer = sdk.responses.create(model="Chef", input=[{"role": "user", "content": [
-            {"type": "input_text", "text": "The title?"},
-            {"type": "input_file", "filename": "notes.md", "file_data": f"data:text/markdown;base64,{notes}"}]}])
+        answer = sdk.responses.create(
+            model="Chef",
+            input=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "input_text", "text": "The title?"},
+                        {
+                            "type": "input_file",
+                            "filename": "notes.md",
+                            "file_data": f"data:text/markdown;base64,{notes}",
+                        },
+                    ],
+                }
+            ],
+        )
         assert answer.status == "completed"
         sent = user_contents(model_requests(stack)[-1]["body"])[-1]
         assert sent == 'The title?\n\n<file name="notes.md">\nTitle: Rye bread\nBake at 230 °C.\n</file>\n\n'
@@ -325,30 +341,49 @@ def test_input_files_text_read_into_the_message_others_refused(stack) -> None:
             assert error["type"] == "invalid_request_error" and error["param"] == param and error["message"]
         big = base64.b64encode(b"x" * 40_000).decode()  # read, then over PARLEY_MAX_MESSAGE_CHARS
         with pytest.raises(openai.APIStatusError) as too_large:
-            sdk.responses.create(model="Chef", input=[{"role": "user", "content": [
-                {"type": "input_file", "filename": "big.txt", "file_data": big}]}])
+            sdk.responses.create(
+                model="Chef",
+                input=[{"role": "user", "content": [{"type": "input_file", "filename": "big.txt", "file_data": big}]}],
+            )
         assert too_large.value.status_code == 413
-        assert http.get("/api/v1/sessions").json()["data"].__len__() == 1  # the refused requests made nothing
+        assert len(http.get("/api/v1/sessions").json()["data"]) == 1  # the refused requests made nothing
 
 
 def test_the_demo_model_calls_a_client_tool_when_forced_or_named(stack) -> None:
     env = {"PARLEY_LLM": "demo", "PARLEY_DEMO_CHUNK_DELAY_MS": "0"}
     stack.start_web(env=env)
     stack.start_workers(env=env)
-    weather = {"type": "function", "name": "get_weather", "description": "The weather in a place",
-               "parameters": {"type": "object", "required": ["location", "unit"],
-                              "properties": {"location": {"type": "string"},
-                                             "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}}}
+    weather = {
+        "type": "function",
+        "name": "get_weather",
+        "description": "The weather in a place",
+        "parameters": {
+            "type": "object",
+            "required": ["location", "unit"],
+            "properties": {
+                "location": {"type": "string"},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+            },
+        },
+    }
     with client(stack.web_url, stack.api_key) as http, _sdk(stack) as sdk:
         create_agent(http)
-        first = sdk.responses.create(model="Chef", input="Weather in Oslo?", tools=[weather],
-                                     tool_choice={"type": "function", "name": "get_weather"})
+        first = sdk.responses.create(
+            model="Chef",
+            input="Weather in Oslo?",
+            tools=[weather],
+            tool_choice={"type": "function", "name": "get_weather"},
+        )
         assert [item.type for item in first.output] == ["function_call"]
         call = first.output[0]
         assert call.name == "get_weather" and call.call_id
         assert json.loads(call.arguments) == {"location": "Weather in Oslo?", "unit": "celsius"}
-        second = sdk.responses.create(model="Chef", previous_response_id=first.id, tools=[weather], input=[
-            {"type": "function_call_output", "call_id": call.call_id, "output": "4 °C, rain"}])
+        second = sdk.responses.create(
+            model="Chef",
+            previous_response_id=first.id,
+            tools=[weather],
+            input=[{"type": "function_call_output", "call_id": call.call_id, "output": "4 °C, rain"}],
+        )
         assert second.status == "completed" and "get_weather said: 4 °C, rain" in second.output_text
         required = sdk.responses.create(model="Chef", input="Anything", tools=[weather], tool_choice="required")
         assert [item.type for item in required.output] == ["function_call"]

@@ -52,8 +52,13 @@ def test_a_forced_tool_choice_calls_that_tool_with_arguments_from_its_schema() -
 
 def test_a_function_tool_the_message_names_is_called() -> None:
     """The demo's rule for tools it has no pattern for: a word of the tool's name (4+ letters, not generic)."""
-    lookup = {"type": "function", "function": {"name": "fetchStockPrice", "parameters": {
-        "type": "object", "properties": {"symbol": {"type": "string"}}, "required": ["symbol"]}}}
+    lookup = {
+        "type": "function",
+        "function": {
+            "name": "fetchStockPrice",
+            "parameters": {"type": "object", "properties": {"symbol": {"type": "string"}}, "required": ["symbol"]},
+        },
+    }
     assert named_call("What's the weather like in San Francisco?", [CALC, WEATHER])[0] == "get_weather"  # type: ignore[index]
     assert named_call("the stock of ACME?", [lookup]) == ("fetchStockPrice", {"symbol": "the stock of ACME?"})
     assert named_call("fetch the price", [lookup]) == ("fetchStockPrice", {"symbol": "fetch the price"})
@@ -65,10 +70,12 @@ def test_a_function_tool_the_message_names_is_called() -> None:
 def test_a_step_honours_tool_choice(make_settings: Any) -> None:
     provider = DemoProvider(make_settings(PARLEY_DEMO_CHUNK_DELAY_MS="0"))
     said = [{"role": "user", "content": "calc: 2+2"}]
-    text, calls = _step(provider, said, tools=[CALC, WEATHER], tool_choice={"type": "function",
-                                                                           "function": {"name": "get_weather"}})
-    assert text == "" and [(c.name, json.loads(c.arguments)["location"]) for c in calls] == [("get_weather",
-                                                                                                "calc: 2+2")]
+    text, calls = _step(
+        provider, said, tools=[CALC, WEATHER], tool_choice={"type": "function", "function": {"name": "get_weather"}}
+    )
+    assert text == "" and [(c.name, json.loads(c.arguments)["location"]) for c in calls] == [
+        ("get_weather", "calc: 2+2")
+    ]
     text, calls = _step(provider, said, tools=[CALC], tool_choice="none")
     assert calls == [] and "You said" in text  # "none": no call, even to a tool the message asks for
 

@@ -37,10 +37,12 @@ REFUSED = ("prompt",)
 """Fields Parley cannot honour: refused with 400 when set (stored prompts do not exist here)."""
 TEXT_PARTS = ("input_text", "output_text", "text")
 ROLES = ("user", "assistant", "system", "developer")
-TOOL_CALL = "parley:tool_call"
+SLUG = "parley"
+"""Parley's implementor slug: Open Responses has implementors prefix their own item types with it ("slug:type")."""
+TOOL_CALL = f"{SLUG}:tool_call"
 """The output item of a call of the agent's own tools (built-in or MCP), which Parley ran: a receipt, not a request
 for the client (Open Responses' extension items are prefixed with the implementor's slug)."""
-APPROVAL_REQUEST = "parley:approval_request"
+APPROVAL_REQUEST = f"{SLUG}:approval_request"
 """The output item of a call of the agent's tools that waits for a person's decision."""
 RECEIPTS = (TOOL_CALL, APPROVAL_REQUEST)
 """Parley's own output items: taken back as input (a client sending a response's output again) and skipped, since
