@@ -137,7 +137,8 @@ def forced_call(tool_choice: Any, tools: list[dict[str, Any]], message: str) -> 
 
 
 GENERIC_WORDS = {"fetch", "create", "update", "delete", "remove", "find", "search", "make", "call", "tool", "tools",
-                 "data", "info", "current", "check", "send", "read", "write", "open", "query", "lookup", "list"}  # fmt: skip
+                 "data", "info", "current", "check", "send", "read", "write", "open", "query", "lookup",
+                 "list"}  # fmt: skip
 """Words of a tool's name that say nothing of what it is about: never enough to call it."""
 KNOWN = {tool for _, tool in _ASKS}
 """The built-in tools the demo has its own patterns for."""

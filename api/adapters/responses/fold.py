@@ -266,7 +266,8 @@ class Fold:
         out = self._close_text("completed", phase="commentary")
         call_id = str(event.get("call_id", ""))
         item = {"id": call_id, "type": APPROVAL_REQUEST, "status": "completed", "call_id": call_id,
-                "name": str(event.get("tool_name", "")), "arguments": json.dumps(event.get("args"), ensure_ascii=False)}  # fmt: skip
+                "name": str(event.get("tool_name", "")),
+                "arguments": json.dumps(event.get("args"), ensure_ascii=False)}  # fmt: skip
         out += self._add(item)
         return [*out, self._done(len(self.items) - 1)]
 
