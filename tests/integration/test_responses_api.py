@@ -1,7 +1,9 @@
 """The Responses API (`/v1/responses`) with the official `openai` SDK, unmodified, against the real stack: create
 (string and items), memory through previous_response_id, stream events and their sequence numbers, a resumed stream
 (`retrieve(stream=True, starting_after=n)`) giving exactly the same events, background + retrieve, cancel, delete,
-input items, a function tool round trip and structured output. The scripted model records what it was sent."""
+input items, a function tool round trip and structured output; the agent's own tool calls and approval waits as
+Parley's extension items (`parley:tool_call`, `parley:approval_request`) through the SDK; `input_file` text read or
+refused; the offline demo model calling a client tool. The scripted model records what it was sent."""
 
 from __future__ import annotations
 
