@@ -123,6 +123,19 @@ def test_stateless_input_and_hostile_requests(stack) -> None:
         assert once["id"] == twice["id"] and once["output"] == twice["output"]  # one turn, answered twice
         reused = http.post("/v1/responses", json={"model": "Chef", "input": "Stew?"}, headers=key)
         assert reused.status_code == 409 and reused.json()["error"]["type"] == "invalid_request_error"
+
+        # the wire as Open Responses sets it: each `event:` names its data's type, and `data: [DONE]` ends the stream
+        with http.stream("POST", "/v1/responses", json={"model": "Chef", "input": "Raw?", "stream": True}) as raw:
+            assert raw.headers["content-type"].startswith("text/event-stream")
+            blocks = [b for b in raw.read().decode().split("\n\n") if b.startswith(("event:", "data:"))]
+        assert blocks[-1] == "data: [DONE]" and blocks.count("data: [DONE]") == 1
+        sent = [(b.split("\n")[0].removeprefix("event: "), json.loads(b.split("\n")[1].removeprefix("data: ")))
+                for b in blocks[:-1]]  # fmt: skip
+        assert all(event == data["type"] for event, data in sent) and sent[-1][0] == "response.completed"
+        resumed = http.get(
+            f"/v1/responses/{sent[0][1]['response']['id']}", params={"stream": "true", "starting_after": 2}
+        )
+        assert resumed.text.rstrip("\n").endswith("data: [DONE]")  # a resumed stream of an ended response too
         with client(stack.web_url, stack.api_keys["bob"]) as bob:  # another tenant: it does not exist
             for path in (f"/v1/responses/{once['id']}", f"/v1/responses/{once['id']}/input_items",
                          f"/v1/conversations/{once['conversation']['id']}"):  # fmt: skip
