@@ -48,6 +48,14 @@ def test_a_forced_tool_choice_calls_that_tool_with_arguments_from_its_schema() -
     assert forced_call("required", [CALC, WEATHER], "calc: 1+1") == ("calculator", {"expression": "1+1"})
     assert forced_call(named, [CALC], "x") is None and forced_call("auto", [WEATHER], "x") is None
     assert forced_call("required", [], "x") is None
+    deep: dict[str, Any] = {"type": "string"}
+    for _ in range(40):  # nested arrays of 8 items each: one item each, not 8 ** 40
+        deep = {"type": "array", "items": deep, "minItems": 8}
+    properties = {"a": deep, "n": {"type": "integer", "minimum": float("nan")}}
+    hostile = {"type": "function", "function": {"name": "h", "parameters": {
+        "type": "object", "required": ["a", "n"], "properties": properties}}}  # fmt: skip
+    name, args = forced_call("required", [hostile], "x")  # type: ignore[misc]
+    assert len(json.dumps(args)) < 200 and args["n"] == 1
 
 
 def test_a_function_tool_the_message_names_is_called() -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -77,6 +78,10 @@ def plan_tool_call(message: str, available: set[str]) -> tuple[str, dict[str, An
     return None
 
 
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _plausible(spec: Any, message: str) -> Any:
     """A value that fits one argument's JSON Schema: its const, enum, default or example, else one of its type."""
     if not isinstance(spec, dict):
@@ -91,15 +96,13 @@ def _plausible(spec: Any, message: str) -> Any:
     kind = next((k for k in kind if k != "null"), "null") if isinstance(kind, list) else kind
     if kind == "object":
         return schema_arguments(spec, message)
-    if kind == "array":
+    if kind == "array":  # one item at most: nested arrays of n items each would grow as n ** depth
         count = spec.get("minItems")
-        return [_plausible(spec.get("items"), message)] * (min(count, 8) if isinstance(count, int) else 0)
+        return [_plausible(spec.get("items"), message)] if isinstance(count, int) and count > 0 else []
     if kind in ("integer", "number"):
-        low = spec.get("minimum")
-        if not isinstance(low, (int, float)) or isinstance(low, bool):
-            above = spec.get("exclusiveMinimum")
-            low = above + 1 if isinstance(above, (int, float)) and not isinstance(above, bool) else 1
-        return int(low) if kind == "integer" else float(low)
+        low, above = spec.get("minimum"), spec.get("exclusiveMinimum")
+        value = low if _finite(low) else above + 1 if _finite(above) else 1
+        return int(value) if kind == "integer" else float(value)
     if kind == "boolean":
         return True
     if kind == "null":
