@@ -100,8 +100,11 @@ def _plausible(spec: Any, message: str) -> Any:
         count = spec.get("minItems")
         return [_plausible(spec.get("items"), message)] if isinstance(count, int) and count > 0 else []
     if kind in ("integer", "number"):
-        low, above = spec.get("minimum"), spec.get("exclusiveMinimum")
-        value = low if _finite(low) else above + 1 if _finite(above) else 1
+        value: float = 1
+        if _finite(spec.get("minimum")):
+            value = spec["minimum"]
+        elif _finite(spec.get("exclusiveMinimum")):
+            value = spec["exclusiveMinimum"] + 1
         return int(value) if kind == "integer" else float(value)
     if kind == "boolean":
         return True
