@@ -1,4 +1,4 @@
-"""``python -m bench cache``: the share of prompt tokens a provider's prompt cache would serve over a 50-turn conversation.
+"""``python -m bench cache``: the share of prompt tokens a provider's prompt cache serves over a 50-turn conversation.
 
     python -m bench cache                  # 50 turns, budget 2,000 tokens
     python -m bench cache --turns 20 --budget 1200

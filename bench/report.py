@@ -548,9 +548,10 @@ def cache_markdown(results: dict[str, Any]) -> str:
     lines = ["## Prompt caching (`python -m bench cache`)", "",
              f"- Command: `{results.get('command')}`; code: commit {code.get('commit')}"
              f"{' (modified: ' + ', '.join(modified) + ')' if modified else ''}",
-             f"- {options.get('turns')} turns, context_budget {options.get('budget')}, {options.get('user_words')}-word "
-             f"user messages, {options.get('answer_words')}-word answers, the calculator every "
-             f"{options.get('tool_every')} turns; cached tokens rounded to multiples of {options.get('cache_block')}; "
+             f"- {options.get('turns')} turns, context_budget {options.get('budget')}, "
+             f"{options.get('user_words')}-word user messages, {options.get('answer_words')}-word answers, "
+             f"the calculator every {options.get('tool_every')} turns; cached tokens rounded to multiples of "
+             f"{options.get('cache_block')}; "
              f"where the summary lags, it takes {options.get('summary_delay_ms')} ms and turns come every "
              f"{options.get('think_ms')} ms", "",
              "| scenario | requests | n | prompt tokens | cached tokens | **cached share** |",
@@ -567,10 +568,10 @@ def cache_markdown(results: dict[str, Any]) -> str:
         usage = scenario.get("parley_usage") or {}
         breaks = ", ".join(f"{where}: {count}" for where, count in
                            sorted((scenario.get("breaks") or {}).items(), key=lambda item: -item[1])) or "none"
-        lines += [f"- {scenario['title']}: Parley's usage of the turns says prompt_tokens {usage.get('prompt_tokens')}, "
-                  f"cached_tokens {usage.get('cached_tokens')} ({usage.get('turns_reporting_cached')} turns reported "
-                  f"it); where a turn request's prefix broke (its first message that differs from the previous turn "
-                  f"request's): {breaks}"]  # fmt: skip
+        lines += [f"- {scenario['title']}: Parley's usage of the turns says prompt_tokens "
+                  f"{usage.get('prompt_tokens')}, cached_tokens {usage.get('cached_tokens')} "
+                  f"({usage.get('turns_reporting_cached')} turns reported it); where a turn request's prefix "
+                  f"broke (its first message that differs from the previous turn request's): {breaks}"]  # fmt: skip
     return "\n".join(lines)
 
 

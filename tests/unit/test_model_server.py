@@ -175,7 +175,8 @@ def test_reset_clears_script_requests_and_options(base_url: str, control: httpx.
     assert control.get("/_control/requests").json() == []
     assert control.get("/_control/script").json() == []
     assert control.get("/_control/stats").json() == {"requests": 0, "open_streams": 0, "disconnects": 0}
-    assert control.get("/_control/options").json() == {"chunk_delay_ms": 0, "first_chunk_delay_ms": 0, "chunks": None}
+    assert control.get("/_control/options").json() == {"chunk_delay_ms": 0, "first_chunk_delay_ms": 0, "chunks": None,
+                                                       "echo_words": None, "cache_block": 1}
     with sdk(base_url) as client:
         chunks = list(client.chat.completions.create(model="m", messages=USER_ONLY, stream=True))
     assert len(chunks) == 6  # role + one chunk per word + finish: default pacing is back

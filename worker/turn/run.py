@@ -29,6 +29,7 @@ from parley.tools import ToolContext
 
 from ..memory.regenerate import NOTHING_TO_REGENERATE, as_regenerated
 from ..memory.window import agent_model, maybe_schedule_summary, remembered
+from ..providers import cache_key
 from ..providers.base import ModelError
 from ..runtime import Runtime
 from .context import CLOSING_MESSAGE, build_messages, exchanges_so_far, model_sequence
@@ -54,6 +55,7 @@ async def run_turn(tenant: str, job_id: str, *, rt: Runtime) -> str:
     if control is not None:
         control.started(turn)
     logs.bind(session_id=record.get("session_id"))
+    cache_key.use_session(record.get("session_id"))  # every model call of this turn: the session's prompt_cache_key
     if record.get("regenerate"):  # the last user message, answered again (worker/memory/regenerate.py)
         regenerated = await in_thread(rt.threads, as_regenerated, rt, tenant, record)
         if regenerated is None:
@@ -193,7 +195,8 @@ async def _run_loop(rt: Runtime, turn: Attempt, agent: dict[str, Any], model: st
         if loop.first_text_at is not None:
             telemetry.first_token(loop.first_text_at - started)
         usage = loop.usage
-        telemetry.tokens(agent["name"], loop.model, usage.get("prompt_tokens"), usage.get("completion_tokens"))
+        telemetry.tokens(agent["name"], loop.model, usage.get("prompt_tokens"), usage.get("completion_tokens"),
+                         usage.get("cached_tokens"))
     await outbox.sent()
     return None if outbox.stopped else outcome
 
