@@ -73,12 +73,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tool-every", type=int, default=5, help="every n-th turn calls the calculator (5; 0: never)")
     parser.add_argument("--cache-block", type=int, default=1,
                         help="cached tokens rounded down to a multiple of this (1: exact)")  # fmt: skip
-    parser.add_argument("--summary-delay-ms", type=float, default=1500.0,
-                        help="how long each rolling summary takes in the scenario where it lags (1500)")  # fmt: skip
-    parser.add_argument("--think-ms", type=float, default=300.0,
-                        help="pause between turns in the scenario where the summary lags (300)")  # fmt: skip
+    parser.add_argument("--summary-delay-ms", type=float, default=4000.0,
+                        help="how long each rolling summary takes in the scenario where it lags (4000)")  # fmt: skip
+    parser.add_argument("--think-ms", type=float, default=200.0,
+                        help="pause between turns in the scenario where the summary lags (200)")  # fmt: skip
     parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs (path printed)")
     parser.add_argument("--output", type=Path, default=None, help="also write the results as JSON here")
+
+
+def _wait_for_job(r: redis.Redis, job_id: str, timeout_s: float = 30.0) -> None:
+    """Until RQ has the turn's job ended: by then the turn has queued its rolling summary, if one is due."""
+    deadline = time.monotonic() + timeout_s
+    while r.hget(keys.rq_job(job_id), "status") not in (b"finished", b"failed"):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the turn's job {job_id} did not end in time")
+        time.sleep(0.01)
 
 
 def _wait_for_summary(r: redis.Redis, session_id: str, timeout_s: float = 60.0) -> None:
@@ -197,6 +206,7 @@ def conversation(stack: Stack, args: argparse.Namespace, lags: bool) -> dict[str
                 if lags:
                     time.sleep(args.think_ms / 1000)
                 else:
+                    _wait_for_job(r, data["job_id"])
                     _wait_for_summary(r, session_id)
         if session_id:
             _wait_for_summary(r, session_id, timeout_s=60 + args.summary_delay_ms / 1000)
