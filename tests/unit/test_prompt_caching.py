@@ -151,8 +151,12 @@ def test_the_session_is_the_prompt_cache_key_of_the_turns_calls_unless_turned_of
     assert "prompt_cache_key" not in contextvars.copy_context().run(in_a_turn, None)
     assert "prompt_cache_key" not in _body(provider)  # each task (job) has its own: nothing leaks out
     off = OpenAIProvider(make_settings(PARLEY_MODEL_PROMPT_CACHE_KEY="false"))
-    assert "prompt_cache_key" not in contextvars.copy_context().run(lambda: (cache_key.use_session("s"),
-                                                                            _body(off))[1])  # fmt: skip
+
+    def turned_off() -> dict[str, Any]:
+        cache_key.use_session("sess_1")
+        return _body(off)
+
+    assert "prompt_cache_key" not in contextvars.copy_context().run(turned_off)
     asyncio.run(provider.aclose())
     asyncio.run(off.aclose())
 
