@@ -60,10 +60,12 @@ def test_the_setting_turns_the_key_off(stack) -> None:
     stack.start_workers(env={"PARLEY_MODEL_PROMPT_CACHE_KEY": "false"})
     with client(stack.web_url, stack.api_key) as http:
         create_agent(http, model=MODEL)
-        assert http.post("/api/v1/chat", json={"message": "hi", "session_id": "s-off"}).status_code == 200
+        answer = http.post("/api/v1/chat", json={"message": "hi", "session_id": "s-off"})
+        assert answer.status_code == 200
     assert "prompt_cache_key" not in model_requests(stack)[0]["body"]
-    # Still counted: the model reports cached tokens whether or not it was given a key.
+    # Still read: the model reports cached tokens whether or not it was given a key.
     assert model_requests(stack)[0]["usage"]["prompt_tokens_details"] == {"cached_tokens": 0}
+    assert answer.json()["usage"]["cached_tokens"] == 0
 
 
 def test_a_conversation_the_request_brings_is_sent_without_a_key(stack) -> None:
@@ -72,5 +74,7 @@ def test_a_conversation_the_request_brings_is_sent_without_a_key(stack) -> None:
     with client(stack.web_url, stack.api_key) as http:
         create_agent(http, model=MODEL)
     compat = openai.OpenAI(base_url=f"{stack.web_url}/v1", api_key=stack.api_key, max_retries=0)
-    compat.chat.completions.create(model="Chef", messages=[{"role": "user", "content": "hi"}])
+    completion = compat.chat.completions.create(model="Chef", messages=[{"role": "user", "content": "hi"}])
     assert "prompt_cache_key" not in model_requests(stack)[0]["body"]
+    assert completion.usage is not None and completion.usage.prompt_tokens_details is not None
+    assert completion.usage.prompt_tokens_details.cached_tokens == 0
