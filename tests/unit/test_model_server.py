@@ -278,3 +278,27 @@ def test_a_lone_surrogate_in_a_reply_travels_as_a_json_escape(base_url: str, con
     with httpx.Client(timeout=5) as http:
         text = http.post(f"{base_url}/v1/chat/completions", json=body).text
     assert '"content":" \\ud800"' in text
+
+
+def test_cached_tokens_by_prefix_with_tools_only_steps_and_short_echoes(base_url: str, control: httpx.Client) -> None:
+    """What bench/cache.py relies on: cached tokens in the SDK's usage (per prompt_cache_key), a `with_tools` step
+    left for a request that offers tools (a summary job's request offers none), echoes cut to `echo_words`."""
+    tools: Any = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    control.post("/_control/options", json={"echo_words": 3}).raise_for_status()
+    script(control, {"with_tools": True, "reply": "scripted"})
+    longer = [*USER_ONLY, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "and more"}]
+    with sdk(base_url) as client:
+        plain = client.chat.completions.create(model="m", messages=USER_ONLY, extra_body={"prompt_cache_key": "k"})
+        offered = client.chat.completions.create(model="m", messages=longer, tools=tools,
+                                                 extra_body={"prompt_cache_key": "k"})  # fmt: skip
+        again = client.chat.completions.create(model="m", messages=longer, tools=tools,
+                                               extra_body={"prompt_cache_key": "k"})  # fmt: skip
+    assert plain.choices[0].message.content == "echo: hello there"  # the default answer, cut to three words
+    assert offered.choices[0].message.content == "scripted"
+    assert plain.usage is not None and plain.usage.prompt_tokens_details is not None
+    assert plain.usage.prompt_tokens_details.cached_tokens == 0
+    assert offered.usage is not None and offered.usage.prompt_tokens_details is not None
+    assert offered.usage.prompt_tokens_details.cached_tokens == 0  # its tools come first: they differ
+    assert again.usage is not None and again.usage.prompt_tokens_details is not None
+    assert again.usage.prompt_tokens_details.cached_tokens == again.usage.prompt_tokens == 6
+    assert control.get("/_control/requests").json()[-1]["usage"]["prompt_tokens_details"] == {"cached_tokens": 6}
