@@ -286,7 +286,8 @@ def test_cached_tokens_by_prefix_with_tools_only_steps_and_short_echoes(base_url
     tools: Any = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
     control.post("/_control/options", json={"echo_words": 3}).raise_for_status()
     script(control, {"with_tools": True, "reply": "scripted"})
-    longer = [*USER_ONLY, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "and more"}]
+    longer: list[ChatCompletionMessageParam] = [*USER_ONLY, {"role": "assistant", "content": "ok"},
+                                                {"role": "user", "content": "and more"}]
     with sdk(base_url) as client:
         plain = client.chat.completions.create(model="m", messages=USER_ONLY, extra_body={"prompt_cache_key": "k"})
         offered = client.chat.completions.create(model="m", messages=longer, tools=tools,
