@@ -145,6 +145,9 @@ class Settings(BaseSettings):
     """How often the OpenAI SDK retries 429, 5xx and connection errors (it honours Retry-After)."""
     model_stream_usage: bool = Field(True, alias="PARLEY_MODEL_STREAM_USAGE")
     """Ask the model for token counts (`stream_options.include_usage`); off for servers that refuse it."""
+    model_prompt_cache_key: bool = Field(True, alias="PARLEY_MODEL_PROMPT_CACHE_KEY")
+    """Send each turn's session as `prompt_cache_key` (a provider routes one conversation's calls to its prompt
+    cache); off for servers that refuse unknown fields."""
     context_tokens: int = Field(16_000, alias="PARLEY_CONTEXT_TOKENS", ge=256)
     """Default context budget of an agent, in tokens (an agent's `context_budget` overrides it): docs/memory.md."""
     summary_timeout_s: float = Field(120.0, alias="PARLEY_SUMMARY_TIMEOUT_S", gt=0)

@@ -55,7 +55,8 @@ TURN = Metric("parley_turn_seconds", "histogram", "Time from a turn's acceptance
               buckets=_LATENCY_BUCKETS)  # fmt: skip
 FIRST_TOKEN = Metric("parley_time_to_first_token_seconds", "histogram",
                      "Time from a turn's start to the model's first answer text", buckets=_LATENCY_BUCKETS)  # fmt: skip
-TOKENS = Metric("parley_tokens", "counter", "Tokens sent to (in) and received from (out) the model, as it counted",
+TOKENS = Metric("parley_tokens", "counter", "Tokens sent to (in) and received from (out) the model, as it counted; "
+                "cached: those of in the provider served from its prompt cache",
                 ("agent", "model", "direction"))  # fmt: skip
 """Stored with agent and model "" unless PARLEY_METRICS_AGENT_LABELS is on (they are tenants' data), and
 exposed by direction only unless the scraped web has it on (api/metrics.py)."""
@@ -179,12 +180,13 @@ def agent_labels() -> bool:
     return bool(_agent_labels)
 
 
-def tokens(agent: str, model: str, tokens_in: int | None, tokens_out: int | None) -> None:
+def tokens(agent: str, model: str, tokens_in: int | None, tokens_out: int | None, cached: int | None = None) -> None:
     """Token counts of one model call, as the model reported them (None: not reported); agent and model
-    only with PARLEY_METRICS_AGENT_LABELS on (names are tenants' data)."""
+    only with PARLEY_METRICS_AGENT_LABELS on (names are tenants' data). `cached`: the prompt tokens (counted in
+    `in` too) the provider served from its prompt cache, direction `cached`."""
     if not agent_labels():
         agent = model = ""
-    for direction, count in (("in", tokens_in), ("out", tokens_out)):
+    for direction, count in (("in", tokens_in), ("out", tokens_out), ("cached", cached)):
         if count:
             PENDING.add(TOKENS, labels_field((agent, model, direction)), int(count))
 

@@ -30,6 +30,7 @@ from parley.tools import ToolContext
 
 from ..memory.regenerate import NOTHING_TO_REGENERATE, as_regenerated
 from ..memory.window import agent_model, maybe_schedule_summary, remembered
+from ..providers import cache_key
 from ..providers.base import ModelError
 from ..runtime import Runtime
 from .budget import OverBudget, TurnBudget, max_steps
@@ -56,6 +57,7 @@ async def run_turn(tenant: str, job_id: str, *, rt: Runtime) -> str:
     if control is not None:
         control.started(turn)
     logs.bind(session_id=record.get("session_id"))
+    cache_key.use_session(None if "history" in record else record.get("session_id"))  # its calls: the session's key
     if record.get("regenerate"):  # the last user message, answered again (worker/memory/regenerate.py)
         regenerated = await in_thread(rt.threads, as_regenerated, rt, tenant, record)
         if regenerated is None:
@@ -203,7 +205,8 @@ async def _run_loop(rt: Runtime, turn: Attempt, agent: dict[str, Any], model: st
         if loop.first_text_at is not None:
             telemetry.first_token(loop.first_text_at - started)
         usage = loop.usage
-        telemetry.tokens(agent["name"], loop.model, usage.get("prompt_tokens"), usage.get("completion_tokens"))
+        telemetry.tokens(agent["name"], loop.model, usage.get("prompt_tokens"), usage.get("completion_tokens"),
+                         usage.get("cached_tokens"))
     await outbox.sent()
     return None if outbox.stopped else outcome
 
