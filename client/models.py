@@ -109,6 +109,7 @@ class AgentOptions(TypedDict, total=False):
     max_turns: int | None
     context_budget: int | None
     session_ttl_s: int | None
+    fallback_models: list[str]
 
 
 class AgentFields(AgentOptions, total=False):

@@ -23,7 +23,9 @@ Control API (JSON over HTTP, see the handlers below):
   ``reply`` then is the text before the calls, default none) and ``reasoning`` (text
   streamed first as ``delta.reasoning_content``, as reasoning models do), ``keepalive_ms`` (a
   stream that, after its opening role chunk, sends only ``: keep-alive`` SSE comment lines
-  every ``keepalive_ms`` ms, never any content, until the client leaves: an idle model).
+  every ``keepalive_ms`` ms, never any content, until the client leaves: an idle model), ``model`` (the
+  step is for requests naming this model only: a request takes the first step queued for its model or for
+  none, so one model can fail while another answers).
   Text holding a lone UTF-16 surrogate is sent as JSON's ``"\\ud800"`` escape, as Python's
   ``json.dumps`` writes it.
 * ``POST /_control/options`` / ``GET /_control/options``  default options at runtime.
@@ -146,6 +148,8 @@ class Step:
     reasoning: str | None = None
     keepalive_ms: float | None = None
     """Send only SSE comment lines, this often, after the role chunk: a stream that never sends content."""
+    model: str | None = None
+    """Only a request for this model takes the step (None: any request)."""
 
     @classmethod
     def parse(cls, raw: Any) -> Step:
@@ -175,7 +179,7 @@ class Step:
                 if not isinstance(value, bool):
                     raise ControlError(f"hang must be a boolean, got {value!r}")
                 clean[name] = value
-            elif name in ("reply", "reasoning"):
+            elif name in ("reply", "reasoning", "model"):
                 if not isinstance(value, str):
                     raise ControlError(f"{name} must be a string, got {value!r}")
                 clean[name] = value
@@ -524,10 +528,19 @@ class _ChatCompletions:
             state.requests.append({"body": raw.decode(errors="replace"), "status": 400, "headers": headers})
             await JSONResponse(_error_body(400, f"invalid request: {exc}"), status_code=400)(scope, receive, send)
             return
-        step = state.script.popleft() if state.script else Step()
+        step = _take_step(state.script, body.get("model"))
         state.request_count += 1
         state.requests.append({"body": body, "status": step.status or 200, "headers": headers})
         await _Exchange(state, body, step, send).run(receive)
+
+
+def _take_step(script: deque[Step], model: Any) -> Step:
+    """The request's step: the first queued for its model or for any (the default answer when none is)."""
+    for index, step in enumerate(script):
+        if step.model is None or step.model == model:
+            del script[index]
+            return step
+    return Step()
 
 
 # --------------------------------------------------------------------------- control API
