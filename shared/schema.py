@@ -39,6 +39,7 @@ ResponseShape = Annotated[dict[str, Any] | str | None, AfterValidator(check_shap
 """A response shape as the API takes it: data within bounds, checked by shared/shapes.py (a ValueError → 422)."""
 ToolNames = Annotated[list[Annotated[str, Field(max_length=TOOL_NAME_MAX)]], Field(max_length=TOOLS_MAX)]
 Metadata = Annotated[dict[str, Any], AfterValidator(_check_metadata)]
+"""Free-form session metadata: at most METADATA_MAX_BYTES as JSON, JSON_MAX_DEPTH levels deep."""
 FALLBACK_MODELS_MAX = 4
 MODEL_NAME_MAX = 200
 
@@ -54,7 +55,6 @@ def _check_fallback_models(value: list[str]) -> list[str]:
 FallbackModels = Annotated[list[Annotated[str, Field(min_length=1, max_length=MODEL_NAME_MAX)]],
                            Field(max_length=FALLBACK_MODELS_MAX), AfterValidator(_check_fallback_models)]  # fmt: skip
 """Models tried in order when the agent's model fails with 429, 5xx or a timeout (worker/providers/fallback.py)."""
-"""Free-form session metadata: at most METADATA_MAX_BYTES as JSON, JSON_MAX_DEPTH levels deep."""
 
 
 class AgentBase(BaseModel):

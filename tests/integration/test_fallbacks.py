@@ -93,7 +93,7 @@ def test_a_bad_request_does_not_fall_back(stack) -> None:
         response = http.post("/api/v1/chat", json={"message": "hi", "session_id": "b"})
         assert response.status_code == 502, response.text
         assert response.json()["error"]["code"] == "model_failed"
-        assert "400" in response.json()["error"]["message"]
+        assert response.json()["error"]["message"].startswith("primary-model: the model answered 400")
         job = http.get(f"/api/v1/jobs/{response.json()['error']['job_id']}").json()
         assert (job["status"], job["model"]) == ("failed", None)
     assert _asked(stack) == [(PRIMARY, 400)]

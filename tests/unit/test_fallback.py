@@ -102,12 +102,12 @@ def test_a_503_moves_the_step_to_the_next_model_which_later_steps_start_from() -
 
 
 def test_a_bad_request_does_not_fall_back() -> None:
-    error = ModelError("a answered 400", status=400)
+    error = ModelError("the model answered 400: bad", status=400)
     provider = FakeProvider({"a": [Script(error=error)], "b": [Script()]})
     chain = ModelChain(provider, ["a", "b"])
     with pytest.raises(ModelError) as raised:
         asyncio.run(read(chain))
-    assert raised.value is error
+    assert (str(raised.value), raised.value.status) == ("a: the model answered 400: bad", 400)
     assert provider.asked == ["a"]
     assert chain.answered is None
     assert counted() == {}  # the turn counts the error it fails with
@@ -180,3 +180,14 @@ def test_activity_is_reported_for_the_part_read_ahead() -> None:
 
     assert asyncio.run(run()) == ["x"]
     assert len(beats) == 2
+
+
+def test_a_later_step_whose_model_fails_names_it_and_does_not_go_back() -> None:
+    provider = FakeProvider({"a": [Script(error=ModelError("the model answered 503: down", status=503))],
+                             "b": [Script(), Script(error=ModelError("the model answered 500: oops", status=500))]})
+    chain = ModelChain(provider, ["a", "b"])
+    assert asyncio.run(read(chain)) == [(TEXT, "hi")]
+    with pytest.raises(ModelError) as raised:
+        asyncio.run(read(chain))
+    assert str(raised.value) == "b: the model answered 500: oops"
+    assert provider.asked == ["a", "b", "b"]

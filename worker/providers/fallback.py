@@ -92,7 +92,7 @@ class ModelChain:
                     if index == 0:
                         self.passed_over = telemetry.fallback_reason(error.status, error.timed_out)
                     if index == last or not can_fall_back(error):
-                        raise _failure(failed) from error
+                        raise _failure(failed, named=last > 0) from error
                     telemetry.model_error(error.status, error.timed_out)  # the last failure is counted by the turn
                     log.warning("model %r failed (%s); trying %r", model, error, self.models[index + 1])
                     continue
@@ -134,14 +134,17 @@ class ModelChain:
                 counts[name] = counts.get(name, 0) + count
 
 
-def _failure(failed: list[tuple[str, ModelError]]) -> ModelError:
-    """The error of a step no model answered: the only model's own, else one naming each model's failure (its
-    status and timeout those of the last, which decide the turn's error code as they did with one model)."""
+def _failure(failed: list[tuple[str, ModelError]], named: bool) -> ModelError:
+    """The error of a step no model answered: an agent with no fallbacks gets its model's own, as before; else
+    one naming each model tried and its failure (its status and timeout those of the last, which decide the
+    turn's error code as they did with one model)."""
     last = failed[-1][1]
-    if len(failed) == 1:
+    if not named:
         return last
     text = "; ".join(f"{name}: {str(error)[:ERROR_TEXT_MAX]}" for name, error in failed)
-    return ModelError(f"no model could answer ({text})", status=last.status, timed_out=last.timed_out)
+    if len(failed) > 1:
+        text = f"no model could answer ({text})"
+    return ModelError(text, status=last.status, timed_out=last.timed_out)
 
 
 async def _relay(first: tuple[str, str] | None,
