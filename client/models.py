@@ -111,6 +111,7 @@ class AgentOptions(TypedDict, total=False):
     session_ttl_s: int | None
     max_tool_steps: int | None
     max_turn_tokens: int | None
+    fallback_models: list[str]
 
 
 class AgentFields(AgentOptions, total=False):

@@ -50,7 +50,8 @@ class EventType(StrEnum):
     (`/api/v1/chat/stream` goes on with them)."""
     RESPONSE = "response"
     """`content, intent, session_id`, plus `usage`, `structured`, and `tool_calls` (`[{id, name, arguments}]`)
-    when the answer calls tools of the client (/v1/chat/completions `tools`) (the summary: only `content,
+    when the answer calls tools of the client (/v1/chat/completions `tools`), and `model` (the model that
+    answered: the agent's or one of its fallback_models) when a model did (the summary: only `content,
     structured, session_id`): the final answer."""
     ERROR = "error"
     """`message`, plus `code` (an ErrorCode): the turn failed or was canceled."""

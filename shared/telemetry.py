@@ -90,9 +90,14 @@ BUDGET_STOPS = Metric("parley_budget_stops", "counter",
                       "Turns refused at accept (refused) or stopped before a model call (stopped) by a tenant's "
                       "daily budget, or stopped by their own token cap (turn_cap)", ("reason",))  # fmt: skip
 """No tenant label (tenants' names are their data)."""
+MODEL_FALLBACKS = Metric("parley_model_fallbacks", "counter",
+                         "Model steps answered by one of an agent's fallback_models, by why the agent's model was "
+                         "passed over (its HTTP status, or timeout)", ("from_model", "to_model", "reason"))  # fmt: skip
+"""Stored with both models "" unless PARLEY_METRICS_AGENT_LABELS is on (model names are tenants' data), bounded as
+`parley_tokens` is, and exposed by reason only unless the scraped web has it on (api/metrics.py)."""
+BOUNDED[MODEL_FALLBACKS.name] = AGENT_LABEL_SETS
 METRICS = (QUEUE_WAIT, TURN, FIRST_TOKEN, TOKENS, MODEL_ERRORS, TOOL_CALLS, JOBS, HTTP_REQUESTS, HTTP_SECONDS,
-           FEEDBACK, SCHEDULE_FIRINGS, WEBHOOK_ATTEMPTS,
-           BUDGET_STOPS)  # fmt: skip
+           FEEDBACK, SCHEDULE_FIRINGS, WEBHOOK_ATTEMPTS, BUDGET_STOPS, MODEL_FALLBACKS)  # fmt: skip
 """Every metric kept in Redis; their keys are the last KEYS of the recording scripts (`metrics`), in this order,
 and a delta names its metric by its position here (from 1)."""
 INDEX = {metric.name: position for position, metric in enumerate(METRICS, start=1)}
@@ -208,6 +213,22 @@ def model_error(status: int | str | None, timed_out: bool = False) -> None:
     else:
         label = "timeout" if timed_out else "connection"
     PENDING.add(MODEL_ERRORS, labels_field((label,)), 1)
+
+
+def model_fallback(from_model: str, to_model: str, reason: str) -> None:
+    """A fallback model (`to_model`) answered a model step the agent's model (`from_model`) could not, for
+    `reason` (`fallback_reason`); the models only with PARLEY_METRICS_AGENT_LABELS on (names are tenants' data)."""
+    if not agent_labels():
+        from_model = to_model = ""
+    PENDING.add(MODEL_FALLBACKS, labels_field((from_model, to_model, reason)), 1)
+
+
+def fallback_reason(status: int | None, timed_out: bool) -> str:
+    """Why a model was passed over, as a bounded label: its HTTP status (`other` for anything that is not
+    one), else `timeout` (or `connection`), as `parley_model_errors` names it."""
+    if status is not None:
+        return str(status) if _HTTP_STATUS.fullmatch(str(status)) else OTHER
+    return "timeout" if timed_out else "connection"
 
 
 def tool_call(tool: str, ok: bool) -> None:

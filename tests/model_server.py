@@ -26,8 +26,9 @@ Control API (JSON over HTTP, see the handlers below):
   every ``keepalive_ms`` ms, never any content, until the client leaves: an idle model), ``usage`` (an object
   ``{"prompt_tokens", "completion_tokens"}``: the token counts the answer reports instead of word counts),
   ``with_tools`` (true: only a request that offers tools takes this step, so a summary job's request, which
-  offers none, cannot take a turn's scripted tool call; false: only one that offers none; a request takes the
-  first step it may).
+  offers none, cannot take a turn's scripted tool call; false: only one that offers none), ``model`` (the
+  step is for requests naming this model only, so one model can fail while another answers). A request
+  takes the first step queued that it may take.
   Text holding a lone UTF-16 surrogate is sent as JSON's ``"\\ud800"`` escape, as Python's
   ``json.dumps`` writes it.
 * ``POST /_control/options`` / ``GET /_control/options``  default options at runtime.
@@ -170,6 +171,8 @@ class Step:
     """(prompt_tokens, completion_tokens) the answer reports, instead of the words it saw and sent."""
     with_tools: bool | None = None
     """True: only a request that offers tools takes this step; False: only one that offers none."""
+    model: str | None = None
+    """Only a request for this model takes the step (None: any request)."""
 
     @classmethod
     def parse(cls, raw: Any) -> Step:
@@ -199,7 +202,7 @@ class Step:
                 if not isinstance(value, bool):
                     raise ControlError(f"{name} must be a boolean, got {value!r}")
                 clean[name] = value
-            elif name in ("reply", "reasoning"):
+            elif name in ("reply", "reasoning", "model"):
                 if not isinstance(value, str):
                     raise ControlError(f"{name} must be a string, got {value!r}")
                 clean[name] = value
@@ -576,10 +579,11 @@ class _ChatCompletions:
 
 
 def _take_step(script: deque[Step], body: dict[str, Any]) -> Step:
-    """The first scripted step this request may take (`with_tools`: whether it offers tools), removed; else the
-    default."""
+    """The first scripted step this request may take, removed (`with_tools`: whether it offers tools; `model`: the
+    model it names); else the default answer."""
     for index, step in enumerate(script):
-        if step.with_tools is None or step.with_tools == bool(body.get("tools")):
+        if (step.with_tools is None or step.with_tools == bool(body.get("tools"))) and (
+                step.model is None or step.model == body.get("model")):  # fmt: skip
             del script[index]
             return step
     return Step()

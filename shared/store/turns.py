@@ -353,6 +353,7 @@ class TurnStore:
             pending=[PendingCall.model_validate(call) for call in json.loads(record["pending"])]
             if record.get("status") == "waiting" and record.get("pending") else None,
             steered_into=record.get("steered_into") or None,
+            model=result.get("model") if isinstance(result, dict) else None,
         )  # fmt: skip
 
     def finish(self, tenant: str, job_id: str, *, status: str, attempt: int | None, events_out: list[str],

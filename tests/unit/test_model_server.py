@@ -130,6 +130,23 @@ def test_server_error_without_retries_raises(base_url: str, control: httpx.Clien
     assert [r["status"] for r in control.get("/_control/requests").json()] == [500]
 
 
+def test_a_step_for_one_model_is_taken_by_that_models_requests_only(base_url: str, control: httpx.Client) -> None:
+    script(control, {"model": "primary", "status": 503}, {"reply": "for anyone"}, {"model": "primary", "status": 429})
+    with sdk(base_url) as client:
+        with pytest.raises(openai.InternalServerError):
+            client.chat.completions.create(model="primary", messages=USER_ONLY)
+        first = client.chat.completions.create(model="fallback", messages=USER_ONLY)
+        second = client.chat.completions.create(model="fallback", messages=USER_ONLY)
+        with pytest.raises(openai.RateLimitError):
+            client.chat.completions.create(model="primary", messages=USER_ONLY)
+    assert first.choices[0].message.content == "for anyone"
+    assert second.choices[0].message.content == "echo: hello there friend"  # no step left for it: the default
+    recorded = control.get("/_control/requests").json()
+    assert [(r["body"]["model"], r["status"]) for r in recorded] == [
+        ("primary", 503), ("fallback", 200), ("fallback", 200), ("primary", 429)]
+    assert control.post("/_control/script", json={"model": 3}).status_code == 400
+
+
 def test_reply_override_and_delay(base_url: str, control: httpx.Client) -> None:
     script(control, {"reply": "exact text here", "delay_ms": 100}, {"reply": "streamed reply", "chunk_delay_ms": 1})
     with sdk(base_url) as client:

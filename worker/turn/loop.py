@@ -31,6 +31,7 @@ from parley.shared.text import clean_json
 from parley.tools import ToolResult
 
 from ..providers.base import REASONING, ModelError, Provider, ToolCall
+from ..providers.fallback import ModelChain, models_of
 from .budget import TurnBudget
 from .context import model_sequence
 from .structured import REPAIR_PROMPT, InvalidAnswer, intent_of, parse_answer, response_format
@@ -106,6 +107,8 @@ class Outcome:
     client_calls: list[ToolCall] = field(default_factory=list)
     """When set, the turn ends on these calls of the client's tools: the transcript's last assistant message
     made them, and there is no answer message to commit (`answer` is that message's text)."""
+    model: str | None = None
+    """The model that answered the last model step (the agent's, or one of its fallback_models); None: none did."""
 
 
 class AgentLoop:
@@ -127,6 +130,8 @@ class AgentLoop:
         `budget` (budget.py): checked before each model call (OverBudget), counted after it; its turn cap ends
         the loop before a model step as the step limit does."""
         self.provider = provider
+        self.models = ModelChain(provider, models_of(agent, model), first_part_timeout_s=idle_timeout_s)
+        """The agent's model, then its fallback_models (worker/providers/fallback.py)."""
         self.toolbox = toolbox
         self.tool_context = toolbox.ctx
         self.agent = agent
@@ -277,10 +282,11 @@ class AgentLoop:
         if self.budget is not None:
             await self.budget.check()
         try:
-            async with idle, self.provider.stream(
-                model=self.model, messages=messages, temperature=self.agent.get("temperature"),
+            async with idle, self.models.stream(
+                messages=messages, temperature=self.agent.get("temperature"),
                 max_tokens=self.agent.get("max_tokens"), tools=tools or None,
                 response_format=response_format(self.shape), tool_choice=tool_choice,
+                on_open=lambda: idle.reschedule(None),  # the chain keeps the deadline of each model's first part
             ) as stream:  # fmt: skip
                 if self.idle_timeout_s is not None:
                     stream.on_activity = lambda: idle.reschedule(loop.time() + self.idle_timeout_s)  # type: ignore[operator]

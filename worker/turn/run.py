@@ -197,6 +197,8 @@ async def _run_loop(rt: Runtime, turn: Attempt, agent: dict[str, Any], model: st
     )  # fmt: skip
     try:
         outcome: Outcome | WaitForDecisions = await loop.run(messages, resume)
+        if isinstance(outcome, Outcome):
+            outcome.model = loop.models.answered
     except Stopped:
         return None
     except WaitForDecisions as wait:
@@ -204,9 +206,9 @@ async def _run_loop(rt: Runtime, turn: Attempt, agent: dict[str, Any], model: st
     finally:
         if loop.first_text_at is not None:
             telemetry.first_token(loop.first_text_at - started)
-        usage = loop.usage
-        telemetry.tokens(agent["name"], loop.model, usage.get("prompt_tokens"), usage.get("completion_tokens"),
-                         usage.get("cached_tokens"))
+        for answered, usage in loop.models.usage_by_model.items():  # by the model that answered each step
+            telemetry.tokens(agent["name"], answered, usage.get("prompt_tokens"), usage.get("completion_tokens"),
+                             usage.get("cached_tokens"))
     await outbox.sent()
     return None if outbox.stopped else outcome
 
@@ -234,6 +236,8 @@ async def _commit(rt: Runtime, turn: Attempt, agent: dict[str, Any], record: dic
                               "session_id": session_id, "job_id": turn.job_id, "usage": usage}  # fmt: skip
     response: dict[str, Any] = {"content": outcome.answer, "intent": outcome.intent, "session_id": session_id,
                                 "usage": usage}  # fmt: skip
+    if outcome.model is not None:  # the model that answered: the agent's or one of its fallback_models
+        result["model"] = response["model"] = outcome.model
     if outcome.structured is not None:
         result["structured"] = response["structured"] = outcome.structured
     if outcome.client_calls:
