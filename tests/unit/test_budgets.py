@@ -191,7 +191,8 @@ def test_a_turn_stops_before_a_model_call_once_the_day_is_spent(make_settings: C
 
 def test_a_call_without_reported_usage_is_estimated(make_settings: Callable[..., Settings]) -> None:
     aio = fakeredis.FakeAsyncRedis(decode_responses=True)
-    budget = TurnBudget(aio=aio, settings=make_settings(), tenant=T, agent={}, model="some-local-model")
+    budget = TurnBudget(aio=aio, settings=make_settings(PARLEY_TENANT_BUDGETS=f"{T}:1000000"), tenant=T, agent={},
+                        model="some-local-model")  # fmt: skip
     messages = [{"role": "user", "content": "x" * 400}]
     calls = [ToolCall(id="c1", name="calculator", arguments='{"expression": "1+1"}')]
     asyncio.run(budget.count({}, messages, "y" * 40, calls))
@@ -302,9 +303,27 @@ def test_a_summary_s_model_call_counts_against_the_tenant_s_day(make_settings: C
         yield ModelStream(pieces(), usage={"prompt_tokens": 300, "completion_tokens": 20})
 
     aio = fakeredis.FakeAsyncRedis(decode_responses=True)
-    rt = SimpleNamespace(settings=make_settings(), provider=SimpleNamespace(stream=stream), aio=aio, threads=None)
+    rt = SimpleNamespace(settings=make_settings(PARLEY_TENANT_BUDGETS=f"{T}:1000000"),
+                         provider=SimpleNamespace(stream=stream), aio=aio, threads=None)  # fmt: skip
     prompt = [{"role": "user", "content": "fold these"}]
     assert asyncio.run(summary._ask(rt, "m", prompt, tenant=T)) == "a short summary"  # type: ignore[arg-type]
     assert asyncio.run(budgets.spent(aio, T, now_ms())) == 320
     asyncio.run(summary._ask(rt, "m", prompt))  # type: ignore[arg-type]  # no tenant: not counted
     assert asyncio.run(budgets.spent(aio, T, now_ms())) == 320
+
+
+def test_with_no_budget_and_no_cap_a_call_costs_no_count_and_no_redis(make_settings: Callable[..., Settings]) -> None:
+    aio = fakeredis.FakeAsyncRedis(decode_responses=True)
+    budget = TurnBudget(aio=aio, settings=make_settings(), tenant=T, agent={}, model="some-local-model")
+    asyncio.run(budget.check())
+    asyncio.run(budget.count({}, [{"role": "user", "content": "x" * 400}], "y" * 40, []))
+    assert budget.used == 0 and not budget.capped()
+    assert asyncio.run(aio.keys("*")) == []
+
+
+def test_a_cap_without_a_budget_counts_the_turn_only(make_settings: Callable[..., Settings]) -> None:
+    aio = fakeredis.FakeAsyncRedis(decode_responses=True)
+    budget = TurnBudget(aio=aio, settings=make_settings(), tenant=T, agent={"max_turn_tokens": 50}, model="m")
+    asyncio.run(budget.count({"prompt_tokens": 40, "completion_tokens": 20}, [], "", []))
+    assert budget.used == 60 and budget.capped()
+    assert asyncio.run(aio.keys("*")) == []

@@ -215,7 +215,7 @@ async def _ask(rt: Runtime, models: list[str], messages: list[dict[str, str]],
         if not idle.expired():
             raise
         raise ModelError(f"the model sent no content for {idle_after:g} s", timed_out=True) from None
-    if tenant is not None:
+    if tenant is not None and rt.settings.tenant_budget(tenant) is not None:
         await spend(rt.aio, tenant, chain.answered or models[0], stream.usage, messages, "".join(pieces),
                     threads=rt.threads)  # fmt: skip
     return "".join(pieces)

@@ -55,14 +55,21 @@ def estimate(messages: Sequence[dict[str, Any]], text: str, calls: Sequence[Tool
     return sent + received
 
 
-async def spend(aio: Any, tenant: str, model: str, usage: dict[str, Any], messages: list[dict[str, Any]], text: str,
-                calls: Sequence[ToolCall] = (), threads: Executor | None = None) -> int:  # fmt: skip
-    """Add one model call's tokens (as reported, else estimated in `threads`) to the tenant's day; how many. A
-    Redis failure here loses this call's count (logged), never the turn."""
+async def tokens_of(usage: dict[str, Any], messages: list[dict[str, Any]], text: str, calls: Sequence[ToolCall],
+                    model: str, threads: Executor | None = None) -> int:  # fmt: skip
+    """One model call's tokens: as reported, else estimated in `threads` (counting is CPU work)."""
     tokens = budgets.usage_tokens(usage)
     if not tokens:
         loop = asyncio.get_running_loop()
         tokens = await loop.run_in_executor(threads, estimate, list(messages), text, list(calls), model)
+    return tokens
+
+
+async def spend(aio: Any, tenant: str, model: str, usage: dict[str, Any], messages: list[dict[str, Any]], text: str,
+                calls: Sequence[ToolCall] = (), threads: Executor | None = None) -> int:  # fmt: skip
+    """Add one model call's tokens (`tokens_of`) to the tenant's day; how many. A Redis failure here loses this
+    call's count (logged), never the turn."""
+    tokens = await tokens_of(usage, messages, text, calls, model, threads)
     try:
         await budgets.add_spent(aio, tenant, tokens, now_ms())
     except RedisError as error:
@@ -97,8 +104,12 @@ class TurnBudget:
 
     async def count(self, usage: dict[str, Any], messages: list[dict[str, Any]], text: str,
                     calls: list[ToolCall]) -> None:  # fmt: skip
-        """After a model call: its tokens to the turn and to the tenant's day (`spend`)."""
-        self.used += await spend(self.aio, self.tenant, self.model, usage, messages, text, calls, self.threads)
+        """After a model call: its tokens to the turn and, for a tenant with a budget, to its day (`spend`). With
+        neither a budget nor a cap there is nothing to enforce: no count, no Redis round trip."""
+        if self.daily is not None:
+            self.used += await spend(self.aio, self.tenant, self.model, usage, messages, text, calls, self.threads)
+        elif self.cap:
+            self.used += await tokens_of(usage, messages, text, calls, self.model, self.threads)
 
     def capped(self) -> bool:
         """The turn used its token cap: no further model step."""
