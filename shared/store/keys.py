@@ -45,6 +45,9 @@ session id, `{j}` a job id. Tenant names never contain `:` nor start with `_` (s
 | `parley:schedules:{t}` | zset | the tenant's schedule ids by creation time (ms) (listing, PARLEY_MAX_SCHEDULES) |
 | `parley:schedules-due` | zset | `{t} {id}` of each running schedule by next run (ms), or by lease end while fired |
 | `parley:session-expiries` | zset | `["{t}","{a}","{s}"]` of sessions whose agent has `session_ttl_s`, by expiry (ms) |
+| `parley:usage:{t}:{day}` | hash | the tenant's usage on one UTC day (`YYYY-MM-DD`): turns, prompt_tokens, completion_tokens, cached_tokens, cost (micro-units) |
+| `parley:usage-agents:{t}:{day}` | hash | the same by agent: `<agent id>\|<counter>` -> count (at most PARLEY_USAGE_MAX_GROUPS_PER_DAY agents, then `(other)`) |
+| `parley:usage-sessions:{t}:{day}` | hash | the same by session: `<session id>\|<counter>` -> count (bounded the same way) |
 
 File agents (`PARLEY_AGENTS_FILE`) live under the reserved tenant `FILE_SCOPE`.
 RQ's own keys (`rq:job:{j}`, `rq:queue:{name}`) are named by RQ; we take them from RQ's classes.
@@ -272,3 +275,19 @@ def session_expiry_member(tenant: str, agent_id: str, session_id: str) -> str:
     """A session in `session_expiries`: JSON, so the sweeper can name its keys (the agent's list too)
     once its hash is gone."""
     return json.dumps([tenant, agent_id, session_id], separators=(",", ":"))
+
+
+def usage_day(tenant: str, day: str) -> str:
+    """The tenant's usage counters of one UTC day (`YYYY-MM-DD`): FINISH_TURN adds each counted turn
+    (lib_usage.lua); they expire PARLEY_USAGE_RETENTION_DAYS after that day."""
+    return f"{PREFIX}:usage:{tenant}:{day}"
+
+
+def usage_agents(tenant: str, day: str) -> str:
+    """The same day's counters by agent, one field per agent and counter (`shared/store/usage.py` reads them)."""
+    return f"{PREFIX}:usage-agents:{tenant}:{day}"
+
+
+def usage_sessions(tenant: str, day: str) -> str:
+    """The same day's counters by session."""
+    return f"{PREFIX}:usage-sessions:{tenant}:{day}"
