@@ -23,7 +23,9 @@ Control API (JSON over HTTP, see the handlers below):
   ``reply`` then is the text before the calls, default none) and ``reasoning`` (text
   streamed first as ``delta.reasoning_content``, as reasoning models do), ``keepalive_ms`` (a
   stream that, after its opening role chunk, sends only ``: keep-alive`` SSE comment lines
-  every ``keepalive_ms`` ms, never any content, until the client leaves: an idle model).
+  every ``keepalive_ms`` ms, never any content, until the client leaves: an idle model), ``usage``
+  (``{"prompt_tokens", "completion_tokens", "cached_tokens"?}``: the token counts the answer reports instead
+  of its word counts; ``cached_tokens`` as OpenAI reports them, in ``prompt_tokens_details``).
   Text holding a lone UTF-16 surrogate is sent as JSON's ``"\\ud800"`` escape, as Python's
   ``json.dumps`` writes it.
 * ``POST /_control/options`` / ``GET /_control/options``  default options at runtime.
@@ -65,6 +67,15 @@ _SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
 ]
+
+
+def scripted_usage(prompt: int, completion: int, cached: int | None) -> dict[str, Any]:
+    """A scripted step's usage object, as OpenAI reports one."""
+    usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                             "total_tokens": prompt + completion}  # fmt: skip
+    if cached is not None:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached}
+    return usage
 
 
 class ControlError(ValueError):
@@ -146,6 +157,8 @@ class Step:
     reasoning: str | None = None
     keepalive_ms: float | None = None
     """Send only SSE comment lines, this often, after the role chunk: a stream that never sends content."""
+    usage: tuple[int, int, int | None] | None = None
+    """(prompt, completion, cached) tokens the answer reports instead of its word counts."""
 
     @classmethod
     def parse(cls, raw: Any) -> Step:
@@ -181,6 +194,8 @@ class Step:
                 clean[name] = value
             elif name == "tool_calls":
                 clean[name] = _tool_calls(value)
+            elif name == "usage":
+                clean[name] = _usage(value)
             else:  # body: any JSON
                 clean[name] = value
         return cls(**clean)
@@ -196,6 +211,15 @@ def _tool_calls(value: Any) -> tuple[tuple[str, str], ...]:
         arguments = call.get("arguments", {})
         calls.append((call["name"], arguments if isinstance(arguments, str) else json.dumps(arguments)))
     return tuple(calls)
+
+
+def _usage(value: Any) -> tuple[int, int, int | None]:
+    if not isinstance(value, dict) or set(value) - {"prompt_tokens", "completion_tokens", "cached_tokens"}:
+        raise ControlError(f"usage is {{'prompt_tokens', 'completion_tokens', 'cached_tokens'?}}, got {value!r}")
+    cached = value.get("cached_tokens")
+    return (_count(value.get("prompt_tokens"), "usage.prompt_tokens", 0),
+            _count(value.get("completion_tokens"), "usage.completion_tokens", 0),
+            None if cached is None else _count(cached, "usage.cached_tokens", 0))
 
 
 @dataclass(slots=True)
@@ -358,6 +382,8 @@ class _Exchange:
             "completion_tokens": (completion := len(text.split())),
             "total_tokens": prompt + completion,
         }
+        if step.usage is not None:
+            usage = scripted_usage(*step.usage)
         if self.body.get("stream"):
             await self._stream(pieces, usage)
         else:
