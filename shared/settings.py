@@ -175,7 +175,7 @@ class Settings(BaseSettings):
     """Label token metrics with agent and model names (tenants' data: off by default; bounded when on)."""
     model_prices: str = Field("", alias="PARLEY_MODEL_PRICES")
     """Prices per 1M tokens by model, for the cost in `GET /api/v1/usage`: `model=input/output[/cached_input],...`
-    (or a JSON object of model -> [input, output, cached_input?]); empty: usage shows no cost (docs/observability.md)."""
+    (or a JSON object of model -> [input, output, cached_input?]); empty: usage shows no cost."""
     currency: str = Field("USD", alias="PARLEY_CURRENCY", pattern=r"^[A-Za-z]{3}$")
     """The currency PARLEY_MODEL_PRICES are in (ISO 4217 code), named beside the cost in usage."""
     usage_retention_days: int = Field(400, alias="PARLEY_USAGE_RETENTION_DAYS", ge=1, le=3660)

@@ -45,9 +45,9 @@ session id, `{j}` a job id. Tenant names never contain `:` nor start with `_` (s
 | `parley:schedules:{t}` | zset | the tenant's schedule ids by creation time (ms) (listing, PARLEY_MAX_SCHEDULES) |
 | `parley:schedules-due` | zset | `{t} {id}` of each running schedule by next run (ms), or by lease end while fired |
 | `parley:session-expiries` | zset | `["{t}","{a}","{s}"]` of sessions whose agent has `session_ttl_s`, by expiry (ms) |
-| `parley:usage:{t}:{day}` | hash | the tenant's usage on one UTC day (`YYYY-MM-DD`): turns, prompt_tokens, completion_tokens, cached_tokens, cost (micro-units) |
-| `parley:usage-agents:{t}:{day}` | hash | the same by agent: `<agent id>\|<counter>` -> count (at most PARLEY_USAGE_MAX_GROUPS_PER_DAY agents, then `(other)`) |
-| `parley:usage-sessions:{t}:{day}` | hash | the same by session: `<session id>\|<counter>` -> count (bounded the same way) |
+| `parley:usage:{t}:{day}` | hash | the tenant's usage on a UTC day (YYYY-MM-DD): turns, tokens, cost (micro-units) |
+| `parley:usage-agents:{t}:{day}` | hash | the same by agent, `<agent id>` + a bar + counter -> count (bounded) |
+| `parley:usage-sessions:{t}:{day}` | hash | the same by session, `<session id>` + a bar + counter -> count (bounded) |
 
 File agents (`PARLEY_AGENTS_FILE`) live under the reserved tenant `FILE_SCOPE`.
 RQ's own keys (`rq:job:{j}`, `rq:queue:{name}`) are named by RQ; we take them from RQ's classes.

@@ -110,7 +110,8 @@ def test_usage_without_prices_shows_no_cost(stack: Any) -> None:
 
 HOSTILE: list[dict[str, Any]] = [
     {"group_by": "tenant"}, {"group_by": ""}, {"since": "yesterday"}, {"since": "2026-13-01"},
-    {"until": "2026-02-30"}, {"since": "2026-01-10", "until": "2026-01-09"}, {"since": "2024-01-01", "until": "2026-01-01"},
+    {"until": "2026-02-30"}, {"since": "2026-01-10", "until": "2026-01-09"},
+    {"since": "2024-01-01", "until": "2026-01-01"},
     {"since": "0001-01-01T00:00:00+01:00"}, {"until": "9999-12-31T23:00:00-05:00"}, {"since": "2026-01-01\x00"},
     {"since": "9" * 70}, {"limit": 0}, {"limit": 1001}, {"limit": "many"}, {"cursor": "x" * 300},
 ]  # fmt: skip

@@ -10,6 +10,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+import fakeredis
 import pytest
 from pydantic import ValidationError
 
@@ -24,9 +25,11 @@ from parley.shared.store.usage import UsageStore
 from parley.shared.store.worker_turns import Attempt, WorkerTurns
 from parley.shared.usage import Price, day_of, parse_prices, turn_counts
 
-from .test_idempotent_turn_steps import aio, lost, retrying, same_call_id, store, twice, worker  # noqa: F401
-from .test_idempotent_turn_steps import LostReplies
+from . import test_idempotent_turn_steps as steps
+from .test_idempotent_turn_steps import LostReplies, same_call_id, twice
 from .test_turn_scripts import T, accept, start, take_from_queue
+
+aio, lost, retrying, store, worker = steps.aio, steps.lost, steps.retrying, steps.store, steps.worker  # fixtures
 
 USAGE = {"prompt_tokens": 1200, "completion_tokens": 80, "total_tokens": 1280, "cached_tokens": 1024}
 
@@ -77,9 +80,9 @@ def test_cost_in_micro_units_does_not_drift() -> None:
 # --- counted at commit ----------------------------------------------------------------------
 
 
-def _finish(worker: WorkerTurns, job_id: str, attempt: int, usage: dict[str, int] | None,
+def _finish(side: WorkerTurns, job_id: str, attempt: int, usage: dict[str, int] | None,
             status: str = "finished") -> bool:  # fmt: skip
-    return asyncio.run(worker.finish(
+    return asyncio.run(side.finish(
         Attempt(T, job_id, attempt), "s1", status=status, usage=usage,
         events_out=[events.encode(EventType.DONE)], **({"error": "boom"} if status == "failed" else {}),
     ))  # fmt: skip
@@ -92,12 +95,12 @@ def _read(clients: RedisClients, group_by: str, tenant: str = T, **kwargs: Any) 
                                          **kwargs)  # fmt: skip
 
 
-def _run(turns: TurnStore, worker: WorkerTurns, chef: dict, usage: dict[str, int] | None, session_id: str = "s1",
+def _run(turns: TurnStore, side: WorkerTurns, chef: dict, usage: dict[str, int] | None, session_id: str = "s1",
          status: str = "finished") -> str:  # fmt: skip
     accepted = accept(turns, chef, session_id=session_id)
     take_from_queue(turns, accepted.job_id)
-    start(worker, accepted.job_id)
-    assert asyncio.run(worker.finish(
+    start(side, accepted.job_id)
+    assert asyncio.run(side.finish(
         Attempt(T, accepted.job_id, 1), session_id, status=status, usage=usage,
         events_out=[events.encode(EventType.DONE)],
     ))  # fmt: skip
@@ -125,9 +128,9 @@ def test_a_turn_counts_once_by_day_agent_and_session(turns: TurnStore, worker_tu
     assert 399 * 86_400_000 < ttl_ms <= 400 * 86_400_000  # type: ignore[operator]
 
 
-def test_a_lost_reply_of_the_commit_counts_the_turn_once(store: TurnStore, worker: WorkerTurns,  # noqa: F811
-                                                         retrying: RedisClients, chef: dict,  # noqa: F811
-                                                         lost: LostReplies) -> None:  # noqa: F811  # fmt: skip
+def test_a_lost_reply_of_the_commit_counts_the_turn_once(
+    store: TurnStore, worker: WorkerTurns, retrying: RedisClients, chef: dict, lost: LostReplies
+) -> None:
     """The client's retry runs FINISH_TURN a second time with the same arguments: counted once."""
     accepted = accept(store, chef)
     start(worker, accepted.job_id)
@@ -138,9 +141,9 @@ def test_a_lost_reply_of_the_commit_counts_the_turn_once(store: TurnStore, worke
     assert _read(retrying, "day").total.prompt_tokens == 1200
 
 
-def test_the_same_finish_call_run_again_counts_nothing_more(store: TurnStore, worker: WorkerTurns,  # noqa: F811
-                                                           retrying: RedisClients, chef: dict,  # noqa: F811
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_the_same_finish_call_run_again_counts_nothing_more(
+    store: TurnStore, worker: WorkerTurns, retrying: RedisClients, chef: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
     accepted = accept(store, chef)
     start(worker, accepted.job_id)
     same_call_id(monkeypatch, "finish-1")
@@ -168,10 +171,10 @@ def test_groups_past_the_days_bound_count_under_other(clients: RedisClients, mak
                                                       chef: dict, server: Any) -> None:  # fmt: skip
     settings = make_settings(PARLEY_USAGE_MAX_GROUPS_PER_DAY="2")
     turns = TurnStore(clients, settings)
-    worker = WorkerTurns(turns, __import__("fakeredis").FakeAsyncRedis(server=server, decode_responses=True))
+    side = WorkerTurns(turns, fakeredis.FakeAsyncRedis(server=server, decode_responses=True))
     counts = turn_counts(USAGE, "m", {})
     for session_id in ("a", "b", "c", "d", "a"):
-        _run(turns, worker, chef, counts, session_id)
+        _run(turns, side, chef, counts, session_id)
     sessions = _read(clients, "session")
     assert [(key, c.turns) for key, c in sessions.rows] == [("(other)", 2), ("a", 2), ("b", 1)]
     assert sessions.total.turns == 5

@@ -248,7 +248,8 @@ async def _commit(rt: Runtime, turn: Attempt, agent: dict[str, Any], record: dic
     done = await _finish(
         rt, turn, session_id, status="finished", result=result, messages=messages,
         images={**outcome.images, **dict(zip(refs, uris, strict=True))}, tokens=sum(tokens),
-        usage=spent.finished(rt.settings), events_out=[events.encode(EventType.RESPONSE, **response), events.encode(EventType.DONE)],
+        usage=spent.finished(rt.settings),
+        events_out=[events.encode(EventType.RESPONSE, **response), events.encode(EventType.DONE)],
     )  # fmt: skip
     if done and "history" not in record:
         await in_thread(rt.threads, maybe_schedule_summary, rt, turn.tenant, session_id, agent)
