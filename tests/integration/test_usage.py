@@ -12,6 +12,8 @@ import httpx
 import pytest
 
 from tests.integration.helpers import client, create_agent, wait_job
+from tests.integration.test_failures import _stream_in_thread, _wait_for
+from tests.sse_client import Event
 
 MODEL = "test-model"
 PRICES = {"PARLEY_MODEL_PRICES": f"{MODEL}=2.5/10/1.25,other/model:x=1/1", "PARLEY_CURRENCY": "EUR",
@@ -106,6 +108,30 @@ def test_usage_without_prices_shows_no_cost(stack: Any) -> None:
         assert "currency" not in body and "cost" not in body["total"]
         assert [{k: v for k, v in row.items() if k not in ("key",)} for row in body["data"]] == [
             {"name": "Chef", "turns": 1, "prompt_tokens": 12, "completion_tokens": 3, "cached_tokens": 0}]
+
+
+def test_a_turn_retried_after_its_worker_died_counts_once(stack: Any) -> None:
+    """The attempt cut short by the kill commits nothing and counts nothing; the attempt that ends the turn counts
+    once, with the tokens the model reported to it."""
+    stack.start_web()
+    [worker] = stack.start_workers()
+    with client(stack.web_url, stack.api_key) as http:
+        create_agent(http, model=MODEL)
+        _script(stack, {"reply": "a slow answer with many words", "chunk_delay_ms": 300,
+                        "usage": {"prompt_tokens": 111, "completion_tokens": 11}},
+                {"reply": "the answer", "usage": {"prompt_tokens": 222, "completion_tokens": 22}})  # fmt: skip
+        job_id = http.post("/api/v1/chat/jobs", json={"message": "hi", "session_id": "k"}).json()["job_id"]
+        events: list[Event] = []
+        reader = _stream_in_thread(http, f"/api/v1/jobs/{job_id}/events", events)
+        _wait_for(lambda: any(e.type == "delta" for e in events))
+        worker.kill()
+        stack.start_workers()
+        assert wait_job(http, job_id)["status"] == "finished"
+        reader.join(timeout=30)
+        assert any(e.type == "status" and e.data.get("message") == "retrying" for e in events)
+        rows = _usage(http, group_by="session")["data"]
+        assert [(row["key"], row["turns"], row["prompt_tokens"], row["completion_tokens"]) for row in rows] == [
+            ("k", 1, 222, 22)]  # fmt: skip
 
 
 HOSTILE: list[dict[str, Any]] = [
