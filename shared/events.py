@@ -74,6 +74,8 @@ class ErrorCode(StrEnum):
     """A session summary failed other than by its model."""
     NOTHING_TO_REGENERATE = "nothing_to_regenerate"
     """A regenerate turn found no user message in its session to answer again."""
+    BUDGET_EXCEEDED = "budget_exceeded"
+    """The tenant's daily token budget (PARLEY_TENANT_BUDGETS) was spent before the turn's next model call."""
 
 
 TERMINAL_TYPE = EventType.DONE

@@ -24,6 +24,11 @@ SESSION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 IMAGE_PATTERN = re.compile(r"^data:image/(png|jpeg|gif|webp);base64,([A-Za-z0-9+/=\s]+)$")
 MAX_IMAGES = 5
 
+MAX_TOOL_STEPS = 100
+"""The most model steps with tool calls an agent's `max_tool_steps` may allow: PARLEY_MAX_TOOL_STEPS's own bound."""
+MAX_TURN_TOKENS = 1_000_000_000
+"""The largest per-turn token cap an agent may set."""
+
 OnBusy = Literal["enqueue", "reject", "interrupt", "steer"]
 """A chat request's `on_busy`: what happens while a turn of its session is queued, running or waiting."""
 JobStatusName = Literal["queued", "started", "waiting", "finished", "failed", "canceled"]
@@ -66,6 +71,12 @@ class AgentBase(BaseModel):
     session_ttl_s: int | None = Field(None, ge=1, le=10 * 365 * 86_400, description=(
         "Seconds a session may go without a turn before it is deleted with its messages, notes and images "
         "(at least PARLEY_SESSION_TTL_MIN_S, 60 by default); null: sessions are kept."))  # fmt: skip
+    max_tool_steps: int | None = Field(None, ge=1, le=MAX_TOOL_STEPS, description=(
+        "Model steps that end in tool calls one turn may take before it answers that it stopped; "
+        "PARLEY_MAX_TOOL_STEPS when omitted."))  # fmt: skip
+    max_turn_tokens: int | None = Field(None, ge=1, le=MAX_TURN_TOKENS, description=(
+        "Tokens (prompt + completion over every model call) one turn may use: past them it stops before its next "
+        "model call with an answer saying so. PARLEY_MAX_TURN_TOKENS, when set, is the most it may be."))  # fmt: skip
 
 
 class AgentCreate(AgentBase):
@@ -115,6 +126,8 @@ class AgentUpdate(BaseModel):
     max_turns: int | None = Field(None, ge=1)
     context_budget: int | None = Field(None, ge=256, le=10_000_000)
     session_ttl_s: int | None = Field(None, ge=1, le=10 * 365 * 86_400)
+    max_tool_steps: int | None = Field(None, ge=1, le=MAX_TOOL_STEPS)
+    max_turn_tokens: int | None = Field(None, ge=1, le=MAX_TURN_TOKENS)
 
     @model_validator(mode="after")
     def _no_null_text(self) -> AgentUpdate:

@@ -85,8 +85,13 @@ SCHEDULE_FIRINGS = Metric("parley_schedule_firings", "counter",
                           "Schedule firings, by outcome: ran (a turn), refused (limits, a conflict), stopped "
                           "(its agent was deleted)", ("outcome",))  # fmt: skip
 """Counted once per firing, by ADVANCE_SCHEDULE (the process that records the firing); no tenant label."""
+BUDGET_STOPS = Metric("parley_budget_stops", "counter",
+                      "Turns refused at accept (refused) or stopped before a model call (stopped) by a tenant's "
+                      "daily budget, or stopped by their own token cap (turn_cap)", ("reason",))  # fmt: skip
+"""No tenant label (tenants' names are their data)."""
 METRICS = (QUEUE_WAIT, TURN, FIRST_TOKEN, TOKENS, MODEL_ERRORS, TOOL_CALLS, JOBS, HTTP_REQUESTS, HTTP_SECONDS,
-           FEEDBACK, SCHEDULE_FIRINGS, WEBHOOK_ATTEMPTS)  # fmt: skip
+           FEEDBACK, SCHEDULE_FIRINGS, WEBHOOK_ATTEMPTS,
+           BUDGET_STOPS)  # fmt: skip
 """Every metric kept in Redis; their keys are the last KEYS of the recording scripts (`metrics`), in this order,
 and a delta names its metric by its position here (from 1)."""
 INDEX = {metric.name: position for position, metric in enumerate(METRICS, start=1)}
@@ -236,6 +241,15 @@ def webhook_attempt(outcome: str) -> None:
     """One webhook delivery attempt ended: `delivered` (2xx), `status` (another answer), `timeout`,
     `unreachable` (no connection) or `refused` (an address webhooks may not reach)."""
     PENDING.add(WEBHOOK_ATTEMPTS, labels_field((outcome if outcome in WEBHOOK_OUTCOMES else OTHER,)), 1)
+
+BUDGET_REASONS = frozenset({"refused", "stopped", "turn_cap"})
+
+
+def budget_stop(reason: str) -> None:
+    """A turn refused (`refused`) or stopped (`stopped`) by its tenant's daily budget, or stopped by its own token
+    cap (`turn_cap`)."""
+    PENDING.add(BUDGET_STOPS, labels_field((reason if reason in BUDGET_REASONS else OTHER,)), 1)
+
 
 # --- writing --------------------------------------------------------------------------------
 

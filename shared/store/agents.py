@@ -25,7 +25,7 @@ from parley.tools import unknown_tools
 STORED_FIELDS = (
     "id", "name", "description", "type", "model", "context", "first_message", "instructions",
     "response_shape", "tools", "temperature", "max_tokens", "max_turns", "created_at", "updated_at", "source",
-    "context_budget", "approval", "session_ttl_s",
+    "context_budget", "approval", "session_ttl_s", "max_tool_steps", "max_turn_tokens",
 )  # fmt: skip
 
 DEFAULT_MAX_AGENTS: int = Settings.model_fields["max_agents_per_tenant"].default

@@ -26,6 +26,7 @@ from parley.shared.tokens import MESSAGE_OVERHEAD_TOKENS, count_text
 
 from ..providers.base import ModelError
 from ..runtime import Runtime
+from ..turn.budget import spend
 from ..turn.context import instructions_text
 from ..turn.loop import in_thread
 from ..turn.structured import InvalidAnswer, parse_answer, response_format
@@ -85,7 +86,7 @@ async def _roll(rt: Runtime, tenant: str, session_id: str) -> str:
         {"role": "user", "content": f"Summary so far:\n{snap.summary or '(none yet)'}\n\n"
                                     f"New messages, oldest first:\n{transcript(fold.messages)}"},
     ]  # fmt: skip
-    summary = (await _ask(rt, model, prompt)).strip()
+    summary = (await _ask(rt, model, prompt, tenant=tenant)).strip()
     if not summary:
         raise ModelError("the model answered with an empty summary")
     written = await in_thread(rt.threads, functools.partial(
@@ -153,7 +154,7 @@ async def _report(rt: Runtime, tenant: str, session_id: str) -> tuple[dict[str, 
     if instructions_text(agent):
         prompt.append({"role": "system", "content": instructions_text(agent)})
     prompt.append({"role": "user", "content": f"{ask}\n\n{earlier}The conversation:\n{transcript(conversation)}"})
-    text = (await _ask(rt, model, prompt, response_format(agent.get("response_shape")))).strip()
+    text = (await _ask(rt, model, prompt, response_format(agent.get("response_shape")), tenant=tenant)).strip()
     if not shaped:
         return {"text": text}, text
     return parse_summary(agent["response_shape"], text), text
@@ -188,9 +189,10 @@ def transcript(messages: list[dict[str, Any]]) -> str:
 
 
 async def _ask(rt: Runtime, model: str, messages: list[dict[str, str]],
-               answer_format: dict[str, Any] | None = None) -> str:  # fmt: skip
+               answer_format: dict[str, Any] | None = None, tenant: str | None = None) -> str:  # fmt: skip
     """The model's whole answer; ModelError (timed out) when it sends nothing for PARLEY_MODEL_IDLE_TIMEOUT_S
-    (a deadline pushed back by every piece of content, as a turn's steps have)."""
+    (a deadline pushed back by every piece of content, as a turn's steps have). With `tenant`, its tokens count
+    against the tenant's daily budget (the rolling summary: worker/turn/budget.py)."""
     idle_after = rt.settings.model_idle_timeout_s
     loop = asyncio.get_running_loop()
     idle = asyncio.timeout(idle_after)
@@ -205,6 +207,8 @@ async def _ask(rt: Runtime, model: str, messages: list[dict[str, str]],
         if not idle.expired():
             raise
         raise ModelError(f"the model sent no content for {idle_after:g} s", timed_out=True) from None
+    if tenant is not None:
+        await spend(rt.aio, tenant, model, stream.usage, messages, "".join(pieces), threads=rt.threads)
     return "".join(pieces)
 
 

@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from parley.shared import events, logs, telemetry
+from parley.shared.budgets import usage_tokens
 from parley.shared.clock import now_ms
 from parley.shared.events import ErrorCode, EventType
 from parley.shared.store import images as session_images
@@ -31,6 +32,7 @@ from ..memory.regenerate import NOTHING_TO_REGENERATE, as_regenerated
 from ..memory.window import agent_model, maybe_schedule_summary, remembered
 from ..providers.base import ModelError
 from ..runtime import Runtime
+from .budget import OverBudget, TurnBudget, max_steps
 from .context import CLOSING_MESSAGE, build_messages, exchanges_so_far, model_sequence
 from .control import CURRENT
 from .loop import AgentLoop, Outcome, Resume, Stopped, WaitForDecisions, in_thread
@@ -83,16 +85,21 @@ async def run_turn(tenant: str, job_id: str, *, rt: Runtime) -> str:
         telemetry.model_error(error.status, error.timed_out)
         code = ErrorCode.MODEL_TIMEOUT if error.timed_out else ErrorCode.MODEL_FAILED
         return await _fail(rt, turn, record, str(error), code, spent.failed(rt.settings))
-    except InvalidAnswer as error:
-        return await _fail(rt, turn, record, f"the model's answer did not fit the agent's response shape "
-                                             f"twice: {error}", ErrorCode.INVALID_ANSWER,
-                           spent.failed(rt.settings))  # fmt: skip
+    except (InvalidAnswer, OverBudget) as error:
+        return await _fail(rt, turn, record, *_loop_failure(error), spent.failed(rt.settings))
     if outcome is None:
         log.info("turn %s attempt %s stopped: canceled or superseded", job_id, attempt)
         return "stopped"
     if isinstance(outcome, WaitForDecisions):
         return await _pause(rt, turn, outcome)
     return await _commit(rt, turn, agent, record, outcome, model, spent)
+
+
+def _loop_failure(error: InvalidAnswer | OverBudget) -> tuple[str, ErrorCode]:
+    """The failed turn's error and code for what ended its loop: a bad answer twice, or the tenant's budget."""
+    if isinstance(error, OverBudget):
+        return str(error), ErrorCode.BUDGET_EXCEEDED
+    return f"the model's answer did not fit the agent's response shape twice: {error}", ErrorCode.INVALID_ANSWER
 
 
 def for_this_turn(agent: dict[str, Any], record: dict[str, str]) -> dict[str, Any]:
@@ -182,10 +189,12 @@ async def _run_loop(rt: Runtime, turn: Attempt, agent: dict[str, Any], model: st
                       settings=rt.settings, memory="history" not in record)  # brought its own history: no notes
     loop = AgentLoop(
         provider=rt.provider, toolbox=await _toolbox(rt, agent, record, ctx), agent=agent, model=model,
-        emit=outbox.put, max_steps=rt.settings.max_tool_steps, idle_timeout_s=rt.settings.model_idle_timeout_s,
+        emit=outbox.put, max_steps=max_steps(agent, rt.settings), idle_timeout_s=rt.settings.model_idle_timeout_s,
         tool_choice=json.loads(record["tool_choice"]) if record.get("tool_choice") and resume is None else None,
         take_steers=take_steers, steered=json.loads(record.get("steered") or "[]"),
         steers_waiting=bool(record.get("steers")),
+        budget=TurnBudget(aio=rt.aio, settings=rt.settings, tenant=turn.tenant, agent=agent, model=model,
+                          threads=rt.threads, used=usage_tokens(resume.usage) if resume else 0),
     )  # fmt: skip
     try:
         outcome: Outcome | WaitForDecisions = await loop.run(messages, resume)
