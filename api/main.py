@@ -24,6 +24,7 @@ from .metrics import Reporter
 from .middleware import BodyGuard, HttpMetrics, RequestContext
 from .routes import agents, chat, feedback, jobs, mcp_servers, ops, sessions, tools, ui, webhooks
 from .routes import schedules as schedule_routes
+from .routes import usage as usage_routes
 from .runtime import WebRuntime
 from .shutdown import on_stop_signal
 
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    a2a_routes, tools, mcp_servers, webhooks, feedback, ui):  # fmt: skip
         app.include_router(module.router)
     app.include_router(schedule_routes.router)
+    app.include_router(usage_routes.router)
     return app
 
 

@@ -714,3 +714,54 @@ def schedules_delete(ctx: typer.Context, schedule_id: ScheduleArgument) -> None:
     """Remove a schedule: it fires no more."""
     _config(ctx).client().schedules.delete(schedule_id)
     _echo(f"deleted schedule {schedule_id}")
+
+
+# -- usage --------------------------------------------------------------------------------
+
+
+class GroupBy(StrEnum):
+    """`parley usage --group-by`: the rows of `GET /api/v1/usage`."""
+
+    day = "day"
+    agent = "agent"
+    session = "session"
+
+
+USAGE_PAGE = 1000
+
+
+@app.command("usage")
+def usage(
+    ctx: typer.Context,
+    group_by: Annotated[GroupBy, typer.Option("--group-by", "-g", help="Rows by day (UTC), agent or session.")] = (
+        GroupBy.day),
+    since: Annotated[str | None, typer.Option("--since", help="First UTC day (YYYY-MM-DD or an ISO 8601 time); "
+                                              "default: 29 days before --until.")] = None,  # fmt: skip
+    until: Annotated[str | None, typer.Option("--until", help="Last UTC day, included; default: today.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=0, help="At most this many rows (0: all).")] = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Turns, tokens and (when the service has prices) cost of your tenant, from counters kept as turns commit."""
+    client = _config(ctx).client()
+    page = client.usage(group_by=group_by.value, since=since, until=until,
+                        limit=min(limit, USAGE_PAGE) if limit else USAGE_PAGE)  # fmt: skip
+    rows = list(page.data)
+    while page.next_cursor and (not limit or len(rows) < limit):
+        page = client.usage(group_by=group_by.value, since=since, until=until, cursor=page.next_cursor,
+                            limit=min(limit - len(rows), USAGE_PAGE) if limit else USAGE_PAGE)  # fmt: skip
+        rows.extend(page.data)
+    if as_json:
+        return _print_json(page.model_copy(update={"data": rows}).model_dump(mode="json", exclude_none=True)
+                           | {"next_cursor": page.next_cursor})  # fmt: skip
+    priced = page.currency is not None
+    headers = [group_by.value.upper(), *(["NAME"] if group_by is GroupBy.agent else []), "TURNS", "PROMPT",
+               "COMPLETION", "CACHED", *([f"COST ({page.currency})"] if priced else [])]  # fmt: skip
+
+    def line(key: str, name: str | None, counts: Any) -> list[Any]:
+        return [key, *([name or "-"] if group_by is GroupBy.agent else []), counts.turns, counts.prompt_tokens,
+                counts.completion_tokens, counts.cached_tokens, *([f"{counts.cost:.6f}"] if priced else [])]
+
+    lines = [line(row.key, row.name, row) for row in rows]
+    lines.append(line("total", "", page.total))
+    _echo(render.table(headers, lines))
+    _note(f"{page.since} to {page.until} (UTC)" + (f"; more rows past {page.next_cursor}" if page.next_cursor else ""))

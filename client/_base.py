@@ -8,6 +8,7 @@ import random
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 from urllib.parse import quote
 
@@ -224,6 +225,15 @@ def feedback_body(rating: str | None, comment: str | None) -> dict[str, Any]:
     if comment is not None:
         body["comment"] = comment
     return body
+
+
+def usage_query(group_by: str, since: str | date | None, until: str | date | None, limit: int | None,
+                cursor: str | None) -> dict[str, Any]:  # fmt: skip
+    """The query of `GET /api/v1/usage`: a `date` (or `datetime`) as ISO 8601 text."""
+    def text(day: str | date | None) -> str | None:
+        return day.isoformat() if isinstance(day, date) else day
+
+    return query(group_by=group_by, since=text(since), until=text(until), limit=limit, cursor=cursor)
 
 
 def items(body: Any) -> list[Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import time
 from collections.abc import Generator, Iterator, Mapping, Sequence
+from datetime import date
 from types import TracebackType
 from typing import Any, Unpack
 
@@ -24,6 +25,7 @@ from ._base import (
     new_idempotency_key,
     path,
     query,
+    usage_query,
 )
 from .errors import ConnectionError, UnavailableError, WaitTimeoutError, error_from_response
 from .models import (
@@ -49,6 +51,8 @@ from .models import (
     Schedule,
     SessionPage,
     SessionPublic,
+    UsageGrouping,
+    UsagePage,
     Webhook,
     WebhookDelivery,
 )
@@ -169,6 +173,18 @@ class Parley(BaseClient):
     def _decide(self, job_id: str, call_id: str, approve: bool, reason: str | None) -> ApprovalResult:
         body = self._json("POST", path("jobs", job_id, "approvals"), json=approval_body(call_id, approve, reason))
         return ApprovalResult.model_validate(body)
+
+    # -- usage ----------------------------------------------------------------------------
+
+    def usage(self, *, group_by: UsageGrouping = "day", since: str | date | None = None,
+              until: str | date | None = None, limit: int | None = None,
+              cursor: str | None = None) -> UsagePage:  # fmt: skip
+        """The tenant's usage (`GET /api/v1/usage`): turns, tokens and (when the service has prices) cost by
+        `group_by`: `agent`, `session` or `day`, from `since` to `until` (UTC days, both included: a `date`,
+        `YYYY-MM-DD` or an ISO 8601 time; by default the last 30 days, at most 366). One page of rows in key
+        order (`limit` of them, at most 1000) with the range's `total`; pass `next_cursor` as `cursor` for the next."""
+        params = usage_query(group_by, since, until, limit, cursor)
+        return UsagePage.model_validate(self._json("GET", path("usage"), params=params, idempotent=True))
 
     # -- transport ------------------------------------------------------------------------
 

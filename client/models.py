@@ -40,6 +40,10 @@ from parley.shared.schema import (
     Rating,
     SessionPage,
     SessionPublic,
+    UsageGrouping,
+    UsagePage,
+    UsageRow,
+    UsageTotal,
 )
 
 from .errors import StreamError
@@ -80,6 +84,10 @@ __all__ = [
     "Session",
     "SessionPage",
     "SessionPublic",
+    "UsageGrouping",
+    "UsagePage",
+    "UsageRow",
+    "UsageTotal",
     "Webhook",
     "WebhookDelivery",
     "event_id_key",

@@ -519,3 +519,55 @@ class FeedbackItem(BaseModel):
 class FeedbackPage(BaseModel):
     data: list[FeedbackItem]
     next_cursor: str | None = Field(None, description="Pass as `cursor` for the next (older) page; null at the end.")
+
+
+UsageGrouping = Literal["agent", "session", "day"]
+"""How `GET /api/v1/usage` groups its rows: by agent id, by session id, or by UTC day (`YYYY-MM-DD`)."""
+
+
+class UsageTotal(BaseModel):
+    """Counters of committed turns: tokens as the model reported them; `cost` in the page's `currency`, present
+    only when PARLEY_MODEL_PRICES is set."""
+
+    turns: int
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = Field(..., description="Prompt tokens the provider served from its cache (part of "
+                               "`prompt_tokens`).")  # fmt: skip
+    cost: float | None = None
+
+
+class UsageRow(UsageTotal):
+    """One row of `GET /api/v1/usage`: `key` is the agent id, the session id or the day; `name` the agent's
+    current name (by agent, while the agent exists); the key `(other)` sums the groups past a day's bound."""
+
+    key: str
+    name: str | None = None
+
+
+class UsagePage(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"data": [{"key": "agent-1a2b3c4d5e6f", "name": "Chef", "turns": 12,
+                                                   "prompt_tokens": 5400, "completion_tokens": 900,
+                                                   "cached_tokens": 3072, "cost": 0.001349}],
+                                         "next_cursor": None, "group_by": "agent", "since": "2026-11-04",
+                                         "until": "2026-12-03", "total": {"turns": 12, "prompt_tokens": 5400,
+                                                                          "completion_tokens": 900,
+                                                                          "cached_tokens": 3072, "cost": 0.001349},
+                                         "currency": "USD"}]},
+    )  # fmt: skip
+
+    data: list[UsageRow]
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page (rows are in key "
+                                    "order); null at the end.")  # fmt: skip
+    group_by: UsageGrouping
+    since: str = Field(..., description="The first UTC day counted (YYYY-MM-DD).")
+    until: str = Field(..., description="The last UTC day counted (YYYY-MM-DD), included.")
+    total: UsageTotal = Field(..., description="The whole range's counters (all pages, `(other)` included).")
+    currency: str | None = Field(None, description="The currency of `cost` (PARLEY_CURRENCY), when prices are set.")
+
+    def public(self) -> dict[str, Any]:
+        """The JSON the route sends: `cost`, `name` and `currency` only where they have a value."""
+        body = self.model_dump(exclude_none=True)
+        body["next_cursor"] = self.next_cursor
+        return body

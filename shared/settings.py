@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from parley.shared.usage import Price, parse_prices
+
 DEFAULT_TENANT = "default"
 TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 """What a tenant name may be: it is part of every Redis key of the tenant (no `:`, no leading `_`, no spaces)."""
@@ -25,6 +27,12 @@ def check_tenant_name(name: str, where: str) -> str:
         raise ValueError(f"{where}: {name!r} is not a tenant name (1-64 of A-Z a-z 0-9 . _ -, starting with a "
                          "letter or digit; names starting with '_' are reserved)")
     return name
+
+
+@lru_cache(maxsize=8)
+def priced(text: str) -> dict[str, Price]:
+    """PARLEY_MODEL_PRICES parsed once per text (each turn's commit prices its usage)."""
+    return parse_prices(text)
 
 
 class Settings(BaseSettings):
@@ -174,6 +182,16 @@ class Settings(BaseSettings):
     """When set, `/metrics` answers only requests with `Authorization: Bearer <this token>`."""
     metrics_agent_labels: bool = Field(False, alias="PARLEY_METRICS_AGENT_LABELS")
     """Label token metrics with agent and model names (tenants' data: off by default; bounded when on)."""
+    model_prices: str = Field("", alias="PARLEY_MODEL_PRICES")
+    """Prices per 1M tokens by model, for the cost in `GET /api/v1/usage`: `model=input/output[/cached_input],...`
+    (or a JSON object of model -> [input, output, cached_input?]); empty: usage shows no cost."""
+    currency: str = Field("USD", alias="PARLEY_CURRENCY", pattern=r"^[A-Za-z]{3}$")
+    """The currency PARLEY_MODEL_PRICES are in (ISO 4217 code), named beside the cost in usage."""
+    usage_retention_days: int = Field(400, alias="PARLEY_USAGE_RETENTION_DAYS", ge=1, le=3660)
+    """How long a day's usage counters are kept, in days from that day."""
+    usage_max_groups: int = Field(1000, alias="PARLEY_USAGE_MAX_GROUPS_PER_DAY", ge=1, le=100_000)
+    """Most agents, and most sessions, one tenant's usage keeps apart per day; later ones that day are counted
+    under the key `(other)` (the day's totals stay exact)."""
     log_level: str = Field("INFO", alias="PARLEY_LOG_LEVEL")
     rq_log_level: str = Field("WARNING", alias="PARLEY_RQ_LOG_LEVEL")
     """RQ's own log level in workers (INFO logs every job and every maintenance pass)."""
@@ -191,6 +209,17 @@ class Settings(BaseSettings):
     @classmethod
     def _compat_tenant_name(cls, value: str | None) -> str | None:
         return None if value is None else check_tenant_name(value, "PARLEY_COMPAT_TENANT")
+
+    @field_validator("model_prices")
+    @classmethod
+    def _model_prices(cls, value: str) -> str:
+        priced(value)  # raises on malformed entries, at start rather than at a turn's commit
+        return value
+
+    @property
+    def prices(self) -> dict[str, Price]:
+        """PARLEY_MODEL_PRICES by model name (empty when unset)."""
+        return priced(self.model_prices)
 
     @model_validator(mode="after")
     def _parse_keys(self) -> Settings:

@@ -23,12 +23,13 @@ Control API (JSON over HTTP, see the handlers below):
   ``reply`` then is the text before the calls, default none) and ``reasoning`` (text
   streamed first as ``delta.reasoning_content``, as reasoning models do), ``keepalive_ms`` (a
   stream that, after its opening role chunk, sends only ``: keep-alive`` SSE comment lines
-  every ``keepalive_ms`` ms, never any content, until the client leaves: an idle model), ``usage`` (an object
-  ``{"prompt_tokens", "completion_tokens"}``: the token counts the answer reports instead of word counts),
-  ``with_tools`` (true: only a request that offers tools takes this step, so a summary job's request, which
-  offers none, cannot take a turn's scripted tool call; false: only one that offers none), ``model`` (the
-  step is for requests naming this model only, so one model can fail while another answers). A request
-  takes the first step queued that it may take.
+  every ``keepalive_ms`` ms, never any content, until the client leaves: an idle model), ``usage``
+  (``{"prompt_tokens", "completion_tokens", "cached_tokens"?}``: the token counts the answer reports instead
+  of its word counts; ``cached_tokens`` as OpenAI reports them, in ``prompt_tokens_details``), ``with_tools``
+  (true: only a request that offers tools takes this step, so a summary job's request, which offers none,
+  cannot take a turn's scripted tool call; false: only one that offers none), ``model`` (the step is for
+  requests naming this model only, so one model can fail while another answers). A request takes the first
+  step queued that it may take.
   Text holding a lone UTF-16 surrogate is sent as JSON's ``"\\ud800"`` escape, as Python's
   ``json.dumps`` writes it.
 * ``POST /_control/options`` / ``GET /_control/options``  default options at runtime.
@@ -80,6 +81,15 @@ _SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
 ]
+
+
+def scripted_usage(prompt: int, completion: int, cached: int | None) -> dict[str, Any]:
+    """A scripted step's usage object, as OpenAI reports one."""
+    usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                             "total_tokens": prompt + completion}  # fmt: skip
+    if cached is not None:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached}
+    return usage
 
 
 class ControlError(ValueError):
@@ -167,8 +177,8 @@ class Step:
     reasoning: str | None = None
     keepalive_ms: float | None = None
     """Send only SSE comment lines, this often, after the role chunk: a stream that never sends content."""
-    usage: tuple[int, int] | None = None
-    """(prompt_tokens, completion_tokens) the answer reports, instead of the words it saw and sent."""
+    usage: tuple[int, int, int | None] | None = None
+    """(prompt, completion, cached) tokens the answer reports instead of its word counts."""
     with_tools: bool | None = None
     """True: only a request that offers tools takes this step; False: only one that offers none."""
     model: str | None = None
@@ -209,10 +219,7 @@ class Step:
             elif name == "tool_calls":
                 clean[name] = _tool_calls(value)
             elif name == "usage":
-                if not isinstance(value, dict) or set(value) != {"prompt_tokens", "completion_tokens"}:
-                    raise ControlError(f"usage is {{'prompt_tokens': int, 'completion_tokens': int}}, got {value!r}")
-                clean[name] = (_count(value["prompt_tokens"], "prompt_tokens", 0),
-                               _count(value["completion_tokens"], "completion_tokens", 0))
+                clean[name] = _usage(value)
             else:  # body: any JSON
                 clean[name] = value
         return cls(**clean)
@@ -228,6 +235,15 @@ def _tool_calls(value: Any) -> tuple[tuple[str, str], ...]:
         arguments = call.get("arguments", {})
         calls.append((call["name"], arguments if isinstance(arguments, str) else json.dumps(arguments)))
     return tuple(calls)
+
+
+def _usage(value: Any) -> tuple[int, int, int | None]:
+    if not isinstance(value, dict) or set(value) - {"prompt_tokens", "completion_tokens", "cached_tokens"}:
+        raise ControlError(f"usage is {{'prompt_tokens', 'completion_tokens', 'cached_tokens'?}}, got {value!r}")
+    cached = value.get("cached_tokens")
+    return (_count(value.get("prompt_tokens"), "usage.prompt_tokens", 0),
+            _count(value.get("completion_tokens"), "usage.completion_tokens", 0),
+            None if cached is None else _count(cached, "usage.cached_tokens", 0))
 
 
 @dataclass(slots=True)
@@ -397,13 +413,11 @@ class _Exchange:
             text = step.reply if step.reply is not None else _cut(echo_answer(messages), self.state.options.echo_words)
         pieces = split_chunks(text, self.chunks) if text else []
         self.state.prompt_cache.block = self.state.options.cache_block
-        prompt, completion = step.usage or (_words(messages), len(text.split()))
-        usage: dict[str, Any] = {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": min(prompt, self.state.prompt_cache.serve(self.body))},
-        }
+        cached = self.state.prompt_cache.serve(self.body)  # every request joins the cache, scripted or not
+        if step.usage is not None:
+            usage = scripted_usage(*step.usage)
+        else:
+            usage = scripted_usage(prompt := _words(messages), len(text.split()), min(prompt, cached))
         self.record["usage"] = usage
         if self.body.get("stream"):
             await self._stream(pieces, usage)

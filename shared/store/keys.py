@@ -46,6 +46,9 @@ session id, `{j}` a job id. Tenant names never contain `:` nor start with `_` (s
 | `parley:schedules-due` | zset | `{t} {id}` of each running schedule by next run (ms), or by lease end while fired |
 | `parley:session-expiries` | zset | `["{t}","{a}","{s}"]` of sessions whose agent has `session_ttl_s`, by expiry (ms) |
 | `parley:budget-spent:{t}:{day}` | string | tokens the tenant spent on UTC day `YYYY-MM-DD` (PARLEY_TENANT_BUDGETS) |
+| `parley:usage:{t}:{day}` | hash | the tenant's usage on a UTC day (YYYY-MM-DD): turns, tokens, cost (micro-units) |
+| `parley:usage-agents:{t}:{day}` | hash | the same by agent, `<agent id>` + a bar + counter -> count (bounded) |
+| `parley:usage-sessions:{t}:{day}` | hash | the same by session, `<session id>` + a bar + counter -> count (bounded) |
 
 File agents (`PARLEY_AGENTS_FILE`) live under the reserved tenant `FILE_SCOPE`.
 RQ's own keys (`rq:job:{j}`, `rq:queue:{name}`) are named by RQ; we take them from RQ's classes.
@@ -279,3 +282,19 @@ def budget_spent(tenant: str, day: str) -> str:
     """Tokens the tenant's model calls used on UTC day `day` (`YYYY-MM-DD`, shared/budgets.py): the worker adds
     each call's, ACCEPT_TURN and every model call check it against PARLEY_TENANT_BUDGETS."""
     return f"{PREFIX}:budget-spent:{tenant}:{day}"
+
+
+def usage_day(tenant: str, day: str) -> str:
+    """The tenant's usage counters of one UTC day (`YYYY-MM-DD`): FINISH_TURN adds each counted turn
+    (lib_usage.lua); they expire PARLEY_USAGE_RETENTION_DAYS after that day."""
+    return f"{PREFIX}:usage:{tenant}:{day}"
+
+
+def usage_agents(tenant: str, day: str) -> str:
+    """The same day's counters by agent, one field per agent and counter (`shared/store/usage.py` reads them)."""
+    return f"{PREFIX}:usage-agents:{tenant}:{day}"
+
+
+def usage_sessions(tenant: str, day: str) -> str:
+    """The same day's counters by session."""
+    return f"{PREFIX}:usage-sessions:{tenant}:{day}"

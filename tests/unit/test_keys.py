@@ -167,3 +167,10 @@ def test_schedule_keys() -> None:
     assert keys.schedules_due() == "parley:schedules-due"
     assert keys.schedule("alice", "x1") != keys.schedule("bob", "x1")
     assert keys.schedules("alice") != keys.schedules("bob")
+
+
+def test_usage_keys() -> None:
+    assert keys.usage_day("alice", "2026-12-03") == "parley:usage:alice:2026-12-03"
+    assert keys.usage_agents("alice", "2026-12-03") == "parley:usage-agents:alice:2026-12-03"
+    assert keys.usage_sessions("alice", "2026-12-03") == "parley:usage-sessions:alice:2026-12-03"
+    assert keys.usage_day("alice", "2026-12-03") != keys.usage_day("bob", "2026-12-03")

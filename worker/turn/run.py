@@ -38,6 +38,7 @@ from .context import CLOSING_MESSAGE, build_messages, exchanges_so_far, model_se
 from .control import CURRENT
 from .loop import AgentLoop, Outcome, Resume, Stopped, WaitForDecisions, in_thread
 from .outbox import Outbox
+from .spent import Spent
 from .structured import InvalidAnswer
 from .toolbox import Toolbox, split_names
 
@@ -69,10 +70,11 @@ async def run_turn(tenant: str, job_id: str, *, rt: Runtime) -> str:
         return await _fail(rt, turn, record, "the session's agent no longer exists", ErrorCode.AGENT_MISSING)
     agent = for_this_turn(agent, record)
     model = agent_model(rt, agent)
+    spent = Spent(model)
     if agent.get("max_turns") and exchanges >= agent["max_turns"]:
         if not await rt.worker_turns.emit(turn, [events.encode(EventType.DELTA, content=CLOSING_MESSAGE)]):
             return "stopped"
-        return await _commit(rt, turn, agent, record, Outcome(answer=CLOSING_MESSAGE), model)
+        return await _commit(rt, turn, agent, record, Outcome(answer=CLOSING_MESSAGE), model, spent)
     resume = _resume(record)
     messages = build_messages(agent, history, record["message"], images, tool_results=_tool_results(record))
     if resume is not None:
@@ -80,19 +82,19 @@ async def run_turn(tenant: str, job_id: str, *, rt: Runtime) -> str:
                  for item in resume.transcript]  # fmt: skip
         messages.extend(model_sequence(shown))
     try:
-        outcome = await _run_loop(rt, turn, agent, model, record, messages, started, resume)
+        outcome = await _run_loop(rt, turn, agent, model, record, messages, started, resume, spent)
     except ModelError as error:
         telemetry.model_error(error.status, error.timed_out)
         code = ErrorCode.MODEL_TIMEOUT if error.timed_out else ErrorCode.MODEL_FAILED
-        return await _fail(rt, turn, record, str(error), code)
+        return await _fail(rt, turn, record, str(error), code, spent.failed(rt.settings))
     except (InvalidAnswer, OverBudget) as error:
-        return await _fail(rt, turn, record, *_loop_failure(error))
+        return await _fail(rt, turn, record, *_loop_failure(error), spent.failed(rt.settings))
     if outcome is None:
         log.info("turn %s attempt %s stopped: canceled or superseded", job_id, attempt)
         return "stopped"
     if isinstance(outcome, WaitForDecisions):
         return await _pause(rt, turn, outcome)
-    return await _commit(rt, turn, agent, record, outcome, model)
+    return await _commit(rt, turn, agent, record, outcome, model, spent)
 
 
 def _loop_failure(error: InvalidAnswer | OverBudget) -> tuple[str, ErrorCode]:
@@ -162,10 +164,11 @@ async def _context(rt: Runtime, tenant: str, record: dict[str, str],
 
 async def _run_loop(rt: Runtime, turn: Attempt, agent: dict[str, Any], model: str, record: dict[str, str],
                     messages: list[dict[str, Any]], started: float,
-                    resume: Resume | None) -> Outcome | WaitForDecisions | None:  # fmt: skip
+                    resume: Resume | None, spent: Spent) -> Outcome | WaitForDecisions | None:  # fmt: skip
     """The agent loop with its events sent through an outbox; None when the turn was found canceled or
     superseded by an emit. (Found so by the engine's watch instead, the task is cancelled.) Every event
-    queued is sent before this returns, so the turn's last events follow them."""
+    queued is sent before this returns, so the turn's last events follow them. `spent` gets what the loop
+    spent, however it ends."""
     control = CURRENT.get()
 
     def stop(error: BaseException | None) -> None:
@@ -206,6 +209,7 @@ async def _run_loop(rt: Runtime, turn: Attempt, agent: dict[str, Any], model: st
     finally:
         if loop.first_text_at is not None:
             telemetry.first_token(loop.first_text_at - started)
+        spent.took(loop)
         for answered, usage in loop.models.usage_by_model.items():  # by the model that answered each step
             telemetry.tokens(agent["name"], answered, usage.get("prompt_tokens"), usage.get("completion_tokens"),
                              usage.get("cached_tokens"))
@@ -226,7 +230,7 @@ async def _toolbox(rt: Runtime, agent: dict[str, Any], record: dict[str, str], c
 
 
 async def _commit(rt: Runtime, turn: Attempt, agent: dict[str, Any], record: dict[str, str], outcome: Outcome,
-                  model: str) -> str:  # fmt: skip
+                  model: str, spent: Spent) -> str:  # fmt: skip
     """Commit the turn (user message, tool steps, answer, images, token counts) and end it; then,
     for a session, schedule a rolling summary when its history nears the budget."""
     session_id = record["session_id"]
@@ -260,6 +264,7 @@ async def _commit(rt: Runtime, turn: Attempt, agent: dict[str, Any], record: dic
     done = await _finish(
         rt, turn, session_id, status="finished", result=result, messages=messages,
         images={**outcome.images, **dict(zip(refs, uris, strict=True))}, tokens=sum(tokens),
+        usage=spent.finished(rt.settings),
         events_out=[events.encode(EventType.RESPONSE, **response), events.encode(EventType.DONE)],
     )  # fmt: skip
     if done and "history" not in record:
@@ -267,9 +272,11 @@ async def _commit(rt: Runtime, turn: Attempt, agent: dict[str, Any], record: dic
     return "finished" if done else "stopped"
 
 
-async def _fail(rt: Runtime, turn: Attempt, record: dict[str, str], error: str, code: ErrorCode) -> str:
+async def _fail(rt: Runtime, turn: Attempt, record: dict[str, str], error: str, code: ErrorCode,
+                usage: dict[str, int] | None = None) -> str:  # fmt: skip
+    """End the turn `failed`; `usage`: what it counts in its tenant's usage (None: not counted)."""
     log.warning("turn %s failed: %s", turn.job_id, error)
-    await _finish(rt, turn, record["session_id"], status="failed", **failure(error, code))
+    await _finish(rt, turn, record["session_id"], status="failed", usage=usage, **failure(error, code))
     return "failed"
 
 

@@ -8,6 +8,7 @@ import { ChatPane } from './views/chat.js';
 import { McpPanel, McpServersDialog } from './views/mcp.js';
 import { SchedulesDialog, SchedulesPanel } from './views/schedules.js';
 import { SessionList, sessionTitle } from './views/sessions.js';
+import { UsageDialog, UsagePanel } from './views/usage.js';
 import { SignIn } from './views/signin.js';
 
 function readRoute() {
@@ -58,6 +59,7 @@ function App() {
   const [mcpVersion, setMcpVersion] = useState(0);
   const [managingSchedules, setManagingSchedules] = useState(false);
   const [schedulesVersion, setSchedulesVersion] = useState(0);
+  const [showingUsage, setShowingUsage] = useState(false);
   const [announcement, setAnnouncement] = useState('');
   const narrow = useNarrow();
 
@@ -188,6 +190,7 @@ function App() {
           }} />`}
         ${agents && html`<${McpPanel} api=${api} refresh=${mcpVersion} onManage=${() => setManagingMcp(true)} />`}
         ${agents && html`<${SchedulesPanel} api=${api} refresh=${schedulesVersion} onManage=${() => setManagingSchedules(true)} />`}
+        ${agents && html`<${UsagePanel} api=${api} refresh=${sessionsVersion} onShow=${() => setShowingUsage(true)} />`}
       </nav>
       <main id="main" class="main" inert=${navOpen && narrow}>${content}</main>
     </div>
@@ -198,7 +201,8 @@ function App() {
       onAnnounce=${setAnnouncement} onClose=${() => setManagingMcp(false)} />`}
     ${managingSchedules && html`<${SchedulesDialog} api=${api} agents=${agents || []} agent=${agent}
       onChanged=${() => setSchedulesVersion((v) => v + 1)} onAnnounce=${setAnnouncement}
-      onClose=${() => setManagingSchedules(false)} />`}`;
+      onClose=${() => setManagingSchedules(false)} />`}
+    ${showingUsage && html`<${UsageDialog} api=${api} onClose=${() => setShowingUsage(false)} />`}`;
 }
 
 render(html`<${App} />`, document.getElementById('app'));

@@ -153,6 +153,9 @@ class FinishTurnCall(ScriptCall):
     webhooks: str = key()
     turn_ends: str = key()
     session_expiries: str = key()
+    usage_day: str = key()
+    usage_agents: str = key()
+    usage_sessions: str = key()
     metrics: tuple[str, ...] = key(rest=True)
     job_id: str = arg()
     status: str = arg()
@@ -173,6 +176,9 @@ class FinishTurnCall(ScriptCall):
     max_notes: int = arg()
     call_id: str = arg()
     deltas: str = arg()
+    usage: str = arg()
+    usage_cap: int = arg()
+    usage_expire_at: int = arg()
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,12 @@
 -- next turns), makes the lane's next turn ready and admits turns from the tenant's line while the tenant has
 -- free places. Its tool runs expire with the job. When the tenant has webhooks, the end goes into the turn-ends
 -- stream (lib_turn_end.lua: `turn.<status>`).
--- uses: emit, decode, tenant_line, telemetry, turn_end, replace, session_ttl
--- KEYS: 1 job, 2 events, 3 live_channel, 4 lane, 5 messages, 6 session, 7 rq_queue, 8 rq_job, 9 inflight, 10 session_images, 11 tenant_admitted, 12 tenant_line, 13 tool_runs, 14 pending_notes, 15 notes, 16 steers, 17 webhooks, 18 turn_ends, 19 session_expiries, 20.. metrics
--- ARGV: 1 job_id, 2 status, 3 now_ms, 4 attempt, 5 result, 6 error, 7 error_code, 8 new_messages, 9 last_events, 10 retention_ms, 11 rq_prefix, 12 enqueued_at, 13 images, 14 tokens, 15 tenant_cap, 16 job_prefix, 17 max_notes, 18 call_id, 19 deltas
+-- uses: emit, decode, tenant_line, telemetry, turn_end, replace, session_ttl, usage
+-- KEYS: 1 job, 2 events, 3 live_channel, 4 lane, 5 messages, 6 session, 7 rq_queue, 8 rq_job, 9 inflight, 10 session_images, 11 tenant_admitted, 12 tenant_line, 13 tool_runs, 14 pending_notes, 15 notes, 16 steers, 17 webhooks, 18 turn_ends, 19 session_expiries, 20 usage_day, 21 usage_agents, 22 usage_sessions, 23.. metrics
+-- ARGV: 1 job_id, 2 status, 3 now_ms, 4 attempt, 5 result, 6 error, 7 error_code, 8 new_messages, 9 last_events, 10 retention_ms, 11 rq_prefix, 12 enqueued_at, 13 images, 14 tokens, 15 tenant_cap, 16 job_prefix, 17 max_notes, 18 call_id, 19 deltas, 20 usage, 21 usage_cap, 22 usage_expire_at
 -- KEYS are keys.<name> (inflight: the tenant's turns in flight; webhooks: the tenant's, keys.webhooks; turn_ends:
--- keys.turn_ends(); metrics: the metric hashes, lib_telemetry.lua).
+-- keys.turn_ends(); usage_*: keys.usage_day, usage_agents, usage_sessions of the day the turn ends; metrics: the
+-- metric hashes, lib_telemetry.lua).
 -- The job hash's own fields say more: `regenerate` ('1': the answer replaces the old answer to the session's
 --   last user message, lib_replace.lua), `session_ttl_ms` and `expiry_member` (lib_session_ttl.lua).
 -- A committed note is stored as JSON {text, upto}: upto is the session's message count once the turn committed
@@ -20,7 +21,9 @@
 --   ('' = none); tokens: the messages' tokens (added to the session's unsummarised `tokens`); tenant_cap:
 --   the tenant's cap of admitted turns (0 = no cap); job_prefix: keys.job(tenant, ''); max_notes: how many
 --   notes a session keeps; call_id names this call (its retry is answered first, below); deltas: the
---   process's buffered metric deltas.
+--   process's buffered metric deltas; usage: the turn's counts for its tenant's usage (JSON, lib_usage.lua; '' = this
+--   end is not counted: the worker counts the turns it ends finished or failed after calling the model),
+--   usage_cap: PARLEY_USAGE_MAX_GROUPS_PER_DAY, usage_expire_at: when the day's counters expire (ms).
 -- Returns 1 when this call ended the turn, 0 when it had already ended (or another attempt runs).
 -- A bad argument raises before any write: the turn stays as it was, and may be ended again.
 -- In three parts, in this order:
@@ -30,7 +33,7 @@ local state = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'finish_call')  
 if state[3] == ARGV[18] then
     return 1
 end
-local metrics = {unpack(KEYS, 20)}
+local metrics = {unpack(KEYS, 23)}
 local deltas = cjson.decode(ARGV[19])  -- before the step writes: bad deltas write nothing
 
 -- 2. The step.
@@ -56,6 +59,7 @@ local function finish()
     if not cap or not max_notes then
         error('bad argument: the tenant cap and the notes kept must be numbers')
     end
+    local usage = usage_decode(ARGV[20], ARGV[21], ARGV[22])
     -- Every check passed: from here on, only writes.
     if final == 'finished' and redis.call('EXISTS', KEYS[6]) == 1 then
         if redis.call('HGET', KEYS[1], 'regenerate') == '1' then
@@ -128,6 +132,9 @@ local function finish()
     end
     fill_from_line(KEYS[11], KEYS[12], KEYS[7], ARGV[16], ARGV[11], cap, ARGV[12])
     record_turn_end(KEYS[17], KEYS[18], KEYS[1], ARGV[1], 'turn.' .. final)
+    if usage then
+        record_usage(KEYS[20], KEYS[21], KEYS[22], KEYS[1], usage, ARGV[21], ARGV[22])
+    end
     return 1
 end
 local result = finish()
