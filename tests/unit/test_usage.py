@@ -195,3 +195,24 @@ def test_a_range_reads_each_day(clients: RedisClients) -> None:
     clients.text.hset(keys.usage_day(T, "2026-01-03"), mapping={"turns": 1, "prompt_tokens": 5})
     read = UsageStore(clients.text).read(T, group_by="day", since=date(2026, 1, 1), until=date(2026, 1, 2), limit=10)
     assert [(key, c.turns) for key, c in read.rows] == [("2026-01-01", 2)] and read.total.prompt_tokens == 10
+
+
+def test_a_turn_answered_partly_by_a_fallback_prices_each_step_at_its_model(
+        make_settings: Callable[..., Settings]) -> None:  # fmt: skip
+    """Steps answered by a fallback model cost that model's price; steps before a pause (in the loop's usage, not in
+    this attempt's by-model counts) cost the answering model's."""
+    from types import SimpleNamespace
+
+    from parley.worker.turn.spent import Spent
+
+    settings = make_settings(PARLEY_MODEL_PRICES="main=10/10,backup=1/1")
+    by_model = {"main": {"prompt_tokens": 1000, "completion_tokens": 0},
+                "backup": {"prompt_tokens": 1000, "completion_tokens": 0}}  # fmt: skip
+    loop = SimpleNamespace(usage={"prompt_tokens": 3000, "completion_tokens": 0}, model="main",
+                           models=SimpleNamespace(answered="backup", usage_by_model=by_model))  # fmt: skip
+    spent = Spent(model="main")
+    spent.took(loop)  # type: ignore[arg-type]
+    counts = spent.finished(settings)
+    assert spent.model == "backup"
+    assert counts["prompt_tokens"] == 3000
+    assert counts["cost"] == 1000 * 10 + 1000 * 1 + 1000 * 1  # main's step, backup's step, the earlier one at backup
