@@ -31,7 +31,7 @@ def test_the_tools_are_listed_in_the_revision_the_server_speaks(mcp_server: Any,
     listing = asyncio.run(mcp_client.list_tools(endpoint(mcp_server, path), bounds()))
     assert listing.revision == revision
     assert sorted(tool["name"] for tool in listing.tools) == ["echo", "fail", "hang", "hangs", "image", "large",
-                                                              "weather"]  # fmt: skip
+                                                              "trace_context", "weather"]  # fmt: skip
 
 
 @pytest.mark.parametrize("path", ["mcp", "modern/mcp", "legacy/mcp"])

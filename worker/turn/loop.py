@@ -23,7 +23,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-from parley.shared import events, telemetry
+from parley.shared import events, telemetry, tracing
 from parley.shared.events import EventType
 from parley.shared.store import images as session_images
 from parley.shared.store.tool_runs import INTERRUPTED, ToolRuns
@@ -264,11 +264,11 @@ class AgentLoop:
         loop = asyncio.get_running_loop()
         idle = asyncio.timeout(self.idle_timeout_s)
         try:
-            async with idle, self.provider.stream(
+            async with idle, tracing.chat(self.model, self.provider.stream(
                 model=self.model, messages=messages, temperature=self.agent.get("temperature"),
                 max_tokens=self.agent.get("max_tokens"), tools=tools or None,
                 response_format=response_format(self.shape), tool_choice=tool_choice,
-            ) as stream:  # fmt: skip
+            )) as stream:  # fmt: skip
                 if self.idle_timeout_s is not None:
                     stream.on_activity = lambda: idle.reschedule(loop.time() + self.idle_timeout_s)  # type: ignore[operator]
                 async for kind, piece in stream.parts():
@@ -327,7 +327,8 @@ class AgentLoop:
             return result
         if decision is not None and not await in_thread(self.threads, self.runs.claim, field):
             return await in_thread(self.threads, lambda: self.runs.recorded([field])[0]) or INTERRUPTED
-        result = await self.toolbox.run(call.name, call.arguments)
+        shown = self.toolbox.shown_name(call.name)
+        result = await tracing.tool(shown, call.id, self.toolbox.run(call.name, call.arguments))
         await in_thread(self.threads, self.runs.record, field, result)
         return result
 

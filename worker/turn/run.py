@@ -17,7 +17,7 @@ import logging
 import time
 from typing import Any
 
-from parley.shared import events, logs, telemetry
+from parley.shared import events, logs, telemetry, tracing
 from parley.shared.clock import now_ms
 from parley.shared.events import ErrorCode, EventType
 from parley.shared.store import images as session_images
@@ -42,6 +42,7 @@ log = logging.getLogger("parley.worker.turn")
 
 
 @logs.turn_context
+@tracing.traced_turn
 async def run_turn(tenant: str, job_id: str, *, rt: Runtime) -> str:
     """Run one turn; returns how it ended (RQ keeps that as the job's result)."""
     state, attempt, record = await rt.worker_turns.start(tenant, job_id)
@@ -50,6 +51,7 @@ async def run_turn(tenant: str, job_id: str, *, rt: Runtime) -> str:
         log.info("turn %s not run: %s", job_id, state)
         return state  # 'waiting': a stale run of a turn that waits for decisions
     turn = Attempt(tenant, job_id, attempt)
+    tracing.turn_started(record, attempt)  # the `invoke_agent` span, in the trace of the request that queued it
     control = CURRENT.get()
     if control is not None:
         control.started(turn)
@@ -194,6 +196,7 @@ async def _run_loop(rt: Runtime, turn: Attempt, agent: dict[str, Any], model: st
             telemetry.first_token(loop.first_text_at - started)
         usage = loop.usage
         telemetry.tokens(agent["name"], loop.model, usage.get("prompt_tokens"), usage.get("completion_tokens"))
+        tracing.turn_usage(loop.model, usage)
     await outbox.sent()
     return None if outbox.stopped else outcome
 
@@ -252,6 +255,7 @@ async def _commit(rt: Runtime, turn: Attempt, agent: dict[str, Any], record: dic
 
 async def _fail(rt: Runtime, turn: Attempt, record: dict[str, str], error: str, code: ErrorCode) -> str:
     log.warning("turn %s failed: %s", turn.job_id, error)
+    tracing.turn_failed(code, error)
     await _finish(rt, turn, record["session_id"], status="failed", **failure(error, code))
     return "failed"
 
