@@ -134,7 +134,7 @@ def test_without_traceparent_one_new_trace_joins_web_and_worker(stack: Any, rece
         listed = http.get("/api/v1/agents")  # a GET: not traced
         assert listed.status_code == 200
     spans = receiver.wait_for(lambda got: any(s.name.startswith("invoke_agent") for s in got)
-                              and any(s.kind == "SERVER" and s.name == "POST /api/v1/chat/jobs" for s in got))  # fmt: skip
+                              and any(s.name == "POST /api/v1/chat/jobs" for s in got))  # fmt: skip
     web = next(span for span in spans if span.name == "POST /api/v1/chat/jobs")
     assert web.parent_span_id == "" and web.trace_id != CALLER_TRACE  # a malformed traceparent starts a new trace
     assert web.attributes["http.response.status_code"] == 202
@@ -149,8 +149,8 @@ def test_a_failing_model_call_marks_its_spans_failed(stack: Any, receiver: OtlpR
     stack.model_server.control("script", [{"status": 500}])
     with client(stack.web_url, stack.api_key) as http:
         create_agent(http)
-        failed = http.post("/v1/chat/completions", json={"model": "Chef", "messages": [{"role": "user", "content": "hi"}]},
-                           headers={"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"})  # fmt: skip
+        failed = http.post("/v1/chat/completions", headers={"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"},
+                           json={"model": "Chef", "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
         assert failed.status_code >= 400
     spans = _of_trace(receiver.wait_for(_turn_done(CALLER_TRACE, tools=0)), CALLER_TRACE)
     web = next(span for span in spans if span.kind == "SERVER")
@@ -183,3 +183,31 @@ def test_a_retried_attempt_joins_the_same_trace(stack: Any, receiver: OtlpReceiv
     assert turn.attributes["parley.turn.outcome"] == "finished"
     waited = _one(spans, "queue wait")  # the first attempt's, exported before the kill: the retry adds none
     assert waited.parent_span_id == web.span_id and waited.end_ns < turn.start_ns
+
+
+MCP_HEADERS = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-11-25"}
+PROTOCOL_TURNS = {
+    "/v1/responses": ({"model": "Chef", "input": "hi"}, {}),
+    "/mcp": ({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+              "params": {"name": "Chef", "arguments": {"message": "hi"}}}, MCP_HEADERS),
+    "/a2a/Chef": ({"jsonrpc": "2.0", "id": 1, "method": "message/send", "params": {"message": {
+        "kind": "message", "messageId": "m", "role": "user", "parts": [{"kind": "text", "text": "hi"}]}}}, {}),
+}  # fmt: skip
+
+
+def test_every_protocol_that_accepts_a_turn_joins_the_callers_trace(stack: Any, receiver: OtlpReceiver) -> None:
+    _traced(stack, receiver)
+    traces = {path: f"{index + 1:032x}" for index, path in enumerate(PROTOCOL_TURNS)}
+    with client(stack.web_url, stack.api_key) as http:
+        create_agent(http)
+        for path, (body, headers) in PROTOCOL_TURNS.items():
+            caller = {"traceparent": f"00-{traces[path]}-{CALLER_SPAN}-01"}
+            answer = http.post(path, json=body, headers={**headers, **caller})
+            assert answer.status_code == 200, (path, answer.text)
+    for path, trace_id in traces.items():
+        spans = _of_trace(receiver.wait_for(_turn_done(trace_id, tools=0)), trace_id)
+        web = next(span for span in spans if span.kind == "SERVER" and span.name.startswith("POST"))
+        assert web.parent_span_id == CALLER_SPAN and web.attributes["http.route"] in (path, "/a2a/{agent}"), path
+        turn = _one(spans, "invoke_agent Chef")
+        web_spans = {span.span_id for span in spans if span.service == "parley-web"}
+        assert turn.parent_span_id in web_spans, (path, [(s.name, s.span_id, s.parent_span_id) for s in spans])
