@@ -7,6 +7,7 @@ import inspect
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -70,8 +71,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await rt.hub.stop()
         tracing.shutdown()  # the spans still buffered go out before the process ends
 
-    native = {"telemetry": NATIVE_TELEMETRY_OFF} if "telemetry" in inspect.signature(FastAPI).parameters else {}
-    app = FastAPI(title="Parley", version="0.1.0", description=DESCRIPTION, lifespan=lifespan, **native)  # type: ignore[arg-type]
+    native: dict[str, Any] = {}
+    if "telemetry" in inspect.signature(FastAPI).parameters:
+        native["telemetry"] = NATIVE_TELEMETRY_OFF
+    app = FastAPI(title="Parley", version="0.1.0", description=DESCRIPTION, lifespan=lifespan, **native)
     errors.install(app)
 
     # Added innermost first: the request id, then metrics, then the body guard, all before routing and auth.
