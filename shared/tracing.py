@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -88,7 +88,7 @@ def accepted(job_id: str, session_id: str) -> None:
 # --- worker -------------------------------------------------------------------------------------------------
 
 
-def traced_turn(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+def traced_turn(func: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
     """For the turn job: the `invoke_agent` span that `turn_started` opens is ended (with the job's outcome, or
     its exception) when the job returns, and its context let go."""
 
