@@ -132,12 +132,14 @@ def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
 
 
 def _exposed(metric: telemetry.Metric, agent_labels: bool) -> tuple[str, ...]:
-    """The labels a scrape shows: token counts by direction only, feedback by rating only, unless the operator
-    asked for agent labels (whatever Redis holds, e.g. counts written while the setting was on)."""
+    """The labels a scrape shows: token counts by direction only, feedback by rating only, fallbacks by reason only,
+    unless the operator asked for agent labels (whatever Redis holds, e.g. counts written while the setting was on)."""
     if metric is telemetry.TOKENS and not agent_labels:
         return ("direction",)
     if metric is telemetry.FEEDBACK and not agent_labels:
         return ("rating",)
+    if metric is telemetry.MODEL_FALLBACKS and not agent_labels:
+        return ("reason",)
     return metric.labels
 
 

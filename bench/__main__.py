@@ -8,6 +8,7 @@
     python -m bench rq-compare           RQ's Worker vs SimpleWorker vs the worker's engine, cost per no-op job
     python -m bench trace                the anatomy of a turn, from Redis MONITOR
     python -m bench profile FILE...      summarise py-spy collapsed stacks
+    python -m bench cache                the share of prompt tokens served from a provider's prompt cache, 50 turns
 
 Each starts what it measures from scratch (bench/stack.py), prints markdown and, where it has an
 ``--output``, writes the figures as JSON (bench/report.py).  Everything is stopped on exit, also on
@@ -24,13 +25,13 @@ from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
 
-from . import ceiling, profile, rebuild, report, rq_compare, trace, turn
+from . import cache, ceiling, profile, rebuild, report, rq_compare, trace, turn
 from .hostile import run as hostile
 from .load import run as load
 
 SUBCOMMANDS: dict[str, ModuleType] = {
     "turn": turn, "load": load, "hostile": hostile, "rebuild": rebuild, "redis-ceiling": ceiling,
-    "rq-compare": rq_compare, "trace": trace, "profile": profile,
+    "rq-compare": rq_compare, "trace": trace, "profile": profile, "cache": cache,
 }  # fmt: skip
 DEFAULT = "turn"
 HELP = {
@@ -42,6 +43,7 @@ HELP = {
     "rq-compare": "RQ's Worker vs SimpleWorker vs the worker's engine, cost per no-op job",
     "trace": "the anatomy of a turn, from Redis MONITOR",
     "profile": "summarise py-spy collapsed stacks",
+    "cache": "the share of prompt tokens served from a provider's prompt cache over a 50-turn conversation",
 }
 
 

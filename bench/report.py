@@ -537,6 +537,44 @@ def ceiling_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# -- prompt caching (`python -m bench cache`) ---------------------------------------------------
+
+
+def cache_markdown(results: dict[str, Any]) -> str:
+    """``python -m bench cache``: the share of prompt tokens served from cache, and where prefixes broke."""
+    code = results.get("code") or {}
+    options = results.get("options") or {}
+    modified = code.get("modified_files") or []
+    lines = ["## Prompt caching (`python -m bench cache`)", "",
+             f"- Command: `{results.get('command')}`; code: commit {code.get('commit')}"
+             f"{' (modified: ' + ', '.join(modified) + ')' if modified else ''}",
+             f"- {options.get('turns')} turns, context_budget {options.get('budget')}, "
+             f"{options.get('user_words')}-word user messages, {options.get('answer_words')}-word answers, "
+             f"the calculator every {options.get('tool_every')} turns; cached tokens rounded to multiples of "
+             f"{options.get('cache_block')}; "
+             f"where the summary lags, it takes {options.get('summary_delay_ms')} ms and turns come every "
+             f"{options.get('think_ms')} ms", "",
+             "| scenario | requests | n | prompt tokens | cached tokens | **cached share** |",
+             "| --- | --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for scenario in results.get("scenarios") or []:
+        for label, key in (("turns' model calls", "turn_requests"), ("rolling summaries' calls", "summary_requests"),
+                           ("all", "all_requests")):  # fmt: skip
+            row = scenario.get(key) or {}
+            if row:
+                lines.append(f"| {scenario['title']} | {label} | {row['requests']} | {row['prompt_tokens']} | "
+                             f"{row['cached_tokens']} | **{row['cached_share']:.1%}** |")  # fmt: skip
+    lines.append("")
+    for scenario in results.get("scenarios") or []:
+        usage = scenario.get("parley_usage") or {}
+        breaks = ", ".join(f"{where}: {count}" for where, count in
+                           sorted((scenario.get("breaks") or {}).items(), key=lambda item: -item[1])) or "none"
+        lines += [f"- {scenario['title']}: Parley's usage of the turns says prompt_tokens "
+                  f"{usage.get('prompt_tokens')}, cached_tokens {usage.get('cached_tokens')} "
+                  f"({usage.get('turns_reporting_cached')} turns reported it); where a turn request's prefix "
+                  f"broke (its first message that differs from the previous turn request's): {breaks}"]  # fmt: skip
+    return "\n".join(lines)
+
+
 # -- profile, trace, rq-compare on their own -----------------------------------------------------
 
 
@@ -569,6 +607,7 @@ def rq_markdown(results: dict[str, Any]) -> str:
 _MARKDOWN: dict[str, Callable[[dict[str, Any]], str]] = {
     "turn": markdown, "load": load_markdown, "hostile": hostile_markdown, "rebuild": rebuild_markdown,
     "redis-ceiling": ceiling_markdown, "rq-compare": rq_markdown, "trace": trace_markdown, "profile": profile_text,
+    "cache": cache_markdown,
 }  # fmt: skip
 _TARGETS: dict[str, Callable[[dict[str, Any]], list[dict[str, Any]]]] = {"turn": targets, "load": load_targets}
 

@@ -109,6 +109,9 @@ class AgentOptions(TypedDict, total=False):
     max_turns: int | None
     context_budget: int | None
     session_ttl_s: int | None
+    max_tool_steps: int | None
+    max_turn_tokens: int | None
+    fallback_models: list[str]
 
 
 class AgentFields(AgentOptions, total=False):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from parley.shared.budgets import seconds_to_next_day
+from parley.shared.clock import now_ms
 from parley.shared.events import ErrorCode
 
 
@@ -107,6 +109,18 @@ class TooManyRequests(ParleyError):
         self.retry_after_s = retry_after_s
 
 
+class BudgetExceeded(TooManyRequests):
+    """The tenant's tokens for the UTC day (PARLEY_TENANT_BUDGETS) are spent: no turn until the next day, which
+    Retry-After names (a turn refused at accept, or a running turn stopped before its next model call)."""
+
+    code = "budget_exceeded"
+
+    def __init__(self, message: str, retry_after_s: int | None = None, **extra: object) -> None:
+        if retry_after_s is None:
+            retry_after_s = seconds_to_next_day(now_ms())
+        super().__init__(message, retry_after_s=retry_after_s, **extra)
+
+
 class Unauthorized(ParleyError):
     status, code = 401, "unauthorized"
 
@@ -147,6 +161,7 @@ TURN_ERRORS: dict[str, type[ParleyError]] = {
     ErrorCode.MODEL_TIMEOUT: TimedOut,
     ErrorCode.INVALID_ANSWER: InvalidAnswer,
     ErrorCode.NOTHING_TO_REGENERATE: NothingToRegenerate,
+    ErrorCode.BUDGET_EXCEEDED: BudgetExceeded,
 }
 """The error a request waiting on a turn (or a summary) gets from the `code` of the job's `error` event; any
 other code (`model_failed`, `turn_failed`, `agent_missing`, `summary_failed`, none) is ModelFailed (502)."""

@@ -50,7 +50,8 @@ class EventType(StrEnum):
     (`/api/v1/chat/stream` goes on with them)."""
     RESPONSE = "response"
     """`content, intent, session_id`, plus `usage`, `structured`, and `tool_calls` (`[{id, name, arguments}]`)
-    when the answer calls tools of the client (/v1/chat/completions `tools`) (the summary: only `content,
+    when the answer calls tools of the client (/v1/chat/completions `tools`), and `model` (the model that
+    answered: the agent's or one of its fallback_models) when a model did (the summary: only `content,
     structured, session_id`): the final answer."""
     ERROR = "error"
     """`message`, plus `code` (an ErrorCode): the turn failed or was canceled."""
@@ -74,6 +75,8 @@ class ErrorCode(StrEnum):
     """A session summary failed other than by its model."""
     NOTHING_TO_REGENERATE = "nothing_to_regenerate"
     """A regenerate turn found no user message in its session to answer again."""
+    BUDGET_EXCEEDED = "budget_exceeded"
+    """The tenant's daily token budget (PARLEY_TENANT_BUDGETS) was spent before the turn's next model call."""
 
 
 TERMINAL_TYPE = EventType.DONE

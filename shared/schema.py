@@ -24,6 +24,11 @@ SESSION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 IMAGE_PATTERN = re.compile(r"^data:image/(png|jpeg|gif|webp);base64,([A-Za-z0-9+/=\s]+)$")
 MAX_IMAGES = 5
 
+MAX_TOOL_STEPS = 100
+"""The most model steps with tool calls an agent's `max_tool_steps` may allow: PARLEY_MAX_TOOL_STEPS's own bound."""
+MAX_TURN_TOKENS = 1_000_000_000
+"""The largest per-turn token cap an agent may set."""
+
 OnBusy = Literal["enqueue", "reject", "interrupt", "steer"]
 """A chat request's `on_busy`: what happens while a turn of its session is queued, running or waiting."""
 JobStatusName = Literal["queued", "started", "waiting", "finished", "failed", "canceled"]
@@ -40,6 +45,21 @@ ResponseShape = Annotated[dict[str, Any] | str | None, AfterValidator(check_shap
 ToolNames = Annotated[list[Annotated[str, Field(max_length=TOOL_NAME_MAX)]], Field(max_length=TOOLS_MAX)]
 Metadata = Annotated[dict[str, Any], AfterValidator(_check_metadata)]
 """Free-form session metadata: at most METADATA_MAX_BYTES as JSON, JSON_MAX_DEPTH levels deep."""
+FALLBACK_MODELS_MAX = 4
+MODEL_NAME_MAX = 200
+
+
+def _check_fallback_models(value: list[str]) -> list[str]:
+    if any(not name.strip() for name in value):
+        raise ValueError("a fallback model name must not be blank")
+    if len(set(value)) != len(value):
+        raise ValueError("fallback_models must not name a model twice")
+    return value
+
+
+FallbackModels = Annotated[list[Annotated[str, Field(min_length=1, max_length=MODEL_NAME_MAX)]],
+                           Field(max_length=FALLBACK_MODELS_MAX), AfterValidator(_check_fallback_models)]  # fmt: skip
+"""Models tried in order when the agent's model fails with 429, 5xx or a timeout (worker/providers/fallback.py)."""
 
 
 class AgentBase(BaseModel):
@@ -66,6 +86,15 @@ class AgentBase(BaseModel):
     session_ttl_s: int | None = Field(None, ge=1, le=10 * 365 * 86_400, description=(
         "Seconds a session may go without a turn before it is deleted with its messages, notes and images "
         "(at least PARLEY_SESSION_TTL_MIN_S, 60 by default); null: sessions are kept."))  # fmt: skip
+    max_tool_steps: int | None = Field(None, ge=1, le=MAX_TOOL_STEPS, description=(
+        "Model steps that end in tool calls one turn may take before it answers that it stopped; "
+        "PARLEY_MAX_TOOL_STEPS when omitted."))  # fmt: skip
+    max_turn_tokens: int | None = Field(None, ge=1, le=MAX_TURN_TOKENS, description=(
+        "Tokens (prompt + completion over every model call) one turn may use: past them it stops before its next "
+        "model call with an answer saying so. PARLEY_MAX_TURN_TOKENS, when set, is the most it may be."))  # fmt: skip
+    fallback_models: FallbackModels = Field(default_factory=list, description=(
+        f"At most {FALLBACK_MODELS_MAX} models tried in order when the agent's model still fails (429, 5xx or a "
+        "timeout) after its retries, before any of the answer was sent."))  # fmt: skip
 
 
 class AgentCreate(AgentBase):
@@ -115,11 +144,15 @@ class AgentUpdate(BaseModel):
     max_turns: int | None = Field(None, ge=1)
     context_budget: int | None = Field(None, ge=256, le=10_000_000)
     session_ttl_s: int | None = Field(None, ge=1, le=10 * 365 * 86_400)
+    max_tool_steps: int | None = Field(None, ge=1, le=MAX_TOOL_STEPS)
+    max_turn_tokens: int | None = Field(None, ge=1, le=MAX_TURN_TOKENS)
+    fallback_models: FallbackModels | None = None
 
     @model_validator(mode="after")
     def _no_null_text(self) -> AgentUpdate:
         """`null` clears the optional settings (model, response_shape, ...); text fields take a string."""
-        for name in ("name", "description", "type", "context", "first_message", "instructions", "tools", "approval"):
+        for name in ("name", "description", "type", "context", "first_message", "instructions", "tools", "approval",
+                     "fallback_models"):
             if name in self.model_fields_set and getattr(self, name) is None:
                 raise ValueError(f"{name} cannot be null")
         return self
@@ -134,6 +167,7 @@ class AgentPublic(AgentBase):
     response_shape: dict[str, Any] | str | None = None  # type: ignore[assignment]  # what was stored is served back
     tools: list[str] = Field(default_factory=list)  # type: ignore[assignment]
     approval: list[str] = Field(default_factory=list)  # type: ignore[assignment]
+    fallback_models: list[str] = Field(default_factory=list)  # served as stored: no check on the way out
     created_at: str
     updated_at: str | None = None
     source: Literal["api", "file"] = "api"
@@ -383,6 +417,9 @@ class JobPublic(BaseModel):
     steered_into: str | None = Field(
         None, description="A job made by `on_busy: steer` whose message joined a running turn: that turn's job "
         "id (this job is then `finished` with no result of its own; the answer is that job's).")  # fmt: skip
+    model: str | None = Field(
+        None, description="Once the turn finished: the model that answered (the agent's `model`, or one of its "
+        "`fallback_models` when that failed); null while it runs, when it failed, and when no model was asked.")
 
 
 class ApprovalDecision(BaseModel):

@@ -145,6 +145,9 @@ class Settings(BaseSettings):
     """How often the OpenAI SDK retries 429, 5xx and connection errors (it honours Retry-After)."""
     model_stream_usage: bool = Field(True, alias="PARLEY_MODEL_STREAM_USAGE")
     """Ask the model for token counts (`stream_options.include_usage`); off for servers that refuse it."""
+    model_prompt_cache_key: bool = Field(True, alias="PARLEY_MODEL_PROMPT_CACHE_KEY")
+    """Send each turn's session as `prompt_cache_key` (a provider routes one conversation's calls to its prompt
+    cache); off for servers that refuse unknown fields."""
     context_tokens: int = Field(16_000, alias="PARLEY_CONTEXT_TOKENS", ge=256)
     """Default context budget of an agent, in tokens (an agent's `context_budget` overrides it): docs/memory.md."""
     summary_timeout_s: float = Field(120.0, alias="PARLEY_SUMMARY_TIMEOUT_S", gt=0)
@@ -153,6 +156,12 @@ class Settings(BaseSettings):
     """Pause between the demo model's chunks, in ms, so streaming is visible."""
     max_tool_steps: int = Field(8, alias="PARLEY_MAX_TOOL_STEPS", ge=1, le=100)
     """Model steps that end in tool calls one turn may take; past that the turn answers that it stopped."""
+    tenant_budgets: str = Field("", alias="PARLEY_TENANT_BUDGETS")
+    """Comma-separated `tenant:tokens_per_day` (prompt + completion tokens per UTC day); `*:N` for every tenant
+    not named; a tenant with no entry (and no `*`) has no budget. Parsed by `tenant_budget`."""
+    max_turn_tokens: int = Field(0, alias="PARLEY_MAX_TURN_TOKENS", ge=0)
+    """Tokens (prompt + completion, every model call) one turn may use before it stops with an answer saying so;
+    0: no cap. An agent's `max_turn_tokens` can only lower it."""
     model_response_format: bool = Field(True, alias="PARLEY_MODEL_RESPONSE_FORMAT")
     """Send `response_format` for agents with a response shape; off for servers that refuse it
     (the shape is in the instructions either way, and every answer is checked)."""
@@ -186,6 +195,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _parse_keys(self) -> Settings:
         self.keys_to_tenants()  # raises on malformed entries, at start rather than per request
+        parse_budgets(self.tenant_budgets)  # likewise
         return self
 
     @property
@@ -212,6 +222,40 @@ class Settings(BaseSettings):
                 raise ValueError(f"PARLEY_API_KEYS: one key is given to two tenants ({mapping[key]!r}, {tenant!r})")
             mapping[key] = tenant
         return mapping
+
+    def tenant_budget(self, tenant: str) -> int | None:
+        """The tenant's tokens per UTC day (PARLEY_TENANT_BUDGETS: its entry, else `*`'s), None: no budget."""
+        budgets = parse_budgets(self.tenant_budgets)
+        return budgets.get(tenant, budgets.get(ANY_TENANT))
+
+
+ANY_TENANT = "*"
+"""The PARLEY_TENANT_BUDGETS entry for every tenant that has none of its own."""
+MAX_BUDGET_TOKENS = 10**15
+"""Largest budget: Redis's Lua compares numbers as doubles, exact up to 2**53."""
+
+
+@lru_cache(maxsize=8)
+def parse_budgets(text: str) -> dict[str, int]:
+    """PARLEY_TENANT_BUDGETS as tenant (or `*`) -> tokens per day; ValueError naming the bad entry."""
+    budgets: dict[str, int] = {}
+    for entry in text.split(","):
+        entry = entry.strip()
+        if not entry:
+            continue
+        tenant, sep, amount = entry.partition(":")
+        tenant, amount = tenant.strip(), amount.strip()
+        if not sep or not tenant or not amount.isascii() or not amount.isdigit():
+            raise ValueError(f"PARLEY_TENANT_BUDGETS entry {entry!r} is not `tenant:tokens_per_day` "
+                             "(tokens a whole number, 0 or more; `*:N` for every other tenant)")
+        if tenant != ANY_TENANT:
+            check_tenant_name(tenant, "PARLEY_TENANT_BUDGETS")
+        if tenant in budgets:
+            raise ValueError(f"PARLEY_TENANT_BUDGETS names {tenant!r} twice")
+        if int(amount) > MAX_BUDGET_TOKENS:
+            raise ValueError(f"PARLEY_TENANT_BUDGETS entry {entry!r}: at most {MAX_BUDGET_TOKENS} tokens a day")
+        budgets[tenant] = int(amount)
+    return budgets
 
 
 @lru_cache(maxsize=1)

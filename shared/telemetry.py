@@ -55,7 +55,8 @@ TURN = Metric("parley_turn_seconds", "histogram", "Time from a turn's acceptance
               buckets=_LATENCY_BUCKETS)  # fmt: skip
 FIRST_TOKEN = Metric("parley_time_to_first_token_seconds", "histogram",
                      "Time from a turn's start to the model's first answer text", buckets=_LATENCY_BUCKETS)  # fmt: skip
-TOKENS = Metric("parley_tokens", "counter", "Tokens sent to (in) and received from (out) the model, as it counted",
+TOKENS = Metric("parley_tokens", "counter", "Tokens sent to (in) and received from (out) the model, as it counted; "
+                "cached: those of in the provider served from its prompt cache",
                 ("agent", "model", "direction"))  # fmt: skip
 """Stored with agent and model "" unless PARLEY_METRICS_AGENT_LABELS is on (they are tenants' data), and
 exposed by direction only unless the scraped web has it on (api/metrics.py)."""
@@ -85,8 +86,18 @@ SCHEDULE_FIRINGS = Metric("parley_schedule_firings", "counter",
                           "Schedule firings, by outcome: ran (a turn), refused (limits, a conflict), stopped "
                           "(its agent was deleted)", ("outcome",))  # fmt: skip
 """Counted once per firing, by ADVANCE_SCHEDULE (the process that records the firing); no tenant label."""
+BUDGET_STOPS = Metric("parley_budget_stops", "counter",
+                      "Turns refused at accept (refused) or stopped before a model call (stopped) by a tenant's "
+                      "daily budget, or stopped by their own token cap (turn_cap)", ("reason",))  # fmt: skip
+"""No tenant label (tenants' names are their data)."""
+MODEL_FALLBACKS = Metric("parley_model_fallbacks", "counter",
+                         "Model steps answered by one of an agent's fallback_models, by why the agent's model was "
+                         "passed over (its HTTP status, or timeout)", ("from_model", "to_model", "reason"))  # fmt: skip
+"""Stored with both models "" unless PARLEY_METRICS_AGENT_LABELS is on (model names are tenants' data), bounded as
+`parley_tokens` is, and exposed by reason only unless the scraped web has it on (api/metrics.py)."""
+BOUNDED[MODEL_FALLBACKS.name] = AGENT_LABEL_SETS
 METRICS = (QUEUE_WAIT, TURN, FIRST_TOKEN, TOKENS, MODEL_ERRORS, TOOL_CALLS, JOBS, HTTP_REQUESTS, HTTP_SECONDS,
-           FEEDBACK, SCHEDULE_FIRINGS, WEBHOOK_ATTEMPTS)  # fmt: skip
+           FEEDBACK, SCHEDULE_FIRINGS, WEBHOOK_ATTEMPTS, BUDGET_STOPS, MODEL_FALLBACKS)  # fmt: skip
 """Every metric kept in Redis; their keys are the last KEYS of the recording scripts (`metrics`), in this order,
 and a delta names its metric by its position here (from 1)."""
 INDEX = {metric.name: position for position, metric in enumerate(METRICS, start=1)}
@@ -174,12 +185,13 @@ def agent_labels() -> bool:
     return bool(_agent_labels)
 
 
-def tokens(agent: str, model: str, tokens_in: int | None, tokens_out: int | None) -> None:
+def tokens(agent: str, model: str, tokens_in: int | None, tokens_out: int | None, cached: int | None = None) -> None:
     """Token counts of one model call, as the model reported them (None: not reported); agent and model
-    only with PARLEY_METRICS_AGENT_LABELS on (names are tenants' data)."""
+    only with PARLEY_METRICS_AGENT_LABELS on (names are tenants' data). `cached`: the prompt tokens (counted in
+    `in` too) the provider served from its prompt cache, direction `cached`."""
     if not agent_labels():
         agent = model = ""
-    for direction, count in (("in", tokens_in), ("out", tokens_out)):
+    for direction, count in (("in", tokens_in), ("out", tokens_out), ("cached", cached)):
         if count:
             PENDING.add(TOKENS, labels_field((agent, model, direction)), int(count))
 
@@ -201,6 +213,22 @@ def model_error(status: int | str | None, timed_out: bool = False) -> None:
     else:
         label = "timeout" if timed_out else "connection"
     PENDING.add(MODEL_ERRORS, labels_field((label,)), 1)
+
+
+def model_fallback(from_model: str, to_model: str, reason: str) -> None:
+    """A fallback model (`to_model`) answered a model step the agent's model (`from_model`) could not, for
+    `reason` (`fallback_reason`); the models only with PARLEY_METRICS_AGENT_LABELS on (names are tenants' data)."""
+    if not agent_labels():
+        from_model = to_model = ""
+    PENDING.add(MODEL_FALLBACKS, labels_field((from_model, to_model, reason)), 1)
+
+
+def fallback_reason(status: int | None, timed_out: bool) -> str:
+    """Why a model was passed over, as a bounded label: its HTTP status (`other` for anything that is not
+    one), else `timeout` (or `connection`), as `parley_model_errors` names it."""
+    if status is not None:
+        return str(status) if _HTTP_STATUS.fullmatch(str(status)) else OTHER
+    return "timeout" if timed_out else "connection"
 
 
 def tool_call(tool: str, ok: bool) -> None:
@@ -236,6 +264,15 @@ def webhook_attempt(outcome: str) -> None:
     """One webhook delivery attempt ended: `delivered` (2xx), `status` (another answer), `timeout`,
     `unreachable` (no connection) or `refused` (an address webhooks may not reach)."""
     PENDING.add(WEBHOOK_ATTEMPTS, labels_field((outcome if outcome in WEBHOOK_OUTCOMES else OTHER,)), 1)
+
+BUDGET_REASONS = frozenset({"refused", "stopped", "turn_cap"})
+
+
+def budget_stop(reason: str) -> None:
+    """A turn refused (`refused`) or stopped (`stopped`) by its tenant's daily budget, or stopped by its own token
+    cap (`turn_cap`)."""
+    PENDING.add(BUDGET_STOPS, labels_field((reason if reason in BUDGET_REASONS else OTHER,)), 1)
+
 
 # --- writing --------------------------------------------------------------------------------
 

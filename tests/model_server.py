@@ -23,12 +23,25 @@ Control API (JSON over HTTP, see the handlers below):
   ``reply`` then is the text before the calls, default none) and ``reasoning`` (text
   streamed first as ``delta.reasoning_content``, as reasoning models do), ``keepalive_ms`` (a
   stream that, after its opening role chunk, sends only ``: keep-alive`` SSE comment lines
-  every ``keepalive_ms`` ms, never any content, until the client leaves: an idle model).
+  every ``keepalive_ms`` ms, never any content, until the client leaves: an idle model), ``usage`` (an object
+  ``{"prompt_tokens", "completion_tokens"}``: the token counts the answer reports instead of word counts),
+  ``with_tools`` (true: only a request that offers tools takes this step, so a summary job's request, which
+  offers none, cannot take a turn's scripted tool call; false: only one that offers none), ``model`` (the
+  step is for requests naming this model only, so one model can fail while another answers). A request
+  takes the first step queued that it may take.
   Text holding a lone UTF-16 surrogate is sent as JSON's ``"\\ud800"`` escape, as Python's
   ``json.dumps`` writes it.
 * ``POST /_control/options`` / ``GET /_control/options``  default options at runtime.
 * ``POST /_control/reset``  clear script, recorded requests, counters; restore options.
-* ``GET /_control/requests``  every chat request: ``{"body", "status", "headers"}``.
+* ``GET /_control/requests``  every chat request: ``{"body", "status", "headers"}``, and for one
+  answered, ``"usage"`` as sent.
+
+Prompt caching: every answer's usage carries ``prompt_tokens_details: {"cached_tokens": N}``, N the
+prompt tokens of the longest prefix this request shares with an earlier one (with the same
+``prompt_cache_key``, or without one any earlier request), as a provider's prompt cache serves them
+(tests/prompt_cache.py has the rules; option ``cache_block`` rounds N down to a multiple, 1: not
+rounded). Option ``echo_words`` cuts the default echo answer to that many words (0: whole), so answers and
+rolling summaries stay the size of a real model's.
 * ``GET /_control/stats``  ``{"requests", "open_streams", "disconnects"}``.
 """
 
@@ -57,6 +70,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
+
+from tests.prompt_cache import PrefixCache
 
 MODEL_ID = "test-model"
 _RECORDED_HEADERS = ("authorization", "x-stainless-retry-count")
@@ -106,6 +121,10 @@ class ModelOptions:
     chunk_delay_ms: float = 0.0
     first_chunk_delay_ms: float = 0.0
     chunks: int | None = None
+    echo_words: int | None = None
+    """The default (echo) answer cut to its first this many words; None: whole."""
+    cache_block: int = 1
+    """`cached_tokens` rounded down to a multiple of this (1: not rounded)."""
 
     def updated(self, changes: Mapping[str, Any]) -> ModelOptions:
         """Validated copy with ``changes`` applied (unknown keys are errors, not ignored)."""
@@ -114,8 +133,10 @@ class ModelOptions:
             raise ControlError(f"unknown option(s): {sorted(unknown)}")
         clean: dict[str, Any] = {}
         for name, value in changes.items():
-            if name == "chunks":
+            if name in ("chunks", "echo_words"):
                 clean[name] = None if value in (None, 0) else _count(value, name, 1)
+            elif name == "cache_block":
+                clean[name] = _count(value, name, 1)
             else:
                 clean[name] = _non_negative(value, name)
         return dataclasses.replace(self, **clean)
@@ -146,6 +167,12 @@ class Step:
     reasoning: str | None = None
     keepalive_ms: float | None = None
     """Send only SSE comment lines, this often, after the role chunk: a stream that never sends content."""
+    usage: tuple[int, int] | None = None
+    """(prompt_tokens, completion_tokens) the answer reports, instead of the words it saw and sent."""
+    with_tools: bool | None = None
+    """True: only a request that offers tools takes this step; False: only one that offers none."""
+    model: str | None = None
+    """Only a request for this model takes the step (None: any request)."""
 
     @classmethod
     def parse(cls, raw: Any) -> Step:
@@ -171,16 +198,21 @@ class Step:
                 clean[name] = _count(value, name, 1)
             elif name == "drop_after_chunks":
                 clean[name] = _count(value, name, 0)
-            elif name == "hang":
+            elif name in ("hang", "with_tools"):
                 if not isinstance(value, bool):
-                    raise ControlError(f"hang must be a boolean, got {value!r}")
+                    raise ControlError(f"{name} must be a boolean, got {value!r}")
                 clean[name] = value
-            elif name in ("reply", "reasoning"):
+            elif name in ("reply", "reasoning", "model"):
                 if not isinstance(value, str):
                     raise ControlError(f"{name} must be a string, got {value!r}")
                 clean[name] = value
             elif name == "tool_calls":
                 clean[name] = _tool_calls(value)
+            elif name == "usage":
+                if not isinstance(value, dict) or set(value) != {"prompt_tokens", "completion_tokens"}:
+                    raise ControlError(f"usage is {{'prompt_tokens': int, 'completion_tokens': int}}, got {value!r}")
+                clean[name] = (_count(value["prompt_tokens"], "prompt_tokens", 0),
+                               _count(value["completion_tokens"], "completion_tokens", 0))
             else:  # body: any JSON
                 clean[name] = value
         return cls(**clean)
@@ -216,11 +248,13 @@ class ModelServerState:
     disconnects: int = 0
     # Set when the server shuts down so hung or slow answers end instead of blocking it.
     closing: asyncio.Event = field(default_factory=asyncio.Event)
+    prompt_cache: PrefixCache = field(default_factory=PrefixCache)
 
     def reset(self) -> None:
         self.options = self.initial
         self.script.clear()
         self.requests.clear()
+        self.prompt_cache.clear()
         self.request_count = 0
         self.disconnects = 0
 
@@ -266,6 +300,13 @@ def split_chunks(text: str, chunks: int | None) -> list[str]:
     return out
 
 
+def _cut(text: str, words: int | None) -> str:
+    """The first `words` words of `text` (all of it for None)."""
+    if words is None:
+        return text
+    return " ".join(text.split()[:words])
+
+
 def _words(messages: list[Any]) -> int:
     return sum(len(_text(m.get("content")).split()) for m in messages if isinstance(m, dict))
 
@@ -304,9 +345,11 @@ class _Exchange:
     (e.g. a cancelled Parley worker) goes away, and stops delays early for it.
     """
 
-    def __init__(self, state: ModelServerState, body: dict[str, Any], step: Step, send: Send) -> None:
+    def __init__(self, state: ModelServerState, body: dict[str, Any], step: Step, send: Send,
+                 record: dict[str, Any] | None = None) -> None:  # fmt: skip
         self.state = state
         self.body = body
+        self.record = record if record is not None else {}
         self.step = step
         self.send = send
         options = state.options
@@ -351,13 +394,17 @@ class _Exchange:
         if step.tool_calls:
             text = step.reply or ""
         else:
-            text = step.reply if step.reply is not None else echo_answer(messages)
+            text = step.reply if step.reply is not None else _cut(echo_answer(messages), self.state.options.echo_words)
         pieces = split_chunks(text, self.chunks) if text else []
-        usage = {
-            "prompt_tokens": (prompt := _words(messages)),
-            "completion_tokens": (completion := len(text.split())),
+        self.state.prompt_cache.block = self.state.options.cache_block
+        prompt, completion = step.usage or (_words(messages), len(text.split()))
+        usage: dict[str, Any] = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
             "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": min(prompt, self.state.prompt_cache.serve(self.body))},
         }
+        self.record["usage"] = usage
         if self.body.get("stream"):
             await self._stream(pieces, usage)
         else:
@@ -377,7 +424,7 @@ class _Exchange:
         await self.send({"type": "http.response.start", "status": step.status, "headers": headers})
         await self.send({"type": "http.response.body", "body": payload})
 
-    async def _complete(self, text: str, pieces: list[str], usage: dict[str, int]) -> None:
+    async def _complete(self, text: str, pieces: list[str], usage: dict[str, Any]) -> None:
         if self.step.hang:
             await self.state.closing.wait()
             await self._send_error(Step(status=503, body=_error_body(503, "model server shutting down")))
@@ -444,7 +491,7 @@ class _Exchange:
             chunk["usage"] = None
         return b"data: " + _dumps(chunk) + b"\n\n"
 
-    async def _stream(self, pieces: list[str], usage: dict[str, int]) -> None:
+    async def _stream(self, pieces: list[str], usage: dict[str, Any]) -> None:
         step, send = self.step, self.send
         stream_options = self.body.get("stream_options")
         with_usage = isinstance(stream_options, dict) and bool(stream_options.get("include_usage"))
@@ -524,10 +571,22 @@ class _ChatCompletions:
             state.requests.append({"body": raw.decode(errors="replace"), "status": 400, "headers": headers})
             await JSONResponse(_error_body(400, f"invalid request: {exc}"), status_code=400)(scope, receive, send)
             return
-        step = state.script.popleft() if state.script else Step()
+        step = _take_step(state.script, body)
         state.request_count += 1
-        state.requests.append({"body": body, "status": step.status or 200, "headers": headers})
-        await _Exchange(state, body, step, send).run(receive)
+        record = {"body": body, "status": step.status or 200, "headers": headers}
+        state.requests.append(record)
+        await _Exchange(state, body, step, send, record).run(receive)
+
+
+def _take_step(script: deque[Step], body: dict[str, Any]) -> Step:
+    """The first scripted step this request may take, removed (`with_tools`: whether it offers tools; `model`: the
+    model it names); else the default answer."""
+    for index, step in enumerate(script):
+        if (step.with_tools is None or step.with_tools == bool(body.get("tools"))) and (
+                step.model is None or step.model == body.get("model")):  # fmt: skip
+            del script[index]
+            return step
+    return Step()
 
 
 # --------------------------------------------------------------------------- control API

@@ -25,7 +25,7 @@ from parley.tools import unknown_tools
 STORED_FIELDS = (
     "id", "name", "description", "type", "model", "context", "first_message", "instructions",
     "response_shape", "tools", "temperature", "max_tokens", "max_turns", "created_at", "updated_at", "source",
-    "context_budget", "approval", "session_ttl_s",
+    "context_budget", "approval", "session_ttl_s", "max_tool_steps", "max_turn_tokens", "fallback_models",
 )  # fmt: skip
 
 DEFAULT_MAX_AGENTS: int = Settings.model_fields["max_agents_per_tenant"].default
@@ -55,6 +55,7 @@ def public(agent: dict[str, Any], default_model: str) -> AgentPublic:
     shown = dict(agent)
     shown["model"] = agent.get("model") or default_model
     shown["approval"] = agent.get("approval") or []  # agents stored before approvals existed have none
+    shown["fallback_models"] = agent.get("fallback_models") or []  # nor before fallbacks
     shown["created_at"] = iso(agent["created_at"])
     shown["updated_at"] = iso(agent.get("updated_at"))
     return AgentPublic.model_validate(shown)

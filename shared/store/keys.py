@@ -45,6 +45,7 @@ session id, `{j}` a job id. Tenant names never contain `:` nor start with `_` (s
 | `parley:schedules:{t}` | zset | the tenant's schedule ids by creation time (ms) (listing, PARLEY_MAX_SCHEDULES) |
 | `parley:schedules-due` | zset | `{t} {id}` of each running schedule by next run (ms), or by lease end while fired |
 | `parley:session-expiries` | zset | `["{t}","{a}","{s}"]` of sessions whose agent has `session_ttl_s`, by expiry (ms) |
+| `parley:budget-spent:{t}:{day}` | string | tokens the tenant spent on UTC day `YYYY-MM-DD` (PARLEY_TENANT_BUDGETS) |
 
 File agents (`PARLEY_AGENTS_FILE`) live under the reserved tenant `FILE_SCOPE`.
 RQ's own keys (`rq:job:{j}`, `rq:queue:{name}`) are named by RQ; we take them from RQ's classes.
@@ -272,3 +273,9 @@ def session_expiry_member(tenant: str, agent_id: str, session_id: str) -> str:
     """A session in `session_expiries`: JSON, so the sweeper can name its keys (the agent's list too)
     once its hash is gone."""
     return json.dumps([tenant, agent_id, session_id], separators=(",", ":"))
+
+
+def budget_spent(tenant: str, day: str) -> str:
+    """Tokens the tenant's model calls used on UTC day `day` (`YYYY-MM-DD`, shared/budgets.py): the worker adds
+    each call's, ACCEPT_TURN and every model call check it against PARLEY_TENANT_BUDGETS."""
+    return f"{PREFIX}:budget-spent:{tenant}:{day}"

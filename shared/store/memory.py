@@ -53,6 +53,10 @@ FOLD_SHARE = 2.0
 """One summariser run reads at most this many history budgets of messages to fold (O(window)).
 More lie there only in a history stored before token counts were kept: the older ones are left
 out of the summary (they were out of the window already)."""
+WINDOW_STEP_SHARE = 0.25
+"""Once the newest turns no longer all fit, the window's start moves in steps of this share of the history
+budget (see `stepped_start`), not by a turn each turn: between two steps the window only grows at its end, so
+the prompt's prefix stays byte-stable and a provider's prompt cache keeps serving it."""
 MIN_HISTORY_TOKENS = 128
 """The history budget never drops below this, however long the agent's system prompt."""
 SUMMARY_FUNCTION = "parley.worker.summary.roll_summary"
@@ -207,29 +211,50 @@ def _backwards(r: Any, tenant: str, session_id: str, end: int, boundary: int,
         chunk = min(chunk * 2, MAX_CHUNK)
 
 
-def newest_turns(items: Iterator[tuple[int, dict[str, Any]]], budget: int, boundary: int,
-                 model: str) -> tuple[list[dict[str, Any]], int, int]:  # fmt: skip
-    """The newest whole turns of `items` (newest first) within `budget` tokens.
+def newest_turns(items: Iterator[tuple[int, dict[str, Any]]], budget: int, boundary: int, model: str,
+                 step: int = 0, unsummarised: int = 0) -> tuple[list[dict[str, Any]], int, int]:  # fmt: skip
+    """The newest whole turns of `items` (newest first) within `budget` tokens; with `step`, when they do not all
+    fit, starting at a step (`stepped_start`; `unsummarised`: the tokens from the boundary to the end).
 
     Returns (messages oldest first, index of the first one, their tokens). A turn starts at a user
     message; the boundary also starts one (what lies before it is summarised or is message 0)."""
     taken: list[dict[str, Any]] = []
     used = 0
-    fit_count, fit_tokens, fit_start = 0, 0, -1
+    starts: list[tuple[int, int, int]] = []  # (messages taken, their tokens, index) at each turn's start, newest first
     for index, message in items:
         used += message_tokens(message, model)
         if used > budget:
             break
         taken.append(message)
         if message.get("role") == "user" or index == boundary:
-            fit_count, fit_tokens, fit_start = len(taken), used, index
+            starts.append((len(taken), used, index))
+    if not starts:
+        return [], -1, 0
+    fit_count, fit_tokens, fit_start = starts[-1]
+    if step > 0 and fit_start != boundary:  # the newest turns do not all fit: the window slides
+        fit_count, fit_tokens, fit_start = stepped_start(starts, unsummarised, step)
     kept = taken[:fit_count]
     kept.reverse()
     return kept, fit_start, fit_tokens
 
 
+def stepped_start(starts: list[tuple[int, int, int]], unsummarised: int, step: int) -> tuple[int, int, int]:
+    """The turn start a sliding window begins at: the oldest that fits (`starts[-1]`), moved on to the first turn
+    start at or past the next multiple of `step` tokens from the boundary (a turn's position is `unsummarised`
+    minus the tokens from it to the end). That start stays the same turn after turn, however the history grows at
+    its end, until the window must move past it; so the window moves by `step` tokens at a time. When no turn
+    start that fits lies past that multiple (a turn longer than a step), the oldest that fits."""
+    oldest = starts[-1]
+    anchor = math.ceil((unsummarised - oldest[1]) / step) * step
+    for start in reversed(starts):  # oldest first
+        if unsummarised - start[1] >= anchor:
+            return start
+    return oldest
+
+
 def read_window(r: Any, tenant: str, session_id: str, *, budget_tokens: int, model: str,
-                prefetched: Prefetched | None = None, end: int | None = None) -> Window:  # fmt: skip
+                prefetched: Prefetched | None = None, end: int | None = None,
+                step_tokens: int = 0) -> Window:  # fmt: skip
     """The context of a session's next turn, reading O(window) of Redis, never O(history).
 
     One MULTI (LLEN, LINDEX 0, the summary fields), then the tail in growing LRANGE chunks until
@@ -237,7 +262,8 @@ def read_window(r: Any, tenant: str, session_id: str, *, budget_tokens: int, mod
     `budget_tokens` is for first message + summary + tail (see history_budget). With `prefetched`
     (a turn's READ_CONTEXT), its snapshot and tail are used and only older messages are read, if needed.
     With `end`, the history stops before that index (a regenerate's context: what came before the user message
-    it answers again)."""
+    it answers again). With `step_tokens`, a window that no longer holds every turn past the summary starts
+    where it started last turn until it must move, then moves by that many tokens at least (`stepped_start`)."""
     snap = prefetched.snapshot if prefetched is not None else snapshot(r, tenant, session_id, model)
     if end is not None and end < snap.total:
         snap = replace(snap, total=end)
@@ -248,7 +274,7 @@ def read_window(r: Any, tenant: str, session_id: str, *, budget_tokens: int, mod
     room = budget_tokens - first_tokens - snap.summary_tokens
     known = (prefetched.tail_start, prefetched.tail) if prefetched is not None else None
     messages, start, used = newest_turns(backwards(r, tenant, session_id, snap.total, snap.boundary, known),
-                                         room, snap.boundary, model)  # fmt: skip
+                                         room, snap.boundary, model, step_tokens, snap.tokens)  # fmt: skip
     return Window(first=snap.first, summary=snap.summary, messages=messages,
                   start_index=start if messages else snap.total, total=snap.total, exchanges=snap.exchanges,
                   tokens=first_tokens + snap.summary_tokens + used)  # fmt: skip

@@ -21,9 +21,9 @@ from rq import Callback, Queue, Retry
 from rq.job import Job, JobStatus
 from rq.utils import utcformat
 
-from parley.shared import events, telemetry
+from parley.shared import budgets, events, telemetry
 from parley.shared.clock import iso, now_ms
-from parley.shared.errors import Conflict, NotFound, SessionBusy, limit_refusal
+from parley.shared.errors import BudgetExceeded, Conflict, NotFound, SessionBusy, limit_refusal
 from parley.shared.events import ErrorCode, EventType
 from parley.shared.schema import FINAL_STATUSES, ChatResponse, JobPublic, PendingCall
 from parley.shared.settings import Settings
@@ -97,6 +97,11 @@ def _branch_fields(tenant: str, agent: dict[str, Any], session_id: str, stateles
     if regenerate:
         fields["regenerate"] = "1"
     return fields
+
+
+def _budget_arg(budget: int | None) -> str:
+    """ACCEPT_TURN's `budget`: the tenant's tokens per day, '' for none."""
+    return "" if budget is None else str(budget)
 
 
 def new_job_id() -> str:
@@ -175,7 +180,8 @@ class TurnStore:
         shared/tracing.py), kept for the worker's spans of the turn.
 
         Raises Conflict (session bound to another agent, or a reused Idempotency-Key) and
-        TooManyRequests (queue full, tenant busy, key over its rate); in those cases nothing is created.
+        TooManyRequests (queue full, tenant busy, key over its rate; BudgetExceeded: the tenant's tokens for the
+        UTC day are spent); in those cases nothing is created.
         """
         session_id = session_id or new_session_id()
         job_id = job_id or new_job_id()
@@ -225,7 +231,8 @@ class TurnStore:
             max_rate=self.settings.rate_limit_turns, rate_window_ms=self.settings.rate_window_s * 1000,
             create_session="0" if history is not None else "1", tenant_cap=self.settings.tenant_concurrency,
             job_prefix=keys.job(tenant, ""), rq_prefix=Job.redis_job_namespace_prefix, on_busy=on_busy,
-            steers_prefix=keys.steers(tenant, ""),
+            steers_prefix=keys.steers(tenant, ""), budget_spent=budgets.spent_key(tenant, created),
+            budget=_budget_arg(self.settings.tenant_budget(tenant)),
         ))  # fmt: skip
         outcome, detail = reply[0], reply[1]
         if outcome == "accepted":
@@ -240,6 +247,11 @@ class TurnStore:
                               job_id=detail)  # fmt: skip
         if outcome == "existing":
             return self._replayed(tenant, detail, request_hash)
+        if outcome == "budget_exceeded":
+            telemetry.budget_stop("refused")
+            raise BudgetExceeded(f"this tenant's tokens for today are spent ({detail} of "
+                                 f"{self.settings.tenant_budget(tenant)}); try again after "
+                                 f"{budgets.next_day(created)}", retry_after_s=budgets.seconds_to_next_day(now_ms()))
         refused = limit_refusal(outcome, detail)
         if refused:
             raise refused
@@ -344,6 +356,7 @@ class TurnStore:
             pending=[PendingCall.model_validate(call) for call in json.loads(record["pending"])]
             if record.get("status") == "waiting" and record.get("pending") else None,
             steered_into=record.get("steered_into") or None,
+            model=result.get("model") if isinstance(result, dict) else None,
         )  # fmt: skip
 
     def finish(self, tenant: str, job_id: str, *, status: str, attempt: int | None, events_out: list[str],

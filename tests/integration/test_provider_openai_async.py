@@ -98,7 +98,8 @@ def test_text_reasoning_and_usage_stream_in(server: ModelServer, make_provider: 
     assert "".join(p for kind, p in parts if kind == REASONING) == "let me think"
     assert [p for kind, p in parts if kind == TEXT] == ["Hello", " there,", " friend."]
     assert activity == len(parts)
-    assert stream.usage == {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}
+    # The scripted model reports prompt_tokens_details.cached_tokens (0: nothing before it): read into the flat usage.
+    assert stream.usage == {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6, "cached_tokens": 0}
     assert stream.tool_calls == []
     sent = server.control("requests")[-1]["body"]
     assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}

@@ -1,10 +1,13 @@
 """The Responses API (`/v1/responses`) with the official `openai` SDK, unmodified, against the real stack: create
 (string and items), memory through previous_response_id, stream events and their sequence numbers, a resumed stream
 (`retrieve(stream=True, starting_after=n)`) giving exactly the same events, background + retrieve, cancel, delete,
-input items, a function tool round trip and structured output. The scripted model records what it was sent."""
+input items, a function tool round trip and structured output; the agent's own tool calls and approval waits as
+Parley's extension items (`parley:tool_call`, `parley:approval_request`) through the SDK; `input_file` text read or
+refused; the offline demo model calling a client tool. The scripted model records what it was sent."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from typing import Any
@@ -120,6 +123,19 @@ def test_stateless_input_and_hostile_requests(stack) -> None:
         assert once["id"] == twice["id"] and once["output"] == twice["output"]  # one turn, answered twice
         reused = http.post("/v1/responses", json={"model": "Chef", "input": "Stew?"}, headers=key)
         assert reused.status_code == 409 and reused.json()["error"]["type"] == "invalid_request_error"
+
+        # the wire as Open Responses sets it: each `event:` names its data's type, and `data: [DONE]` ends the stream
+        with http.stream("POST", "/v1/responses", json={"model": "Chef", "input": "Raw?", "stream": True}) as raw:
+            assert raw.headers["content-type"].startswith("text/event-stream")
+            blocks = [b for b in raw.read().decode().split("\n\n") if b.startswith(("event:", "data:"))]
+        assert blocks[-1] == "data: [DONE]" and blocks.count("data: [DONE]") == 1
+        sent = [(b.split("\n")[0].removeprefix("event: "), json.loads(b.split("\n")[1].removeprefix("data: ")))
+                for b in blocks[:-1]]  # fmt: skip
+        assert all(event == data["type"] for event, data in sent) and sent[-1][0] == "response.completed"
+        resumed = http.get(
+            f"/v1/responses/{sent[0][1]['response']['id']}", params={"stream": "true", "starting_after": 2}
+        )
+        assert resumed.text.rstrip("\n").endswith("data: [DONE]")  # a resumed stream of an ended response too
         with client(stack.web_url, stack.api_keys["bob"]) as bob:  # another tenant: it does not exist
             for path in (f"/v1/responses/{once['id']}", f"/v1/responses/{once['id']}/input_items",
                          f"/v1/conversations/{once['conversation']['id']}"):  # fmt: skip
@@ -242,7 +258,9 @@ def test_structured_output(stack) -> None:
         assert user_contents(sent)[-1] == "A dish?"
 
 
-def test_an_approval_wait_streams_as_an_mcp_approval_request(stack) -> None:
+@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings:UserWarning")  # the SDK has no type for Parley's
+# own items: it keeps them as sent, and pydantic warns when the SDK serializes them again (the stream helper does)
+def test_an_approval_wait_streams_as_a_parley_approval_request(stack) -> None:
     _start(stack)
     _script(stack, {"tool_calls": [{"name": "calculator", "arguments": {"expression": "6*7"}}]}, {"reply": "It is 42."})
     with client(stack.web_url, stack.api_key) as http, _sdk(stack) as sdk:
@@ -252,13 +270,14 @@ def test_an_approval_wait_streams_as_an_mcp_approval_request(stack) -> None:
         with sdk.responses.retrieve(started.id, stream=True) as live:
             for event in live:
                 seen.append(event)
-                if event.type == "response.output_item.done" and event.item.type == "mcp_approval_request":
+                if event.type == "response.output_item.done" and event.item.type == "parley:approval_request":
                     break
         request = seen[-1].item
         assert request.name == "calculator" and json.loads(request.arguments) == {"expression": "6*7"}
         waiting = sdk.responses.retrieve(started.id)
         assert waiting.status == "in_progress"  # the spec's closest to Parley's "waiting"
-        assert [item.type for item in waiting.output] == ["mcp_call", "mcp_approval_request"]
+        assert [item.type for item in waiting.output] == ["parley:tool_call", "parley:approval_request"]
+        assert waiting.output[0].status == "in_progress" and request.call_id == request.id
         job_id = "job_" + started.id.removeprefix("resp_")
         decided = http.post(f"/api/v1/jobs/{job_id}/approvals", json={"call_id": request.id, "approve": True})
         assert decided.status_code == 202, decided.text
@@ -266,5 +285,127 @@ def test_an_approval_wait_streams_as_an_mcp_approval_request(stack) -> None:
         assert rest[0].sequence_number == seen[-1].sequence_number + 1 and rest[-1].type == "response.completed"
         done = rest[-1].response
         assert done.output_text == "It is 42."
-        call = next(item for item in done.output if item.type == "mcp_call")
-        assert call.output == "42" and call.status == "completed" and call.server_label == "parley"
+        call = next(item for item in done.output if item.type == "parley:tool_call")
+        assert call.output == "42" and call.status == "completed" and call.name == "calculator"
+        assert call.call_id == request.id and json.loads(call.arguments) == {"expression": "6*7"}
+        # only the spec's event types: a Parley item is streamed by output_item.added / .done
+        assert all(event.type.startswith("response.") and "mcp" not in event.type for event in [*seen, *rest])
+        # the SDK's stream helper takes the whole stream, Parley's items included, and rebuilds the response
+        _script(stack, {"tool_calls": [{"name": "calculator", "arguments": {"expression": "6*7"}}]},
+                {"reply": "It is 42."})  # fmt: skip
+        with sdk.responses.stream(model="Chef", input="6 times 7?") as live:
+            for event in live:
+                if event.type == "response.created":
+                    job_id = "job_" + event.response.id.removeprefix("resp_")
+                if event.type == "response.output_item.done" and event.item.type == "parley:approval_request":
+                    decided = http.post(f"/api/v1/jobs/{job_id}/approvals",
+                                        json={"call_id": event.item.id, "approve": True})  # fmt: skip
+                    assert decided.status_code == 202, decided.text
+            final = live.get_final_response()
+        assert [item.type for item in final.output] == ["parley:tool_call", "parley:approval_request", "message"]
+        assert final.output_text == "It is 42." and final.output[0].to_dict(warnings=False)["output"] == "42"
+        # a stateless client sending the output back as input: Parley's items are skipped, the messages kept
+        _script(stack, {"reply": "You are welcome."})
+        again = sdk.responses.create(model="Chef", store=False, input=[
+            {"role": "user", "content": "6 times 7?"}, *[item.to_dict(warnings=False) for item in final.output],
+            {"role": "user", "content": "Thanks"}])  # fmt: skip
+        assert again.output_text == "You are welcome."
+        sent = model_requests(stack)[-1]["body"]["messages"]
+        assert [(m["role"], m["content"]) for m in sent if m["role"] != "system"] == [
+            ("user", "6 times 7?"),
+            ("assistant", "It is 42."),
+            ("user", "Thanks"),
+        ]
+
+
+def test_input_files_text_read_into_the_message_others_refused(stack) -> None:
+    _start(stack)
+    notes = base64.b64encode("Title: Rye bread\nBake at 230 °C.".encode()).decode()
+    with client(stack.web_url, stack.api_key) as http, _sdk(stack) as sdk:
+        create_agent(http)
+        answer = sdk.responses.create(
+            model="Chef",
+            input=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "input_text", "text": "The title?"},
+                        {
+                            "type": "input_file",
+                            "filename": "notes.md",
+                            "file_data": f"data:text/markdown;base64,{notes}",
+                        },
+                    ],
+                }
+            ],
+        )
+        assert answer.status == "completed"
+        sent = user_contents(model_requests(stack)[-1]["body"])[-1]
+        assert sent == 'The title?\n\n<file name="notes.md">\nTitle: Rye bread\nBake at 230 °C.\n</file>\n\n'
+        items = sdk.responses.input_items.list(answer.id)
+        assert "Title: Rye bread" in items.data[0].content[0].text  # what the model read is what the turn kept
+
+        pdf = {"type": "input_file", "filename": "a.pdf", "file_data": "data:application/pdf;base64,JVBERi0xLjEK"}
+        for part, param in ((pdf, "input.0.content.0.file_data"),
+                            ({"type": "input_file", "file_id": "file-abc"}, "input.0.content.0.file_id"),
+                            ({"type": "input_file", "file_url": "https://example.com/a.txt"},
+                             "input.0.content.0.file_url")):  # fmt: skip
+            with pytest.raises(openai.BadRequestError) as refused:
+                sdk.responses.create(model="Chef", input=[{"role": "user", "content": [part]}])
+            error: Any = refused.value.body
+            assert error["type"] == "invalid_request_error" and error["param"] == param and error["message"]
+        big = base64.b64encode(b"x" * 40_000).decode()  # read, then over PARLEY_MAX_MESSAGE_CHARS
+        with pytest.raises(openai.APIStatusError) as too_large:
+            sdk.responses.create(
+                model="Chef",
+                input=[{"role": "user", "content": [{"type": "input_file", "filename": "big.txt", "file_data": big}]}],
+            )
+        assert too_large.value.status_code == 413
+        assert len(http.get("/api/v1/sessions").json()["data"]) == 1  # the refused requests made nothing
+
+
+def test_the_demo_model_calls_a_client_tool_when_forced_or_named(stack) -> None:
+    env = {"PARLEY_LLM": "demo", "PARLEY_DEMO_CHUNK_DELAY_MS": "0"}
+    stack.start_web(env=env)
+    stack.start_workers(env=env)
+    weather = {
+        "type": "function",
+        "name": "get_weather",
+        "description": "The weather in a place",
+        "parameters": {
+            "type": "object",
+            "required": ["location", "unit"],
+            "properties": {
+                "location": {"type": "string"},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+            },
+        },
+    }
+    with client(stack.web_url, stack.api_key) as http, _sdk(stack) as sdk:
+        create_agent(http)
+        first = sdk.responses.create(
+            model="Chef",
+            input="Weather in Oslo?",
+            tools=[weather],
+            tool_choice={"type": "function", "name": "get_weather"},
+        )
+        assert [item.type for item in first.output] == ["function_call"]
+        call = first.output[0]
+        assert call.name == "get_weather" and call.call_id
+        assert json.loads(call.arguments) == {"location": "Weather in Oslo?", "unit": "celsius"}
+        second = sdk.responses.create(
+            model="Chef",
+            previous_response_id=first.id,
+            tools=[weather],
+            input=[{"type": "function_call_output", "call_id": call.call_id, "output": "4 °C, rain"}],
+        )
+        assert second.status == "completed" and "get_weather said: 4 °C, rain" in second.output_text
+        required = sdk.responses.create(model="Chef", input="Anything", tools=[weather], tool_choice="required")
+        assert [item.type for item in required.output] == ["function_call"]
+        assert required.output[0].name == "get_weather"
+        named = sdk.responses.create(model="Chef", input="What's the weather like in Oslo?", tools=[weather])
+        assert [item.type for item in named.output] == ["function_call"]  # not forced: the message names it
+        other = sdk.responses.create(model="Chef", input="Hello there", tools=[weather])
+        assert [item.type for item in other.output] == ["message"]  # neither forced nor named: it answers
+        none = sdk.responses.create(model="Chef", input="The weather?", tools=[weather], tool_choice="none")
+        assert [item.type for item in none.output] == ["message"]

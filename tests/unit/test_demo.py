@@ -7,7 +7,7 @@ import asyncio
 import json
 from typing import Any
 
-from parley.worker.providers.demo import DemoProvider, fill_shape, plan_tool_call
+from parley.worker.providers.demo import DemoProvider, fill_shape, forced_call, named_call, plan_tool_call
 
 ALL = {"calculator", "current_time", "remember", "recall", "http_get"}
 
@@ -27,6 +27,65 @@ def test_no_call_without_the_tool_or_a_plain_ask() -> None:
     assert plan_tool_call("calc: 2+2", {"current_time"}) is None
     assert plan_tool_call("what is love?", ALL) is None
     assert plan_tool_call("hello there", ALL) is None
+
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "required": ["location", "unit", "days", "when", "tags", "where"],
+    "properties": {"location": {"type": "string"}, "unit": {"enum": ["celsius", "fahrenheit"]},
+                   "days": {"type": "integer", "minimum": 3}, "when": {"type": "string", "format": "date"},
+                   "tags": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                   "where": {"type": "object", "required": ["lat"], "properties": {"lat": {"type": "number"}}},
+                   "optional": {"type": "string"}}}}}  # fmt: skip
+CALC = {"type": "function", "function": {"name": "calculator", "parameters": {"type": "object"}}}
+
+
+def test_a_forced_tool_choice_calls_that_tool_with_arguments_from_its_schema() -> None:
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    args = {"location": "Rain in Oslo?", "unit": "celsius", "days": 3, "when": "2026-01-01",
+            "tags": ["Rain in Oslo?"], "where": {"lat": 1.0}}  # fmt: skip
+    assert forced_call(named, [CALC, WEATHER], "Rain in Oslo?") == ("get_weather", args)
+    assert forced_call("required", [CALC, WEATHER], "Rain in Oslo?") == ("get_weather", args)  # the last offered
+    assert forced_call("required", [CALC, WEATHER], "calc: 1+1") == ("calculator", {"expression": "1+1"})
+    assert forced_call(named, [CALC], "x") is None and forced_call("auto", [WEATHER], "x") is None
+    assert forced_call("required", [], "x") is None
+    deep: dict[str, Any] = {"type": "string"}
+    for _ in range(40):  # nested arrays of 8 items each: one item each, not 8 ** 40
+        deep = {"type": "array", "items": deep, "minItems": 8}
+    properties = {"a": deep, "n": {"type": "integer", "minimum": float("nan")}}
+    hostile = {"type": "function", "function": {"name": "h", "parameters": {
+        "type": "object", "required": ["a", "n"], "properties": properties}}}  # fmt: skip
+    name, args = forced_call("required", [hostile], "x")  # type: ignore[misc]
+    assert len(json.dumps(args)) < 200 and args["n"] == 1
+
+
+def test_a_function_tool_the_message_names_is_called() -> None:
+    """The demo's rule for tools it has no pattern for: a word of the tool's name (4+ letters, not generic)."""
+    lookup = {
+        "type": "function",
+        "function": {
+            "name": "fetchStockPrice",
+            "parameters": {"type": "object", "properties": {"symbol": {"type": "string"}}, "required": ["symbol"]},
+        },
+    }
+    assert named_call("What's the weather like in San Francisco?", [CALC, WEATHER])[0] == "get_weather"  # type: ignore[index]
+    assert named_call("the stock of ACME?", [lookup]) == ("fetchStockPrice", {"symbol": "the stock of ACME?"})
+    assert named_call("fetch the price", [lookup]) == ("fetchStockPrice", {"symbol": "fetch the price"})
+    assert named_call("please fetch it", [lookup]) is None  # "fetch" alone says nothing
+    assert named_call("a calculator please", [CALC]) is None  # a built-in keeps its own pattern
+    assert named_call("weathering", [WEATHER]) is None  # whole words only
+
+
+def test_a_step_honours_tool_choice(make_settings: Any) -> None:
+    provider = DemoProvider(make_settings(PARLEY_DEMO_CHUNK_DELAY_MS="0"))
+    said = [{"role": "user", "content": "calc: 2+2"}]
+    text, calls = _step(
+        provider, said, tools=[CALC, WEATHER], tool_choice={"type": "function", "function": {"name": "get_weather"}}
+    )
+    assert text == "" and [(c.name, json.loads(c.arguments)["location"]) for c in calls] == [
+        ("get_weather", "calc: 2+2")
+    ]
+    text, calls = _step(provider, said, tools=[CALC], tool_choice="none")
+    assert calls == [] and "You said" in text  # "none": no call, even to a tool the message asks for
 
 
 def test_shapes_are_filled() -> None:

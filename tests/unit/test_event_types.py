@@ -17,7 +17,7 @@ import pytest
 from parley import client
 from parley.client import errors as sdk_errors
 from parley.shared import events
-from parley.shared.errors import Conflict, InvalidAnswer, ModelFailed, TimedOut, turn_error
+from parley.shared.errors import BudgetExceeded, Conflict, InvalidAnswer, ModelFailed, TimedOut, turn_error
 from parley.shared.events import ErrorCode, EventType
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,6 +112,7 @@ def test_decode_keeps_an_unknown_type_for_the_reader_to_skip() -> None:
     (ErrorCode.CANCELED, Conflict), (ErrorCode.MODEL_TIMEOUT, TimedOut), (ErrorCode.INVALID_ANSWER, InvalidAnswer),
     (ErrorCode.MODEL_FAILED, ModelFailed), (ErrorCode.TURN_FAILED, ModelFailed), (ErrorCode.AGENT_MISSING, ModelFailed),
     (ErrorCode.SUMMARY_FAILED, ModelFailed), (None, ModelFailed),
+    (ErrorCode.BUDGET_EXCEEDED, BudgetExceeded),
 ])  # fmt: skip
 def test_each_error_code_has_its_http_error(code: ErrorCode | None, expected: type) -> None:
     error = turn_error(code, "the model said no", job_id="job_1")

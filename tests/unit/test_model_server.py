@@ -130,6 +130,23 @@ def test_server_error_without_retries_raises(base_url: str, control: httpx.Clien
     assert [r["status"] for r in control.get("/_control/requests").json()] == [500]
 
 
+def test_a_step_for_one_model_is_taken_by_that_models_requests_only(base_url: str, control: httpx.Client) -> None:
+    script(control, {"model": "primary", "status": 503}, {"reply": "for anyone"}, {"model": "primary", "status": 429})
+    with sdk(base_url) as client:
+        with pytest.raises(openai.InternalServerError):
+            client.chat.completions.create(model="primary", messages=USER_ONLY)
+        first = client.chat.completions.create(model="fallback", messages=USER_ONLY)
+        second = client.chat.completions.create(model="fallback", messages=USER_ONLY)
+        with pytest.raises(openai.RateLimitError):
+            client.chat.completions.create(model="primary", messages=USER_ONLY)
+    assert first.choices[0].message.content == "for anyone"
+    assert second.choices[0].message.content == "echo: hello there friend"  # no step left for it: the default
+    recorded = control.get("/_control/requests").json()
+    assert [(r["body"]["model"], r["status"]) for r in recorded] == [
+        ("primary", 503), ("fallback", 200), ("fallback", 200), ("primary", 429)]
+    assert control.post("/_control/script", json={"model": 3}).status_code == 400
+
+
 def test_reply_override_and_delay(base_url: str, control: httpx.Client) -> None:
     script(control, {"reply": "exact text here", "delay_ms": 100}, {"reply": "streamed reply", "chunk_delay_ms": 1})
     with sdk(base_url) as client:
@@ -175,7 +192,8 @@ def test_reset_clears_script_requests_and_options(base_url: str, control: httpx.
     assert control.get("/_control/requests").json() == []
     assert control.get("/_control/script").json() == []
     assert control.get("/_control/stats").json() == {"requests": 0, "open_streams": 0, "disconnects": 0}
-    assert control.get("/_control/options").json() == {"chunk_delay_ms": 0, "first_chunk_delay_ms": 0, "chunks": None}
+    assert control.get("/_control/options").json() == {"chunk_delay_ms": 0, "first_chunk_delay_ms": 0, "chunks": None,
+                                                       "echo_words": None, "cache_block": 1}
     with sdk(base_url) as client:
         chunks = list(client.chat.completions.create(model="m", messages=USER_ONLY, stream=True))
     assert len(chunks) == 6  # role + one chunk per word + finish: default pacing is back
@@ -277,3 +295,28 @@ def test_a_lone_surrogate_in_a_reply_travels_as_a_json_escape(base_url: str, con
     with httpx.Client(timeout=5) as http:
         text = http.post(f"{base_url}/v1/chat/completions", json=body).text
     assert '"content":" \\ud800"' in text
+
+
+def test_cached_tokens_by_prefix_with_tools_only_steps_and_short_echoes(base_url: str, control: httpx.Client) -> None:
+    """What bench/cache.py relies on: cached tokens in the SDK's usage (per prompt_cache_key), a `with_tools` step
+    left for a request that offers tools (a summary job's request offers none), echoes cut to `echo_words`."""
+    tools: Any = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    control.post("/_control/options", json={"echo_words": 3}).raise_for_status()
+    script(control, {"with_tools": True, "reply": "scripted"})
+    longer: list[ChatCompletionMessageParam] = [*USER_ONLY, {"role": "assistant", "content": "ok"},
+                                                {"role": "user", "content": "and more"}]
+    with sdk(base_url) as client:
+        plain = client.chat.completions.create(model="m", messages=USER_ONLY, extra_body={"prompt_cache_key": "k"})
+        offered = client.chat.completions.create(model="m", messages=longer, tools=tools,
+                                                 extra_body={"prompt_cache_key": "k"})  # fmt: skip
+        again = client.chat.completions.create(model="m", messages=longer, tools=tools,
+                                               extra_body={"prompt_cache_key": "k"})  # fmt: skip
+    assert plain.choices[0].message.content == "echo: hello there"  # the default answer, cut to three words
+    assert offered.choices[0].message.content == "scripted"
+    assert plain.usage is not None and plain.usage.prompt_tokens_details is not None
+    assert plain.usage.prompt_tokens_details.cached_tokens == 0
+    assert offered.usage is not None and offered.usage.prompt_tokens_details is not None
+    assert offered.usage.prompt_tokens_details.cached_tokens == 0  # its tools come first: they differ
+    assert again.usage is not None and again.usage.prompt_tokens_details is not None
+    assert again.usage.prompt_tokens_details.cached_tokens == again.usage.prompt_tokens == 6
+    assert control.get("/_control/requests").json()[-1]["usage"]["prompt_tokens_details"] == {"cached_tokens": 6}

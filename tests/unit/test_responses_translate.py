@@ -3,6 +3,7 @@ goes, what a session allows, the stateless conversation, tools and text.format, 
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
@@ -98,7 +99,22 @@ def test_tools_tool_choice_and_text_format() -> None:
     ({"input": "x", "text": "json"}, "text.format"),
     ({"input": "x", "prompt": {"id": "p1"}}, "prompt"),
     ({"input": "x", "background": True, "store": False}, "store"),
-    ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}, "input.0.content.0"),
+    ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}, "input.0.content.0.file_id"),
+    ({"input": [{"role": "user", "content": [{"type": "input_file", "file_url": "https://x/a.txt"}]}]},
+     "input.0.content.0.file_url"),
+    ({"input": [{"role": "user", "content": [{"type": "input_file", "filename": "a.pdf",
+                                              "file_data": "data:application/pdf;base64,JVBERi0xLjEK"}]}]},
+     "input.0.content.0.file_data"),
+    ({"input": [{"role": "user", "content": [{"type": "input_file", "filename": "a.txt", "file_data": "%%%"}]}]},
+     "input.0.content.0.file_data"),
+    ({"input": [{"role": "user", "content": [{"type": "input_file", "filename": "a.txt",
+                                              "file_data": "data:text/plain;base64,//4A"}]}]},
+     "input.0.content.0.file_data"),
+    ({"input": [{"role": "user", "content": [{"type": "input_file", "filename": "a.bin",
+                                              "file_data": "AAECAw=="}]}]}, "input.0.content.0.file_data"),
+    ({"input": [{"role": "assistant", "content": [{"type": "input_file", "file_data": "eA=="}]},
+                {"role": "user", "content": "x"}]}, "input.0.content.0"),
+    ({"input": [{"role": "user", "content": [{"type": "input_file"}]}]}, "input.0.content.0.file_data"),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "https://x"}]}]},
      "input.0.content.0.image_url"),
     ({"input": [{"type": "item_reference", "id": "x"}]}, "input.0.type"),
@@ -109,6 +125,37 @@ def test_tools_tool_choice_and_text_format() -> None:
 def test_what_cannot_be_honoured_is_refused_naming_the_field(body: dict[str, Any], field: str) -> None:
     error = _refused(**body)
     assert error.status == 400 and error.extra["field"] == field, error.message
+
+
+def test_text_files_are_read_into_the_message() -> None:
+    """`input_file` with base64 `file_data`: a text file (by its data URL's type, else its filename) joins the
+    message as text, marked with its name; a UTF-8 BOM is dropped."""
+    notes = base64.b64encode("\ufeffTitle: Rye bread\nBake at 230 °C.".encode()).decode()
+    turn = _read(input=[{"role": "user", "content": [
+        {"type": "input_text", "text": "Title?"},
+        {"type": "input_file", "filename": "notes.txt", "file_data": f"data:text/plain;base64,{notes}"},
+        {"type": "input_file", "filename": "data.json", "file_data": base64.b64encode(b'{"a": 1}').decode()},
+        {"type": "input_file", "filename": "r.csv",
+         "file_data": "data:application/octet-stream;base64," + base64.b64encode(b"a,b").decode()}]}])  # fmt: skip
+    assert turn.request.message == ('Title?\n\n<file name="notes.txt">\nTitle: Rye bread\nBake at 230 °C.\n</file>\n\n'
+                                    '\n\n<file name="data.json">\n{"a": 1}\n</file>\n\n'
+                                    '\n\n<file name="r.csv">\na,b\n</file>\n\n')  # fmt: skip
+
+
+def test_parley_s_own_output_items_sent_back_are_skipped() -> None:
+    """A client that sends a response's output back as input (the stateless pattern) may include Parley's own
+    items: they are receipts of calls that ran, skipped, while the messages around them are the conversation."""
+    turn = _read(input=[
+        {"role": "user", "content": "6*7?"},
+        {"type": "parley:tool_call", "id": "ptc_1", "status": "completed", "call_id": "c1", "name": "calculator",
+         "arguments": "{}", "output": "42", "error": None},
+        {"type": "parley:approval_request", "id": "c2", "status": "completed", "call_id": "c2", "name": "x",
+         "arguments": "{}"},
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "42"}]},
+        {"role": "user", "content": "Thanks"}])  # fmt: skip
+    assert turn.history == [{"role": "user", "content": "6*7?"}, {"role": "assistant", "content": "42"}]
+    assert turn.request.message == "Thanks"
+    assert _refused(input=[{"type": "acme:thing", "id": "x"}]).extra["field"] == "input.0.type"
 
 
 def test_input_must_end_with_a_user_message_or_results_and_stay_in_bounds() -> None:

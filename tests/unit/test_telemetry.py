@@ -96,6 +96,8 @@ def test_metric_names_are_the_decided_ones() -> None:
         "parley_http_requests_total", "parley_http_request_seconds", "parley_schedule_firings_total",
         "parley_feedback_total",
         "parley_webhook_attempts_total",
+        "parley_budget_stops_total",
+        "parley_model_fallbacks_total",
     }  # fmt: skip
     assert telemetry.TOKENS.labels == ("agent", "model", "direction")
     assert telemetry.TURN.labels == ("outcome",)

@@ -25,7 +25,9 @@ from parley.shared.store import keys, memory, scripts
 from parley.shared.tokens import MESSAGE_OVERHEAD_TOKENS, count_text
 
 from ..providers.base import ModelError
+from ..providers.fallback import ModelChain, models_of
 from ..runtime import Runtime
+from ..turn.budget import spend
 from ..turn.context import instructions_text
 from ..turn.loop import in_thread
 from ..turn.structured import InvalidAnswer, parse_answer, response_format
@@ -57,8 +59,10 @@ async def roll_summary(tenant: str, session_id: str, token: str, *, rt: Runtime)
         await in_thread(rt.threads, _release, rt.clients.text, keys.summary_lock(tenant, session_id), token)
 
 
-def _plan(rt: Runtime, tenant: str, session_id: str) -> tuple[str, memory.Snapshot, memory.Fold, int] | str:
-    """What to fold (model, snapshot, fold, budget), or why there is nothing: missing | nothing_to_fold."""
+def _plan(rt: Runtime, tenant: str, session_id: str
+          ) -> tuple[list[str], memory.Snapshot, memory.Fold, int] | str:  # fmt: skip
+    """What to fold (the models to ask, the agent's first, then its fallbacks; snapshot, fold, budget), or why
+    there is nothing: missing | nothing_to_fold."""
     r = rt.clients.text
     agent_id = rt.sessions.bound_agent(tenant, session_id)
     agent = rt.agents.get_by_id(tenant, agent_id) if agent_id else None
@@ -70,7 +74,7 @@ def _plan(rt: Runtime, tenant: str, session_id: str) -> tuple[str, memory.Snapsh
     fold = memory.plan_fold(r, tenant, session_id, snap, budget, model)
     if fold is None:
         return "nothing_to_fold"
-    return model, snap, fold, budget
+    return models_of(agent, model), snap, fold, budget
 
 
 async def _roll(rt: Runtime, tenant: str, session_id: str) -> str:
@@ -78,14 +82,15 @@ async def _roll(rt: Runtime, tenant: str, session_id: str) -> str:
     plan = await in_thread(rt.threads, _plan, rt, tenant, session_id)
     if isinstance(plan, str):
         return plan
-    model, snap, fold, budget = plan
+    models, snap, fold, budget = plan
+    model = models[0]
     words = max(SUMMARY_WORDS_MIN, min(SUMMARY_WORDS_MAX, budget // 8))
     prompt = [
         {"role": "system", "content": ROLLING_PROMPT.format(words=words)},
         {"role": "user", "content": f"Summary so far:\n{snap.summary or '(none yet)'}\n\n"
                                     f"New messages, oldest first:\n{transcript(fold.messages)}"},
     ]  # fmt: skip
-    summary = (await _ask(rt, model, prompt)).strip()
+    summary = (await _ask(rt, models, prompt, tenant=tenant)).strip()
     if not summary:
         raise ModelError("the model answered with an empty summary")
     written = await in_thread(rt.threads, functools.partial(
@@ -153,7 +158,8 @@ async def _report(rt: Runtime, tenant: str, session_id: str) -> tuple[dict[str, 
     if instructions_text(agent):
         prompt.append({"role": "system", "content": instructions_text(agent)})
     prompt.append({"role": "user", "content": f"{ask}\n\n{earlier}The conversation:\n{transcript(conversation)}"})
-    text = (await _ask(rt, model, prompt, response_format(agent.get("response_shape")))).strip()
+    text = (await _ask(rt, models_of(agent, model), prompt, response_format(agent.get("response_shape")),
+                       tenant=tenant)).strip()
     if not shaped:
         return {"text": text}, text
     return parse_summary(agent["response_shape"], text), text
@@ -187,17 +193,21 @@ def transcript(messages: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-async def _ask(rt: Runtime, model: str, messages: list[dict[str, str]],
-               answer_format: dict[str, Any] | None = None) -> str:  # fmt: skip
-    """The model's whole answer; ModelError (timed out) when it sends nothing for PARLEY_MODEL_IDLE_TIMEOUT_S
-    (a deadline pushed back by every piece of content, as a turn's steps have)."""
+async def _ask(rt: Runtime, models: list[str], messages: list[dict[str, str]],
+               answer_format: dict[str, Any] | None = None, tenant: str | None = None) -> str:  # fmt: skip
+    """The whole answer of the first of `models` that answers (the agent's, then its fallback_models, as a turn's
+    steps try them: worker/providers/fallback.py); ModelError (timed out) when it sends nothing for
+    PARLEY_MODEL_IDLE_TIMEOUT_S (a deadline pushed back by every piece of content, as a turn's steps have). With
+    `tenant`, its tokens count against the tenant's daily budget (the rolling summary: worker/turn/budget.py)."""
     idle_after = rt.settings.model_idle_timeout_s
     loop = asyncio.get_running_loop()
     idle = asyncio.timeout(idle_after)
     pieces: list[str] = []
+    chain = ModelChain(rt.provider, models, idle_after)
     try:
-        async with idle, rt.provider.stream(model=model, messages=messages, temperature=None, max_tokens=None,
-                                            response_format=answer_format) as stream:  # fmt: skip
+        async with idle, chain.stream(
+                messages=messages, temperature=None, max_tokens=None, response_format=answer_format,
+                on_open=lambda: idle.reschedule(None)) as stream:  # fmt: skip
             stream.on_activity = lambda: idle.reschedule(loop.time() + idle_after)
             async for piece in stream:
                 pieces.append(piece)
@@ -205,6 +215,9 @@ async def _ask(rt: Runtime, model: str, messages: list[dict[str, str]],
         if not idle.expired():
             raise
         raise ModelError(f"the model sent no content for {idle_after:g} s", timed_out=True) from None
+    if tenant is not None:
+        await spend(rt.aio, tenant, chain.answered or models[0], stream.usage, messages, "".join(pieces),
+                    threads=rt.threads)  # fmt: skip
     return "".join(pieces)
 
 

@@ -9,6 +9,7 @@ Neither calls a model; the summary jobs that do are in summary.py. The policy is
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from typing import Any
 
@@ -35,16 +36,19 @@ def remembered(rt: Runtime, tenant: str, record: dict[str, str], agent: dict[str
                images: list[str], prefetched: memory.Prefetched | None = None,
                end: int | None = None) -> tuple[list[dict[str, Any]], int]:  # fmt: skip
     """What the session remembers that fits the agent's context budget (shared/store/memory.py): the
-    first message, the rolling summary, the newest whole turns, their images resolved in one
+    first message, the rolling summary, the newest whole turns (once they no longer all fit, the window's
+    start moves in steps, so the prompt's prefix stays the same from turn to turn), their images resolved in one
     read; and how many exchanges the session has had. Reads O(window), never the whole history;
     with `prefetched` (the turn's READ_CONTEXT), only what that did not hold: older messages a large
     budget takes, and images. `end`: the history stops before that index (a regenerate). Blocking: the
     worker runs it in its pool."""
     r, session_id = rt.clients.text, record["session_id"]
     new_message = {"role": "user", "content": record["message"], "images": images}
-    budget = memory.history_budget(agent, rt.settings.context_tokens, model) - count_message(new_message, model)
+    history_budget = memory.history_budget(agent, rt.settings.context_tokens, model)
+    budget = history_budget - count_message(new_message, model)
     window = memory.read_window(r, tenant, session_id, budget_tokens=max(budget, 0), model=model,
-                                prefetched=prefetched, end=end)  # fmt: skip
+                                prefetched=prefetched, end=end,
+                                step_tokens=math.ceil(memory.WINDOW_STEP_SHARE * history_budget))  # fmt: skip
     history = [window.first] if window.first else []
     if window.summary:
         history.append({"role": "system", "content": SUMMARY_INTRO + window.summary})

@@ -71,6 +71,11 @@ class ModelStream:
             if part[0] != PROGRESS:
                 yield part
 
+    def raw(self) -> AsyncIterator[tuple[str, str]]:
+        """Every part as the provider sends it, PROGRESS marks included, with no `on_activity` call: for a wrapper
+        that reads ahead and streams the parts on in a `ModelStream` of its own (fallback.py)."""
+        return self._parts
+
     def __aiter__(self) -> AsyncIterator[str]:
         return self._texts()
 

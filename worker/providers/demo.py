@@ -5,12 +5,19 @@ It echoes the conversation (so memory can be seen working), calls a built-in too
 newest message asks plainly and the agent has that tool ("calc: 2+2", "what time is it in
 Tokyo", "remember: ...", "what do you remember", "fetch https://..."), answers from the tool's
 result on the next step, and answers JSON in the agent's response shape when asked for JSON.
+
+Any other function tool (the client's, an MCP server's) is called when the newest message names it: a word of the
+tool's name of four letters or more that is not a generic verb ("weather" for `get_weather`). A forced
+`tool_choice` is honoured: a named function, or "required" (the tool the message plainly asks for, else
+the last tool offered: the client's function tools come last), is called with arguments built from its JSON
+schema (`forced_call`), so a client trying its own function tools sees a call with no key; "none" calls nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -68,6 +75,93 @@ def plan_tool_call(message: str, available: set[str]) -> tuple[str, dict[str, An
         found = pattern.search(message)
         if found and tool in available:
             return tool, _arguments(tool, found.groupdict().get("arg"))
+    return None
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _plausible(spec: Any, message: str) -> Any:
+    """A value that fits one argument's JSON Schema: its const, enum, default or example, else one of its type."""
+    if not isinstance(spec, dict):
+        return message
+    for key in ("const", "default"):
+        if key in spec:
+            return spec[key]
+    for key in ("enum", "examples"):
+        if isinstance(spec.get(key), list) and spec[key]:
+            return spec[key][0]
+    kind = spec.get("type", "object" if "properties" in spec else "string")
+    kind = next((k for k in kind if k != "null"), "null") if isinstance(kind, list) else kind
+    if kind == "object":
+        return schema_arguments(spec, message)
+    if kind == "array":  # one item at most: nested arrays of n items each would grow as n ** depth
+        count = spec.get("minItems")
+        return [_plausible(spec.get("items"), message)] if isinstance(count, int) and count > 0 else []
+    if kind in ("integer", "number"):
+        value: float = 1
+        if _finite(spec.get("minimum")):
+            value = spec["minimum"]
+        elif _finite(spec.get("exclusiveMinimum")):
+            value = spec["exclusiveMinimum"] + 1
+        return int(value) if kind == "integer" else float(value)
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    formats = {"date": "2026-01-01", "date-time": "2026-01-01T00:00:00Z", "email": "user@example.com",
+               "uri": "https://example.com", "url": "https://example.com",
+               "uuid": "00000000-0000-4000-8000-000000000000"}  # fmt: skip
+    return formats.get(str(spec.get("format")), message[:200])
+
+
+def schema_arguments(schema: Any, message: str) -> dict[str, Any]:
+    """Arguments for a function whose parameters are `schema`: each required field with a plausible value (a
+    string field gets the newest message, as if the model had read its argument there)."""
+    if not isinstance(schema, dict) or not isinstance(schema.get("properties"), dict):
+        return {}
+    required = [name for name in schema.get("required") or () if isinstance(name, str)]
+    return {name: _plausible(schema["properties"].get(name), message) for name in required}
+
+
+def forced_call(tool_choice: Any, tools: list[dict[str, Any]], message: str) -> tuple[str, dict[str, Any]] | None:
+    """The call a forced `tool_choice` (OpenAI's chat format) asks for, or None when it forces none."""
+    functions = {tool["function"]["name"]: tool["function"] for tool in tools}
+    if isinstance(tool_choice, dict):
+        name = (tool_choice.get("function") or {}).get("name")
+        if not isinstance(name, str) or name not in functions:
+            return None
+    elif tool_choice == "required" and functions:
+        planned = plan_tool_call(message, set(functions))
+        if planned is not None:
+            return planned
+        name = list(functions)[-1]
+    else:
+        return None
+    return plan_tool_call(message, {name}) or (name, schema_arguments(functions[name].get("parameters"), message))
+
+
+GENERIC_WORDS = {"fetch", "create", "update", "delete", "remove", "find", "search", "make", "call", "tool", "tools",
+                 "data", "info", "current", "check", "send", "read", "write", "open", "query", "lookup",
+                 "list"}  # fmt: skip
+"""Words of a tool's name that say nothing of what it is about: never enough to call it."""
+KNOWN = {tool for _, tool in _ASKS}
+"""The built-in tools the demo has its own patterns for."""
+
+
+def _name_words(name: str) -> set[str]:
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name)
+    return {w for w in re.split(r"[^a-z0-9]+", spaced.lower()) if len(w) >= 4 and w not in GENERIC_WORDS}
+
+
+def named_call(message: str, tools: list[dict[str, Any]]) -> tuple[str, dict[str, Any]] | None:
+    """A call of the first function tool (other than the built-ins it knows) the newest message names."""
+    said = set(re.findall(r"[a-z0-9]+", message.lower()))
+    for tool in tools:
+        function = tool["function"]
+        if function["name"] not in KNOWN and _name_words(function["name"]) & said:
+            return function["name"], schema_arguments(function.get("parameters"), message)
     return None
 
 
@@ -158,7 +252,11 @@ class DemoProvider:
                tool_choice: Any = None) -> AsyncIterator[ModelStream]:  # fmt: skip
         available = {tool["function"]["name"] for tool in tools or ()}
         results = _tool_results(messages)
-        call = None if results else plan_tool_call(_text(messages[-1]["content"]), available)
+        newest = _text(messages[-1]["content"])
+        call = None
+        if not results and tool_choice != "none":
+            call = (forced_call(tool_choice, tools or [], newest) or plan_tool_call(newest, available)
+                    or named_call(newest, tools or []))  # fmt: skip
         calls: list[ToolCall] = []
         if call is not None:
             answer = ""

@@ -17,6 +17,7 @@ from parley.shared.settings import Settings
 from parley.shared.text import clean
 
 from .base import PROGRESS, REASONING, TEXT, ModelError, ModelStream, ToolCall
+from .cache_key import PROMPT_CACHE_KEY
 
 DEFAULT_LIMITS = openai.DEFAULT_CONNECTION_LIMITS
 """The SDK's own pool limits (1000 connections, 100 kept alive), raised when a worker runs more turns."""
@@ -44,6 +45,7 @@ class OpenAIProvider:
         )
         self.stream_usage = settings.model_stream_usage
         self.response_format = settings.model_response_format
+        self.prompt_cache_key = settings.model_prompt_cache_key
 
     @asynccontextmanager
     async def stream(self, *, model: str, messages: list[dict[str, Any]], temperature: float | None,
@@ -74,8 +76,8 @@ class OpenAIProvider:
     def _body(self, model: str, messages: list[dict[str, Any]], temperature: float | None,
               max_tokens: int | None, tools: list[dict[str, Any]] | None,
               response_format: dict[str, Any] | None, tool_choice: Any = None) -> dict[str, Any]:  # fmt: skip
-        """The request body; `response_format` and `stream_options` only when the settings allow them,
-        `tool_choice` only with tools."""
+        """The request body; `response_format`, `stream_options` and `prompt_cache_key` (the session's, when
+        the running task set one: cache_key.py) only when the settings allow them, `tool_choice` only with tools."""
         body: dict[str, Any] = {"model": model, "messages": messages, "stream": True}
         if tools:
             body["tools"] = tools
@@ -85,6 +87,9 @@ class OpenAIProvider:
             body["response_format"] = response_format
         if self.stream_usage:
             body["stream_options"] = {"include_usage": True}
+        cache_key = PROMPT_CACHE_KEY.get()
+        if cache_key and self.prompt_cache_key:
+            body["prompt_cache_key"] = cache_key
         if temperature is not None:
             body["temperature"] = temperature
         if max_tokens is not None:
@@ -178,10 +183,19 @@ async def _parts(response: ChunkStream, usage: dict[str, Any], calls: list[ToolC
 
 
 def _clean_usage(usage: Any) -> dict[str, Any]:
-    """The usage object's entries with their names cleaned (they end up in the job's result)."""
+    """The usage object's numbers with their names cleaned (they end up in the job's result), flat: the prompt
+    tokens served from the provider's cache become `cached_tokens` (OpenAI's `prompt_tokens_details.cached_tokens`,
+    else DeepSeek's `prompt_cache_hit_tokens`); other nested details are left out."""
     if not isinstance(usage, dict):
         return {}
-    return {clean(str(name)): count for name, count in usage.items() if isinstance(count, int | float)}
+    flat = {clean(str(name)): count for name, count in usage.items() if isinstance(count, int | float)}
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    if cached is None:
+        cached = usage.get("prompt_cache_hit_tokens")
+    if isinstance(cached, int) and not isinstance(cached, bool) and cached >= 0:
+        flat["cached_tokens"] = cached
+    return flat
 
 
 def _merge_call_fragment(fragments: dict[int, dict[str, str]], fragment: Any) -> bool:

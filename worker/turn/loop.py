@@ -31,6 +31,8 @@ from parley.shared.text import clean_json
 from parley.tools import ToolResult
 
 from ..providers.base import REASONING, ModelError, Provider, ToolCall
+from ..providers.fallback import ModelChain, models_of
+from .budget import TurnBudget
 from .context import model_sequence
 from .structured import REPAIR_PROMPT, InvalidAnswer, intent_of, parse_answer, response_format
 from .toolbox import Toolbox
@@ -105,13 +107,16 @@ class Outcome:
     client_calls: list[ToolCall] = field(default_factory=list)
     """When set, the turn ends on these calls of the client's tools: the transcript's last assistant message
     made them, and there is no answer message to commit (`answer` is that message's text)."""
+    model: str | None = None
+    """The model that answered the last model step (the agent's, or one of its fallback_models); None: none did."""
 
 
 class AgentLoop:
     def __init__(self, *, provider: Provider, toolbox: Toolbox, agent: dict[str, Any], model: str,
                  emit: Callable[[str], bool], max_steps: int, idle_timeout_s: float | None = None,
                  tool_choice: Any = None, take_steers: Callable[[], Awaitable[list[str] | None]] | None = None,
-                 steered: list[str] | None = None, steers_waiting: bool = False) -> None:  # fmt: skip
+                 steered: list[str] | None = None, steers_waiting: bool = False,
+                 budget: TurnBudget | None = None) -> None:  # fmt: skip
         """`emit` queues one event and says whether the turn is still ours (a cancel or a newer attempt
         also cancels the task running the loop); sync tools, tool-run records and shape checks run in
         the toolbox's `threads`; a model step that sends no content for `idle_timeout_s` ends in a
@@ -120,8 +125,13 @@ class AgentLoop:
         Steering (`on_busy: steer`): before each model call but a fresh attempt's first (unless
         `steers_waiting`), `take_steers` moves the messages waiting to join the turn into it and answers every
         message the turn took so far (None: the turn is no longer ours). `steered`: those an earlier attempt
-        took; the ones its transcript does not hold join this attempt's context."""
+        took; the ones its transcript does not hold join this attempt's context.
+
+        `budget` (budget.py): checked before each model call (OverBudget), counted after it; its turn cap ends
+        the loop before a model step as the step limit does."""
         self.provider = provider
+        self.models = ModelChain(provider, models_of(agent, model), first_part_timeout_s=idle_timeout_s)
+        """The agent's model, then its fallback_models (worker/providers/fallback.py)."""
         self.toolbox = toolbox
         self.tool_context = toolbox.ctx
         self.agent = agent
@@ -134,6 +144,7 @@ class AgentLoop:
         self.take_steers = take_steers
         self.steered = list(steered or [])
         self.steers_waiting = steers_waiting
+        self.budget = budget
         ctx = toolbox.ctx
         self.runs = ToolRuns(ctx.redis, ctx.tenant, ctx.job_id, ctx.settings.retention_s)
         self.tools = toolbox.specs()
@@ -159,6 +170,8 @@ class AgentLoop:
                 return outcome
         self._join(messages, transcript, self.steered[resume.steered if resume else 0:])
         for step in range(first, self.max_steps + 1):
+            if self.budget is not None and self.budget.capped():
+                return self._stop_with(self.budget.cap_answer(), transcript)
             if self.take_steers is not None and (step > first or resume is not None or self.steers_waiting):
                 taken = await self.take_steers()
                 if taken is None:
@@ -176,8 +189,11 @@ class AgentLoop:
             outcome = await self._tool_step(messages, transcript, step, said, calls, fields, None)
             if outcome is not None:
                 return outcome
-        answer = STEP_LIMIT_ANSWER.format(steps=self.max_steps)
         log.info("turn %s reached the step limit (%d)", self.tool_context.job_id, self.max_steps)
+        return self._stop_with(STEP_LIMIT_ANSWER.format(steps=self.max_steps), transcript)
+
+    def _stop_with(self, answer: str, transcript: list[dict[str, Any]]) -> Outcome:
+        """End the turn before its next model step with `answer` saying why (a limit): a finished turn."""
         self._send(events.encode(EventType.DELTA, content=answer))
         return Outcome(answer=answer, usage=self.usage, transcript=transcript, images=self.images)
 
@@ -263,12 +279,15 @@ class AgentLoop:
         pieces: list[str] = []
         loop = asyncio.get_running_loop()
         idle = asyncio.timeout(self.idle_timeout_s)
+        if self.budget is not None:
+            await self.budget.check()
         try:
-            async with idle, tracing.chat(self.model, self.provider.stream(
-                model=self.model, messages=messages, temperature=self.agent.get("temperature"),
+            async with idle, self.models.stream(
+                messages=messages, temperature=self.agent.get("temperature"),
                 max_tokens=self.agent.get("max_tokens"), tools=tools or None,
                 response_format=response_format(self.shape), tool_choice=tool_choice,
-            )) as stream:  # fmt: skip
+                on_open=lambda: idle.reschedule(None),  # the chain keeps the deadline of each model's first part
+            ) as stream:  # fmt: skip
                 if self.idle_timeout_s is not None:
                     stream.on_activity = lambda: idle.reschedule(loop.time() + self.idle_timeout_s)  # type: ignore[operator]
                 async for kind, piece in stream.parts():
@@ -288,6 +307,8 @@ class AgentLoop:
         for name, count in stream.usage.items():
             if isinstance(count, int):
                 self.usage[name] = self.usage.get(name, 0) + count
+        if self.budget is not None:
+            await self.budget.count(stream.usage, messages, "".join(pieces), list(stream.tool_calls))
         return "".join(pieces), list(stream.tool_calls)
 
     async def _run_tools(self, calls: list[ToolCall], fields: list[str], decisions: dict[str, dict[str, Any]],

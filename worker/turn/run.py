@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from parley.shared import events, logs, telemetry, tracing
+from parley.shared.budgets import usage_tokens
 from parley.shared.clock import now_ms
 from parley.shared.events import ErrorCode, EventType
 from parley.shared.store import images as session_images
@@ -29,8 +30,10 @@ from parley.tools import ToolContext
 
 from ..memory.regenerate import NOTHING_TO_REGENERATE, as_regenerated
 from ..memory.window import agent_model, maybe_schedule_summary, remembered
+from ..providers import cache_key
 from ..providers.base import ModelError
 from ..runtime import Runtime
+from .budget import OverBudget, TurnBudget, max_steps
 from .context import CLOSING_MESSAGE, build_messages, exchanges_so_far, model_sequence
 from .control import CURRENT
 from .loop import AgentLoop, Outcome, Resume, Stopped, WaitForDecisions, in_thread
@@ -56,6 +59,7 @@ async def run_turn(tenant: str, job_id: str, *, rt: Runtime) -> str:
     if control is not None:
         control.started(turn)
     logs.bind(session_id=record.get("session_id"))
+    cache_key.use_session(None if "history" in record else record.get("session_id"))  # its calls: the session's key
     if record.get("regenerate"):  # the last user message, answered again (worker/memory/regenerate.py)
         regenerated = await in_thread(rt.threads, as_regenerated, rt, tenant, record)
         if regenerated is None:
@@ -83,15 +87,21 @@ async def run_turn(tenant: str, job_id: str, *, rt: Runtime) -> str:
         telemetry.model_error(error.status, error.timed_out)
         code = ErrorCode.MODEL_TIMEOUT if error.timed_out else ErrorCode.MODEL_FAILED
         return await _fail(rt, turn, record, str(error), code)
-    except InvalidAnswer as error:
-        return await _fail(rt, turn, record, f"the model's answer did not fit the agent's response shape "
-                                             f"twice: {error}", ErrorCode.INVALID_ANSWER)  # fmt: skip
+    except (InvalidAnswer, OverBudget) as error:
+        return await _fail(rt, turn, record, *_loop_failure(error))
     if outcome is None:
         log.info("turn %s attempt %s stopped: canceled or superseded", job_id, attempt)
         return "stopped"
     if isinstance(outcome, WaitForDecisions):
         return await _pause(rt, turn, outcome)
     return await _commit(rt, turn, agent, record, outcome, model)
+
+
+def _loop_failure(error: InvalidAnswer | OverBudget) -> tuple[str, ErrorCode]:
+    """The failed turn's error and code for what ended its loop: a bad answer twice, or the tenant's budget."""
+    if isinstance(error, OverBudget):
+        return str(error), ErrorCode.BUDGET_EXCEEDED
+    return f"the model's answer did not fit the agent's response shape twice: {error}", ErrorCode.INVALID_ANSWER
 
 
 def for_this_turn(agent: dict[str, Any], record: dict[str, str]) -> dict[str, Any]:
@@ -180,13 +190,17 @@ async def _run_loop(rt: Runtime, turn: Attempt, agent: dict[str, Any], model: st
                       settings=rt.settings, memory="history" not in record)  # brought its own history: no notes
     loop = AgentLoop(
         provider=rt.provider, toolbox=await _toolbox(rt, agent, record, ctx), agent=agent, model=model,
-        emit=outbox.put, max_steps=rt.settings.max_tool_steps, idle_timeout_s=rt.settings.model_idle_timeout_s,
+        emit=outbox.put, max_steps=max_steps(agent, rt.settings), idle_timeout_s=rt.settings.model_idle_timeout_s,
         tool_choice=json.loads(record["tool_choice"]) if record.get("tool_choice") and resume is None else None,
         take_steers=take_steers, steered=json.loads(record.get("steered") or "[]"),
         steers_waiting=bool(record.get("steers")),
+        budget=TurnBudget(aio=rt.aio, settings=rt.settings, tenant=turn.tenant, agent=agent, model=model,
+                          threads=rt.threads, used=usage_tokens(resume.usage) if resume else 0),
     )  # fmt: skip
     try:
         outcome: Outcome | WaitForDecisions = await loop.run(messages, resume)
+        if isinstance(outcome, Outcome):
+            outcome.model = loop.models.answered
     except Stopped:
         return None
     except WaitForDecisions as wait:
@@ -194,9 +208,10 @@ async def _run_loop(rt: Runtime, turn: Attempt, agent: dict[str, Any], model: st
     finally:
         if loop.first_text_at is not None:
             telemetry.first_token(loop.first_text_at - started)
-        usage = loop.usage
-        telemetry.tokens(agent["name"], loop.model, usage.get("prompt_tokens"), usage.get("completion_tokens"))
-        tracing.turn_usage(loop.model, usage)
+        for answered, usage in loop.models.usage_by_model.items():  # by the model that answered each step
+            telemetry.tokens(agent["name"], answered, usage.get("prompt_tokens"), usage.get("completion_tokens"),
+                             usage.get("cached_tokens"))
+        tracing.turn_usage(loop.model, loop.usage)
     await outbox.sent()
     return None if outbox.stopped else outcome
 
@@ -224,6 +239,8 @@ async def _commit(rt: Runtime, turn: Attempt, agent: dict[str, Any], record: dic
                               "session_id": session_id, "job_id": turn.job_id, "usage": usage}  # fmt: skip
     response: dict[str, Any] = {"content": outcome.answer, "intent": outcome.intent, "session_id": session_id,
                                 "usage": usage}  # fmt: skip
+    if outcome.model is not None:  # the model that answered: the agent's or one of its fallback_models
+        result["model"] = response["model"] = outcome.model
     if outcome.structured is not None:
         result["structured"] = response["structured"] = outcome.structured
     if outcome.client_calls:

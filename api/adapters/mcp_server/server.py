@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
 from parley.shared import events
-from parley.shared.errors import ParleyError
+from parley.shared.errors import ParleyError, TooManyRequests
 from parley.shared.events import EventType
 from parley.shared.schema import ChatResponse
 from parley.shared.store.turns import Accepted
@@ -101,7 +101,10 @@ async def call_tool(ctx: Context, params: types.CallToolRequestParams) -> types.
     try:
         accepted = await turns.accept(caller.rt, caller.tenant, body, _idempotency_key(ctx), caller.key)
     except ParleyError as error:
-        return translate.failed(error.message, code=error.code, **{k: str(v) for k, v in error.extra.items()})
+        known = {k: str(v) for k, v in error.extra.items()}
+        if isinstance(error, TooManyRequests):  # a limit or the budget: when to call again, as HTTP's Retry-After
+            known["retry_after_s"] = str(error.retry_after_s)
+        return translate.failed(error.message, code=error.code, **known)
     except RedisError:
         return translate.failed(UNAVAILABLE, code="not_ready")
     try:

@@ -381,11 +381,14 @@ def completion_id(job_id: str) -> str:
     return "chatcmpl-" + job_id.removeprefix("job_")
 
 
-def _usage(usage: dict[str, Any] | None) -> dict[str, int]:
+def _usage(usage: dict[str, Any] | None) -> dict[str, Any]:
+    """The turn's usage in OpenAI's shape: the prompt tokens the provider served from its cache (the turn's
+    `cached_tokens`, 0 when it did not say) in `prompt_tokens_details.cached_tokens`, as OpenAI reports them."""
     usage = usage or {}
     prompt, completion = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
     return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": int(usage.get("total_tokens", prompt + completion))}  # fmt: skip
+            "total_tokens": int(usage.get("total_tokens", prompt + completion)),
+            "prompt_tokens_details": {"cached_tokens": int(usage.get("cached_tokens", 0))}}  # fmt: skip
 
 
 def _tool_call(call: dict[str, Any]) -> dict[str, Any]:

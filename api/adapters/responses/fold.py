@@ -8,9 +8,13 @@ Parley's events map so (docs/protocols.md):
 - `session` -> `response.created`; `status` queued -> `response.queued`; the first `started` -> `response.in_progress`.
 - `thinking` -> a `reasoning` item (`response.reasoning_text.delta`); `delta` -> an assistant `message` item
   (`response.output_text.delta`); `llm_thought` ends that message as the tool step's `commentary`.
-- the agent's own tools (`tool_execution`, `tool_result`) -> `mcp_call` items (server_label "parley");
-  `approval_required` -> an `mcp_approval_request` item whose id is the call id (decide it with
-  `POST /api/v1/jobs/{job}/approvals`); the response stays `in_progress` while it waits.
+- the agent's own tools (`tool_execution`, `tool_result`) -> `parley:tool_call` items, and `approval_required` ->
+  a `parley:approval_request` item whose id is the call id (decide it with `POST /api/v1/jobs/{job}/approvals`);
+  the response stays `in_progress` while it waits. Open Responses has no item for a tool the server runs itself
+  and asks implementors to prefix their own item types with their slug (its "Extending Items"): `mcp_call` and
+  `mcp_approval_request`, which Parley sent before, are OpenAI's and outside the spec's item union. Such an item
+  is streamed by `response.output_item.added` and `.done` only (no event of its own), so every client that
+  ignores unknown items still rebuilds the response.
 - `response` -> the final message (`final_answer`), then a `function_call` item per call of the client's tools,
   then `response.completed` with the usage.
 - `error` -> `response.failed` (status `cancelled` for a canceled turn, else `failed`, with the error).
@@ -25,12 +29,11 @@ from typing import Any
 
 from parley.shared.events import ErrorCode, decode, id_key
 
-from .translate import JOB_PREFIX, response_id
+from .translate import APPROVAL_REQUEST, JOB_PREFIX, TOOL_CALL, response_id
 
 STATUSES = {"queued": "queued", "started": "in_progress", "waiting": "in_progress", "finished": "completed",
             "failed": "failed", "canceled": "cancelled"}  # fmt: skip
 """A job's status as a response's."""
-SERVER_LABEL = "parley"
 UNSET: dict[str, Any] = {
     "temperature": 1.0, "top_p": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0, "top_logprobs": 0,
     "max_output_tokens": None, "max_tool_calls": None, "reasoning": None, "user": None, "service_tier": "default",
@@ -96,7 +99,7 @@ class Fold:
         self.text_at: int | None = None
         """The output index of the message or reasoning item text goes into now, if any."""
         self.calls: dict[str, int] = {}
-        """The agent's tool calls running (call id -> output index of their mcp_call item)."""
+        """The agent's tool calls running (call id -> output index of their parley:tool_call item)."""
 
     # --- the response object
 
@@ -242,12 +245,12 @@ class Fold:
     def _on_tool_execution(self, event_id: str, event: dict[str, Any]) -> list[dict[str, Any]]:
         out = self._close_text("completed", phase="commentary")
         index = len(self.items)
-        item = {"id": f"mcp_{self.hex}_{index}", "type": "mcp_call", "server_label": SERVER_LABEL,
+        call_id = str(event.get("call_id", index))
+        item = {"id": f"ptc_{self.hex}_{index}", "type": TOOL_CALL, "status": "in_progress", "call_id": call_id,
                 "name": str(event.get("tool_name", "")), "arguments": json.dumps(event.get("args"), ensure_ascii=False),
-                "status": "in_progress", "output": None, "error": None}  # fmt: skip
+                "output": None, "error": None}  # fmt: skip
         out += self._add(item)
-        self.calls[str(event.get("call_id", index))] = index
-        out.append(self._event("response.mcp_call.in_progress", item_id=item["id"], output_index=index))
+        self.calls[call_id] = index
         return out
 
     def _on_tool_result(self, event_id: str, event: dict[str, Any]) -> list[dict[str, Any]]:
@@ -257,18 +260,14 @@ class Fold:
         item, ok = self.items[index], event.get("ok", True) is not False
         item.update(status="completed" if ok else "failed", output=str(event.get("preview", "")),
                     error=None if ok else str(event.get("preview", "")))  # fmt: skip
-        kind = "response.mcp_call.completed" if ok else "response.mcp_call.failed"
-        return [self._event(kind, item_id=item["id"], output_index=index), self._done(index)]
+        return [self._done(index)]
 
     def _on_approval_required(self, event_id: str, event: dict[str, Any]) -> list[dict[str, Any]]:
         out = self._close_text("completed", phase="commentary")
-        item = {
-            "id": str(event.get("call_id", "")),
-            "type": "mcp_approval_request",
-            "server_label": SERVER_LABEL,
-            "name": str(event.get("tool_name", "")),
-            "arguments": json.dumps(event.get("args"), ensure_ascii=False),
-        }
+        call_id = str(event.get("call_id", ""))
+        item = {"id": call_id, "type": APPROVAL_REQUEST, "status": "completed", "call_id": call_id,
+                "name": str(event.get("tool_name", "")),
+                "arguments": json.dumps(event.get("args"), ensure_ascii=False)}  # fmt: skip
         out += self._add(item)
         return [*out, self._done(len(self.items) - 1)]
 

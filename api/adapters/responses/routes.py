@@ -27,6 +27,9 @@ from .errors import OpenAIErrorRoute
 from .fold import Fold, fold
 from .translate import ResponseCreate
 
+ENDED = ("completed", "failed", "cancelled", "incomplete")
+"""A response's statuses once it ended: its stream closes with `data: [DONE]` (a stream cut short does not)."""
+
 router = APIRouter(prefix="/v1", tags=["OpenAI Responses"], route_class=OpenAIErrorRoute,
                    responses=documented(400, 401, 404, 409, 413, 422, 429, 503, 504))  # fmt: skip
 router.include_router(conversations.router)
@@ -84,6 +87,8 @@ async def _sse(rt: WebRuntime, tenant: str, job_id: str, record: dict[str, str],
             for out in folded.feed(event_id, decode(payload)):
                 if out["sequence_number"] > starting_after:
                     yield f"event: {out['type']}\ndata: {json.dumps(out, ensure_ascii=False)}\n\n"
+        if folded.response["status"] in ENDED:
+            yield "data: [DONE]\n\n"  # Open Responses' terminal event (the OpenAI SDK stops at it too)
     except (RedisError, NotReady, Draining):
         yield ": the event store is unavailable; resume with starting_after\n\n"
     finally:

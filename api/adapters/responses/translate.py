@@ -3,11 +3,12 @@
 `routes.py` reads the previous response's job and calls the turn service.
 
 Input items map so: system and developer messages join `instructions` (this turn's own, after the agent's); the
-last user message is the turn's message (its `input_image` data URIs its images); trailing `function_call_output`
-items are the client's tool results (the turn goes on from them). Earlier messages and `function_call` items are a
-conversation the request brings: taken only when the response has no session (no `conversation`, no
-`previous_response_id`), else refused, since the session's memory holds the conversation. Whatever cannot be
-honoured is a 400 naming the field (docs/protocols.md).
+last user message is the turn's message (its `input_image` data URIs its images, its `input_file` text files read
+into it: files.py); Parley's own output items sent back (`parley:tool_call`, ...) are skipped; trailing
+`function_call_output` items are the client's tool results (the turn goes on from them). Earlier messages and
+`function_call` items are a conversation the request brings: taken only when the response has no session (no
+`conversation`, no `previous_response_id`), else refused, since the session's memory holds the conversation.
+Whatever cannot be honoured is a 400 naming the field (docs/protocols.md).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from parley.shared.store.turns import ClientTools
 from ...errors import client_input
 from ...service.turns import ThisTurn
 from ..openai import translate as chat
+from .files import file_text
 
 RESPONSE_PREFIX = "resp_"
 JOB_PREFIX = "job_"
@@ -35,6 +37,16 @@ REFUSED = ("prompt",)
 """Fields Parley cannot honour: refused with 400 when set (stored prompts do not exist here)."""
 TEXT_PARTS = ("input_text", "output_text", "text")
 ROLES = ("user", "assistant", "system", "developer")
+SLUG = "parley"
+"""Parley's implementor slug: Open Responses has implementors prefix their own item types with it ("slug:type")."""
+TOOL_CALL = f"{SLUG}:tool_call"
+"""The output item of a call of the agent's own tools (built-in or MCP), which Parley ran: a receipt, not a request
+for the client (Open Responses' extension items are prefixed with the implementor's slug)."""
+APPROVAL_REQUEST = f"{SLUG}:approval_request"
+"""The output item of a call of the agent's tools that waits for a person's decision."""
+RECEIPTS = (TOOL_CALL, APPROVAL_REQUEST)
+"""Parley's own output items: taken back as input (a client sending a response's output again) and skipped, since
+the calls they record already ran and their results reached the answer."""
 
 
 def response_id(job_id: str) -> str:
@@ -111,8 +123,10 @@ def _part_text(part: Any, field: str, role: str, images: list[str]) -> str:
                           f"{field}.image_url")  # fmt: skip
         images.append(url)
         return ""
-    raise refused(f"{field} must be an input_text part{' or input_image' if role == 'user' else ''} "
-                  "(files, audio and other parts are not supported)", field)  # fmt: skip
+    if kind == "input_file" and role == "user":
+        return file_text(part, field)
+    raise refused(f"{field} must be an input_text part{', input_image or input_file' if role == 'user' else ''} "
+                  "(audio and other parts are not supported)", field)  # fmt: skip
 
 
 def _message(item: dict[str, Any], field: str) -> Item:
@@ -144,6 +158,8 @@ def _item(item: Any, index: int) -> Item:
     if not isinstance(item, dict):
         raise refused(f"{field} must be an input item (an object)", field)
     kind = item.get("type", "message")
+    if kind in RECEIPTS:
+        return Item(kind)
     if kind == "message":
         return _message(item, field)
     if kind == "function_call_output":
@@ -158,13 +174,14 @@ def _item(item: Any, index: int) -> Item:
                              "arguments": item["arguments"]}}  # fmt: skip
         return Item(kind, call=call)
     raise refused(f"{field}.type {chat._short(kind)} is not supported: input items are messages, function_call and "
-                  "function_call_output items", f"{field}.type")  # fmt: skip
+                  "function_call_output items (and Parley's own output items, which are skipped)",
+                  f"{field}.type")  # fmt: skip
 
 
 def _items(value: str | list[Any]) -> list[Item]:
     if isinstance(value, str):
         return [Item("message", role="user", text=value)]
-    return [_item(item, index) for index, item in enumerate(value)]
+    return [item for item in (_item(item, index) for index, item in enumerate(value)) if item.kind not in RECEIPTS]
 
 
 def _check_size(items: list[Item], settings: Settings) -> None:

@@ -74,6 +74,7 @@ class AcceptTurnCall(ScriptCall):
     notes: str = key()
     session_images: str = key()
     session_expiries: str = key()
+    budget_spent: str = key()
     job_id: str = arg()
     session_id: str = arg()
     agent_id: str = arg()
@@ -97,6 +98,7 @@ class AcceptTurnCall(ScriptCall):
     rq_prefix: str = arg()
     on_busy: str = arg()
     steers_prefix: str = arg()
+    budget: str = arg()
 
 
 @dataclass(frozen=True)
