@@ -3,9 +3,9 @@ model call and tool call on the worker (docs/observability.md, "Traces").
 
 Tracing is on in a process only when `setup` finds an OTLP endpoint in the environment
 (`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`). Until then nothing of OpenTelemetry is
-imported by this module and every function below returns at once: `chat` and `tool` hand back what they were
-given, the others test one global. The SDK side (spans, propagation, the exporter) is in `tracing_otel.py`,
-imported by `setup` alone.
+imported by this module and every function below returns at once: `tool` hands back what it was given, `chat`
+a context that does nothing, the others test one global. The SDK side (spans, propagation, the exporter) is in
+`tracing_otel.py`, imported by `setup` alone.
 
 What the spans carry is names, ids, models, token counts and outcomes: never a message, a tool's arguments or
 its result (a trace backend is not where tenants' words should end up).
@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 if TYPE_CHECKING:
@@ -27,7 +27,6 @@ ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_
 
 P = ParamSpec("P")
 R = TypeVar("R")
-S = TypeVar("S")
 
 _spans: Spans | None = None
 """The process's span maker once `setup` turned tracing on; None: every function here is a no-op."""
@@ -120,12 +119,27 @@ def turn_failed(code: str, message: str) -> None:
         _spans.turn_failed(code, message)
 
 
-def chat(model: str, stream: AbstractAsyncContextManager[S]) -> AbstractAsyncContextManager[S]:
-    """`stream` (a provider's model call) inside a `chat <model>` span that records the call's token counts,
-    the model that answered and its error; `stream` itself when tracing is off."""
+class ModelCall:
+    """What a caller tells the `chat` span of one model call: `failed` for an error it caught (a model passed
+    over for the next), `answered` once the call's stream ended (its token counts and the model that answered).
+    This one, the off path's, does nothing."""
+
+    def failed(self, error: BaseException) -> None:
+        pass
+
+    def answered(self, stream: Any) -> None:
+        pass
+
+
+NO_CALL = ModelCall()
+
+
+def chat(model: str) -> AbstractContextManager[ModelCall]:
+    """A `chat <model>` span around one model call, current while it runs; an exception leaving it marks it
+    failed. Yields the call's `ModelCall` (one that does nothing when tracing is off)."""
     if _spans is None:
-        return stream
-    return _spans.chat(model, stream)
+        return nullcontext(NO_CALL)
+    return _spans.chat(model)
 
 
 def tool(name: str, call_id: str, work: Awaitable[R]) -> Awaitable[R]:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -24,8 +24,9 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import Span, SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from .tracing import ModelCall
+
 R = TypeVar("R")
-S = TypeVar("S")
 
 TRACER_NAME = "parley"
 PROVIDER_NAME = "openai"
@@ -53,6 +54,19 @@ class RequestSpan:
         if status >= 500:
             self.span.set_status(StatusCode.ERROR)
             self.span.set_attribute("error.type", str(status))
+
+
+class _ModelCall(ModelCall):
+    """The `chat` span's side of one model call (tracing.ModelCall)."""
+
+    def __init__(self, span: Span) -> None:
+        self.span = span
+
+    def failed(self, error: BaseException) -> None:
+        _failed(self.span, error)
+
+    def answered(self, stream: Any) -> None:
+        _answered(self.span, stream)
 
 
 class _Turn:
@@ -170,23 +184,18 @@ class Spans:
             turn.span.set_attribute("error.type", code)
             turn.span.set_status(StatusCode.ERROR, message)
 
-    @asynccontextmanager
-    async def chat(self, model: str, inner: AbstractAsyncContextManager[S]) -> AsyncIterator[S]:
+    @contextmanager
+    def chat(self, model: str) -> Iterator[ModelCall]:
         attributes = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": PROVIDER_NAME,
                       "gen_ai.request.model": model}  # fmt: skip
         with self.tracer.start_as_current_span(f"chat {model}", kind=SpanKind.CLIENT, attributes=attributes,
                                                record_exception=False, set_status_on_exception=False
                                                ) as span:  # fmt: skip
-            stream: Any = None
             try:
-                async with inner as stream:
-                    yield stream
+                yield _ModelCall(span)
             except BaseException as error:
                 _failed(span, error)
                 raise
-            finally:
-                if stream is not None:
-                    _answered(span, stream)
 
     async def tool(self, name: str, call_id: str, work: Awaitable[R]) -> R:
         attributes = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": name,

@@ -211,3 +211,21 @@ def test_every_protocol_that_accepts_a_turn_joins_the_callers_trace(stack: Any, 
         turn = _one(spans, "invoke_agent Chef")
         web_spans = {span.span_id for span in spans if span.service == "parley-web"}
         assert turn.parent_span_id in web_spans, (path, [(s.name, s.span_id, s.parent_span_id) for s in spans])
+
+
+def test_a_fallback_model_answering_shows_as_a_second_model_call(stack: Any, receiver: OtlpReceiver) -> None:
+    stack.env["PARLEY_MODEL_MAX_RETRIES"] = "0"
+    _traced(stack, receiver)
+    stack.model_server.control("script", [{"status": 503}, {"reply": "from the fallback"}])
+    with client(stack.web_url, stack.api_key) as http:
+        create_agent(http, fallback_models=["backup-model"])
+        answer = http.post("/api/v1/chat", json={"message": "hi"},
+                           headers={"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"})  # fmt: skip
+        assert answer.status_code == 200 and answer.json()["response"] == "from the fallback", answer.text
+    spans = _of_trace(receiver.wait_for(_turn_done(CALLER_TRACE, tools=0)), CALLER_TRACE)
+    turn = _one(spans, "invoke_agent Chef")
+    first, backup = _one(spans, f"chat {turn.attributes['gen_ai.request.model']}"), _one(spans, "chat backup-model")
+    assert first.parent_span_id == backup.parent_span_id == turn.span_id and first.end_ns <= backup.start_ns
+    assert first.status == "ERROR" and first.attributes["error.type"] == "503"
+    assert backup.status == "UNSET" and backup.attributes["gen_ai.response.model"] == "backup-model"
+    assert turn.attributes["parley.turn.outcome"] == "finished" and turn.status == "UNSET"

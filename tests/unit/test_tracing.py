@@ -86,8 +86,10 @@ print(loaded)
 
 def test_the_off_path_hands_back_what_it_was_given() -> None:
     assert not tracing.enabled()
-    stream = model_call()
-    assert tracing.chat("m", stream) is stream
+    with tracing.chat("m") as call:
+        assert call is tracing.NO_CALL
+        call.failed(ValueError("x"))
+        call.answered(FakeStream())
     work = asyncio.sleep(0)
     assert tracing.tool("calculator", "call_0", work) is work
     asyncio.run(work)
@@ -154,8 +156,10 @@ def _record(**extra: str) -> dict[str, str]:
 @tracing.traced_turn
 async def a_turn(tenant: str, job_id: str, record: dict[str, str], attempt: int, fail_tool: bool = False) -> str:
     tracing.turn_started(record, attempt)
-    async with tracing.chat("gpt-4o-mini", model_call()) as stream:
-        assert stream.usage["prompt_tokens"] == 7
+    with tracing.chat("gpt-4o-mini") as call:
+        async with model_call() as stream:
+            assert stream.usage["prompt_tokens"] == 7
+        call.answered(stream)
     result = await tracing.tool("calculator", "call_0", _tool(not fail_tool))
     tracing.turn_usage("gpt-4o-mini", {"prompt_tokens": 7, "completion_tokens": 3, "cached_tokens": 2})
     if not result.ok:
@@ -227,13 +231,26 @@ class ModelError(Exception):
                                              (ValueError("x"), "ValueError")])  # fmt: skip
 def test_a_failed_model_call_marks_its_span(exported: InMemorySpanExporter, error: Exception, kind: str) -> None:
     async def call() -> None:
-        async with tracing.chat("m", model_call(fail=error)):
-            pass
+        with tracing.chat("m"):
+            async with model_call(fail=error):
+                pass
 
     with pytest.raises(type(error)):
         asyncio.run(call())
     [chat] = exported.get_finished_spans()
     assert chat.status.status_code == StatusCode.ERROR and attrs(chat)["error.type"] == kind
+
+
+def test_a_model_passed_over_for_the_next_is_marked_failed_by_the_caller(exported: InMemorySpanExporter) -> None:
+    with tracing.chat("first") as call:
+        call.failed(ModelError(503))
+    with tracing.chat("second") as call:
+        call.answered(FakeStream())
+    spans = _by_name(exported)
+    first = spans["chat first"]
+    assert first.status.status_code == StatusCode.ERROR and attrs(first)["error.type"] == "503"
+    assert spans["chat second"].status.status_code == StatusCode.UNSET
+    assert attrs(spans["chat second"])["gen_ai.response.model"] == "gpt-4o-mini-2024"
 
 
 def test_a_turn_whose_task_is_cancelled_ends_its_span_and_lets_go_of_its_context(
