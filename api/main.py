@@ -3,14 +3,17 @@ adapters (`adapters/`), on one runtime (`runtime.py`), one error mapping (`error
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from redis.exceptions import RedisError
 
+from parley.shared import tracing
 from parley.shared.logs import configure_logging
 from parley.shared.settings import Settings, get_settings
 
@@ -21,7 +24,7 @@ from .adapters.openai import routes as openai_routes
 from .adapters.responses import routes as responses_routes
 from .adapters.seed import routes as seed_routes
 from .metrics import Reporter
-from .middleware import BodyGuard, HttpMetrics, RequestContext
+from .middleware import BodyGuard, HttpMetrics, RequestContext, TraceRequests
 from .routes import agents, chat, feedback, jobs, mcp_servers, ops, sessions, tools, ui, webhooks
 from .routes import schedules as schedule_routes
 from .routes import usage as usage_routes
@@ -34,6 +37,11 @@ DESCRIPTION = """Parley hosts conversational agents with durable memory in Redis
 
 Send `Authorization: Bearer <key>` (a key from `PARLEY_API_KEYS`) on every `/api/v1/` route.
 Errors are JSON: `{"error": {"code": "...", "message": "..."}}`."""
+
+
+NATIVE_TELEMETRY_OFF = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
+"""FastAPI's own OpenTelemetry (newer versions trace every request, its dependencies and endpoint, once a global
+tracer provider exists): off, so the web's spans are the ones docs/observability.md lists (TraceRequests)."""
 
 
 def _load_file_agents(rt: WebRuntime) -> None:
@@ -62,14 +70,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         await reporter.stop()
         await rt.hub.stop()
+        tracing.shutdown()  # the spans still buffered go out before the process ends
 
-    app = FastAPI(title="Parley", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    native: dict[str, Any] = {}
+    if "telemetry" in inspect.signature(FastAPI).parameters:
+        native["telemetry"] = NATIVE_TELEMETRY_OFF
+    app = FastAPI(title="Parley", version="0.1.0", description=DESCRIPTION, lifespan=lifespan, **native)
     errors.install(app)
 
     # Added innermost first: the request id, then metrics, then the body guard, all before routing and auth.
     app.add_middleware(BodyGuard, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(HttpMetrics)
     app.add_middleware(RequestContext)
+    if tracing.setup("parley-web"):  # OTEL_EXPORTER_OTLP_ENDPOINT set: a span per POST request, outermost
+        app.add_middleware(TraceRequests)
     origins = [origin.strip() for origin in settings.cors_origins.split(",") if origin.strip()]
     if origins:
         app.add_middleware(

@@ -12,7 +12,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from parley.shared import logs, telemetry
+from parley.shared import logs, telemetry, tracing
 from parley.shared.text import clean_json
 
 from .errors import error_body
@@ -58,6 +58,35 @@ class HttpMetrics:
             await send(message)
 
         await self.app(scope, receive, send_and_measure)
+
+
+class TraceRequests:
+    """An OpenTelemetry server span around each POST request (every route that accepts a turn is a POST), joined
+    to the caller's trace by its `traceparent` header: the turn's spans on the worker join it through the job
+    (shared/tracing.py). Installed only when tracing is on; other methods pass through untraced."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        with tracing.request_span(scope["method"], scope.get("headers") or []) as span:
+            try:
+                await self.app(scope, receive, send_and_note)
+            finally:
+                if span is not None:
+                    route = getattr(scope.get("route"), "path", None)
+                    span.answered(route if isinstance(route, str) else None, status)
 
 
 class BodyRefused(Exception):

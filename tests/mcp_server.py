@@ -6,7 +6,8 @@
 
 Tools: `echo` (its text back), `fail` (a tool error), `hang` (sleeps, for timeouts and cancel), `large`
 (a result of `size` characters), `image` (a 1x1 PNG as image content), `weather` (structured content),
-`hangs` (how many `hang` calls were cancelled before they ended, and how many run now).
+`hangs` (how many `hang` calls were cancelled before they ended, and how many run now), `trace_context` (the
+`traceparent` and `tracestate` the call carried in its `_meta`).
 
 The same tools are served at other paths, each a server that behaves differently (`Variants`):
 
@@ -29,7 +30,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import uvicorn
-from mcp.server.mcpserver import Image, MCPServer
+from mcp.server.mcpserver import Context, Image, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import BaseModel
@@ -100,6 +101,13 @@ def image() -> Image:
 def weather(city: str) -> Forecast:
     """The weather in `city`, as structured content."""
     return Forecast(city=city, celsius=21.5, sky="clear")
+
+
+@server.tool()
+def trace_context(ctx: Context) -> dict[str, str]:
+    """The W3C trace context the call carried in its `_meta` (SEP-414: `traceparent`, `tracestate`), or {}."""
+    meta = ctx.request_context.meta or {}
+    return {name: str(meta[name]) for name in ("traceparent", "tracestate") if name in meta}  # type: ignore[literal-required]
 
 
 Scope = MutableMapping[str, Any]

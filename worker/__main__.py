@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from rq import Queue
 
+from parley.shared import tracing
 from parley.shared.logs import configure_logging
 from parley.shared.settings import Settings, get_settings
 from parley.shared.store.schedules import ScheduleStore
@@ -37,6 +38,7 @@ def main() -> int:
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     settings = get_settings()
     configure_logging(settings)
+    tracing.setup("parley-worker")  # OTEL_EXPORTER_OTLP_ENDPOINT set: the turns' spans go there
     rt = Runtime.build(settings)  # a tool module that does not import stops the worker here, not mid-turn
     log.info("tools: %s", ", ".join(rt.tools.names()))
     if settings.agents_file:
@@ -44,6 +46,7 @@ def main() -> int:
         log.info("loaded %d agents from %s", count, settings.agents_file)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(_serve(rt, settings))
+    tracing.shutdown()  # the spans still buffered go out before the exit below
     # The engine has drained and told rq it is gone. A sync tool abandoned at its timeout may still run
     # on a pool thread, which Python's exit would wait for (pool threads are not daemons): leave now.
     logging.shutdown()

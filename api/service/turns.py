@@ -15,7 +15,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from parley.shared import events, logs
+from parley.shared import events, logs, tracing
 from parley.shared.errors import (
     Conflict,
     InvalidInput,
@@ -180,7 +180,7 @@ def _check_regenerate(rt: WebRuntime, tenant: str, body: ChatRequest) -> None:
 
 def _accept(rt: WebRuntime, tenant: str, body: ChatRequest, idempotency_key: str | None, api_key: str,
             history: list[dict[str, Any]] | None, client_tools: ClientTools | None,
-            this_turn: ThisTurn) -> Accepted:  # fmt: skip
+            this_turn: ThisTurn, trace: dict[str, str]) -> Accepted:  # fmt: skip
     digest = request_hash(body, history, client_tools, this_turn)
     if idempotency_key:
         replay = rt.turns.replay(tenant, idempotency_key, digest)
@@ -198,7 +198,7 @@ def _accept(rt: WebRuntime, tenant: str, body: ChatRequest, idempotency_key: str
         idempotency_key=idempotency_key, request_hash=digest, api_key=api_key, history=history,
         client_tools=client_tools, instructions=this_turn.instructions, response_shape=this_turn.response_shape,
         annotations=this_turn.annotations, on_busy=_on_busy(body, history, client_tools), job_id=this_turn.job_id,
-        regenerate=body.regenerate,
+        regenerate=body.regenerate, trace=trace,
     )  # fmt: skip
 
 
@@ -223,8 +223,9 @@ async def accept(rt: WebRuntime, tenant: str, body: ChatRequest, idempotency_key
     if idempotency_key is not None and not (0 < len(idempotency_key) <= 255):
         raise InvalidInput("Idempotency-Key must be 1 to 255 characters", field="Idempotency-Key")
     accepted = await run_in_threadpool(_accept, rt, tenant, body, idempotency_key, api_key, history, client_tools,
-                                       this_turn or ThisTurn())  # fmt: skip
+                                       this_turn or ThisTurn(), tracing.job_fields())  # fmt: skip
     logs.bind(session_id=accepted.session_id, job_id=accepted.job_id)
+    tracing.accepted(accepted.job_id, accepted.session_id)
     return accepted
 
 

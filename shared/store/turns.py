@@ -163,7 +163,8 @@ class TurnStore:
                client_tools: ClientTools | None = None, instructions: str | None = None,
                response_shape: dict[str, Any] | str | None = None,
                annotations: dict[str, Any] | None = None, on_busy: str = "enqueue",
-               job_id: str | None = None, regenerate: bool = False) -> Accepted:  # fmt: skip
+               job_id: str | None = None, regenerate: bool = False,
+               trace: dict[str, str] | None = None) -> Accepted:  # fmt: skip
         """Queue a turn: create the session if needed, record the job, emit `session` and `queued`.
 
         With `history`, the turn brings its whole conversation (the OpenAI-compatible endpoint
@@ -176,7 +177,8 @@ class TurnStore:
         `interrupt` cancels that turn once this one is next in the lane, `steer` makes this one wait to join it.
         `job_id` names the turn (default: a new id), for a protocol that must know it before the turn is queued.
         `regenerate`: the turn answers the session's last user message again (its `message` is empty), its
-        answer replacing the old one.
+        answer replacing the old one. `trace`: the request's trace context (`traceparent`, `tracestate`:
+        shared/tracing.py), kept for the worker's spans of the turn.
 
         Raises Conflict (session bound to another agent, or a reused Idempotency-Key) and
         TooManyRequests (queue full, tenant busy, key over its rate; BudgetExceeded: the tenant's tokens for the
@@ -207,6 +209,7 @@ class TurnStore:
         if annotations:
             fields["annotations"] = json.dumps(annotations)
         fields.update(_branch_fields(tenant, agent, session_id, history is not None, regenerate))
+        fields.update(trace or {})
         session_event = events.encode(EventType.SESSION, session_id=session_id, agent_id=agent["id"],
                                       agent_name=agent["name"], job_id=job_id)  # fmt: skip
         queued_event = events.encode(EventType.STATUS, message="queued")

@@ -31,7 +31,7 @@ def test_the_tools_are_listed_in_the_revision_the_server_speaks(mcp_server: Any,
     listing = asyncio.run(mcp_client.list_tools(endpoint(mcp_server, path), bounds()))
     assert listing.revision == revision
     assert sorted(tool["name"] for tool in listing.tools) == ["echo", "fail", "hang", "hangs", "image", "large",
-                                                              "weather"]  # fmt: skip
+                                                              "trace_context", "weather"]  # fmt: skip
 
 
 @pytest.mark.parametrize("path", ["mcp", "modern/mcp", "legacy/mcp"])
@@ -46,7 +46,7 @@ def test_a_call_works_in_either_revision_and_falls_back_when_the_pinned_one_is_r
 def test_header_values_are_sent_and_a_refusal_without_them_says_so(mcp_server: Any) -> None:
     name, value = SECRET_HEADER
     listing = asyncio.run(mcp_client.list_tools(endpoint(mcp_server, "private/mcp", **{name: value}), bounds()))
-    assert len(listing.tools) == 7
+    assert len(listing.tools) == 8
     with pytest.raises(mcp_client.McpFailure, match="missing or wrong X-Test-Secret"):
         asyncio.run(mcp_client.list_tools(endpoint(mcp_server, "private/mcp", **{name: "wrong"}), bounds()))
 

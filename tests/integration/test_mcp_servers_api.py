@@ -12,7 +12,7 @@ from tests.integration.helpers import client, create_agent
 from tests.mcp_server import SECRET_HEADER
 
 LOOPBACK_ALLOWED = {"PARLEY_PRIVATE_NETWORKS_ALLOWED": "127.0.0.1"}
-ALL_TOOLS = ["echo", "fail", "hang", "hangs", "image", "large", "weather"]
+ALL_TOOLS = ["echo", "fail", "hang", "hangs", "image", "large", "trace_context", "weather"]
 
 
 def test_a_server_is_registered_with_its_headers_which_are_never_shown_again(stack: Any, mcp_server: Any) -> None:

@@ -38,7 +38,7 @@ def test_each_tool_answers_as_documented(mcp_server, mode: str, revision: str) -
 
     version, got = _run(f"{mcp_server.url}/mcp", mode, calls)
     assert version == revision
-    assert got["tools"] == ["echo", "fail", "hang", "hangs", "image", "large", "weather"]
+    assert got["tools"] == ["echo", "fail", "hang", "hangs", "image", "large", "trace_context", "weather"]
     assert [c.text for c in got["echo"].content] == ["héllo"] and not got["echo"].is_error
     assert got["fail"].is_error and "on purpose" in got["fail"].content[0].text
     assert len(got["large"].content[0].text) == 200_000

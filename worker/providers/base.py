@@ -54,12 +54,14 @@ class ModelStream:
     """
 
     def __init__(self, parts: AsyncIterator[tuple[str, str]], usage: dict[str, Any] | None = None,
-                 tool_calls: list[ToolCall] | None = None) -> None:  # fmt: skip
+                 tool_calls: list[ToolCall] | None = None, response: dict[str, str] | None = None) -> None:  # fmt: skip
         self._parts = parts
         self.on_activity: Callable[[], None] | None = None
         self.usage = usage if usage is not None else {}
         """Token counts as the model reported them (filled in as the stream ends), else empty."""
         self.tool_calls = tool_calls if tool_calls is not None else []
+        self.response = response if response is not None else {}
+        """What the server said of its answer, as it arrived: `model` (the model that answered), `id` (traces)."""
 
     async def parts(self) -> AsyncIterator[tuple[str, str]]:
         """`(TEXT | REASONING, piece)` as the model sends them; PROGRESS marks only count as activity."""

@@ -23,7 +23,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-from parley.shared import telemetry
+from parley.shared import telemetry, tracing
 
 from .base import ModelError, ModelStream, Provider
 
@@ -85,9 +85,11 @@ class ModelChain:
         for index in range(self.start, last + 1):
             model = self.models[index]
             async with AsyncExitStack() as stack:
+                call = stack.enter_context(tracing.chat(model))  # a `chat <model>` span per model tried
                 try:
                     opened = await self._open(stack, model, on_open, request)
                 except ModelError as error:
+                    call.failed(error)
                     failed.append((model, error))
                     if index == 0:
                         self.passed_over = telemetry.fallback_reason(error.status, error.timed_out)
@@ -99,6 +101,7 @@ class ModelChain:
                 self._answered(index)
                 yield opened
                 self._count(model, opened.usage)
+                call.answered(opened)
                 return
 
     async def _open(self, stack: AsyncExitStack, model: str, on_open: Callable[[], None] | None,
@@ -119,7 +122,7 @@ class ModelChain:
                              timed_out=True) from None  # fmt: skip
         relay = _relay(first, parts)
         stack.push_async_callback(_close, relay)  # before the provider's stream closes (LIFO)
-        return ModelStream(relay, inner.usage, inner.tool_calls)
+        return ModelStream(relay, inner.usage, inner.tool_calls, inner.response)
 
     def _answered(self, index: int) -> None:
         self.start = index

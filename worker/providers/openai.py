@@ -61,9 +61,10 @@ class OpenAIProvider:
             raise _model_error(error) from error
         usage: dict[str, Any] = {}
         calls: list[ToolCall] = []
-        parts = _parts(response, usage, calls)
+        said: dict[str, str] = {}
+        parts = _parts(response, usage, calls, said)
         try:
-            yield ModelStream(parts, usage, calls)
+            yield ModelStream(parts, usage, calls, said)
         finally:
             # Closing a response not read to its end drops its connection (httpcore shields that from a
             # second cancel): the model sees the hang-up. The generator goes first (unless another task
@@ -144,15 +145,18 @@ class ChunkStream(openai.AsyncStream[dict]):  # type: ignore[type-arg]
             yield chunk
 
 
-async def _parts(response: ChunkStream, usage: dict[str, Any], calls: list[ToolCall]
-                 ) -> AsyncGenerator[tuple[str, str], None]:  # fmt: skip
+async def _parts(response: ChunkStream, usage: dict[str, Any], calls: list[ToolCall],
+                 said: dict[str, str] | None = None) -> AsyncGenerator[tuple[str, str], None]:  # fmt: skip
     """Text and reasoning pieces as they come (and a PROGRESS mark per piece of a call); the function
     calls, whose names and arguments arrive in fragments keyed by `index`, are put together into
     `calls` at the end. Every string is `clean`ed: a lone surrogate (`"\\ud800"` in the JSON) becomes
-    U+FFFD here, before it can reach Redis or a Lua script."""
+    U+FFFD here, before it can reach Redis or a Lua script. `said` gets the answer's `model` and `id`."""
     fragments: dict[int, dict[str, str]] = {}
     try:
         async for chunk in response:
+            if said is not None and not said:
+                said.update({name: clean(chunk[name])[:256] for name in ("model", "id")
+                             if isinstance(chunk.get(name), str)})  # fmt: skip
             if chunk.get("usage"):
                 usage.update(_clean_usage(chunk["usage"]))
             for choice in chunk.get("choices") or ():

@@ -23,7 +23,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-from parley.shared import events, telemetry
+from parley.shared import events, telemetry, tracing
 from parley.shared.events import EventType
 from parley.shared.store import images as session_images
 from parley.shared.store.tool_runs import INTERRUPTED, ToolRuns
@@ -348,7 +348,8 @@ class AgentLoop:
             return result
         if decision is not None and not await in_thread(self.threads, self.runs.claim, field):
             return await in_thread(self.threads, lambda: self.runs.recorded([field])[0]) or INTERRUPTED
-        result = await self.toolbox.run(call.name, call.arguments)
+        shown = self.toolbox.shown_name(call.name)
+        result = await tracing.tool(shown, call.id, self.toolbox.run(call.name, call.arguments))
         await in_thread(self.threads, self.runs.record, field, result)
         return result
 

@@ -17,7 +17,7 @@ import logging
 import time
 from typing import Any
 
-from parley.shared import events, logs, telemetry
+from parley.shared import events, logs, telemetry, tracing
 from parley.shared.budgets import usage_tokens
 from parley.shared.clock import now_ms
 from parley.shared.events import ErrorCode, EventType
@@ -46,6 +46,7 @@ log = logging.getLogger("parley.worker.turn")
 
 
 @logs.turn_context
+@tracing.traced_turn
 async def run_turn(tenant: str, job_id: str, *, rt: Runtime) -> str:
     """Run one turn; returns how it ended (RQ keeps that as the job's result)."""
     state, attempt, record = await rt.worker_turns.start(tenant, job_id)
@@ -54,6 +55,7 @@ async def run_turn(tenant: str, job_id: str, *, rt: Runtime) -> str:
         log.info("turn %s not run: %s", job_id, state)
         return state  # 'waiting': a stale run of a turn that waits for decisions
     turn = Attempt(tenant, job_id, attempt)
+    tracing.turn_started(record, attempt)  # the `invoke_agent` span, in the trace of the request that queued it
     control = CURRENT.get()
     if control is not None:
         control.started(turn)
@@ -213,6 +215,7 @@ async def _run_loop(rt: Runtime, turn: Attempt, agent: dict[str, Any], model: st
         for answered, usage in loop.models.usage_by_model.items():  # by the model that answered each step
             telemetry.tokens(agent["name"], answered, usage.get("prompt_tokens"), usage.get("completion_tokens"),
                              usage.get("cached_tokens"))
+        tracing.turn_usage(loop.model, loop.usage)
     await outbox.sent()
     return None if outbox.stopped else outcome
 
@@ -276,6 +279,7 @@ async def _fail(rt: Runtime, turn: Attempt, record: dict[str, str], error: str, 
                 usage: dict[str, int] | None = None) -> str:  # fmt: skip
     """End the turn `failed`; `usage`: what it counts in its tenant's usage (None: not counted)."""
     log.warning("turn %s failed: %s", turn.job_id, error)
+    tracing.turn_failed(code, error)
     await _finish(rt, turn, record["session_id"], status="failed", usage=usage, **failure(error, code))
     return "failed"
 
