@@ -64,3 +64,8 @@ def next_day(at_ms: int) -> str:
     """ISO time of the next UTC midnight after `at_ms` (for messages)."""
     start = datetime.fromtimestamp(at_ms / 1000, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     return (start + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def script_arg(budget: int | None) -> str:
+    """A budget as the accept scripts take it (lib_budget.lua): the tenant's tokens per day, '' for none."""
+    return "" if budget is None else str(budget)

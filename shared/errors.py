@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from parley.shared.budgets import seconds_to_next_day
+from parley.shared.budgets import next_day, seconds_to_next_day
 from parley.shared.clock import now_ms
 from parley.shared.events import ErrorCode
 
@@ -119,6 +119,12 @@ class BudgetExceeded(TooManyRequests):
         if retry_after_s is None:
             retry_after_s = seconds_to_next_day(now_ms())
         super().__init__(message, retry_after_s=retry_after_s, **extra)
+
+    @classmethod
+    def at_accept(cls, spent: str, budget: int | None, at_ms: int) -> BudgetExceeded:
+        """The refusal of a turn or report whose accept found the day spent (lib_budget.lua's `spent`)."""
+        return cls(f"this tenant's tokens for today are spent ({spent} of {budget}); try again after "
+                   f"{next_day(at_ms)}", retry_after_s=seconds_to_next_day(at_ms))  # fmt: skip
 
 
 class Unauthorized(ParleyError):

@@ -30,7 +30,9 @@ import redis
 from rq.job import JobStatus
 from rq.utils import utcformat
 
-from parley.shared.errors import SummaryRunning, limit_refusal
+from parley.shared import budgets, telemetry
+from parley.shared.clock import now_ms
+from parley.shared.errors import BudgetExceeded, SummaryRunning, limit_refusal
 from parley.shared.store import keys, scripts
 from parley.shared.store.scripts.calls import AdmitReportCall
 from parley.shared.tokens import MESSAGE_OVERHEAD_TOKENS, count_message, count_text
@@ -382,13 +384,15 @@ def report_lock_ms(settings: Any) -> int:
 
 def admit_report(queue: Any, settings: Any, tenant: str, session_id: str, job_id: str, api_key: str) -> None:
     """Queue the job behind `POST /api/v1/sessions/{id}/summary` (web side), within the chat routes' limits
-    and one per session at a time. Raises TooManyRequests (queue full, tenant busy, key over its rate) or
-    SummaryRunning; then nothing is queued, counted or locked."""
+    and one per session at a time. Raises TooManyRequests (queue full, tenant busy, key over its rate;
+    BudgetExceeded: the tenant's tokens for the day are spent) or SummaryRunning; then nothing is queued, counted
+    or locked."""
     job = queue.create_job(
         REPORT_FUNCTION, args=(tenant, session_id, job_id), job_id=job_id, status=JobStatus.DEFERRED,
         timeout=int(settings.summary_timeout_s) + 1, result_ttl=600, failure_ttl=settings.retention_s,
         description=f"summary of {tenant}/{session_id}",
     )  # fmt: skip
+    at, budget = now_ms(), settings.tenant_budget(tenant)
     with queue.connection.pipeline() as pipe:
         job.save(pipeline=pipe)
         pipe.expire(keys.rq_job(job_id), UNADMITTED_REPORT_TTL_S)  # until ADMIT_REPORT keeps it (PERSIST)
@@ -399,12 +403,16 @@ def admit_report(queue: Any, settings: Any, tenant: str, session_id: str, job_id
         max_queue_depth=settings.max_queue_depth, max_inflight=settings.max_turns_in_flight,
         max_rate=settings.rate_limit_turns, rate_window_ms=settings.rate_window_s * 1000, job_id=job_id,
         lock_ttl_ms=report_lock_ms(settings), enqueued_at=utcformat(datetime.now(UTC)),
+        budget_spent=budgets.spent_key(tenant, at), budget=budgets.script_arg(budget),
     )  # fmt: skip
     outcome, detail = queue.connection.register_script(scripts.ADMIT_REPORT)(keys=call.keys(), args=call.args())
     outcome, detail = _text(outcome), _text(detail)
     if outcome == "admitted":
         return
     job.delete()
+    if outcome == "budget_exceeded":
+        telemetry.budget_stop("refused")
+        raise BudgetExceeded.at_accept(detail, budget, at)
     refused = limit_refusal(outcome, detail)
     if refused:
         raise refused

@@ -100,11 +100,6 @@ def _branch_fields(tenant: str, agent: dict[str, Any], session_id: str, stateles
     return fields
 
 
-def _budget_arg(budget: int | None) -> str:
-    """ACCEPT_TURN's `budget`: the tenant's tokens per day, '' for none."""
-    return "" if budget is None else str(budget)
-
-
 def new_job_id() -> str:
     return f"job_{uuid.uuid4().hex}"
 
@@ -233,7 +228,7 @@ class TurnStore:
             create_session="0" if history is not None else "1", tenant_cap=self.settings.tenant_concurrency,
             job_prefix=keys.job(tenant, ""), rq_prefix=Job.redis_job_namespace_prefix, on_busy=on_busy,
             steers_prefix=keys.steers(tenant, ""), budget_spent=budgets.spent_key(tenant, created),
-            budget=_budget_arg(self.settings.tenant_budget(tenant)),
+            budget=budgets.script_arg(self.settings.tenant_budget(tenant)),
         ))  # fmt: skip
         outcome, detail = reply[0], reply[1]
         if outcome == "accepted":
@@ -250,9 +245,7 @@ class TurnStore:
             return self._replayed(tenant, detail, request_hash)
         if outcome == "budget_exceeded":
             telemetry.budget_stop("refused")
-            raise BudgetExceeded(f"this tenant's tokens for today are spent ({detail} of "
-                                 f"{self.settings.tenant_budget(tenant)}); try again after "
-                                 f"{budgets.next_day(created)}", retry_after_s=budgets.seconds_to_next_day(now_ms()))
+            raise BudgetExceeded.at_accept(detail, self.settings.tenant_budget(tenant), now_ms())
         refused = limit_refusal(outcome, detail)
         if refused:
             raise refused

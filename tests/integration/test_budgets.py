@@ -71,6 +71,10 @@ def test_a_tenant_at_its_budget_is_refused_on_every_route_while_another_goes_on(
         assert a2a.status_code == 429 and int(a2a.headers["retry-after"]) > 0
         assert a2a.json()["error"]["code"] == -32603
 
+        report = alice.post("/api/v1/sessions/a/summary")  # a summary report calls the model too
+        assert report.status_code == 429 and report.json()["error"]["code"] == "budget_exceeded", report.text
+        assert abs(int(report.headers["retry-after"]) - _to_midnight()) <= 5
+
         assert len(model_requests(stack)) == served  # nothing reached the model
         assert alice.get("/api/v1/sessions").json()["data"] == sessions  # nothing was created
 

@@ -1,6 +1,6 @@
 -- ACCEPT_TURN (web): queue a turn. Checks the limits, creates the session if needed, records the job,
 -- emits `session` and `status: queued`, joins the session's lane and, at its head, the tenant's line.
--- uses: emit, limits, ensure_session, decode, tenant_line, session_ttl
+-- uses: emit, limits, budget, ensure_session, decode, tenant_line, session_ttl
 -- KEYS: 1 session, 2 sessions, 3 agent_sessions, 4 messages, 5 lane, 6 job, 7 events, 8 live_channel, 9 idempotency, 10 rq_job, 11 rq_queue, 12 inflight, 13 rate, 14 tenant_admitted, 15 tenant_line, 16 notes, 17 session_images, 18 session_expiries, 19 budget_spent
 -- ARGV: 1 job_id, 2 session_id, 3 agent_id, 4 now_ms, 5 metadata, 6 first_message, 7 job_fields, 8 session_event, 9 queued_event, 10 retention_ms, 11 idempotency_value, 12 idempotency_ttl_ms, 13 max_queue_depth, 14 enqueued_at, 15 max_inflight, 16 max_rate, 17 rate_window_ms, 18 create_session, 19 tenant_cap, 20 job_prefix, 21 rq_prefix, 22 on_busy, 23 steers_prefix, 24 budget
 -- KEYS are keys.<name> (idempotency: keys.idempotency(tenant, '-') when the request has no key; inflight: the
@@ -42,17 +42,8 @@ if ARGV[11] ~= '' then
         return {'existing', existing}
     end
 end
-if ARGV[24] ~= '' then
-    local budget = tonumber(ARGV[24])
-    if not budget then
-        error('bad argument: the budget is not a number')
-    end
-    local spent = tonumber(redis.call('GET', KEYS[19]) or '0') or 0
-    if spent >= budget then
-        return {'budget_exceeded', tostring(spent)}
-    end
-end
-local refused = over_limits(KEYS[11], KEYS[12], KEYS[13], ARGV[13], ARGV[15], ARGV[16])
+local refused = over_budget(KEYS[19], ARGV[24])
+    or over_limits(KEYS[11], KEYS[12], KEYS[13], ARGV[13], ARGV[15], ARGV[16])
 if refused then
     return refused
 end

@@ -191,6 +191,7 @@ class AdmitReportCall(ScriptCall):
     rate: str = key()
     summary_report: str = key()
     rq_job: str = key()
+    budget_spent: str = key()
     max_queue_depth: int = arg()
     max_inflight: int = arg()
     max_rate: int = arg()
@@ -198,6 +199,7 @@ class AdmitReportCall(ScriptCall):
     job_id: str = arg()
     lock_ttl_ms: int = arg()
     enqueued_at: str = arg()
+    budget: str = arg()
 
 
 @dataclass(frozen=True)
