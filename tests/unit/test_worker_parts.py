@@ -81,3 +81,22 @@ def test_engines_are_configured_each_by_its_own_constructor(clients, make_settin
     assert other.heartbeat_ttl_s == 20  # rq side's own default
     assert engine.rq.get_heartbeat_ttl(Job(connection=clients.raw)) == 9
     assert other.get_heartbeat_ttl(Job(connection=clients.raw)) == 20
+
+
+def test_the_mcp_client_is_imported_on_a_side_thread_at_start() -> None:
+    """A fresh interpreter: the worker's start leaves `parley.worker.mcp` loaded by its side thread, so the first turn
+    of an agent with MCP tools does not load it on the event loop."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, threading\n"
+        "from parley.worker.__main__ import preload_mcp_client\n"
+        "assert 'parley.worker.mcp' not in sys.modules and 'mcp' not in sys.modules\n"
+        "thread = preload_mcp_client()\n"
+        "assert thread is not threading.current_thread()\n"
+        "thread.join(60)\n"
+        "assert 'parley.worker.mcp' in sys.modules and 'mcp' in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stderr
