@@ -319,3 +319,28 @@ def test_tool_steps_show_live_and_from_history_as_collapsible_steps(ui: UI) -> N
         expect(step.locator(".step-body")).to_contain_text('"expression": "6*7"')
         page.reload()
     assert [m["role"] for m in ui.messages(session_id)] == ["assistant", "user", "assistant", "tool", "assistant"]
+
+
+def test_the_agent_form_edits_fallback_models_and_the_turn_caps(ui: UI) -> None:
+    agent = ui.create_agent(fallback_models=["backup-a"], max_tool_steps=3, max_turn_tokens=5000)
+    ui.create_session(agent, "Caps")
+    page = ui.page()
+    ui.sign_in(page)
+    page.get_by_role("button", name="Edit agent Chef").click()
+    dialog = page.get_by_role("dialog", name="Edit Chef")
+    expect(dialog.get_by_label("Fallback models")).to_have_value("backup-a")
+    expect(dialog.get_by_label("Max tool steps")).to_have_value("3")
+    expect(dialog.get_by_label("Max tokens per turn")).to_have_value("5000")
+
+    dialog.get_by_label("Max tool steps").fill("101")  # past the API's bound: its 422, on the field
+    dialog.get_by_role("button", name="Save").click()
+    expect(dialog.locator("#agent-max_tool_steps-error")).to_contain_text("less than or equal to 100")
+    dialog.get_by_label("Fallback models").fill("backup-a, backup-b")
+    dialog.get_by_label("Max tool steps").fill("5")
+    dialog.get_by_label("Max tokens per turn").fill("")  # cleared: the server's default again
+    dialog.get_by_role("button", name="Save").click()
+    expect(dialog).to_be_hidden()
+
+    saved = ui.http.get(f"/api/v1/agents/{agent['id']}").json()
+    assert saved["fallback_models"] == ["backup-a", "backup-b"]
+    assert saved["max_tool_steps"] == 5 and saved["max_turn_tokens"] is None

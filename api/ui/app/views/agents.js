@@ -28,6 +28,8 @@ export function AgentList({ agents, currentId, onOpen, onNew, onEdit }) {
 }
 
 const TEXT_FIELDS = ['name', 'description', 'model', 'context', 'first_message', 'instructions'];
+/** Optional whole numbers: empty leaves the server's default (PATCH: clears the agent's own). */
+const NUMBER_FIELDS = ['max_turns', 'max_tool_steps', 'max_turn_tokens'];
 
 function formValues(agent) {
   const shape = agent?.response_shape;
@@ -35,7 +37,9 @@ function formValues(agent) {
     name: agent?.name ?? '', description: agent?.description ?? '', model: agent?.model ?? '',
     context: agent?.context ?? '', first_message: agent?.first_message ?? '', instructions: agent?.instructions ?? '',
     response_shape: shape === null || shape === undefined ? '' : typeof shape === 'string' ? shape : JSON.stringify(shape, null, 2),
-    tools: agent?.tools ?? [], approval: (agent?.approval ?? []).join(', '), max_turns: agent?.max_turns ?? '',
+    tools: agent?.tools ?? [], approval: (agent?.approval ?? []).join(', '),
+    fallback_models: (agent?.fallback_models ?? []).join(', '),
+    ...Object.fromEntries(NUMBER_FIELDS.map((field) => [field, agent?.[field] ?? ''])),
   };
 }
 
@@ -61,9 +65,12 @@ function requestBody(values, editing) {
   }
   body.tools = values.tools;
   body.approval = splitNames(values.approval);
-  const turns = String(values.max_turns).trim();
-  if (turns) body.max_turns = Number(turns);
-  else if (editing) body.max_turns = null;
+  body.fallback_models = splitNames(values.fallback_models);
+  for (const field of NUMBER_FIELDS) {
+    const number = String(values[field]).trim();
+    if (number) body[field] = Number(number);
+    else if (editing) body[field] = null;
+  }
   if (!body.name) errors.name = 'A name is required.';
   return { body, errors };
 }
@@ -140,6 +147,12 @@ export function AgentForm({ api, agent, onSaved, onDeleted, onClose }) {
       ${multiline ? html`<textarea rows="3" ...${props}></textarea>` : html`<input ...${props} />`}
     </${Field}>`;
   };
+  const number = (field, label, hint) => html`<${Field} id=${`agent-${field}`} label=${label} hint=${hint}
+      error=${errors[field]}>
+    <input id=${`agent-${field}`} type="number" min="1" step="1" inputmode="numeric" value=${values[field]}
+      readOnly=${readOnly} onInput=${set(field)} aria-invalid=${errors[field] ? 'true' : 'false'}
+      aria-describedby=${`agent-${field}-hint agent-${field}-error`} />
+  </${Field}>`;
 
   async function submit(event) {
     event.preventDefault();
@@ -189,12 +202,14 @@ export function AgentForm({ api, agent, onSaved, onDeleted, onClose }) {
           onChange=${(list) => setValues({ ...values, tools: list })} />
         ${text('approval', 'Ask before running', 'Tools whose calls wait for your Approve / Deny in the conversation, '
           + 'separated by commas: names or patterns (http_get, mcp:github/*, or * for every tool).')}
-        <${Field} id="agent-max_turns" label="Max turns" error=${errors.max_turns}
-            hint="Optional. After this many exchanges the agent closes the conversation politely.">
-          <input id="agent-max_turns" type="number" min="1" step="1" inputmode="numeric" value=${values.max_turns}
-            readOnly=${readOnly} onInput=${set('max_turns')} aria-invalid=${errors.max_turns ? 'true' : 'false'}
-            aria-describedby="agent-max_turns-hint agent-max_turns-error" />
-        </${Field}>
+        ${text('fallback_models', 'Fallback models', 'Optional. Models tried in order, separated by commas, when '
+          + 'the model still fails (rate limit, server error, timeout) after its retries.')}
+        ${number('max_turns', 'Max turns', 'Optional. After this many exchanges the agent closes the conversation '
+          + 'politely.')}
+        ${number('max_tool_steps', 'Max tool steps', 'Optional. Tool steps one turn may take before it answers that '
+          + 'it stopped; empty: the server default (PARLEY_MAX_TOOL_STEPS).')}
+        ${number('max_turn_tokens', 'Max tokens per turn', 'Optional. Tokens one turn may use over all its model '
+          + 'calls before it stops with an answer saying so.')}
         <div class="actions">
           ${!readOnly && html`<button type="submit" class="button primary" disabled=${saving}>
             ${saving ? 'Saving…' : editing ? 'Save' : 'Create agent'}</button>`}
