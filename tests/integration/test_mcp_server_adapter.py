@@ -319,3 +319,19 @@ def test_hostile_requests_get_a_json_error_never_a_5xx(stack: Any, version: byte
         else:
             assert "error" in _rpc(call)
         assert http.get("/readyz").status_code == 200
+
+
+def test_a_tenant_past_its_budget_gets_a_tool_error_saying_so(stack: Any) -> None:
+    budgets = {"PARLEY_TENANT_BUDGETS": "alice:0,*:100000"}  # alice's day is spent before it starts
+    stack.start_web(2, env=budgets)
+    stack.start_workers(1, env=budgets)
+    with client(stack.web_url, "key-alice") as http:
+        create_agent(http)
+
+    async def calls(mcp: Client) -> types.CallToolResult:
+        return await mcp.call_tool("Chef", {"message": "a soup?"})
+
+    _, refused = _run(stack, "legacy", calls)
+    assert refused.is_error and "spent" in _text(refused)
+    assert _meta(refused)["code"] == "budget_exceeded" and int(_meta(refused)["retry_after_s"]) > 0
+    assert _jobs(stack) == [] and model_requests(stack) == []
