@@ -19,6 +19,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 from a2a.client import A2ACardResolver, Client, ClientConfig, ClientFactory
+from a2a.client.errors import A2AClientError
 from a2a.helpers.proto_helpers import get_data_parts, get_text_parts, new_data_part, new_text_part
 from a2a.types.a2a_pb2 import (
     AgentCard,
@@ -44,7 +45,7 @@ from a2a.utils.errors import (
 )
 
 from tests.harness import wait_until
-from tests.integration.helpers import client, create_agent, messages
+from tests.integration.helpers import client, create_agent, messages, model_requests
 
 TOOL_ENV = {"PARLEY_TOOL_MODULES": "tests.fixture_tools"}
 BUMP_THEN_ANSWER = (
@@ -445,3 +446,21 @@ def first_context(stack: Any) -> str:
         sessions = http.get("/api/v1/sessions?agent=Chef").json()["data"]
     wait_until(lambda: bool(sessions), timeout=1, message="no session")
     return str(sessions[-1]["session_id"])
+
+
+def test_a_tenant_past_its_budget_is_refused_with_429(stack) -> None:
+    """The official client sees the refusal as HTTP 429 (the body, a JSON-RPC error with `parley_code:
+    budget_exceeded`, and Retry-After are there for clients that read them: test_budgets.py); nothing is queued."""
+    budgets = {"PARLEY_TENANT_BUDGETS": "alice:0,*:100000"}
+    stack.start_web(env=budgets)
+    stack.start_workers(env=budgets)
+    with client(stack.web_url, stack.api_key) as http:
+        create_agent(http)
+
+    async def scenario() -> None:
+        async with _client(stack) as (sdk, _):
+            with pytest.raises(A2AClientError, match="429"):
+                await _send(sdk, _text("hello"))
+
+    run(scenario)
+    assert model_requests(stack) == []
