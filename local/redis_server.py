@@ -151,8 +151,9 @@ class RedisServer:
     """A Redis-compatible server process on 127.0.0.1, its data (AOF) and its log in ``dir``.
 
     ``port``: fixed port, or None for a free one (chosen once, kept across restarts).
-    ``appendonly``: write an append-only file in ``dir`` so data survives restarts, including
-    a SIGKILL (``appendfsync everysec`` loses nothing to a killed process, only to a crashed machine).
+    ``appendonly``: write an append-only file in ``dir`` so data survives restarts. With
+    ``appendfsync everysec`` a SIGKILL or a crash can lose the last second or two of writes
+    (Redis holds writes while a slow background fsync runs); a clean stop loses none.
     ``die_with_parent``: the server gets SIGTERM if this process dies (Linux).
     """
 

@@ -3,7 +3,8 @@ tests do to it: crash it (:meth:`RedisServer.kill`), restart it in place, read i
 temporary data directory that goes away with a ``with`` block.
 
     with RedisServer() as server:     # a temp dir, removed at the end
-        server.kill()                 # SIGKILL: a crash; the AOF keeps acknowledged writes
+        server.wait_aof_written()     # Redis has handed every write to the kernel
+        server.kill()                 # SIGKILL: a crash; what was written to the AOF survives
         server.start()                # same port and dir
 """
 
@@ -11,9 +12,12 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+
+import redis
 
 from parley.local import redis_server as local
 from parley.local.processes import ProcessError, free_port
@@ -45,8 +49,26 @@ class RedisServer(local.RedisServer):
         chosen = Path(tempfile.mkdtemp(prefix="parley-redis-")) if dir is None else dir
         super().__init__(port, dir=chosen, appendonly=appendonly, binary=binary, die_with_parent=die_with_parent)
 
+    def wait_aof_written(self, timeout_s: float = 10.0) -> None:
+        """Wait until Redis has written its AOF buffer to the file (``aof_buffer_length`` 0).
+
+        With ``appendfsync everysec`` Redis acknowledges a write before writing it to the AOF
+        whenever a background fsync is still running (a slow disk), and may hold it up to two
+        seconds: a SIGKILL then loses it. A test that kills Redis and expects its writes back
+        waits for this first, rather than sleeping and hoping the disk was quick.
+        """
+        deadline = time.monotonic() + timeout_s
+        with redis.Redis.from_url(self.url, socket_timeout=2) as client:
+            while True:
+                persistence = client.info("persistence")
+                if not persistence.get("aof_enabled") or int(persistence.get("aof_buffer_length", 0)) == 0:
+                    return
+                if time.monotonic() >= deadline:
+                    raise RedisServerError(f"Redis still holds {persistence['aof_buffer_length']} AOF bytes unwritten")
+                time.sleep(0.05)
+
     def kill(self) -> None:
-        """SIGKILL: a crash. Writes already in the AOF survive a :meth:`start`."""
+        """SIGKILL: a crash. What Redis wrote to its AOF (see :meth:`wait_aof_written`) survives a :meth:`start`."""
         try:
             self.process.kill(5.0)
         except ProcessError as exc:

@@ -97,7 +97,7 @@ def test_memory_survives_every_process_killed_and_restarted(stack) -> None:
     with client(stack.web_url, stack.api_key) as http:
         create_agent(http)
         assert http.post("/api/v1/chat", json={"message": "my name is Ana", "session_id": "m"}).status_code == 200
-    time.sleep(1.2)  # Redis's AOF is fsynced every second (appendfsync everysec)
+    stack.redis_server.wait_aof_written()  # everysec may hold writes while a slow fsync runs
     web.kill()
     worker.kill()
     stack.redis_server.kill()

@@ -72,6 +72,7 @@ def test_redis_sigkill_keeps_acknowledged_writes(tmp_path: Path) -> None:
         with redis.Redis.from_url(server.url) as client:
             for i in range(200):
                 client.set(f"k{i}", i)
+        server.wait_aof_written()
         server.kill()
         assert not server.running
         assert not redis_answers(server.url, timeout_s=0)
