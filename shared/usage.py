@@ -1,8 +1,9 @@
 """Usage figures: what one turn adds to its tenant's usage counters, and what it cost.
 
 A worker counts a turn in the step that commits it (FINISH_TURN, shared/store/scripts/lib_usage.lua), so a
-turn is counted exactly once, with the tokens the model reported over the turn's run; `GET /api/v1/usage`
-reads the counters back (shared/store/usage.py). Cost is priced here, from PARLEY_MODEL_PRICES, and kept as an
+turn is counted exactly once, with the tokens the model reported over the turn's run; a summary job's model
+call adds its tokens (no turn) when it answers (ADD_USAGE); `GET /api/v1/usage` reads the counters back
+(shared/store/usage.py). Cost is priced here, from PARLEY_MODEL_PRICES, and kept as an
 integer of micro-units of PARLEY_CURRENCY, so adding millions of turns never drifts as floats would.
 """
 
@@ -93,16 +94,18 @@ def _price(numbers: list[str], entry: str) -> Price:
     return Price(values[0], values[1], values[2] if len(values) == 3 else values[0])
 
 
-def turn_counts(usage: dict[str, Any] | None, model: str, prices: dict[str, Price]) -> dict[str, int]:
+def turn_counts(usage: dict[str, Any] | None, model: str, prices: dict[str, Price], turns: int = 1
+                ) -> dict[str, int]:  # fmt: skip
     """What one turn adds to its groups' counters: one turn, the tokens of `usage` (the turn's flat usage
-    dict; what a provider did not report counts 0) and, when `model` has a price, its cost in micro-units."""
+    dict; what a provider did not report counts 0) and, when `model` has a price, its cost in micro-units.
+    `turns=0`: a model call outside any turn (a summary job's), which adds its tokens and cost only."""
     usage = usage or {}
 
     def count(name: str) -> int:
         value = usage.get(name)
         return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
-    counts = {"turns": 1, "prompt_tokens": count("prompt_tokens"), "completion_tokens": count("completion_tokens"),
+    counts = {"turns": turns, "prompt_tokens": count("prompt_tokens"), "completion_tokens": count("completion_tokens"),
               "cached_tokens": count("cached_tokens")}  # fmt: skip
     price = prices.get(model)
     counts["cost"] = price.cost_micros(counts["prompt_tokens"], counts["completion_tokens"],

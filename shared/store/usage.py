@@ -1,5 +1,6 @@
 """Reading a tenant's usage counters (`GET /api/v1/usage`), which FINISH_TURN keeps per UTC day as turns
-commit (lib_usage.lua): no scan, one hash per day read, so a read costs O(days in range + groups).
+commit (lib_usage.lua): no scan, one hash per day read, so a read costs O(days in range + groups). Also the
+one write outside a turn: a summary job's model call (`add_call_usage`).
 
 Rows come a page at a time in the order of their key (a day, an agent id or a session id), so the pages of a
 range neither repeat nor skip a key while turns go on committing.
@@ -7,14 +8,16 @@ range neither repeat nor skip a key while turns go on committing.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 import redis
 
-from parley.shared.store import keys
-from parley.shared.usage import COUNTERS, days
+from parley.shared.store import keys, scripts
+from parley.shared.usage import COUNTERS, DAY_MS, day_of, day_start_ms, days
 
 GROUPINGS = ("agent", "session", "day")
 MAX_DAYS = 366
@@ -94,6 +97,18 @@ class UsageStore:
                     pipe.hgetall(name)
                 out.extend(pipe.execute())
         return out
+
+
+async def add_call_usage(aio: Any, tenant: str, agent_id: str, session_id: str, counts: dict[str, int], *,
+                         at_ms: int, max_groups: int, retention_days: int) -> None:  # fmt: skip
+    """Add a model call made outside any turn (a summary job's; `counts` from shared/usage.py turn_counts with
+    `turns=0`) to the tenant's usage of its UTC day, under `agent_id` and `session_id` (ADD_USAGE)."""
+    day = day_of(at_ms)
+    name = day.isoformat()
+    add = aio.register_script(scripts.ADD_USAGE)
+    await add(keys=[keys.usage_day(tenant, name), keys.usage_agents(tenant, name), keys.usage_sessions(tenant, name)],
+              args=[agent_id, session_id, json.dumps(counts), max_groups,
+                    day_start_ms(day) + retention_days * DAY_MS])  # fmt: skip
 
 
 def _merge(hashes: list[dict[str, str]]) -> dict[str, Counts]:

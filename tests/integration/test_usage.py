@@ -97,6 +97,25 @@ def test_usage_equals_the_tokens_the_model_reported(stack: Any) -> None:
         assert _usage(bob)["total"]["turns"] == 0
 
 
+def test_a_summary_s_tokens_count_in_usage_without_a_turn(stack: Any) -> None:
+    stack.start_web(env=PRICES)
+    stack.start_workers(env=PRICES)
+    with client(stack.web_url, stack.api_key) as http:
+        chef = create_agent(http, model=MODEL)
+        _script(stack, {"reply": "one", "usage": {"prompt_tokens": 100, "completion_tokens": 10}})
+        _chat(http, "Chef", "s1")
+        _script(stack, {"reply": "They said hello.", "usage": {"prompt_tokens": 400, "completion_tokens": 30}})
+        summary = http.post("/api/v1/sessions/s1/summary")
+        assert summary.status_code == 200, summary.text
+        assert summary.json()["summary"] == {"text": "They said hello."}
+
+        totals = {"turns": 1, "prompt_tokens": 500, "completion_tokens": 40, "cached_tokens": 0}
+        (row,) = _usage(http, group_by="session")["data"]
+        assert row == {"key": "s1", **totals, "cost": pytest.approx(_cost(100, 10, 0) + _cost(400, 30, 0), abs=1e-9)}
+        (row,) = _usage(http, group_by="agent")["data"]
+        assert row["key"] == chef["id"] and row["prompt_tokens"] == 500 and row["turns"] == 1
+
+
 def test_usage_without_prices_shows_no_cost(stack: Any) -> None:
     stack.start_web()
     stack.start_workers()

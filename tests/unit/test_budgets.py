@@ -288,7 +288,7 @@ def test_budget_exceeded_as_an_mcp_tool_error(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_a_summary_s_model_call_counts_against_the_tenant_s_day(make_settings: Callable[..., Settings]) -> None:
-    """The rolling summary (and a requested one) ask the model through `_ask` with the tenant: counted."""
+    """The rolling summary (and a requested one) ask the model through `_ask` with their payer: counted."""
     from contextlib import asynccontextmanager
     from types import SimpleNamespace
 
@@ -306,9 +306,10 @@ def test_a_summary_s_model_call_counts_against_the_tenant_s_day(make_settings: C
     rt = SimpleNamespace(settings=make_settings(PARLEY_TENANT_BUDGETS=f"{T}:1000000"),
                          provider=SimpleNamespace(stream=stream), aio=aio, threads=None)  # fmt: skip
     prompt = [{"role": "user", "content": "fold these"}]
-    assert asyncio.run(summary._ask(rt, "m", prompt, tenant=T)) == "a short summary"  # type: ignore[arg-type]
+    payer = summary.Payer(T, "agent-1", "s1")
+    assert asyncio.run(summary._ask(rt, ["m"], prompt, payer=payer)) == "a short summary"  # type: ignore[arg-type]
     assert asyncio.run(budgets.spent(aio, T, now_ms())) == 320
-    asyncio.run(summary._ask(rt, "m", prompt))  # type: ignore[arg-type]  # no tenant: not counted
+    asyncio.run(summary._ask(rt, ["m"], prompt))  # type: ignore[arg-type]  # no payer: not counted
     assert asyncio.run(budgets.spent(aio, T, now_ms())) == 320
 
 

@@ -21,7 +21,7 @@ from parley.shared.settings import Settings
 from parley.shared.store import keys
 from parley.shared.store.connection import RedisClients
 from parley.shared.store.turns import TurnStore
-from parley.shared.store.usage import UsageStore
+from parley.shared.store.usage import UsageStore, add_call_usage
 from parley.shared.store.worker_turns import Attempt, WorkerTurns
 from parley.shared.usage import Price, day_of, parse_prices, turn_counts
 
@@ -188,6 +188,28 @@ def test_pages_in_key_order(turns: TurnStore, worker_turns: WorkerTurns, clients
     second = _read(clients, "session", limit=2, cursor=first.next_cursor)
     assert [key for key, _ in second.rows] == ["s3"] and second.next_cursor is None
     assert first.total.turns == second.total.turns == 3
+
+
+def test_a_call_outside_a_turn_adds_tokens_and_cost_but_no_turn(turns: TurnStore, worker_turns: WorkerTurns,
+                                                                 clients: RedisClients, chef: dict,
+                                                                 server: Any) -> None:  # fmt: skip
+    _run(turns, worker_turns, chef, turn_counts(USAGE, "m", {}), "s1")
+    summary = turn_counts({"prompt_tokens": 300, "completion_tokens": 20}, "m", {"m": Price(Decimal(1), Decimal(2),
+                                                                                            Decimal(1))}, turns=0)
+    assert summary == {"turns": 0, "prompt_tokens": 300, "completion_tokens": 20, "cached_tokens": 0, "cost": 340}
+
+    async def add() -> None:
+        aio = fakeredis.FakeAsyncRedis(server=server, decode_responses=True)
+        await add_call_usage(aio, T, chef["id"], "s1", summary, at_ms=now_ms(), max_groups=1000, retention_days=1)
+        await aio.aclose()
+
+    asyncio.run(add())
+    (session,) = _read(clients, "session").rows
+    assert session[0] == "s1" and session[1].turns == 1 and session[1].prompt_tokens == 1500
+    assert session[1].completion_tokens == 100 and session[1].cost == 340
+    (agent,) = _read(clients, "agent").rows
+    assert agent == (chef["id"], session[1])
+    assert clients.text.pttl(keys.usage_day(T, day_of(now_ms()).isoformat())) > 0
 
 
 def test_a_range_reads_each_day(clients: RedisClients) -> None:

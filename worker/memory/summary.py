@@ -15,14 +15,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 
 from parley.shared import events
+from parley.shared.clock import now_ms
 from parley.shared.events import ErrorCode, EventType
 from parley.shared.store import keys, memory, scripts
+from parley.shared.store.usage import add_call_usage
 from parley.shared.tokens import MESSAGE_OVERHEAD_TOKENS, count_text
+from parley.shared.usage import turn_counts
 
 from ..providers.base import ModelError
 from ..providers.fallback import ModelChain, models_of
@@ -34,6 +38,16 @@ from ..turn.structured import InvalidAnswer, parse_answer, response_format
 from .window import agent_model
 
 log = logging.getLogger("parley.worker.summary")
+
+
+@dataclass(frozen=True)
+class Payer:
+    """Whose a summary's model call is: its tokens count against the tenant's budget and in its usage, under the
+    session's agent and the session (as a turn's do, but counting no turn)."""
+
+    tenant: str
+    agent_id: str
+    session_id: str
 
 SUMMARY_WORDS_MIN, SUMMARY_WORDS_MAX = 80, 800
 ROLLING_PROMPT = (
@@ -60,9 +74,9 @@ async def roll_summary(tenant: str, session_id: str, token: str, *, rt: Runtime)
 
 
 def _plan(rt: Runtime, tenant: str, session_id: str
-          ) -> tuple[list[str], memory.Snapshot, memory.Fold, int] | str:  # fmt: skip
-    """What to fold (the models to ask, the agent's first, then its fallbacks; snapshot, fold, budget), or why
-    there is nothing: missing | nothing_to_fold."""
+          ) -> tuple[str, list[str], memory.Snapshot, memory.Fold, int] | str:  # fmt: skip
+    """What to fold (the agent's id, the models to ask, the agent's first, then its fallbacks; snapshot, fold,
+    budget), or why there is nothing: missing | nothing_to_fold."""
     r = rt.clients.text
     agent_id = rt.sessions.bound_agent(tenant, session_id)
     agent = rt.agents.get_by_id(tenant, agent_id) if agent_id else None
@@ -74,7 +88,7 @@ def _plan(rt: Runtime, tenant: str, session_id: str
     fold = memory.plan_fold(r, tenant, session_id, snap, budget, model)
     if fold is None:
         return "nothing_to_fold"
-    return models_of(agent, model), snap, fold, budget
+    return agent["id"], models_of(agent, model), snap, fold, budget
 
 
 async def _roll(rt: Runtime, tenant: str, session_id: str) -> str:
@@ -82,7 +96,7 @@ async def _roll(rt: Runtime, tenant: str, session_id: str) -> str:
     plan = await in_thread(rt.threads, _plan, rt, tenant, session_id)
     if isinstance(plan, str):
         return plan
-    models, snap, fold, budget = plan
+    agent_id, models, snap, fold, budget = plan
     model = models[0]
     words = max(SUMMARY_WORDS_MIN, min(SUMMARY_WORDS_MAX, budget // 8))
     prompt = [
@@ -90,7 +104,7 @@ async def _roll(rt: Runtime, tenant: str, session_id: str) -> str:
         {"role": "user", "content": f"Summary so far:\n{snap.summary or '(none yet)'}\n\n"
                                     f"New messages, oldest first:\n{transcript(fold.messages)}"},
     ]  # fmt: skip
-    summary = (await _ask(rt, models, prompt, tenant=tenant)).strip()
+    summary = (await _ask(rt, models, prompt, payer=Payer(tenant, agent_id, session_id))).strip()
     if not summary:
         raise ModelError("the model answered with an empty summary")
     written = await in_thread(rt.threads, functools.partial(
@@ -159,7 +173,7 @@ async def _report(rt: Runtime, tenant: str, session_id: str) -> tuple[dict[str, 
         prompt.append({"role": "system", "content": instructions_text(agent)})
     prompt.append({"role": "user", "content": f"{ask}\n\n{earlier}The conversation:\n{transcript(conversation)}"})
     text = (await _ask(rt, models_of(agent, model), prompt, response_format(agent.get("response_shape")),
-                       tenant=tenant)).strip()
+                       payer=Payer(tenant, agent["id"], session_id))).strip()
     if not shaped:
         return {"text": text}, text
     return parse_summary(agent["response_shape"], text), text
@@ -194,11 +208,11 @@ def transcript(messages: list[dict[str, Any]]) -> str:
 
 
 async def _ask(rt: Runtime, models: list[str], messages: list[dict[str, str]],
-               answer_format: dict[str, Any] | None = None, tenant: str | None = None) -> str:  # fmt: skip
+               answer_format: dict[str, Any] | None = None, payer: Payer | None = None) -> str:  # fmt: skip
     """The whole answer of the first of `models` that answers (the agent's, then its fallback_models, as a turn's
     steps try them: worker/providers/fallback.py); ModelError (timed out) when it sends nothing for
     PARLEY_MODEL_IDLE_TIMEOUT_S (a deadline pushed back by every piece of content, as a turn's steps have). With
-    `tenant`, its tokens count against the tenant's daily budget (the rolling summary: worker/turn/budget.py)."""
+    a `payer`, the answer's tokens count against its tenant's daily budget and in its usage (`_count`)."""
     idle_after = rt.settings.model_idle_timeout_s
     loop = asyncio.get_running_loop()
     idle = asyncio.timeout(idle_after)
@@ -215,10 +229,25 @@ async def _ask(rt: Runtime, models: list[str], messages: list[dict[str, str]],
         if not idle.expired():
             raise
         raise ModelError(f"the model sent no content for {idle_after:g} s", timed_out=True) from None
-    if tenant is not None and rt.settings.tenant_budget(tenant) is not None:
-        await spend(rt.aio, tenant, chain.answered or models[0], stream.usage, messages, "".join(pieces),
-                    threads=rt.threads)  # fmt: skip
+    if payer is not None:
+        await _count(rt, payer, chain.answered or models[0], stream.usage, messages, "".join(pieces))
     return "".join(pieces)
+
+
+async def _count(rt: Runtime, payer: Payer, model: str, usage: dict[str, Any], messages: list[dict[str, str]],
+                 text: str) -> None:  # fmt: skip
+    """A summary's tokens against its tenant's budget (worker/turn/budget.py `spend`), and the tokens the model
+    reported in its usage with their cost at `model`'s price (no turn). A Redis failure loses the count (logged),
+    never the summary."""
+    if rt.settings.tenant_budget(payer.tenant) is not None:
+        await spend(rt.aio, payer.tenant, model, usage, list(messages), text, threads=rt.threads)
+    counts = turn_counts(usage, model, rt.settings.prices, turns=0)
+    try:
+        await add_call_usage(rt.aio, payer.tenant, payer.agent_id, payer.session_id, counts, at_ms=now_ms(),
+                             max_groups=rt.settings.usage_max_groups,
+                             retention_days=rt.settings.usage_retention_days)  # fmt: skip
+    except redis.RedisError as error:
+        log.warning("could not add a summary's usage of %s/%s: %s", payer.tenant, payer.session_id, error)
 
 
 async def _emit(rt: Runtime, tenant: str, job_id: str, payloads: list[str]) -> None:

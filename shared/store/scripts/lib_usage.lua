@@ -46,10 +46,16 @@ local function usage_add(key, prefix, usage, expire_at)
     redis.call('PEXPIREAT', key, expire_at)
 end
 
-local function record_usage(day_key, agents_key, sessions_key, job_key, usage, cap, expire_at)
+-- `usage` added to the day's totals and to the groups of `agent_id` and `session_id`.
+local function record_group_usage(day_key, agents_key, sessions_key, agent_id, session_id, usage, cap, expire_at)
     cap, expire_at = tonumber(cap), tonumber(expire_at)
-    local agent_id, session_id = unpack(redis.call('HMGET', job_key, 'agent_id', 'session_id'))
     usage_add(day_key, '', usage, expire_at)
     usage_add(agents_key, usage_group(agents_key, agent_id or '', cap), usage, expire_at)
     usage_add(sessions_key, usage_group(sessions_key, session_id or '', cap), usage, expire_at)
+end
+
+-- A turn's usage, under the agent and session its job record names.
+local function record_usage(day_key, agents_key, sessions_key, job_key, usage, cap, expire_at)
+    local agent_id, session_id = unpack(redis.call('HMGET', job_key, 'agent_id', 'session_id'))
+    record_group_usage(day_key, agents_key, sessions_key, agent_id, session_id, usage, cap, expire_at)
 end
