@@ -1,4 +1,4 @@
-"""Prompt caching end to end: each model call of a session's turn carries the session as `prompt_cache_key`, and
+"""Prompt caching end to end: each model call of a session's turn carries the session's `prompt_cache_key`, and
 the prompt tokens the model says it served from its cache (the scripted model counts them by longest common
 prefix, tests/prompt_cache.py) reach the turn's usage (`cached_tokens`), `/v1/chat/completions` usage and the
 `parley_tokens_total{direction="cached"}` metric.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import openai
 
+from parley.worker.providers.cache_key import key_for
 from tests.integration.helpers import client, create_agent, model_requests, wait_job
 from tests.integration.test_metrics import eventually, scrape, value
 
@@ -30,7 +31,9 @@ def test_a_turns_usage_carries_the_cached_tokens_the_model_reported_under_the_se
         other = http.post("/api/v1/chat", json={"message": "hello", "session_id": "s-other"})
         assert [r.status_code for r in (first, second, other)] == [200, 200, 200]
         sent = model_requests(stack)
-        assert [r["body"].get("prompt_cache_key") for r in sent] == ["s-cache", "s-cache", "s-cache", "s-other"]
+        # the session's key: a hash of the tenant (the stack's key is alice's) and the session id
+        key, other_key = key_for("alice", "s-cache"), key_for("alice", "s-other")
+        assert [r["body"].get("prompt_cache_key") for r in sent] == [key, key, key, other_key]
         # The first call of a session finds nothing under its key; the second turn's first call finds the whole
         # first call (its prefix did not change), its second call (after the tool) the whole of the one before.
         assert [_cached(r) for r in sent] == [0, sent[0]["usage"]["prompt_tokens"], sent[1]["usage"]["prompt_tokens"],
@@ -48,7 +51,7 @@ def test_a_turns_usage_carries_the_cached_tokens_the_model_reported_under_the_se
                                                     extra_headers={"X-Parley-Session": "s-cache"})  # fmt: skip
         assert completion.usage is not None and completion.usage.prompt_tokens_details is not None
         last = model_requests(stack)[-1]
-        assert last["body"]["prompt_cache_key"] == "s-cache"
+        assert last["body"]["prompt_cache_key"] == key
         assert completion.usage.prompt_tokens_details.cached_tokens == _cached(last) > 0
 
     total = sum(_cached(r) for r in model_requests(stack))

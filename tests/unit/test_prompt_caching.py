@@ -143,17 +143,18 @@ def test_the_session_is_the_prompt_cache_key_of_the_turns_calls_unless_turned_of
     provider = OpenAIProvider(make_settings())
 
     def in_a_turn(session_id: str | None) -> dict[str, Any]:
-        cache_key.use_session(session_id)
+        cache_key.use_session("acme", session_id)
         return _body(provider)
 
     assert "prompt_cache_key" not in _body(provider)  # no turn set one (a summary job)
-    assert contextvars.copy_context().run(in_a_turn, "sess_1")["prompt_cache_key"] == "sess_1"
+    assert contextvars.copy_context().run(in_a_turn, "sess_1")["prompt_cache_key"] == cache_key.key_for("acme",
+                                                                                                        "sess_1")
     assert "prompt_cache_key" not in contextvars.copy_context().run(in_a_turn, None)
     assert "prompt_cache_key" not in _body(provider)  # each task (job) has its own: nothing leaks out
     off = OpenAIProvider(make_settings(PARLEY_MODEL_PROMPT_CACHE_KEY="false"))
 
     def turned_off() -> dict[str, Any]:
-        cache_key.use_session("sess_1")
+        cache_key.use_session("acme", "sess_1")
         return _body(off)
 
     assert "prompt_cache_key" not in contextvars.copy_context().run(turned_off)
@@ -161,10 +162,14 @@ def test_the_session_is_the_prompt_cache_key_of_the_turns_calls_unless_turned_of
     asyncio.run(off.aclose())
 
 
-def test_a_session_id_longer_than_openai_takes_is_sent_as_its_hash() -> None:
-    assert cache_key.key_for("sess_abc") == "sess_abc"
-    long = cache_key.key_for("x" * 128)
-    assert len(long) == cache_key.MAX_KEY_CHARS and long != cache_key.key_for("x" * 127 + "y")
+def test_the_key_is_a_hash_of_tenant_and_session_that_names_neither() -> None:
+    key = cache_key.key_for("acme", "alice@example.com")
+    assert len(key) == cache_key.KEY_HEX_CHARS and int(key, 16) >= 0
+    assert "acme" not in key and "alice" not in key
+    assert key == cache_key.key_for("acme", "alice@example.com")
+    assert key != cache_key.key_for("globex", "alice@example.com")  # the same id in another tenant
+    assert cache_key.key_for("a", "b\nc") != cache_key.key_for("a\nb", "c")
+    assert len(cache_key.key_for("acme", "x" * 4096)) == cache_key.KEY_HEX_CHARS  # OpenAI takes 64 at most
 
 
 # -- the usage ----------------------------------------------------------------------------------

@@ -60,7 +60,7 @@ async def run_turn(tenant: str, job_id: str, *, rt: Runtime) -> str:
     if control is not None:
         control.started(turn)
     logs.bind(session_id=record.get("session_id"))
-    cache_key.use_session(None if "history" in record else record.get("session_id"))  # its calls: the session's key
+    cache_key.use_session(tenant, None if "history" in record else record.get("session_id"))  # the session's key
     if record.get("regenerate"):  # the last user message, answered again (worker/memory/regenerate.py)
         regenerated = await in_thread(rt.threads, as_regenerated, rt, tenant, record)
         if regenerated is None:
