@@ -19,6 +19,7 @@ from parley.shared.store import keys, memory, scripts
 from parley.shared.store.agents import decode_agent
 from parley.shared.store.scripts.calls import EmitTurnEventCall, PauseTurnCall, StartTurnCall
 from parley.shared.store.turns import TurnStore, approval_member, new_call_id, rq_now
+from parley.shared.usage import DAY_MS, day_of, day_start_ms
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class WorkerTurns:
         self._pause = aio.register_script(scripts.PAUSE_TURN)
         self._decide = aio.register_script(scripts.DECIDE_APPROVAL)
         self._take_steers = aio.register_script(scripts.TAKE_STEERS)
+        self._count_canceled = aio.register_script(scripts.COUNT_CANCELED)
 
     async def start(self, tenant: str, job_id: str) -> tuple[str, int, dict[str, str]]:
         """('started', attempt, job record) when this worker may run the turn, else ('final', 'waiting' or
@@ -143,6 +145,20 @@ class WorkerTurns:
         already ended or was taken over."""
         call = self.store.finish_call(turn.tenant, turn.job_id, session_id, attempt=turn.attempt, **values)
         return bool(await self._finish(keys=call.keys(), args=call.args()))
+
+    async def count_canceled(self, turn: Attempt, usage: dict[str, int]) -> bool:
+        """Count what the attempt spent (shared/usage.py turn_counts) in its tenant's usage of today, if its turn
+        was canceled while it ran (COUNT_CANCELED): once per job. True when counted."""
+        settings, tenant = self.store.settings, turn.tenant
+        day = day_of(now_ms())
+        name = day.isoformat()
+        counted = await self._count_canceled(
+            keys=[keys.job(tenant, turn.job_id), keys.usage_day(tenant, name), keys.usage_agents(tenant, name),
+                  keys.usage_sessions(tenant, name)],
+            args=[turn.attempt, json.dumps(usage), settings.usage_max_groups,
+                  day_start_ms(day) + settings.usage_retention_days * DAY_MS],
+        )  # fmt: skip
+        return bool(counted)
 
     async def pause(self, turn: Attempt, *, paused: str, pending: str, events_out: list[str]) -> bool:
         """The attempt's turn waits for decisions on `pending` calls (PAUSE_TURN), keeping `paused`, the state

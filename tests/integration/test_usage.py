@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.helpers import client, create_agent, wait_job
+from tests.integration.helpers import client, create_agent, model_requests, wait_job
 from tests.integration.test_failures import _stream_in_thread, _wait_for
 from tests.sse_client import Event
 
@@ -114,6 +114,33 @@ def test_a_summary_s_tokens_count_in_usage_without_a_turn(stack: Any) -> None:
         assert row == {"key": "s1", **totals, "cost": pytest.approx(_cost(100, 10, 0) + _cost(400, 30, 0), abs=1e-9)}
         (row,) = _usage(http, group_by="agent")["data"]
         assert row["key"] == chef["id"] and row["prompt_tokens"] == 500 and row["turns"] == 1
+
+
+def test_a_turn_canceled_mid_loop_counts_the_tokens_it_spent_once(stack: Any) -> None:
+    stack.start_web(env=PRICES)
+    stack.start_workers(env=PRICES)
+    with client(stack.web_url, stack.api_key) as http:
+        create_agent(http, model=MODEL, tools=["calculator"])
+        _script(stack, {"tool_calls": [{"name": "calculator", "arguments": {"expression": "6*7"}}],
+                        "usage": {"prompt_tokens": 800, "completion_tokens": 40}},
+                {"hang": True})  # fmt: skip
+        accepted = http.post("/api/v1/chat/jobs", json={"message": "work", "session_id": "c1"})
+        assert accepted.status_code == 202, accepted.text
+        job_id = accepted.json()["job_id"]
+        _wait_for(lambda: stack.model_server.control("stats")["open_streams"] >= 1 and len(model_requests(stack)) == 2)
+        assert http.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 202
+        assert wait_job(http, job_id)["status"] == "canceled"
+        # The worker finds the cancel (its watch), stops the hanging call and counts the first call's tokens.
+        _wait_for(lambda: _usage(http)["total"]["turns"] == 1, timeout=20)
+        totals = {"turns": 1, "prompt_tokens": 800, "completion_tokens": 40, "cached_tokens": 0}
+        assert _usage(http, group_by="session")["data"] == [{"key": "c1", **totals,
+                                                              "cost": pytest.approx(_cost(800, 40, 0), abs=1e-9)}]
+        # A second cancel changes nothing, and the session's next turn counts as one more.
+        assert http.post(f"/api/v1/jobs/{job_id}/cancel").status_code in (202, 409)
+        _script(stack, {"reply": "done", "usage": {"prompt_tokens": 100, "completion_tokens": 5}})
+        assert _chat(http, "Chef", "c1")["status"] == "finished"
+        assert {k: v for k, v in _usage(http)["total"].items() if k != "cost"} == {
+            "turns": 2, "prompt_tokens": 900, "completion_tokens": 45, "cached_tokens": 0}
 
 
 def test_usage_without_prices_shows_no_cost(stack: Any) -> None:

@@ -212,6 +212,25 @@ def test_a_call_outside_a_turn_adds_tokens_and_cost_but_no_turn(turns: TurnStore
     assert clients.text.pttl(keys.usage_day(T, day_of(now_ms()).isoformat())) > 0
 
 
+def test_a_canceled_turn_is_counted_once_by_its_last_attempt(turns: TurnStore, worker_turns: WorkerTurns,
+                                                              clients: RedisClients, chef: dict) -> None:  # fmt: skip
+    counts = turn_counts(USAGE, "m", {})
+    accepted = accept(turns, chef, session_id="s1")
+    take_from_queue(turns, accepted.job_id)
+    start(worker_turns, accepted.job_id)
+    attempt = Attempt(T, accepted.job_id, 1)
+    assert not asyncio.run(worker_turns.count_canceled(attempt, counts))  # still running: not canceled
+    assert turns.cancel(T, accepted.job_id)
+    assert not asyncio.run(worker_turns.count_canceled(Attempt(T, accepted.job_id, 2), counts))  # not its attempt
+    assert asyncio.run(worker_turns.count_canceled(attempt, counts))
+    assert not asyncio.run(worker_turns.count_canceled(attempt, counts))  # once
+    (session,) = _read(clients, "session").rows
+    assert session[0] == "s1" and session[1].turns == 1 and session[1].prompt_tokens == USAGE["prompt_tokens"]
+    finished = _run(turns, worker_turns, chef, counts, "s2")
+    assert not asyncio.run(worker_turns.count_canceled(Attempt(T, finished, 1), counts))  # finished: counted there
+    assert _read(clients, "day").total.turns == 2
+
+
 def test_a_range_reads_each_day(clients: RedisClients) -> None:
     clients.text.hset(keys.usage_day(T, "2026-01-01"), mapping={"turns": 2, "prompt_tokens": 10})
     clients.text.hset(keys.usage_day(T, "2026-01-03"), mapping={"turns": 1, "prompt_tokens": 5})

@@ -12,10 +12,13 @@ half-written; RQ runs the turn again elsewhere.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from typing import Any
+
+from redis.exceptions import RedisError
 
 from parley.shared import events, logs, telemetry, tracing
 from parley.shared.budgets import usage_tokens
@@ -84,7 +87,7 @@ async def run_turn(tenant: str, job_id: str, *, rt: Runtime) -> str:
                  for item in resume.transcript]  # fmt: skip
         messages.extend(model_sequence(shown))
     try:
-        outcome = await _run_loop(rt, turn, agent, model, record, messages, started, resume, spent)
+        outcome = await _run_or_count(rt, turn, agent, model, record, messages, started, resume, spent)
     except ModelError as error:
         telemetry.model_error(error.status, error.timed_out)
         code = ErrorCode.MODEL_TIMEOUT if error.timed_out else ErrorCode.MODEL_FAILED
@@ -97,6 +100,39 @@ async def run_turn(tenant: str, job_id: str, *, rt: Runtime) -> str:
     if isinstance(outcome, WaitForDecisions):
         return await _pause(rt, turn, outcome)
     return await _commit(rt, turn, agent, record, outcome, model, spent)
+
+
+async def _run_or_count(rt: Runtime, turn: Attempt, agent: dict[str, Any], model: str, record: dict[str, str],
+                        messages: list[dict[str, Any]], started: float, resume: Resume | None,
+                        spent: Spent) -> Outcome | WaitForDecisions | None:  # fmt: skip
+    """`_run_loop`; when the turn stops there (canceled, or superseded by a newer attempt), what it spent is counted
+    if it was canceled (`_count_if_canceled`), whether an emit found it (None) or the engine's watch (the task is
+    cancelled with a `Stopped` reason)."""
+    try:
+        outcome = await _run_loop(rt, turn, agent, model, record, messages, started, resume, spent)
+    except asyncio.CancelledError:
+        control = CURRENT.get()
+        if control is not None and isinstance(control.reason, Stopped):
+            await _count_if_canceled(rt, turn, spent)
+        raise
+    if outcome is None:
+        await _count_if_canceled(rt, turn, spent)
+    return outcome
+
+
+async def _count_if_canceled(rt: Runtime, turn: Attempt, spent: Spent) -> None:
+    """A turn canceled while this attempt ran it: the tokens it spent count in its tenant's usage all the same
+    (the cancel's commit, a web's, knew none), once, and only for the turn's last attempt (COUNT_CANCELED checks
+    both). A Redis failure loses the count (logged)."""
+    usage = spent.failed(rt.settings)
+    if usage is None:
+        return
+    try:
+        if await rt.worker_turns.count_canceled(turn, usage):
+            log.info("turn %s was canceled: its %d prompt and %d completion tokens counted", turn.job_id,
+                     usage["prompt_tokens"], usage["completion_tokens"])  # fmt: skip
+    except RedisError as error:
+        log.warning("could not count the usage of canceled turn %s: %s", turn.job_id, error)
 
 
 def _loop_failure(error: InvalidAnswer | OverBudget) -> tuple[str, ErrorCode]:

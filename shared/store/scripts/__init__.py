@@ -128,12 +128,14 @@ TAKE_STEERS = load("take_steers")
 FORK_SESSION = load("fork_session")
 SWEEP_SESSION = load("sweep_session")
 ADD_USAGE = load("add_usage")
+COUNT_CANCELED = load("count_canceled")
 
 RUNNABLE = ("accept_turn", "start_turn", "emit_turn_event", "finish_turn", "read_context", "create_session",
             "admit_report", "release_report", "emit_event", "create_agent", "update_agent", "delete_agent",
             "add_bounded", "pause_turn", "decide_approval", "set_feedback", "take_steers",
             "create_schedule", "claim_schedule", "advance_schedule", "create_delivery", "claim_deliveries",
-            "record_attempt", "fork_session", "sweep_session", "add_usage")  # fmt: skip
+            "record_attempt", "fork_session", "sweep_session", "add_usage",
+            "count_canceled")  # fmt: skip
 """Every runnable script of this package (the rest, lib_*.lua, are snippets)."""
 
 CREATE_SCHEDULE = load("create_schedule")
