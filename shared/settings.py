@@ -138,6 +138,9 @@ class Settings(BaseSettings):
     promises at least an hour: keep it at 3600 or more outside tests)."""
     webhook_concurrency: int = Field(16, alias="PARLEY_WEBHOOK_CONCURRENCY", ge=1)
     """Per worker: most delivery attempts in flight at once."""
+    webhook_tenant_concurrency: int = Field(8, alias="PARLEY_WEBHOOK_TENANT_CONCURRENCY", ge=1)
+    """Per tenant, across every worker: most delivery attempts in flight at once, so one tenant's slow or failing
+    receivers cannot take every worker's places from the others' deliveries."""
     session_ttl_min_s: int = Field(60, alias="PARLEY_SESSION_TTL_MIN_S", ge=1)
     """The least `session_ttl_s` an agent may set, in seconds (lower only for tests)."""
     session_sweep_s: float = Field(10.0, alias="PARLEY_SESSION_SWEEP_S", gt=0)

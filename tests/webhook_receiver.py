@@ -1,6 +1,7 @@
 """A webhook receiver for the integration tests: a real HTTP server on 127.0.0.1, in the test's process, that
-records every request and answers as the test says: `ok` (204), `fail` (500), or `down` (its socket closed, so
-connections are refused; `up()` opens it again on the same port)."""
+records every request and answers as the test says: `ok` (204), `fail` (500), `hold` (204, but only once
+`release()` is called: a slow receiver holding its senders), or `down` (its socket closed, so connections are
+refused; `up()` opens it again on the same port)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,9 @@ class Receiver:
         self.received: list[Received] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
+        self._released = threading.Event()
+        self.held = 0
+        """Requests being held now (mode `hold`)."""
         self.up()
 
     def up(self) -> None:
@@ -49,7 +53,13 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server's name)
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                status = 204 if receiver.mode == "ok" else 500
+                if receiver.mode == "hold":
+                    with receiver._lock:
+                        receiver.held += 1
+                    receiver._released.wait(timeout=120)
+                    with receiver._lock:
+                        receiver.held -= 1
+                status = 204 if receiver.mode in ("ok", "hold") else 500
                 with receiver._lock:
                     receiver.received.append(Received({k.lower(): v for k, v in self.headers.items()}, body, status,
                                                       self.path))  # fmt: skip
@@ -64,8 +74,13 @@ class Receiver:
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         self.mode = "ok" if self.mode == "down" else self.mode
 
+    def release(self) -> None:
+        """Answer the held requests, and every later one at once."""
+        self._released.set()
+
     def down(self) -> None:
         """Close the socket: connections are refused until `up()`."""
+        self._released.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

@@ -9,10 +9,11 @@ Two stages, each safe when any worker dies at any moment:
    entry's, and only then is the entry acknowledged (and deleted). An entry whose worker died before that is
    claimed by another worker after `reclaim_idle_ms` (XAUTOCLAIM) and handled again: the same deliveries, made once.
 2. *Deliveries.* Due deliveries are leased (CLAIM_DELIVERIES) up to the free places of this worker
-   (PARLEY_WEBHOOK_CONCURRENCY), each sent (webhook_post.py) on a task of its own, and the attempt recorded
-   (RECORD_ATTEMPT): delivered on a 2xx; else retried with exponential backoff (PARLEY_WEBHOOK_BACKOFF_S doubling,
-   at most PARLEY_WEBHOOK_BACKOFF_CAP_S) until PARLEY_WEBHOOK_GIVE_UP_S after it was made, then failed. A worker
-   that dies mid-attempt leaves its lease to run out: the delivery is sent again (same `Parley-Delivery-Id`).
+   (PARLEY_WEBHOOK_CONCURRENCY), no tenant more than PARLEY_WEBHOOK_TENANT_CONCURRENCY across the deployment,
+   each sent (webhook_post.py) on a task of its own, and the attempt recorded (RECORD_ATTEMPT): delivered on a
+   2xx; else retried with exponential backoff (PARLEY_WEBHOOK_BACKOFF_S doubling, at most
+   PARLEY_WEBHOOK_BACKOFF_CAP_S) until PARLEY_WEBHOOK_GIVE_UP_S after it was made, then failed. A worker that
+   dies mid-attempt leaves its lease to run out: the delivery is sent again (same `Parley-Delivery-Id`).
 
 So each event is delivered at least once; a duplicate carries the same delivery id. Nothing here blocks the loop
 (async Redis, async HTTP), and a slow receiver holds only its own task.
@@ -205,7 +206,7 @@ class Dispatcher:
         if free <= 0:
             return True
         token = uuid.uuid4().hex
-        claimed = await self.deliveries.claim(token, free, self.lease_ms)
+        claimed = await self.deliveries.claim(token, free, self.lease_ms, self.settings.webhook_tenant_concurrency)
         for member in claimed:
             task = asyncio.create_task(self.deliver(member, token), name=f"webhook-{member}")
             self.sending.add(task)

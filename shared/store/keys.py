@@ -260,6 +260,23 @@ def webhook_due() -> str:
     return f"{PREFIX}:webhook-due"
 
 
+def webhook_leases(tenant: str) -> str:
+    """The tenant's delivery attempts in flight, as `"<tenant> <delivery id>"`, scored by when their lease ends (ms):
+    CLAIM_DELIVERIES leases no more than PARLEY_WEBHOOK_TENANT_CONCURRENCY at once."""
+    return f"{PREFIX}:webhook-leases:{tenant}"
+
+
+def webhook_parked(tenant: str) -> str:
+    """The tenant's due deliveries set aside while it is at its cap of attempts in flight, scored by when they
+    were due (ms); CLAIM_DELIVERIES moves them back to `webhook_due()` as places free."""
+    return f"{PREFIX}:webhook-parked:{tenant}"
+
+
+def webhook_parked_tenants() -> str:
+    """Deployment-wide: the tenants with parked deliveries."""
+    return f"{PREFIX}:webhook-parked-tenants"
+
+
 def steers(tenant: str, job_id: str) -> str:
     """The steer requests waiting to join a turn: TAKE_STEERS moves them into it before a model call, FINISH_TURN
     makes those left the session's next turns."""

@@ -9,7 +9,9 @@ A delivery (`keys.webhook_delivery`) is one turn end for one webhook: its body i
 as `GET /api/v1/jobs/{id}` shows it then), its id derived from the webhook's and the stream entry's
 (`delivery_id`), so handling the entry twice makes it once. It is listed under its webhook
 (`keys.webhook_deliveries`, the newest `MAX_LISTED`), and while it is pending it is in the deployment's due set
-(`keys.webhook_due()`), from which CLAIM_DELIVERIES leases it to one worker at a time.
+(`keys.webhook_due()`), from which CLAIM_DELIVERIES leases it to one worker at a time, and to no tenant more than
+PARLEY_WEBHOOK_TENANT_CONCURRENCY at once (`keys.webhook_leases`; a tenant's due deliveries past that wait in
+`keys.webhook_parked`), so one tenant's slow receivers cannot hold every worker's places.
 
 The web reads and writes webhooks through `WebhookStore` (sync); the worker's dispatcher uses `Deliveries`
 (`redis.asyncio`).
@@ -33,7 +35,7 @@ from parley.shared.clock import iso, now_ms
 from parley.shared.errors import NotFound, TooManyWebhooks
 from parley.shared.events import WebhookEvent
 from parley.shared.store import keys, scripts
-from parley.shared.store.scripts.calls import CreateDeliveryCall, RecordAttemptCall
+from parley.shared.store.scripts.calls import ClaimDeliveriesCall, CreateDeliveryCall, RecordAttemptCall
 
 log = logging.getLogger("parley.webhooks")
 
@@ -53,6 +55,9 @@ config before it queues the task, so the task's first end finds it."""
 MAX_ATTEMPTS_KEPT = 50
 """Attempts kept in a delivery's record (the newest); `attempt_count` counts them all."""
 DELIVERY_STATUSES = ("pending", "delivered", "failed")
+MAX_EXAMINED = 500
+"""Most due deliveries one claim looks at (those of tenants at their cap are parked, so the next claim goes on past
+them): a claim's work stays bounded however large one tenant's backlog grows."""
 
 
 def check_url(url: str) -> str:
@@ -337,13 +342,18 @@ class Deliveries:
         )  # fmt: skip
         return bool(await self._create(keys=call.keys(), args=call.args()))
 
-    async def claim(self, token: str, limit: int, lease_ms: int) -> list[str]:
-        """Lease up to `limit` due deliveries to this claim (`token`): their members, `<tenant> <delivery id>`."""
+    async def claim(self, token: str, limit: int, lease_ms: int, tenant_cap: int) -> list[str]:
+        """Lease up to `limit` due deliveries to this claim (`token`), no tenant past `tenant_cap` attempts in flight
+        across the deployment: their members, `<tenant> <delivery id>`."""
         if limit <= 0:
             return []
-        claimed = await self._claim(keys=[keys.webhook_due()],
-                                    args=[now_ms(), lease_ms, limit, token, keys.webhook_delivery("", "")[:-1],
-                                          keys.webhooks("")])  # fmt: skip
+        call = ClaimDeliveriesCall(
+            due=keys.webhook_due(), parked_tenants=keys.webhook_parked_tenants(), now_ms=now_ms(), lease_ms=lease_ms,
+            limit=limit, token=token, delivery_prefix=keys.webhook_delivery("", "")[:-1],
+            webhooks_prefix=keys.webhooks(""), tenant_cap=tenant_cap, leases_prefix=keys.webhook_leases(""),
+            parked_prefix=keys.webhook_parked(""), max_examined=max(limit, MAX_EXAMINED),
+        )  # fmt: skip
+        claimed = await self._claim(keys=call.keys(), args=call.args())
         return [str(member) for member in claimed]
 
     async def read(self, tenant: str, delivery: str) -> dict[str, str]:
@@ -354,7 +364,8 @@ class Deliveries:
         """Record `attempt` and its `outcome` (delivered | retry | failed): the delivery's status after it."""
         tenant, _, delivery = member.partition(" ")
         call = RecordAttemptCall(
-            delivery=keys.webhook_delivery(tenant, delivery), due=keys.webhook_due(), member=member, token=token,
+            delivery=keys.webhook_delivery(tenant, delivery), due=keys.webhook_due(),
+            leases=keys.webhook_leases(tenant), member=member, token=token,
             call_id=uuid.uuid4().hex, attempt=attempt.encode(), outcome=outcome, next_ms=next_ms, keep_ms=keep_ms,
             max_attempts=MAX_ATTEMPTS_KEPT,
         )  # fmt: skip

@@ -310,3 +310,32 @@ def test_a_steer_request_that_joins_a_running_turn_is_sent_as_finished(stack: An
         sent = {got.event["job"]["job_id"]: got for got in receiver.delivered()}
         assert sent[steer].event == {"type": "turn.finished", "job": http.get(f"/api/v1/jobs/{steer}").json()}
         assert all(got.signed_by(hook["secret"]) for got in sent.values())
+
+
+def test_one_tenant_s_slow_receiver_does_not_hold_the_other_tenants_deliveries(stack: Any) -> None:
+    """A worker with 4 places for attempts, a tenant cap of 2: alice's receiver holds every request it gets, yet
+    bob's delivery goes out while alice's are held (without the cap, alice's 4 would take every place)."""
+    env = {**LOOPBACK, "PARLEY_WEBHOOK_CONCURRENCY": "4", "PARLEY_WEBHOOK_TENANT_CONCURRENCY": "2",
+           "PARLEY_WEBHOOK_TIMEOUT_S": "60"}  # fmt: skip
+    stack.start_web(env=env)
+    stack.start_workers(env=env)
+    slow, fast = Receiver(), Receiver()
+    slow.mode = "hold"
+    try:
+        with client(stack.web_url, stack.api_key) as alice, client(stack.web_url, stack.api_keys["bob"]) as bob:
+            create_agent(alice)
+            create_agent(bob)
+            register(alice, slow.url)
+            register(bob, fast.url)
+            for n in range(4):
+                wait_job(alice, queue(alice, f"alice {n}", session_id=f"a{n}"))
+            wait_until(lambda: slow.held == 2, timeout=15, message="two of alice's deliveries held")
+            wait_job(bob, queue(bob, "bob"))
+            wait_until(lambda: fast.delivered(), timeout=15, message="bob's delivery while alice's are held")
+            assert slow.held == 2 and len(slow.all()) == 0  # alice's other two wait for a place of hers
+            slow.release()
+            wait_until(lambda: len(slow.delivered()) == 4, timeout=30, message="alice's four, once released")
+            assert len(fast.delivered()) == 1
+    finally:
+        slow.down()
+        fast.down()

@@ -1,6 +1,7 @@
 """Webhooks' Redis steps on fakeredis: FINISH_TURN and PAUSE_TURN write a turn's end to the turn-ends stream only
 for a tenant with webhooks, and once however often the same call runs; CREATE_DELIVERY makes a delivery once;
-CLAIM_DELIVERIES leases each to one claim and ends those of a deleted webhook; RECORD_ATTEMPT schedules a retry
+CLAIM_DELIVERIES leases each to one claim, no tenant past its cap of attempts in flight, and ends those of a
+deleted webhook; RECORD_ATTEMPT schedules a retry
 only for the lease's holder. Also: the backoff, and the signature the worker sends verifies with the receiver
 docs/webhooks.md shows."""
 
@@ -18,6 +19,7 @@ import pytest
 from parley.shared.settings import Settings
 from parley.shared.store import keys
 from parley.shared.store import turns as turns_module
+from parley.shared.store import webhooks as webhooks_module
 from parley.shared.store.connection import RedisClients
 from parley.shared.store.turns import TurnStore
 from parley.shared.store.webhooks import Attempt, Deliveries, Webhook, WebhookStore, delivery_id, due_member
@@ -85,14 +87,14 @@ def test_a_delivery_is_made_once_and_leased_to_one_claim(worker_turns: WorkerTur
         made = [await deliveries.create(T, HOOK, "1-0", "turn.finished", "job_1", b"{}", 60_000) for _ in range(2)]
         assert made == [True, False]
         member = due_member(T, delivery_id(HOOK.id, "1-0"))
-        assert await deliveries.claim("a", 10, 60_000) == [member]
-        assert await deliveries.claim("b", 10, 60_000) == []  # leased to "a"
+        assert await deliveries.claim("a", 10, 60_000, 10) == [member]
+        assert await deliveries.claim("b", 10, 60_000, 10) == []  # leased to "a"
         failed = Attempt(at=1, duration_ms=5, status_code=500, error="HTTP 500")
         assert await deliveries.record(member, "b", failed, "retry", 0, 1000) == "pending"  # not b's lease
         assert clients.text.zscore(keys.webhook_due(), member) > time.time() * 1000  # still a's lease
         assert await deliveries.record(member, "a", failed, "retry", 5, 1000) == "pending"
         assert clients.text.zscore(keys.webhook_due(), member) == 5
-        assert await deliveries.claim("c", 10, 60_000) == [member]
+        assert await deliveries.claim("c", 10, 60_000, 10) == [member]
         ok = Attempt(at=2, duration_ms=5, status_code=204)
         assert await deliveries.record(member, "c", ok, "delivered", 0, 1000) == "delivered"
         assert await deliveries.record(member, "a", failed, "failed", 0, 1000) == "delivered"  # stays delivered
@@ -111,9 +113,53 @@ def test_the_pending_deliveries_of_a_deleted_webhook_end(worker_turns: WorkerTur
     async def scenario() -> None:
         await deliveries.create(T, HOOK, "1-0", "turn.finished", "job_1", b"{}", 60_000)
         store.delete(T, HOOK.id)
-        assert await deliveries.claim("a", 10, 60_000) == []
+        assert await deliveries.claim("a", 10, 60_000, 10) == []
         assert (await deliveries.read(T, delivery_id(HOOK.id, "1-0")))["status"] == "failed"
         assert clients.text.zcard(keys.webhook_due()) == 0
+
+    asyncio.run(scenario())
+
+
+def test_no_tenant_holds_more_than_its_cap_of_attempts_so_others_go_on(
+        worker_turns: WorkerTurns, clients: RedisClients, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    store = WebhookStore(clients.text, 20)
+    store.create(T, HOOK)
+    store.create("other", HOOK)
+    deliveries = _deliveries(worker_turns)
+
+    def tenants(members: list[str]) -> list[str]:
+        return sorted(member.split(" ")[0] for member in members)
+
+    async def scenario() -> None:
+        for n in range(1, 6):  # T's backlog first, then one of the other tenant's
+            await deliveries.create(T, HOOK, f"{n}-0", "turn.finished", f"job_{n}", b"{}", 600_000)
+        await deliveries.create("other", HOOK, "6-0", "turn.finished", "job_6", b"{}", 600_000)
+        first = await deliveries.claim("a", 4, 60_000, 2)
+        assert tenants(first) == sorted([T, T, "other"])  # T's cap is 2: its other three wait, the other goes on
+        assert clients.text.zcard(keys.webhook_parked(T)) == 3
+        assert clients.text.smembers(keys.webhook_parked_tenants()) == {T}
+        assert await deliveries.claim("b", 4, 60_000, 2) == []  # T still at its cap
+        ok = Attempt(at=1, duration_ms=5, status_code=204)
+        ours = [member for member in first if member.startswith(f"{T} ")]
+        assert await deliveries.record(ours[0], "a", ok, "delivered", 0, 1000) == "delivered"
+        assert clients.text.zcard(keys.webhook_leases(T)) == 1
+        (third,) = await deliveries.claim("c", 4, 60_000, 2)
+        assert third.startswith(f"{T} ") and third not in first
+        assert clients.text.zcard(keys.webhook_parked(T)) == 2
+
+        # Leases whose worker died end: their deliveries are due again, still no more than the cap at once.
+        later = webhooks_module.now_ms() + 120_000
+        monkeypatch.setattr(webhooks_module, "now_ms", lambda: later)
+        again = await deliveries.claim("d", 10, 60_000, 2)
+        assert tenants(again) == sorted([T, T, "other"])
+        assert clients.text.zcard(keys.webhook_parked(T)) == 2
+        for member in again:
+            assert await deliveries.record(member, "d", ok, "delivered", 0, 1000) == "delivered"
+        assert tenants(await deliveries.claim("e", 10, 60_000, 2)) == [T, T]
+        assert clients.text.zcard(keys.webhook_parked(T)) == 0
+        assert await deliveries.claim("f", 10, 60_000, 2) == []
+        assert not clients.text.exists(keys.webhook_parked(T))
+        assert not clients.text.smembers(keys.webhook_parked_tenants())
 
     asyncio.run(scenario())
 

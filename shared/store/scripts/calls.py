@@ -376,12 +376,32 @@ class CreateDeliveryCall(ScriptCall):
 
 
 @dataclass(frozen=True)
+class ClaimDeliveriesCall(ScriptCall):
+    """CLAIM_DELIVERIES (claim_deliveries.lua): lease due deliveries, each tenant up to its cap of attempts."""
+
+    SCRIPT: ClassVar[str] = "claim_deliveries"
+    due: str = key()
+    parked_tenants: str = key()
+    now_ms: int = arg()
+    lease_ms: int = arg()
+    limit: int = arg()
+    token: str = arg()
+    delivery_prefix: str = arg()
+    webhooks_prefix: str = arg()
+    tenant_cap: int = arg()
+    leases_prefix: str = arg()
+    parked_prefix: str = arg()
+    max_examined: int = arg()
+
+
+@dataclass(frozen=True)
 class RecordAttemptCall(ScriptCall):
     """RECORD_ATTEMPT (record_attempt.lua): one attempt of a delivery and what follows it."""
 
     SCRIPT: ClassVar[str] = "record_attempt"
     delivery: str = key()
     due: str = key()
+    leases: str = key()
     member: str = arg()
     token: str = arg()
     call_id: str = arg()
@@ -394,4 +414,4 @@ class RecordAttemptCall(ScriptCall):
 
 
 BUILDERS = (*BUILDERS, SetFeedbackCall, CreateScheduleCall, AdvanceScheduleCall, PauseTurnCall, CreateDeliveryCall,
-            RecordAttemptCall)  # fmt: skip
+            ClaimDeliveriesCall, RecordAttemptCall)  # fmt: skip

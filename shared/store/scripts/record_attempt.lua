@@ -2,10 +2,11 @@
 -- The attempt is kept (the newest `max_attempts`, with a count of them all) whoever holds the lease. A delivered
 -- or failed delivery leaves the due set and is kept `keep_ms` more; a retry is scheduled only by the claim that
 -- holds the lease (a worker whose lease ran out and was taken over leaves the schedule to the new holder). A
--- delivery delivered once stays delivered.
--- KEYS: 1 delivery, 2 due
+-- delivery delivered once stays delivered. The claim that holds the lease takes the delivery out of its tenant's
+-- leases (CLAIM_DELIVERIES counts them against the tenant's cap).
+-- KEYS: 1 delivery, 2 due, 3 leases
 -- ARGV: 1 member, 2 token, 3 call_id, 4 attempt, 5 outcome, 6 next_ms, 7 keep_ms, 8 max_attempts
--- KEYS are keys.webhook_delivery, keys.webhook_due(). member: `<tenant> <delivery id>`; token: the claim's
+-- KEYS are keys.webhook_delivery, keys.webhook_due(), keys.webhook_leases(tenant). member: `<tenant> <delivery id>`; token: the claim's
 -- (CLAIM_DELIVERIES); call_id names this call (run twice, the second run writes nothing); attempt: JSON object
 -- {at, status_code?, error?, duration_ms}; outcome: delivered | retry | failed; next_ms: when a retry is due.
 -- Returns the delivery's status after this call ('' when it is gone).
@@ -32,6 +33,9 @@ while #attempts > max_attempts do
 end
 redis.call('HSET', KEYS[1], 'attempts', cjson.encode(attempts), 'attempt_count', (tonumber(state[5]) or 0) + 1,
            'recorded', ARGV[3])
+if state[2] == ARGV[2] then
+    redis.call('ZREM', KEYS[3], ARGV[1])
+end
 local status = state[1]
 if outcome == 'delivered' and status ~= 'delivered' then
     status = 'delivered'
