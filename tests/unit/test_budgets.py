@@ -21,7 +21,7 @@ from parley.shared.store import keys
 from parley.shared.store.connection import RedisClients
 from parley.shared.store.turns import TurnStore
 from parley.worker.providers.base import ToolCall
-from parley.worker.turn.budget import OverBudget, TurnBudget, estimate, max_steps, turn_cap
+from parley.worker.turn.budget import OverBudget, TurnBudget, day_spent, estimate, max_steps, turn_cap
 
 T = "acme"
 
@@ -311,6 +311,35 @@ def test_a_summary_s_model_call_counts_against_the_tenant_s_day(make_settings: C
     assert asyncio.run(budgets.spent(aio, T, now_ms())) == 320
     asyncio.run(summary._ask(rt, ["m"], prompt))  # type: ignore[arg-type]  # no payer: not counted
     assert asyncio.run(budgets.spent(aio, T, now_ms())) == 320
+
+
+def test_a_rolling_summary_makes_no_model_call_once_the_day_is_spent(
+        make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from types import SimpleNamespace
+
+    from parley.worker.memory import summary
+
+    server = fakeredis.FakeServer()
+    aio = fakeredis.FakeAsyncRedis(server=server, decode_responses=True)
+    asked: list[Any] = []
+
+    def stream(**kwargs: Any) -> Any:
+        asked.append(kwargs)
+        raise AssertionError("no model call on a spent day")
+
+    def rt(budgets_setting: str) -> Any:
+        return SimpleNamespace(settings=make_settings(PARLEY_TENANT_BUDGETS=budgets_setting), aio=aio, threads=None,
+                               provider=SimpleNamespace(stream=stream),
+                               clients=SimpleNamespace(text=fakeredis.FakeRedis(server=server, decode_responses=True)))
+    monkeypatch.setattr(summary, "_plan", lambda *_: ("agent-1", ["m"], SimpleNamespace(summary=""),
+                                                       SimpleNamespace(messages=[]), 1000))  # fmt: skip
+    asyncio.run(budgets.add_spent(aio, T, 1000, now_ms()))
+    assert asyncio.run(summary.roll_summary(T, "s1", "token", rt=rt(f"{T}:1000"))) == "over_budget"
+    assert asyncio.run(day_spent(aio, make_settings(PARLEY_TENANT_BUDGETS=""), T)) is False  # no budget: never
+    assert asyncio.run(day_spent(aio, make_settings(PARLEY_TENANT_BUDGETS=f"{T}:1001"), T)) is False
+    assert asyncio.run(day_spent(aio, make_settings(PARLEY_TENANT_BUDGETS="*:1000"), T)) is True
+    assert asyncio.run(day_spent(aio, make_settings(PARLEY_TENANT_BUDGETS="*:1000"), "other")) is False
+    assert asked == []
 
 
 def test_with_no_budget_and_no_cap_a_call_costs_no_count_and_no_redis(make_settings: Callable[..., Settings]) -> None:

@@ -31,7 +31,7 @@ from parley.shared.usage import turn_counts
 from ..providers.base import ModelError
 from ..providers.fallback import ModelChain, models_of
 from ..runtime import Runtime
-from ..turn.budget import spend
+from ..turn.budget import day_spent, spend
 from ..turn.context import instructions_text
 from ..turn.loop import in_thread
 from ..turn.structured import InvalidAnswer, parse_answer, response_format
@@ -63,7 +63,9 @@ async def roll_summary(tenant: str, session_id: str, token: str, *, rt: Runtime)
     """RQ job: fold the session's oldest unsummarised turns into its rolling summary.
 
     Returns what happened (RQ keeps it as the result): written | nothing_to_fold | superseded |
-    model_failed | missing. Its Redis reads and writes are sync: they run in the worker's pool."""
+    model_failed | over_budget | missing. Its Redis reads and writes are sync: they run in the worker's pool. A
+    tenant whose tokens for today are spent gets no summary call (the window goes on sliding; a turn on a later
+    day schedules the fold again)."""
     try:
         return await _roll(rt, tenant, session_id)
     except ModelError as error:
@@ -97,6 +99,9 @@ async def _roll(rt: Runtime, tenant: str, session_id: str) -> str:
     if isinstance(plan, str):
         return plan
     agent_id, models, snap, fold, budget = plan
+    if await day_spent(rt.aio, rt.settings, tenant):
+        log.info("session %s/%s: not summarised: the tenant's tokens for today are spent", tenant, session_id)
+        return "over_budget"
     model = models[0]
     words = max(SUMMARY_WORDS_MIN, min(SUMMARY_WORDS_MAX, budget // 8))
     prompt = [

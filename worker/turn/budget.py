@@ -77,6 +77,12 @@ async def spend(aio: Any, tenant: str, model: str, usage: dict[str, Any], messag
     return tokens
 
 
+async def day_spent(aio: Any, settings: Settings, tenant: str) -> bool:
+    """Whether the tenant has a budget and its tokens for today are spent (a summary job asks before its call)."""
+    daily = settings.tenant_budget(tenant)
+    return daily is not None and await budgets.spent(aio, tenant, now_ms()) >= daily
+
+
 class TurnBudget:
     """One turn's spending: the tenant's day and the turn's own total."""
 
