@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from parley.shared.sealing import Sealer, sealer
 from parley.shared.usage import Price, parse_prices
 
 DEFAULT_TENANT = "default"
@@ -195,6 +196,9 @@ class Settings(BaseSettings):
     usage_max_groups: int = Field(1000, alias="PARLEY_USAGE_MAX_GROUPS_PER_DAY", ge=1, le=100_000)
     """Most agents, and most sessions, one tenant's usage keeps apart per day; later ones that day are counted
     under the key `(other)` (the day's totals stay exact)."""
+    secrets_key: str = Field("", alias="PARLEY_SECRETS_KEY", repr=False)
+    """Fernet keys, comma-separated, that seal tenants' credentials kept in Redis (MCP header values, webhook
+    secrets, A2A push tokens): the first seals, all unseal (shared/sealing.py); empty: kept as they are."""
     log_level: str = Field("INFO", alias="PARLEY_LOG_LEVEL")
     rq_log_level: str = Field("WARNING", alias="PARLEY_RQ_LOG_LEVEL")
     """RQ's own log level in workers (INFO logs every job and every maintenance pass)."""
@@ -218,6 +222,17 @@ class Settings(BaseSettings):
     def _model_prices(cls, value: str) -> str:
         priced(value)  # raises on malformed entries, at start rather than at a turn's commit
         return value
+
+    @field_validator("secrets_key")
+    @classmethod
+    def _secrets_key(cls, value: str) -> str:
+        sealer(value)  # raises on a malformed key, at start rather than at the first write
+        return value
+
+    @property
+    def sealer(self) -> Sealer:
+        """Seals and unseals tenants' credentials with PARLEY_SECRETS_KEY."""
+        return sealer(self.secrets_key)
 
     @property
     def prices(self) -> dict[str, Price]:

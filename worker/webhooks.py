@@ -78,7 +78,7 @@ class Dispatcher:
     def __init__(self, aio: aredis.Redis, settings: Settings) -> None:
         self.aio = aio
         self.settings = settings
-        self.deliveries = Deliveries(aio)
+        self.deliveries = Deliveries(aio, settings.sealer)
         self.consumer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease_ms = int((settings.webhook_timeout_s + LEASE_MARGIN_S) * 1000)
         self.reclaim_idle_ms = self.lease_ms

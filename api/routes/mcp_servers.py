@@ -86,7 +86,7 @@ class McpServerPublic(BaseModel):
 
 
 def _store(rt: WebRuntime) -> McpServerStore:
-    return McpServerStore(rt.clients.text, rt.settings.max_mcp_servers)
+    return McpServerStore(rt.clients.text, rt.settings.max_mcp_servers, rt.settings.sealer)
 
 
 def _shown(server: McpServer, found: ServerTools | None) -> McpServerPublic:

@@ -57,7 +57,8 @@ async def list_tools(rt: Runtime, tenant: Tenant) -> list[ToolPublic]:
 
 
 async def _mcp_tools(rt: Runtime, tenant: str) -> list[ToolPublic]:
-    servers = await run_in_threadpool(McpServerStore(rt.clients.text, rt.settings.max_mcp_servers).list, tenant)
+    store = McpServerStore(rt.clients.text, rt.settings.max_mcp_servers, rt.settings.sealer)
+    servers = await run_in_threadpool(store.list, tenant)
     found = await server_tools(rt.hub.redis, rt.settings, tenant, servers)
     return [ToolPublic(name=f"mcp:{server.name}/{tool['name']}", description=tool["description"],
                        parameters=tool["parameters"])

@@ -78,7 +78,7 @@ class WebhookList(BaseModel):
 
 
 def _store(rt: WebRuntime) -> WebhookStore:
-    return WebhookStore(rt.clients.text, rt.settings.max_webhooks)
+    return WebhookStore(rt.clients.text, rt.settings.max_webhooks, rt.settings.sealer)
 
 
 async def check_address(rt: WebRuntime, url: str) -> None:

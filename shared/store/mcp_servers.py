@@ -1,8 +1,9 @@
 """A tenant's MCP servers in Redis, and the tool list of each, cached.
 
 `keys.mcp_servers(tenant)` is one hash: server name -> JSON `{url, headers, allowed_tools, created_at,
-updated_at}`. Header values (a server's API key, as a rule) are kept there for the calls, and nothing here
-returns them: `McpServer.public()` shows `header_names` only, and `repr` hides them.
+updated_at}`. Header values (a server's API key, as a rule) are kept there for the calls, sealed with
+PARLEY_SECRETS_KEY when it is set (shared/sealing.py), and nothing here returns them: `McpServer.public()` shows
+`header_names` only, and `repr` hides them.
 
 `keys.mcp_tools(tenant, name)` caches the server's tools (as `tools/list` gave them, before `allowed_tools`)
 with the revision it spoke and a fingerprint of the URL and headers it was asked with (a list fetched for an
@@ -30,6 +31,7 @@ import redis.asyncio as aredis
 
 from parley.shared.clock import now_ms
 from parley.shared.errors import Conflict, NotFound, TooManyMcpServers
+from parley.shared.sealing import Sealer, Unsealable
 from parley.shared.settings import Settings
 from parley.shared.store import keys
 from parley.shared.text import clean, clean_json
@@ -139,20 +141,27 @@ class McpServer:
         return hashlib.sha256(clean(material).encode()).hexdigest()[:32]
 
 
-def encode_server(server: McpServer) -> str:
-    return json.dumps({"url": server.url, "headers": server.headers, "allowed_tools": server.allowed_tools,
+def encode_server(server: McpServer, sealer: Sealer) -> str:
+    """The hash value of a server, its header values sealed (shared/sealing.py)."""
+    headers = {name: sealer.seal(value) for name, value in server.headers.items()}
+    return json.dumps({"url": server.url, "headers": headers, "allowed_tools": server.allowed_tools,
                        "created_at": server.created_at, "updated_at": server.updated_at})  # fmt: skip
 
 
-def decode_server(name: str, raw: str | None) -> McpServer | None:
-    """The hash value as a server; None for a missing or unreadable one (logged, without its headers)."""
+def decode_server(name: str, raw: str | None, sealer: Sealer) -> McpServer | None:
+    """The hash value as a server, its header values unsealed; None for a missing or unreadable one (logged,
+    without its headers: a sealed value no key of PARLEY_SECRETS_KEY opens makes it unreadable)."""
     if raw is None:
         return None
     try:
         data = json.loads(raw)
-        return McpServer(name=name, url=data["url"], headers=dict(data.get("headers") or {}),
+        headers = {header: sealer.unseal(value) for header, value in dict(data.get("headers") or {}).items()}
+        return McpServer(name=name, url=data["url"], headers=headers,
                          allowed_tools=data.get("allowed_tools"), created_at=int(data.get("created_at") or 0),
                          updated_at=data.get("updated_at"))  # fmt: skip
+    except Unsealable as error:
+        log.warning("MCP server %r is left out: %s", name, error)
+        return None
     except (ValueError, KeyError, TypeError, AttributeError):
         log.warning("MCP server %r has an unreadable record; left out", name)
         return None
@@ -161,20 +170,22 @@ def decode_server(name: str, raw: str | None) -> McpServer | None:
 class McpServerStore:
     """The web's reads and writes; `tenant` scopes every call."""
 
-    def __init__(self, r: redis.Redis, max_servers: int) -> None:
+    def __init__(self, r: redis.Redis, max_servers: int, sealer: Sealer) -> None:
+        """`sealer`: the settings' (PARLEY_SECRETS_KEY), which seals header values as they are written."""
         self.r = r
         self.max_servers = max_servers
+        self.sealer = sealer
 
     def list(self, tenant: str) -> list[McpServer]:
         """The tenant's servers, oldest first."""
         raw: dict[str, str] = self.r.hgetall(keys.mcp_servers(tenant))  # type: ignore[assignment]
-        servers = [decode_server(name, value) for name, value in raw.items()]
+        servers = [decode_server(name, value, self.sealer) for name, value in raw.items()]
         return sorted((s for s in servers if s is not None), key=lambda s: (s.created_at, s.name))
 
     def find(self, tenant: str, name: str) -> McpServer | None:
         if not NAME.fullmatch(name):
             return None
-        return decode_server(name, self.r.hget(keys.mcp_servers(tenant), name))  # type: ignore[arg-type]
+        return decode_server(name, self.r.hget(keys.mcp_servers(tenant), name), self.sealer)  # type: ignore[arg-type]
 
     def get(self, tenant: str, name: str) -> McpServer:
         server = self.find(tenant, name)
@@ -195,7 +206,7 @@ class McpServerStore:
                 raise TooManyMcpServers(f"this tenant has {self.max_servers} MCP servers, the most it may hold "
                                         "(PARLEY_MAX_MCP_SERVERS): delete one first")  # fmt: skip
             pipe.multi()
-            pipe.hset(key, server.name, encode_server(server))
+            pipe.hset(key, server.name, encode_server(server, self.sealer))
             pipe.delete(keys.mcp_tools(tenant, server.name))
 
         self.r.transaction(write, key)
@@ -212,7 +223,7 @@ class McpServerStore:
             if not pipe.hexists(key, server.name):
                 raise NotFound(f"MCP server {server.name!r} not found")
             pipe.multi()
-            pipe.hset(key, server.name, encode_server(server))
+            pipe.hset(key, server.name, encode_server(server, self.sealer))
 
         self.r.transaction(write, key)
         return server
@@ -228,13 +239,13 @@ class McpServerStore:
             raise NotFound(f"MCP server {name[:80]!r} not found")
 
 
-async def read_servers(aio: aredis.Redis, tenant: str, names: Iterable[str]) -> dict[str, McpServer]:
-    """The tenant's servers of these names that exist (one round trip; the worker's read)."""
+async def read_servers(aio: aredis.Redis, tenant: str, names: Iterable[str], sealer: Sealer) -> dict[str, McpServer]:
+    """The tenant's servers of these names that exist (one round trip; the worker's read), header values unsealed."""
     wanted = sorted({name for name in names if NAME.fullmatch(name)})
     if not wanted:
         return {}
     values = await aio.hmget(keys.mcp_servers(tenant), wanted)
-    found = {name: decode_server(name, value) for name, value in zip(wanted, values, strict=True)}
+    found = {name: decode_server(name, value, sealer) for name, value in zip(wanted, values, strict=True)}
     return {name: server for name, server in found.items() if server is not None}
 
 

@@ -1,7 +1,8 @@
 """A tenant's webhooks and their deliveries in Redis.
 
 `keys.webhooks(tenant)` is one hash: webhook id -> JSON `{kind, url, events, secret, created_at}` (kind `webhook`;
-an A2A push config is kind `a2a` with its task's `job_id` and the client's `token`). FINISH_TURN and PAUSE_TURN
+an A2A push config is kind `a2a` with its task's `job_id` and the client's `token`); the secret, token and
+authorization are sealed with PARLEY_SECRETS_KEY when it is set (shared/sealing.py). FINISH_TURN and PAUSE_TURN
 check only that the hash EXISTS before they write a turn's end to `keys.turn_ends()`, so a tenant without
 webhooks costs nothing.
 
@@ -34,6 +35,7 @@ import redis.asyncio as aredis
 from parley.shared.clock import iso, now_ms
 from parley.shared.errors import NotFound, TooManyWebhooks
 from parley.shared.events import WebhookEvent
+from parley.shared.sealing import Sealer, Unsealable
 from parley.shared.store import keys, scripts
 from parley.shared.store.scripts.calls import ClaimDeliveriesCall, CreateDeliveryCall, RecordAttemptCall
 
@@ -141,25 +143,40 @@ class Webhook:
         return event_type in self.events
 
 
-def encode_webhook(hook: Webhook) -> str:
-    data: dict[str, Any] = {"kind": hook.kind, "url": hook.url, "events": hook.events, "secret": hook.secret,
-                            "created_at": hook.created_at}  # fmt: skip
+def encode_webhook(hook: Webhook, sealer: Sealer) -> str:
+    """The hash value of a webhook, its secret (and an A2A config's token and authorization) sealed."""
+    data: dict[str, Any] = {"kind": hook.kind, "url": hook.url, "events": hook.events,
+                            "secret": sealer.seal(hook.secret), "created_at": hook.created_at}  # fmt: skip
     if hook.kind == KIND_A2A:
-        data.update(job_id=hook.job_id, token=hook.token, config_id=hook.config_id, authorization=hook.authorization,
-                    legacy=hook.legacy)
+        data.update(job_id=hook.job_id, token=_seal(sealer, hook.token), config_id=hook.config_id,
+                    authorization=_seal(sealer, hook.authorization), legacy=hook.legacy)  # fmt: skip
     return json.dumps(data)
 
 
-def decode_webhook(webhook_id: str, raw: str | None) -> Webhook | None:
-    """The hash value as a webhook; None for a missing or unreadable one (logged, without its secret)."""
+def _seal(sealer: Sealer, value: str | None) -> str | None:
+    return None if value is None else sealer.seal(value)
+
+
+def _unseal(sealer: Sealer, value: str | None) -> str | None:
+    return None if value is None else sealer.unseal(value)
+
+
+def decode_webhook(webhook_id: str, raw: str | None, sealer: Sealer) -> Webhook | None:
+    """The hash value as a webhook, its credentials unsealed; None for a missing or unreadable one (logged, without
+    its secret: a sealed value no key of PARLEY_SECRETS_KEY opens makes it unreadable)."""
     if raw is None:
         return None
     try:
         data = json.loads(raw)
-        return Webhook(id=webhook_id, url=data["url"], events=list(data["events"]), secret=data["secret"],
-                       created_at=int(data.get("created_at") or 0), kind=data.get("kind") or KIND_WEBHOOK,
-                       job_id=data.get("job_id"), token=data.get("token"), config_id=data.get("config_id"),
-                       authorization=data.get("authorization"), legacy=bool(data.get("legacy")))  # fmt: skip
+        return Webhook(id=webhook_id, url=data["url"], events=list(data["events"]),
+                       secret=sealer.unseal(data["secret"]), created_at=int(data.get("created_at") or 0),
+                       kind=data.get("kind") or KIND_WEBHOOK, job_id=data.get("job_id"),
+                       token=_unseal(sealer, data.get("token")), config_id=data.get("config_id"),
+                       authorization=_unseal(sealer, data.get("authorization")),
+                       legacy=bool(data.get("legacy")))  # fmt: skip
+    except Unsealable as error:
+        log.warning("webhook %r is left out: %s", webhook_id, error)
+        return None
     except (ValueError, KeyError, TypeError, AttributeError):
         log.warning("webhook %r has an unreadable record; left out", webhook_id)
         return None
@@ -182,14 +199,16 @@ def delivery_public(delivery: str, record: dict[str, str]) -> dict[str, Any]:
 class WebhookStore:
     """The web's reads and writes; `tenant` scopes every call."""
 
-    def __init__(self, r: redis.Redis, max_webhooks: int) -> None:
+    def __init__(self, r: redis.Redis, max_webhooks: int, sealer: Sealer) -> None:
+        """`sealer`: the settings' (PARLEY_SECRETS_KEY), which seals credentials as they are written."""
         self.r = r
         self.max_webhooks = max_webhooks
+        self.sealer = sealer
 
     def all(self, tenant: str) -> list[Webhook]:
         """Every subscription of the tenant (webhooks and A2A push configs), oldest first."""
         raw: dict[str, str] = self.r.hgetall(keys.webhooks(tenant))  # type: ignore[assignment]
-        hooks = [decode_webhook(webhook_id, value) for webhook_id, value in raw.items()]
+        hooks = [decode_webhook(webhook_id, value, self.sealer) for webhook_id, value in raw.items()]
         return sorted((hook for hook in hooks if hook is not None), key=lambda hook: (hook.created_at, hook.id))
 
     def listed(self, tenant: str, kind: str = KIND_WEBHOOK) -> list[Webhook]:
@@ -198,7 +217,7 @@ class WebhookStore:
     def find(self, tenant: str, webhook_id: str, kind: str = KIND_WEBHOOK) -> Webhook | None:
         if len(webhook_id) > 100:
             return None
-        hook = decode_webhook(webhook_id, self.r.hget(keys.webhooks(tenant), webhook_id))  # type: ignore[arg-type]
+        hook = decode_webhook(webhook_id, self.r.hget(keys.webhooks(tenant), webhook_id), self.sealer)  # type: ignore[arg-type]
         return hook if hook is not None and hook.kind == kind else None
 
     def get(self, tenant: str, webhook_id: str) -> Webhook:
@@ -220,7 +239,7 @@ class WebhookStore:
                 raise TooManyWebhooks(f"this tenant has {limit} webhooks, the most it may hold "
                                       "(PARLEY_MAX_WEBHOOKS): delete one first")  # fmt: skip
             pipe.multi()
-            pipe.hset(key, hook.id, encode_webhook(hook))
+            pipe.hset(key, hook.id, encode_webhook(hook, self.sealer))
 
         self.r.transaction(write, key)
         return hook
@@ -246,8 +265,8 @@ class WebhookStore:
 
         def write(pipe: redis.client.Pipeline) -> None:
             values: dict[str, str] = pipe.hgetall(key)  # type: ignore[assignment]
-            others = [found for found in (decode_webhook(one, raw) for one, raw in values.items() if one != hook.id)
-                      if found is not None and found.kind == KIND_A2A]  # fmt: skip
+            decoded = (decode_webhook(one, raw, self.sealer) for one, raw in values.items() if one != hook.id)
+            others = [found for found in decoded if found is not None and found.kind == KIND_A2A]
             if sum(1 for found in others if found.job_id == hook.job_id) >= MAX_A2A_PER_TASK:
                 raise TooManyWebhooks(f"this task has {MAX_A2A_PER_TASK} push notification configs, the most it may "
                                       "have: delete one first")  # fmt: skip
@@ -255,7 +274,7 @@ class WebhookStore:
                 raise TooManyWebhooks(f"this tenant's tasks have {MAX_A2A_CONFIGS} push notification configs, the "
                                       "most they may have: delete some first")  # fmt: skip
             pipe.multi()
-            pipe.hset(key, hook.id, encode_webhook(hook))
+            pipe.hset(key, hook.id, encode_webhook(hook, self.sealer))
 
         self.r.transaction(write, key)
         return hook
@@ -312,19 +331,21 @@ class Attempt:
 class Deliveries:
     """The dispatcher's side: subscriptions by tenant, deliveries made, claimed and recorded (`redis.asyncio`)."""
 
-    def __init__(self, aio: aredis.Redis) -> None:
+    def __init__(self, aio: aredis.Redis, sealer: Sealer) -> None:
+        """`sealer`: the settings' (PARLEY_SECRETS_KEY), which unseals the credentials a delivery is sent with."""
         self.aio = aio
+        self.sealer = sealer
         self._create = aio.register_script(scripts.CREATE_DELIVERY)
         self._claim = aio.register_script(scripts.CLAIM_DELIVERIES)
         self._record = aio.register_script(scripts.RECORD_ATTEMPT)
 
     async def subscriptions(self, tenant: str) -> list[Webhook]:
         raw = await self.aio.hgetall(keys.webhooks(tenant))
-        hooks = [decode_webhook(webhook_id, value) for webhook_id, value in raw.items()]
+        hooks = [decode_webhook(webhook_id, value, self.sealer) for webhook_id, value in raw.items()]
         return [hook for hook in hooks if hook is not None]
 
     async def subscription(self, tenant: str, webhook_id: str) -> Webhook | None:
-        return decode_webhook(webhook_id, await self.aio.hget(keys.webhooks(tenant), webhook_id))
+        return decode_webhook(webhook_id, await self.aio.hget(keys.webhooks(tenant), webhook_id), self.sealer)
 
     async def create(self, tenant: str, hook: Webhook, entry_id: str, event_type: str, job_id: str, body: bytes,
                      keep_ms: int) -> bool:  # fmt: skip

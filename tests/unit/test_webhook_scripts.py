@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from parley.shared.sealing import PLAIN
 from parley.shared.settings import Settings
 from parley.shared.store import keys
 from parley.shared.store import turns as turns_module
@@ -48,7 +49,7 @@ def test_a_tenant_without_webhooks_writes_no_turn_end(turns: TurnStore, worker_t
 def test_a_turn_end_is_written_once_however_often_its_call_runs(turns: TurnStore, worker_turns: WorkerTurns,
                                                                  clients: RedisClients, chef: dict,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    WebhookStore(clients.text, 20).create(T, HOOK)
+    WebhookStore(clients.text, 20, PLAIN).create(T, HOOK)
     accepted = accept(turns, chef)
     _, attempt, _ = start(worker_turns, accepted.job_id)
     monkeypatch.setattr(turns_module, "new_call_id", lambda: "call-1")
@@ -58,7 +59,7 @@ def test_a_turn_end_is_written_once_however_often_its_call_runs(turns: TurnStore
 
 
 def test_a_queued_turn_canceled_writes_turn_canceled(turns: TurnStore, clients: RedisClients, chef: dict) -> None:
-    WebhookStore(clients.text, 20).create(T, HOOK)
+    WebhookStore(clients.text, 20, PLAIN).create(T, HOOK)
     accepted = accept(turns, chef)
     assert turns.cancel(T, accepted.job_id)
     assert not turns.cancel(T, accepted.job_id)
@@ -66,7 +67,7 @@ def test_a_queued_turn_canceled_writes_turn_canceled(turns: TurnStore, clients: 
 
 
 def test_the_cap_is_per_tenant_and_a_deleted_webhook_is_gone(clients: RedisClients) -> None:
-    store = WebhookStore(clients.text, 1)
+    store = WebhookStore(clients.text, 1, PLAIN)
     store.create(T, HOOK)
     with pytest.raises(Exception, match="PARLEY_MAX_WEBHOOKS"):
         store.create(T, Webhook(id="wh_2", url=HOOK.url, events=HOOK.events, secret="s"))
@@ -76,11 +77,11 @@ def test_the_cap_is_per_tenant_and_a_deleted_webhook_is_gone(clients: RedisClien
 
 
 def _deliveries(worker_turns: WorkerTurns) -> Deliveries:
-    return Deliveries(worker_turns.aio)
+    return Deliveries(worker_turns.aio, PLAIN)
 
 
 def test_a_delivery_is_made_once_and_leased_to_one_claim(worker_turns: WorkerTurns, clients: RedisClients) -> None:
-    WebhookStore(clients.text, 20).create(T, HOOK)
+    WebhookStore(clients.text, 20, PLAIN).create(T, HOOK)
     deliveries = _deliveries(worker_turns)
 
     async def scenario() -> None:
@@ -106,7 +107,7 @@ def test_a_delivery_is_made_once_and_leased_to_one_claim(worker_turns: WorkerTur
 
 
 def test_the_pending_deliveries_of_a_deleted_webhook_end(worker_turns: WorkerTurns, clients: RedisClients) -> None:
-    store = WebhookStore(clients.text, 20)
+    store = WebhookStore(clients.text, 20, PLAIN)
     store.create(T, HOOK)
     deliveries = _deliveries(worker_turns)
 
@@ -122,7 +123,7 @@ def test_the_pending_deliveries_of_a_deleted_webhook_end(worker_turns: WorkerTur
 
 def test_no_tenant_holds_more_than_its_cap_of_attempts_so_others_go_on(
         worker_turns: WorkerTurns, clients: RedisClients, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    store = WebhookStore(clients.text, 20)
+    store = WebhookStore(clients.text, 20, PLAIN)
     store.create(T, HOOK)
     store.create("other", HOOK)
     deliveries = _deliveries(worker_turns)

@@ -224,7 +224,7 @@ async def load_remote_tools(aio: aredis.Redis, settings: Settings, tenant: str,
     wanted = _wanted(names)
     if not wanted:
         return None
-    servers = await read_servers(aio, tenant, wanted)
+    servers = await read_servers(aio, tenant, wanted, settings.sealer)
     found = await server_tools(aio, settings, tenant, servers.values())
     tools: list[McpTool] = []
     for name, asked in sorted(wanted.items()):

@@ -285,7 +285,7 @@ class Handler:
     # -- push notification configs (push.py) ---------------------------------------------------------------------
 
     def _webhooks(self) -> WebhookStore:
-        return WebhookStore(self.rt.clients.text, self.rt.settings.max_webhooks)
+        return WebhookStore(self.rt.clients.text, self.rt.settings.max_webhooks, self.rt.settings.sealer)
 
     async def _put_config(self, task_id: str, config: push.PushConfig) -> Webhook:
         """Store the config for the task (its URL checked as a webhook's is): -32602 when it may not be."""
