@@ -58,6 +58,9 @@ def test_credentials_are_sealed_in_redis_and_used_by_the_worker(stack: Any, mcp_
         with client(str(keyless.url), stack.api_key) as http:
             assert http.get("/api/v1/mcp-servers").json() == []
             assert http.get("/api/v1/webhooks").json()["data"] == []
+            # ... though the tenant can still remove them (and then register them again under this key).
+            assert http.delete(f"/api/v1/webhooks/{hook.json()['id']}").status_code == 204
+            assert http.delete("/api/v1/mcp-servers/private").status_code == 204
         assert "PARLEY_SECRETS_KEY is not set" in keyless.log_tail(200) and value not in keyless.log_tail(200)
     finally:
         receiver.down()
