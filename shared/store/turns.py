@@ -31,7 +31,7 @@ from parley.shared.store import keys, scripts
 from parley.shared.store.connection import RedisClients
 from parley.shared.store.scripts.calls import AcceptTurnCall, DecideApprovalCall, FinishTurnCall
 from parley.shared.store.sessions import first_message_json, new_session_id
-from parley.shared.usage import DAY_MS, day_of, day_start_ms
+from parley.shared.store.usage import UsageDay
 from parley.tools.notes import MAX_NOTES
 
 TURN_FUNCTION = "parley.worker.turn.run_turn"
@@ -380,7 +380,7 @@ class TurnStore:
         `usage`: what the turn adds to its tenant's usage of today (shared/usage.py turn_counts; None: not
         counted)."""
         now = now_ms()
-        day = day_of(now)
+        usage_day = UsageDay.of(tenant, now, self.settings.usage_retention_days)
         return FinishTurnCall(
             job=keys.job(tenant, job_id), events=keys.events(tenant, job_id),
             live_channel=keys.live_channel(tenant, job_id), lane=keys.lane(tenant, session_id),
@@ -391,8 +391,8 @@ class TurnStore:
             tool_runs=keys.tool_runs(tenant, job_id), pending_notes=keys.pending_notes(tenant, job_id),
             notes=keys.notes(tenant, session_id), steers=keys.steers(tenant, job_id), webhooks=keys.webhooks(tenant),
             turn_ends=keys.turn_ends(), session_expiries=keys.session_expiries(),
-            usage_day=keys.usage_day(tenant, day.isoformat()), usage_agents=keys.usage_agents(tenant, day.isoformat()),
-            usage_sessions=keys.usage_sessions(tenant, day.isoformat()), metrics=telemetry.script_keys(),
+            usage_day=usage_day.day, usage_agents=usage_day.agents, usage_sessions=usage_day.sessions,
+            metrics=telemetry.script_keys(),
             job_id=job_id, status=status, now_ms=now, attempt="" if attempt is None else attempt,
             result=json.dumps(result) if result is not None else "", error=error, error_code=error_code,
             new_messages=json.dumps(messages or []), last_events=json.dumps(events_out),
@@ -401,5 +401,5 @@ class TurnStore:
             job_prefix=keys.job(tenant, ""), max_notes=MAX_NOTES, call_id=new_call_id(),
             deltas=telemetry.script_arg(telemetry.PENDING.take()),
             usage=json.dumps(usage) if usage is not None else "", usage_cap=self.settings.usage_max_groups,
-            usage_expire_at=day_start_ms(day) + self.settings.usage_retention_days * DAY_MS,
+            usage_expire_at=usage_day.expire_at,
         )  # fmt: skip

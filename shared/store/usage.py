@@ -99,16 +99,35 @@ class UsageStore:
         return out
 
 
+@dataclass(frozen=True)
+class UsageDay:
+    """Where a count made at one moment goes, for the scripts that write usage (lib_usage.lua): the tenant's
+    counter hashes of that UTC day (totals, by agent, by session) and when they expire (ms)."""
+
+    day: str
+    agents: str
+    sessions: str
+    expire_at: int
+
+    @classmethod
+    def of(cls, tenant: str, at_ms: int, retention_days: int) -> UsageDay:
+        """The day of `at_ms`, its counters kept `retention_days` (PARLEY_USAGE_RETENTION_DAYS) from its start."""
+        day = day_of(at_ms)
+        name = day.isoformat()
+        return cls(keys.usage_day(tenant, name), keys.usage_agents(tenant, name), keys.usage_sessions(tenant, name),
+                   day_start_ms(day) + retention_days * DAY_MS)  # fmt: skip
+
+    def hashes(self) -> list[str]:
+        return [self.day, self.agents, self.sessions]
+
+
 async def add_call_usage(aio: Any, tenant: str, agent_id: str, session_id: str, counts: dict[str, int], *,
                          at_ms: int, max_groups: int, retention_days: int) -> None:  # fmt: skip
     """Add a model call made outside any turn (a summary job's; `counts` from shared/usage.py turn_counts with
     `turns=0`) to the tenant's usage of its UTC day, under `agent_id` and `session_id` (ADD_USAGE)."""
-    day = day_of(at_ms)
-    name = day.isoformat()
+    where = UsageDay.of(tenant, at_ms, retention_days)
     add = aio.register_script(scripts.ADD_USAGE)
-    await add(keys=[keys.usage_day(tenant, name), keys.usage_agents(tenant, name), keys.usage_sessions(tenant, name)],
-              args=[agent_id, session_id, json.dumps(counts), max_groups,
-                    day_start_ms(day) + retention_days * DAY_MS])  # fmt: skip
+    await add(keys=where.hashes(), args=[agent_id, session_id, json.dumps(counts), max_groups, where.expire_at])
 
 
 def _merge(hashes: list[dict[str, str]]) -> dict[str, Counts]:

@@ -19,7 +19,7 @@ from parley.shared.store import keys, memory, scripts
 from parley.shared.store.agents import decode_agent
 from parley.shared.store.scripts.calls import EmitTurnEventCall, PauseTurnCall, StartTurnCall
 from parley.shared.store.turns import TurnStore, approval_member, new_call_id, rq_now
-from parley.shared.usage import DAY_MS, day_of, day_start_ms
+from parley.shared.store.usage import UsageDay
 
 
 @dataclass(frozen=True)
@@ -149,15 +149,11 @@ class WorkerTurns:
     async def count_canceled(self, turn: Attempt, usage: dict[str, int]) -> bool:
         """Count what the attempt spent (shared/usage.py turn_counts) in its tenant's usage of today, if its turn
         was canceled while it ran (COUNT_CANCELED): once per job. True when counted."""
-        settings, tenant = self.store.settings, turn.tenant
-        day = day_of(now_ms())
-        name = day.isoformat()
-        counted = await self._count_canceled(
-            keys=[keys.job(tenant, turn.job_id), keys.usage_day(tenant, name), keys.usage_agents(tenant, name),
-                  keys.usage_sessions(tenant, name)],
-            args=[turn.attempt, json.dumps(usage), settings.usage_max_groups,
-                  day_start_ms(day) + settings.usage_retention_days * DAY_MS],
-        )  # fmt: skip
+        settings = self.store.settings
+        where = UsageDay.of(turn.tenant, now_ms(), settings.usage_retention_days)
+        counted = await self._count_canceled(keys=[keys.job(turn.tenant, turn.job_id), *where.hashes()],
+                                             args=[turn.attempt, json.dumps(usage), settings.usage_max_groups,
+                                                   where.expire_at])  # fmt: skip
         return bool(counted)
 
     async def pause(self, turn: Attempt, *, paused: str, pending: str, events_out: list[str]) -> bool:
