@@ -12,8 +12,10 @@ values are written as they are (docs/security.md says so).
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+if TYPE_CHECKING:
+    from cryptography.fernet import MultiFernet
 
 SEALED = "sealed:v1:"
 
@@ -27,10 +29,16 @@ class Sealer:
     """Seals and unseals with the keys of PARLEY_SECRETS_KEY; with none, leaves values as they are."""
 
     def __init__(self, keys_text: str) -> None:
-        """ValueError naming the setting when a key is not a Fernet key (32 url-safe base64-encoded bytes)."""
+        """ValueError naming the setting when a key is not a Fernet key (32 url-safe base64-encoded bytes).
+        `cryptography` is imported only when there is a key: a deployment without one does not load it."""
         keys = [key.strip() for key in keys_text.split(",") if key.strip()]
+        self._fernet: MultiFernet | None = None
+        if not keys:
+            return
+        from cryptography.fernet import Fernet, MultiFernet
+
         try:
-            self._fernet = MultiFernet([Fernet(key) for key in keys]) if keys else None
+            self._fernet = MultiFernet([Fernet(key) for key in keys])
         except (ValueError, TypeError):
             raise ValueError("PARLEY_SECRETS_KEY: each comma-separated key must be a Fernet key, 32 url-safe "
                              "base64-encoded bytes (make one with `python -m parley.shared.sealing`)") from None
@@ -50,6 +58,8 @@ class Sealer:
             return value
         if self._fernet is None:
             raise Unsealable("the value is sealed and PARLEY_SECRETS_KEY is not set")
+        from cryptography.fernet import InvalidToken
+
         try:
             return self._fernet.decrypt(value[len(SEALED):].encode()).decode()
         except InvalidToken:
@@ -67,4 +77,6 @@ def sealer(keys_text: str) -> Sealer:
 
 
 if __name__ == "__main__":  # `python -m parley.shared.sealing`: a new key for PARLEY_SECRETS_KEY
+    from cryptography.fernet import Fernet
+
     print(Fernet.generate_key().decode())
