@@ -15,7 +15,7 @@ from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 
 from parley.worker.__main__ import make_engine
-from parley.worker.engine import Engine
+from parley.worker.engine import Engine, cancel_until_done
 from parley.worker.rq_side import RqSide
 
 CALLS: list[tuple[str, tuple[Any, ...], Any]] = []
@@ -100,3 +100,34 @@ def test_the_mcp_client_is_imported_on_a_side_thread_at_start() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=90)
     assert done.returncode == 0, done.stderr
+
+
+def test_side_tasks_that_lose_a_cancel_are_cancelled_again(caplog: pytest.LogCaptureFixture) -> None:
+    """redis-py's asyncio client can lose a cancel that lands mid-command; the engine's shutdown cancels again."""
+    losing = {"loses-two": 2, "never-ends": 10**9}
+
+    async def loses() -> None:
+        lost = 0
+        name = asyncio.current_task().get_name()  # type: ignore[union-attr]
+        while True:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                if lost >= losing[name]:
+                    raise
+                lost += 1  # as a Redis command that swallowed it would
+
+    async def scenario() -> tuple[bool, bool]:
+        two = asyncio.create_task(loses(), name="loses-two")
+        never = asyncio.create_task(loses(), name="never-ends")
+        await asyncio.sleep(0)
+        await cancel_until_done([two], give_up_s=5)
+        await cancel_until_done([never], give_up_s=0.3)  # logged and left
+        left_running = not never.done()
+        losing["never-ends"] = 0
+        never.cancel()
+        await asyncio.gather(never, return_exceptions=True)
+        return two.cancelled(), left_running
+
+    assert asyncio.run(scenario()) == (True, True)
+    assert "never-ends" in caplog.text
