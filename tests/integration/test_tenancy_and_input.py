@@ -13,13 +13,14 @@ from tests.sse_client import collect
 
 
 def _snapshot(stack) -> dict[str, str]:
-    """Every key in Redis with its type and size, to show a refused request changed nothing. The deployment's
-    metrics are left out: a web flushes its HTTP request counts whenever its timer says, refused requests included."""
+    """Every key in Redis with its type and size, to show a refused request changed nothing. Left out: the
+    deployment's metrics (a web flushes its HTTP request counts whenever its timer says, refused requests
+    included) and rq's maintenance markers (`rq:clean_*`, which a worker sets and lets expire on its own timer)."""
     r = stack.redis()
     shot = {}
-    metrics = keys.metric("")
+    own_timers = (keys.metric(""), "rq:clean_")
     for key in r.scan_iter(count=1000):
-        if key.startswith(metrics):
+        if key.startswith(own_timers):
             continue
         kind = r.type(key)
         size = {"hash": r.hlen, "list": r.llen, "zset": r.zcard, "stream": r.xlen, "set": r.scard}.get(
