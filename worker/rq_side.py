@@ -12,7 +12,7 @@ Besides rq's public and overridable methods (`bootstrap`, `prepare_execution`, `
 `heartbeat`, `Execution.heartbeat`, `Queue.dequeue_any`, `enqueue_job`, `set_state`, `get_heartbeat_ttl`,
 ...) this relies on private parts, to check on every rq upgrade: `_finalize_success`,
 `_finalize_failure`, `_ordered_queues`, `_exc_handlers`, and its copy of rq's registry maintenance
-(`clean_registries`).
+(`clean_registries`, with its own handling of the intermediate queue: `requeue_stranded`).
 
 Every method here is blocking rq code: the engine calls them from its own threads, never its loop.
 """
@@ -82,7 +82,8 @@ class RqSide(SimpleWorker):
         """rq's maintenance of each queue's registries (`Worker.clean_registries` and rq's
         `registry.clean_registries`, as rq 3.0 has them), with one change: the failure callbacks of
         abandoned jobs run under this worker's death penalty. rq's registries time them with SIGALRM,
-        which only the main thread may use, and here maintenance runs on the dequeue thread."""
+        which only the main thread may use, and here maintenance runs on the dequeue thread. And the
+        intermediate queue's strays are queued again (`requeue_stranded`), where rq fails them."""
         for queue in self.queues:
             if not queue.acquire_maintenance_lock():
                 continue  # another worker is cleaning
@@ -98,9 +99,44 @@ class RqSide(SimpleWorker):
             for rate_limit_registry in RateLimitRegistry.all(queue.connection):
                 rate_limit_registry.cleanup()
             worker_registration.clean_worker_registry(queue)
-            queue.intermediate_queue.cleanup(self, queue)
+            self.requeue_stranded(queue)
             queue.release_maintenance_lock()
         self.last_cleaned_at = now()  # type: ignore[assignment]  # as rq sets it
+
+    def requeue_stranded(self, queue: Queue) -> None:
+        """Put back at the front of the queue each job a worker took (rq's dequeue moves it to the intermediate
+        queue) and died with before starting it: one seen there by an earlier pass, more than the heartbeat TTL
+        ago, and not started since. A live worker starts a job it took within milliseconds (`begin` takes it off
+        the intermediate queue); a SIGKILL between the two left it there.
+
+        rq's own cleanup (`IntermediateQueue.cleanup`) fails such a job after a minute without running its
+        failure callback: the turn never ran, yet stayed `queued` for its clients, its session's lane held
+        every later turn, and its place among the tenant's admitted turns was never given back."""
+        stray = queue.intermediate_queue
+        for job_id in stray.get_job_ids():
+            if job_id in queue.started_job_registry:
+                continue
+            if not self.connection.exists(Job.key_for(job_id)):
+                stray.remove(job_id)  # deleted meanwhile: nothing to run
+                continue
+            if stray.set_first_seen(job_id):
+                continue  # first seen now: a live worker may be about to start it
+            first_seen = stray.get_first_seen(job_id)
+            if first_seen is None or (now() - first_seen).total_seconds() <= self.heartbeat_ttl_s:
+                continue
+            with self.connection.pipeline() as pipe:
+                try:
+                    pipe.watch(stray.key)  # a worker that starts it meanwhile takes it off: then it stays
+                    if job_id not in {one.decode() for one in pipe.lrange(stray.key, 0, -1)}:
+                        continue
+                    pipe.multi()
+                    pipe.lrem(stray.key, 1, job_id)
+                    pipe.lpush(queue.key, job_id)
+                    pipe.delete(stray.get_first_seen_key(job_id))
+                    pipe.execute()
+                except redis.WatchError:
+                    continue
+            log.warning("job %s was taken by a worker that stopped before starting it: queued again", job_id)
 
     def check_for_suspension(self, burst: bool) -> None:
         """rq's check whether `rq suspend` holds the workers, at most once a second (rq asks Redis before
@@ -125,7 +161,8 @@ class RqSide(SimpleWorker):
     def begin(self, held: Held) -> None:
         """What rq does before a job runs (`prepare_execution`, then `prepare_job_execution`), in one
         transaction where rq uses two: the execution record and its registry entries, the worker `busy`,
-        the job's heartbeat, the job marked started and taken off the intermediate queue. Left out: the
+        the job's heartbeat, the job marked started and taken off the intermediate queue (with its mark of
+        having been seen there, if any). Left out: the
         worker's own heartbeat, which the engine beats for all its jobs at once, and the worker's state
         when it is `busy` already."""
         job, queue = held.job, held.queue
@@ -140,6 +177,9 @@ class RqSide(SimpleWorker):
             pipe.persist(job.key)
             if len(self.queues) == 1:  # as rq: with several queues, its maintenance sorts the intermediate queue
                 pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+            # A maintenance pass that saw it in the intermediate queue a moment ago left this mark; gone, it cannot
+            # make a later attempt of the job (a retry) look stranded at once (requeue_stranded).
+            pipe.delete(queue.intermediate_queue.get_first_seen_key(job.id))
             pipe.execute()
 
     def end(self, held: Held, value: Any = None, error: BaseException | None = None) -> None:

@@ -7,7 +7,10 @@ import threading
 import time
 
 import httpx
+import redis
+from rq import Queue
 
+from parley.shared.store import keys
 from tests.integration.helpers import client, create_agent, messages, model_requests, wait_job
 from tests.sse_client import Event, collect, iter_events
 
@@ -65,6 +68,31 @@ def test_worker_killed_mid_turn_is_retried_and_commits_once(stack) -> None:
         ]  # fmt: skip
         nxt = http.post("/api/v1/chat", json={"message": "next", "session_id": "k"}).json()
         assert nxt["response"] == "echo: next | earlier: remember me / a slow answer with many words"
+
+
+def test_a_turn_taken_by_a_worker_that_died_before_starting_it_runs_in_its_place(stack) -> None:
+    """rq's dequeue moves a job to the queue's intermediate list, and the worker starts it a moment later: a worker
+    SIGKILLed in between leaves it there. This test's own process plays that worker (rq's own dequeue, then nothing).
+    The turn must still run, once, and the turn behind it in the session after it, with the tenant's places given
+    back. (rq alone fails such a job after a minute without telling Parley, and the session was stuck for good.)"""
+    stack.start_web()
+    with client(stack.web_url, stack.api_key) as http:
+        create_agent(http)
+        dropped = http.post("/api/v1/chat/jobs", json={"message": "taken, then dropped", "session_id": "d"})
+        dropped_id = dropped.json()["job_id"]
+        raw = redis.Redis.from_url(stack.redis_url)
+        try:
+            taken = Queue.dequeue_any([Queue("parley-turns", connection=raw)], None, connection=raw)
+            assert taken is not None and taken[0].id == dropped_id
+        finally:
+            raw.close()
+        behind = http.post("/api/v1/chat/jobs", json={"message": "the next one", "session_id": "d"}).json()["job_id"]
+        stack.start_workers(env={"PARLEY_MAINTENANCE_INTERVAL_S": "1", "PARLEY_HEARTBEAT_TTL_S": "3"})
+        for job_id in (dropped_id, behind):
+            assert wait_job(http, job_id, timeout=30)["status"] == "finished", job_id
+        history = messages(http, "d")
+        assert [m["content"] for m in history if m["role"] == "user"] == ["taken, then dropped", "the next one"]
+        assert stack.redis().get(keys.tenant_admitted("alice")) in (None, "0")
 
 
 def test_web_killed_mid_stream_client_resumes_on_another_web(stack) -> None:

@@ -6,6 +6,7 @@ rq side are configured through their constructors, not through class attributes 
 from __future__ import annotations
 
 import asyncio
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -16,7 +17,7 @@ from rq.registry import StartedJobRegistry
 
 from parley.worker.__main__ import make_engine
 from parley.worker.engine import Engine, cancel_until_done
-from parley.worker.rq_side import RqSide
+from parley.worker.rq_side import Held, RqSide
 
 CALLS: list[tuple[str, tuple[Any, ...], Any]] = []
 
@@ -131,3 +132,25 @@ def test_side_tasks_that_lose_a_cancel_are_cancelled_again(caplog: pytest.LogCap
 
     assert asyncio.run(scenario()) == (True, True)
     assert "never-ends" in caplog.text
+
+
+def test_a_job_left_taken_but_not_started_is_queued_again_once_it_has_waited_past_the_heartbeat(clients) -> None:
+    """requeue_stranded: a job its worker took (rq's dequeue) and never started goes back to the front of the queue,
+    only after a maintenance pass has seen it waiting there longer than the heartbeat TTL; a started one stays."""
+    queue = Queue("turns", connection=clients.raw)
+    rq = RqSide([queue], connection=clients.raw, heartbeat_ttl_s=5)
+    stranded, started, later = (queue.enqueue("os.getcwd", job_id=name) for name in ("stranded", "started", "later"))
+    for _ in range(2):  # rq's dequeue on Redis 6.2 or later (fakeredis reports an older one: dequeue_any would LPOP)
+        assert Queue.lmove(clients.raw, queue.key, None) is not None
+    stray = queue.intermediate_queue
+    rq.requeue_stranded(queue)  # first seen: a live worker may be about to start them
+    assert stray.get_job_ids() == ["stranded", "started"]
+    rq.begin(Held(started, queue))
+    for job in (stranded, started):
+        clients.raw.set(stray.get_first_seen_key(job.id), time.time() - 6)  # seen by a pass 6 s ago
+    rq.requeue_stranded(queue)
+    assert stray.get_job_ids() == []
+    assert queue.get_job_ids() == ["stranded", "later"]
+    assert clients.raw.exists(stray.get_first_seen_key("stranded")) == 0
+    assert "started" in queue.started_job_registry
+    assert later.id not in queue.started_job_registry
