@@ -23,6 +23,7 @@ from parley.shared.errors import NotReady, TooManyRequests
 from parley.shared.settings import Settings
 from parley.shared.store import keys
 from parley.shared.store.connection import connect_async
+from parley.shared.tasks import cancel_until_done
 
 log = logging.getLogger("parley.api.hub")
 
@@ -196,11 +197,7 @@ class EventHub:
 
     async def stop(self) -> None:
         if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await cancel_until_done([self._task])  # a cancel lost mid-read would hold up the web's shutdown
         await self.redis.aclose()
         await self.listen_redis.aclose()
 

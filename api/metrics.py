@@ -31,6 +31,7 @@ from rq.utils import utcparse
 from parley.shared import telemetry
 from parley.shared.clock import now_ms
 from parley.shared.store import keys
+from parley.shared.tasks import cancel_until_done
 
 if TYPE_CHECKING:
     from .runtime import WebRuntime
@@ -182,11 +183,7 @@ class Reporter:
     async def stop(self) -> None:
         """Stop reporting, writing the last deltas and removing this web's stream count."""
         if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await cancel_until_done([self._task])
         try:
             await asyncio.to_thread(report, self.rt, 0)
             await asyncio.to_thread(self.rt.clients.text.hdel, keys.web_streams(), WEB_ID)

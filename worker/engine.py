@@ -54,6 +54,7 @@ from rq.timeouts import JobTimeoutException
 from rq.worker import WorkerStatus
 
 from parley.shared.store.worker_turns import Attempt, WorkerTurns
+from parley.shared.tasks import cancel_until_done
 
 from .retention import sweep_forever
 from .rq_side import Held, RqSide
@@ -64,36 +65,12 @@ from .webhooks import Dispatcher
 
 log = logging.getLogger("parley.worker")
 
-CANCEL_AGAIN_S = 0.1
-"""How often `cancel_until_done` cancels a side task again that did not end."""
-CANCEL_GIVE_UP_S = 5.0
-"""How long `cancel_until_done` keeps at it."""
 DEQUEUE_WAIT_S = 1
 """How long one dequeue blocks on the queue: the dequeue thread then checks for a stop request."""
 WATCH_INTERVAL_S = 0.5
 """How often the watch asks Redis whether each running turn is still its attempt's (cancel latency)."""
 APPROVALS_INTERVAL_S = 1.0
 """How often a worker looks for waits for decisions that timed out (one ZRANGEBYSCORE)."""
-
-
-async def cancel_until_done(tasks: list[asyncio.Task[Any]], give_up_s: float = CANCEL_GIVE_UP_S) -> None:
-    """Cancel `tasks` and wait for them to end, cancelling again every CANCEL_AGAIN_S while one runs on.
-
-    One cancel is not always enough: redis-py's asyncio client can lose a cancel that arrives while a command is in
-    flight (redis-py #2028; seen with redis 8.1.0, about one cancel in two in a loop of short commands), and a side
-    task that looks at Redis every second then goes on looping, so the worker never got past its drain. Past
-    `give_up_s` the tasks still running are logged and left."""
-    pending = {task for task in tasks if not task.done()}
-    deadline = asyncio.get_running_loop().time() + give_up_s
-    while pending:
-        for task in pending:
-            task.cancel()
-        left = deadline - asyncio.get_running_loop().time()
-        if left <= 0:
-            log.warning("side task(s) %s did not end when cancelled; left running",
-                        ", ".join(sorted(task.get_name() for task in pending)))  # fmt: skip
-            return
-        _, pending = await asyncio.wait(pending, timeout=min(CANCEL_AGAIN_S, left))
 
 
 class Engine:

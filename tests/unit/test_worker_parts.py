@@ -15,8 +15,9 @@ from rq import Callback, Queue
 from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 
+from parley.shared.tasks import cancel_until_done
 from parley.worker.__main__ import make_engine
-from parley.worker.engine import Engine, cancel_until_done
+from parley.worker.engine import Engine
 from parley.worker.rq_side import Held, RqSide
 
 CALLS: list[tuple[str, tuple[Any, ...], Any]] = []
@@ -104,7 +105,8 @@ def test_the_mcp_client_is_imported_on_a_side_thread_at_start() -> None:
 
 
 def test_side_tasks_that_lose_a_cancel_are_cancelled_again(caplog: pytest.LogCaptureFixture) -> None:
-    """redis-py's asyncio client can lose a cancel that lands mid-command; the engine's shutdown cancels again."""
+    """redis-py's asyncio client can lose a cancel that lands mid-command; a shutdown (the engine's, the web's hub and
+    reporter) cancels again."""
     losing = {"loses-two": 2, "never-ends": 10**9}
 
     async def loses() -> None:
