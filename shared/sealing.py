@@ -3,10 +3,10 @@ signing secrets, A2A push tokens and `Authorization` values) is sealed with PARL
 so a Redis dump, AOF file or backup holds no credential anyone can use.
 
 PARLEY_SECRETS_KEY holds one or more Fernet keys (AES-128-CBC with HMAC-SHA256: `cryptography`), comma-separated:
-the first seals, every one unseals, so a key is rotated by putting the new one first and dropping the old one once
-every record was written again. A sealed value is `sealed:v1:<Fernet token>`; any other value is read as it is, so
-records written before the key was set stay readable (and are sealed when next written). Without the setting,
-values are written as they are (docs/security.md says so).
+the first seals, every one unseals, so a key is rotated by putting the new one first, sealing every record anew
+(`python -m parley.shared.store.reseal`) and then dropping the old one. A sealed value is `sealed:v1:<Fernet token>`;
+any other value is read as it is, so records written before the key was set stay readable (and are sealed when next
+written, or by the reseal command). Without the setting, values are written as they are (docs/security.md says so).
 """
 
 from __future__ import annotations

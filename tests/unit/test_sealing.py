@@ -18,7 +18,8 @@ from parley.shared.settings import Settings
 from parley.shared.store import keys
 from parley.shared.store.connection import RedisClients
 from parley.shared.store.mcp_servers import McpServer, McpServerStore, read_servers
-from parley.shared.store.webhooks import KIND_A2A, Deliveries, Webhook, WebhookStore
+from parley.shared.store.reseal import reseal
+from parley.shared.store.webhooks import KIND_A2A, Deliveries, Webhook, WebhookStore, decode_webhook
 
 OLD, NEW = Fernet.generate_key().decode(), Fernet.generate_key().decode()
 
@@ -86,3 +87,37 @@ def test_webhook_secrets_and_a2a_credentials_are_sealed_in_redis(clients: RedisC
     assert found is not None and (found.token, found.authorization) == ("tok-xyz", "Bearer push-auth")
     assert asyncio.run(Deliveries(aio, Sealer(NEW)).subscriptions("alice"))  # NEW seals: NEW alone opens
     assert asyncio.run(Deliveries(aio, Sealer(OLD)).subscriptions("alice")) == []  # a key that never sealed them
+
+
+def test_reseal_seals_every_credential_with_the_first_key_so_the_old_one_can_go(clients: RedisClients) -> None:
+    old = Sealer(OLD)
+    McpServerStore(clients.text, 5, old).create("alice", McpServer(name="gh", url="https://mcp.example.com/mcp",
+                                                                   headers={"Authorization": "Bearer x"}))  # fmt: skip
+    McpServerStore(clients.text, 5, PLAIN).create("bob", McpServer(name="pre", url="https://mcp.example.com/mcp",
+                                                                   headers={"X-Key": "plain"}))  # fmt: skip
+    hooks_then = WebhookStore(clients.text, 20, old)
+    hooks_then.create("alice", Webhook(id="wh_1", url="https://example.com/hook", events=["turn.finished"],
+                                       secret="whsec_1"))  # fmt: skip
+    hooks_then.create("alice", Webhook(
+        id="wh_2", url="https://example.com/push", events=[], secret="", kind=KIND_A2A, job_id="job_1",
+        token="tok-1", authorization="Bearer push-1"), cap=5)  # fmt: skip
+    lost = Sealer(Fernet.generate_key().decode())  # a key nobody lists any more
+    WebhookStore(clients.text, 20, lost).create("bob", Webhook(id="wh_3", url="https://example.com/hook",
+                                                               events=["turn.finished"], secret="whsec_3"))  # fmt: skip
+    unreadable = clients.text.hget(keys.webhooks("bob"), "wh_3")
+
+    with pytest.raises(ValueError, match="PARLEY_SECRETS_KEY is not set"):
+        reseal(clients.text, PLAIN)
+    done = reseal(clients.text, Sealer(f"{NEW},{OLD}"))
+
+    assert (done.sealed, done.unreadable, done.skipped) == (4, 1, 0)
+    new_only = Sealer(NEW)
+    assert McpServerStore(clients.text, 5, new_only).get("alice", "gh").headers == {"Authorization": "Bearer x"}
+    assert McpServerStore(clients.text, 5, new_only).get("bob", "pre").headers == {"X-Key": "plain"}
+    assert "plain" not in clients.text.hget(keys.mcp_servers("bob"), "pre")
+    hooks = WebhookStore(clients.text, 20, new_only)
+    assert hooks.get("alice", "wh_1").secret == "whsec_1"
+    pushed = decode_webhook("wh_2", clients.text.hget(keys.webhooks("alice"), "wh_2"), new_only)
+    assert pushed is not None and (pushed.token, pushed.authorization) == ("tok-1", "Bearer push-1")
+    assert clients.text.hget(keys.webhooks("bob"), "wh_3") == unreadable  # left as it was
+    assert McpServerStore(clients.text, 5, old).find("alice", "gh") is None  # the old key alone opens nothing now
