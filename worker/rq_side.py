@@ -12,7 +12,8 @@ Besides rq's public and overridable methods (`bootstrap`, `prepare_execution`, `
 `heartbeat`, `Execution.heartbeat`, `Queue.dequeue_any`, `enqueue_job`, `set_state`, `get_heartbeat_ttl`,
 ...) this relies on private parts, to check on every rq upgrade: `_finalize_success`,
 `_finalize_failure`, `_ordered_queues`, `_exc_handlers`, and its copy of rq's registry maintenance
-(`clean_registries`, with its own handling of the intermediate queue: `requeue_stranded`).
+(`clean_registries`, with its own handling of the intermediate queue, `requeue_stranded`, which uses
+`IntermediateQueue`'s first-seen marks as rq's cleanup does).
 
 Every method here is blocking rq code: the engine calls them from its own threads, never its loop.
 """
